@@ -1,0 +1,321 @@
+//! The `ComputeBackend` trait.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::{
+    BackendError, BackendResult, BackendTranspose, BinaryOp, DType, MemoryInfo, ReduceOp, UnaryOp,
+};
+
+/// A boxed future returned by the async methods. Not `Send`: on the web the futures hold
+/// browser objects, and natively they are driven on the calling thread.
+pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = BackendResult<T>> + 'a>>;
+
+/// A compute device behind `u64` pointers: the interface an ML framework codes against.
+///
+/// See the [crate documentation](crate) for the contract every method follows (pointer
+/// rules, ordering, numerics). In short: matrices are column-major f32 (BLAS conventions),
+/// every operand range must lie inside one live allocation, bad arguments fail
+/// synchronously with [`BackendError::InvalidArgument`] before anything is queued, and the
+/// backend behaves as one in-order stream.
+///
+/// The trait is object-safe: frameworks hold a `Box<dyn ComputeBackend>` or
+/// `Arc<dyn ComputeBackend>` and may call it from several threads.
+pub trait ComputeBackend: Send + Sync {
+    /// A short, stable name such as `"cpu"` or `"webgpu (Vulkan, NVIDIA H200)"`.
+    fn name(&self) -> &str;
+
+    /// Acquires the device. Every other call before a successful `init` returns
+    /// [`BackendError::NotInitialized`]; calling `init` again is a no-op.
+    fn init(&mut self) -> BackendResult<()>;
+
+    /// True once [`init`](Self::init) has succeeded.
+    fn is_initialized(&self) -> bool;
+
+    /// `C = alpha * op(A) * op(B) + beta * C`, BLAS `sgemm` exactly.
+    ///
+    /// - Layout: column-major f32. `op(A)` is `m x k`, `op(B)` is `k x n`, C is `m x n`.
+    ///   A is stored `m x k` (`NoTrans`) or `k x m` (`Trans`, `ConjTrans`) with leading
+    ///   dimension `lda >= max(1, rows as stored)`; likewise B with `ldb`; `ldc >= max(1, m)`.
+    ///   Element `(i, j)` of a matrix is at `ptr + 4 * (i + j * ld)`.
+    /// - `beta == 0`: C is only written, never read (NaN in C does not propagate).
+    ///   `alpha == 0` or `k == 0`: A and B are not read (nor range-checked); C becomes
+    ///   `beta * C`. `m == 0` or `n == 0`: no-op.
+    /// - Aliasing: C must not overlap A or B (`InvalidArgument`); A and B may overlap.
+    /// - Row-major callers compute `C = A * B` (A `m x k`, B `k x n`, both row-major) as
+    ///   `gemm(NoTrans, NoTrans, n, m, k, 1.0, B, n, A, k, 0.0, C, n)`.
+    ///
+    /// Errors: `InvalidArgument` for leading dimensions, misaligned or out-of-range
+    /// operands, overflowing sizes, or aliasing.
+    fn gemm(
+        &self,
+        trans_a: BackendTranspose,
+        trans_b: BackendTranspose,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f64,
+        a_ptr: u64,
+        lda: usize,
+        b_ptr: u64,
+        ldb: usize,
+        beta: f64,
+        c_ptr: u64,
+        ldc: usize,
+    ) -> BackendResult<()>;
+
+    /// `batch_count` independent gemms; batch `i` uses `a_ptr + 4 * i * stride_a`, likewise
+    /// B and C (strides in f32 elements).
+    ///
+    /// Each matrix spans `ld * (cols - 1) + rows` elements. A stride of 0 shares A or B
+    /// between batches. Batches whose C ranges overlap (`stride_c` smaller than C's span,
+    /// with `batch_count > 1`) are `InvalidArgument`. `batch_count == 0` is a no-op.
+    /// Everything else is as for [`gemm`](Self::gemm).
+    fn batched_gemm(
+        &self,
+        trans_a: BackendTranspose,
+        trans_b: BackendTranspose,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f64,
+        a_ptr: u64,
+        lda: usize,
+        stride_a: usize,
+        b_ptr: u64,
+        ldb: usize,
+        stride_b: usize,
+        beta: f64,
+        c_ptr: u64,
+        ldc: usize,
+        stride_c: usize,
+        batch_count: usize,
+    ) -> BackendResult<()>;
+
+    /// 2-D cross-correlation (no filter flip), as PyTorch and cuDNN compute it.
+    ///
+    /// Input NCHW `[N, C, H, W]`, filter `[K, C, R, S]`, output `[N, K, OH, OW]` with
+    /// `OH = (H + 2 * pad_h - R) / stride_h + 1` (likewise OW), all contiguous f32.
+    /// `stride = [sh, sw]`, each >= 1; `padding = [ph, pw]`, zeros on both sides.
+    ///
+    /// Errors: `InvalidArgument` for shapes of the wrong rank, mismatched channels, a
+    /// filter larger than the padded input, or an `output_shape` other than the expected
+    /// one (the message states it). An empty output is a no-op; an empty input with a
+    /// non-empty output (C == 0, or only padding under the filter) writes zeros.
+    fn conv2d_forward(
+        &self,
+        input_ptr: u64,
+        input_shape: &[usize],
+        filter_ptr: u64,
+        filter_shape: &[usize],
+        output_ptr: u64,
+        output_shape: &[usize],
+        stride: &[usize],
+        padding: &[usize],
+    ) -> BackendResult<()>;
+
+    /// Scaled dot-product attention: `O = softmax(scale * Q * K^T) * V`, per batch and head.
+    ///
+    /// Q and O are `[batch, heads, seq_q, head_dim]`, K and V `[batch, heads, seq_kv,
+    /// head_dim]`, contiguous row-major f32. `scale` multiplies the scores (pass
+    /// `1 / sqrt(head_dim)` for the usual attention). The softmax subtracts the row maximum.
+    /// With `causal`, query `i` sees keys `j <= i + (seq_kv - seq_q)` (bottom-right
+    /// aligned); a query row that sees no key, and every row when `seq_kv == 0`, outputs
+    /// zeros. O must not overlap Q, K or V. A call with no output elements is a no-op.
+    fn attention(
+        &self,
+        q_ptr: u64,
+        k_ptr: u64,
+        v_ptr: u64,
+        o_ptr: u64,
+        batch: usize,
+        heads: usize,
+        seq_q: usize,
+        seq_kv: usize,
+        head_dim: usize,
+        scale: f64,
+        causal: bool,
+    ) -> BackendResult<()>;
+
+    /// Reduces the row-major f32 tensor of `shape` over `axis`.
+    ///
+    /// The output has `shape` with `axis` removed (`outer * inner` values in the same
+    /// order). Over an empty axis: Sum 0, Prod 1, Max -inf, Min +inf, Mean NaN. Max and Min
+    /// propagate NaN. `shape` must have at least one dimension and `axis < shape.len()`.
+    /// The output must not overlap the input. No output elements: no-op.
+    fn reduce(
+        &self,
+        op: ReduceOp,
+        input_ptr: u64,
+        output_ptr: u64,
+        shape: &[usize],
+        axis: usize,
+    ) -> BackendResult<()>;
+
+    /// `output[i] = op(input[i])` for `n` contiguous f32 elements.
+    ///
+    /// The output may be the input's exact range (in place); partial overlap is
+    /// `InvalidArgument`. `n == 0` is a no-op. Gelu is the erf form; Relu propagates NaN.
+    fn unary(&self, op: UnaryOp, input_ptr: u64, output_ptr: u64, n: usize) -> BackendResult<()>;
+
+    /// `output[i] = op(a[i], b[i])` for `n` contiguous f32 elements.
+    ///
+    /// The output may be exactly `a`'s and/or `b`'s range; partial overlap with either is
+    /// `InvalidArgument`. `a` and `b` may overlap each other. `Pow` follows IEEE `pow`;
+    /// Max and Min propagate NaN. `n == 0` is a no-op.
+    fn binary(
+        &self,
+        op: BinaryOp,
+        a_ptr: u64,
+        b_ptr: u64,
+        output_ptr: u64,
+        n: usize,
+    ) -> BackendResult<()>;
+
+    /// Waits for all queued work and reports any error that work hit.
+    fn synchronize(&self) -> BackendResult<()>;
+
+    /// Allocates `bytes` bytes and returns a non-zero, 256-byte-aligned address that no
+    /// other allocation, live or freed, has used. `alloc(0)` returns a unique address.
+    /// Contents are unspecified. Fails with `OutOfMemory` when the memory cannot be had;
+    /// the backend stays usable.
+    fn alloc(&self, bytes: usize) -> BackendResult<u64>;
+
+    /// Frees the allocation that starts at `ptr`. Work already queued that uses it still
+    /// completes; the memory is reclaimed afterwards. Anything but the start of a live
+    /// allocation (an interior pointer, a freed or unknown one) is `InvalidArgument`.
+    fn free(&self, ptr: u64) -> BackendResult<()>;
+
+    /// Copies `src` to device memory at `dst`, after all earlier calls' effects. Returns
+    /// once `src` may be reused. `dst..dst + src.len()` must lie in one live allocation.
+    fn copy_htod(&self, dst: u64, src: &[u8]) -> BackendResult<()>;
+
+    /// Copies `dst.len()` bytes from device memory at `src` to `dst`, waiting for all
+    /// earlier work that the data depends on.
+    fn copy_dtoh(&self, dst: &mut [u8], src: u64) -> BackendResult<()>;
+
+    /// Copies `bytes` bytes from `src` to `dst` on the device. Any byte alignment is
+    /// allowed. Overlapping ranges are `InvalidArgument`, except identical ones (a no-op).
+    fn copy_dtod(&self, dst: u64, src: u64, bytes: usize) -> BackendResult<()>;
+
+    /// Converts `n` elements from `src_dtype` at `src` to `dst_dtype` at `dst`.
+    ///
+    /// Narrowing rounds to nearest-even, overflows to infinity and keeps NaN a NaN;
+    /// widening is exact. Operands must be aligned to their element size. The ranges must
+    /// not overlap unless they are identical with the same dtype (a no-op).
+    ///
+    /// The default body returns `Unsupported`, so a new backend can start without it.
+    fn cast(
+        &self,
+        src: u64,
+        src_dtype: DType,
+        dst: u64,
+        dst_dtype: DType,
+        n: usize,
+    ) -> BackendResult<()> {
+        let _ = (src, dst, n);
+        Err(BackendError::Unsupported(format!(
+            "cast {src_dtype} -> {dst_dtype}: not implemented by {}",
+            self.name()
+        )))
+    }
+
+    /// [`gemm`](Self::gemm) with A and B in `a_dtype` / `b_dtype` (f32, f16 or bf16),
+    /// accumulation in (at least) f32, and C in f32. Same BLAS semantics; A and B must be
+    /// aligned to their element size.
+    ///
+    /// The default body returns `Unsupported`.
+    fn gemm_ex(
+        &self,
+        trans_a: BackendTranspose,
+        trans_b: BackendTranspose,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f64,
+        a_ptr: u64,
+        a_dtype: DType,
+        lda: usize,
+        b_ptr: u64,
+        b_dtype: DType,
+        ldb: usize,
+        beta: f64,
+        c_ptr: u64,
+        ldc: usize,
+    ) -> BackendResult<()> {
+        let _ = (trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc);
+        Err(BackendError::Unsupported(format!(
+            "gemm_ex with {a_dtype} x {b_dtype} inputs: not implemented by {}",
+            self.name()
+        )))
+    }
+
+    /// [`copy_dtoh`](Self::copy_dtoh) without blocking: the path a browser must use,
+    /// where blocking the main thread would hang the page. The default runs the blocking
+    /// copy.
+    fn copy_dtoh_async<'a>(&'a self, dst: &'a mut [u8], src: u64) -> BackendFuture<'a, ()> {
+        Box::pin(std::future::ready(self.copy_dtoh(dst, src)))
+    }
+
+    /// [`synchronize`](Self::synchronize) without blocking; the default blocks.
+    fn synchronize_async(&self) -> BackendFuture<'_, ()> {
+        Box::pin(std::future::ready(self.synchronize()))
+    }
+
+    /// What the backend has allocated. The default returns `Unsupported`.
+    fn memory_info(&self) -> BackendResult<MemoryInfo> {
+        Err(BackendError::Unsupported(format!("memory_info: not implemented by {}", self.name())))
+    }
+}
+
+/// Typed copies for callers who would rather not handle raw bytes. Implemented for every
+/// [`ComputeBackend`], including `dyn ComputeBackend`.
+///
+/// ```
+/// # use backend_api::{ComputeBackend, ComputeBackendExt, BackendResult};
+/// fn roundtrip(b: &dyn ComputeBackend) -> BackendResult<Vec<f32>> {
+///     let p = b.alloc(3 * 4)?;
+///     b.copy_htod_slice(p, &[1.0f32, 2.0, 3.0])?;
+///     let v = b.copy_dtoh_vec::<f32>(p, 3)?;
+///     b.free(p)?;
+///     Ok(v)
+/// }
+/// ```
+pub trait ComputeBackendExt: ComputeBackend {
+    /// Copies a slice of plain values to `dst`.
+    fn copy_htod_slice<T: bytemuck::Pod>(&self, dst: u64, src: &[T]) -> BackendResult<()> {
+        self.copy_htod(dst, bytemuck::cast_slice(src))
+    }
+
+    /// Reads `len` plain values from `src`.
+    fn copy_dtoh_vec<T: bytemuck::Pod>(&self, src: u64, len: usize) -> BackendResult<Vec<T>> {
+        let mut out = vec![T::zeroed(); len];
+        self.copy_dtoh(bytemuck::cast_slice_mut(&mut out), src)?;
+        Ok(out)
+    }
+
+    /// Reads `len` plain values from `src` without blocking.
+    fn copy_dtoh_vec_async<T: bytemuck::Pod>(
+        &self,
+        src: u64,
+        len: usize,
+    ) -> impl Future<Output = BackendResult<Vec<T>>> + '_ {
+        async move {
+            let mut out = vec![T::zeroed(); len];
+            self.copy_dtoh_async(bytemuck::cast_slice_mut(&mut out), src).await?;
+            Ok(out)
+        }
+    }
+
+    /// Allocates room for `src` and copies it there.
+    fn upload<T: bytemuck::Pod>(&self, src: &[T]) -> BackendResult<u64> {
+        let ptr = self.alloc(std::mem::size_of_val(src))?;
+        if let Err(e) = self.copy_htod_slice(ptr, src) {
+            let _ = self.free(ptr);
+            return Err(e);
+        }
+        Ok(ptr)
+    }
+}
+
+impl<B: ComputeBackend + ?Sized> ComputeBackendExt for B {}

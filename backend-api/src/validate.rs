@@ -1,0 +1,815 @@
+//! Argument validation shared by every backend.
+//!
+//! Each function here checks one op's scalar arguments, shapes and pointer arithmetic —
+//! leading dimensions, extents, strides, expected output shapes, overflow, alignment and
+//! forbidden overlaps — and returns a plan: the checked sizes plus the byte range
+//! ([`Operand`]) of every operand the op will touch. A backend then resolves those ranges in
+//! its [`AddressSpace`](crate::AddressSpace) and runs the plan without checking again.
+//! `Ok(None)` means the call is a valid no-op (a zero-sized output).
+//!
+//! Operands that the op does not touch (zero extent, or A and B when `alpha == 0`) are not
+//! part of the plan and so are never range-checked, as CONTRACT.md requires.
+
+use crate::address::fmt_range;
+use crate::{BackendResult, BackendTranspose, DType, Operand, invalid};
+
+/// `a * b` in u64, or an `InvalidArgument` naming what overflowed.
+fn mul(op: &str, what: &str, a: u64, b: u64) -> BackendResult<u64> {
+    a.checked_mul(b).ok_or_else(|| invalid!("{op}: size overflow computing {what} ({a} * {b})"))
+}
+
+/// Product of all dimensions, overflow-checked.
+fn product(op: &str, what: &str, dims: &[usize]) -> BackendResult<u64> {
+    dims.iter().try_fold(1u64, |acc, &d| mul(op, what, acc, d as u64))
+}
+
+/// An operand of `elems` elements of `dtype` at `ptr`, checked for alignment and for the
+/// end address overflowing; `None` when it has no bytes.
+fn operand(
+    op: &str,
+    name: &'static str,
+    ptr: u64,
+    elems: u64,
+    dtype: DType,
+) -> BackendResult<Option<Operand>> {
+    let size = dtype.size_bytes() as u64;
+    let bytes = mul(op, &format!("the byte size of {name}"), elems, size)?;
+    if bytes == 0 {
+        return Ok(None);
+    }
+    if ptr % size != 0 {
+        return Err(invalid!(
+            "{op}: operand {name} address {ptr:#x} is not {size}-byte aligned ({dtype})"
+        ));
+    }
+    if ptr.checked_add(bytes).is_none() {
+        return Err(invalid!(
+            "{op}: operand {name} at {ptr:#x} with {bytes} bytes wraps past the end of the address space"
+        ));
+    }
+    Ok(Some(Operand { name, ptr, bytes }))
+}
+
+/// Like [`operand`] for f32 data that is known to be non-empty.
+fn required(op: &str, name: &'static str, ptr: u64, elems: u64) -> BackendResult<Operand> {
+    Ok(operand(op, name, ptr, elems, DType::F32)?.expect("caller checked elems > 0"))
+}
+
+/// Rejects an output that shares bytes with an input.
+fn disjoint(op: &str, output: &Operand, input: Option<&Operand>) -> BackendResult<()> {
+    match input {
+        Some(i) if output.overlaps(i) => Err(invalid!(
+            "{op}: output {} range {} overlaps input {} range {}; outputs must not alias inputs",
+            output.name,
+            fmt_range(output.ptr, output.bytes),
+            i.name,
+            fmt_range(i.ptr, i.bytes)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Elements spanned by a column-major `rows x cols` matrix with leading dimension `ld`:
+/// `ld * (cols - 1) + rows`, or 0 when it has no elements.
+pub fn matrix_extent(rows: usize, cols: usize, ld: usize) -> Option<u64> {
+    if rows == 0 || cols == 0 {
+        return Some(0);
+    }
+    (ld as u64).checked_mul(cols as u64 - 1)?.checked_add(rows as u64)
+}
+
+/// The arguments of `gemm`, `gemm_ex` and `batched_gemm` (a plain gemm is one batch).
+#[derive(Debug, Clone, Copy)]
+pub struct GemmArgs {
+    /// How A is read.
+    pub trans_a: BackendTranspose,
+    /// How B is read.
+    pub trans_b: BackendTranspose,
+    /// Rows of op(A) and of C.
+    pub m: usize,
+    /// Columns of op(B) and of C.
+    pub n: usize,
+    /// Columns of op(A), rows of op(B).
+    pub k: usize,
+    /// Scale of the product.
+    pub alpha: f64,
+    /// Address of A.
+    pub a_ptr: u64,
+    /// Element type of A.
+    pub a_dtype: DType,
+    /// Leading dimension of A.
+    pub lda: usize,
+    /// Address of B.
+    pub b_ptr: u64,
+    /// Element type of B.
+    pub b_dtype: DType,
+    /// Leading dimension of B.
+    pub ldb: usize,
+    /// Scale of the old C.
+    pub beta: f64,
+    /// Address of C (always f32).
+    pub c_ptr: u64,
+    /// Leading dimension of C.
+    pub ldc: usize,
+    /// Element strides between batches of A, B and C, and the batch count.
+    pub batch: Batch,
+}
+
+/// Batch layout of a batched gemm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    /// Elements between consecutive A matrices (0: shared).
+    pub stride_a: usize,
+    /// Elements between consecutive B matrices (0: shared).
+    pub stride_b: usize,
+    /// Elements between consecutive C matrices.
+    pub stride_c: usize,
+    /// Number of products.
+    pub count: usize,
+}
+
+impl Batch {
+    /// A plain, unbatched gemm.
+    pub const ONE: Self = Self { stride_a: 0, stride_b: 0, stride_c: 0, count: 1 };
+}
+
+/// A checked gemm / gemm_ex / batched_gemm.
+#[derive(Debug, Clone, Copy)]
+pub struct GemmPlan {
+    /// A is read transposed.
+    pub trans_a: bool,
+    /// B is read transposed.
+    pub trans_b: bool,
+    /// Rows of C.
+    pub m: usize,
+    /// Columns of C.
+    pub n: usize,
+    /// Reduction length.
+    pub k: usize,
+    /// Leading dimension of A.
+    pub lda: usize,
+    /// Leading dimension of B.
+    pub ldb: usize,
+    /// Leading dimension of C.
+    pub ldc: usize,
+    /// Scale of the product.
+    pub alpha: f64,
+    /// Scale of the old C; C is not read when it is 0.
+    pub beta: f64,
+    /// Element type of A.
+    pub a_dtype: DType,
+    /// Element type of B.
+    pub b_dtype: DType,
+    /// Batch strides and count (count >= 1).
+    pub batch: Batch,
+    /// Every batch's A, as one range; `None` when A and B are not read (`alpha == 0` or `k == 0`).
+    pub a: Option<Operand>,
+    /// Every batch's B, as one range; `None` exactly when `a` is.
+    pub b: Option<Operand>,
+    /// Every batch's C, as one range.
+    pub c: Operand,
+}
+
+impl GemmPlan {
+    /// True when C's old contents are read (`beta != 0`).
+    pub fn reads_c(&self) -> bool {
+        self.beta != 0.0
+    }
+
+    /// True when A and B are read (`alpha != 0 && k != 0`).
+    pub fn reads_ab(&self) -> bool {
+        self.a.is_some()
+    }
+}
+
+/// Validates a gemm, gemm_ex or batched_gemm; `op` names it in errors.
+pub fn gemm(op: &'static str, g: &GemmArgs) -> BackendResult<Option<GemmPlan>> {
+    let trans_a = g.trans_a.is_transposed();
+    let trans_b = g.trans_b.is_transposed();
+    let (rows_a, cols_a) = if trans_a { (g.k, g.m) } else { (g.m, g.k) };
+    let (rows_b, cols_b) = if trans_b { (g.n, g.k) } else { (g.k, g.n) };
+    let check_ld = |name: &str, ld: usize, rows: usize, what: &str| {
+        if ld < rows.max(1) {
+            Err(invalid!("{op}: {name} {ld} < max(1, {rows}) rows of {what} as stored"))
+        } else {
+            Ok(())
+        }
+    };
+    check_ld("lda", g.lda, rows_a, "A")?;
+    check_ld("ldb", g.ldb, rows_b, "B")?;
+    check_ld("ldc", g.ldc, g.m, "C")?;
+    if g.m == 0 || g.n == 0 || g.batch.count == 0 {
+        return Ok(None);
+    }
+    let batches = g.batch.count as u64 - 1;
+    let overflow = || invalid!("{op}: size overflow computing operand extents");
+    // Span of all batches of one operand: stride * (count - 1) + extent.
+    let span = |stride: usize, extent: u64| -> BackendResult<u64> {
+        (stride as u64).checked_mul(batches).and_then(|s| s.checked_add(extent)).ok_or_else(overflow)
+    };
+    let extent_c = matrix_extent(g.m, g.n, g.ldc).ok_or_else(overflow)?;
+    if g.batch.count > 1 && (g.batch.stride_c as u64) < extent_c {
+        return Err(invalid!(
+            "{op}: stride_c {} < {extent_c} elements spanned by each C (ldc * (n - 1) + m): the batches' C ranges overlap",
+            g.batch.stride_c
+        ));
+    }
+    let c = required(op, "C", g.c_ptr, span(g.batch.stride_c, extent_c)?)?;
+    let (mut a, mut b) = (None, None);
+    if g.alpha != 0.0 && g.k != 0 {
+        let extent_a = matrix_extent(rows_a, cols_a, g.lda).ok_or_else(overflow)?;
+        let extent_b = matrix_extent(rows_b, cols_b, g.ldb).ok_or_else(overflow)?;
+        a = operand(op, "A", g.a_ptr, span(g.batch.stride_a, extent_a)?, g.a_dtype)?;
+        b = operand(op, "B", g.b_ptr, span(g.batch.stride_b, extent_b)?, g.b_dtype)?;
+        disjoint(op, &c, a.as_ref())?;
+        disjoint(op, &c, b.as_ref())?;
+    }
+    Ok(Some(GemmPlan {
+        trans_a,
+        trans_b,
+        m: g.m,
+        n: g.n,
+        k: g.k,
+        lda: g.lda,
+        ldb: g.ldb,
+        ldc: g.ldc,
+        alpha: g.alpha,
+        beta: g.beta,
+        a_dtype: g.a_dtype,
+        b_dtype: g.b_dtype,
+        batch: g.batch,
+        a,
+        b,
+        c,
+    }))
+}
+
+/// A checked conv2d_forward.
+#[derive(Debug, Clone, Copy)]
+pub struct Conv2dPlan {
+    /// Batch size.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels (filters).
+    pub k: usize,
+    /// Filter height.
+    pub r: usize,
+    /// Filter width.
+    pub s: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+    /// Vertical stride.
+    pub stride_h: usize,
+    /// Horizontal stride.
+    pub stride_w: usize,
+    /// Zero rows added above and below.
+    pub pad_h: usize,
+    /// Zero columns added left and right.
+    pub pad_w: usize,
+    /// The input, `None` when it has no elements.
+    pub input: Option<Operand>,
+    /// The filter, `None` when it has no elements.
+    pub filter: Option<Operand>,
+    /// The output.
+    pub output: Operand,
+}
+
+/// Validates a conv2d_forward (NCHW input, KCRS filter, NKOHOW output).
+pub fn conv2d(
+    input_ptr: u64,
+    input_shape: &[usize],
+    filter_ptr: u64,
+    filter_shape: &[usize],
+    output_ptr: u64,
+    output_shape: &[usize],
+    stride: &[usize],
+    padding: &[usize],
+) -> BackendResult<Option<Conv2dPlan>> {
+    const OP: &str = "conv2d_forward";
+    let expect_len = |name: &str, v: &[usize], len: usize, layout: &str| {
+        if v.len() == len {
+            Ok(())
+        } else {
+            Err(invalid!("{OP}: {name} must have {len} entries {layout}, got {v:?}"))
+        }
+    };
+    expect_len("input_shape", input_shape, 4, "[N, C, H, W]")?;
+    expect_len("filter_shape", filter_shape, 4, "[K, C, R, S]")?;
+    expect_len("output_shape", output_shape, 4, "[N, K, OH, OW]")?;
+    expect_len("stride", stride, 2, "[stride_h, stride_w]")?;
+    expect_len("padding", padding, 2, "[pad_h, pad_w]")?;
+    let [n, c, h, w] = [input_shape[0], input_shape[1], input_shape[2], input_shape[3]];
+    let [k, fc, r, s] = [filter_shape[0], filter_shape[1], filter_shape[2], filter_shape[3]];
+    let [sh, sw] = [stride[0], stride[1]];
+    let [ph, pw] = [padding[0], padding[1]];
+    if fc != c {
+        return Err(invalid!(
+            "{OP}: filter has {fc} input channels (filter_shape[1]) but the input has {c} (input_shape[1])"
+        ));
+    }
+    if sh == 0 || sw == 0 {
+        return Err(invalid!("{OP}: stride {stride:?} must be >= 1 in both dimensions"));
+    }
+    if r == 0 || s == 0 {
+        return Err(invalid!("{OP}: filter spatial size {r}x{s} must be at least 1x1"));
+    }
+    let padded = |x: usize, p: usize| {
+        p.checked_mul(2)
+            .and_then(|p2| x.checked_add(p2))
+            .ok_or_else(|| invalid!("{OP}: size overflow computing the padded input size"))
+    };
+    let (hp, wp) = (padded(h, ph)?, padded(w, pw)?);
+    if hp < r || wp < s {
+        return Err(invalid!(
+            "{OP}: filter {r}x{s} is larger than the padded input {hp}x{wp} (input {h}x{w}, padding {padding:?})"
+        ));
+    }
+    let (oh, ow) = ((hp - r) / sh + 1, (wp - s) / sw + 1);
+    let expected = [n, k, oh, ow];
+    if output_shape != expected {
+        return Err(invalid!(
+            "{OP}: output_shape {output_shape:?} does not match the expected [N, K, OH, OW] = {expected:?} \
+             (OH = (H + 2*pad_h - R) / stride_h + 1)"
+        ));
+    }
+    let out_elems = product(OP, "the output size", &expected)?;
+    let in_elems = product(OP, "the input size", input_shape)?;
+    let f_elems = product(OP, "the filter size", filter_shape)?;
+    if out_elems == 0 {
+        return Ok(None);
+    }
+    let output = required(OP, "output", output_ptr, out_elems)?;
+    let input = operand(OP, "input", input_ptr, in_elems, DType::F32)?;
+    let filter = operand(OP, "filter", filter_ptr, f_elems, DType::F32)?;
+    disjoint(OP, &output, input.as_ref())?;
+    disjoint(OP, &output, filter.as_ref())?;
+    Ok(Some(Conv2dPlan {
+        n,
+        c,
+        h,
+        w,
+        k,
+        r,
+        s,
+        oh,
+        ow,
+        stride_h: sh,
+        stride_w: sw,
+        pad_h: ph,
+        pad_w: pw,
+        input,
+        filter,
+        output,
+    }))
+}
+
+/// A checked attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionPlan {
+    /// Batch size.
+    pub batch: usize,
+    /// Heads per batch entry.
+    pub heads: usize,
+    /// Query rows per head.
+    pub seq_q: usize,
+    /// Key/value rows per head.
+    pub seq_kv: usize,
+    /// Elements per row.
+    pub head_dim: usize,
+    /// Multiplies Q*K^T before the softmax.
+    pub scale: f64,
+    /// Bottom-right causal mask.
+    pub causal: bool,
+    /// Q `[batch, heads, seq_q, head_dim]`.
+    pub q: Operand,
+    /// K, `None` when `seq_kv == 0`.
+    pub k: Option<Operand>,
+    /// V, `None` when `seq_kv == 0`.
+    pub v: Option<Operand>,
+    /// O, shaped like Q.
+    pub o: Operand,
+}
+
+/// Validates an attention call.
+pub fn attention(
+    q_ptr: u64,
+    k_ptr: u64,
+    v_ptr: u64,
+    o_ptr: u64,
+    batch: usize,
+    heads: usize,
+    seq_q: usize,
+    seq_kv: usize,
+    head_dim: usize,
+    scale: f64,
+    causal: bool,
+) -> BackendResult<Option<AttentionPlan>> {
+    const OP: &str = "attention";
+    let q_elems = product(OP, "the size of Q", &[batch, heads, seq_q, head_dim])?;
+    let kv_elems = product(OP, "the size of K", &[batch, heads, seq_kv, head_dim])?;
+    if q_elems == 0 {
+        return Ok(None);
+    }
+    let q = required(OP, "Q", q_ptr, q_elems)?;
+    let o = required(OP, "O", o_ptr, q_elems)?;
+    let k = operand(OP, "K", k_ptr, kv_elems, DType::F32)?;
+    let v = operand(OP, "V", v_ptr, kv_elems, DType::F32)?;
+    for input in [Some(&q), k.as_ref(), v.as_ref()] {
+        disjoint(OP, &o, input)?;
+    }
+    Ok(Some(AttentionPlan { batch, heads, seq_q, seq_kv, head_dim, scale, causal, q, k, v, o }))
+}
+
+/// A checked reduce: the input viewed as `[outer, len, inner]`, reduced over `len`.
+#[derive(Debug, Clone, Copy)]
+pub struct ReducePlan {
+    /// Product of the dimensions before the axis.
+    pub outer: usize,
+    /// The reduced dimension.
+    pub len: usize,
+    /// Product of the dimensions after the axis.
+    pub inner: usize,
+    /// The input, `None` when the reduced axis is empty.
+    pub input: Option<Operand>,
+    /// The `outer * inner` results.
+    pub output: Operand,
+}
+
+/// Validates a reduce over `axis` of the row-major `shape`.
+pub fn reduce(
+    input_ptr: u64,
+    output_ptr: u64,
+    shape: &[usize],
+    axis: usize,
+) -> BackendResult<Option<ReducePlan>> {
+    const OP: &str = "reduce";
+    if shape.is_empty() {
+        return Err(invalid!("{OP}: shape must have at least one dimension"));
+    }
+    if axis >= shape.len() {
+        return Err(invalid!(
+            "{OP}: axis {axis} is out of range for shape {shape:?} ({} dimensions)",
+            shape.len()
+        ));
+    }
+    let outer = product(OP, "the outer size", &shape[..axis])?;
+    let inner = product(OP, "the inner size", &shape[axis + 1..])?;
+    let total = product(OP, "the input size", shape)?;
+    let out_elems = mul(OP, "the output size", outer, inner)?;
+    let as_usize = |v: u64| {
+        usize::try_from(v).map_err(|_| invalid!("{OP}: {v} elements do not fit in usize"))
+    };
+    if out_elems == 0 {
+        return Ok(None);
+    }
+    let output = required(OP, "output", output_ptr, out_elems)?;
+    let input = operand(OP, "input", input_ptr, total, DType::F32)?;
+    disjoint(OP, &output, input.as_ref())?;
+    Ok(Some(ReducePlan {
+        outer: as_usize(outer)?,
+        len: shape[axis],
+        inner: as_usize(inner)?,
+        input,
+        output,
+    }))
+}
+
+/// A checked unary op.
+#[derive(Debug, Clone, Copy)]
+pub struct UnaryPlan {
+    /// Element count.
+    pub n: usize,
+    /// The input.
+    pub input: Operand,
+    /// The output: the input's exact range, or disjoint from it.
+    pub output: Operand,
+}
+
+impl UnaryPlan {
+    /// True when the op runs in place.
+    pub fn in_place(&self) -> bool {
+        self.input.same_range(&self.output)
+    }
+}
+
+/// Rejects partial overlap; exact aliasing is allowed.
+fn same_or_disjoint(op: &str, output: &Operand, input: &Operand) -> BackendResult<()> {
+    if output.overlaps(input) && !output.same_range(input) {
+        return Err(invalid!(
+            "{op}: output range {} partially overlaps input {} range {}; an output may only alias an input exactly",
+            fmt_range(output.ptr, output.bytes),
+            input.name,
+            fmt_range(input.ptr, input.bytes)
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a unary op over `n` f32 elements.
+pub fn unary(input_ptr: u64, output_ptr: u64, n: usize) -> BackendResult<Option<UnaryPlan>> {
+    const OP: &str = "unary";
+    if n == 0 {
+        return Ok(None);
+    }
+    let input = required(OP, "input", input_ptr, n as u64)?;
+    let output = required(OP, "output", output_ptr, n as u64)?;
+    same_or_disjoint(OP, &output, &input)?;
+    Ok(Some(UnaryPlan { n, input, output }))
+}
+
+/// A checked binary op.
+#[derive(Debug, Clone, Copy)]
+pub struct BinaryPlan {
+    /// Element count.
+    pub n: usize,
+    /// First input.
+    pub a: Operand,
+    /// Second input.
+    pub b: Operand,
+    /// The output: exactly `a`'s and/or `b`'s range, or disjoint from both.
+    pub output: Operand,
+}
+
+/// Validates a binary op over `n` f32 elements.
+pub fn binary(a_ptr: u64, b_ptr: u64, output_ptr: u64, n: usize) -> BackendResult<Option<BinaryPlan>> {
+    const OP: &str = "binary";
+    if n == 0 {
+        return Ok(None);
+    }
+    let a = required(OP, "a", a_ptr, n as u64)?;
+    let b = required(OP, "b", b_ptr, n as u64)?;
+    let output = required(OP, "output", output_ptr, n as u64)?;
+    same_or_disjoint(OP, &output, &a)?;
+    same_or_disjoint(OP, &output, &b)?;
+    Ok(Some(BinaryPlan { n, a, b, output }))
+}
+
+/// A checked copy between or within device ranges.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyPlan {
+    /// Where the bytes come from.
+    pub src: Operand,
+    /// Where they go.
+    pub dst: Operand,
+}
+
+impl CopyPlan {
+    /// True when source and destination are the same bytes (a no-op once range-checked).
+    pub fn identical(&self) -> bool {
+        self.src.same_range(&self.dst)
+    }
+}
+
+/// Validates a `copy_dtod` of `bytes` bytes. Byte copies need no alignment.
+pub fn copy_dtod(dst: u64, src: u64, bytes: usize) -> BackendResult<Option<CopyPlan>> {
+    const OP: &str = "copy_dtod";
+    if bytes == 0 {
+        return Ok(None);
+    }
+    let bytes = bytes as u64;
+    let end_ok = |name, p: u64| {
+        p.checked_add(bytes).map(|_| ()).ok_or_else(|| {
+            invalid!("{OP}: operand {name} at {p:#x} with {bytes} bytes wraps past the end of the address space")
+        })
+    };
+    end_ok("src", src)?;
+    end_ok("dst", dst)?;
+    let plan =
+        CopyPlan { src: Operand { name: "src", ptr: src, bytes }, dst: Operand { name: "dst", ptr: dst, bytes } };
+    if plan.dst.overlaps(&plan.src) && !plan.identical() {
+        return Err(invalid!(
+            "{OP}: dst range {} overlaps src range {}; overlapping copies are not allowed",
+            fmt_range(dst, bytes),
+            fmt_range(src, bytes)
+        ));
+    }
+    Ok(Some(plan))
+}
+
+/// The device range of a host copy (`copy_htod` destination or `copy_dtoh` source);
+/// `None` for an empty copy.
+pub fn host_copy(op: &'static str, name: &'static str, ptr: u64, bytes: usize) -> BackendResult<Option<Operand>> {
+    if bytes == 0 {
+        return Ok(None);
+    }
+    let bytes = bytes as u64;
+    if ptr.checked_add(bytes).is_none() {
+        return Err(invalid!(
+            "{op}: operand {name} at {ptr:#x} with {bytes} bytes wraps past the end of the address space"
+        ));
+    }
+    Ok(Some(Operand { name, ptr, bytes }))
+}
+
+/// A checked cast.
+#[derive(Debug, Clone, Copy)]
+pub struct CastPlan {
+    /// Element count.
+    pub n: usize,
+    /// Source element type.
+    pub src_dtype: DType,
+    /// Destination element type.
+    pub dst_dtype: DType,
+    /// Source range.
+    pub src: Operand,
+    /// Destination range.
+    pub dst: Operand,
+}
+
+impl CastPlan {
+    /// True when the cast is the identity on the same bytes.
+    pub fn identical(&self) -> bool {
+        self.src_dtype == self.dst_dtype && self.src.same_range(&self.dst)
+    }
+}
+
+/// Validates a cast of `n` elements.
+pub fn cast(
+    src: u64,
+    src_dtype: DType,
+    dst: u64,
+    dst_dtype: DType,
+    n: usize,
+) -> BackendResult<Option<CastPlan>> {
+    const OP: &str = "cast";
+    let (Some(s), Some(d)) = (
+        operand(OP, "src", src, n as u64, src_dtype)?,
+        operand(OP, "dst", dst, n as u64, dst_dtype)?,
+    ) else {
+        return Ok(None);
+    };
+    let plan = CastPlan { n, src_dtype, dst_dtype, src: s, dst: d };
+    if s.overlaps(&d) && !plan.identical() {
+        return Err(invalid!(
+            "{OP}: dst range {} overlaps src range {}; only an identical f32->f32 style no-op may alias",
+            fmt_range(d.ptr, d.bytes),
+            fmt_range(s.ptr, s.bytes)
+        ));
+    }
+    Ok(Some(plan))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use BackendTranspose::{NoTrans as N, Trans as T};
+
+    fn g(ta: BackendTranspose, tb: BackendTranspose, m: usize, n: usize, k: usize) -> GemmArgs {
+        GemmArgs {
+            trans_a: ta,
+            trans_b: tb,
+            m,
+            n,
+            k,
+            alpha: 1.0,
+            a_ptr: 0x1000,
+            a_dtype: DType::F32,
+            lda: if ta.is_transposed() { k.max(1) } else { m.max(1) },
+            b_ptr: 0x10000,
+            b_dtype: DType::F32,
+            ldb: if tb.is_transposed() { n.max(1) } else { k.max(1) },
+            beta: 0.0,
+            c_ptr: 0x100000,
+            ldc: m.max(1),
+            batch: Batch::ONE,
+        }
+    }
+
+    fn err(r: BackendResult<impl std::fmt::Debug>) -> String {
+        r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn gemm_extents_follow_the_column_major_formula() {
+        let mut a = g(T, N, 3, 4, 5);
+        a.lda = 7;
+        let p = gemm("gemm", &a).unwrap().unwrap();
+        // A stored 5x3 with lda 7: 7*2 + 5 elements.
+        assert_eq!(p.a.unwrap().bytes, 4 * 19);
+        assert_eq!(p.b.unwrap().bytes, 4 * 20);
+        assert_eq!(p.c.bytes, 4 * 12);
+    }
+
+    #[test]
+    fn gemm_leading_dims_are_checked() {
+        let mut a = g(N, N, 3, 4, 5);
+        a.lda = 2;
+        assert!(err(gemm("gemm", &a)).contains("lda 2 < max(1, 3) rows of A"));
+        let mut a = g(N, T, 3, 4, 5);
+        a.ldb = 3;
+        assert!(err(gemm("gemm", &a)).contains("ldb 3 < max(1, 4)"));
+        let mut a = g(N, N, 3, 4, 5);
+        a.ldc = 0;
+        assert!(err(gemm("gemm", &a)).contains("ldc 0"));
+    }
+
+    #[test]
+    fn gemm_untouched_operands_are_not_checked() {
+        let mut a = g(N, N, 3, 4, 5);
+        a.alpha = 0.0;
+        a.a_ptr = 3; // misaligned, but never read
+        let p = gemm("gemm", &a).unwrap().unwrap();
+        assert!(p.a.is_none() && p.b.is_none());
+        let mut a = g(N, N, 0, 4, 5);
+        a.c_ptr = 1;
+        assert!(gemm("gemm", &a).unwrap().is_none());
+    }
+
+    #[test]
+    fn gemm_misaligned_and_aliasing_operands_fail() {
+        let mut a = g(N, N, 3, 4, 5);
+        a.b_ptr += 2;
+        assert!(err(gemm("gemm", &a)).contains("operand B address"));
+        let mut a = g(N, N, 3, 4, 5);
+        a.c_ptr = a.a_ptr + 8;
+        assert!(err(gemm("gemm", &a)).contains("overlaps input A"));
+        let mut a = g(N, N, 3, 4, 5);
+        a.a_dtype = DType::F16;
+        a.a_ptr += 2; // 2-byte aligned is enough for f16
+        gemm("gemm_ex", &a).unwrap();
+    }
+
+    #[test]
+    fn batched_spans_and_overlap() {
+        let mut a = g(N, N, 2, 3, 4);
+        a.batch = Batch { stride_a: 100, stride_b: 0, stride_c: 6, count: 3 };
+        let p = gemm("batched_gemm", &a).unwrap().unwrap();
+        assert_eq!(p.a.unwrap().bytes, 4 * (200 + 8));
+        assert_eq!(p.b.unwrap().bytes, 4 * 12);
+        assert_eq!(p.c.bytes, 4 * 18);
+        a.batch.stride_c = 5;
+        assert!(err(gemm("batched_gemm", &a)).contains("overlap"));
+        a.batch.count = 1;
+        gemm("batched_gemm", &a).unwrap();
+        a.batch.count = 0;
+        assert!(gemm("batched_gemm", &a).unwrap().is_none());
+    }
+
+    #[test]
+    fn gemm_size_overflow_is_an_error() {
+        let mut a = g(N, N, 2, usize::MAX / 2, 4);
+        a.ldc = usize::MAX / 2;
+        assert!(err(gemm("gemm", &a)).contains("overflow"));
+    }
+
+    #[test]
+    fn conv_states_the_expected_shape() {
+        let e = err(conv2d(0x1000, &[1, 2, 5, 5], 0x2000, &[3, 2, 3, 3], 0x3000, &[1, 3, 4, 4], &[1, 1], &[0, 0]));
+        assert!(e.contains("[1, 3, 3, 3]"), "{e}");
+        let p = conv2d(0x1000, &[1, 2, 5, 5], 0x2000, &[3, 2, 3, 3], 0x3000, &[1, 3, 3, 3], &[2, 2], &[1, 1])
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.oh, p.ow), (3, 3));
+        assert!(err(conv2d(0, &[1, 2, 5], 0, &[3, 2, 3, 3], 0, &[1, 3, 3, 3], &[1, 1], &[0, 0])).contains("input_shape"));
+        assert!(err(conv2d(0, &[1, 2, 5, 5], 0, &[3, 1, 3, 3], 0, &[1, 3, 3, 3], &[1, 1], &[0, 0])).contains("channels"));
+        assert!(err(conv2d(0, &[1, 2, 2, 2], 0, &[3, 2, 3, 3], 0, &[1, 3, 1, 1], &[1, 1], &[0, 0])).contains("larger"));
+        assert!(err(conv2d(0, &[1, 2, 5, 5], 0, &[3, 2, 3, 3], 0, &[1, 3, 3, 3], &[0, 1], &[0, 0])).contains("stride"));
+    }
+
+    #[test]
+    fn reduce_axis_and_empty_axis() {
+        assert!(err(reduce(0x1000, 0x2000, &[2, 3], 2)).contains("axis 2 is out of range"));
+        assert!(err(reduce(0x1000, 0x2000, &[], 0)).contains("at least one"));
+        let p = reduce(0x1000, 0x2000, &[2, 0, 3], 1).unwrap().unwrap();
+        assert!(p.input.is_none());
+        assert_eq!((p.outer, p.len, p.inner, p.output.bytes), (2, 0, 3, 24));
+        assert!(reduce(0x1000, 0x2000, &[2, 0, 3], 0).unwrap().is_none());
+    }
+
+    #[test]
+    fn unary_binary_alias_rules() {
+        assert!(unary(0x1000, 0x1000, 8).unwrap().unwrap().in_place());
+        assert!(err(unary(0x1000, 0x1004, 8)).contains("partially overlaps"));
+        binary(0x1000, 0x1000, 0x1000, 8).unwrap();
+        binary(0x1000, 0x1010, 0x2000, 8).unwrap(); // inputs may overlap each other
+        assert!(err(binary(0x1000, 0x2000, 0x2004, 8)).contains("partially overlaps input b"));
+    }
+
+    #[test]
+    fn copies_and_casts() {
+        assert!(copy_dtod(0x1000, 0x1000, 16).unwrap().unwrap().identical());
+        assert!(err(copy_dtod(0x1000, 0x1008, 16)).contains("overlaps"));
+        assert!(copy_dtod(0x1001, 0x2003, 5).is_ok(), "byte copies need no alignment");
+        assert!(err(copy_dtod(u64::MAX - 2, 0x1000, 16)).contains("wraps"));
+        assert!(err(cast(0x1002, DType::F32, 0x2000, DType::F16, 4)).contains("4-byte aligned"));
+        cast(0x1000, DType::F32, 0x2002, DType::F16, 4).unwrap();
+        assert!(cast(0x1000, DType::F16, 0x1000, DType::F16, 4).unwrap().unwrap().identical());
+        assert!(err(cast(0x1000, DType::F32, 0x1000, DType::F16, 4)).contains("overlaps"));
+    }
+
+    #[test]
+    fn attention_checks() {
+        let p = attention(0x1000, 0x2000, 0x3000, 0x4000, 1, 2, 3, 0, 4, 0.5, true).unwrap().unwrap();
+        assert!(p.k.is_none() && p.v.is_none());
+        assert!(attention(0x1000, 0x2000, 0x3000, 0x4000, 0, 2, 3, 5, 4, 0.5, true).unwrap().is_none());
+        assert!(err(attention(0x1000, 0x2000, 0x3000, 0x1010, 1, 1, 2, 2, 4, 0.5, false)).contains("overlaps input Q"));
+        assert!(err(attention(0x1000, 0x2000, 0x3000, 0x4000, usize::MAX, 2, 3, 5, 4, 0.5, true)).contains("overflow"));
+    }
+}
