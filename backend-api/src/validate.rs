@@ -115,6 +115,54 @@ pub struct GemmArgs {
     pub batch: Batch,
 }
 
+impl GemmArgs {
+    /// A plain f32 gemm's arguments, in the trait's order.
+    pub fn new(
+        trans_a: BackendTranspose,
+        trans_b: BackendTranspose,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f64,
+        a_ptr: u64,
+        lda: usize,
+        b_ptr: u64,
+        ldb: usize,
+        beta: f64,
+        c_ptr: u64,
+        ldc: usize,
+    ) -> Self {
+        Self {
+            trans_a,
+            trans_b,
+            m,
+            n,
+            k,
+            alpha,
+            a_ptr,
+            a_dtype: DType::F32,
+            lda,
+            b_ptr,
+            b_dtype: DType::F32,
+            ldb,
+            beta,
+            c_ptr,
+            ldc,
+            batch: Batch::ONE,
+        }
+    }
+
+    /// The same with A and B of the given element types (gemm_ex).
+    pub fn with_dtypes(self, a_dtype: DType, b_dtype: DType) -> Self {
+        Self { a_dtype, b_dtype, ..self }
+    }
+
+    /// The same, batched (batched_gemm).
+    pub fn with_batch(self, stride_a: usize, stride_b: usize, stride_c: usize, count: usize) -> Self {
+        Self { batch: Batch { stride_a, stride_b, stride_c, count }, ..self }
+    }
+}
+
 /// Batch layout of a batched gemm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Batch {

@@ -1,0 +1,335 @@
+//! The reference math: plain loops over host slices, accumulating in f64 and rounding
+//! once to f32 at the end.
+//!
+//! These functions are the oracle. The conformance suite calls them directly to compute
+//! what every backend must produce, and [`CpuBackend`](crate::CpuBackend) runs them on its
+//! host memory. They are checked against numpy float64 fixtures (`fixtures/`), computed
+//! outside this project, so the oracle is not only checked against itself.
+//!
+//! Slices start at the operand's first element and must be at least as long as the
+//! operand's extent; callers (the backend, the conformance suite) guarantee that.
+
+use backend_api::{BinaryOp, DType, ReduceOp, UnaryOp};
+
+use crate::parallel::for_chunks;
+
+/// `C = alpha * op(A) * op(B) + beta * C`, column-major, BLAS semantics: C is not read
+/// when `beta == 0`, A and B are not read when `alpha == 0` or `k == 0`.
+pub fn gemm(
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f64,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f64,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let c = &mut c[..ldc * (n - 1) + m];
+    let reads_ab = alpha != 0.0 && k != 0;
+    let a_at = |i: usize, l: usize| f64::from(if trans_a { a[l + i * lda] } else { a[i + l * lda] });
+    let b_at = |l: usize, j: usize| f64::from(if trans_b { b[j + l * ldb] } else { b[l + j * ldb] });
+    for_chunks(c, ldc, m * n * k, |first_col, cols| {
+        for (jj, col) in cols.chunks_mut(ldc).enumerate() {
+            let j = first_col + jj;
+            for (i, out) in col[..m].iter_mut().enumerate() {
+                let product = if reads_ab {
+                    alpha * (0..k).map(|l| a_at(i, l) * b_at(l, j)).sum::<f64>()
+                } else {
+                    0.0
+                };
+                let value = if beta == 0.0 { product } else { product + beta * f64::from(*out) };
+                *out = value as f32;
+            }
+        }
+    });
+}
+
+/// Cross-correlation of an NCHW input with a KCRS filter into an NKOHOW output, zero
+/// padding on both sides. `input = [N, C, H, W]`, `filter = [K, C, R, S]`.
+pub fn conv2d(
+    input: &[f32],
+    input_shape: [usize; 4],
+    filter: &[f32],
+    filter_shape: [usize; 4],
+    output: &mut [f32],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) {
+    let [n, c, h, w] = input_shape;
+    let [k, _, r, s] = filter_shape;
+    let oh = (h + 2 * padding[0] - r) / stride[0] + 1;
+    let ow = (w + 2 * padding[1] - s) / stride[1] + 1;
+    let plane = oh * ow;
+    let output = &mut output[..n * k * plane];
+    for_chunks(output, plane, n * k * plane * c * r * s, |first, planes| {
+        for (pi, out) in planes.chunks_mut(plane).enumerate() {
+            let (b, kk) = ((first + pi) / k, (first + pi) % k);
+            for y in 0..oh {
+                for x in 0..ow {
+                    let mut acc = 0.0f64;
+                    for ch in 0..c {
+                        for fy in 0..r {
+                            let iy = (y * stride[0] + fy) as isize - padding[0] as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            for fx in 0..s {
+                                let ix = (x * stride[1] + fx) as isize - padding[1] as isize;
+                                if ix < 0 || ix >= w as isize {
+                                    continue;
+                                }
+                                let iv = input[((b * c + ch) * h + iy as usize) * w + ix as usize];
+                                let fv = filter[((kk * c + ch) * r + fy) * s + fx];
+                                acc += f64::from(iv) * f64::from(fv);
+                            }
+                        }
+                    }
+                    out[y * ow + x] = acc as f32;
+                }
+            }
+        }
+    });
+}
+
+/// Maximum that propagates NaN.
+fn nan_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) }
+}
+
+/// Minimum that propagates NaN.
+fn nan_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() { f64::NAN } else { a.min(b) }
+}
+
+/// `O = softmax(scale * Q K^T) V` per (batch, head), with the bottom-right causal mask:
+/// query `i` sees keys `j <= i + seq_kv - seq_q`; rows that see no key are zero.
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    o: &mut [f32],
+    batch: usize,
+    heads: usize,
+    seq_q: usize,
+    seq_kv: usize,
+    head_dim: usize,
+    scale: f64,
+    causal: bool,
+) {
+    let d = head_dim;
+    let rows = batch * heads * seq_q;
+    if rows == 0 || d == 0 {
+        return;
+    }
+    let o = &mut o[..rows * d];
+    for_chunks(o, d, rows * seq_kv * d * 2, |first_row, out_rows| {
+        let mut scores = vec![0.0f64; seq_kv];
+        for (ri, out) in out_rows.chunks_mut(d).enumerate() {
+            let row = first_row + ri;
+            let (bh, i) = (row / seq_q, row % seq_q);
+            let visible = if causal {
+                // Keys j <= i + seq_kv - seq_q: that many plus one, or none.
+                (i + seq_kv + 1).saturating_sub(seq_q).min(seq_kv)
+            } else {
+                seq_kv
+            };
+            if visible == 0 {
+                out.fill(0.0);
+                continue;
+            }
+            let qi = &q[row * d..][..d];
+            let kv_base = bh * seq_kv * d;
+            for (j, sc) in scores[..visible].iter_mut().enumerate() {
+                let kj = &k[kv_base + j * d..][..d];
+                *sc = scale * qi.iter().zip(kj).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum::<f64>();
+            }
+            let max = scores[..visible].iter().copied().fold(f64::NEG_INFINITY, nan_max);
+            let mut denom = 0.0;
+            for sc in &mut scores[..visible] {
+                *sc = (*sc - max).exp();
+                denom += *sc;
+            }
+            for (t, out) in out.iter_mut().enumerate() {
+                let acc: f64 = scores[..visible]
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &p)| p * f64::from(v[kv_base + j * d + t]))
+                    .sum();
+                *out = (acc / denom) as f32;
+            }
+        }
+    });
+}
+
+/// Reduces `input`, viewed as `[outer, len, inner]`, over `len` into `outer * inner`
+/// values.
+pub fn reduce(op: ReduceOp, input: &[f32], output: &mut [f32], outer: usize, len: usize, inner: usize) {
+    let output = &mut output[..outer * inner];
+    for_chunks(output, inner.max(1), outer * len * inner, |first, rows| {
+        for (oi, out_row) in rows.chunks_mut(inner.max(1)).enumerate() {
+            let o = first + oi;
+            for (ii, out) in out_row.iter_mut().enumerate() {
+                let values = (0..len).map(|l| f64::from(input[(o * len + l) * inner + ii]));
+                let r = match op {
+                    ReduceOp::Sum => values.sum(),
+                    ReduceOp::Mean => values.sum::<f64>() / len as f64,
+                    ReduceOp::Prod => values.product(),
+                    ReduceOp::Max => values.fold(f64::NEG_INFINITY, nan_max),
+                    ReduceOp::Min => values.fold(f64::INFINITY, nan_min),
+                };
+                *out = r as f32;
+            }
+        }
+    });
+}
+
+/// One unary op, computed in f64 and rounded to f32.
+pub fn unary(op: UnaryOp, x: f32) -> f32 {
+    let x = f64::from(x);
+    let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+    let r = match op {
+        UnaryOp::Relu => {
+            if x.is_nan() {
+                x
+            } else {
+                x.max(0.0)
+            }
+        }
+        UnaryOp::Sigmoid => sigmoid(x),
+        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Neg => -x,
+        // x/2 * (1 + erf(x/sqrt 2)) written with erfc, which keeps full relative accuracy
+        // for large negative x where 1 + erf cancels.
+        UnaryOp::Gelu => 0.5 * x * libm::erfc(-x / std::f64::consts::SQRT_2),
+        UnaryOp::Silu => x * sigmoid(x),
+        UnaryOp::Recip => 1.0 / x,
+        UnaryOp::Rsqrt => 1.0 / x.sqrt(),
+        UnaryOp::Square => x * x,
+        UnaryOp::Sin => x.sin(),
+        UnaryOp::Cos => x.cos(),
+        UnaryOp::Floor => x.floor(),
+        UnaryOp::Ceil => x.ceil(),
+    };
+    r as f32
+}
+
+/// One binary op, computed in f64 and rounded to f32.
+pub fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
+    let (a, b) = (f64::from(a), f64::from(b));
+    let r = match op {
+        BinaryOp::Add => a + b,
+        BinaryOp::Sub => a - b,
+        BinaryOp::Mul => a * b,
+        BinaryOp::Div => a / b,
+        BinaryOp::Max => nan_max(a, b),
+        BinaryOp::Min => nan_min(a, b),
+        BinaryOp::Pow => a.powf(b),
+    };
+    r as f32
+}
+
+/// Decodes `n` elements of `dtype` from little-endian bytes to f32 (exactly).
+pub fn decode(dtype: DType, bytes: &[u8]) -> Vec<f32> {
+    match dtype {
+        DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        DType::F16 => {
+            bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+        }
+        DType::BF16 => {
+            bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+        }
+    }
+}
+
+/// Encodes f32 values as `dtype` little-endian bytes: round to nearest-even, overflow to
+/// infinity, NaN stays NaN.
+pub fn encode(dtype: DType, values: &[f32]) -> Vec<u8> {
+    match dtype {
+        DType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+        DType::BF16 => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemm_beta_zero_ignores_nan_in_c() {
+        let a = [1.0, 2.0];
+        let b = [3.0, 4.0];
+        let mut c = [f32::NAN];
+        gemm(false, false, 1, 1, 2, 1.0, &a, 1, &b, 2, 0.0, &mut c, 1);
+        assert_eq!(c, [11.0]);
+        let mut c = [f32::NAN];
+        gemm(false, false, 1, 1, 2, 0.0, &[f32::NAN; 2], 1, &b, 2, 0.0, &mut c, 1);
+        assert_eq!(c, [0.0]);
+    }
+
+    #[test]
+    fn gemm_leaves_the_padding_rows_alone() {
+        // 2x2 C with ldc 3: element 2 is padding.
+        let mut c = [0.0, 0.0, -7.0, 0.0, 0.0];
+        gemm(false, false, 2, 2, 1, 1.0, &[1.0, 2.0], 2, &[3.0, 4.0], 1, 0.0, &mut c, 3);
+        assert_eq!(c, [3.0, 6.0, -7.0, 4.0, 8.0]);
+    }
+
+    #[test]
+    fn causal_rows_that_see_nothing_are_zero() {
+        // seq_q 3 > seq_kv 1: query 0 and 1 see no key, query 2 sees key 0.
+        let q = [1.0; 3];
+        let mut o = [9.0; 3];
+        attention(&q, &[1.0], &[5.0], &mut o, 1, 1, 3, 1, 1, 1.0, true);
+        assert_eq!(o, [0.0, 0.0, 5.0]);
+    }
+
+    #[test]
+    fn reduce_empty_axis_identities() {
+        let mut out = [0.0; 1];
+        for (op, want) in [
+            (ReduceOp::Sum, 0.0),
+            (ReduceOp::Prod, 1.0),
+            (ReduceOp::Max, f32::NEG_INFINITY),
+            (ReduceOp::Min, f32::INFINITY),
+        ] {
+            reduce(op, &[], &mut out, 1, 0, 1);
+            assert_eq!(out[0], want, "{op}");
+        }
+        reduce(ReduceOp::Mean, &[], &mut out, 1, 0, 1);
+        assert!(out[0].is_nan());
+    }
+
+    #[test]
+    fn nan_propagates_through_max_min_relu() {
+        assert!(binary(BinaryOp::Max, f32::NAN, 1.0).is_nan());
+        assert!(binary(BinaryOp::Min, 1.0, f32::NAN).is_nan());
+        assert!(unary(UnaryOp::Relu, f32::NAN).is_nan());
+        let mut out = [0.0];
+        reduce(ReduceOp::Max, &[1.0, f32::NAN, 3.0], &mut out, 1, 3, 1);
+        assert!(out[0].is_nan());
+    }
+
+    #[test]
+    fn casts_round_to_nearest_even_and_saturate_to_inf() {
+        let v = [1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-11), 1e6, f32::NAN];
+        let back = decode(DType::F16, &encode(DType::F16, &v));
+        assert_eq!(back[0], 1.0); // tie rounds to even
+        assert_eq!(back[1], 1.0 + 2.0 * 2f32.powi(-10));
+        assert_eq!(back[2], f32::INFINITY);
+        assert!(back[3].is_nan());
+    }
+}
