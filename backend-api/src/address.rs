@@ -90,7 +90,11 @@ impl<H> Default for AddressSpace<H> {
 impl<H> AddressSpace<H> {
     /// An empty address space.
     pub fn new() -> Self {
-        Self { next: BASE, live: BTreeMap::new(), allocated_bytes: 0 }
+        Self {
+            next: BASE,
+            live: BTreeMap::new(),
+            allocated_bytes: 0,
+        }
     }
 
     /// Reserves a fresh range of `size` bytes for `handle` and returns its start.
@@ -161,7 +165,12 @@ impl<H> AddressSpace<H> {
                 fmt_range(base, a.size)
             ));
         }
-        Ok(Resolved { base, offset, bytes, handle: &a.handle })
+        Ok(Resolved {
+            base,
+            offset,
+            bytes,
+            handle: &a.handle,
+        })
     }
 
     /// The live allocation starting at `ptr`.
@@ -231,7 +240,10 @@ mod tests {
         assert_eq!((r.base, r.offset, r.bytes, *r.handle), (p, 40, 60, 7));
         // The zero-length pointer p + size names no bytes but belongs to p.
         let e = s.resolve("t", &op("A", p + 100, 1)).unwrap_err();
-        assert!(e.to_string().contains("extends 1 bytes past the end"), "{e}");
+        assert!(
+            e.to_string().contains("extends 1 bytes past the end"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -245,14 +257,22 @@ mod tests {
         assert!(msg.contains(&format!("{:#x}", p + 32)), "{msg}");
         assert!(msg.contains("extends 32 bytes"), "{msg}");
         let e = s.resolve("unary", &op("input", 12, 4)).unwrap_err();
-        assert!(e.to_string().contains("not inside any live allocation"), "{e}");
+        assert!(
+            e.to_string().contains("not inside any live allocation"),
+            "{e}"
+        );
     }
 
     #[test]
     fn free_rejects_interior_unknown_and_double() {
         let mut s = AddressSpace::new();
         let p = s.insert(512, ()).unwrap();
-        assert!(s.remove(p + 4).unwrap_err().to_string().contains("not its start"));
+        assert!(
+            s.remove(p + 4)
+                .unwrap_err()
+                .to_string()
+                .contains("not its start")
+        );
         assert!(s.remove(0xdead_0000).is_err());
         assert_eq!(s.allocated_bytes(), 512);
         s.remove(p).unwrap();
@@ -267,7 +287,10 @@ mod tests {
     fn absurd_sizes_do_not_overflow() {
         let mut s = AddressSpace::<()>::new();
         assert_eq!(s.insert(u64::MAX, ()), Err(BackendError::OutOfMemory));
-        assert_eq!(s.insert(u64::MAX - 1000, ()), Err(BackendError::OutOfMemory));
+        assert_eq!(
+            s.insert(u64::MAX - 1000, ()),
+            Err(BackendError::OutOfMemory)
+        );
         // Still usable afterwards.
         s.insert(8, ()).unwrap();
     }

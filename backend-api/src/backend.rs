@@ -243,7 +243,9 @@ pub trait ComputeBackend: Send + Sync {
         c_ptr: u64,
         ldc: usize,
     ) -> BackendResult<()> {
-        let _ = (trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc);
+        let _ = (
+            trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc,
+        );
         Err(BackendError::Unsupported(format!(
             "gemm_ex with {a_dtype} x {b_dtype} inputs: not implemented by {}",
             self.name()
@@ -264,7 +266,10 @@ pub trait ComputeBackend: Send + Sync {
 
     /// What the backend has allocated. The default returns `Unsupported`.
     fn memory_info(&self) -> BackendResult<MemoryInfo> {
-        Err(BackendError::Unsupported(format!("memory_info: not implemented by {}", self.name())))
+        Err(BackendError::Unsupported(format!(
+            "memory_info: not implemented by {}",
+            self.name()
+        )))
     }
 }
 
@@ -302,7 +307,8 @@ pub trait ComputeBackendExt: ComputeBackend {
     ) -> impl Future<Output = BackendResult<Vec<T>>> + '_ {
         async move {
             let mut out = vec![T::zeroed(); len];
-            self.copy_dtoh_async(bytemuck::cast_slice_mut(&mut out), src).await?;
+            self.copy_dtoh_async(bytemuck::cast_slice_mut(&mut out), src)
+                .await?;
             Ok(out)
         }
     }

@@ -15,12 +15,14 @@ use crate::{BackendResult, BackendTranspose, DType, Operand, invalid};
 
 /// `a * b` in u64, or an `InvalidArgument` naming what overflowed.
 fn mul(op: &str, what: &str, a: u64, b: u64) -> BackendResult<u64> {
-    a.checked_mul(b).ok_or_else(|| invalid!("{op}: size overflow computing {what} ({a} * {b})"))
+    a.checked_mul(b)
+        .ok_or_else(|| invalid!("{op}: size overflow computing {what} ({a} * {b})"))
 }
 
 /// Product of all dimensions, overflow-checked.
 fn product(op: &str, what: &str, dims: &[usize]) -> BackendResult<u64> {
-    dims.iter().try_fold(1u64, |acc, &d| mul(op, what, acc, d as u64))
+    dims.iter()
+        .try_fold(1u64, |acc, &d| mul(op, what, acc, d as u64))
 }
 
 /// An operand of `elems` elements of `dtype` at `ptr`, checked for alignment and for the
@@ -37,7 +39,7 @@ fn operand(
     if bytes == 0 {
         return Ok(None);
     }
-    if ptr % size != 0 {
+    if !ptr.is_multiple_of(size) {
         return Err(invalid!(
             "{op}: operand {name} address {ptr:#x} is not {size}-byte aligned ({dtype})"
         ));
@@ -75,7 +77,9 @@ pub fn matrix_extent(rows: usize, cols: usize, ld: usize) -> Option<u64> {
     if rows == 0 || cols == 0 {
         return Some(0);
     }
-    (ld as u64).checked_mul(cols as u64 - 1)?.checked_add(rows as u64)
+    (ld as u64)
+        .checked_mul(cols as u64 - 1)?
+        .checked_add(rows as u64)
 }
 
 /// The arguments of `gemm`, `gemm_ex` and `batched_gemm` (a plain gemm is one batch).
@@ -154,12 +158,30 @@ impl GemmArgs {
 
     /// The same with A and B of the given element types (gemm_ex).
     pub fn with_dtypes(self, a_dtype: DType, b_dtype: DType) -> Self {
-        Self { a_dtype, b_dtype, ..self }
+        Self {
+            a_dtype,
+            b_dtype,
+            ..self
+        }
     }
 
     /// The same, batched (batched_gemm).
-    pub fn with_batch(self, stride_a: usize, stride_b: usize, stride_c: usize, count: usize) -> Self {
-        Self { batch: Batch { stride_a, stride_b, stride_c, count }, ..self }
+    pub fn with_batch(
+        self,
+        stride_a: usize,
+        stride_b: usize,
+        stride_c: usize,
+        count: usize,
+    ) -> Self {
+        Self {
+            batch: Batch {
+                stride_a,
+                stride_b,
+                stride_c,
+                count,
+            },
+            ..self
+        }
     }
 }
 
@@ -178,7 +200,12 @@ pub struct Batch {
 
 impl Batch {
     /// A plain, unbatched gemm.
-    pub const ONE: Self = Self { stride_a: 0, stride_b: 0, stride_c: 0, count: 1 };
+    pub const ONE: Self = Self {
+        stride_a: 0,
+        stride_b: 0,
+        stride_c: 0,
+        count: 1,
+    };
 }
 
 /// A checked gemm / gemm_ex / batched_gemm.
@@ -238,7 +265,9 @@ pub fn gemm(op: &'static str, g: &GemmArgs) -> BackendResult<Option<GemmPlan>> {
     let (rows_b, cols_b) = if trans_b { (g.n, g.k) } else { (g.k, g.n) };
     let check_ld = |name: &str, ld: usize, rows: usize, what: &str| {
         if ld < rows.max(1) {
-            Err(invalid!("{op}: {name} {ld} < max(1, {rows}) rows of {what} as stored"))
+            Err(invalid!(
+                "{op}: {name} {ld} < max(1, {rows}) rows of {what} as stored"
+            ))
         } else {
             Ok(())
         }
@@ -253,7 +282,10 @@ pub fn gemm(op: &'static str, g: &GemmArgs) -> BackendResult<Option<GemmPlan>> {
     let overflow = || invalid!("{op}: size overflow computing operand extents");
     // Span of all batches of one operand: stride * (count - 1) + extent.
     let span = |stride: usize, extent: u64| -> BackendResult<u64> {
-        (stride as u64).checked_mul(batches).and_then(|s| s.checked_add(extent)).ok_or_else(overflow)
+        (stride as u64)
+            .checked_mul(batches)
+            .and_then(|s| s.checked_add(extent))
+            .ok_or_else(overflow)
     };
     let extent_c = matrix_extent(g.m, g.n, g.ldc).ok_or_else(overflow)?;
     if g.batch.count > 1 && (g.batch.stride_c as u64) < extent_c {
@@ -267,8 +299,20 @@ pub fn gemm(op: &'static str, g: &GemmArgs) -> BackendResult<Option<GemmPlan>> {
     if g.alpha != 0.0 && g.k != 0 {
         let extent_a = matrix_extent(rows_a, cols_a, g.lda).ok_or_else(overflow)?;
         let extent_b = matrix_extent(rows_b, cols_b, g.ldb).ok_or_else(overflow)?;
-        a = operand(op, "A", g.a_ptr, span(g.batch.stride_a, extent_a)?, g.a_dtype)?;
-        b = operand(op, "B", g.b_ptr, span(g.batch.stride_b, extent_b)?, g.b_dtype)?;
+        a = operand(
+            op,
+            "A",
+            g.a_ptr,
+            span(g.batch.stride_a, extent_a)?,
+            g.a_dtype,
+        )?;
+        b = operand(
+            op,
+            "B",
+            g.b_ptr,
+            span(g.batch.stride_b, extent_b)?,
+            g.b_dtype,
+        )?;
         disjoint(op, &c, a.as_ref())?;
         disjoint(op, &c, b.as_ref())?;
     }
@@ -345,7 +389,9 @@ pub fn conv2d(
         if v.len() == len {
             Ok(())
         } else {
-            Err(invalid!("{OP}: {name} must have {len} entries {layout}, got {v:?}"))
+            Err(invalid!(
+                "{OP}: {name} must have {len} entries {layout}, got {v:?}"
+            ))
         }
     };
     expect_len("input_shape", input_shape, 4, "[N, C, H, W]")?;
@@ -353,8 +399,18 @@ pub fn conv2d(
     expect_len("output_shape", output_shape, 4, "[N, K, OH, OW]")?;
     expect_len("stride", stride, 2, "[stride_h, stride_w]")?;
     expect_len("padding", padding, 2, "[pad_h, pad_w]")?;
-    let [n, c, h, w] = [input_shape[0], input_shape[1], input_shape[2], input_shape[3]];
-    let [k, fc, r, s] = [filter_shape[0], filter_shape[1], filter_shape[2], filter_shape[3]];
+    let [n, c, h, w] = [
+        input_shape[0],
+        input_shape[1],
+        input_shape[2],
+        input_shape[3],
+    ];
+    let [k, fc, r, s] = [
+        filter_shape[0],
+        filter_shape[1],
+        filter_shape[2],
+        filter_shape[3],
+    ];
     let [sh, sw] = [stride[0], stride[1]];
     let [ph, pw] = [padding[0], padding[1]];
     if fc != c {
@@ -363,10 +419,14 @@ pub fn conv2d(
         ));
     }
     if sh == 0 || sw == 0 {
-        return Err(invalid!("{OP}: stride {stride:?} must be >= 1 in both dimensions"));
+        return Err(invalid!(
+            "{OP}: stride {stride:?} must be >= 1 in both dimensions"
+        ));
     }
     if r == 0 || s == 0 {
-        return Err(invalid!("{OP}: filter spatial size {r}x{s} must be at least 1x1"));
+        return Err(invalid!(
+            "{OP}: filter spatial size {r}x{s} must be at least 1x1"
+        ));
     }
     let padded = |x: usize, p: usize| {
         p.checked_mul(2)
@@ -472,7 +532,19 @@ pub fn attention(
     for input in [Some(&q), k.as_ref(), v.as_ref()] {
         disjoint(OP, &o, input)?;
     }
-    Ok(Some(AttentionPlan { batch, heads, seq_q, seq_kv, head_dim, scale, causal, q, k, v, o }))
+    Ok(Some(AttentionPlan {
+        batch,
+        heads,
+        seq_q,
+        seq_kv,
+        head_dim,
+        scale,
+        causal,
+        q,
+        k,
+        v,
+        o,
+    }))
 }
 
 /// A checked reduce: the input viewed as `[outer, len, inner]`, reduced over `len`.
@@ -511,9 +583,8 @@ pub fn reduce(
     let inner = product(OP, "the inner size", &shape[axis + 1..])?;
     let total = product(OP, "the input size", shape)?;
     let out_elems = mul(OP, "the output size", outer, inner)?;
-    let as_usize = |v: u64| {
-        usize::try_from(v).map_err(|_| invalid!("{OP}: {v} elements do not fit in usize"))
-    };
+    let as_usize =
+        |v: u64| usize::try_from(v).map_err(|_| invalid!("{OP}: {v} elements do not fit in usize"));
     if out_elems == 0 {
         return Ok(None);
     }
@@ -586,7 +657,12 @@ pub struct BinaryPlan {
 }
 
 /// Validates a binary op over `n` f32 elements.
-pub fn binary(a_ptr: u64, b_ptr: u64, output_ptr: u64, n: usize) -> BackendResult<Option<BinaryPlan>> {
+pub fn binary(
+    a_ptr: u64,
+    b_ptr: u64,
+    output_ptr: u64,
+    n: usize,
+) -> BackendResult<Option<BinaryPlan>> {
     const OP: &str = "binary";
     if n == 0 {
         return Ok(None);
@@ -629,8 +705,18 @@ pub fn copy_dtod(dst: u64, src: u64, bytes: usize) -> BackendResult<Option<CopyP
     };
     end_ok("src", src)?;
     end_ok("dst", dst)?;
-    let plan =
-        CopyPlan { src: Operand { name: "src", ptr: src, bytes }, dst: Operand { name: "dst", ptr: dst, bytes } };
+    let plan = CopyPlan {
+        src: Operand {
+            name: "src",
+            ptr: src,
+            bytes,
+        },
+        dst: Operand {
+            name: "dst",
+            ptr: dst,
+            bytes,
+        },
+    };
     if plan.dst.overlaps(&plan.src) && !plan.identical() {
         return Err(invalid!(
             "{OP}: dst range {} overlaps src range {}; overlapping copies are not allowed",
@@ -643,7 +729,12 @@ pub fn copy_dtod(dst: u64, src: u64, bytes: usize) -> BackendResult<Option<CopyP
 
 /// The device range of a host copy (`copy_htod` destination or `copy_dtoh` source);
 /// `None` for an empty copy.
-pub fn host_copy(op: &'static str, name: &'static str, ptr: u64, bytes: usize) -> BackendResult<Option<Operand>> {
+pub fn host_copy(
+    op: &'static str,
+    name: &'static str,
+    ptr: u64,
+    bytes: usize,
+) -> BackendResult<Option<Operand>> {
     if bytes == 0 {
         return Ok(None);
     }
@@ -693,7 +784,13 @@ pub fn cast(
     ) else {
         return Ok(None);
     };
-    let plan = CastPlan { n, src_dtype, dst_dtype, src: s, dst: d };
+    let plan = CastPlan {
+        n,
+        src_dtype,
+        dst_dtype,
+        src: s,
+        dst: d,
+    };
     if s.overlaps(&d) && !plan.identical() {
         return Err(invalid!(
             "{OP}: dst range {} overlaps src range {}; only an identical f32->f32 style no-op may alias",
@@ -719,10 +816,18 @@ mod tests {
             alpha: 1.0,
             a_ptr: 0x1000,
             a_dtype: DType::F32,
-            lda: if ta.is_transposed() { k.max(1) } else { m.max(1) },
+            lda: if ta.is_transposed() {
+                k.max(1)
+            } else {
+                m.max(1)
+            },
             b_ptr: 0x10000,
             b_dtype: DType::F32,
-            ldb: if tb.is_transposed() { n.max(1) } else { k.max(1) },
+            ldb: if tb.is_transposed() {
+                n.max(1)
+            } else {
+                k.max(1)
+            },
             beta: 0.0,
             c_ptr: 0x100000,
             ldc: m.max(1),
@@ -787,7 +892,12 @@ mod tests {
     #[test]
     fn batched_spans_and_overlap() {
         let mut a = g(N, N, 2, 3, 4);
-        a.batch = Batch { stride_a: 100, stride_b: 0, stride_c: 6, count: 3 };
+        a.batch = Batch {
+            stride_a: 100,
+            stride_b: 0,
+            stride_c: 6,
+            count: 3,
+        };
         let p = gemm("batched_gemm", &a).unwrap().unwrap();
         assert_eq!(p.a.unwrap().bytes, 4 * (200 + 8));
         assert_eq!(p.b.unwrap().bytes, 4 * 12);
@@ -809,16 +919,82 @@ mod tests {
 
     #[test]
     fn conv_states_the_expected_shape() {
-        let e = err(conv2d(0x1000, &[1, 2, 5, 5], 0x2000, &[3, 2, 3, 3], 0x3000, &[1, 3, 4, 4], &[1, 1], &[0, 0]));
+        let e = err(conv2d(
+            0x1000,
+            &[1, 2, 5, 5],
+            0x2000,
+            &[3, 2, 3, 3],
+            0x3000,
+            &[1, 3, 4, 4],
+            &[1, 1],
+            &[0, 0],
+        ));
         assert!(e.contains("[1, 3, 3, 3]"), "{e}");
-        let p = conv2d(0x1000, &[1, 2, 5, 5], 0x2000, &[3, 2, 3, 3], 0x3000, &[1, 3, 3, 3], &[2, 2], &[1, 1])
-            .unwrap()
-            .unwrap();
+        let p = conv2d(
+            0x1000,
+            &[1, 2, 5, 5],
+            0x2000,
+            &[3, 2, 3, 3],
+            0x3000,
+            &[1, 3, 3, 3],
+            &[2, 2],
+            &[1, 1],
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!((p.oh, p.ow), (3, 3));
-        assert!(err(conv2d(0, &[1, 2, 5], 0, &[3, 2, 3, 3], 0, &[1, 3, 3, 3], &[1, 1], &[0, 0])).contains("input_shape"));
-        assert!(err(conv2d(0, &[1, 2, 5, 5], 0, &[3, 1, 3, 3], 0, &[1, 3, 3, 3], &[1, 1], &[0, 0])).contains("channels"));
-        assert!(err(conv2d(0, &[1, 2, 2, 2], 0, &[3, 2, 3, 3], 0, &[1, 3, 1, 1], &[1, 1], &[0, 0])).contains("larger"));
-        assert!(err(conv2d(0, &[1, 2, 5, 5], 0, &[3, 2, 3, 3], 0, &[1, 3, 3, 3], &[0, 1], &[0, 0])).contains("stride"));
+        assert!(
+            err(conv2d(
+                0,
+                &[1, 2, 5],
+                0,
+                &[3, 2, 3, 3],
+                0,
+                &[1, 3, 3, 3],
+                &[1, 1],
+                &[0, 0]
+            ))
+            .contains("input_shape")
+        );
+        assert!(
+            err(conv2d(
+                0,
+                &[1, 2, 5, 5],
+                0,
+                &[3, 1, 3, 3],
+                0,
+                &[1, 3, 3, 3],
+                &[1, 1],
+                &[0, 0]
+            ))
+            .contains("channels")
+        );
+        assert!(
+            err(conv2d(
+                0,
+                &[1, 2, 2, 2],
+                0,
+                &[3, 2, 3, 3],
+                0,
+                &[1, 3, 1, 1],
+                &[1, 1],
+                &[0, 0]
+            ))
+            .contains("larger")
+        );
+        assert!(
+            err(conv2d(
+                0,
+                &[1, 2, 5, 5],
+                0,
+                &[3, 2, 3, 3],
+                0,
+                &[1, 3, 3, 3],
+                &[0, 1],
+                &[0, 0]
+            ))
+            .contains("stride")
+        );
     }
 
     #[test]
@@ -844,20 +1020,54 @@ mod tests {
     fn copies_and_casts() {
         assert!(copy_dtod(0x1000, 0x1000, 16).unwrap().unwrap().identical());
         assert!(err(copy_dtod(0x1000, 0x1008, 16)).contains("overlaps"));
-        assert!(copy_dtod(0x1001, 0x2003, 5).is_ok(), "byte copies need no alignment");
+        assert!(
+            copy_dtod(0x1001, 0x2003, 5).is_ok(),
+            "byte copies need no alignment"
+        );
         assert!(err(copy_dtod(u64::MAX - 2, 0x1000, 16)).contains("wraps"));
         assert!(err(cast(0x1002, DType::F32, 0x2000, DType::F16, 4)).contains("4-byte aligned"));
         cast(0x1000, DType::F32, 0x2002, DType::F16, 4).unwrap();
-        assert!(cast(0x1000, DType::F16, 0x1000, DType::F16, 4).unwrap().unwrap().identical());
+        assert!(
+            cast(0x1000, DType::F16, 0x1000, DType::F16, 4)
+                .unwrap()
+                .unwrap()
+                .identical()
+        );
         assert!(err(cast(0x1000, DType::F32, 0x1000, DType::F16, 4)).contains("overlaps"));
     }
 
     #[test]
     fn attention_checks() {
-        let p = attention(0x1000, 0x2000, 0x3000, 0x4000, 1, 2, 3, 0, 4, 0.5, true).unwrap().unwrap();
+        let p = attention(0x1000, 0x2000, 0x3000, 0x4000, 1, 2, 3, 0, 4, 0.5, true)
+            .unwrap()
+            .unwrap();
         assert!(p.k.is_none() && p.v.is_none());
-        assert!(attention(0x1000, 0x2000, 0x3000, 0x4000, 0, 2, 3, 5, 4, 0.5, true).unwrap().is_none());
-        assert!(err(attention(0x1000, 0x2000, 0x3000, 0x1010, 1, 1, 2, 2, 4, 0.5, false)).contains("overlaps input Q"));
-        assert!(err(attention(0x1000, 0x2000, 0x3000, 0x4000, usize::MAX, 2, 3, 5, 4, 0.5, true)).contains("overflow"));
+        assert!(
+            attention(0x1000, 0x2000, 0x3000, 0x4000, 0, 2, 3, 5, 4, 0.5, true)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            err(attention(
+                0x1000, 0x2000, 0x3000, 0x1010, 1, 1, 2, 2, 4, 0.5, false
+            ))
+            .contains("overlaps input Q")
+        );
+        assert!(
+            err(attention(
+                0x1000,
+                0x2000,
+                0x3000,
+                0x4000,
+                usize::MAX,
+                2,
+                3,
+                5,
+                4,
+                0.5,
+                true
+            ))
+            .contains("overflow")
+        );
     }
 }

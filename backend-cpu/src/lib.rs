@@ -52,7 +52,10 @@ impl Default for CpuBackend {
 /// Half of physical memory where it can be read, else 4 GiB: allocating until refusal must
 /// end in `OutOfMemory`, not in the kernel's OOM killer.
 fn default_memory_limit() -> u64 {
-    if let Some(v) = std::env::var(MEMORY_LIMIT_ENV).ok().and_then(|v| v.trim().parse().ok()) {
+    if let Some(v) = std::env::var(MEMORY_LIMIT_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
         return v;
     }
     let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
@@ -72,7 +75,10 @@ impl CpuBackend {
 
     /// An uninitialised backend whose live allocations may total at most `bytes`.
     pub fn with_memory_limit(bytes: u64) -> Self {
-        Self { state: None, memory_limit: bytes }
+        Self {
+            state: None,
+            memory_limit: bytes,
+        }
     }
 
     /// The cap on live allocated bytes.
@@ -102,8 +108,16 @@ impl CpuBackend {
 
 fn gemm_batches(p: &GemmPlan, a: &[f32], b: &[f32], c: &mut [f32]) {
     for i in 0..p.batch.count {
-        let a = if p.reads_ab() { &a[i * p.batch.stride_a..] } else { a };
-        let b = if p.reads_ab() { &b[i * p.batch.stride_b..] } else { b };
+        let a = if p.reads_ab() {
+            &a[i * p.batch.stride_a..]
+        } else {
+            a
+        };
+        let b = if p.reads_ab() {
+            &b[i * p.batch.stride_b..]
+        } else {
+            b
+        };
         let c = &mut c[i * p.batch.stride_c..];
         reference::gemm(
             p.trans_a, p.trans_b, p.m, p.n, p.k, p.alpha, a, p.lda, b, p.ldb, p.beta, c, p.ldc,
@@ -175,8 +189,9 @@ impl ComputeBackend for CpuBackend {
         c_ptr: u64,
         ldc: usize,
     ) -> BackendResult<()> {
-        let args =
-            GemmArgs::new(trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc);
+        let args = GemmArgs::new(
+            trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc,
+        );
         self.run_gemm("gemm", &args)
     }
 
@@ -200,9 +215,10 @@ impl ComputeBackend for CpuBackend {
         stride_c: usize,
         batch_count: usize,
     ) -> BackendResult<()> {
-        let args =
-            GemmArgs::new(trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc)
-                .with_batch(stride_a, stride_b, stride_c, batch_count);
+        let args = GemmArgs::new(
+            trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc,
+        )
+        .with_batch(stride_a, stride_b, stride_c, batch_count);
         self.run_gemm("batched_gemm", &args)
     }
 
@@ -224,9 +240,10 @@ impl ComputeBackend for CpuBackend {
         c_ptr: u64,
         ldc: usize,
     ) -> BackendResult<()> {
-        let args =
-            GemmArgs::new(trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc)
-                .with_dtypes(a_dtype, b_dtype);
+        let args = GemmArgs::new(
+            trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc,
+        )
+        .with_dtypes(a_dtype, b_dtype);
         self.run_gemm("gemm_ex", &args)
     }
 
@@ -301,7 +318,9 @@ impl ComputeBackend for CpuBackend {
         let v = s.read(OP, p.v.as_ref(), DType::F32)?;
         s.check(OP, &p.o)?;
         let mut o = vec![0.0f32; q.len()];
-        reference::attention(&q, &k, &v, &mut o, batch, heads, seq_q, seq_kv, head_dim, scale, causal);
+        reference::attention(
+            &q, &k, &v, &mut o, batch, heads, seq_q, seq_kv, head_dim, scale, causal,
+        );
         s.write(OP, &p.o, &o)
     }
 
@@ -353,7 +372,11 @@ impl ComputeBackend for CpuBackend {
         let a = s.read(OP, Some(&p.a), DType::F32)?;
         let b = s.read(OP, Some(&p.b), DType::F32)?;
         s.check(OP, &p.output)?;
-        let y: Vec<f32> = a.iter().zip(&b).map(|(&x, &y)| reference::binary(op, x, y)).collect();
+        let y: Vec<f32> = a
+            .iter()
+            .zip(&b)
+            .map(|(&x, &y)| reference::binary(op, x, y))
+            .collect();
         s.write(OP, &p.output, &y)
     }
 
@@ -368,7 +391,8 @@ impl ComputeBackend for CpuBackend {
             return Err(BackendError::OutOfMemory);
         }
         let mut mem = Vec::new();
-        mem.try_reserve_exact(bytes).map_err(|_| BackendError::OutOfMemory)?;
+        mem.try_reserve_exact(bytes)
+            .map_err(|_| BackendError::OutOfMemory)?;
         mem.resize(bytes, 0);
         s.space.insert(bytes64, mem)
     }

@@ -41,7 +41,12 @@ mod tests {
 
     #[test]
     fn every_piece_is_visited_once_with_its_index() {
-        for (len, chunk, work) in [(10, 3, 0), (1000, 7, usize::MAX), (5, 10, usize::MAX), (0, 4, 1 << 30)] {
+        for (len, chunk, work) in [
+            (10, 3, 0),
+            (1000, 7, usize::MAX),
+            (5, 10, usize::MAX),
+            (0, 4, 1 << 30),
+        ] {
             let mut v = vec![0usize; len];
             for_chunks(&mut v, chunk, work, |first, part| {
                 for (j, piece) in part.chunks_mut(chunk).enumerate() {

@@ -35,8 +35,20 @@ pub fn gemm(
     }
     let c = &mut c[..ldc * (n - 1) + m];
     let reads_ab = alpha != 0.0 && k != 0;
-    let a_at = |i: usize, l: usize| f64::from(if trans_a { a[l + i * lda] } else { a[i + l * lda] });
-    let b_at = |l: usize, j: usize| f64::from(if trans_b { b[j + l * ldb] } else { b[l + j * ldb] });
+    let a_at = |i: usize, l: usize| {
+        f64::from(if trans_a {
+            a[l + i * lda]
+        } else {
+            a[i + l * lda]
+        })
+    };
+    let b_at = |l: usize, j: usize| {
+        f64::from(if trans_b {
+            b[j + l * ldb]
+        } else {
+            b[l + j * ldb]
+        })
+    };
     for_chunks(c, ldc, m * n * k, |first_col, cols| {
         for (jj, col) in cols.chunks_mut(ldc).enumerate() {
             let j = first_col + jj;
@@ -46,7 +58,11 @@ pub fn gemm(
                 } else {
                     0.0
                 };
-                let value = if beta == 0.0 { product } else { product + beta * f64::from(*out) };
+                let value = if beta == 0.0 {
+                    product
+                } else {
+                    product + beta * f64::from(*out)
+                };
                 *out = value as f32;
             }
         }
@@ -102,12 +118,20 @@ pub fn conv2d(
 
 /// Maximum that propagates NaN.
 fn nan_max(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) }
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
 }
 
 /// Minimum that propagates NaN.
 fn nan_min(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() { f64::NAN } else { a.min(b) }
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
 }
 
 /// `O = softmax(scale * Q K^T) V` per (batch, head), with the bottom-right causal mask:
@@ -150,9 +174,16 @@ pub fn attention(
             let kv_base = bh * seq_kv * d;
             for (j, sc) in scores[..visible].iter_mut().enumerate() {
                 let kj = &k[kv_base + j * d..][..d];
-                *sc = scale * qi.iter().zip(kj).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum::<f64>();
+                *sc = scale
+                    * qi.iter()
+                        .zip(kj)
+                        .map(|(&x, &y)| f64::from(x) * f64::from(y))
+                        .sum::<f64>();
             }
-            let max = scores[..visible].iter().copied().fold(f64::NEG_INFINITY, nan_max);
+            let max = scores[..visible]
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, nan_max);
             let mut denom = 0.0;
             for sc in &mut scores[..visible] {
                 *sc = (*sc - max).exp();
@@ -172,7 +203,14 @@ pub fn attention(
 
 /// Reduces `input`, viewed as `[outer, len, inner]`, over `len` into `outer * inner`
 /// values.
-pub fn reduce(op: ReduceOp, input: &[f32], output: &mut [f32], outer: usize, len: usize, inner: usize) {
+pub fn reduce(
+    op: ReduceOp,
+    input: &[f32],
+    output: &mut [f32],
+    outer: usize,
+    len: usize,
+    inner: usize,
+) {
     let output = &mut output[..outer * inner];
     for_chunks(output, inner.max(1), outer * len * inner, |first, rows| {
         for (oi, out_row) in rows.chunks_mut(inner.max(1)).enumerate() {
@@ -244,13 +282,18 @@ pub fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
 /// Decodes `n` elements of `dtype` from little-endian bytes to f32 (exactly).
 pub fn decode(dtype: DType, bytes: &[u8]) -> Vec<f32> {
     match dtype {
-        DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        DType::F16 => {
-            bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
-        }
-        DType::BF16 => {
-            bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
-        }
+        DType::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        DType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
     }
 }
 
@@ -259,8 +302,14 @@ pub fn decode(dtype: DType, bytes: &[u8]) -> Vec<f32> {
 pub fn encode(dtype: DType, values: &[f32]) -> Vec<u8> {
     match dtype {
         DType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        DType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
-        DType::BF16 => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+        DType::F16 => values
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+        DType::BF16 => values
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect(),
     }
 }
 
@@ -276,7 +325,21 @@ mod tests {
         gemm(false, false, 1, 1, 2, 1.0, &a, 1, &b, 2, 0.0, &mut c, 1);
         assert_eq!(c, [11.0]);
         let mut c = [f32::NAN];
-        gemm(false, false, 1, 1, 2, 0.0, &[f32::NAN; 2], 1, &b, 2, 0.0, &mut c, 1);
+        gemm(
+            false,
+            false,
+            1,
+            1,
+            2,
+            0.0,
+            &[f32::NAN; 2],
+            1,
+            &b,
+            2,
+            0.0,
+            &mut c,
+            1,
+        );
         assert_eq!(c, [0.0]);
     }
 
@@ -284,7 +347,21 @@ mod tests {
     fn gemm_leaves_the_padding_rows_alone() {
         // 2x2 C with ldc 3: element 2 is padding.
         let mut c = [0.0, 0.0, -7.0, 0.0, 0.0];
-        gemm(false, false, 2, 2, 1, 1.0, &[1.0, 2.0], 2, &[3.0, 4.0], 1, 0.0, &mut c, 3);
+        gemm(
+            false,
+            false,
+            2,
+            2,
+            1,
+            1.0,
+            &[1.0, 2.0],
+            2,
+            &[3.0, 4.0],
+            1,
+            0.0,
+            &mut c,
+            3,
+        );
         assert_eq!(c, [3.0, 6.0, -7.0, 4.0, 8.0]);
     }
 
@@ -325,7 +402,12 @@ mod tests {
 
     #[test]
     fn casts_round_to_nearest_even_and_saturate_to_inf() {
-        let v = [1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-11), 1e6, f32::NAN];
+        let v = [
+            1.0 + 2f32.powi(-11),
+            1.0 + 3.0 * 2f32.powi(-11),
+            1e6,
+            f32::NAN,
+        ];
         let back = decode(DType::F16, &encode(DType::F16, &v));
         assert_eq!(back[0], 1.0); // tie rounds to even
         assert_eq!(back[1], 1.0 + 2.0 * 2f32.powi(-10));

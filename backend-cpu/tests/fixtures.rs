@@ -1,0 +1,931 @@
+//! The oracle checked against something other than itself: numpy float64 fixtures.
+//!
+//! `fixtures/gen_fixtures.py` computes every op in float64 with numpy (and Python's
+//! `math.erfc` for GELU) on deterministic random and special inputs and writes the JSON
+//! files in `fixtures/`, which are committed. This test runs every case through
+//! [`CpuBackend`] via the [`ComputeBackend`] trait (alloc, copy_htod, the op, copy_dtoh),
+//! with every operand at an interior pointer `p + offset` between guard bytes, and checks:
+//!
+//! - each result equals the numpy value rounded to f32 within 1 f32 ulp; for dot-product
+//!   and sum ops plus `2^-44 * mag`, where `mag` (from the fixture) is the sum of the
+//!   absolute values of the terms: room for f64 summation in another order than numpy's;
+//! - ops that IEEE defines as one correctly rounded result (add, sub, mul, div, sqrt,
+//!   recip, square, abs, neg, floor, ceil, max, min, relu, casts) match bit for bit,
+//!   including the sign of zero (except max/min/relu, where the sign of a zero result
+//!   is unspecified);
+//! - NaN matches NaN and infinities match in sign;
+//! - every byte the op must not write (gemm's padding rows, gaps between batches, guard
+//!   bytes around every operand, the inputs) is unchanged.
+//!
+//! Failures are collected per family and reported together: case, index, got, want, diff
+//! and tolerance.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use backend_api::{BackendTranspose, BinaryOp, ComputeBackend, DType, ReduceOp, UnaryOp};
+use backend_cpu::CpuBackend;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+fn load<T: DeserializeOwned>(file: &str) -> T {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "reading {}: {e} (run fixtures/gen_fixtures.py)",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+}
+
+fn backend() -> CpuBackend {
+    let mut be = CpuBackend::new();
+    be.init().expect("CpuBackend::init");
+    be
+}
+
+fn f64_of(bits: u64) -> f64 {
+    f64::from_bits(bits)
+}
+
+fn f32_bytes(bits: &[u64]) -> Vec<u8> {
+    bits.iter()
+        .flat_map(|&b| u32::try_from(b).expect("u32 bit pattern").to_le_bytes())
+        .collect()
+}
+
+fn u16_bytes(bits: &[u64]) -> Vec<u8> {
+    bits.iter()
+        .flat_map(|&b| u16::try_from(b).expect("u16 bit pattern").to_le_bytes())
+        .collect()
+}
+
+/// Bytes of an operand stored as `dtype`, from its bit patterns in the fixture.
+fn dtype_bytes(dtype: DType, bits: &[u64]) -> Vec<u8> {
+    match dtype {
+        DType::F32 => f32_bytes(bits),
+        DType::F16 | DType::BF16 => u16_bytes(bits),
+    }
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn u16s(bytes: &[u8]) -> Vec<u16> {
+    bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
+fn trans(name: &str) -> BackendTranspose {
+    BackendTranspose::from_name(name).unwrap_or_else(|| panic!("transpose {name:?}"))
+}
+
+fn dtype(name: &str) -> DType {
+    DType::from_name(name).unwrap_or_else(|| panic!("dtype {name:?}"))
+}
+
+/// IEEE binary16 bits to f64, written out here so the check does not lean on the `half`
+/// crate the oracle uses.
+fn f16_to_f64(h: u16) -> f64 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = i32::from((h >> 10) & 0x1f);
+    let mant = f64::from(h & 0x3ff);
+    match exp {
+        0 => sign * mant * 2f64.powi(-24),
+        31 if mant == 0.0 => sign * f64::INFINITY,
+        31 => f64::NAN,
+        _ => sign * (1.0 + mant / 1024.0) * 2f64.powi(exp - 15),
+    }
+}
+
+/// bfloat16 bits to f64: the top half of an f32.
+fn bf16_to_f64(h: u16) -> f64 {
+    f64::from(f32::from_bits(u32::from(h) << 16))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device memory: operands at interior pointers between guard bytes
+
+const GUARD: u8 = 0xA5;
+/// Guard bytes before every operand (and after the last); not a multiple of 256, so every
+/// operand sits at an interior pointer.
+const GUARD_LEN: usize = 20;
+/// An f32 signalling NaN, used to prefill outputs so that an element the op forgets to
+/// write cannot pass.
+const UNWRITTEN: u32 = 0x7FA5_A5A5;
+
+#[derive(Clone, Copy)]
+struct Placed {
+    alloc: usize,
+    offset: usize,
+    len: usize,
+}
+
+/// Operands laid out in one allocation (`shared`) or one allocation each, with guard bytes
+/// around each. After the op, [`Mem::finish`] reads every allocation back and returns the
+/// output's bytes, or an error if any other byte changed.
+struct Mem<'a> {
+    be: &'a dyn ComputeBackend,
+    shared: bool,
+    allocs: Vec<(u64, Vec<u8>)>,
+}
+
+impl<'a> Mem<'a> {
+    fn new(be: &'a dyn ComputeBackend, shared: bool) -> Self {
+        Self {
+            be,
+            shared,
+            allocs: Vec::new(),
+        }
+    }
+
+    /// Places `data` aligned to `align` (2 or 4). Operands aligned to 2 are put at an
+    /// address that is 2 mod 4, to catch 4-byte assumptions.
+    fn put(&mut self, data: &[u8], align: usize) -> Placed {
+        if !self.shared || self.allocs.is_empty() {
+            self.allocs.push((0, Vec::new()));
+        }
+        let alloc = self.allocs.len() - 1;
+        let buf = &mut self.allocs[alloc].1;
+        let mut offset = (buf.len() + GUARD_LEN).next_multiple_of(4);
+        if align == 2 {
+            offset += 2;
+        }
+        buf.resize(offset, GUARD);
+        buf.extend_from_slice(data);
+        Placed {
+            alloc,
+            offset,
+            len: data.len(),
+        }
+    }
+
+    /// An output of `len` f32 values, prefilled with [`UNWRITTEN`].
+    fn put_output(&mut self, len: usize) -> Placed {
+        let data: Vec<u8> = (0..len).flat_map(|_| UNWRITTEN.to_le_bytes()).collect();
+        self.put(&data, 4)
+    }
+
+    fn upload(&mut self) {
+        for (ptr, buf) in &mut self.allocs {
+            buf.resize(buf.len() + GUARD_LEN, GUARD);
+            *ptr = self.be.alloc(buf.len()).expect("alloc");
+            self.be.copy_htod(*ptr, buf).expect("copy_htod");
+        }
+    }
+
+    fn ptr(&self, p: Placed) -> u64 {
+        self.allocs[p.alloc].0 + p.offset as u64
+    }
+
+    /// The bytes of `out` after the op; every other byte must be as uploaded.
+    fn finish(&self, out: Placed) -> Result<Vec<u8>, String> {
+        let mut result = Vec::new();
+        for (ai, (ptr, before)) in self.allocs.iter().enumerate() {
+            let mut after = vec![0u8; before.len()];
+            self.be
+                .copy_dtoh(&mut after, *ptr)
+                .map_err(|e| format!("copy_dtoh: {e}"))?;
+            for (i, (&x, &y)) in after.iter().zip(before).enumerate() {
+                let inside = ai == out.alloc && (out.offset..out.offset + out.len).contains(&i);
+                if !inside && x != y {
+                    return Err(format!(
+                        "byte {i} of allocation {ai} outside the output changed: {y:#04x} -> {x:#04x}"
+                    ));
+                }
+            }
+            if ai == out.alloc {
+                result = after[out.offset..out.offset + out.len].to_vec();
+            }
+        }
+        Ok(result)
+    }
+}
+
+impl Drop for Mem<'_> {
+    fn drop(&mut self) {
+        for (ptr, _) in &self.allocs {
+            if *ptr != 0 {
+                let _ = self.be.free(*ptr);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Comparison
+
+/// How a result is compared with the numpy value `want` (f64), after rounding it to f32.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Rule {
+    /// Within 1 f32 ulp, plus `2^-44 * mag` for sums.
+    Ulp1,
+    /// Bit-identical to the rounded value, sign of zero included.
+    Exact,
+    /// Equal to the rounded value; `-0 == +0`.
+    ExactAnyZero,
+}
+
+/// The allowance for f64 summation order: 2^-44 per unit of `sum |terms|`.
+const SUM_ORDER: f64 = 1.0 / (1u64 << 44) as f64;
+
+/// Orders f32 values by their position on the number line, `-0` and `+0` together.
+fn ordinal(x: f32) -> i64 {
+    let b = x.to_bits();
+    let mag = i64::from(b & 0x7fff_ffff);
+    if b >> 31 == 1 { -mag } else { mag }
+}
+
+/// The spacing of f32 values just above `|x|` (finite `x`).
+fn ulp(x: f32) -> f64 {
+    let a = x.abs();
+    if a == f32::MAX {
+        2f64.powi(104)
+    } else {
+        f64::from(f32::from_bits(a.to_bits() + 1)) - f64::from(a)
+    }
+}
+
+/// `None` when `got` passes, else `(diff, tolerance)`.
+fn mismatch(got: f32, want: f64, mag: f64, rule: Rule) -> Option<(f64, f64)> {
+    if want.is_nan() || got.is_nan() {
+        return if want.is_nan() && got.is_nan() {
+            None
+        } else {
+            Some((f64::NAN, 0.0))
+        };
+    }
+    let w = want as f32;
+    let diff = (f64::from(got) - want).abs();
+    match rule {
+        Rule::Exact => (got.to_bits() != w.to_bits()).then_some((diff, 0.0)),
+        Rule::ExactAnyZero => (got != w).then_some((diff, 0.0)),
+        Rule::Ulp1 => {
+            if want.is_infinite() {
+                // An infinite result is exact: only the same infinity matches.
+                return (got != w).then_some((diff, 0.0));
+            }
+            if (ordinal(got) - ordinal(w)).abs() <= 1 {
+                return None;
+            }
+            let tol = if w.is_finite() {
+                ulp(w) + SUM_ORDER * mag
+            } else {
+                0.0
+            };
+            (!(got.is_finite() && diff <= tol)).then_some((diff, tol))
+        }
+    }
+}
+
+/// Failures of one test, reported together at the end.
+#[derive(Default)]
+struct Report {
+    cases: usize,
+    values: usize,
+    text: String,
+    failures: usize,
+}
+
+impl Report {
+    fn fail(&mut self, case: &str, message: impl std::fmt::Display) {
+        self.failures += 1;
+        if self.failures <= 60 {
+            let _ = writeln!(self.text, "{case}: {message}");
+        }
+    }
+
+    /// Compares `got[i]` with `want[i]` (f64 bit patterns) for every `i` in `indices`.
+    fn compare(
+        &mut self,
+        case: &str,
+        got: &[f32],
+        want: &[u64],
+        mag: Option<&[u64]>,
+        rule: Rule,
+        indices: impl IntoIterator<Item = usize>,
+    ) {
+        let mut failed_here = 0;
+        for i in indices {
+            self.values += 1;
+            let w = f64_of(want[i]);
+            let m = mag.map_or(0.0, |m| f64_of(m[i]));
+            if let Some((diff, tol)) = mismatch(got[i], w, m, rule) {
+                failed_here += 1;
+                if failed_here <= 8 {
+                    self.fail(
+                        case,
+                        format!(
+                            "[{i}] got {:e} ({:#010x}) want {w:e} (f32 {:e}) diff {diff:e} tol {tol:e} ({rule:?}, mag {m:e})",
+                            got[i],
+                            got[i].to_bits(),
+                            w as f32,
+                        ),
+                    );
+                } else {
+                    self.failures += 1;
+                }
+            }
+        }
+    }
+
+    /// The bytes at the output must stay exactly as they were (padding, gaps).
+    fn untouched(
+        &mut self,
+        case: &str,
+        got: &[f32],
+        input_bits: &[u64],
+        indices: impl IntoIterator<Item = usize>,
+    ) {
+        for i in indices {
+            self.values += 1;
+            if u64::from(got[i].to_bits()) != input_bits[i] {
+                self.fail(
+                    case,
+                    format!(
+                        "[{i}] must not be written: was {:#010x}, now {:#010x} ({:e})",
+                        input_bits[i],
+                        got[i].to_bits(),
+                        got[i]
+                    ),
+                );
+            }
+        }
+    }
+
+    fn done(self, family: &str) {
+        assert!(self.cases > 0, "{family}: no cases");
+        if self.failures > 0 {
+            panic!(
+                "{family}: {} of {} values failed in {} cases:\n{}",
+                self.failures, self.values, self.cases, self.text
+            );
+        }
+        eprintln!(
+            "{family}: {} cases, {} values, all match numpy",
+            self.cases, self.values
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// gemm, batched_gemm, gemm_ex
+
+#[derive(Deserialize)]
+struct GemmFile {
+    cases: Vec<GemmCase>,
+}
+
+#[derive(Deserialize)]
+struct GemmCase {
+    name: String,
+    ta: String,
+    tb: String,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: u64,
+    beta: u64,
+    lda: usize,
+    ldb: usize,
+    ldc: usize,
+    #[serde(default)]
+    stride_a: usize,
+    #[serde(default)]
+    stride_b: usize,
+    #[serde(default)]
+    stride_c: usize,
+    #[serde(default = "one")]
+    batch: usize,
+    #[serde(default = "f32_name")]
+    a_dtype: String,
+    #[serde(default = "f32_name")]
+    b_dtype: String,
+    a: Vec<u64>,
+    b: Vec<u64>,
+    c: Vec<u64>,
+    want: Vec<u64>,
+    mag: Vec<u64>,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn f32_name() -> String {
+    "f32".into()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum GemmKind {
+    Plain,
+    Batched,
+    Ex,
+}
+
+impl GemmCase {
+    /// Whether element `i` of the C buffer is an output (row < m of a column < n of some
+    /// batch), as opposed to padding or a gap that must stay untouched.
+    fn is_output(&self, i: usize) -> bool {
+        let span = self.ldc * self.n;
+        (0..self.batch).any(|b| {
+            let Some(rel) = i.checked_sub(b * self.stride_c) else {
+                return false;
+            };
+            rel < span && rel % self.ldc < self.m
+        })
+    }
+}
+
+fn run_gemm_family(file: &str, kind: GemmKind) {
+    let be = backend();
+    let fixture: GemmFile = load(file);
+    let mut report = Report::default();
+    for (ci, case) in fixture.cases.iter().enumerate() {
+        report.cases += 1;
+        let (da, db) = (dtype(&case.a_dtype), dtype(&case.b_dtype));
+        let mut mem = Mem::new(&be, ci % 2 == 0);
+        let pa = mem.put(&dtype_bytes(da, &case.a), da.size_bytes());
+        let pb = mem.put(&dtype_bytes(db, &case.b), db.size_bytes());
+        let pc = mem.put(&f32_bytes(&case.c), 4);
+        mem.upload();
+        let (ta, tb) = (trans(&case.ta), trans(&case.tb));
+        let (alpha, beta) = (f64_of(case.alpha), f64_of(case.beta));
+        let (a, b, c) = (mem.ptr(pa), mem.ptr(pb), mem.ptr(pc));
+        let (m, n, k) = (case.m, case.n, case.k);
+        let result = match kind {
+            GemmKind::Plain => be.gemm(
+                ta, tb, m, n, k, alpha, a, case.lda, b, case.ldb, beta, c, case.ldc,
+            ),
+            GemmKind::Batched => be.batched_gemm(
+                ta,
+                tb,
+                m,
+                n,
+                k,
+                alpha,
+                a,
+                case.lda,
+                case.stride_a,
+                b,
+                case.ldb,
+                case.stride_b,
+                beta,
+                c,
+                case.ldc,
+                case.stride_c,
+                case.batch,
+            ),
+            GemmKind::Ex => be.gemm_ex(
+                ta, tb, m, n, k, alpha, a, da, case.lda, b, db, case.ldb, beta, c, case.ldc,
+            ),
+        };
+        if let Err(e) = result {
+            report.fail(&case.name, format!("returned {e}"));
+            continue;
+        }
+        let got = match mem.finish(pc) {
+            Ok(bytes) => f32s(&bytes),
+            Err(e) => {
+                report.fail(&case.name, e);
+                continue;
+            }
+        };
+        let outputs: Vec<usize> = (0..got.len()).filter(|&i| case.is_output(i)).collect();
+        let others: Vec<usize> = (0..got.len()).filter(|&i| !case.is_output(i)).collect();
+        report.compare(
+            &case.name,
+            &got,
+            &case.want,
+            Some(&case.mag),
+            Rule::Ulp1,
+            outputs,
+        );
+        report.untouched(&case.name, &got, &case.c, others);
+    }
+    report.done(file);
+}
+
+#[test]
+fn gemm_matches_numpy() {
+    run_gemm_family("gemm.json", GemmKind::Plain);
+}
+
+#[test]
+fn batched_gemm_matches_numpy() {
+    run_gemm_family("batched_gemm.json", GemmKind::Batched);
+}
+
+#[test]
+fn gemm_ex_matches_numpy() {
+    run_gemm_family("gemm_ex.json", GemmKind::Ex);
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv2d
+
+#[derive(Deserialize)]
+struct ConvFile {
+    cases: Vec<ConvCase>,
+}
+
+#[derive(Deserialize)]
+struct ConvCase {
+    name: String,
+    input_shape: Vec<usize>,
+    filter_shape: Vec<usize>,
+    output_shape: Vec<usize>,
+    stride: Vec<usize>,
+    padding: Vec<usize>,
+    input: Vec<u64>,
+    filter: Vec<u64>,
+    want: Vec<u64>,
+    mag: Vec<u64>,
+}
+
+#[test]
+fn conv2d_matches_numpy() {
+    let be = backend();
+    let fixture: ConvFile = load("conv2d.json");
+    let mut report = Report::default();
+    for (ci, case) in fixture.cases.iter().enumerate() {
+        report.cases += 1;
+        let mut mem = Mem::new(&be, ci % 2 == 1);
+        let pi = mem.put(&f32_bytes(&case.input), 4);
+        let pf = mem.put(&f32_bytes(&case.filter), 4);
+        let po = mem.put_output(case.want.len());
+        mem.upload();
+        let result = be.conv2d_forward(
+            mem.ptr(pi),
+            &case.input_shape,
+            mem.ptr(pf),
+            &case.filter_shape,
+            mem.ptr(po),
+            &case.output_shape,
+            &case.stride,
+            &case.padding,
+        );
+        if let Err(e) = result {
+            report.fail(&case.name, format!("returned {e}"));
+            continue;
+        }
+        match mem.finish(po) {
+            Ok(bytes) => {
+                let got = f32s(&bytes);
+                report.compare(
+                    &case.name,
+                    &got,
+                    &case.want,
+                    Some(&case.mag),
+                    Rule::Ulp1,
+                    0..got.len(),
+                );
+            }
+            Err(e) => report.fail(&case.name, e),
+        }
+    }
+    report.done("conv2d.json");
+}
+
+// ---------------------------------------------------------------------------------------------
+// attention
+
+#[derive(Deserialize)]
+struct AttentionFile {
+    cases: Vec<AttentionCase>,
+}
+
+#[derive(Deserialize)]
+struct AttentionCase {
+    name: String,
+    batch: usize,
+    heads: usize,
+    seq_q: usize,
+    seq_kv: usize,
+    head_dim: usize,
+    scale: u64,
+    causal: bool,
+    q: Vec<u64>,
+    k: Vec<u64>,
+    v: Vec<u64>,
+    want: Vec<u64>,
+    mag: Vec<u64>,
+}
+
+#[test]
+fn attention_matches_numpy() {
+    let be = backend();
+    let fixture: AttentionFile = load("attention.json");
+    let mut report = Report::default();
+    for (ci, case) in fixture.cases.iter().enumerate() {
+        report.cases += 1;
+        let mut mem = Mem::new(&be, ci % 2 == 0);
+        let pq = mem.put(&f32_bytes(&case.q), 4);
+        let pk = mem.put(&f32_bytes(&case.k), 4);
+        let pv = mem.put(&f32_bytes(&case.v), 4);
+        let po = mem.put_output(case.want.len());
+        mem.upload();
+        let result = be.attention(
+            mem.ptr(pq),
+            mem.ptr(pk),
+            mem.ptr(pv),
+            mem.ptr(po),
+            case.batch,
+            case.heads,
+            case.seq_q,
+            case.seq_kv,
+            case.head_dim,
+            f64_of(case.scale),
+            case.causal,
+        );
+        if let Err(e) = result {
+            report.fail(&case.name, format!("returned {e}"));
+            continue;
+        }
+        match mem.finish(po) {
+            Ok(bytes) => {
+                let got = f32s(&bytes);
+                report.compare(
+                    &case.name,
+                    &got,
+                    &case.want,
+                    Some(&case.mag),
+                    Rule::Ulp1,
+                    0..got.len(),
+                );
+            }
+            Err(e) => report.fail(&case.name, e),
+        }
+    }
+    report.done("attention.json");
+}
+
+// ---------------------------------------------------------------------------------------------
+// reduce
+
+#[derive(Deserialize)]
+struct ReduceFile {
+    cases: Vec<ReduceCase>,
+}
+
+#[derive(Deserialize)]
+struct ReduceCase {
+    name: String,
+    op: String,
+    shape: Vec<usize>,
+    axis: usize,
+    input: Vec<u64>,
+    want: Vec<u64>,
+    mag: Vec<u64>,
+}
+
+#[test]
+fn reduce_matches_numpy() {
+    let be = backend();
+    let fixture: ReduceFile = load("reduce.json");
+    let mut report = Report::default();
+    for (ci, case) in fixture.cases.iter().enumerate() {
+        report.cases += 1;
+        let op = ReduceOp::from_name(&case.op).unwrap_or_else(|| panic!("reduce op {:?}", case.op));
+        let rule = match op {
+            ReduceOp::Max | ReduceOp::Min => Rule::ExactAnyZero,
+            _ => Rule::Ulp1,
+        };
+        let mut mem = Mem::new(&be, ci % 3 != 0);
+        let pi = mem.put(&f32_bytes(&case.input), 4);
+        let po = mem.put_output(case.want.len());
+        mem.upload();
+        if let Err(e) = be.reduce(op, mem.ptr(pi), mem.ptr(po), &case.shape, case.axis) {
+            report.fail(&case.name, format!("returned {e}"));
+            continue;
+        }
+        match mem.finish(po) {
+            Ok(bytes) => {
+                let got = f32s(&bytes);
+                report.compare(
+                    &case.name,
+                    &got,
+                    &case.want,
+                    Some(&case.mag),
+                    rule,
+                    0..got.len(),
+                );
+            }
+            Err(e) => report.fail(&case.name, e),
+        }
+    }
+    report.done("reduce.json");
+}
+
+// ---------------------------------------------------------------------------------------------
+// unary, binary
+
+#[derive(Deserialize)]
+struct OpCase {
+    op: String,
+    want: Vec<u64>,
+}
+
+#[derive(Deserialize)]
+struct UnaryFile {
+    input: Vec<u64>,
+    cases: Vec<OpCase>,
+}
+
+#[derive(Deserialize)]
+struct BinaryFile {
+    a: Vec<u64>,
+    b: Vec<u64>,
+    cases: Vec<OpCase>,
+}
+
+fn unary_rule(op: UnaryOp) -> Rule {
+    match op {
+        UnaryOp::Abs
+        | UnaryOp::Neg
+        | UnaryOp::Floor
+        | UnaryOp::Ceil
+        | UnaryOp::Sqrt
+        | UnaryOp::Recip
+        | UnaryOp::Square => Rule::Exact,
+        UnaryOp::Relu => Rule::ExactAnyZero,
+        // sigmoid tanh exp log gelu silu rsqrt sin cos: libm-dependent in the last f64 bit.
+        _ => Rule::Ulp1,
+    }
+}
+
+#[test]
+fn unary_matches_numpy() {
+    let be = backend();
+    let fixture: UnaryFile = load("unary.json");
+    let n = fixture.input.len();
+    let mut report = Report::default();
+    let mut seen = Vec::new();
+    for (ci, case) in fixture.cases.iter().enumerate() {
+        report.cases += 1;
+        let op = UnaryOp::from_name(&case.op).unwrap_or_else(|| panic!("unary op {:?}", case.op));
+        seen.push(op);
+        let name = format!("unary {op}");
+        let in_place = ci % 2 == 1;
+        let mut mem = Mem::new(&be, ci % 3 != 2);
+        let pi = mem.put(&f32_bytes(&fixture.input), 4);
+        let po = if in_place { pi } else { mem.put_output(n) };
+        mem.upload();
+        if let Err(e) = be.unary(op, mem.ptr(pi), mem.ptr(po), n) {
+            report.fail(&name, format!("returned {e}"));
+            continue;
+        }
+        match mem.finish(po) {
+            Ok(bytes) => {
+                let got = f32s(&bytes);
+                report.compare(&name, &got, &case.want, None, unary_rule(op), 0..n);
+            }
+            Err(e) => report.fail(&name, e),
+        }
+    }
+    for &op in UnaryOp::ALL {
+        assert!(seen.contains(&op), "unary.json has no case for {op}");
+    }
+    report.done("unary.json");
+}
+
+fn binary_rule(op: BinaryOp) -> Rule {
+    match op {
+        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div => Rule::Exact,
+        BinaryOp::Max | BinaryOp::Min => Rule::ExactAnyZero,
+        _ => Rule::Ulp1,
+    }
+}
+
+#[test]
+fn binary_matches_numpy() {
+    let be = backend();
+    let fixture: BinaryFile = load("binary.json");
+    let n = fixture.a.len();
+    assert_eq!(n, fixture.b.len());
+    let mut report = Report::default();
+    let mut seen = Vec::new();
+    for (ci, case) in fixture.cases.iter().enumerate() {
+        report.cases += 1;
+        let op = BinaryOp::from_name(&case.op).unwrap_or_else(|| panic!("binary op {:?}", case.op));
+        seen.push(op);
+        let name = format!("binary {op}");
+        let mut mem = Mem::new(&be, ci % 2 == 0);
+        let pa = mem.put(&f32_bytes(&fixture.a), 4);
+        let pb = mem.put(&f32_bytes(&fixture.b), 4);
+        // Out of place, in place over a, in place over b, in turn.
+        let po = match ci % 3 {
+            0 => mem.put_output(n),
+            1 => pa,
+            _ => pb,
+        };
+        mem.upload();
+        if let Err(e) = be.binary(op, mem.ptr(pa), mem.ptr(pb), mem.ptr(po), n) {
+            report.fail(&name, format!("returned {e}"));
+            continue;
+        }
+        match mem.finish(po) {
+            Ok(bytes) => {
+                let got = f32s(&bytes);
+                report.compare(&name, &got, &case.want, None, binary_rule(op), 0..n);
+            }
+            Err(e) => report.fail(&name, e),
+        }
+    }
+    for &op in BinaryOp::ALL {
+        assert!(seen.contains(&op), "binary.json has no case for {op}");
+    }
+    report.done("binary.json");
+}
+
+// ---------------------------------------------------------------------------------------------
+// cast
+
+#[derive(Deserialize)]
+struct CastFile {
+    cases: Vec<CastCase>,
+}
+
+#[derive(Deserialize)]
+struct CastCase {
+    name: String,
+    src: String,
+    dst: String,
+    input: Vec<u64>,
+    want: Vec<u64>,
+}
+
+#[test]
+fn cast_matches_numpy() {
+    let be = backend();
+    let fixture: CastFile = load("cast.json");
+    let mut report = Report::default();
+    for (ci, case) in fixture.cases.iter().enumerate() {
+        report.cases += 1;
+        let (src, dst) = (dtype(&case.src), dtype(&case.dst));
+        let n = case.input.len();
+        let mut mem = Mem::new(&be, ci % 2 == 0);
+        let ps = mem.put(&dtype_bytes(src, &case.input), src.size_bytes());
+        let pd = mem.put(&vec![GUARD; n * dst.size_bytes()], dst.size_bytes());
+        mem.upload();
+        if let Err(e) = be.cast(mem.ptr(ps), src, mem.ptr(pd), dst, n) {
+            report.fail(&case.name, format!("returned {e}"));
+            continue;
+        }
+        let bytes = match mem.finish(pd) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                report.fail(&case.name, e);
+                continue;
+            }
+        };
+        // Decode what came back to f64 and compare exactly: casts are correctly rounded
+        // (narrowing) or exact (widening), sign of zero included.
+        let got: Vec<(f64, u32)> = match dst {
+            DType::F32 => f32s(&bytes)
+                .into_iter()
+                .map(|v| (f64::from(v), v.to_bits()))
+                .collect(),
+            DType::F16 => u16s(&bytes)
+                .into_iter()
+                .map(|h| (f16_to_f64(h), u32::from(h)))
+                .collect(),
+            DType::BF16 => u16s(&bytes)
+                .into_iter()
+                .map(|h| (bf16_to_f64(h), u32::from(h)))
+                .collect(),
+        };
+        for (i, (&(g, raw), &w)) in got.iter().zip(&case.want).enumerate() {
+            report.values += 1;
+            let w = f64_of(w);
+            let ok = if w.is_nan() {
+                g.is_nan()
+            } else {
+                g.to_bits() == w.to_bits()
+            };
+            if !ok {
+                report.fail(
+                    &case.name,
+                    format!(
+                        "[{i}] input {:#x}: got {g:e} (bits {raw:#x}) want {w:e} diff {:e} tol 0",
+                        case.input[i],
+                        (g - w).abs()
+                    ),
+                );
+            }
+        }
+    }
+    report.done("cast.json");
+}

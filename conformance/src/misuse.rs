@@ -1,0 +1,611 @@
+//! Every bad-input class of the contract: each must return an error naming the op (and,
+//! for ranges, the operand), never panic, never write, and leave the backend usable.
+
+use backend_api::{
+    BackendError, BackendTranspose, BinaryOp, ComputeBackend, DType, ReduceOp, UnaryOp,
+};
+
+use crate::Check;
+use crate::data::{Rng, to_bytes};
+use crate::report::CheckReport;
+
+use BackendTranspose::{NoTrans as N, Trans as T};
+
+/// The error a misuse must produce.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// `InvalidArgument` whose message contains every listed word.
+    Invalid(&'static [&'static str]),
+    /// `OutOfMemory`.
+    OutOfMemory,
+    /// `InvalidArgument` as above, or `Unsupported` from a backend without the method.
+    InvalidOrUnsupported(&'static [&'static str]),
+}
+
+/// Runs `call`, turning a panic into an error message where unwinding is available.
+fn guarded<R>(call: impl FnOnce() -> R) -> Result<R, String> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            format!("panicked: {msg}")
+        })
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        Ok(call())
+    }
+}
+
+fn judge(
+    name: &str,
+    want: Want,
+    got: Result<Result<(), BackendError>, String>,
+) -> Result<(), String> {
+    let got = got.map_err(|p| format!("{name}: {p}"))?;
+    let words_ok = |m: &str, words: &[&str]| words.iter().all(|w| m.contains(w));
+    match (want, got) {
+        (
+            Want::Invalid(w) | Want::InvalidOrUnsupported(w),
+            Err(BackendError::InvalidArgument(m)),
+        ) => {
+            if words_ok(&m, w) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{name}: InvalidArgument message {m:?} should mention {w:?}"
+                ))
+            }
+        }
+        (Want::InvalidOrUnsupported(_), Err(BackendError::Unsupported(_))) => Ok(()),
+        (Want::OutOfMemory, Err(BackendError::OutOfMemory)) => Ok(()),
+        (_, Ok(())) => Err(format!(
+            "{name}: succeeded, but the contract requires an error"
+        )),
+        (_, Err(e)) => Err(format!("{name}: wrong error kind: {e}")),
+    }
+}
+
+/// Allocations with known contents that every misuse call points at, and that must be
+/// intact at the end.
+struct Sentinels {
+    /// 1024 f32.
+    a: u64,
+    /// 1024 f32.
+    b: u64,
+    /// 64 f32.
+    c: u64,
+    contents: Vec<(u64, Vec<u8>)>,
+}
+
+fn setup(backend: &dyn ComputeBackend) -> Result<Sentinels, BackendError> {
+    let mut rng = Rng::new(99);
+    let mut contents = Vec::new();
+    let mut make = |n: usize| -> Result<u64, BackendError> {
+        let bytes = to_bytes(&rng.fill(n, -4.0, 4.0));
+        let p = backend.alloc(bytes.len())?;
+        backend.copy_htod(p, &bytes)?;
+        contents.push((p, bytes));
+        Ok(p)
+    };
+    let (a, b, c) = (make(1024)?, make(1024)?, make(64)?);
+    Ok(Sentinels { a, b, c, contents })
+}
+
+pub(crate) async fn run(backend: &dyn ComputeBackend) -> CheckReport {
+    let mut report = CheckReport::new(Check::Misuse);
+    let s = match setup(backend) {
+        Ok(s) => s,
+        Err(e) => {
+            report.fail(format!("setting up the sentinel allocations failed: {e}"));
+            return report;
+        }
+    };
+    let (a, bb, c) = (s.a, s.b, s.c);
+    // A freed allocation, for use-after-free and double free.
+    let freed = backend.alloc(256).and_then(|p| backend.free(p).map(|()| p));
+    let freed = match freed {
+        Ok(p) => p,
+        Err(e) => {
+            report.fail(format!("alloc/free of a scratch allocation failed: {e}"));
+            return report;
+        }
+    };
+    let huge = usize::MAX / 2;
+    let b = backend;
+    type Call<'a> = Box<dyn FnOnce() -> Result<(), BackendError> + 'a>;
+    let cases: Vec<(&str, Want, Call<'_>)> = vec![
+        // free
+        ("free(0)", Want::Invalid(&["free"]), Box::new(|| b.free(0))),
+        (
+            "free(unknown)",
+            Want::Invalid(&["free"]),
+            Box::new(|| b.free(0xdead_beef_0000)),
+        ),
+        (
+            "free(interior)",
+            Want::Invalid(&["free", "0x"]),
+            Box::new(|| b.free(a + 4)),
+        ),
+        (
+            "double free",
+            Want::Invalid(&["free"]),
+            Box::new(|| b.free(freed)),
+        ),
+        (
+            "use after free",
+            Want::Invalid(&["unary", "input"]),
+            Box::new(|| b.unary(UnaryOp::Neg, freed, c, 4)),
+        ),
+        // gemm ranges, alignment, leading dims, aliasing, overflow
+        (
+            "gemm C out of range",
+            Want::Invalid(&["gemm", "C", "0x"]),
+            Box::new(|| b.gemm(N, N, 9, 9, 8, 1.0, a, 9, bb, 8, 0.0, c, 9)),
+        ),
+        (
+            "gemm A out of range",
+            Want::Invalid(&["gemm", "A", "0x"]),
+            Box::new(|| b.gemm(N, N, 4, 4, 4, 1.0, c + 4 * 60, 4, bb, 4, 0.0, a, 4)),
+        ),
+        (
+            "gemm B out of range",
+            Want::Invalid(&["gemm", "B", "0x"]),
+            Box::new(|| b.gemm(N, N, 4, 4, 64, 1.0, a, 4, c, 64, 0.0, bb, 4)),
+        ),
+        (
+            "gemm A misaligned",
+            Want::Invalid(&["gemm", "A"]),
+            Box::new(|| b.gemm(N, N, 2, 2, 2, 1.0, a + 2, 2, bb, 2, 0.0, c, 2)),
+        ),
+        (
+            "gemm C misaligned",
+            Want::Invalid(&["gemm", "C"]),
+            Box::new(|| b.gemm(N, N, 2, 2, 2, 1.0, a, 2, bb, 2, 0.0, c + 1, 2)),
+        ),
+        (
+            "gemm lda < m",
+            Want::Invalid(&["gemm", "lda"]),
+            Box::new(|| b.gemm(N, N, 4, 2, 2, 1.0, a, 3, bb, 2, 0.0, c, 4)),
+        ),
+        (
+            "gemm lda < k (A transposed)",
+            Want::Invalid(&["gemm", "lda"]),
+            Box::new(|| b.gemm(T, N, 2, 2, 4, 1.0, a, 2, bb, 4, 0.0, c, 2)),
+        ),
+        (
+            "gemm ldb < k",
+            Want::Invalid(&["gemm", "ldb"]),
+            Box::new(|| b.gemm(N, N, 2, 2, 4, 1.0, a, 2, bb, 3, 0.0, c, 2)),
+        ),
+        (
+            "gemm ldc < m",
+            Want::Invalid(&["gemm", "ldc"]),
+            Box::new(|| b.gemm(N, N, 4, 2, 2, 1.0, a, 4, bb, 2, 0.0, c, 3)),
+        ),
+        (
+            "gemm C aliases A",
+            Want::Invalid(&["gemm", "C"]),
+            Box::new(|| b.gemm(N, N, 4, 4, 4, 1.0, a, 4, bb, 4, 0.0, a + 32, 4)),
+        ),
+        (
+            "gemm size overflow",
+            Want::Invalid(&["gemm"]),
+            Box::new(|| b.gemm(N, N, huge, huge, 2, 1.0, a, huge, bb, 2, 0.0, c, huge)),
+        ),
+        // batched_gemm
+        (
+            "batched_gemm overlapping C",
+            Want::Invalid(&["batched_gemm", "stride_c"]),
+            Box::new(|| b.batched_gemm(N, N, 4, 4, 4, 1.0, a, 4, 16, bb, 4, 16, 0.0, c, 4, 8, 2)),
+        ),
+        (
+            "batched_gemm last batch out of range",
+            Want::Invalid(&["batched_gemm", "C", "0x"]),
+            Box::new(|| b.batched_gemm(N, N, 4, 4, 4, 1.0, a, 4, 16, bb, 4, 16, 0.0, c, 4, 16, 5)),
+        ),
+        // conv2d
+        (
+            "conv2d wrong output shape",
+            Want::Invalid(&["conv2d", "[1, 2, 3, 3]"]),
+            Box::new(|| {
+                b.conv2d_forward(
+                    a,
+                    &[1, 1, 5, 5],
+                    bb,
+                    &[2, 1, 3, 3],
+                    c,
+                    &[1, 2, 5, 5],
+                    &[1, 1],
+                    &[0, 0],
+                )
+            }),
+        ),
+        (
+            "conv2d wrong rank",
+            Want::Invalid(&["conv2d", "input_shape"]),
+            Box::new(|| {
+                b.conv2d_forward(
+                    a,
+                    &[1, 5, 5],
+                    bb,
+                    &[2, 1, 3, 3],
+                    c,
+                    &[1, 2, 3, 3],
+                    &[1, 1],
+                    &[0, 0],
+                )
+            }),
+        ),
+        (
+            "conv2d channel mismatch",
+            Want::Invalid(&["conv2d", "channels"]),
+            Box::new(|| {
+                b.conv2d_forward(
+                    a,
+                    &[1, 2, 5, 5],
+                    bb,
+                    &[2, 1, 3, 3],
+                    c,
+                    &[1, 2, 3, 3],
+                    &[1, 1],
+                    &[0, 0],
+                )
+            }),
+        ),
+        (
+            "conv2d zero stride",
+            Want::Invalid(&["conv2d", "stride"]),
+            Box::new(|| {
+                b.conv2d_forward(
+                    a,
+                    &[1, 1, 5, 5],
+                    bb,
+                    &[2, 1, 3, 3],
+                    c,
+                    &[1, 2, 3, 3],
+                    &[0, 1],
+                    &[0, 0],
+                )
+            }),
+        ),
+        (
+            "conv2d filter larger than input",
+            Want::Invalid(&["conv2d"]),
+            Box::new(|| {
+                b.conv2d_forward(
+                    a,
+                    &[1, 1, 2, 2],
+                    bb,
+                    &[2, 1, 3, 3],
+                    c,
+                    &[1, 2, 0, 0],
+                    &[1, 1],
+                    &[0, 0],
+                )
+            }),
+        ),
+        (
+            "conv2d output out of range",
+            Want::Invalid(&["conv2d", "output", "0x"]),
+            Box::new(|| {
+                b.conv2d_forward(
+                    a,
+                    &[1, 1, 12, 12],
+                    bb,
+                    &[1, 1, 3, 3],
+                    c,
+                    &[1, 1, 10, 10],
+                    &[1, 1],
+                    &[0, 0],
+                )
+            }),
+        ),
+        // attention
+        (
+            "attention O out of range",
+            Want::Invalid(&["attention", "O", "0x"]),
+            Box::new(|| b.attention(a, bb, bb, c, 1, 1, 16, 16, 8, 0.35, false)),
+        ),
+        (
+            "attention K out of range",
+            Want::Invalid(&["attention", "K", "0x"]),
+            Box::new(|| b.attention(bb, c, a, a + 4 * 512, 1, 1, 4, 16, 8, 0.35, false)),
+        ),
+        (
+            "attention O aliases Q",
+            Want::Invalid(&["attention", "O"]),
+            Box::new(|| b.attention(a, bb, bb, a + 16, 1, 1, 4, 4, 8, 0.35, true)),
+        ),
+        // reduce
+        (
+            "reduce axis out of range",
+            Want::Invalid(&["reduce", "axis"]),
+            Box::new(|| b.reduce(ReduceOp::Sum, a, c, &[4, 4], 2)),
+        ),
+        (
+            "reduce empty shape",
+            Want::Invalid(&["reduce", "shape"]),
+            Box::new(|| b.reduce(ReduceOp::Sum, a, c, &[], 0)),
+        ),
+        (
+            "reduce output out of range",
+            Want::Invalid(&["reduce", "output", "0x"]),
+            Box::new(|| b.reduce(ReduceOp::Max, a, c, &[128, 2], 1)),
+        ),
+        (
+            "reduce size overflow",
+            Want::Invalid(&["reduce"]),
+            Box::new(|| b.reduce(ReduceOp::Sum, a, c, &[huge, huge, 2], 2)),
+        ),
+        // unary / binary
+        (
+            "unary past the end",
+            Want::Invalid(&["unary", "input", "0x"]),
+            Box::new(|| b.unary(UnaryOp::Exp, c, a, 65)),
+        ),
+        (
+            "unary misaligned",
+            Want::Invalid(&["unary", "input"]),
+            Box::new(|| b.unary(UnaryOp::Exp, a + 2, bb, 4)),
+        ),
+        (
+            "unary partial overlap",
+            Want::Invalid(&["unary", "overlap"]),
+            Box::new(|| b.unary(UnaryOp::Neg, a, a + 4, 16)),
+        ),
+        (
+            "unary size overflow",
+            Want::Invalid(&["unary"]),
+            Box::new(|| b.unary(UnaryOp::Neg, a, bb, huge)),
+        ),
+        (
+            "binary partial overlap",
+            Want::Invalid(&["binary", "overlap"]),
+            Box::new(|| b.binary(BinaryOp::Add, a, bb, bb + 8, 16)),
+        ),
+        (
+            "binary b out of range",
+            Want::Invalid(&["binary", "b", "0x"]),
+            Box::new(|| b.binary(BinaryOp::Mul, a, c, bb, 100)),
+        ),
+        // copies
+        (
+            "copy_htod past the end",
+            Want::Invalid(&["copy_htod", "0x"]),
+            Box::new(|| b.copy_htod(c + 200, &[0u8; 64])),
+        ),
+        (
+            "copy_htod unknown pointer",
+            Want::Invalid(&["copy_htod"]),
+            Box::new(|| b.copy_htod(0x1234_5678, &[0u8; 4])),
+        ),
+        (
+            "copy_dtoh past the end",
+            Want::Invalid(&["copy_dtoh", "0x"]),
+            Box::new(|| b.copy_dtoh(&mut [0u8; 300], c)),
+        ),
+        (
+            "copy_dtod overlap",
+            Want::Invalid(&["copy_dtod", "overlap"]),
+            Box::new(|| b.copy_dtod(a + 8, a, 64)),
+        ),
+        (
+            "copy_dtod past the end",
+            Want::Invalid(&["copy_dtod", "0x"]),
+            Box::new(|| b.copy_dtod(c, a, 4096)),
+        ),
+        // cast / gemm_ex (Unsupported is acceptable from a backend without them)
+        (
+            "cast misaligned f16",
+            Want::InvalidOrUnsupported(&["cast"]),
+            Box::new(|| b.cast(a, DType::F32, bb + 1, DType::F16, 4)),
+        ),
+        (
+            "cast overlap",
+            Want::InvalidOrUnsupported(&["cast", "overlap"]),
+            Box::new(|| b.cast(a, DType::F32, a + 4, DType::BF16, 16)),
+        ),
+        (
+            "cast out of range",
+            Want::InvalidOrUnsupported(&["cast", "dst", "0x"]),
+            Box::new(|| b.cast(a, DType::F32, c, DType::F16, 200)),
+        ),
+        (
+            "gemm_ex misaligned f16 A",
+            Want::InvalidOrUnsupported(&["gemm_ex", "A"]),
+            Box::new(|| {
+                b.gemm_ex(
+                    N,
+                    N,
+                    2,
+                    2,
+                    2,
+                    1.0,
+                    a + 1,
+                    DType::F16,
+                    2,
+                    bb,
+                    DType::F32,
+                    2,
+                    0.0,
+                    c,
+                    2,
+                )
+            }),
+        ),
+        // allocation
+        (
+            "alloc(usize::MAX)",
+            Want::OutOfMemory,
+            Box::new(|| b.alloc(usize::MAX).map(drop)),
+        ),
+        (
+            "alloc(usize::MAX / 2)",
+            Want::OutOfMemory,
+            Box::new(|| b.alloc(usize::MAX / 2).map(drop)),
+        ),
+    ];
+    for (name, want, call) in cases {
+        match judge(name, want, guarded(call)) {
+            Ok(()) => report.passed += 1,
+            Err(m) => report.fail(m),
+        }
+    }
+
+    // Nothing was deferred, nothing was written, and the backend still works.
+    if let Err(e) = backend.synchronize_async().await {
+        report.fail(format!("synchronize after the misuse calls reported an error: {e} (validation must not be deferred)"));
+    }
+    for (p, want) in &s.contents {
+        let mut got = vec![0u8; want.len()];
+        match backend.copy_dtoh_async(&mut got, *p).await {
+            Ok(()) => match crate::tolerance::unchanged(
+                &format!("allocation {p:#x} after the misuse calls"),
+                &got,
+                want,
+            ) {
+                Ok(()) => report.passed += 1,
+                Err(m) => report.fail(m),
+            },
+            Err(e) => report.fail(format!(
+                "reading back allocation {p:#x} after the misuse calls failed: {e}"
+            )),
+        }
+    }
+    match backend.unary(UnaryOp::Neg, s.a, s.b, 4) {
+        Ok(()) => {
+            let mut got = [0u8; 16];
+            match backend.copy_dtoh_async(&mut got, s.b).await {
+                Ok(()) => {
+                    let want: Vec<u8> = s.contents[0].1[..16]
+                        .chunks_exact(4)
+                        .flat_map(|c| (-f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes())
+                        .collect();
+                    match crate::tolerance::unchanged(
+                        "a valid op after the misuse calls",
+                        &got,
+                        &want,
+                    ) {
+                        Ok(()) => report.passed += 1,
+                        Err(m) => report.fail(m),
+                    }
+                }
+                Err(e) => report.fail(format!("readback after the misuse calls failed: {e}")),
+            }
+        }
+        Err(e) => report.fail(format!("a valid op after the misuse calls failed: {e}")),
+    }
+    for (p, _) in &s.contents {
+        if let Err(e) = backend.free(*p) {
+            report.fail(format!("free of a sentinel allocation failed: {e}"));
+        }
+    }
+    report
+}
+
+/// Checks that an uninitialised backend (fresh from `new()`) answers every call with
+/// `NotInitialized` and reports itself uninitialised.
+pub fn check_uninitialized(b: &dyn ComputeBackend) -> Result<(), String> {
+    if b.is_initialized() {
+        return Err("is_initialized() is true before init()".into());
+    }
+    type Call<'a> = Box<dyn FnOnce() -> Result<(), BackendError> + 'a>;
+    let calls: Vec<(&str, Call<'_>)> = vec![
+        ("alloc", Box::new(|| b.alloc(16).map(drop))),
+        ("free", Box::new(|| b.free(0x1_0000_0000))),
+        (
+            "copy_htod",
+            Box::new(|| b.copy_htod(0x1_0000_0000, &[0; 4])),
+        ),
+        (
+            "copy_dtoh",
+            Box::new(|| b.copy_dtoh(&mut [0; 4], 0x1_0000_0000)),
+        ),
+        (
+            "copy_dtod",
+            Box::new(|| b.copy_dtod(0x1_0000_0000, 0x2_0000_0000, 4)),
+        ),
+        ("synchronize", Box::new(|| b.synchronize())),
+        (
+            "gemm",
+            Box::new(|| {
+                b.gemm(
+                    N,
+                    N,
+                    1,
+                    1,
+                    1,
+                    1.0,
+                    0x1_0000_0000,
+                    1,
+                    0x2_0000_0000,
+                    1,
+                    0.0,
+                    0x3_0000_0000,
+                    1,
+                )
+            }),
+        ),
+        (
+            "unary",
+            Box::new(|| b.unary(UnaryOp::Exp, 0x1_0000_0000, 0x2_0000_0000, 1)),
+        ),
+        (
+            "binary",
+            Box::new(|| {
+                b.binary(
+                    BinaryOp::Add,
+                    0x1_0000_0000,
+                    0x2_0000_0000,
+                    0x3_0000_0000,
+                    1,
+                )
+            }),
+        ),
+        (
+            "reduce",
+            Box::new(|| b.reduce(ReduceOp::Sum, 0x1_0000_0000, 0x2_0000_0000, &[2], 0)),
+        ),
+        (
+            "gemm with a bad lda",
+            Box::new(|| {
+                b.gemm(
+                    N,
+                    N,
+                    4,
+                    1,
+                    1,
+                    1.0,
+                    0x1_0000_0000,
+                    1,
+                    0x2_0000_0000,
+                    1,
+                    0.0,
+                    0x3_0000_0000,
+                    4,
+                )
+            }),
+        ),
+        (
+            "unary n = 0",
+            Box::new(|| b.unary(UnaryOp::Exp, 0x1_0000_0000, 0x2_0000_0000, 0)),
+        ),
+    ];
+    for (name, call) in calls {
+        match guarded(call) {
+            Ok(Err(BackendError::NotInitialized)) => {}
+            Ok(other) => {
+                return Err(format!(
+                    "{name} before init returned {other:?}, not NotInitialized"
+                ));
+            }
+            Err(p) => return Err(format!("{name} before init {p}")),
+        }
+    }
+    Ok(())
+}

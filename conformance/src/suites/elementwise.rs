@@ -1,0 +1,345 @@
+//! unary and binary ops against the oracle, including in-place calls.
+
+use backend_api::{BinaryOp, ComputeBackend, UnaryOp};
+use backend_cpu::reference;
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::Suite;
+use crate::data::{NON_FINITE_AND_ZEROS, Rng, from_bytes};
+use crate::harness::{Dev, op_failed};
+use crate::tolerance::{Closeness, EPS, Tol, compare};
+use crate::{Check, Profile};
+
+/// 2^-22: the absolute error allowed where a transcendental result crosses zero
+/// (tanh, gelu, silu near 0). WGSL only promises absolute accuracy there
+/// (e.g. `log` within 2^-21 absolute on [0.5, 2]).
+const NEAR_ZERO: f64 = 1.0 / (1u64 << 22) as f64;
+
+/// The contract's relative bound for exp/log-type functions.
+const TRANSCENDENTAL: f64 = 1e-5;
+
+/// What every device must meet for `op`, against the f64 oracle.
+pub fn unary_tolerance(op: UnaryOp) -> Tol {
+    match op {
+        // Exact in IEEE arithmetic.
+        UnaryOp::Relu | UnaryOp::Abs | UnaryOp::Neg | UnaryOp::Floor | UnaryOp::Ceil => Tol::EXACT,
+        // One correctly rounded multiplication.
+        UnaryOp::Square => Tol::ROUNDED,
+        // WGSL division: 2.5 ulp.
+        UnaryOp::Recip => Tol::rel(4.0 * EPS),
+        UnaryOp::Exp | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Sigmoid => {
+            Tol::rel(TRANSCENDENTAL)
+        }
+        // log(x) crosses zero at 1, where WGSL's own log is only absolutely accurate (2^-21).
+        UnaryOp::Log => Tol {
+            atol: 2.0 * NEAR_ZERO,
+            rtol: TRANSCENDENTAL,
+        },
+        UnaryOp::Tanh | UnaryOp::Gelu | UnaryOp::Silu => Tol {
+            atol: NEAR_ZERO,
+            rtol: TRANSCENDENTAL,
+        },
+        // Argument reduction for |x| <= 100 leaves ~1 ulp of 1.0 absolute near the zeros.
+        UnaryOp::Sin | UnaryOp::Cos => Tol {
+            atol: 4.0 * NEAR_ZERO,
+            rtol: TRANSCENDENTAL,
+        },
+    }
+}
+
+/// What every device must meet for `op`, against the f64 oracle.
+pub fn binary_tolerance(op: BinaryOp) -> Tol {
+    match op {
+        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul => Tol::ROUNDED,
+        BinaryOp::Max | BinaryOp::Min => Tol::EXACT,
+        // WGSL division: 2.5 ulp for divisors in the normal range.
+        BinaryOp::Div => Tol::rel(4.0 * EPS),
+        BinaryOp::Pow => Tol::rel(TRANSCENDENTAL),
+    }
+}
+
+/// A magnitude spread log-uniformly over `2^lo .. 2^hi`, with a random sign when `signed`.
+fn log_uniform(rng: &mut Rng, lo: f64, hi: f64, signed: bool) -> f32 {
+    let m = (lo + (hi - lo) * rng.unit()).exp2();
+    (if signed && rng.below(2) == 0 { -m } else { m }) as f32
+}
+
+/// A general input: mostly moderate, sometimes of any normal magnitude.
+fn general(rng: &mut Rng) -> f32 {
+    if rng.below(4) == 0 {
+        log_uniform(rng, -60.0, 60.0, true)
+    } else {
+        rng.uniform(-10.0, 10.0)
+    }
+}
+
+fn unary_input(op: UnaryOp, rng: &mut Rng) -> f32 {
+    match op {
+        UnaryOp::Exp => rng.uniform(-100.0, 100.0),
+        UnaryOp::Sin | UnaryOp::Cos => rng.uniform(-100.0, 100.0),
+        UnaryOp::Tanh | UnaryOp::Sigmoid | UnaryOp::Silu | UnaryOp::Gelu => {
+            if rng.below(4) == 0 {
+                rng.uniform(-0.01, 0.01)
+            } else {
+                rng.uniform(-20.0, 20.0)
+            }
+        }
+        UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt => match rng.below(4) {
+            0 => rng.uniform(0.5, 2.0),
+            1 => rng.uniform(-1.0, 4.0),
+            _ => log_uniform(rng, -120.0, 120.0, false),
+        },
+        UnaryOp::Recip => log_uniform(rng, -120.0, 120.0, true),
+        UnaryOp::Floor | UnaryOp::Ceil => {
+            if rng.below(4) == 0 {
+                log_uniform(rng, 0.0, 40.0, true)
+            } else {
+                rng.uniform(-1e4, 1e4)
+            }
+        }
+        UnaryOp::Relu | UnaryOp::Abs | UnaryOp::Neg | UnaryOp::Square => general(rng),
+    }
+}
+
+fn binary_inputs(op: BinaryOp, rng: &mut Rng) -> (f32, f32) {
+    match op {
+        BinaryOp::Div => (general(rng), log_uniform(rng, -100.0, 100.0, true)),
+        BinaryOp::Pow => {
+            let base = rng.uniform(-4.0, 4.0);
+            // Integer exponents make negative bases meaningful; fractional ones give NaN.
+            let exp = if rng.below(2) == 0 {
+                (rng.below(17) as f32) - 8.0
+            } else {
+                rng.uniform(-6.0, 6.0)
+            };
+            (base, exp)
+        }
+        _ => (general(rng), general(rng)),
+    }
+}
+
+/// One unary case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnaryCase {
+    /// The function.
+    pub op: UnaryOp,
+    /// Element count.
+    pub n: usize,
+    /// Output is the input's exact range.
+    pub in_place: bool,
+    /// Interior-pointer offsets of input and output, in elements.
+    pub offsets: [usize; 2],
+    /// NaN, infinities, zeros (and negatives) in the input.
+    pub specials: bool,
+    /// Seed of the data.
+    pub seed: u64,
+}
+
+/// How a binary case's operands alias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Alias {
+    /// Three separate ranges.
+    None,
+    /// `output == a`.
+    OutIsA,
+    /// `output == b`.
+    OutIsB,
+    /// `a == b == output`.
+    AllSame,
+    /// `a == b`, separate output.
+    AIsB,
+}
+
+/// One binary case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BinaryCase {
+    /// The function.
+    pub op: BinaryOp,
+    /// Element count.
+    pub n: usize,
+    /// Operand aliasing.
+    pub alias: Alias,
+    /// Interior-pointer offsets of a, b and output, in elements.
+    pub offsets: [usize; 3],
+    /// NaN, infinities and zeros (and ±1 for pow) in the inputs.
+    pub specials: bool,
+    /// Seed of the data.
+    pub seed: u64,
+}
+
+fn count(p: &Profile) -> impl Strategy<Value = usize> + use<> {
+    prop_oneof![2 => 0..=16usize, 3 => 0..=p.elementwise_max]
+}
+
+pub(crate) struct UnarySuite;
+
+impl Suite for UnarySuite {
+    type Case = UnaryCase;
+
+    fn strategy(_: Check, p: &Profile) -> BoxedStrategy<UnaryCase> {
+        let op = proptest::sample::select(UnaryOp::ALL);
+        (
+            op,
+            count(p),
+            any::<bool>(),
+            prop::array::uniform2(0..4usize),
+            prop::bool::weighted(0.3),
+            any::<u64>(),
+        )
+            .prop_map(|(op, n, in_place, offsets, specials, seed)| UnaryCase {
+                op,
+                n,
+                in_place,
+                offsets,
+                specials,
+                seed,
+            })
+            .boxed()
+    }
+
+    fn tags(c: &UnaryCase) -> Vec<&'static str> {
+        if c.specials {
+            vec!["non-finite"]
+        } else {
+            vec![]
+        }
+    }
+
+    async fn run(b: &dyn ComputeBackend, _: Check, c: &UnaryCase) -> Result<Closeness, String> {
+        let mut rng = Rng::new(c.seed);
+        let mut x: Vec<f32> = (0..c.n).map(|_| unary_input(c.op, &mut rng)).collect();
+        if c.specials {
+            rng.sprinkle(&mut x, &NON_FINITE_AND_ZEROS, 0.05);
+            rng.sprinkle(&mut x, &[-1.0, -2.5, 1.0], 0.02);
+        }
+        let mut dev = Dev::new(b);
+        let x_dev = dev.put_f32(&mut rng, &x, c.offsets[0], 2)?;
+        let out_dev = if c.in_place {
+            x_dev.clone()
+        } else {
+            let s = rng.sentinels(c.n);
+            dev.put_f32(&mut rng, &s, c.offsets[1], 2)?
+        };
+        b.unary(c.op, x_dev.ptr, out_dev.ptr, c.n)
+            .map_err(|e| op_failed(&format!("unary {}", c.op), e))?;
+        let want: Vec<f32> = x.iter().map(|&v| reference::unary(c.op, v)).collect();
+        let got = from_bytes(&dev.output(&out_dev, "output").await?);
+        let close = compare(&format!("{} output", c.op), &got, &want, |_| {
+            unary_tolerance(c.op)
+        })
+        .map_err(|m| format!("{m} (input {:e})", x[m.index]))?;
+        if !c.in_place {
+            dev.unchanged(&x_dev, "input").await?;
+        }
+        Ok(close)
+    }
+}
+
+pub(crate) struct BinarySuite;
+
+impl Suite for BinarySuite {
+    type Case = BinaryCase;
+
+    fn strategy(_: Check, p: &Profile) -> BoxedStrategy<BinaryCase> {
+        let op = proptest::sample::select(BinaryOp::ALL);
+        let alias = prop_oneof![
+            4 => Just(Alias::None),
+            1 => Just(Alias::OutIsA),
+            1 => Just(Alias::OutIsB),
+            1 => Just(Alias::AllSame),
+            1 => Just(Alias::AIsB),
+        ];
+        (
+            op,
+            count(p),
+            alias,
+            prop::array::uniform3(0..4usize),
+            prop::bool::weighted(0.3),
+            any::<u64>(),
+        )
+            .prop_map(|(op, n, alias, offsets, specials, seed)| BinaryCase {
+                op,
+                n,
+                alias,
+                offsets,
+                specials,
+                seed,
+            })
+            .boxed()
+    }
+
+    fn tags(c: &BinaryCase) -> Vec<&'static str> {
+        if c.specials {
+            vec!["non-finite"]
+        } else {
+            vec![]
+        }
+    }
+
+    async fn run(b: &dyn ComputeBackend, _: Check, c: &BinaryCase) -> Result<Closeness, String> {
+        let mut rng = Rng::new(c.seed);
+        let (mut a, mut bv): (Vec<f32>, Vec<f32>) =
+            (0..c.n).map(|_| binary_inputs(c.op, &mut rng)).unzip();
+        if c.specials {
+            for v in [&mut a, &mut bv] {
+                rng.sprinkle(v, &NON_FINITE_AND_ZEROS, 0.05);
+                rng.sprinkle(v, &[1.0, -1.0, 0.5, 2.0], 0.02);
+            }
+        }
+        if matches!(c.alias, Alias::AllSame | Alias::AIsB) {
+            bv = a.clone();
+        }
+        let mut dev = Dev::new(b);
+        let a_dev = dev.put_f32(&mut rng, &a, c.offsets[0], 2)?;
+        let b_dev = match c.alias {
+            Alias::AllSame | Alias::AIsB => a_dev.clone(),
+            _ => dev.put_f32(&mut rng, &bv, c.offsets[1], 2)?,
+        };
+        let out_dev = match c.alias {
+            Alias::OutIsA | Alias::AllSame => a_dev.clone(),
+            Alias::OutIsB => b_dev.clone(),
+            Alias::None | Alias::AIsB => {
+                let s = rng.sentinels(c.n);
+                dev.put_f32(&mut rng, &s, c.offsets[2], 2)?
+            }
+        };
+        b.binary(c.op, a_dev.ptr, b_dev.ptr, out_dev.ptr, c.n)
+            .map_err(|e| op_failed(&format!("binary {}", c.op), e))?;
+        let want: Vec<f32> = a
+            .iter()
+            .zip(&bv)
+            .map(|(&x, &y)| reference::binary(c.op, x, y))
+            .collect();
+        let got = from_bytes(&dev.output(&out_dev, "output").await?);
+        let close = compare(&format!("{} output", c.op), &got, &want, |_| {
+            binary_tolerance(c.op)
+        })
+        .map_err(|m| format!("{m} (inputs {:e}, {:e})", a[m.index], bv[m.index]))?;
+        for (r, what) in [(&a_dev, "a"), (&b_dev, "b")] {
+            if r.ptr != out_dev.ptr {
+                dev.unchanged(r, what).await?;
+            }
+        }
+        Ok(close)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::tolerance::FTZ;
+
+    #[test]
+    fn tolerances_are_not_vacuous() {
+        for &op in UnaryOp::ALL {
+            let t = unary_tolerance(op);
+            assert!(
+                t.rtol <= TRANSCENDENTAL && t.atol <= 4.0 * NEAR_ZERO,
+                "{op}: {t:?}"
+            );
+        }
+        const { assert!(FTZ < NEAR_ZERO) };
+    }
+}

@@ -1,0 +1,44 @@
+//! One module per op family: a case type (serializable, so a shrunk failure can be
+//! printed and replayed), a proptest strategy, and an async check against the oracle.
+
+pub mod attention;
+pub mod cast;
+pub mod conv;
+pub mod copy;
+pub mod elementwise;
+pub mod gemm;
+pub mod reduce;
+
+use backend_api::ComputeBackend;
+use proptest::prelude::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::tolerance::Closeness;
+use crate::{Check, Profile};
+
+/// An op family's cases and its check.
+pub(crate) trait Suite {
+    /// One case: sizes, flags and a data seed.
+    type Case: Clone + std::fmt::Debug + Serialize + DeserializeOwned + 'static;
+
+    /// Cases for `check` within the profile's size limits.
+    fn strategy(check: Check, profile: &Profile) -> BoxedStrategy<Self::Case>;
+
+    /// Labels of the case's special features (e.g. `"non-finite"`), which expected
+    /// failures may name.
+    fn tags(case: &Self::Case) -> Vec<&'static str>;
+
+    /// Runs the case on `backend` and compares with the oracle.
+    async fn run(
+        backend: &dyn ComputeBackend,
+        check: Check,
+        case: &Self::Case,
+    ) -> Result<Closeness, String>;
+}
+
+/// A dimension: often tiny (0 to 4, where edge cases live), otherwise up to `max`, past
+/// any kernel tile.
+pub(crate) fn dim(max: usize) -> impl Strategy<Value = usize> {
+    prop_oneof![2 => 0..=4usize, 3 => 1..=max.max(1)]
+}

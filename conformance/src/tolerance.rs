@@ -1,0 +1,324 @@
+//! How close a backend's result must be to the oracle's, and a comparison that says why
+//! when it is not.
+//!
+//! A value passes when `|got - want| <= atol + rtol * |want|`, where `want` is the CPU
+//! oracle's result (f64 arithmetic rounded once to f32). NaN matches only NaN, an infinity
+//! only the same infinity, and a finite `want` never accepts a NaN or infinite `got`.
+//!
+//! Every bound below says where it comes from. `U` is the f32 unit roundoff 2^-24; the
+//! oracle's own rounding contributes at most `U * |want|`, which every rtol here covers.
+
+use std::fmt;
+
+/// 2^-23, one f32 ulp at 1.0 (twice the unit roundoff).
+pub const EPS: f64 = f32::EPSILON as f64;
+
+/// The smallest normal f32. WGSL and Vulkan let GPUs flush subnormal results to zero, so
+/// every bound allows an absolute error of this size.
+pub const FTZ: f64 = f32::MIN_POSITIVE as f64;
+
+/// An absolute plus relative error bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tol {
+    /// Absolute part.
+    pub atol: f64,
+    /// Relative part, times `|want|`.
+    pub rtol: f64,
+}
+
+impl Tol {
+    /// Bit-for-bit equal values (NaN matches NaN). For bytes an op must not touch and for
+    /// ops that are exact in IEEE arithmetic on every device (abs, neg, floor, relu, ...).
+    pub const EXACT: Tol = Tol {
+        atol: 0.0,
+        rtol: 0.0,
+    };
+
+    /// Correctly rounded in f32 (add, sub, mul): the device and the oracle round the same
+    /// exact value, so they agree up to subnormal flushing.
+    pub const ROUNDED: Tol = Tol {
+        atol: FTZ,
+        rtol: 0.0,
+    };
+
+    /// The given relative bound plus subnormal flushing.
+    pub const fn rel(rtol: f64) -> Tol {
+        Tol { atol: FTZ, rtol }
+    }
+
+    /// The bound for a value computed as a sum of `len` f32 products or terms whose
+    /// absolute values sum to `abs_sum`: the classic recursive-summation bound
+    /// `|fl(sum) - sum| <= gamma_len * sum|t|` with `gamma_len ~ len * U`, doubled (so `len *
+    /// EPS`) for FMA-free products and blocked orders, plus 3 roundings for alpha, beta and
+    /// the final store. Any summation order (sequential, blocked, tree) is inside it.
+    pub fn dot(len: usize, abs_sum: f64) -> Tol {
+        Tol {
+            atol: (len as f64 + 3.0) * EPS * abs_sum + FTZ,
+            rtol: EPS,
+        }
+    }
+
+    /// The largest difference this bound accepts around `want`.
+    pub fn bound(&self, want: f64) -> f64 {
+        self.atol + self.rtol * want.abs()
+    }
+}
+
+/// One element outside its bound.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mismatch {
+    /// What was compared, e.g. `"C"`.
+    pub what: String,
+    /// Element index within it.
+    pub index: usize,
+    /// The backend's value.
+    pub got: f32,
+    /// The oracle's value.
+    pub want: f32,
+    /// `|got - want|`, or NaN where one side is not finite.
+    pub diff: f64,
+    /// The bound that was exceeded.
+    pub tol: Tol,
+    /// How many elements failed in all.
+    pub failed: usize,
+    /// How many were compared.
+    pub total: usize,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}[{}]: got {:e} ({:#010x}), want {:e} ({:#010x}), |diff| {:e} > tolerance {:e} (atol {:e} + rtol {:e} * |want|); {} of {} elements out of tolerance",
+            self.what,
+            self.index,
+            self.got,
+            self.got.to_bits(),
+            self.want,
+            self.want.to_bits(),
+            self.diff,
+            self.tol.bound(f64::from(self.want)),
+            self.tol.atol,
+            self.tol.rtol,
+            self.failed,
+            self.total
+        )
+    }
+}
+
+/// How close a comparison came to its bounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Closeness {
+    /// Largest `|got - want| / bound` over finite elements with a non-zero bound; <= 1
+    /// for a pass. Tells how much of the tolerance a backend uses.
+    pub worst_ratio: f64,
+    /// Largest `|got - want|` over finite elements.
+    pub worst_abs: f64,
+    /// Elements compared.
+    pub elements: usize,
+}
+
+impl Closeness {
+    /// Combines two comparisons.
+    pub fn merge(self, other: Closeness) -> Closeness {
+        Closeness {
+            worst_ratio: self.worst_ratio.max(other.worst_ratio),
+            worst_abs: self.worst_abs.max(other.worst_abs),
+            elements: self.elements + other.elements,
+        }
+    }
+}
+
+/// Checks one value; `Ok` carries `(|diff|, ratio to the bound)`.
+pub fn check_value(got: f32, want: f32, tol: Tol) -> Result<(f64, f64), f64> {
+    if want.is_nan() {
+        return if got.is_nan() {
+            Ok((0.0, 0.0))
+        } else {
+            Err(f64::NAN)
+        };
+    }
+    if want.is_infinite() {
+        return if got == want {
+            Ok((0.0, 0.0))
+        } else {
+            Err(f64::NAN)
+        };
+    }
+    if !got.is_finite() {
+        return Err(f64::NAN);
+    }
+    let diff = (f64::from(got) - f64::from(want)).abs();
+    let bound = tol.bound(f64::from(want));
+    if diff <= bound {
+        Ok((diff, if bound > 0.0 { diff / bound } else { 0.0 }))
+    } else {
+        Err(diff)
+    }
+}
+
+/// Compares `got` with `want` element by element, each with the bound `tol(index)`.
+/// On failure reports the first failing element and how many failed.
+pub fn compare(
+    what: &str,
+    got: &[f32],
+    want: &[f32],
+    tol: impl Fn(usize) -> Tol,
+) -> Result<Closeness, Box<Mismatch>> {
+    assert_eq!(got.len(), want.len(), "compare {what}: lengths differ");
+    let mut close = Closeness {
+        elements: got.len(),
+        ..Closeness::default()
+    };
+    let mut first: Option<Mismatch> = None;
+    let mut failed = 0;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let t = tol(i);
+        match check_value(g, w, t) {
+            Ok((diff, ratio)) => {
+                close.worst_abs = close.worst_abs.max(diff);
+                close.worst_ratio = close.worst_ratio.max(ratio);
+            }
+            Err(diff) => {
+                failed += 1;
+                first.get_or_insert(Mismatch {
+                    what: what.to_string(),
+                    index: i,
+                    got: g,
+                    want: w,
+                    diff,
+                    tol: t,
+                    failed: 0,
+                    total: got.len(),
+                });
+            }
+        }
+    }
+    match first {
+        Some(m) => Err(Box::new(Mismatch { failed, ..m })),
+        None => Ok(close),
+    }
+}
+
+/// Checks that bytes an op must not touch are unchanged; reports the first changed byte.
+pub fn unchanged(what: &str, got: &[u8], before: &[u8]) -> Result<(), String> {
+    match got.iter().zip(before).position(|(g, b)| g != b) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "{what}: byte {i} changed from {:#04x} to {:#04x} ({} bytes changed); the op wrote outside the range it names",
+            before[i],
+            got[i],
+            got.iter().zip(before).filter(|(g, b)| g != b).count()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nan_matches_only_nan() {
+        assert!(check_value(f32::NAN, f32::NAN, Tol::EXACT).is_ok());
+        assert!(check_value(1.0, f32::NAN, Tol::rel(1.0)).is_err());
+        assert!(
+            check_value(
+                f32::NAN,
+                1.0,
+                Tol {
+                    atol: f64::INFINITY,
+                    rtol: 0.0
+                }
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn infinities_match_in_sign_and_never_pass_for_finite_wants() {
+        assert!(check_value(f32::INFINITY, f32::INFINITY, Tol::EXACT).is_ok());
+        assert!(check_value(f32::NEG_INFINITY, f32::INFINITY, Tol::rel(1.0)).is_err());
+        assert!(check_value(f32::MAX, f32::INFINITY, Tol::rel(1.0)).is_err());
+        // A huge tolerance still does not let an infinity stand in for a finite value.
+        assert!(
+            check_value(
+                f32::INFINITY,
+                1.0,
+                Tol {
+                    atol: f64::INFINITY,
+                    rtol: 1.0
+                }
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn bound_is_abs_plus_rel_and_inclusive() {
+        let t = Tol {
+            atol: 0.5,
+            rtol: 0.25,
+        };
+        assert_eq!(t.bound(-4.0), 1.5);
+        assert!(check_value(5.5, 4.0, t).is_ok()); // diff 1.5 == bound
+        assert!(check_value(5.5001, 4.0, t).is_err());
+        assert!(check_value(2.5, 4.0, t).is_ok());
+        assert!(check_value(2.49, 4.0, t).is_err());
+    }
+
+    #[test]
+    fn exact_means_exact() {
+        assert!(check_value(1.0, 1.0, Tol::EXACT).is_ok());
+        assert!(check_value(1.0 + f32::EPSILON, 1.0, Tol::EXACT).is_err());
+        assert!(check_value(-0.0, 0.0, Tol::EXACT).is_ok());
+    }
+
+    #[test]
+    fn compare_reports_first_index_counts_and_values() {
+        let got = [1.0, 2.5, 3.0, 9.0];
+        let want = [1.0, 2.0, 3.0, 4.0];
+        let m = compare("C", &got, &want, |_| Tol::rel(0.01)).unwrap_err();
+        assert_eq!((m.index, m.failed, m.total), (1, 2, 4));
+        assert_eq!((m.got, m.want), (2.5, 2.0));
+        assert_eq!(m.diff, 0.5);
+        let text = m.to_string();
+        for part in ["C[1]", "got 2.5e0", "want 2e0", "|diff| 5e-1", "2 of 4"] {
+            assert!(text.contains(part), "{text} lacks {part}");
+        }
+    }
+
+    #[test]
+    fn compare_tracks_worst_ratio_and_abs() {
+        let c = compare("x", &[1.0, 2.1], &[1.0, 2.0], |_| Tol {
+            atol: 0.2,
+            rtol: 0.0,
+        })
+        .unwrap();
+        assert!((c.worst_abs - 0.1).abs() < 1e-6, "{c:?}");
+        assert!((c.worst_ratio - 0.5).abs() < 1e-5, "{c:?}");
+        assert_eq!(c.elements, 2);
+    }
+
+    #[test]
+    fn per_element_tolerance_is_used() {
+        let tol = |i| if i == 0 { Tol::EXACT } else { Tol::rel(1.0) };
+        assert!(compare("x", &[1.0, 3.0], &[1.0, 2.0], tol).is_ok());
+        assert!(compare("x", &[1.5, 2.0], &[1.0, 2.0], tol).is_err());
+    }
+
+    #[test]
+    fn dot_bound_grows_with_length() {
+        let short = Tol::dot(10, 1.0).bound(0.0);
+        let long = Tol::dot(1000, 1.0).bound(0.0);
+        assert!(long > 50.0 * short, "{short} {long}");
+        // A single dropped term of a 100-term sum of unit products is far outside the bound.
+        assert!(check_value(99.0, 100.0, Tol::dot(100, 100.0)).is_err());
+    }
+
+    #[test]
+    fn unchanged_names_the_first_changed_byte() {
+        assert!(unchanged("guard", &[1, 2, 3], &[1, 2, 3]).is_ok());
+        let e = unchanged("guard", &[1, 9, 8], &[1, 2, 3]).unwrap_err();
+        assert!(e.contains("byte 1") && e.contains("2 bytes changed"), "{e}");
+    }
+}
