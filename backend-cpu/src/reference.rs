@@ -53,15 +53,20 @@ pub fn gemm(
         for (jj, col) in cols.chunks_mut(ldc).enumerate() {
             let j = first_col + jj;
             for (i, out) in col[..m].iter_mut().enumerate() {
-                let product = if reads_ab {
-                    alpha * (0..k).map(|l| a_at(i, l) * b_at(l, j)).sum::<f64>()
-                } else {
-                    0.0
-                };
-                let value = if beta == 0.0 {
-                    product
-                } else {
-                    product + beta * f64::from(*out)
+                let old = f64::from(*out);
+                // Exactly BLAS: without a product C becomes beta * C (keeping -0), and
+                // with beta == 0 C is never read.
+                let value = match (reads_ab, beta == 0.0) {
+                    (false, true) => 0.0,
+                    (false, false) => beta * old,
+                    (true, zero_beta) => {
+                        let product = alpha * (0..k).map(|l| a_at(i, l) * b_at(l, j)).sum::<f64>();
+                        if zero_beta {
+                            product
+                        } else {
+                            product + beta * old
+                        }
+                    }
                 };
                 *out = value as f32;
             }
@@ -218,8 +223,9 @@ pub fn reduce(
             for (ii, out) in out_row.iter_mut().enumerate() {
                 let values = (0..len).map(|l| f64::from(input[(o * len + l) * inner + ii]));
                 let r = match op {
-                    ReduceOp::Sum => values.sum(),
-                    ReduceOp::Mean => values.sum::<f64>() / len as f64,
+                    // f64's `Sum` starts from -0.0; an empty sum is +0.
+                    ReduceOp::Sum => values.fold(0.0, |a, v| a + v),
+                    ReduceOp::Mean => values.fold(0.0, |a, v| a + v) / len as f64,
                     ReduceOp::Prod => values.product(),
                     ReduceOp::Max => values.fold(f64::NEG_INFINITY, nan_max),
                     ReduceOp::Min => values.fold(f64::INFINITY, nan_min),

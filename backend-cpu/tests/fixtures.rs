@@ -15,7 +15,10 @@
 //!   is unspecified);
 //! - NaN matches NaN and infinities match in sign;
 //! - every byte the op must not write (gemm's padding rows, gaps between batches, guard
-//!   bytes around every operand, the inputs) is unchanged.
+//!   bytes around every operand, the inputs) is unchanged;
+//! - separately ([`signed_zeros_match_numpy`]), a zero result has numpy's sign wherever
+//!   IEEE or BLAS defines it (`tanh(-0) = -0`, an empty sum is +0, `C = beta * C` keeps a
+//!   -0), which the 1-ulp rule above does not see.
 //!
 //! Failures are collected per family and reported together: case, index, got, want, diff
 //! and tolerance.
@@ -293,6 +296,8 @@ fn mismatch(got: f32, want: f64, mag: f64, rule: Rule) -> Option<(f64, f64)> {
 /// Failures of one test, reported together at the end.
 #[derive(Default)]
 struct Report {
+    /// Check only the sign of zero results (see [`signed_zeros_match_numpy`]).
+    strict_zeros: bool,
     cases: usize,
     values: usize,
     text: String,
@@ -300,6 +305,13 @@ struct Report {
 }
 
 impl Report {
+    fn new(strict_zeros: bool) -> Self {
+        Self {
+            strict_zeros,
+            ..Self::default()
+        }
+    }
+
     fn fail(&mut self, case: &str, message: impl std::fmt::Display) {
         self.failures += 1;
         if self.failures <= 60 {
@@ -319,10 +331,20 @@ impl Report {
     ) {
         let mut failed_here = 0;
         for i in indices {
-            self.values += 1;
             let w = f64_of(want[i]);
             let m = mag.map_or(0.0, |m| f64_of(m[i]));
-            if let Some((diff, tol)) = mismatch(got[i], w, m, rule) {
+            let bad = if self.strict_zeros {
+                // A zero result must have numpy's sign (where the op defines it).
+                let w32 = w as f32;
+                if rule == Rule::ExactAnyZero || w32 != 0.0 || got[i] != 0.0 {
+                    continue;
+                }
+                (got[i].to_bits() != w32.to_bits()).then_some((0.0, 0.0))
+            } else {
+                mismatch(got[i], w, m, rule)
+            };
+            self.values += 1;
+            if let Some((diff, tol)) = bad {
                 failed_here += 1;
                 if failed_here <= 8 {
                     self.fail(
@@ -363,6 +385,13 @@ impl Report {
                 );
             }
         }
+    }
+
+    fn merge(&mut self, other: Report) {
+        self.cases += other.cases;
+        self.values += other.values;
+        self.failures += other.failures;
+        self.text += &other.text;
     }
 
     fn done(self, family: &str) {
@@ -449,10 +478,10 @@ impl GemmCase {
     }
 }
 
-fn run_gemm_family(file: &str, kind: GemmKind) {
+fn run_gemm_family(file: &str, kind: GemmKind, strict_zeros: bool) -> Report {
     let be = backend();
     let fixture: GemmFile = load(file);
-    let mut report = Report::default();
+    let mut report = Report::new(strict_zeros);
     for (ci, case) in fixture.cases.iter().enumerate() {
         report.cases += 1;
         let (da, db) = (dtype(&case.a_dtype), dtype(&case.b_dtype));
@@ -515,22 +544,22 @@ fn run_gemm_family(file: &str, kind: GemmKind) {
         );
         report.untouched(&case.name, &got, &case.c, others);
     }
-    report.done(file);
+    report
 }
 
 #[test]
 fn gemm_matches_numpy() {
-    run_gemm_family("gemm.json", GemmKind::Plain);
+    run_gemm_family("gemm.json", GemmKind::Plain, false).done("gemm.json");
 }
 
 #[test]
 fn batched_gemm_matches_numpy() {
-    run_gemm_family("batched_gemm.json", GemmKind::Batched);
+    run_gemm_family("batched_gemm.json", GemmKind::Batched, false).done("batched_gemm.json");
 }
 
 #[test]
 fn gemm_ex_matches_numpy() {
-    run_gemm_family("gemm_ex.json", GemmKind::Ex);
+    run_gemm_family("gemm_ex.json", GemmKind::Ex, false).done("gemm_ex.json");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -557,9 +586,13 @@ struct ConvCase {
 
 #[test]
 fn conv2d_matches_numpy() {
+    run_conv2d(false).done("conv2d.json");
+}
+
+fn run_conv2d(strict_zeros: bool) -> Report {
     let be = backend();
     let fixture: ConvFile = load("conv2d.json");
-    let mut report = Report::default();
+    let mut report = Report::new(strict_zeros);
     for (ci, case) in fixture.cases.iter().enumerate() {
         report.cases += 1;
         let mut mem = Mem::new(&be, ci % 2 == 1);
@@ -596,7 +629,7 @@ fn conv2d_matches_numpy() {
             Err(e) => report.fail(&case.name, e),
         }
     }
-    report.done("conv2d.json");
+    report
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -626,9 +659,13 @@ struct AttentionCase {
 
 #[test]
 fn attention_matches_numpy() {
+    run_attention(false).done("attention.json");
+}
+
+fn run_attention(strict_zeros: bool) -> Report {
     let be = backend();
     let fixture: AttentionFile = load("attention.json");
-    let mut report = Report::default();
+    let mut report = Report::new(strict_zeros);
     for (ci, case) in fixture.cases.iter().enumerate() {
         report.cases += 1;
         let mut mem = Mem::new(&be, ci % 2 == 0);
@@ -669,7 +706,7 @@ fn attention_matches_numpy() {
             Err(e) => report.fail(&case.name, e),
         }
     }
-    report.done("attention.json");
+    report
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -693,9 +730,13 @@ struct ReduceCase {
 
 #[test]
 fn reduce_matches_numpy() {
+    run_reduce(false).done("reduce.json");
+}
+
+fn run_reduce(strict_zeros: bool) -> Report {
     let be = backend();
     let fixture: ReduceFile = load("reduce.json");
-    let mut report = Report::default();
+    let mut report = Report::new(strict_zeros);
     for (ci, case) in fixture.cases.iter().enumerate() {
         report.cases += 1;
         let op = ReduceOp::from_name(&case.op).unwrap_or_else(|| panic!("reduce op {:?}", case.op));
@@ -726,7 +767,7 @@ fn reduce_matches_numpy() {
             Err(e) => report.fail(&case.name, e),
         }
     }
-    report.done("reduce.json");
+    report
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -768,10 +809,14 @@ fn unary_rule(op: UnaryOp) -> Rule {
 
 #[test]
 fn unary_matches_numpy() {
+    run_unary(false).done("unary.json");
+}
+
+fn run_unary(strict_zeros: bool) -> Report {
     let be = backend();
     let fixture: UnaryFile = load("unary.json");
     let n = fixture.input.len();
-    let mut report = Report::default();
+    let mut report = Report::new(strict_zeros);
     let mut seen = Vec::new();
     for (ci, case) in fixture.cases.iter().enumerate() {
         report.cases += 1;
@@ -798,7 +843,7 @@ fn unary_matches_numpy() {
     for &op in UnaryOp::ALL {
         assert!(seen.contains(&op), "unary.json has no case for {op}");
     }
-    report.done("unary.json");
+    report
 }
 
 fn binary_rule(op: BinaryOp) -> Rule {
@@ -811,11 +856,15 @@ fn binary_rule(op: BinaryOp) -> Rule {
 
 #[test]
 fn binary_matches_numpy() {
+    run_binary(false).done("binary.json");
+}
+
+fn run_binary(strict_zeros: bool) -> Report {
     let be = backend();
     let fixture: BinaryFile = load("binary.json");
     let n = fixture.a.len();
     assert_eq!(n, fixture.b.len());
-    let mut report = Report::default();
+    let mut report = Report::new(strict_zeros);
     let mut seen = Vec::new();
     for (ci, case) in fixture.cases.iter().enumerate() {
         report.cases += 1;
@@ -847,7 +896,7 @@ fn binary_matches_numpy() {
     for &op in BinaryOp::ALL {
         assert!(seen.contains(&op), "binary.json has no case for {op}");
     }
-    report.done("binary.json");
+    report
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -928,4 +977,30 @@ fn cast_matches_numpy() {
         }
     }
     report.done("cast.json");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sign of zero
+
+/// Where numpy's result is a zero, the oracle's must be the same zero: an empty sum is +0,
+/// BLAS's `C = beta * C` (alpha == 0 or k == 0) keeps a -0 in C, `tanh(-0)` is -0, and so
+/// on. The value tests above accept either zero; this test holds the sign (except for
+/// max, min and relu, where the contract leaves the sign of a zero result open, and for
+/// ops already compared bit for bit).
+#[test]
+fn signed_zeros_match_numpy() {
+    let mut report = Report::new(true);
+    report.merge(run_gemm_family("gemm.json", GemmKind::Plain, true));
+    report.merge(run_gemm_family(
+        "batched_gemm.json",
+        GemmKind::Batched,
+        true,
+    ));
+    report.merge(run_gemm_family("gemm_ex.json", GemmKind::Ex, true));
+    report.merge(run_conv2d(true));
+    report.merge(run_attention(true));
+    report.merge(run_reduce(true));
+    report.merge(run_unary(true));
+    report.merge(run_binary(true));
+    report.done("signed zeros");
 }

@@ -53,6 +53,17 @@ impl Rng {
         }
     }
 
+    /// Puts every value of `specials` into `v` once, at distinct random positions (as
+    /// many as fit), then sprinkles more at about `fraction` of the elements.
+    pub fn inject(&mut self, v: &mut [f32], specials: &[f32], fraction: f64) {
+        let mut slots: Vec<usize> = (0..v.len()).collect();
+        for &s in specials.iter().take(v.len()) {
+            let i = slots.swap_remove(self.below(slots.len()));
+            v[i] = s;
+        }
+        self.sprinkle(v, specials, fraction);
+    }
+
     /// Random bytes.
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next_u64() as u8).collect()

@@ -114,13 +114,13 @@ impl<'a> Dev<'a> {
     pub(crate) async fn output(&self, r: &Region, what: &str) -> Result<Vec<u8>, String> {
         let all = self.fetch(r).await?;
         crate::tolerance::unchanged(
-            &format!("bytes before {what}"),
+            &format!("bytes before {what} (the op wrote outside the range it names)"),
             &all[..r.lead],
             &r.initial[..r.lead],
         )?;
         let end = r.lead + r.len;
         crate::tolerance::unchanged(
-            &format!("bytes after {what}"),
+            &format!("bytes after {what} (the op wrote outside the range it names)"),
             &all[end..],
             &r.initial[end..],
         )?;

@@ -205,9 +205,9 @@ pub fn unchanged(what: &str, got: &[u8], before: &[u8]) -> Result<(), String> {
     match got.iter().zip(before).position(|(g, b)| g != b) {
         None => Ok(()),
         Some(i) => Err(format!(
-            "{what}: byte {i} changed from {:#04x} to {:#04x} ({} bytes changed); the op wrote outside the range it names",
-            before[i],
+            "{what}: byte {i} is {:#04x}, expected {:#04x} ({} bytes differ)",
             got[i],
+            before[i],
             got.iter().zip(before).filter(|(g, b)| g != b).count()
         )),
     }
@@ -319,6 +319,9 @@ mod tests {
     fn unchanged_names_the_first_changed_byte() {
         assert!(unchanged("guard", &[1, 2, 3], &[1, 2, 3]).is_ok());
         let e = unchanged("guard", &[1, 9, 8], &[1, 2, 3]).unwrap_err();
-        assert!(e.contains("byte 1") && e.contains("2 bytes changed"), "{e}");
+        assert!(
+            e.contains("byte 1 is 0x09, expected 0x02") && e.contains("2 bytes differ"),
+            "{e}"
+        );
     }
 }

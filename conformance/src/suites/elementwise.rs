@@ -210,7 +210,7 @@ impl Suite for UnarySuite {
         let mut rng = Rng::new(c.seed);
         let mut x: Vec<f32> = (0..c.n).map(|_| unary_input(c.op, &mut rng)).collect();
         if c.specials {
-            rng.sprinkle(&mut x, &NON_FINITE_AND_ZEROS, 0.05);
+            rng.inject(&mut x, &NON_FINITE_AND_ZEROS, 0.05);
             rng.sprinkle(&mut x, &[-1.0, -2.5, 1.0], 0.02);
         }
         let mut dev = Dev::new(b);
@@ -283,7 +283,7 @@ impl Suite for BinarySuite {
             (0..c.n).map(|_| binary_inputs(c.op, &mut rng)).unzip();
         if c.specials {
             for v in [&mut a, &mut bv] {
-                rng.sprinkle(v, &NON_FINITE_AND_ZEROS, 0.05);
+                rng.inject(v, &NON_FINITE_AND_ZEROS, 0.05);
                 rng.sprinkle(v, &[1.0, -1.0, 0.5, 2.0], 0.02);
             }
         }

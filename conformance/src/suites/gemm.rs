@@ -168,10 +168,11 @@ impl Suite for GemmSuite {
         let rest = (
             prop::array::uniform3(0..5usize),
             prop::bool::weighted(0.15),
-            prop::bool::weighted(0.3),
+            prop::bool::weighted(0.7),
             any::<u64>(),
         );
-        (shape, scalars, batch, dtypes, rest)
+        let square = prop::bool::weighted(0.25);
+        (shape, scalars, batch, dtypes, rest, square)
             .prop_map(
                 |(
                     (trans_a, trans_b, m, n, k, pad_a, pad_b, pad_c),
@@ -179,12 +180,15 @@ impl Suite for GemmSuite {
                     (batch, gap_a, gap_b, gap_c),
                     (a_dtype, b_dtype),
                     (offsets, specials, nan_c, seed),
+                    square,
                 )| GemmCase {
                     trans_a,
                     trans_b,
                     m,
-                    n,
-                    k,
+                    // Square problems are where reading A or B with the wrong transpose
+                    // stays in bounds and only the numbers tell.
+                    n: if square { m } else { n },
+                    k: if square { m } else { k },
                     pad_a,
                     pad_b,
                     pad_c,

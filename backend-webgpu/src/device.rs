@@ -1,0 +1,309 @@
+//! Finding an adapter, opening a device with the adapter's own limits and the optional
+//! features we can use, and turning wgpu's asynchronous errors into `BackendError`s.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use backend_api::{BackendError, BackendResult};
+
+/// Environment variable that overrides the adapter choice: a case-insensitive substring
+/// of the adapter's name or backend (`llvmpipe`, `nvidia`, `vulkan`, `gl`, ...).
+pub const ADAPTER_ENV: &str = "BACKEND_ADAPTER";
+
+/// How [`WebGpuBackend`](crate::WebGpuBackend) chooses and uses an adapter.
+#[derive(Debug, Clone)]
+pub struct WebGpuOptions {
+    /// Case-insensitive substring of the adapter's name or backend; `None` picks the best
+    /// adapter (hardware over software, Vulkan/Metal/DX12 over GL). The environment
+    /// variable [`ADAPTER_ENV`] overrides it.
+    pub adapter: Option<String>,
+    /// Discrete or integrated GPU first, when both exist.
+    pub power_preference: wgpu::PowerPreference,
+    /// The graphics APIs to look at.
+    pub backends: wgpu::Backends,
+    /// On adapters whose memory the host can map directly (integrated GPUs, Apple
+    /// Silicon, lavapipe: `MAPPABLE_PRIMARY_BUFFERS`), copy to and from device memory
+    /// with one copy instead of two.
+    pub unified_memory: bool,
+}
+
+impl Default for WebGpuOptions {
+    fn default() -> Self {
+        Self {
+            adapter: None,
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            backends: wgpu::Backends::all(),
+            unified_memory: true,
+        }
+    }
+}
+
+impl WebGpuOptions {
+    /// Options that pick the adapter whose name or backend contains `selector`.
+    pub fn adapter(selector: &str) -> Self {
+        Self { adapter: Some(selector.to_string()), ..Self::default() }
+    }
+
+    /// The adapter selector in effect: the environment variable, else `self.adapter`.
+    pub fn selector(&self) -> Option<String> {
+        std::env::var(ADAPTER_ENV).ok().filter(|s| !s.trim().is_empty()).or_else(|| self.adapter.clone())
+    }
+}
+
+/// What an adapter is and can do, for listings and reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterSummary {
+    /// The adapter's name, e.g. `NVIDIA H200` or `llvmpipe (LLVM 15.0.6, 256 bits)`.
+    pub name: String,
+    /// `Vulkan`, `Metal`, `Dx12`, `Gl` or `BrowserWebGpu`.
+    pub backend: String,
+    /// `DiscreteGpu`, `IntegratedGpu`, `VirtualGpu`, `Cpu` or `Other`.
+    pub device_type: String,
+    /// Driver name and version.
+    pub driver: String,
+    /// The optional features this backend uses that the adapter has.
+    pub features: Vec<String>,
+    /// `max_buffer_size` in bytes.
+    pub max_buffer_size: u64,
+    /// `max_storage_buffer_binding_size` in bytes.
+    pub max_storage_binding: u64,
+    /// Workgroup memory in bytes.
+    pub max_workgroup_storage: u32,
+    /// Invocations per workgroup.
+    pub max_invocations: u32,
+    /// Smallest subgroup size (0 when unknown).
+    pub subgroup_min_size: u32,
+}
+
+impl AdapterSummary {
+    pub(crate) fn of(adapter: &wgpu::Adapter) -> Self {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let f = adapter.features();
+        let features = [
+            (wgpu::Features::SHADER_F16, "shader-f16"),
+            (wgpu::Features::SUBGROUP, "subgroups"),
+            (wgpu::Features::TIMESTAMP_QUERY, "timestamp-query"),
+            (wgpu::Features::MAPPABLE_PRIMARY_BUFFERS, "mappable-primary-buffers"),
+            (wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX, "cooperative-matrix"),
+        ]
+        .iter()
+        .filter(|(bit, _)| f.contains(*bit))
+        .map(|(_, name)| name.to_string())
+        .collect();
+        Self {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            features,
+            max_buffer_size: limits.max_buffer_size,
+            max_storage_binding: limits.max_storage_buffer_binding_size,
+            max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+            max_invocations: limits.max_compute_invocations_per_workgroup,
+            subgroup_min_size: info.subgroup_min_size,
+        }
+    }
+
+    /// `name (backend)`, the string adapter selectors match against.
+    pub fn label(&self) -> String {
+        format!("{} ({})", self.name, self.backend)
+    }
+
+    /// True for software adapters (lavapipe, SwiftShader, WARP).
+    pub fn is_software(&self) -> bool {
+        self.device_type == "Cpu"
+    }
+}
+
+fn instance(options: &WebGpuOptions) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = options.backends;
+    wgpu::Instance::new(desc)
+}
+
+/// Lower is better: hardware before software, native APIs before GL.
+fn rank(info: &wgpu::AdapterInfo, power: wgpu::PowerPreference) -> (u8, u8) {
+    let api = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 | wgpu::Backend::BrowserWebGpu => 0,
+        wgpu::Backend::Gl => 1,
+        _ => 2,
+    };
+    let (first, second) = match power {
+        wgpu::PowerPreference::LowPower => (wgpu::DeviceType::IntegratedGpu, wgpu::DeviceType::DiscreteGpu),
+        _ => (wgpu::DeviceType::DiscreteGpu, wgpu::DeviceType::IntegratedGpu),
+    };
+    let kind = match info.device_type {
+        t if t == first => 0,
+        t if t == second => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        _ => 4,
+    };
+    (kind, api)
+}
+
+/// Every adapter wgpu finds for `options.backends` (native only).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn list_adapters(options: &WebGpuOptions) -> Vec<AdapterSummary> {
+    let instance = instance(options);
+    pollster::block_on(instance.enumerate_adapters(options.backends)).iter().map(AdapterSummary::of).collect()
+}
+
+fn matches(summary: &AdapterSummary, selector: &str) -> bool {
+    summary.label().to_lowercase().contains(&selector.to_lowercase())
+}
+
+/// Finds the adapter the options ask for.
+pub(crate) async fn choose_adapter(options: &WebGpuOptions) -> BackendResult<wgpu::Adapter> {
+    let instance = instance(options);
+    let selector = options.selector();
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let adapters = instance.enumerate_adapters(options.backends).await;
+        let found: Vec<String> = adapters.iter().map(|a| AdapterSummary::of(a).label()).collect();
+        let mut candidates: Vec<wgpu::Adapter> = adapters
+            .into_iter()
+            .filter(|a| selector.as_deref().is_none_or(|s| matches(&AdapterSummary::of(a), s)))
+            .collect();
+        candidates.sort_by_key(|a| rank(&a.get_info(), options.power_preference));
+        candidates.into_iter().next().ok_or_else(|| match selector {
+            Some(s) => BackendError::DeviceError(format!(
+                "no adapter matches {ADAPTER_ENV}/adapter {s:?}; adapters found: {}",
+                if found.is_empty() { "none".to_string() } else { found.join(", ") }
+            )),
+            None => BackendError::DeviceError(
+                "no GPU adapter found. On Linux without a GPU, install a software Vulkan driver \
+                 (Debian/Ubuntu: apt-get install mesa-vulkan-drivers) to run on lavapipe"
+                    .to_string(),
+            ),
+        })
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: options.power_preference,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            })
+            .await
+            .map_err(|e| BackendError::DeviceError(format!("no WebGPU adapter: {e}")))?;
+        if let Some(s) = selector {
+            if !matches(&AdapterSummary::of(&adapter), &s) {
+                return Err(BackendError::DeviceError(format!(
+                    "the browser's adapter {} does not match {s:?}",
+                    AdapterSummary::of(&adapter).label()
+                )));
+            }
+        }
+        Ok(adapter)
+    }
+}
+
+/// The optional features requested when the adapter has them.
+pub(crate) fn wanted_features(adapter: &wgpu::Adapter, options: &WebGpuOptions) -> wgpu::Features {
+    let info = adapter.get_info();
+    let mut wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+    // Mapping device-local memory of a discrete GPU is slow; only unified-memory devices
+    // gain from it.
+    let unified = matches!(info.device_type, wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::Cpu);
+    if options.unified_memory && unified {
+        wanted |= wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
+    }
+    adapter.features() & wanted
+}
+
+/// Collects errors wgpu reports asynchronously (the uncaptured-error handler and the
+/// device-lost callback) until the next sync point takes them.
+#[derive(Default)]
+pub(crate) struct ErrorSink {
+    pending: Mutex<Option<BackendError>>,
+    lost: Mutex<Option<String>>,
+}
+
+impl ErrorSink {
+    pub(crate) fn install(device: &wgpu::Device) -> Arc<Self> {
+        let sink = Arc::new(Self::default());
+        let s = sink.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| s.record(e)));
+        let s = sink.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *s.lost.lock().unwrap_or_else(PoisonError::into_inner) = Some(format!("{reason:?}: {message}"));
+        });
+        sink
+    }
+
+    fn record(&self, e: wgpu::Error) {
+        let err = match e {
+            wgpu::Error::OutOfMemory { .. } => BackendError::OutOfMemory,
+            other => BackendError::DeviceError(format!("queued work failed: {other}")),
+        };
+        tracing::error!(error = %err, "wgpu reported an error");
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(err);
+    }
+
+    /// The error to report at a sync point: device loss (forever), else the first error
+    /// since the last sync point.
+    pub(crate) fn take(&self) -> BackendResult<()> {
+        self.check_lost()?;
+        match self.pending.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// `DeviceError` once the device is lost; every call checks this.
+    pub(crate) fn check_lost(&self) -> BackendResult<()> {
+        match &*self.lost.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(why) => Err(BackendError::DeviceError(format!(
+                "the device was lost ({why}); this backend can no longer be used: create a new one"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+    }
+}
+
+/// Validation and out-of-memory error scopes around a few calls whose failure must be
+/// reported by the call itself (buffer and pipeline creation). Natively wgpu reports
+/// these synchronously, so popping needs no waiting. In a browser the scopes would
+/// resolve later, so none are pushed and the uncaptured-error handler reports instead.
+pub(crate) struct ErrorScope {
+    #[cfg(not(target_arch = "wasm32"))]
+    scopes: [wgpu::ErrorScopeGuard; 2],
+}
+
+impl ErrorScope {
+    pub(crate) fn push(device: &wgpu::Device) -> Self {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            Self { scopes: [oom, validation] }
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = device;
+            Self {}
+        }
+    }
+
+    /// The first error caught, if any.
+    pub(crate) fn pop(self) -> Option<wgpu::Error> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let [oom, validation] = self.scopes;
+            let oom = pollster::block_on(oom.pop());
+            let validation = pollster::block_on(validation.pop());
+            oom.or(validation)
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            None
+        }
+    }
+}

@@ -1,0 +1,302 @@
+// Accurate f32 elementwise functions with IEEE special cases.
+//
+// WGSL's builtins promise little (exp within 3 + 2|x| ulp, log only absolutely near 1,
+// sin/cos within 2^-11 absolute, division only for normal divisors, nothing for NaN), so
+// the elementwise kernels use these instead: range reduction plus minimax polynomials
+// (the Cephes single-precision coefficients), with every special value handled
+// explicitly. Elementwise kernels are bandwidth-bound; the extra arithmetic is free.
+
+// 2^e for e in [-126, 127], exactly.
+fn pow2i(e: i32) -> f32 {
+    return f32_from_bits(u32(e + 127) << 23u);
+}
+
+fn exp_acc(x: f32) -> f32 {
+    if (is_nan(x)) {
+        return x;
+    }
+    if (x > 88.72283935546875) {
+        return inf_f32();
+    }
+    if (x < -103.97208) {
+        return 0.0;
+    }
+    let k = round(x * 1.4426950408889634);
+    // x - k ln2 in two steps: ln2_hi has few mantissa bits, so k * ln2_hi is exact.
+    let r = (x - k * 0.693145751953125) - k * 1.428606765330187e-6;
+    var p = 1.9875691500e-4;
+    p = p * r + 1.3981999507e-3;
+    p = p * r + 8.3334519073e-3;
+    p = p * r + 4.1665795894e-2;
+    p = p * r + 1.6666665459e-1;
+    p = p * r + 5.0000001201e-1;
+    let er = p * (r * r) + r + 1.0;
+    let ki = i32(k);
+    let k1 = ki / 2;
+    return er * pow2i(k1) * pow2i(ki - k1);
+}
+
+fn log_acc(x_in: f32) -> f32 {
+    var x = x_in;
+    if (is_nan(x) || x < 0.0) {
+        return nan_f32();
+    }
+    if (x == 0.0) {
+        return -inf_f32();
+    }
+    if (is_inf(x)) {
+        return x;
+    }
+    var e = 0;
+    if (x < 1.17549435e-38) {
+        // Subnormal (where the device keeps them): scale into the normal range.
+        x = x * 8388608.0;
+        e = -23;
+    }
+    let bits = bitcast<u32>(x);
+    e = e + i32((bits >> 23u) & 0xffu) - 127;
+    var m = f32_from_bits((bits & 0x007fffffu) | 0x3f800000u);
+    if (m > 1.41421356) {
+        m = m * 0.5;
+        e = e + 1;
+    }
+    let f = m - 1.0;
+    let z = f * f;
+    var p = 7.0376836292e-2;
+    p = p * f - 1.1514610310e-1;
+    p = p * f + 1.1676998740e-1;
+    p = p * f - 1.2420140846e-1;
+    p = p * f + 1.4249322787e-1;
+    p = p * f - 1.6668057665e-1;
+    p = p * f + 2.0000714765e-1;
+    p = p * f - 2.4999993993e-1;
+    p = p * f + 3.3333331174e-1;
+    let fe = f32(e);
+    var y = f * z * p;
+    y = y - 2.12194440e-4 * fe;
+    y = y - 0.5 * z;
+    return (f + y) + 0.693359375 * fe;
+}
+
+// Reduces |x| to the octant j (0..3) and the remainder in [-pi/4, pi/4]; valid to ~1 ulp
+// of the result for |x| <= 8192 (beyond, the reduction loses bits, as in Cephes).
+struct Reduced {
+    r: f32,
+    j: u32,
+    swap_sign: bool,
+}
+
+fn reduce_quarter_pi(ax: f32) -> Reduced {
+    var j = u32(ax * 1.27323954473516);
+    var y = f32(j);
+    if ((j & 1u) == 1u) {
+        j = j + 1u;
+        y = y + 1.0;
+    }
+    j = j & 7u;
+    let r = ((ax - y * 0.78515625) - y * 2.4187564849853515625e-4) - y * 3.77489497744594108e-8;
+    var out: Reduced;
+    out.r = r;
+    out.swap_sign = j > 3u;
+    out.j = select(j, j - 4u, j > 3u);
+    return out;
+}
+
+fn sin_poly(r: f32) -> f32 {
+    let z = r * r;
+    return ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * r + r;
+}
+
+fn cos_poly(r: f32) -> f32 {
+    let z = r * r;
+    return ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z - 0.5 * z + 1.0;
+}
+
+fn sin_acc(x: f32) -> f32 {
+    if (is_nan(x) || is_inf(x)) {
+        return nan_f32();
+    }
+    let q = reduce_quarter_pi(abs(x));
+    let y = select(sin_poly(q.r), cos_poly(q.r), q.j == 1u || q.j == 2u);
+    var negative = q.swap_sign;
+    if (x < 0.0) {
+        negative = !negative;
+    }
+    return select(y, -y, negative);
+}
+
+fn cos_acc(x: f32) -> f32 {
+    if (is_nan(x) || is_inf(x)) {
+        return nan_f32();
+    }
+    let q = reduce_quarter_pi(abs(x));
+    let y = select(cos_poly(q.r), sin_poly(q.r), q.j == 1u || q.j == 2u);
+    let negative = q.swap_sign != (q.j > 1u);
+    return select(y, -y, negative);
+}
+
+fn tanh_acc(x: f32) -> f32 {
+    if (is_nan(x)) {
+        return x;
+    }
+    let ax = abs(x);
+    if (ax < 0.625) {
+        let z = x * x;
+        return ((((-5.70498872745e-3 * z + 2.06390887954e-2) * z - 5.37397155531e-2) * z + 1.33314422036e-1) * z
+            - 3.33332819422e-1) * z * x + x;
+    }
+    if (ax > 9.1) {
+        return select(1.0, -1.0, x < 0.0);
+    }
+    let t = 1.0 - 2.0 / (exp_acc(2.0 * ax) + 1.0);
+    return select(t, -t, x < 0.0);
+}
+
+fn sigmoid_acc(x: f32) -> f32 {
+    if (is_nan(x)) {
+        return x;
+    }
+    if (x >= 0.0) {
+        return 1.0 / (1.0 + exp_acc(-x));
+    }
+    // e / (1 + e) keeps full relative accuracy as the result becomes tiny.
+    let e = exp_acc(x);
+    return e / (1.0 + e);
+}
+
+// erfc(z) with fractional error below 1.2e-7 everywhere (Numerical Recipes' erfcc).
+fn erfc_acc(z: f32) -> f32 {
+    let az = abs(z);
+    let t = 1.0 / (1.0 + 0.5 * az);
+    var p = 0.17087277;
+    p = p * t - 0.82215223;
+    p = p * t + 1.48851587;
+    p = p * t - 1.13520398;
+    p = p * t + 0.27886807;
+    p = p * t - 0.18628806;
+    p = p * t + 0.09678418;
+    p = p * t + 0.37409196;
+    p = p * t + 1.00002368;
+    p = p * t - 1.26551223;
+    let ans = t * exp_acc(-az * az + p);
+    return select(ans, 2.0 - ans, z < 0.0);
+}
+
+fn gelu_acc(x: f32) -> f32 {
+    if (is_nan(x)) {
+        return x;
+    }
+    if (is_inf(x)) {
+        return select(x, 0.0, x < 0.0);
+    }
+    return 0.5 * x * erfc_acc(-x * 0.70710678118654752);
+}
+
+// a / b with IEEE results for zero, infinite and huge divisors, where WGSL's division
+// promises nothing.
+fn div_acc(a: f32, b: f32) -> f32 {
+    if (is_nan(a) || is_nan(b)) {
+        return nan_f32();
+    }
+    let negative = (bitcast<u32>(a) ^ bitcast<u32>(b)) >= 0x80000000u;
+    if (b == 0.0) {
+        if (a == 0.0) {
+            return nan_f32();
+        }
+        return select(inf_f32(), -inf_f32(), negative);
+    }
+    if (is_inf(b)) {
+        if (is_inf(a)) {
+            return nan_f32();
+        }
+        return select(0.0, -0.0, negative);
+    }
+    if (is_inf(a)) {
+        return select(inf_f32(), -inf_f32(), negative);
+    }
+    if (abs(b) > 8.507059e37) {
+        // |b| > 2^126: scale both by 2^-4, exactly.
+        return (a * 0.0625) / (b * 0.0625);
+    }
+    return a / b;
+}
+
+fn sqrt_acc(x: f32) -> f32 {
+    if (is_nan(x) || x < 0.0) {
+        return nan_f32();
+    }
+    if (x == 0.0 || is_inf(x)) {
+        return x;
+    }
+    return sqrt(x);
+}
+
+fn rsqrt_acc(x: f32) -> f32 {
+    if (is_nan(x) || x < 0.0) {
+        return nan_f32();
+    }
+    if (x == 0.0) {
+        return select(inf_f32(), -inf_f32(), bitcast<u32>(x) != 0u);
+    }
+    if (is_inf(x)) {
+        return 0.0;
+    }
+    return inverseSqrt(x);
+}
+
+fn max_nan(a: f32, b: f32) -> f32 {
+    if (is_nan(a) || is_nan(b)) {
+        return nan_f32();
+    }
+    return max(a, b);
+}
+
+fn min_nan(a: f32, b: f32) -> f32 {
+    if (is_nan(a) || is_nan(b)) {
+        return nan_f32();
+    }
+    return min(a, b);
+}
+
+fn is_odd_integer(y: f32) -> bool {
+    // |y| >= 2^24 is always even.
+    let ay = abs(y);
+    return ay < 16777216.0 && floor(ay) == ay && (u32(ay) & 1u) == 1u;
+}
+
+fn is_integer(y: f32) -> bool {
+    return floor(y) == y;
+}
+
+// IEEE 754 / C99 pow, special cases included.
+fn pow_acc(x: f32, y: f32) -> f32 {
+    if (y == 0.0 || x == 1.0) {
+        return 1.0;
+    }
+    if (is_nan(x) || is_nan(y)) {
+        return nan_f32();
+    }
+    let ax = abs(x);
+    if (is_inf(y)) {
+        if (ax == 1.0) {
+            return 1.0;
+        }
+        let big = (ax > 1.0) == (y > 0.0);
+        return select(0.0, inf_f32(), big);
+    }
+    let odd = is_odd_integer(y);
+    let negative = x < 0.0 && odd;
+    if (x == 0.0 || is_inf(x)) {
+        // |x| is 0 or inf: the result is 0 or inf, negative only for odd y and x < 0
+        // (including -0).
+        let neg = odd && bitcast<u32>(x) >= 0x80000000u;
+        let big = (ax == 0.0) == (y < 0.0);
+        let v = select(0.0, inf_f32(), big);
+        return select(v, -v, neg);
+    }
+    if (x < 0.0 && !is_integer(y)) {
+        return nan_f32();
+    }
+    let r = exp_acc(y * log_acc(ax));
+    return select(r, -r, negative);
+}

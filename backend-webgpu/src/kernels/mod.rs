@@ -1,0 +1,323 @@
+//! The WGSL kernels, one file per op family, their parameter blocks, and the pipeline
+//! cache keyed by (kernel, entry point, override constants).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+
+/// One kernel file (plus the shared helpers it is compiled with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kernel {
+    Unary,
+    Binary,
+    Copy,
+    Cast,
+    Reduce,
+    Gemm,
+    Conv2d,
+    Attention,
+}
+
+const COMMON: &str = include_str!("common.wgsl");
+const MATH: &str = include_str!("math.wgsl");
+
+impl Kernel {
+    pub(crate) const ALL: [Kernel; 8] = [
+        Kernel::Unary,
+        Kernel::Binary,
+        Kernel::Copy,
+        Kernel::Cast,
+        Kernel::Reduce,
+        Kernel::Gemm,
+        Kernel::Conv2d,
+        Kernel::Attention,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kernel::Unary => "unary",
+            Kernel::Binary => "binary",
+            Kernel::Copy => "copy",
+            Kernel::Cast => "cast",
+            Kernel::Reduce => "reduce",
+            Kernel::Gemm => "gemm",
+            Kernel::Conv2d => "conv2d",
+            Kernel::Attention => "attention",
+        }
+    }
+
+    /// The kernel's own file.
+    fn file(self) -> &'static str {
+        match self {
+            Kernel::Unary => include_str!("unary.wgsl"),
+            Kernel::Binary => include_str!("binary.wgsl"),
+            Kernel::Copy => include_str!("copy.wgsl"),
+            Kernel::Cast => include_str!("cast.wgsl"),
+            Kernel::Reduce => include_str!("reduce.wgsl"),
+            Kernel::Gemm => include_str!("gemm.wgsl"),
+            Kernel::Conv2d => include_str!("conv2d.wgsl"),
+            Kernel::Attention => include_str!("attention.wgsl"),
+        }
+    }
+
+    /// The complete WGSL source: the shared helpers, the math library where the kernel
+    /// needs it, then the kernel.
+    pub(crate) fn source(self) -> String {
+        let needs_math = matches!(self, Kernel::Unary | Kernel::Binary | Kernel::Reduce);
+        let mut s = String::from(COMMON);
+        if needs_math {
+            s.push_str(MATH);
+        }
+        s.push_str(self.file());
+        s
+    }
+}
+
+/// A pipeline: kernel, entry point and override constants (values as f64 bits, so the
+/// key can be hashed).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PipelineKey {
+    pub kernel: Kernel,
+    pub entry: &'static str,
+    pub constants: Vec<(&'static str, u64)>,
+}
+
+impl PipelineKey {
+    pub(crate) fn new(kernel: Kernel, entry: &'static str) -> Self {
+        Self { kernel, entry, constants: Vec::new() }
+    }
+
+    pub(crate) fn with(mut self, name: &'static str, value: f64) -> Self {
+        self.constants.push((name, value.to_bits()));
+        self
+    }
+
+    fn describe(&self) -> String {
+        let consts: Vec<String> =
+            self.constants.iter().map(|(n, v)| format!("{n}={}", f64::from_bits(*v))).collect();
+        format!("{}::{}({})", self.kernel.name(), self.entry, consts.join(", "))
+    }
+}
+
+/// Compiled modules and pipelines, created on first use.
+#[derive(Default)]
+pub(crate) struct Pipelines {
+    modules: HashMap<Kernel, wgpu::ShaderModule>,
+    pipelines: HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>,
+}
+
+impl Pipelines {
+    /// The pipeline for `key`, building it (and its module) if needed. A kernel that
+    /// fails to build is a `DeviceError` naming it, not a panic.
+    pub(crate) fn get(
+        &mut self,
+        device: &wgpu::Device,
+        key: &PipelineKey,
+    ) -> backend_api::BackendResult<Arc<wgpu::ComputePipeline>> {
+        if let Some(p) = self.pipelines.get(key) {
+            return Ok(p.clone());
+        }
+        let kernel = key.kernel;
+        let scope = crate::device::ErrorScope::push(device);
+        let module = self.modules.entry(kernel).or_insert_with(|| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.name()),
+                source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+            })
+        });
+        let constants: Vec<(&str, f64)> = key.constants.iter().map(|&(n, v)| (n, f64::from_bits(v))).collect();
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(key.entry),
+            layout: None,
+            module,
+            entry_point: Some(key.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                // Every kernel writes workgroup memory before reading it.
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        if let Some(e) = scope.pop() {
+            // Forget a module that failed, so the error is not cached forever.
+            self.modules.remove(&kernel);
+            return Err(backend_api::BackendError::DeviceError(format!(
+                "kernel {} failed to build: {e}",
+                key.describe()
+            )));
+        }
+        let pipeline = Arc::new(pipeline);
+        self.pipelines.insert(key.clone(), pipeline.clone());
+        Ok(pipeline)
+    }
+}
+
+/// Parameter blocks, one per kernel, laid out exactly as the WGSL `Params` structs (the
+/// tests compare the sizes with naga's layout).
+pub(crate) mod params {
+    use super::*;
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Pod, Zeroable, Debug)]
+    pub(crate) struct Unary {
+        pub n: u32,
+        pub x_off: u32,
+        pub y_off: u32,
+        pub _pad: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Pod, Zeroable, Debug)]
+    pub(crate) struct Binary {
+        pub n: u32,
+        pub a_off: u32,
+        pub b_off: u32,
+        pub out_off: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Pod, Zeroable, Debug)]
+    pub(crate) struct Copy {
+        pub src_off: u32,
+        pub dst_off: u32,
+        pub bytes: u32,
+        pub first_word: u32,
+        pub words: u32,
+        pub _pad: [u32; 3],
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Pod, Zeroable, Debug)]
+    pub(crate) struct Cast {
+        pub n: u32,
+        pub src_off: u32,
+        pub dst_off: u32,
+        pub words: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Pod, Zeroable, Debug)]
+    pub(crate) struct Reduce {
+        pub outer: u32,
+        pub len: u32,
+        pub inner: u32,
+        pub x_off: u32,
+        pub y_off: u32,
+        pub _pad: [u32; 3],
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Pod, Zeroable, Debug)]
+    pub(crate) struct Gemm {
+        pub m: u32,
+        pub n: u32,
+        pub k: u32,
+        pub lda: u32,
+        pub ldb: u32,
+        pub ldc: u32,
+        pub a_off: u32,
+        pub b_off: u32,
+        pub c_off: u32,
+        pub stride_a: u32,
+        pub stride_b: u32,
+        pub stride_c: u32,
+        pub trans_a: u32,
+        pub trans_b: u32,
+        pub alpha: f32,
+        pub beta: f32,
+        pub batch_base: u32,
+        pub _pad: [u32; 3],
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Pod, Zeroable, Debug)]
+    pub(crate) struct Conv2d {
+        pub n: u32,
+        pub c: u32,
+        pub h: u32,
+        pub w: u32,
+        pub k: u32,
+        pub r: u32,
+        pub s: u32,
+        pub oh: u32,
+        pub ow: u32,
+        pub stride_h: u32,
+        pub stride_w: u32,
+        pub pad_h: u32,
+        pub pad_w: u32,
+        pub x_off: u32,
+        pub f_off: u32,
+        pub y_off: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Pod, Zeroable, Debug)]
+    pub(crate) struct Attention {
+        pub rows: u32,
+        pub seq_q: u32,
+        pub seq_kv: u32,
+        pub head_dim: u32,
+        pub q_off: u32,
+        pub k_off: u32,
+        pub v_off: u32,
+        pub o_off: u32,
+        pub scale: f32,
+        pub causal: u32,
+        pub _pad: [u32; 2],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(kernel: Kernel) -> naga::Module {
+        let src = kernel.source();
+        naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{} does not parse:\n{}", kernel.name(), e.emit_to_string(&src)))
+    }
+
+    /// Every kernel parses and validates with naga, as wgpu-core would check it: no GPU
+    /// needed.
+    #[test]
+    fn every_kernel_validates_with_naga() {
+        for kernel in Kernel::ALL {
+            let m = module(kernel);
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+                .validate(&m)
+                .unwrap_or_else(|e| panic!("{} does not validate:\n{}", kernel.name(), e.emit_to_string(&kernel.source())));
+        }
+    }
+
+    fn params_size(kernel: Kernel) -> u32 {
+        let m = module(kernel);
+        let (_, var) = m
+            .global_variables
+            .iter()
+            .find(|(_, v)| v.name.as_deref() == Some("params"))
+            .unwrap_or_else(|| panic!("{} has no params", kernel.name()));
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(m.to_ctx()).unwrap();
+        layouter[var.ty].size
+    }
+
+    /// Each Rust parameter block has the size of its WGSL struct.
+    #[test]
+    fn params_match_wgsl_layout() {
+        let cases: [(Kernel, usize); 8] = [
+            (Kernel::Unary, size_of::<params::Unary>()),
+            (Kernel::Binary, size_of::<params::Binary>()),
+            (Kernel::Copy, size_of::<params::Copy>()),
+            (Kernel::Cast, size_of::<params::Cast>()),
+            (Kernel::Reduce, size_of::<params::Reduce>()),
+            (Kernel::Gemm, size_of::<params::Gemm>()),
+            (Kernel::Conv2d, size_of::<params::Conv2d>()),
+            (Kernel::Attention, size_of::<params::Attention>()),
+        ];
+        for (kernel, rust) in cases {
+            assert_eq!(params_size(kernel) as usize, rust, "{} params", kernel.name());
+            assert_eq!(rust % 16, 0, "{} params must fill whole 16-byte uniform rows", kernel.name());
+        }
+    }
+}

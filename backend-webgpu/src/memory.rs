@@ -1,0 +1,200 @@
+//! Device memory: small allocations are carved out of pooled chunk buffers, large ones
+//! get a buffer of their own. Every block starts at a 256-byte boundary of its buffer,
+//! so an operand inside it can always be bound (storage offsets must be multiples of
+//! `min_storage_buffer_offset_alignment`, at most 256), and a word that straddles the
+//! end of an allocation never belongs to another one.
+//!
+//! Freed ranges are reused at once. That is safe because the device runs one in-order
+//! stream: any later work that touches the reused range was recorded after the work
+//! that read the freed one, and wgpu orders the two with a barrier. Host writes go
+//! through the same stream (see `stream.rs`), never around it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use backend_api::{BackendError, BackendResult};
+
+use crate::device::ErrorScope;
+
+/// Granularity of every block.
+pub(crate) const BLOCK_ALIGN: u64 = 256;
+
+/// A block of device memory: the handle stored in the address space.
+#[derive(Debug, Clone)]
+pub(crate) struct Block {
+    pub buffer: Arc<wgpu::Buffer>,
+    /// Byte offset of the block in `buffer`.
+    pub offset: u64,
+    /// Bytes reserved (a multiple of `BLOCK_ALIGN`).
+    pub size: u64,
+    /// The chunk it came from, or `None` for a buffer of its own.
+    chunk: Option<usize>,
+}
+
+struct Chunk {
+    buffer: Arc<wgpu::Buffer>,
+    /// Free ranges: offset -> length, coalesced.
+    free: BTreeMap<u64, u64>,
+    used: u64,
+}
+
+pub(crate) struct Pool {
+    chunks: Vec<Option<Chunk>>,
+    chunk_size: u64,
+    /// Allocations up to this size are sub-allocated.
+    small_max: u64,
+    max_buffer_size: u64,
+    usage: wgpu::BufferUsages,
+    reserved: u64,
+}
+
+fn round_up(v: u64, to: u64) -> Option<u64> {
+    v.checked_add(to - 1).map(|x| x / to * to)
+}
+
+impl Pool {
+    pub(crate) fn new(limits: &wgpu::Limits, mappable: bool) -> Self {
+        let mut usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        if mappable {
+            usage |= wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::MAP_WRITE;
+        }
+        let chunk_size = (16u64 << 20).min(limits.max_buffer_size / BLOCK_ALIGN * BLOCK_ALIGN);
+        Self {
+            chunks: Vec::new(),
+            chunk_size,
+            small_max: (1 << 20).min(chunk_size),
+            max_buffer_size: limits.max_buffer_size,
+            usage,
+            reserved: 0,
+        }
+    }
+
+    /// Bytes held from the device.
+    pub(crate) fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    pub(crate) fn usage(&self) -> wgpu::BufferUsages {
+        self.usage
+    }
+
+    fn create_buffer(&self, device: &wgpu::Device, size: u64, label: &str) -> BackendResult<wgpu::Buffer> {
+        if size > self.max_buffer_size {
+            tracing::warn!(size, max_buffer_size = self.max_buffer_size, "allocation larger than max_buffer_size");
+            return Err(BackendError::OutOfMemory);
+        }
+        let scope = ErrorScope::push(device);
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: self.usage,
+            mapped_at_creation: false,
+        });
+        match scope.pop() {
+            None => Ok(buffer),
+            Some(wgpu::Error::OutOfMemory { .. }) => Err(BackendError::OutOfMemory),
+            Some(e) => Err(BackendError::DeviceError(format!("creating a {size}-byte buffer failed: {e}"))),
+        }
+    }
+
+    /// A block of at least `bytes` bytes (at least one `BLOCK_ALIGN`).
+    pub(crate) fn alloc(&mut self, device: &wgpu::Device, bytes: u64) -> BackendResult<Block> {
+        let size = round_up(bytes.max(1), BLOCK_ALIGN).ok_or(BackendError::OutOfMemory)?;
+        if size > self.small_max {
+            let buffer = Arc::new(self.create_buffer(device, size, "allocation")?);
+            self.reserved += size;
+            return Ok(Block { buffer, offset: 0, size, chunk: None });
+        }
+        for (i, slot) in self.chunks.iter_mut().enumerate() {
+            if let Some(chunk) = slot
+                && let Some(offset) = take_first_fit(&mut chunk.free, size)
+            {
+                chunk.used += size;
+                return Ok(Block { buffer: chunk.buffer.clone(), offset, size, chunk: Some(i) });
+            }
+        }
+        let buffer = Arc::new(self.create_buffer(device, self.chunk_size, "pool chunk")?);
+        self.reserved += self.chunk_size;
+        let mut free = BTreeMap::new();
+        free.insert(size, self.chunk_size - size);
+        let chunk = Chunk { buffer: buffer.clone(), free, used: size };
+        let index = match self.chunks.iter().position(Option::is_none) {
+            Some(i) => {
+                self.chunks[i] = Some(chunk);
+                i
+            }
+            None => {
+                self.chunks.push(Some(chunk));
+                self.chunks.len() - 1
+            }
+        };
+        Ok(Block { buffer, offset: 0, size, chunk: Some(index) })
+    }
+
+    /// Returns a block. An empty chunk is released when another empty one is kept, so
+    /// memory goes back to the device after a burst.
+    pub(crate) fn free(&mut self, block: Block) {
+        let Some(i) = block.chunk else {
+            self.reserved -= block.size;
+            return;
+        };
+        let chunk = self.chunks[i].as_mut().expect("block of a live chunk");
+        insert_coalesced(&mut chunk.free, block.offset, block.size);
+        chunk.used -= block.size;
+        if chunk.used == 0 {
+            let other_empty = self
+                .chunks
+                .iter()
+                .enumerate()
+                .any(|(j, c)| j != i && c.as_ref().is_some_and(|c| c.used == 0));
+            if other_empty {
+                self.chunks[i] = None;
+                self.reserved -= self.chunk_size;
+            }
+        }
+    }
+}
+
+fn take_first_fit(free: &mut BTreeMap<u64, u64>, size: u64) -> Option<u64> {
+    let (&offset, &len) = free.iter().find(|&(_, &len)| len >= size)?;
+    free.remove(&offset);
+    if len > size {
+        free.insert(offset + size, len - size);
+    }
+    Some(offset)
+}
+
+fn insert_coalesced(free: &mut BTreeMap<u64, u64>, mut offset: u64, mut len: u64) {
+    if let Some((&prev, &plen)) = free.range(..offset).next_back()
+        && prev + plen == offset
+    {
+        free.remove(&prev);
+        offset = prev;
+        len += plen;
+    }
+    if let Some(&next_len) = free.get(&(offset + len)) {
+        free.remove(&(offset + len));
+        len += next_len;
+    }
+    free.insert(offset, len);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_fit_and_coalescing() {
+        let mut free = BTreeMap::from([(0u64, 1024u64)]);
+        let a = take_first_fit(&mut free, 256).unwrap();
+        let b = take_first_fit(&mut free, 512).unwrap();
+        let c = take_first_fit(&mut free, 256).unwrap();
+        assert_eq!((a, b, c), (0, 256, 768));
+        assert!(take_first_fit(&mut free, 256).is_none());
+        insert_coalesced(&mut free, a, 256);
+        insert_coalesced(&mut free, c, 256);
+        assert_eq!(free.len(), 2);
+        insert_coalesced(&mut free, b, 512);
+        assert_eq!(free, BTreeMap::from([(0, 1024)]));
+    }
+}
