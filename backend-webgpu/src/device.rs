@@ -40,12 +40,18 @@ impl Default for WebGpuOptions {
 impl WebGpuOptions {
     /// Options that pick the adapter whose name or backend contains `selector`.
     pub fn adapter(selector: &str) -> Self {
-        Self { adapter: Some(selector.to_string()), ..Self::default() }
+        Self {
+            adapter: Some(selector.to_string()),
+            ..Self::default()
+        }
     }
 
     /// The adapter selector in effect: the environment variable, else `self.adapter`.
     pub fn selector(&self) -> Option<String> {
-        std::env::var(ADAPTER_ENV).ok().filter(|s| !s.trim().is_empty()).or_else(|| self.adapter.clone())
+        std::env::var(ADAPTER_ENV)
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+            .or_else(|| self.adapter.clone())
     }
 }
 
@@ -83,8 +89,14 @@ impl AdapterSummary {
             (wgpu::Features::SHADER_F16, "shader-f16"),
             (wgpu::Features::SUBGROUP, "subgroups"),
             (wgpu::Features::TIMESTAMP_QUERY, "timestamp-query"),
-            (wgpu::Features::MAPPABLE_PRIMARY_BUFFERS, "mappable-primary-buffers"),
-            (wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX, "cooperative-matrix"),
+            (
+                wgpu::Features::MAPPABLE_PRIMARY_BUFFERS,
+                "mappable-primary-buffers",
+            ),
+            (
+                wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
+                "cooperative-matrix",
+            ),
         ]
         .iter()
         .filter(|(bit, _)| f.contains(*bit))
@@ -94,7 +106,9 @@ impl AdapterSummary {
             name: info.name.clone(),
             backend: format!("{:?}", info.backend),
             device_type: format!("{:?}", info.device_type),
-            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
             features,
             max_buffer_size: limits.max_buffer_size,
             max_storage_binding: limits.max_storage_buffer_binding_size,
@@ -124,13 +138,22 @@ fn instance(options: &WebGpuOptions) -> wgpu::Instance {
 /// Lower is better: hardware before software, native APIs before GL.
 fn rank(info: &wgpu::AdapterInfo, power: wgpu::PowerPreference) -> (u8, u8) {
     let api = match info.backend {
-        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 | wgpu::Backend::BrowserWebGpu => 0,
+        wgpu::Backend::Vulkan
+        | wgpu::Backend::Metal
+        | wgpu::Backend::Dx12
+        | wgpu::Backend::BrowserWebGpu => 0,
         wgpu::Backend::Gl => 1,
         _ => 2,
     };
     let (first, second) = match power {
-        wgpu::PowerPreference::LowPower => (wgpu::DeviceType::IntegratedGpu, wgpu::DeviceType::DiscreteGpu),
-        _ => (wgpu::DeviceType::DiscreteGpu, wgpu::DeviceType::IntegratedGpu),
+        wgpu::PowerPreference::LowPower => (
+            wgpu::DeviceType::IntegratedGpu,
+            wgpu::DeviceType::DiscreteGpu,
+        ),
+        _ => (
+            wgpu::DeviceType::DiscreteGpu,
+            wgpu::DeviceType::IntegratedGpu,
+        ),
     };
     let kind = match info.device_type {
         t if t == first => 0,
@@ -146,11 +169,17 @@ fn rank(info: &wgpu::AdapterInfo, power: wgpu::PowerPreference) -> (u8, u8) {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn list_adapters(options: &WebGpuOptions) -> Vec<AdapterSummary> {
     let instance = instance(options);
-    pollster::block_on(instance.enumerate_adapters(options.backends)).iter().map(AdapterSummary::of).collect()
+    pollster::block_on(instance.enumerate_adapters(options.backends))
+        .iter()
+        .map(AdapterSummary::of)
+        .collect()
 }
 
 fn matches(summary: &AdapterSummary, selector: &str) -> bool {
-    summary.label().to_lowercase().contains(&selector.to_lowercase())
+    summary
+        .label()
+        .to_lowercase()
+        .contains(&selector.to_lowercase())
 }
 
 /// Finds the adapter the options ask for.
@@ -160,16 +189,27 @@ pub(crate) async fn choose_adapter(options: &WebGpuOptions) -> BackendResult<wgp
     #[cfg(not(target_arch = "wasm32"))]
     {
         let adapters = instance.enumerate_adapters(options.backends).await;
-        let found: Vec<String> = adapters.iter().map(|a| AdapterSummary::of(a).label()).collect();
+        let found: Vec<String> = adapters
+            .iter()
+            .map(|a| AdapterSummary::of(a).label())
+            .collect();
         let mut candidates: Vec<wgpu::Adapter> = adapters
             .into_iter()
-            .filter(|a| selector.as_deref().is_none_or(|s| matches(&AdapterSummary::of(a), s)))
+            .filter(|a| {
+                selector
+                    .as_deref()
+                    .is_none_or(|s| matches(&AdapterSummary::of(a), s))
+            })
             .collect();
         candidates.sort_by_key(|a| rank(&a.get_info(), options.power_preference));
         candidates.into_iter().next().ok_or_else(|| match selector {
             Some(s) => BackendError::DeviceError(format!(
                 "no adapter matches {ADAPTER_ENV}/adapter {s:?}; adapters found: {}",
-                if found.is_empty() { "none".to_string() } else { found.join(", ") }
+                if found.is_empty() {
+                    "none".to_string()
+                } else {
+                    found.join(", ")
+                }
             )),
             None => BackendError::DeviceError(
                 "no GPU adapter found. On Linux without a GPU, install a software Vulkan driver \
@@ -204,10 +244,14 @@ pub(crate) async fn choose_adapter(options: &WebGpuOptions) -> BackendResult<wgp
 /// The optional features requested when the adapter has them.
 pub(crate) fn wanted_features(adapter: &wgpu::Adapter, options: &WebGpuOptions) -> wgpu::Features {
     let info = adapter.get_info();
-    let mut wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+    let mut wanted =
+        wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
     // Mapping device-local memory of a discrete GPU is slow; only unified-memory devices
     // gain from it.
-    let unified = matches!(info.device_type, wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::Cpu);
+    let unified = matches!(
+        info.device_type,
+        wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::Cpu
+    );
     if options.unified_memory && unified {
         wanted |= wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
     }
@@ -229,7 +273,8 @@ impl ErrorSink {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| s.record(e)));
         let s = sink.clone();
         device.set_device_lost_callback(move |reason, message| {
-            *s.lost.lock().unwrap_or_else(PoisonError::into_inner) = Some(format!("{reason:?}: {message}"));
+            *s.lost.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(format!("{reason:?}: {message}"));
         });
         sink
     }
@@ -240,14 +285,22 @@ impl ErrorSink {
             other => BackendError::DeviceError(format!("queued work failed: {other}")),
         };
         tracing::error!(error = %err, "wgpu reported an error");
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(err);
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(err);
     }
 
     /// The error to report at a sync point: device loss (forever), else the first error
     /// since the last sync point.
     pub(crate) fn take(&self) -> BackendResult<()> {
         self.check_lost()?;
-        match self.pending.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        match self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -264,7 +317,10 @@ impl ErrorSink {
     }
 
     pub(crate) fn is_lost(&self) -> bool {
-        self.lost.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+        self.lost
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 }
 
@@ -283,7 +339,9 @@ impl ErrorScope {
         {
             let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
             let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-            Self { scopes: [oom, validation] }
+            Self {
+                scopes: [oom, validation],
+            }
         }
         #[cfg(target_arch = "wasm32")]
         {

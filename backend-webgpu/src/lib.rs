@@ -1,1 +1,545 @@
-//! Placeholder.
+//! `WebGpuBackend`: the [`ComputeBackend`] on wgpu, so on Vulkan, Metal, DX12 and in
+//! browsers, with every op a WGSL kernel (`src/kernels/*.wgsl`).
+//!
+//! - **Device.** [`WebGpuBackend::with_options`] picks the adapter (by name or backend,
+//!   or the `BACKEND_ADAPTER` environment variable) and opens it with its own limits
+//!   and the optional features it has (shader-f16, subgroups, timestamp queries,
+//!   mappable primary buffers on unified-memory devices).
+//! - **Memory.** Pointers come from the shared address space and map to (buffer, byte
+//!   offset); small allocations share pooled buffers (`memory.rs`).
+//! - **Stream.** Ops are recorded into one command encoder and submitted at sync points,
+//!   in program order, host writes included (`stream.rs`).
+//! - **Errors.** Arguments are validated by `backend_api::validate` before anything is
+//!   recorded; wgpu's own errors (validation, out of memory, device loss) are collected
+//!   and returned at the next sync point, never as panics.
+//!
+//! Native calls block through `pollster`; in a browser use the async paths
+//! ([`ComputeBackend::copy_dtoh_async`], [`ComputeBackend::synchronize_async`],
+//! [`WebGpuBackend::init_async`]).
+
+mod device;
+mod kernels;
+mod memory;
+mod ops;
+mod stream;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use backend_api::validate::GemmArgs;
+use backend_api::{
+    AddressSpace, BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp,
+    ComputeBackend, DType, MemoryInfo, ReduceOp, UnaryOp,
+};
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use device::list_adapters;
+pub use device::{ADAPTER_ENV, AdapterSummary, WebGpuOptions};
+
+use device::ErrorSink;
+use memory::{Block, Pool};
+use stream::Stream;
+
+/// The WebGPU backend. See the [crate documentation](crate).
+pub struct WebGpuBackend {
+    options: WebGpuOptions,
+    ctx: Option<Arc<Ctx>>,
+    name: String,
+}
+
+/// The device and everything recorded on it.
+pub(crate) struct Ctx {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    adapter: AdapterSummary,
+    errors: Arc<ErrorSink>,
+    /// Host copies map device memory directly (unified-memory adapters).
+    mappable: bool,
+    state: Mutex<State>,
+}
+
+pub(crate) struct State {
+    space: AddressSpace<Block>,
+    pool: Pool,
+    stream: Stream,
+}
+
+impl Default for WebGpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for WebGpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebGpuBackend")
+            .field("name", &self.name)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl WebGpuBackend {
+    /// An uninitialised backend that will pick the best adapter (or the one
+    /// `BACKEND_ADAPTER` names).
+    pub fn new() -> Self {
+        Self::with_options(WebGpuOptions::default())
+    }
+
+    /// An uninitialised backend with explicit adapter options.
+    pub fn with_options(options: WebGpuOptions) -> Self {
+        Self {
+            options,
+            ctx: None,
+            name: "webgpu".to_string(),
+        }
+    }
+
+    /// Opens the device without blocking: the initialisation a browser must use.
+    pub async fn init_async(&mut self) -> BackendResult<()> {
+        if self.ctx.is_some() {
+            return Ok(());
+        }
+        let adapter = device::choose_adapter(&self.options).await?;
+        let summary = AdapterSummary::of(&adapter);
+        let features = device::wanted_features(&adapter, &self.options);
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("backend-webgpu"),
+                required_features: features,
+                required_limits: adapter.limits(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| BackendError::DeviceError(format!("opening {}: {e}", summary.label())))?;
+        let errors = ErrorSink::install(&device);
+        let limits = device.limits();
+        let mappable = features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
+        let state = State {
+            space: AddressSpace::new(),
+            pool: Pool::new(&limits, mappable),
+            stream: Stream::new(&device, &limits),
+        };
+        tracing::info!(adapter = %summary.label(), ?features, "webgpu backend initialised");
+        self.name = format!("webgpu ({}, {})", summary.backend, summary.name);
+        self.ctx = Some(Arc::new(Ctx {
+            device,
+            queue,
+            adapter: summary,
+            errors,
+            mappable,
+            state: Mutex::new(state),
+        }));
+        Ok(())
+    }
+
+    /// The adapter in use, once initialised.
+    pub fn adapter(&self) -> Option<&AdapterSummary> {
+        self.ctx.as_deref().map(|c| &c.adapter)
+    }
+
+    /// True while the device works; false after it was lost (then every call fails
+    /// and a new backend must be created).
+    pub fn is_usable(&self) -> bool {
+        self.ctx.as_deref().is_some_and(|c| !c.errors.is_lost())
+    }
+
+    fn ctx(&self) -> BackendResult<&Ctx> {
+        let ctx = self.ctx.as_deref().ok_or(BackendError::NotInitialized)?;
+        ctx.errors.check_lost()?;
+        Ok(ctx)
+    }
+}
+
+impl Ctx {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // State changes happen after all validation; a panic cannot leave it half-done.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Submits everything and waits for the device (native).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn wait_idle(&self, index: wgpu::SubmissionIndex) -> BackendResult<()> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map(drop)
+            .map_err(|e| BackendError::DeviceError(format!("waiting for the device: {e}")))
+    }
+
+    async fn synchronize(&self) -> BackendResult<()> {
+        let index = self.lock().stream.flush(&self.queue);
+        #[cfg(not(target_arch = "wasm32"))]
+        self.wait_idle(index)?;
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = index;
+            let (tx, rx) = futures_channel::oneshot::channel();
+            self.queue.on_submitted_work_done(move || {
+                let _ = tx.send(());
+            });
+            rx.await
+                .map_err(|_| BackendError::DeviceError("the device dropped a submission".into()))?;
+        }
+        self.errors.take()
+    }
+
+    async fn copy_dtoh(&self, dst: &mut [u8], src: u64) -> BackendResult<()> {
+        const OP: &str = "copy_dtoh";
+        let Some(operand) = backend_api::validate::host_copy(OP, "src", src, dst.len())? else {
+            return Ok(());
+        };
+        let (staging, start, len, index) = {
+            let mut st = self.lock();
+            let State { space, stream, .. } = &mut *st;
+            let r = space.resolve(OP, &operand)?;
+            let _span = tracing::debug_span!("copy_dtoh", bytes = dst.len()).entered();
+            #[cfg(not(target_arch = "wasm32"))]
+            if self.mappable {
+                return ops::read_mapped(self, stream, r.handle, r.offset, dst);
+            }
+            stream.readback(
+                &self.device,
+                &self.queue,
+                &r.handle.buffer,
+                r.handle.offset + r.offset,
+                r.bytes,
+            )
+        };
+        let result = map_read(self, &staging, len, index).await.and_then(|()| {
+            let view = staging
+                .slice(..len)
+                .get_mapped_range()
+                .map_err(mapping_failed)?;
+            dst.copy_from_slice(&view[start as usize..][..dst.len()]);
+            Ok(())
+        });
+        if result.is_ok() {
+            staging.unmap();
+            self.lock().stream.return_staging(staging);
+        }
+        result?;
+        self.errors.take()
+    }
+}
+
+/// Maps `[0, len)` of a readback buffer once submission `index` is done.
+async fn map_read(
+    ctx: &Ctx,
+    staging: &wgpu::Buffer,
+    len: u64,
+    index: wgpu::SubmissionIndex,
+) -> BackendResult<()> {
+    let (tx, rx) = futures_channel::oneshot::channel();
+    staging
+        .slice(..len)
+        .map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+    #[cfg(not(target_arch = "wasm32"))]
+    ctx.wait_idle(index)?;
+    #[cfg(target_arch = "wasm32")]
+    let _ = (ctx, index);
+    match rx.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(BackendError::DeviceError(format!(
+            "mapping a readback buffer failed: {e}"
+        ))),
+        Err(_) => Err(BackendError::DeviceError(
+            "the device dropped a readback".into(),
+        )),
+    }
+}
+
+pub(crate) fn mapping_failed(e: impl std::fmt::Display) -> BackendError {
+    BackendError::DeviceError(format!("reading mapped memory failed: {e}"))
+}
+
+/// The error a blocking call gives in a browser, where blocking would hang the page.
+#[cfg(target_arch = "wasm32")]
+fn would_block(what: &str) -> BackendError {
+    BackendError::Unsupported(format!(
+        "{what} would block, and a browser's main thread cannot block (the page would hang): \
+         use {what}_async"
+    ))
+}
+
+impl ComputeBackend for WebGpuBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn init(&mut self) -> BackendResult<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            pollster::block_on(self.init_async())
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            if self.ctx.is_some() {
+                return Ok(());
+            }
+            Err(BackendError::Unsupported(
+                "init would block in a browser: use WebGpuBackend::init_async (or WasmBackend)"
+                    .into(),
+            ))
+        }
+    }
+
+    fn is_initialized(&self) -> bool {
+        self.ctx.is_some()
+    }
+
+    fn gemm(
+        &self,
+        trans_a: BackendTranspose,
+        trans_b: BackendTranspose,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f64,
+        a_ptr: u64,
+        lda: usize,
+        b_ptr: u64,
+        ldb: usize,
+        beta: f64,
+        c_ptr: u64,
+        ldc: usize,
+    ) -> BackendResult<()> {
+        let args = GemmArgs::new(
+            trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc,
+        );
+        self.ctx()?.gemm("gemm", &args)
+    }
+
+    fn batched_gemm(
+        &self,
+        trans_a: BackendTranspose,
+        trans_b: BackendTranspose,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f64,
+        a_ptr: u64,
+        lda: usize,
+        stride_a: usize,
+        b_ptr: u64,
+        ldb: usize,
+        stride_b: usize,
+        beta: f64,
+        c_ptr: u64,
+        ldc: usize,
+        stride_c: usize,
+        batch_count: usize,
+    ) -> BackendResult<()> {
+        let args = GemmArgs::new(
+            trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc,
+        )
+        .with_batch(stride_a, stride_b, stride_c, batch_count);
+        self.ctx()?.gemm("batched_gemm", &args)
+    }
+
+    fn gemm_ex(
+        &self,
+        trans_a: BackendTranspose,
+        trans_b: BackendTranspose,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f64,
+        a_ptr: u64,
+        a_dtype: DType,
+        lda: usize,
+        b_ptr: u64,
+        b_dtype: DType,
+        ldb: usize,
+        beta: f64,
+        c_ptr: u64,
+        ldc: usize,
+    ) -> BackendResult<()> {
+        let args = GemmArgs::new(
+            trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc,
+        )
+        .with_dtypes(a_dtype, b_dtype);
+        self.ctx()?.gemm("gemm_ex", &args)
+    }
+
+    fn conv2d_forward(
+        &self,
+        input_ptr: u64,
+        input_shape: &[usize],
+        filter_ptr: u64,
+        filter_shape: &[usize],
+        output_ptr: u64,
+        output_shape: &[usize],
+        stride: &[usize],
+        padding: &[usize],
+    ) -> BackendResult<()> {
+        let ctx = self.ctx()?;
+        let plan = backend_api::validate::conv2d(
+            input_ptr,
+            input_shape,
+            filter_ptr,
+            filter_shape,
+            output_ptr,
+            output_shape,
+            stride,
+            padding,
+        )?;
+        match plan {
+            Some(p) => ctx.conv2d(&p),
+            None => Ok(()),
+        }
+    }
+
+    fn attention(
+        &self,
+        q_ptr: u64,
+        k_ptr: u64,
+        v_ptr: u64,
+        o_ptr: u64,
+        batch: usize,
+        heads: usize,
+        seq_q: usize,
+        seq_kv: usize,
+        head_dim: usize,
+        scale: f64,
+        causal: bool,
+    ) -> BackendResult<()> {
+        let ctx = self.ctx()?;
+        let plan = backend_api::validate::attention(
+            q_ptr, k_ptr, v_ptr, o_ptr, batch, heads, seq_q, seq_kv, head_dim, scale, causal,
+        )?;
+        match plan {
+            Some(p) => ctx.attention(&p),
+            None => Ok(()),
+        }
+    }
+
+    fn reduce(
+        &self,
+        op: ReduceOp,
+        input_ptr: u64,
+        output_ptr: u64,
+        shape: &[usize],
+        axis: usize,
+    ) -> BackendResult<()> {
+        let ctx = self.ctx()?;
+        match backend_api::validate::reduce(input_ptr, output_ptr, shape, axis)? {
+            Some(p) => ctx.reduce(op, &p),
+            None => Ok(()),
+        }
+    }
+
+    fn unary(&self, op: UnaryOp, input_ptr: u64, output_ptr: u64, n: usize) -> BackendResult<()> {
+        let ctx = self.ctx()?;
+        match backend_api::validate::unary(input_ptr, output_ptr, n)? {
+            Some(p) => ctx.unary(op, &p),
+            None => Ok(()),
+        }
+    }
+
+    fn binary(
+        &self,
+        op: BinaryOp,
+        a_ptr: u64,
+        b_ptr: u64,
+        output_ptr: u64,
+        n: usize,
+    ) -> BackendResult<()> {
+        let ctx = self.ctx()?;
+        match backend_api::validate::binary(a_ptr, b_ptr, output_ptr, n)? {
+            Some(p) => ctx.binary(op, &p),
+            None => Ok(()),
+        }
+    }
+
+    fn synchronize(&self) -> BackendResult<()> {
+        let ctx = self.ctx()?;
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            pollster::block_on(ctx.synchronize())
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = ctx;
+            Err(would_block("synchronize"))
+        }
+    }
+
+    fn alloc(&self, bytes: usize) -> BackendResult<u64> {
+        let ctx = self.ctx()?;
+        let mut st = ctx.lock();
+        let block = st.pool.alloc(&ctx.device, bytes as u64)?;
+        st.space.insert(bytes as u64, block)
+    }
+
+    fn free(&self, ptr: u64) -> BackendResult<()> {
+        let ctx = self.ctx()?;
+        let mut st = ctx.lock();
+        let a = st.space.remove(ptr)?;
+        st.pool.free(a.handle);
+        Ok(())
+    }
+
+    fn copy_htod(&self, dst: u64, src: &[u8]) -> BackendResult<()> {
+        self.ctx()?.copy_htod(dst, src)
+    }
+
+    fn copy_dtoh(&self, dst: &mut [u8], src: u64) -> BackendResult<()> {
+        let ctx = self.ctx()?;
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            pollster::block_on(ctx.copy_dtoh(dst, src))
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = (ctx, dst, src);
+            Err(would_block("copy_dtoh"))
+        }
+    }
+
+    fn copy_dtod(&self, dst: u64, src: u64, bytes: usize) -> BackendResult<()> {
+        let ctx = self.ctx()?;
+        match backend_api::validate::copy_dtod(dst, src, bytes)? {
+            Some(p) => ctx.copy_dtod(&p),
+            None => Ok(()),
+        }
+    }
+
+    fn cast(
+        &self,
+        src: u64,
+        src_dtype: DType,
+        dst: u64,
+        dst_dtype: DType,
+        n: usize,
+    ) -> BackendResult<()> {
+        let ctx = self.ctx()?;
+        match backend_api::validate::cast(src, src_dtype, dst, dst_dtype, n)? {
+            Some(p) => ctx.cast(&p),
+            None => Ok(()),
+        }
+    }
+
+    fn copy_dtoh_async<'a>(&'a self, dst: &'a mut [u8], src: u64) -> BackendFuture<'a, ()> {
+        Box::pin(async move { self.ctx()?.copy_dtoh(dst, src).await })
+    }
+
+    fn synchronize_async(&self) -> BackendFuture<'_, ()> {
+        Box::pin(async move { self.ctx()?.synchronize().await })
+    }
+
+    fn memory_info(&self) -> BackendResult<MemoryInfo> {
+        let ctx = self.ctx()?;
+        let st = ctx.lock();
+        Ok(MemoryInfo {
+            allocated_bytes: st.space.allocated_bytes(),
+            reserved_bytes: st.pool.reserved(),
+            live_allocations: st.space.len() as u64,
+        })
+    }
+}

@@ -54,7 +54,9 @@ fn round_up(v: u64, to: u64) -> Option<u64> {
 
 impl Pool {
     pub(crate) fn new(limits: &wgpu::Limits, mappable: bool) -> Self {
-        let mut usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        let mut usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
         if mappable {
             usage |= wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::MAP_WRITE;
         }
@@ -74,13 +76,18 @@ impl Pool {
         self.reserved
     }
 
-    pub(crate) fn usage(&self) -> wgpu::BufferUsages {
-        self.usage
-    }
-
-    fn create_buffer(&self, device: &wgpu::Device, size: u64, label: &str) -> BackendResult<wgpu::Buffer> {
+    fn create_buffer(
+        &self,
+        device: &wgpu::Device,
+        size: u64,
+        label: &str,
+    ) -> BackendResult<wgpu::Buffer> {
         if size > self.max_buffer_size {
-            tracing::warn!(size, max_buffer_size = self.max_buffer_size, "allocation larger than max_buffer_size");
+            tracing::warn!(
+                size,
+                max_buffer_size = self.max_buffer_size,
+                "allocation larger than max_buffer_size"
+            );
             return Err(BackendError::OutOfMemory);
         }
         let scope = ErrorScope::push(device);
@@ -93,7 +100,9 @@ impl Pool {
         match scope.pop() {
             None => Ok(buffer),
             Some(wgpu::Error::OutOfMemory { .. }) => Err(BackendError::OutOfMemory),
-            Some(e) => Err(BackendError::DeviceError(format!("creating a {size}-byte buffer failed: {e}"))),
+            Some(e) => Err(BackendError::DeviceError(format!(
+                "creating a {size}-byte buffer failed: {e}"
+            ))),
         }
     }
 
@@ -103,21 +112,35 @@ impl Pool {
         if size > self.small_max {
             let buffer = Arc::new(self.create_buffer(device, size, "allocation")?);
             self.reserved += size;
-            return Ok(Block { buffer, offset: 0, size, chunk: None });
+            return Ok(Block {
+                buffer,
+                offset: 0,
+                size,
+                chunk: None,
+            });
         }
         for (i, slot) in self.chunks.iter_mut().enumerate() {
             if let Some(chunk) = slot
                 && let Some(offset) = take_first_fit(&mut chunk.free, size)
             {
                 chunk.used += size;
-                return Ok(Block { buffer: chunk.buffer.clone(), offset, size, chunk: Some(i) });
+                return Ok(Block {
+                    buffer: chunk.buffer.clone(),
+                    offset,
+                    size,
+                    chunk: Some(i),
+                });
             }
         }
         let buffer = Arc::new(self.create_buffer(device, self.chunk_size, "pool chunk")?);
         self.reserved += self.chunk_size;
         let mut free = BTreeMap::new();
         free.insert(size, self.chunk_size - size);
-        let chunk = Chunk { buffer: buffer.clone(), free, used: size };
+        let chunk = Chunk {
+            buffer: buffer.clone(),
+            free,
+            used: size,
+        };
         let index = match self.chunks.iter().position(Option::is_none) {
             Some(i) => {
                 self.chunks[i] = Some(chunk);
@@ -128,7 +151,12 @@ impl Pool {
                 self.chunks.len() - 1
             }
         };
-        Ok(Block { buffer, offset: 0, size, chunk: Some(index) })
+        Ok(Block {
+            buffer,
+            offset: 0,
+            size,
+            chunk: Some(index),
+        })
     }
 
     /// Returns a block. An empty chunk is released when another empty one is kept, so

@@ -7,6 +7,11 @@ struct Params {
     a_off: u32,
     b_off: u32,
     out_off: u32,
+    // Always 0, but unknown to the shader compiler: see `second`.
+    zero: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -29,6 +34,13 @@ fn apply(x: f32, y: f32) -> f32 {
         case 6u: { return pow_acc(x, y); }
         default: { return nan_f32(); }
     }
+}
+
+// The same value again, through an opaque identity. When both operands are provably
+// one value, shader compilers that treat float ops as inexact (Mesa's NIR, for one)
+// fold x - x to 0 and x / x to 1, which is wrong for infinities and NaN.
+fn second(v: f32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(v) ^ params.zero);
 }
 
 @compute @workgroup_size(WG)
@@ -67,7 +79,7 @@ fn all_same(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (i < params.n) {
         let o = params.out_off + i;
         let v = out[o];
-        out[o] = apply(v, v);
+        out[o] = apply(v, second(v));
     }
 }
 
@@ -77,6 +89,6 @@ fn a_is_b(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let i = flat_index(wid, nwg, lid, WG);
     if (i < params.n) {
         let v = a[params.a_off + i];
-        out[params.out_off + i] = apply(v, v);
+        out[params.out_off + i] = apply(v, second(v));
     }
 }

@@ -1,5 +1,6 @@
 // Direct 2-D cross-correlation, NCHW input, KCRS filter, NKOHOW output: one output
-// element per thread, zero padding outside the input.
+// element per thread, zero padding outside the input. F_IN_X reads the filter through
+// the input's binding when the two overlap (WebGPU forbids overlapping writable bindings).
 
 struct Params {
     n: u32,
@@ -25,7 +26,16 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> f: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
+override F_IN_X: bool = false;
+
 const WG: u32 = 256u;
+
+fn filter_at(i: u32) -> f32 {
+    if (F_IN_X) {
+        return x[i];
+    }
+    return f[i];
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -53,7 +63,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 if (ix < 0 || ix >= i32(params.w)) {
                     continue;
                 }
-                acc = acc + x[x_plane + u32(iy) * params.w + u32(ix)] * f[f_plane + fy * params.s + fx];
+                acc = acc + x[x_plane + u32(iy) * params.w + u32(ix)] * filter_at(f_plane + fy * params.s + fx);
             }
         }
     }

@@ -1,6 +1,7 @@
 // Byte copies at any alignment: each thread owns one destination word and merges the
 // bytes it copies with the bytes around the range it must keep. Offsets are in bytes
-// from the start of each binding.
+// from the start of each binding. `within` copies inside one binding (source and
+// destination in the same allocation), which WebGPU would not let us bind twice.
 
 struct Params {
     src_off: u32,
@@ -23,6 +24,29 @@ fn src_byte(i: u32) -> u32 {
     return (src[i >> 2u] >> ((i & 3u) * 8u)) & 0xffu;
 }
 
+fn copy_word(t: u32, from_dst: bool) {
+    let w = params.first_word + t;
+    let base = w * 4u;
+    let start = params.dst_off;
+    let end = params.dst_off + params.bytes;
+    var word = select(0u, dst[w], base < start || base + 4u > end);
+    for (var k = 0u; k < 4u; k = k + 1u) {
+        let d = base + k;
+        if (d >= start && d < end) {
+            let i = params.src_off + d - start;
+            var byte = 0u;
+            if (from_dst) {
+                byte = (dst[i >> 2u] >> ((i & 3u) * 8u)) & 0xffu;
+            } else {
+                byte = src_byte(i);
+            }
+            let shift = k * 8u;
+            word = (word & ~(0xffu << shift)) | (byte << shift);
+        }
+    }
+    dst[w] = word;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -33,19 +57,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let w = params.first_word + t;
     let base = w * 4u;
     let start = params.dst_off;
-    let end = params.dst_off + params.bytes;
-    if (base >= start && base + 4u <= end && ((params.src_off + base - start) & 3u) == 0u) {
-        // Whole word, aligned source: one load.
+    if (base >= start && base + 4u <= start + params.bytes && ((params.src_off + base - start) & 3u) == 0u) {
+        // Whole word from an aligned source: one load.
         dst[w] = src[(params.src_off + base - start) >> 2u];
         return;
     }
-    var word = select(0u, dst[w], base < start || base + 4u > end);
-    for (var k = 0u; k < 4u; k = k + 1u) {
-        let d = base + k;
-        if (d >= start && d < end) {
-            let shift = k * 8u;
-            word = (word & ~(0xffu << shift)) | (src_byte(params.src_off + d - start) << shift);
-        }
+    copy_word(t, false);
+}
+
+@compute @workgroup_size(WG)
+fn within(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let t = flat_index(wid, nwg, lid, WG);
+    if (t < params.words) {
+        copy_word(t, true);
     }
-    dst[w] = word;
 }

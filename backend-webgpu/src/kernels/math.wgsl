@@ -187,7 +187,9 @@ fn gelu_acc(x: f32) -> f32 {
         return x;
     }
     if (is_inf(x)) {
-        return select(x, 0.0, x < 0.0);
+        // IEEE arithmetic of x/2 * (1 + erf(x/sqrt 2)): inf at +inf, -inf * 0 = NaN at -inf
+        // (as PyTorch computes it).
+        return select(x, nan_f32(), x < 0.0);
     }
     return 0.5 * x * erfc_acc(-x * 0.70710678118654752);
 }

@@ -23,6 +23,7 @@ const COMMON: &str = include_str!("common.wgsl");
 const MATH: &str = include_str!("math.wgsl");
 
 impl Kernel {
+    #[cfg(test)]
     pub(crate) const ALL: [Kernel; 8] = [
         Kernel::Unary,
         Kernel::Binary,
@@ -85,7 +86,11 @@ pub(crate) struct PipelineKey {
 
 impl PipelineKey {
     pub(crate) fn new(kernel: Kernel, entry: &'static str) -> Self {
-        Self { kernel, entry, constants: Vec::new() }
+        Self {
+            kernel,
+            entry,
+            constants: Vec::new(),
+        }
     }
 
     pub(crate) fn with(mut self, name: &'static str, value: f64) -> Self {
@@ -94,9 +99,17 @@ impl PipelineKey {
     }
 
     fn describe(&self) -> String {
-        let consts: Vec<String> =
-            self.constants.iter().map(|(n, v)| format!("{n}={}", f64::from_bits(*v))).collect();
-        format!("{}::{}({})", self.kernel.name(), self.entry, consts.join(", "))
+        let consts: Vec<String> = self
+            .constants
+            .iter()
+            .map(|(n, v)| format!("{n}={}", f64::from_bits(*v)))
+            .collect();
+        format!(
+            "{}::{}({})",
+            self.kernel.name(),
+            self.entry,
+            consts.join(", ")
+        )
     }
 }
 
@@ -126,7 +139,11 @@ impl Pipelines {
                 source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
             })
         });
-        let constants: Vec<(&str, f64)> = key.constants.iter().map(|&(n, v)| (n, f64::from_bits(v))).collect();
+        let constants: Vec<(&str, f64)> = key
+            .constants
+            .iter()
+            .map(|&(n, v)| (n, f64::from_bits(v)))
+            .collect();
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(key.entry),
             layout: None,
@@ -174,6 +191,8 @@ pub(crate) mod params {
         pub a_off: u32,
         pub b_off: u32,
         pub out_off: u32,
+        pub zero: u32,
+        pub _pad: [u32; 3],
     }
 
     #[repr(C)]
@@ -274,8 +293,13 @@ mod tests {
 
     fn module(kernel: Kernel) -> naga::Module {
         let src = kernel.source();
-        naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{} does not parse:\n{}", kernel.name(), e.emit_to_string(&src)))
+        naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
+            panic!(
+                "{} does not parse:\n{}",
+                kernel.name(),
+                e.emit_to_string(&src)
+            )
+        })
     }
 
     /// Every kernel parses and validates with naga, as wgpu-core would check it: no GPU
@@ -284,9 +308,18 @@ mod tests {
     fn every_kernel_validates_with_naga() {
         for kernel in Kernel::ALL {
             let m = module(kernel);
-            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-                .validate(&m)
-                .unwrap_or_else(|e| panic!("{} does not validate:\n{}", kernel.name(), e.emit_to_string(&kernel.source())));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            )
+            .validate(&m)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} does not validate:\n{}",
+                    kernel.name(),
+                    e.emit_to_string(&kernel.source())
+                )
+            });
         }
     }
 
@@ -316,8 +349,18 @@ mod tests {
             (Kernel::Attention, size_of::<params::Attention>()),
         ];
         for (kernel, rust) in cases {
-            assert_eq!(params_size(kernel) as usize, rust, "{} params", kernel.name());
-            assert_eq!(rust % 16, 0, "{} params must fill whole 16-byte uniform rows", kernel.name());
+            assert_eq!(
+                params_size(kernel) as usize,
+                rust,
+                "{} params",
+                kernel.name()
+            );
+            assert_eq!(
+                rust % 16,
+                0,
+                "{} params must fill whole 16-byte uniform rows",
+                kernel.name()
+            );
         }
     }
 }

@@ -36,7 +36,8 @@ fn apply(v: f32) -> f32 {
                 return v;
             }
             if (is_inf(v)) {
-                return select(v, 0.0, v < 0.0);
+                // x * sigmoid(x): -inf * 0 = NaN at -inf, as IEEE arithmetic (and PyTorch) gives.
+                return select(v, nan_f32(), v < 0.0);
             }
             return v * sigmoid_acc(v);
         }

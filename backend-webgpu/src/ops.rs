@@ -1,0 +1,667 @@
+//! Recording each op: resolve the validated operands to buffer ranges, fill the kernel's
+//! parameter block, pick the entry point and grid, dispatch.
+
+use backend_api::validate::{
+    AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmArgs, ReducePlan, UnaryPlan,
+};
+use backend_api::{BackendError, BackendResult, BinaryOp, DType, Operand, ReduceOp, UnaryOp};
+use bytemuck::bytes_of;
+
+use crate::kernels::{Kernel, PipelineKey, params};
+use crate::memory::Block;
+use crate::stream::{Bound, Stream};
+use crate::{Ctx, State};
+
+/// Saturating conversion for kernel parameters: any value that does not fit is beyond
+/// every binding anyway, and `bind` has refused it already.
+fn u32s(v: usize) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+fn dtype_code(d: DType) -> f64 {
+    match d {
+        DType::F32 => 0.0,
+        DType::F16 => 1.0,
+        DType::BF16 => 2.0,
+    }
+}
+
+/// Workgroups of 256 threads for `n` items.
+fn groups_of_256(n: u64) -> u64 {
+    n.div_ceil(256)
+}
+
+impl State {
+    /// Resolves and binds an operand.
+    fn bind(&self, op: &str, operand: &Operand) -> BackendResult<Bound> {
+        let r = self.space.resolve(op, operand)?;
+        self.stream
+            .bind(op, operand.name, r.handle, r.offset, r.bytes)
+    }
+
+    /// Binds an operand the op may not touch (`None`: a placeholder).
+    fn bind_opt(&self, op: &str, operand: Option<&Operand>) -> BackendResult<Bound> {
+        match operand {
+            Some(o) => self.bind(op, o),
+            None => Ok(self.stream.unused()),
+        }
+    }
+}
+
+/// True when two bindings share bytes of one buffer.
+fn overlap(a: &Bound, b: &Bound) -> bool {
+    std::sync::Arc::ptr_eq(&a.buffer, &b.buffer)
+        && a.offset < b.offset + b.size
+        && b.offset < a.offset + a.size
+}
+
+/// One binding covering both (same buffer), with each operand's first byte in it.
+fn union(a: &Bound, b: &Bound) -> (Bound, u64, u64) {
+    let start = a.offset.min(b.offset);
+    let end = (a.offset + a.size).max(b.offset + b.size);
+    let merged = Bound {
+        buffer: a.buffer.clone(),
+        offset: start,
+        size: end - start,
+        byte: 0,
+    };
+    (merged, a.offset + a.byte - start, b.offset + b.byte - start)
+}
+
+impl Ctx {
+    fn dispatch(
+        &self,
+        stream: &mut Stream,
+        key: &PipelineKey,
+        params: &[u8],
+        bindings: &[(u32, &Bound)],
+        groups: [u32; 3],
+    ) -> BackendResult<()> {
+        stream.dispatch(&self.device, &self.queue, key, params, bindings, groups)
+    }
+
+    pub(crate) fn gemm(&self, op: &'static str, args: &GemmArgs) -> BackendResult<()> {
+        let Some(p) = backend_api::validate::gemm(op, args)? else {
+            return Ok(());
+        };
+        let _span =
+            tracing::debug_span!("gemm", op, m = p.m, n = p.n, k = p.k, batch = p.batch.count)
+                .entered();
+        let mut st = self.lock();
+        let c = st.bind(op, &p.c)?;
+        let mut a = st.bind_opt(op, p.a.as_ref())?;
+        let mut b = st.bind_opt(op, p.b.as_ref())?;
+        let (sa, sb) = (p.a_dtype.size_bytes() as u64, p.b_dtype.size_bytes() as u64);
+        let (mut a_off, mut b_off) = (a.byte / sa, b.byte / sb);
+        let b_in_a = p.reads_ab() && overlap(&a, &b);
+        if b_in_a {
+            let (merged, a_byte, b_byte) = union(&a, &b);
+            if merged.size > st.stream.limits.max_binding {
+                return Err(BackendError::Unsupported(format!(
+                    "{op}: A and B overlap and together span more than max_storage_buffer_binding_size"
+                )));
+            }
+            (a_off, b_off) = (a_byte / sa, b_byte / sb);
+            a = merged;
+            b = st.stream.unused();
+        }
+        let key = PipelineKey::new(Kernel::Gemm, "main")
+            .with("A_TYPE", dtype_code(p.a_dtype))
+            .with("B_TYPE", dtype_code(p.b_dtype))
+            .with("B_IN_A", if b_in_a { 1.0 } else { 0.0 });
+        let max_groups = st.stream.limits.max_groups as usize;
+        let gx = p.m.div_ceil(64);
+        let gy = p.n.div_ceil(64);
+        if gx > max_groups || gy > max_groups {
+            return Err(BackendError::Unsupported(format!(
+                "{op}: {} x {} is more than this adapter's {max_groups} workgroups of 64 per dimension",
+                p.m, p.n
+            )));
+        }
+        let mut base = 0;
+        while base < p.batch.count {
+            let count = (p.batch.count - base).min(max_groups);
+            let prm = params::Gemm {
+                m: u32s(p.m),
+                n: u32s(p.n),
+                k: if p.reads_ab() { u32s(p.k) } else { 0 },
+                lda: u32s(p.lda),
+                ldb: u32s(p.ldb),
+                ldc: u32s(p.ldc),
+                a_off: a_off as u32,
+                b_off: b_off as u32,
+                c_off: c.elem(4),
+                stride_a: u32s(p.batch.stride_a),
+                stride_b: u32s(p.batch.stride_b),
+                stride_c: u32s(p.batch.stride_c),
+                trans_a: u32::from(p.trans_a),
+                trans_b: u32::from(p.trans_b),
+                alpha: p.alpha as f32,
+                beta: p.beta as f32,
+                batch_base: base as u32,
+                _pad: [0; 3],
+            };
+            let State { stream, .. } = &mut *st;
+            self.dispatch(
+                stream,
+                &key,
+                bytes_of(&prm),
+                &[(1, &a), (2, &b), (3, &c)],
+                [gx as u32, gy as u32, count as u32],
+            )?;
+            base += count;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn conv2d(&self, p: &Conv2dPlan) -> BackendResult<()> {
+        const OP: &str = "conv2d_forward";
+        let _span =
+            tracing::debug_span!("conv2d", n = p.n, c = p.c, k = p.k, h = p.h, w = p.w).entered();
+        let mut st = self.lock();
+        let y = st.bind(OP, &p.output)?;
+        let mut x = st.bind_opt(OP, p.input.as_ref())?;
+        let mut f = st.bind_opt(OP, p.filter.as_ref())?;
+        let empty_input = p.input.is_none() || p.filter.is_none();
+        let (mut x_off, mut f_off) = (x.elem(4), f.elem(4));
+        let f_in_x = !empty_input && overlap(&x, &f);
+        if f_in_x {
+            let (merged, x_byte, f_byte) = union(&x, &f);
+            (x_off, f_off) = ((x_byte / 4) as u32, (f_byte / 4) as u32);
+            x = merged;
+            f = st.stream.unused();
+        }
+        let prm = params::Conv2d {
+            n: u32s(p.n),
+            c: if empty_input { 0 } else { u32s(p.c) },
+            h: u32s(p.h),
+            w: u32s(p.w),
+            k: u32s(p.k),
+            r: u32s(p.r),
+            s: u32s(p.s),
+            oh: u32s(p.oh),
+            ow: u32s(p.ow),
+            stride_h: u32s(p.stride_h),
+            stride_w: u32s(p.stride_w),
+            pad_h: u32s(p.pad_h),
+            pad_w: u32s(p.pad_w),
+            x_off,
+            f_off,
+            y_off: y.elem(4),
+        };
+        let total = (p.n * p.k * p.oh * p.ow) as u64;
+        let State { stream, .. } = &mut *st;
+        let grid = stream.grid(groups_of_256(total))?;
+        let key =
+            PipelineKey::new(Kernel::Conv2d, "main").with("F_IN_X", if f_in_x { 1.0 } else { 0.0 });
+        self.dispatch(
+            stream,
+            &key,
+            bytes_of(&prm),
+            &[(1, &x), (2, &f), (3, &y)],
+            grid,
+        )
+    }
+
+    pub(crate) fn attention(&self, p: &AttentionPlan) -> BackendResult<()> {
+        const OP: &str = "attention";
+        let _span = tracing::debug_span!(
+            "attention",
+            batch = p.batch,
+            heads = p.heads,
+            seq_q = p.seq_q,
+            seq_kv = p.seq_kv,
+            head_dim = p.head_dim
+        )
+        .entered();
+        let mut st = self.lock();
+        let o = st.bind(OP, &p.o)?;
+        let q = st.bind(OP, &p.q)?;
+        let k = st.bind_opt(OP, p.k.as_ref())?;
+        let v = st.bind_opt(OP, p.v.as_ref())?;
+        let rows = p.batch * p.heads * p.seq_q;
+        let prm = params::Attention {
+            rows: u32s(rows),
+            seq_q: u32s(p.seq_q),
+            seq_kv: if p.k.is_some() { u32s(p.seq_kv) } else { 0 },
+            head_dim: u32s(p.head_dim),
+            q_off: q.elem(4),
+            k_off: k.elem(4),
+            v_off: v.elem(4),
+            o_off: o.elem(4),
+            scale: p.scale as f32,
+            causal: u32::from(p.causal),
+            _pad: [0; 2],
+        };
+        let State { stream, .. } = &mut *st;
+        let grid = stream.grid(rows as u64)?;
+        self.dispatch(
+            stream,
+            &PipelineKey::new(Kernel::Attention, "main"),
+            bytes_of(&prm),
+            &[(1, &q), (2, &k), (3, &v), (4, &o)],
+            grid,
+        )
+    }
+
+    pub(crate) fn reduce(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {
+        const OP: &str = "reduce";
+        let _span = tracing::debug_span!(
+            "reduce",
+            op = op.name(),
+            outer = p.outer,
+            len = p.len,
+            inner = p.inner
+        )
+        .entered();
+        let mut st = self.lock();
+        let y = st.bind(OP, &p.output)?;
+        let x = st.bind_opt(OP, p.input.as_ref())?;
+        let prm = params::Reduce {
+            outer: u32s(p.outer),
+            len: if p.input.is_some() { u32s(p.len) } else { 0 },
+            inner: u32s(p.inner),
+            x_off: x.elem(4),
+            y_off: y.elem(4),
+            _pad: [0; 3],
+        };
+        let code = ReduceOp::ALL.iter().position(|&o| o == op).expect("listed") as f64;
+        let State { stream, .. } = &mut *st;
+        let (entry, grid) = if p.inner == 1 {
+            ("rows", stream.grid(p.outer as u64)?)
+        } else {
+            (
+                "cols",
+                stream.grid(groups_of_256((p.outer * p.inner) as u64))?,
+            )
+        };
+        let key = PipelineKey::new(Kernel::Reduce, entry).with("OP", code);
+        self.dispatch(stream, &key, bytes_of(&prm), &[(1, &x), (2, &y)], grid)
+    }
+
+    /// Elements per dispatch of an elementwise op: the largest multiple of the binding
+    /// alignment that fits one binding.
+    fn elementwise_piece(stream: &Stream, elem_bytes: u64) -> usize {
+        let align = stream.limits.storage_align.max(4);
+        let bytes = (stream.limits.max_binding - align) / align * align;
+        (bytes / elem_bytes) as usize
+    }
+
+    pub(crate) fn unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
+        const OP: &str = "unary";
+        let _span = tracing::debug_span!("unary", op = op.name(), n = p.n).entered();
+        let code = UnaryOp::ALL.iter().position(|&o| o == op).expect("listed") as f64;
+        let mut st = self.lock();
+        let piece = Self::elementwise_piece(&st.stream, 4);
+        // Resolve the whole ranges first, so a bad call records nothing.
+        st.bind_range(OP, &p.input)?;
+        st.bind_range(OP, &p.output)?;
+        for start in (0..p.n).step_by(piece) {
+            let n = piece.min(p.n - start);
+            let x = st.bind(OP, &sub(&p.input, start, n, 4))?;
+            let y = st.bind(OP, &sub(&p.output, start, n, 4))?;
+            let prm = params::Unary {
+                n: n as u32,
+                x_off: x.elem(4),
+                y_off: y.elem(4),
+                _pad: 0,
+            };
+            let State { stream, .. } = &mut *st;
+            let grid = stream.grid(groups_of_256(n as u64))?;
+            if p.in_place() {
+                let key = PipelineKey::new(Kernel::Unary, "in_place").with("OP", code);
+                self.dispatch(stream, &key, bytes_of(&prm), &[(2, &y)], grid)?;
+            } else {
+                let key = PipelineKey::new(Kernel::Unary, "main").with("OP", code);
+                self.dispatch(stream, &key, bytes_of(&prm), &[(1, &x), (2, &y)], grid)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn binary(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {
+        const OP: &str = "binary";
+        let _span = tracing::debug_span!("binary", op = op.name(), n = p.n).entered();
+        let code = BinaryOp::ALL.iter().position(|&o| o == op).expect("listed") as f64;
+        let (out_a, out_b, a_b) = (
+            p.output.same_range(&p.a),
+            p.output.same_range(&p.b),
+            p.a.same_range(&p.b),
+        );
+        let entry = match (out_a, out_b, a_b) {
+            (true, true, _) => "all_same",
+            (true, false, _) => "out_is_a",
+            (false, true, _) => "out_is_b",
+            (false, false, true) => "a_is_b",
+            (false, false, false) => "main",
+        };
+        let key = PipelineKey::new(Kernel::Binary, entry).with("OP", code);
+        let mut st = self.lock();
+        let piece = Self::elementwise_piece(&st.stream, 4);
+        for o in [&p.a, &p.b, &p.output] {
+            st.bind_range(OP, o)?;
+        }
+        for start in (0..p.n).step_by(piece) {
+            let n = piece.min(p.n - start);
+            let a = st.bind(OP, &sub(&p.a, start, n, 4))?;
+            let b = st.bind(OP, &sub(&p.b, start, n, 4))?;
+            let out = st.bind(OP, &sub(&p.output, start, n, 4))?;
+            let prm = params::Binary {
+                n: n as u32,
+                a_off: a.elem(4),
+                b_off: b.elem(4),
+                out_off: out.elem(4),
+                zero: 0,
+                _pad: [0; 3],
+            };
+            let bindings: Vec<(u32, &Bound)> = match entry {
+                "all_same" => vec![(3, &out)],
+                "out_is_a" => vec![(2, &b), (3, &out)],
+                "out_is_b" => vec![(1, &a), (3, &out)],
+                "a_is_b" => vec![(1, &a), (3, &out)],
+                _ => vec![(1, &a), (2, &b), (3, &out)],
+            };
+            let State { stream, .. } = &mut *st;
+            let grid = stream.grid(groups_of_256(n as u64))?;
+            self.dispatch(stream, &key, bytes_of(&prm), &bindings, grid)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn cast(&self, p: &CastPlan) -> BackendResult<()> {
+        const OP: &str = "cast";
+        let _span = tracing::debug_span!(
+            "cast",
+            src = p.src_dtype.name(),
+            dst = p.dst_dtype.name(),
+            n = p.n
+        )
+        .entered();
+        let mut st = self.lock();
+        st.bind_range(OP, &p.src)?;
+        st.bind_range(OP, &p.dst)?;
+        if p.identical() {
+            return Ok(());
+        }
+        let (ss, ds) = (p.src_dtype.size_bytes(), p.dst_dtype.size_bytes());
+        let piece = Self::elementwise_piece(&st.stream, 4) & !1;
+        let key = PipelineKey::new(Kernel::Cast, "main")
+            .with("SRC", dtype_code(p.src_dtype))
+            .with("DST", dtype_code(p.dst_dtype));
+        for start in (0..p.n).step_by(piece) {
+            let n = piece.min(p.n - start);
+            let src = st.bind(OP, &sub(&p.src, start, n, ss))?;
+            let dst = st.bind(OP, &sub(&p.dst, start, n, ds))?;
+            let dst_off = dst.elem(ds as u64);
+            let words = if p.dst_dtype == DType::F32 {
+                n as u32
+            } else {
+                (dst_off + n as u32).div_ceil(2) - dst_off / 2
+            };
+            let prm = params::Cast {
+                n: n as u32,
+                src_off: src.elem(ss as u64),
+                dst_off,
+                words,
+            };
+            let State { stream, .. } = &mut *st;
+            let grid = stream.grid(groups_of_256(u64::from(words)))?;
+            self.dispatch(stream, &key, bytes_of(&prm), &[(1, &src), (2, &dst)], grid)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn copy_dtod(&self, p: &CopyPlan) -> BackendResult<()> {
+        const OP: &str = "copy_dtod";
+        let _span = tracing::debug_span!("copy_dtod", bytes = p.src.bytes).entered();
+        let mut st = self.lock();
+        let (src_block, src_off) = st.block(OP, &p.src)?;
+        let (dst_block, dst_off) = st.block(OP, &p.dst)?;
+        if p.identical() {
+            return Ok(());
+        }
+        let (sa, da, len) = (
+            src_block.offset + src_off,
+            dst_block.offset + dst_off,
+            p.src.bytes,
+        );
+        let same_buffer = std::sync::Arc::ptr_eq(&src_block.buffer, &dst_block.buffer);
+        if !same_buffer && sa.is_multiple_of(4) && da.is_multiple_of(4) && len.is_multiple_of(4) {
+            st.stream.copy(
+                &self.device,
+                &self.queue,
+                &src_block.buffer,
+                sa,
+                &dst_block.buffer,
+                da,
+                len,
+            );
+            return Ok(());
+        }
+        let piece = Self::elementwise_piece(&st.stream, 1) as u64;
+        let mut done = 0;
+        while done < len {
+            let n = piece.min(len - done);
+            let src = st.stream.bind(OP, "src", &src_block, src_off + done, n)?;
+            let dst = st.stream.bind(OP, "dst", &dst_block, dst_off + done, n)?;
+            if overlap(&src, &dst) {
+                let (merged, s_byte, d_byte) = union(&src, &dst);
+                let placeholder = st.stream.unused();
+                self.byte_copy(
+                    &mut st.stream,
+                    "within",
+                    &placeholder,
+                    s_byte,
+                    &merged,
+                    d_byte,
+                    n,
+                )?;
+            } else {
+                self.byte_copy(&mut st.stream, "main", &src, src.byte, &dst, dst.byte, n)?;
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Dispatches the byte-copy kernel: `bytes` bytes from `src_byte` of `src` to
+    /// `dst_byte` of `dst` (offsets from the start of each binding).
+    fn byte_copy(
+        &self,
+        stream: &mut Stream,
+        entry: &'static str,
+        src: &Bound,
+        src_byte: u64,
+        dst: &Bound,
+        dst_byte: u64,
+        bytes: u64,
+    ) -> BackendResult<()> {
+        let first_word = dst_byte / 4;
+        let words = (dst_byte + bytes).div_ceil(4) - first_word;
+        let prm = params::Copy {
+            src_off: src_byte as u32,
+            dst_off: dst_byte as u32,
+            bytes: bytes as u32,
+            first_word: first_word as u32,
+            words: words as u32,
+            _pad: [0; 3],
+        };
+        let grid = stream.grid(groups_of_256(words))?;
+        stream.dispatch(
+            &self.device,
+            &self.queue,
+            &PipelineKey::new(Kernel::Copy, entry),
+            bytes_of(&prm),
+            &[(1, src), (2, dst)],
+            grid,
+        )
+    }
+
+    pub(crate) fn copy_htod(&self, dst: u64, data: &[u8]) -> BackendResult<()> {
+        const OP: &str = "copy_htod";
+        let Some(operand) = backend_api::validate::host_copy(OP, "dst", dst, data.len())? else {
+            return Ok(());
+        };
+        let _span = tracing::debug_span!("copy_htod", bytes = data.len()).entered();
+        let mut st = self.lock();
+        let (block, off) = st.block(OP, &operand)?;
+        let abs = block.offset + off;
+        let aligned = abs.is_multiple_of(4) && data.len().is_multiple_of(4);
+        if aligned && st.stream.is_empty() {
+            // Nothing recorded that this write could overtake.
+            #[cfg(not(target_arch = "wasm32"))]
+            if self.mappable {
+                return write_mapped(self, &mut st.stream, &block, abs, data);
+            }
+            self.queue.write_buffer(&block.buffer, abs, data);
+            return Ok(());
+        }
+        let piece = st.stream.upload_capacity() as usize;
+        let mut done = 0;
+        while done < data.len() {
+            let chunk = &data[done..(done + piece).min(data.len())];
+            let staged = st
+                .stream
+                .stage(&self.queue, chunk)
+                .expect("chunk fits the upload arena");
+            let target_abs = abs + done as u64;
+            if target_abs.is_multiple_of(4) && chunk.len().is_multiple_of(4) {
+                st.stream.copy(
+                    &self.device,
+                    &self.queue,
+                    &staged.buffer,
+                    staged.offset,
+                    &block.buffer,
+                    target_abs,
+                    chunk.len() as u64,
+                );
+            } else {
+                let dst =
+                    st.stream
+                        .bind(OP, "dst", &block, off + done as u64, chunk.len() as u64)?;
+                self.byte_copy(
+                    &mut st.stream,
+                    "main",
+                    &staged,
+                    0,
+                    &dst,
+                    dst.byte,
+                    chunk.len() as u64,
+                )?;
+            }
+            done += chunk.len();
+        }
+        Ok(())
+    }
+}
+
+/// Bytes `[start, start + n)` elements of an operand, as an operand.
+fn sub(o: &Operand, start: usize, n: usize, elem_bytes: usize) -> Operand {
+    Operand {
+        name: o.name,
+        ptr: o.ptr + (start * elem_bytes) as u64,
+        bytes: (n * elem_bytes) as u64,
+    }
+}
+
+impl State {
+    /// Resolves a whole operand (checking its range) without binding it.
+    fn bind_range(&self, op: &str, operand: &Operand) -> BackendResult<()> {
+        self.space.resolve(op, operand).map(drop)
+    }
+
+    /// The block an operand lies in and the operand's offset in it.
+    fn block(&self, op: &str, operand: &Operand) -> BackendResult<(Block, u64)> {
+        let r = self.space.resolve(op, operand)?;
+        Ok((r.handle.clone(), r.offset))
+    }
+}
+
+/// Reads device memory by mapping it (unified-memory adapters): one copy, no staging.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn read_mapped(
+    ctx: &Ctx,
+    stream: &mut Stream,
+    block: &Block,
+    offset: u64,
+    dst: &mut [u8],
+) -> BackendResult<()> {
+    let index = stream.flush(&ctx.queue);
+    let abs = block.offset + offset;
+    let (start, end) = (abs / 8 * 8, (abs + dst.len() as u64).div_ceil(4) * 4);
+    let (tx, rx) = std::sync::mpsc::channel();
+    block
+        .buffer
+        .slice(start..end)
+        .map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+    ctx.wait_idle(index)?;
+    match rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(BackendError::DeviceError(format!(
+                "mapping device memory failed: {e}"
+            )));
+        }
+        Err(_) => {
+            return Err(BackendError::DeviceError(
+                "the device dropped a mapping".into(),
+            ));
+        }
+    }
+    {
+        let view = block
+            .buffer
+            .slice(start..end)
+            .get_mapped_range()
+            .map_err(crate::mapping_failed)?;
+        dst.copy_from_slice(&view[(abs - start) as usize..][..dst.len()]);
+    }
+    block.buffer.unmap();
+    ctx.errors.take()
+}
+
+/// Writes device memory by mapping it (unified-memory adapters, nothing recorded).
+#[cfg(not(target_arch = "wasm32"))]
+fn write_mapped(
+    ctx: &Ctx,
+    stream: &mut Stream,
+    block: &Block,
+    abs: u64,
+    data: &[u8],
+) -> BackendResult<()> {
+    let index = stream.flush(&ctx.queue);
+    let (start, end) = (abs / 8 * 8, abs + data.len() as u64);
+    let (tx, rx) = std::sync::mpsc::channel();
+    block
+        .buffer
+        .slice(start..end)
+        .map_async(wgpu::MapMode::Write, move |r| {
+            let _ = tx.send(r);
+        });
+    ctx.wait_idle(index)?;
+    match rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(BackendError::DeviceError(format!(
+                "mapping device memory failed: {e}"
+            )));
+        }
+        Err(_) => {
+            return Err(BackendError::DeviceError(
+                "the device dropped a mapping".into(),
+            ));
+        }
+    }
+    {
+        let mut view = block
+            .buffer
+            .slice(start..end)
+            .get_mapped_range_mut()
+            .map_err(crate::mapping_failed)?;
+        view.slice((abs - start) as usize..).copy_from_slice(data);
+    }
+    block.buffer.unmap();
+    Ok(())
+}

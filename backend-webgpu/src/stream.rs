@@ -1,0 +1,405 @@
+//! The in-order command stream: ops are recorded into one command encoder (inside one
+//! open compute pass where possible) and submitted at sync points or every
+//! `SUBMIT_EVERY` commands.
+//!
+//! Host writes never overtake recorded work. `queue.write_buffer` lands before the
+//! *next submission* executes, so writing straight into device memory while commands
+//! are recorded but not submitted would let the write jump ahead of them. When the
+//! encoder holds commands, the bytes go to a per-submission upload arena instead, and a
+//! recorded copy moves them into place in program order. Kernel parameters use a
+//! uniform arena the same way.
+
+use std::sync::Arc;
+
+use backend_api::{BackendError, BackendResult};
+
+use crate::kernels::{PipelineKey, Pipelines};
+use crate::memory::Block;
+
+/// Commands recorded before a submission is forced.
+const SUBMIT_EVERY: u32 = 64;
+/// Bytes of kernel parameters per submission (256 per dispatch).
+const PARAMS_ARENA: u64 = 64 * 1024;
+/// Bytes of host uploads staged per submission.
+const UPLOAD_ARENA: u64 = 8 << 20;
+/// Largest kernel parameter block, as padded in the arena.
+const PARAMS_SLOT: u64 = 256;
+const _: () = assert!(SUBMIT_EVERY as u64 * PARAMS_SLOT <= PARAMS_ARENA);
+/// Readback buffers kept for reuse.
+const STAGING_KEEP: usize = 8;
+
+/// A bump allocator over one buffer, reset at each submission.
+struct Arena {
+    buffer: Arc<wgpu::Buffer>,
+    size: u64,
+    used: u64,
+    align: u64,
+}
+
+impl Arena {
+    fn new(
+        device: &wgpu::Device,
+        label: &str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+        align: u64,
+    ) -> Self {
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: false,
+        });
+        Self {
+            buffer: Arc::new(buffer),
+            size,
+            used: 0,
+            align,
+        }
+    }
+
+    fn reserve(&mut self, bytes: u64) -> Option<u64> {
+        let start = self.used.div_ceil(self.align) * self.align;
+        let end = start.checked_add(bytes)?;
+        (end <= self.size).then(|| {
+            self.used = end;
+            start
+        })
+    }
+}
+
+/// A byte range of a buffer bound to a kernel, with where the operand starts inside it.
+#[derive(Debug, Clone)]
+pub(crate) struct Bound {
+    pub buffer: Arc<wgpu::Buffer>,
+    /// Binding offset: a multiple of `min_storage_buffer_offset_alignment`.
+    pub offset: u64,
+    /// Binding size: a multiple of 4.
+    pub size: u64,
+    /// The operand's first byte, from the start of the binding.
+    pub byte: u64,
+}
+
+impl Bound {
+    /// The operand's first element of `elem_bytes` bytes, from the start of the binding.
+    pub(crate) fn elem(&self, elem_bytes: u64) -> u32 {
+        (self.byte / elem_bytes) as u32
+    }
+}
+
+pub(crate) struct Limits {
+    pub storage_align: u64,
+    pub max_binding: u64,
+    pub max_groups: u32,
+}
+
+pub(crate) struct Stream {
+    encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
+    recorded: u32,
+    params: Arena,
+    uploads: Arena,
+    staging: Vec<Arc<wgpu::Buffer>>,
+    dummy: Arc<wgpu::Buffer>,
+    pub(crate) pipelines: Pipelines,
+    pub(crate) limits: Limits,
+}
+
+impl Stream {
+    pub(crate) fn new(device: &wgpu::Device, limits: &wgpu::Limits) -> Self {
+        use wgpu::BufferUsages as U;
+        let uniform_align = u64::from(limits.min_uniform_buffer_offset_alignment);
+        let storage_align = u64::from(limits.min_storage_buffer_offset_alignment);
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("unused operand"),
+            size: 256,
+            usage: U::STORAGE,
+            mapped_at_creation: false,
+        });
+        Self {
+            encoder: None,
+            pass: None,
+            recorded: 0,
+            params: Arena::new(
+                device,
+                "kernel parameters",
+                PARAMS_ARENA,
+                U::UNIFORM | U::COPY_DST,
+                uniform_align,
+            ),
+            uploads: Arena::new(
+                device,
+                "upload staging",
+                UPLOAD_ARENA.min(limits.max_storage_buffer_binding_size / 256 * 256),
+                U::STORAGE | U::COPY_SRC | U::COPY_DST,
+                storage_align.max(4),
+            ),
+            staging: Vec::new(),
+            dummy: Arc::new(dummy),
+            pipelines: Pipelines::default(),
+            limits: Limits {
+                storage_align,
+                max_binding: limits.max_storage_buffer_binding_size,
+                max_groups: limits.max_compute_workgroups_per_dimension,
+            },
+        }
+    }
+
+    /// True when nothing is recorded since the last submission.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.recorded == 0
+    }
+
+    fn encoder(&mut self, device: &wgpu::Device) -> &mut wgpu::CommandEncoder {
+        self.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("backend stream"),
+            })
+        })
+    }
+
+    /// The encoder with no compute pass open, for copies.
+    fn copy_encoder(&mut self, device: &wgpu::Device) -> &mut wgpu::CommandEncoder {
+        self.pass = None;
+        self.encoder(device)
+    }
+
+    /// Submits everything recorded (and any pending host writes); returns the index to
+    /// wait on.
+    pub(crate) fn flush(&mut self, queue: &wgpu::Queue) -> wgpu::SubmissionIndex {
+        self.pass = None;
+        let commands: Vec<wgpu::CommandBuffer> = self
+            .encoder
+            .take()
+            .map(|e| e.finish())
+            .into_iter()
+            .collect();
+        let _span = tracing::debug_span!("submit", commands = self.recorded).entered();
+        let index = queue.submit(commands);
+        self.recorded = 0;
+        self.params.used = 0;
+        self.uploads.used = 0;
+        index
+    }
+
+    fn counted(&mut self, queue: &wgpu::Queue) {
+        self.recorded += 1;
+        if self.recorded >= SUBMIT_EVERY {
+            self.flush(queue);
+        }
+    }
+
+    /// Binds bytes `[offset, offset + bytes)` of a block's buffer (`offset` relative to
+    /// the block). Refuses, naming the limit, an operand larger than one binding.
+    pub(crate) fn bind(
+        &self,
+        op: &str,
+        what: &str,
+        block: &Block,
+        offset: u64,
+        bytes: u64,
+    ) -> BackendResult<Bound> {
+        let abs = block.offset + offset;
+        let start = abs / self.limits.storage_align * self.limits.storage_align;
+        let end = (abs + bytes.max(1)).div_ceil(4) * 4;
+        let size = end - start;
+        if size > self.limits.max_binding {
+            return Err(BackendError::Unsupported(format!(
+                "{op}: operand {what} spans {size} bytes, more than this adapter's \
+                 max_storage_buffer_binding_size of {} bytes",
+                self.limits.max_binding
+            )));
+        }
+        Ok(Bound {
+            buffer: block.buffer.clone(),
+            offset: start,
+            size,
+            byte: abs - start,
+        })
+    }
+
+    /// A placeholder for a binding the kernel declares but this call does not use.
+    pub(crate) fn unused(&self) -> Bound {
+        Bound {
+            buffer: self.dummy.clone(),
+            offset: 0,
+            size: 256,
+            byte: 0,
+        }
+    }
+
+    /// Records one kernel dispatch. `bindings` are `(binding index, range)` pairs after
+    /// the parameter block at binding 0.
+    pub(crate) fn dispatch(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        key: &PipelineKey,
+        params: &[u8],
+        bindings: &[(u32, &Bound)],
+        groups: [u32; 3],
+    ) -> BackendResult<()> {
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let pipeline = self.pipelines.get(device, key)?;
+        // Never flushes here: a flush between staging an upload and the dispatch that
+        // reads it would let a later upload reuse the staged bytes too early.
+        let offset = self
+            .params
+            .reserve(params.len() as u64)
+            .expect("SUBMIT_EVERY parameter blocks fit the arena");
+        queue.write_buffer(&self.params.buffer, offset, params);
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.params.buffer,
+                offset,
+                size: wgpu::BufferSize::new(params.len() as u64),
+            }),
+        }];
+        for (binding, b) in bindings {
+            entries.push(wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &b.buffer,
+                    offset: b.offset,
+                    size: wgpu::BufferSize::new(b.size),
+                }),
+            });
+        }
+        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(key.entry),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        if self.pass.is_none() {
+            let encoder = self.encoder(device);
+            let pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            });
+            self.pass = Some(pass.forget_lifetime());
+        }
+        let pass = self.pass.as_mut().expect("opened above");
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        self.counted(queue);
+        Ok(())
+    }
+
+    /// A grid of at least `groups` workgroups, 2-D when more than one dimension's limit
+    /// is needed; kernels fold it back with `flat_index`.
+    pub(crate) fn grid(&self, groups: u64) -> BackendResult<[u32; 3]> {
+        let max = u64::from(self.limits.max_groups);
+        if groups <= max {
+            return Ok([groups as u32, 1, 1]);
+        }
+        let y = groups.div_ceil(max);
+        if y > max {
+            return Err(BackendError::Unsupported(format!(
+                "{groups} workgroups exceed this adapter's {max} x {max} grid"
+            )));
+        }
+        Ok([max as u32, y as u32, 1])
+    }
+
+    /// Records a buffer-to-buffer copy (4-byte aligned, different buffers).
+    pub(crate) fn copy(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        bytes: u64,
+    ) {
+        self.copy_encoder(device)
+            .copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
+        self.counted(queue);
+    }
+
+    /// Stages host bytes for this submission: returns the upload arena binding and the
+    /// data's offset in it, flushing first if the arena is full. `None` when the data is
+    /// larger than the arena.
+    pub(crate) fn stage(&mut self, queue: &wgpu::Queue, data: &[u8]) -> Option<Bound> {
+        let padded = (data.len() as u64).div_ceil(4) * 4;
+        if padded > self.uploads.size {
+            return None;
+        }
+        let offset = match self.uploads.reserve(padded) {
+            Some(o) => o,
+            None => {
+                self.flush(queue);
+                self.uploads.reserve(padded)?
+            }
+        };
+        let whole = data.len() / 4 * 4;
+        if whole > 0 {
+            queue.write_buffer(&self.uploads.buffer, offset, &data[..whole]);
+        }
+        if whole < data.len() {
+            let mut tail = [0u8; 4];
+            tail[..data.len() - whole].copy_from_slice(&data[whole..]);
+            queue.write_buffer(&self.uploads.buffer, offset + whole as u64, &tail);
+        }
+        Some(Bound {
+            buffer: self.uploads.buffer.clone(),
+            offset,
+            size: padded.max(4),
+            byte: 0,
+        })
+    }
+
+    /// The largest upload staged in one piece.
+    pub(crate) fn upload_capacity(&self) -> u64 {
+        self.uploads.size
+    }
+
+    /// A readback buffer of at least `bytes` bytes, reused where possible.
+    pub(crate) fn take_staging(&mut self, device: &wgpu::Device, bytes: u64) -> Arc<wgpu::Buffer> {
+        if let Some(i) = self
+            .staging
+            .iter()
+            .position(|b| b.size() >= bytes && b.size() <= bytes.max(4096) * 2)
+        {
+            return self.staging.swap_remove(i);
+        }
+        let size = bytes.max(4096).next_power_of_two();
+        Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback staging"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    pub(crate) fn return_staging(&mut self, buffer: Arc<wgpu::Buffer>) {
+        if self.staging.len() < STAGING_KEEP {
+            self.staging.push(buffer);
+        }
+    }
+
+    /// Records a staging copy for a readback of `[abs, abs + bytes)` of `buffer` and
+    /// submits: returns the staging buffer, where the data starts in it, and the
+    /// submission to wait on.
+    pub(crate) fn readback(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        buffer: &wgpu::Buffer,
+        abs: u64,
+        bytes: u64,
+    ) -> (Arc<wgpu::Buffer>, u64, u64, wgpu::SubmissionIndex) {
+        let start = abs / 4 * 4;
+        let end = (abs + bytes).div_ceil(4) * 4;
+        let staging = self.take_staging(device, end - start);
+        self.copy_encoder(device)
+            .copy_buffer_to_buffer(buffer, start, &staging, 0, end - start);
+        self.recorded += 1;
+        let index = self.flush(queue);
+        (staging, abs - start, end - start, index)
+    }
+}

@@ -1,0 +1,126 @@
+//! The whole conformance suite on the WebGPU backend, on whatever adapter wgpu finds (or
+//! `BACKEND_ADAPTER` names). Without an adapter the tests say so loudly and pass, unless
+//! `BACKEND_REQUIRE_ADAPTER=1` (set by CI), which turns a missing adapter into a failure.
+
+use std::sync::OnceLock;
+
+use backend_api::ComputeBackend;
+use backend_webgpu::WebGpuBackend;
+use conformance::{Check, Config, Profile, run_check};
+
+/// Set to 1 to fail, rather than skip, when no adapter is found.
+const REQUIRE_ENV: &str = "BACKEND_REQUIRE_ADAPTER";
+
+fn backend() -> Option<&'static WebGpuBackend> {
+    static BACKEND: OnceLock<Option<WebGpuBackend>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            let mut b = WebGpuBackend::new();
+            match b.init() {
+                Ok(()) => {
+                    eprintln!("conformance on {}", b.name());
+                    Some(b)
+                }
+                Err(e) if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") => {
+                    panic!("{REQUIRE_ENV}=1 but no usable adapter: {e}")
+                }
+                Err(e) => {
+                    eprintln!("SKIPPED: no WebGPU adapter ({e}); set {REQUIRE_ENV}=1 to make this a failure");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+fn config(b: &WebGpuBackend) -> Config {
+    let software = b.adapter().is_some_and(|a| a.is_software());
+    let config = Config::from_env(if software { 24 } else { 64 });
+    if software {
+        config.with_profile(Profile::small())
+    } else {
+        config
+    }
+}
+
+fn check(c: Check) {
+    let Some(b) = backend() else {
+        return;
+    };
+    let report = conformance::SuiteReport {
+        backend: b.name().into(),
+        checks: vec![run_check(b, c, &config(b))],
+    };
+    eprintln!("{}", report.summary());
+    report.assert_ok();
+}
+
+#[test]
+fn gemm() {
+    check(Check::Gemm);
+}
+
+#[test]
+fn batched_gemm() {
+    check(Check::BatchedGemm);
+}
+
+#[test]
+fn gemm_ex() {
+    check(Check::GemmEx);
+}
+
+#[test]
+fn conv2d() {
+    check(Check::Conv2d);
+}
+
+#[test]
+fn attention() {
+    check(Check::Attention);
+}
+
+#[test]
+fn reduce() {
+    check(Check::Reduce);
+}
+
+#[test]
+fn unary() {
+    check(Check::Unary);
+}
+
+#[test]
+fn binary() {
+    check(Check::Binary);
+}
+
+#[test]
+fn copy() {
+    check(Check::Copy);
+}
+
+#[test]
+fn cast() {
+    check(Check::Cast);
+}
+
+#[test]
+fn misuse() {
+    check(Check::Misuse);
+}
+
+#[test]
+fn ordering() {
+    check(Check::Ordering);
+}
+
+#[test]
+fn threads() {
+    check(Check::Threads);
+}
+
+#[test]
+fn uninitialized_backend_refuses_every_call() {
+    conformance::check_uninitialized(&WebGpuBackend::new()).unwrap();
+}
