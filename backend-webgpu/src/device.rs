@@ -136,6 +136,7 @@ fn instance(options: &WebGpuOptions) -> wgpu::Instance {
 }
 
 /// Lower is better: hardware before software, native APIs before GL.
+#[cfg(not(target_arch = "wasm32"))]
 fn rank(info: &wgpu::AdapterInfo, power: wgpu::PowerPreference) -> (u8, u8) {
     let api = match info.backend {
         wgpu::Backend::Vulkan

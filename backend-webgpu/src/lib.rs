@@ -52,7 +52,11 @@ pub(crate) struct Ctx {
     queue: wgpu::Queue,
     adapter: AdapterSummary,
     errors: Arc<ErrorSink>,
-    /// Host copies map device memory directly (unified-memory adapters).
+    /// Host copies map device memory directly (unified-memory adapters, native only).
+    #[cfg_attr(
+        target_arch = "wasm32",
+        expect(dead_code, reason = "browsers have no mappable device memory")
+    )]
     mappable: bool,
     state: Mutex<State>,
 }
