@@ -24,6 +24,10 @@ pub struct WebGpuOptions {
     /// Silicon, lavapipe: `MAPPABLE_PRIMARY_BUFFERS`), copy to and from device memory
     /// with one copy instead of two.
     pub unified_memory: bool,
+    /// Refuse (`OutOfMemory`) allocations beyond this many bytes held from the device.
+    /// Software adapters allocate host memory, so "allocate until the device refuses"
+    /// would otherwise end in the host's OOM killer.
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for WebGpuOptions {
@@ -33,6 +37,7 @@ impl Default for WebGpuOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
             backends: wgpu::Backends::all(),
             unified_memory: true,
+            memory_limit: None,
         }
     }
 }

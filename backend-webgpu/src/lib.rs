@@ -122,7 +122,7 @@ impl WebGpuBackend {
         let mappable = features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
         let state = State {
             space: AddressSpace::new(),
-            pool: Pool::new(&limits, mappable),
+            pool: Pool::new(&limits, mappable, self.options.memory_limit),
             stream: Stream::new(&device, &limits),
         };
         tracing::info!(adapter = %summary.label(), ?features, "webgpu backend initialised");
@@ -147,6 +147,45 @@ impl WebGpuBackend {
     /// and a new backend must be created).
     pub fn is_usable(&self) -> bool {
         self.ctx.as_deref().is_some_and(|c| !c.errors.is_lost())
+    }
+
+    /// Destroys the device, as a driver reset or unplugged GPU would: afterwards every
+    /// call fails with `DeviceError` and [`is_usable`](Self::is_usable) is false. For
+    /// testing how callers handle device loss.
+    pub fn simulate_device_loss(&self) {
+        if let Some(ctx) = self.ctx.as_deref() {
+            ctx.device.destroy();
+        }
+    }
+
+    /// Builds `wgsl` as a kernel with entry point `main`, reporting a kernel that fails to
+    /// build as the backend reports its own: a `DeviceError` naming it, never a panic.
+    /// For testing (and for checking a kernel against an adapter).
+    pub fn try_build_kernel(&self, wgsl: &str) -> BackendResult<()> {
+        let ctx = self.ctx()?;
+        let scope = device::ErrorScope::push(&ctx.device);
+        let module = ctx
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("user kernel"),
+                source: wgpu::ShaderSource::Wgsl(wgsl.into()),
+            });
+        let _pipeline = ctx
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("user kernel"),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        match scope.pop() {
+            None => Ok(()),
+            Some(e) => Err(BackendError::DeviceError(format!(
+                "kernel failed to build: {e}"
+            ))),
+        }
     }
 
     fn ctx(&self) -> BackendResult<&Ctx> {

@@ -46,6 +46,7 @@ pub(crate) struct Pool {
     max_buffer_size: u64,
     usage: wgpu::BufferUsages,
     reserved: u64,
+    limit: u64,
 }
 
 fn round_up(v: u64, to: u64) -> Option<u64> {
@@ -53,7 +54,7 @@ fn round_up(v: u64, to: u64) -> Option<u64> {
 }
 
 impl Pool {
-    pub(crate) fn new(limits: &wgpu::Limits, mappable: bool) -> Self {
+    pub(crate) fn new(limits: &wgpu::Limits, mappable: bool, limit: Option<u64>) -> Self {
         let mut usage = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_SRC
             | wgpu::BufferUsages::COPY_DST;
@@ -68,6 +69,7 @@ impl Pool {
             max_buffer_size: limits.max_buffer_size,
             usage,
             reserved: 0,
+            limit: limit.unwrap_or(u64::MAX),
         }
     }
 
@@ -87,6 +89,15 @@ impl Pool {
                 size,
                 max_buffer_size = self.max_buffer_size,
                 "allocation larger than max_buffer_size"
+            );
+            return Err(BackendError::OutOfMemory);
+        }
+        if size > self.limit.saturating_sub(self.reserved) {
+            tracing::warn!(
+                size,
+                reserved = self.reserved,
+                limit = self.limit,
+                "allocation beyond the memory limit"
             );
             return Err(BackendError::OutOfMemory);
         }

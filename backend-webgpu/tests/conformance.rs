@@ -124,3 +124,46 @@ fn threads() {
 fn uninitialized_backend_refuses_every_call() {
     conformance::check_uninitialized(&WebGpuBackend::new()).unwrap();
 }
+
+#[test]
+fn a_kernel_that_fails_to_build_is_an_error() {
+    let Some(b) = backend() else {
+        return;
+    };
+    let e = b
+        .try_build_kernel("@compute @workgroup_size(1) fn main() { let x: f32 = undefined_thing; }")
+        .unwrap_err();
+    assert!(
+        matches!(e, backend_api::BackendError::DeviceError(_)),
+        "{e}"
+    );
+    b.try_build_kernel("@compute @workgroup_size(1) fn main() {}")
+        .unwrap();
+}
+
+#[test]
+fn memory_limit_refuses_and_the_backend_stays_usable() {
+    if backend().is_none() {
+        return;
+    }
+    let mut b = WebGpuBackend::with_options(backend_webgpu::WebGpuOptions {
+        memory_limit: Some(64 << 20),
+        ..Default::default()
+    });
+    b.init().unwrap();
+    let mut held = Vec::new();
+    let refused = loop {
+        match b.alloc(8 << 20) {
+            Ok(p) => held.push(p),
+            Err(e) => break e,
+        }
+        assert!(held.len() < 100, "the limit was never enforced");
+    };
+    assert_eq!(refused, backend_api::BackendError::OutOfMemory);
+    assert!(!held.is_empty());
+    for p in held {
+        b.free(p).unwrap();
+    }
+    let p = b.alloc(8 << 20).expect("memory is back after freeing");
+    b.free(p).unwrap();
+}
