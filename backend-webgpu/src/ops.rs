@@ -105,16 +105,57 @@ impl Ctx {
             a = merged;
             b = st.stream.unused();
         }
-        let key = PipelineKey::new(Kernel::Gemm, "main")
-            .with("A_TYPE", dtype_code(p.a_dtype))
-            .with("B_TYPE", dtype_code(p.b_dtype))
-            .with("B_IN_A", if b_in_a { 1.0 } else { 0.0 });
+        // The fast kernel: f32, and every operand's contiguous dimension, leading dimension,
+        // batch stride and start (within its binding) a multiple of 4 elements / 16 bytes.
+        let four = |v: usize| v % 4 == 0;
+        let a_contig = if p.trans_a { p.k } else { p.m };
+        let b_contig = if p.trans_b { p.n } else { p.k };
+        let tiled = p.reads_ab()
+            && !b_in_a
+            && p.a_dtype == DType::F32
+            && p.b_dtype == DType::F32
+            && four(p.lda)
+            && four(p.ldb)
+            && four(a_contig)
+            && four(b_contig)
+            && four(p.batch.stride_a)
+            && four(p.batch.stride_b)
+            && four(p.batch.stride_c)
+            && a.byte % 16 == 0
+            && b.byte % 16 == 0;
+        let (key, tile, bindings) = if tiled {
+            let c_vec4 = four(p.ldc) && four(p.m) && c.byte % 16 == 0;
+            let key = PipelineKey::new(Kernel::Gemm, "tiled")
+                .with("TRANS_A", f64::from(u8::from(p.trans_a)))
+                .with("TRANS_B", f64::from(u8::from(p.trans_b)))
+                .with("C_VEC4", f64::from(u8::from(c_vec4)));
+            // Rebind with 16-byte ends: the kernel views A, B and C as vec4 arrays.
+            let rebind = |o: &Operand| -> BackendResult<Bound> {
+                let r = st.space.resolve(op, o)?;
+                st.stream
+                    .bind_granule(op, o.name, r.handle, r.offset, r.bytes, 16)
+            };
+            let a16 = rebind(p.a.as_ref().expect("reads_ab"))?;
+            let b16 = rebind(p.b.as_ref().expect("reads_ab"))?;
+            let c16 = rebind(&p.c)?;
+            (key, 128, vec![(4, a16), (5, b16), (6, c16)])
+        } else {
+            let key = PipelineKey::new(Kernel::Gemm, "main")
+                .with("A_TYPE", dtype_code(p.a_dtype))
+                .with("B_TYPE", dtype_code(p.b_dtype))
+                .with("B_IN_A", if b_in_a { 1.0 } else { 0.0 });
+            (
+                key,
+                64,
+                vec![(1, a.clone()), (2, b.clone()), (3, c.clone())],
+            )
+        };
         let max_groups = st.stream.limits.max_groups as usize;
-        let gx = p.m.div_ceil(64);
-        let gy = p.n.div_ceil(64);
+        let gx = p.m.div_ceil(tile);
+        let gy = p.n.div_ceil(tile);
         if gx > max_groups || gy > max_groups {
             return Err(BackendError::Unsupported(format!(
-                "{op}: {} x {} is more than this adapter's {max_groups} workgroups of 64 per dimension",
+                "{op}: {} x {} is more than this adapter's {max_groups} workgroups of {tile} per dimension",
                 p.m, p.n
             )));
         }
@@ -142,11 +183,12 @@ impl Ctx {
                 _pad: [0; 3],
             };
             let State { stream, .. } = &mut *st;
+            let refs: Vec<(u32, &Bound)> = bindings.iter().map(|(i, b)| (*i, b)).collect();
             self.dispatch(
                 stream,
                 &key,
                 bytes_of(&prm),
-                &[(1, &a), (2, &b), (3, &c)],
+                &refs,
                 [gx as u32, gy as u32, count as u32],
             )?;
             base += count;

@@ -199,9 +199,24 @@ impl Stream {
         offset: u64,
         bytes: u64,
     ) -> BackendResult<Bound> {
+        self.bind_granule(op, what, block, offset, bytes, 4)
+    }
+
+    /// [`bind`](Self::bind) with the end rounded up to `granule` bytes, for kernels that
+    /// view the binding as an array of `granule`-byte vectors (the rounding stays inside the
+    /// block, which is a whole number of 256-byte units).
+    pub(crate) fn bind_granule(
+        &self,
+        op: &str,
+        what: &str,
+        block: &Block,
+        offset: u64,
+        bytes: u64,
+        granule: u64,
+    ) -> BackendResult<Bound> {
         let abs = block.offset + offset;
         let start = abs / self.limits.storage_align * self.limits.storage_align;
-        let end = (abs + bytes.max(1)).div_ceil(4) * 4;
+        let end = (abs + bytes.max(1)).div_ceil(granule) * granule;
         let size = end - start;
         if size > self.limits.max_binding {
             return Err(BackendError::Unsupported(format!(

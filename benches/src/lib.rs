@@ -1,1 +1,557 @@
-//! Placeholder.
+//! The benchmark catalogue shared by the criterion benches (`benches/*.rs`) and the
+//! `bench` binary: every case names an op and a shape, prepares its device buffers on a
+//! backend, and says how much work one run is (FLOP or bytes), so throughput and ratios to
+//! PyTorch (`reference/torch_baseline.py`, same case names) come out of one table.
+//!
+//! Timing always ends in `synchronize()`: the device's work is measured, not the queue's.
+
+use std::time::{Duration, Instant};
+
+use backend_api::{BackendResult, BackendTranspose, BinaryOp, ComputeBackend, ReduceOp, UnaryOp};
+
+/// How a case's work is counted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Work {
+    /// Floating-point operations per run.
+    Flops(f64),
+    /// Bytes moved through device memory per run (each input read once, output written once).
+    Bytes(f64),
+    /// A latency: only the time per run matters.
+    Latency,
+}
+
+/// Sizes: `Full` for real GPUs, `Small` for the CPU oracle and software adapters (and for
+/// criterion's test mode in CI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// The shapes of the performance targets (gemm to 8192, ResNet-50 at N = 32, ...).
+    Full,
+    /// Shapes a software device runs in well under a second.
+    Small,
+}
+
+/// Buffers on a backend and the call that runs the case once.
+pub struct Prepared {
+    buffers: Vec<u64>,
+    run: Box<dyn Fn(&dyn ComputeBackend) -> BackendResult<()>>,
+}
+
+impl Prepared {
+    /// Runs the case once (enqueues; call `synchronize` to wait).
+    pub fn run(&self, b: &dyn ComputeBackend) -> BackendResult<()> {
+        (self.run)(b)
+    }
+
+    /// Frees the buffers.
+    pub fn free(self, b: &dyn ComputeBackend) {
+        for p in self.buffers {
+            let _ = b.free(p);
+        }
+    }
+}
+
+type Build = Box<dyn Fn(&dyn ComputeBackend) -> BackendResult<Prepared>>;
+
+/// One benchmark.
+pub struct Case {
+    /// Op family: `gemm`, `batched_gemm`, `conv2d`, `attention`, `reduce`, `unary`,
+    /// `binary`, `copy`, `dispatch`, `latency`.
+    pub group: &'static str,
+    /// Unique name, the key shared with the PyTorch baseline (e.g. `gemm_nn_4096`).
+    pub name: String,
+    /// Work per run.
+    pub work: Work,
+    build: Build,
+}
+
+impl Case {
+    fn new(group: &'static str, name: impl Into<String>, work: Work, build: Build) -> Self {
+        Self {
+            group,
+            name: name.into(),
+            work,
+            build,
+        }
+    }
+
+    /// Allocates and fills the case's buffers.
+    pub fn prepare(&self, b: &dyn ComputeBackend) -> BackendResult<Prepared> {
+        (self.build)(b)
+    }
+}
+
+/// Fills `n` f32 on the device with values in [-1, 1): a 4 MiB random block uploaded once
+/// and copied device-side, so preparing gigabyte buffers does not take minutes.
+fn random_buffer(b: &dyn ComputeBackend, n: usize, seed: u64) -> BackendResult<u64> {
+    let p = b.alloc(4 * n)?;
+    let block = (1usize << 20).min(n.max(1));
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let data: Vec<u8> = (0..block)
+        .flat_map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0).to_le_bytes()
+        })
+        .collect();
+    let first = block.min(n);
+    b.copy_htod(p, &data[..4 * first])?;
+    let mut filled = first;
+    while filled < n {
+        let chunk = filled.min(n - filled);
+        b.copy_dtod(p + 4 * filled as u64, p, 4 * chunk)?;
+        filled += chunk;
+    }
+    Ok(p)
+}
+
+fn buffers(b: &dyn ComputeBackend, sizes: &[usize]) -> BackendResult<Vec<u64>> {
+    let mut out = Vec::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        match random_buffer(b, n, i as u64 + 1) {
+            Ok(p) => out.push(p),
+            Err(e) => {
+                for p in out {
+                    let _ = b.free(p);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn gemm_case(
+    name: String,
+    ta: BackendTranspose,
+    tb: BackendTranspose,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Case {
+    let work = Work::Flops(2.0 * m as f64 * n as f64 * k as f64);
+    Case::new(
+        "gemm",
+        name,
+        work,
+        Box::new(move |b| {
+            let v = buffers(b, &[m * k, k * n, m * n])?;
+            let (a, bb, c) = (v[0], v[1], v[2]);
+            let lda = if ta.is_transposed() { k } else { m };
+            let ldb = if tb.is_transposed() { n } else { k };
+            Ok(Prepared {
+                buffers: v,
+                run: Box::new(move |b| b.gemm(ta, tb, m, n, k, 1.0, a, lda, bb, ldb, 0.0, c, m)),
+            })
+        }),
+    )
+}
+
+fn conv_case(name: &str, input: [usize; 4], filter: [usize; 4], stride: usize, pad: usize) -> Case {
+    let [n, c, h, w] = input;
+    let [k, _, r, s] = filter;
+    let (oh, ow) = (
+        (h + 2 * pad - r) / stride + 1,
+        (w + 2 * pad - s) / stride + 1,
+    );
+    let work = Work::Flops(2.0 * (n * k * oh * ow) as f64 * (c * r * s) as f64);
+    Case::new(
+        "conv2d",
+        name,
+        work,
+        Box::new(move |b| {
+            let v = buffers(b, &[n * c * h * w, k * c * r * s, n * k * oh * ow])?;
+            let (x, f, y) = (v[0], v[1], v[2]);
+            Ok(Prepared {
+                buffers: v,
+                run: Box::new(move |b| {
+                    b.conv2d_forward(
+                        x,
+                        &input,
+                        f,
+                        &filter,
+                        y,
+                        &[n, k, oh, ow],
+                        &[stride, stride],
+                        &[pad, pad],
+                    )
+                }),
+            })
+        }),
+    )
+}
+
+fn attention_case(batch: usize, heads: usize, seq: usize, d: usize, causal: bool) -> Case {
+    let full = 4.0 * (batch * heads) as f64 * (seq * seq) as f64 * d as f64;
+    // Causal attention does about half the work; FLOP are counted as PyTorch's SDPA
+    // benchmarks count them (half of the dense count).
+    let work = Work::Flops(if causal { full / 2.0 } else { full });
+    let name = format!(
+        "attention_b{batch}_h{heads}_s{seq}_d{d}{}",
+        if causal { "_causal" } else { "" }
+    );
+    Case::new(
+        "attention",
+        name,
+        work,
+        Box::new(move |b| {
+            let len = batch * heads * seq * d;
+            let v = buffers(b, &[len, len, len, len])?;
+            let (q, k, vv, o) = (v[0], v[1], v[2], v[3]);
+            let scale = 1.0 / (d as f64).sqrt();
+            Ok(Prepared {
+                buffers: v,
+                run: Box::new(move |b| {
+                    b.attention(q, k, vv, o, batch, heads, seq, seq, d, scale, causal)
+                }),
+            })
+        }),
+    )
+}
+
+fn reduce_case(rows: usize, cols: usize, axis: usize) -> Case {
+    let out = if axis == 1 { rows } else { cols };
+    let work = Work::Bytes(4.0 * (rows * cols + out) as f64);
+    let name = format!("reduce_sum_{rows}x{cols}_axis{axis}");
+    Case::new(
+        "reduce",
+        name,
+        work,
+        Box::new(move |b| {
+            let v = buffers(b, &[rows * cols, out])?;
+            let (x, y) = (v[0], v[1]);
+            Ok(Prepared {
+                buffers: v,
+                run: Box::new(move |b| b.reduce(ReduceOp::Sum, x, y, &[rows, cols], axis)),
+            })
+        }),
+    )
+}
+
+fn unary_case(op: UnaryOp, n: usize) -> Case {
+    let name = format!("unary_{}_2^{}", op.name(), n.trailing_zeros());
+    Case::new(
+        "unary",
+        name,
+        Work::Bytes(8.0 * n as f64),
+        Box::new(move |b| {
+            let v = buffers(b, &[n, n])?;
+            let (x, y) = (v[0], v[1]);
+            Ok(Prepared {
+                buffers: v,
+                run: Box::new(move |b| b.unary(op, x, y, n)),
+            })
+        }),
+    )
+}
+
+fn binary_case(op: BinaryOp, n: usize) -> Case {
+    let name = format!("binary_{}_2^{}", op.name(), n.trailing_zeros());
+    Case::new(
+        "binary",
+        name,
+        Work::Bytes(12.0 * n as f64),
+        Box::new(move |b| {
+            let v = buffers(b, &[n, n, n])?;
+            let (x, y, z) = (v[0], v[1], v[2]);
+            Ok(Prepared {
+                buffers: v,
+                run: Box::new(move |b| b.binary(op, x, y, z, n)),
+            })
+        }),
+    )
+}
+
+fn copy_case(dir: &'static str, bytes: usize) -> Case {
+    let name = format!("copy_{dir}_{}", human(bytes));
+    Case::new(
+        "copy",
+        name,
+        Work::Bytes(bytes as f64),
+        Box::new(move |b| {
+            let p = b.alloc(bytes)?;
+            let host = vec![0x5au8; bytes];
+            b.copy_htod(p, &host)?;
+            let run: Box<dyn Fn(&dyn ComputeBackend) -> BackendResult<()>> = if dir == "htod" {
+                Box::new(move |b| b.copy_htod(p, &host))
+            } else {
+                let out = std::cell::RefCell::new(vec![0u8; bytes]);
+                Box::new(move |b| b.copy_dtoh(&mut out.borrow_mut(), p))
+            };
+            Ok(Prepared {
+                buffers: vec![p],
+                run,
+            })
+        }),
+    )
+}
+
+/// `4KiB`, `1MiB`, `256MiB`.
+pub fn human(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{}MiB", bytes >> 20)
+    } else {
+        format!("{}KiB", bytes >> 10)
+    }
+}
+
+/// Every case at `scale`, in a stable order.
+pub fn catalogue(scale: Scale) -> Vec<Case> {
+    use BackendTranspose::{NoTrans as N, Trans as T};
+    let mut v = Vec::new();
+    let full = scale == Scale::Full;
+    let squares: &[usize] = if full {
+        &[1024, 2048, 4096, 8192]
+    } else {
+        &[64, 128]
+    };
+    for &s in squares {
+        v.push(gemm_case(format!("gemm_nn_{s}"), N, N, s, s, s));
+    }
+    let t = if full { 4096 } else { 128 };
+    for (ta, tb, tag) in [(N, T, "nt"), (T, N, "tn"), (T, T, "tt")] {
+        v.push(gemm_case(format!("gemm_{tag}_{t}"), ta, tb, t, t, t));
+    }
+    // A decode-style skinny product: 16 tokens through a square weight (row-major x * W).
+    let (big, thin) = if full { (4096, 16) } else { (256, 4) };
+    v.push(gemm_case(
+        format!("gemm_skinny_{big}x{thin}x{big}"),
+        N,
+        N,
+        big,
+        thin,
+        big,
+    ));
+
+    let (bc, bs) = if full { (64, 512) } else { (4, 32) };
+    let work = Work::Flops(2.0 * bc as f64 * (bs * bs * bs) as f64);
+    v.push(Case::new(
+        "batched_gemm",
+        format!("batched_gemm_{bc}x{bs}"),
+        work,
+        Box::new(move |b| {
+            let m = bs * bs;
+            let bufs = buffers(b, &[bc * m, bc * m, bc * m])?;
+            let (a, bb, c) = (bufs[0], bufs[1], bufs[2]);
+            Ok(Prepared {
+                buffers: bufs,
+                run: Box::new(move |b| {
+                    b.batched_gemm(
+                        N, N, bs, bs, bs, 1.0, a, bs, m, bb, bs, m, 0.0, c, bs, m, bc,
+                    )
+                }),
+            })
+        }),
+    ));
+
+    if full {
+        // ResNet-50 layers at batch 32.
+        v.push(conv_case(
+            "conv2d_resnet50_conv1_7x7s2",
+            [32, 3, 224, 224],
+            [64, 3, 7, 7],
+            2,
+            3,
+        ));
+        v.push(conv_case(
+            "conv2d_resnet50_res2_3x3",
+            [32, 64, 56, 56],
+            [64, 64, 3, 3],
+            1,
+            1,
+        ));
+        v.push(conv_case(
+            "conv2d_resnet50_res3_3x3",
+            [32, 128, 28, 28],
+            [128, 128, 3, 3],
+            1,
+            1,
+        ));
+        v.push(conv_case(
+            "conv2d_resnet50_res4_3x3",
+            [32, 256, 14, 14],
+            [256, 256, 3, 3],
+            1,
+            1,
+        ));
+        v.push(conv_case(
+            "conv2d_resnet50_res5_3x3",
+            [32, 512, 7, 7],
+            [512, 512, 3, 3],
+            1,
+            1,
+        ));
+        v.push(conv_case(
+            "conv2d_resnet50_res2_1x1",
+            [32, 256, 56, 56],
+            [64, 256, 1, 1],
+            1,
+            0,
+        ));
+    } else {
+        v.push(conv_case(
+            "conv2d_small_3x3",
+            [2, 8, 16, 16],
+            [16, 8, 3, 3],
+            1,
+            1,
+        ));
+    }
+
+    let attn: &[(usize, usize, usize, usize)] = if full {
+        &[(8, 16, 1024, 64), (8, 16, 2048, 128), (8, 16, 4096, 128)]
+    } else {
+        &[(1, 2, 64, 32)]
+    };
+    for &(bt, h, s, d) in attn {
+        for causal in [false, true] {
+            v.push(attention_case(bt, h, s, d, causal));
+        }
+    }
+
+    let (rows, cols) = if full { (1 << 14, 1 << 14) } else { (256, 256) };
+    v.push(reduce_case(rows, cols, 1));
+    v.push(reduce_case(rows, cols, 0));
+    if full {
+        v.push(reduce_case(1 << 12, 1 << 12, 1));
+    }
+
+    let sizes: &[u32] = if full { &[24, 26, 28] } else { &[14] };
+    for &e in sizes {
+        v.push(unary_case(UnaryOp::Relu, 1 << e));
+        v.push(binary_case(BinaryOp::Add, 1 << e));
+    }
+    v.push(unary_case(
+        UnaryOp::Gelu,
+        if full { 1 << 28 } else { 1 << 14 },
+    ));
+    v.push(unary_case(
+        UnaryOp::Exp,
+        if full { 1 << 28 } else { 1 << 14 },
+    ));
+
+    let copies: &[usize] = if full {
+        &[4 << 10, 1 << 20, 16 << 20, 256 << 20]
+    } else {
+        &[4 << 10, 1 << 20]
+    };
+    for &bytes in copies {
+        v.push(copy_case("htod", bytes));
+        v.push(copy_case("dtoh", bytes));
+    }
+
+    // The cost of one tiny op when many are batched, and of one op followed by a 4-byte
+    // readback (a full round trip).
+    v.push(Case::new(
+        "dispatch",
+        "dispatch_tiny_unary",
+        Work::Latency,
+        Box::new(|b| {
+            let v = buffers(b, &[256, 256])?;
+            let (x, y) = (v[0], v[1]);
+            Ok(Prepared {
+                buffers: v,
+                run: Box::new(move |b| b.unary(UnaryOp::Neg, x, y, 256)),
+            })
+        }),
+    ));
+    v.push(Case::new(
+        "latency",
+        "latency_op_plus_4byte_readback",
+        Work::Latency,
+        Box::new(|b| {
+            let v = buffers(b, &[256, 256])?;
+            let (x, y) = (v[0], v[1]);
+            Ok(Prepared {
+                buffers: v,
+                run: Box::new(move |b| {
+                    b.unary(UnaryOp::Neg, x, y, 256)?;
+                    let mut out = [0u8; 4];
+                    b.copy_dtoh(&mut out, y)
+                }),
+            })
+        }),
+    ));
+    v
+}
+
+/// Times `runs` back-to-back runs ending in one `synchronize`.
+pub fn time_runs(b: &dyn ComputeBackend, p: &Prepared, runs: u32) -> BackendResult<Duration> {
+    let start = Instant::now();
+    for _ in 0..runs {
+        p.run(b)?;
+    }
+    b.synchronize()?;
+    Ok(start.elapsed())
+}
+
+/// Seconds per run: warm up, then grow the batch until it takes `target`, and keep the
+/// best of `repeats` batches.
+pub fn measure(
+    b: &dyn ComputeBackend,
+    p: &Prepared,
+    target: Duration,
+    repeats: u32,
+) -> BackendResult<f64> {
+    time_runs(b, p, 2)?;
+    let mut runs = 1u32;
+    loop {
+        let t = time_runs(b, p, runs)?;
+        if t >= target / 4 || runs >= 1 << 16 {
+            break;
+        }
+        runs *= 2;
+    }
+    let mut best = f64::INFINITY;
+    for _ in 0..repeats {
+        let t = time_runs(b, p, runs)?.as_secs_f64() / f64::from(runs);
+        best = best.min(t);
+    }
+    Ok(best)
+}
+
+/// Throughput of `work` done in `seconds`, in GFLOP/s or GB/s (`None` for latencies).
+pub fn throughput(work: Work, seconds: f64) -> Option<f64> {
+    match work {
+        Work::Flops(f) | Work::Bytes(f) => Some(f / seconds / 1e9),
+        Work::Latency => None,
+    }
+}
+
+/// An initialised backend and the scale it can afford.
+pub struct Opened {
+    /// The backend.
+    pub backend: Box<dyn ComputeBackend>,
+    /// Full shapes on hardware GPUs, small ones on the CPU oracle and software adapters.
+    pub scale: Scale,
+}
+
+/// Opens `cpu` or `webgpu` (on the adapter whose name or backend contains `adapter`).
+pub fn open(backend: &str, adapter: Option<&str>) -> BackendResult<Opened> {
+    match backend {
+        "cpu" => {
+            let mut b = backend_cpu::CpuBackend::new();
+            b.init()?;
+            Ok(Opened {
+                backend: Box::new(b),
+                scale: Scale::Small,
+            })
+        }
+        "webgpu" => {
+            let mut b =
+                backend_webgpu::WebGpuBackend::with_options(backend_webgpu::WebGpuOptions {
+                    adapter: adapter.map(str::to_string),
+                    ..Default::default()
+                });
+            b.init()?;
+            let software = b.adapter().is_some_and(|a| a.is_software());
+            Ok(Opened {
+                backend: Box::new(b),
+                scale: if software { Scale::Small } else { Scale::Full },
+            })
+        }
+        other => Err(backend_api::BackendError::InvalidArgument(format!(
+            "unknown backend {other:?}: use cpu or webgpu"
+        ))),
+    }
+}

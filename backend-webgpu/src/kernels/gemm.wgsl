@@ -1,10 +1,20 @@
 // C = alpha * op(A) * op(B) + beta * C, column-major, batched over workgroup_id.z.
 //
-// A 64x64 tile of C per workgroup of 256 threads, each thread a 4x4 block, with A and B
-// staged through workgroup memory 16 columns of k at a time. A and B are word arrays so
-// that one kernel reads f32, f16 and bf16 (A_TYPE, B_TYPE); offsets and leading
-// dimensions are in elements. B_IN_A reads B through A's binding when the two overlap
-// (WebGPU forbids overlapping writable bindings). C is not read when beta is 0.
+// Two entry points share the parameter block:
+//
+// - `main`, the general kernel: any alignment, f32/f16/bf16 inputs. A 64x64 tile of C per
+//   workgroup of 256 threads, each thread a 4x4 block, with A and B staged through
+//   workgroup memory 16 columns of k at a time. A and B are word arrays so that one
+//   kernel reads f32, f16 and bf16 (A_TYPE, B_TYPE); offsets and leading dimensions are in
+//   elements. B_IN_A reads B through A's binding when the two overlap (WebGPU forbids
+//   overlapping writable bindings).
+// - `tiled`, the fast f32 kernel for operands whose contiguous dimension, leading
+//   dimension and offset are multiples of 4 (the host checks): a 128x128 tile per
+//   workgroup, each thread an 8x8 block held in vec4 registers, 16-byte global loads, and
+//   two stages of workgroup memory so that one barrier per k-step suffices. TRANS_A and
+//   TRANS_B specialise the loads.
+//
+// C is not read when beta is 0.
 
 struct Params {
     m: u32,
@@ -162,4 +172,191 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             c[idx] = v;
         }
     }
+}
+
+// ---- `tiled`: the fast f32 path ------------------------------------------------------
+
+@group(0) @binding(4) var<storage, read_write> a4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> b4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> c4: array<vec4<f32>>;
+
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+// C's rows come in whole vec4s (ldc, c_off and m multiples of 4).
+override C_VEC4: bool = true;
+
+const TB: u32 = 128u; // tile rows and columns
+const TK: u32 = 8u; // tile depth
+const STAGE: u32 = 256u; // vec4s per stage: TK * TB / 4
+
+// [stage][kk][TB / 4] vec4s: row (or column) 4q..4q+3 of depth kk.
+var<workgroup> sa: array<vec4<f32>, 512>;
+var<workgroup> sb: array<vec4<f32>, 512>;
+
+// What one thread brings from device memory for one stage.
+struct Fetch {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+fn fetch(lid: u32, row0: u32, col0: u32, k0: u32, a_base: u32, b_base: u32) -> Fetch {
+    var f: Fetch;
+    f.a = vec4<f32>(0.0);
+    f.b = vec4<f32>(0.0);
+    if (TRANS_A) {
+        // A stored k x m: 4 consecutive k of row i.
+        let i = row0 + lid % TB;
+        let kq = k0 + 4u * (lid / TB);
+        if (i < params.m && kq < params.k) {
+            f.a = a4[(a_base + kq + i * params.lda) >> 2u];
+        }
+    } else {
+        // A stored m x k: 4 consecutive rows at depth kk.
+        let i = row0 + 4u * (lid % 32u);
+        let kk = k0 + lid / 32u;
+        if (i < params.m && kk < params.k) {
+            f.a = a4[(a_base + i + kk * params.lda) >> 2u];
+        }
+    }
+    if (TRANS_B) {
+        // B stored n x k: 4 consecutive columns at depth kk.
+        let j = col0 + 4u * (lid % 32u);
+        let kk = k0 + lid / 32u;
+        if (j < params.n && kk < params.k) {
+            f.b = b4[(b_base + j + kk * params.ldb) >> 2u];
+        }
+    } else {
+        // B stored k x n: 4 consecutive k of column j.
+        let j = col0 + lid % TB;
+        let kq = k0 + 4u * (lid / TB);
+        if (j < params.n && kq < params.k) {
+            f.b = b4[(b_base + kq + j * params.ldb) >> 2u];
+        }
+    }
+    return f;
+}
+
+fn store(lid: u32, stage: u32, f: Fetch) {
+    let base = stage * STAGE;
+    if (TRANS_A) {
+        let i = lid % TB;
+        let kq = 4u * (lid / TB);
+        let q = base + i / 4u;
+        let c = i % 4u;
+        sa[q + (kq + 0u) * 32u][c] = f.a.x;
+        sa[q + (kq + 1u) * 32u][c] = f.a.y;
+        sa[q + (kq + 2u) * 32u][c] = f.a.z;
+        sa[q + (kq + 3u) * 32u][c] = f.a.w;
+    } else {
+        sa[base + (lid / 32u) * 32u + lid % 32u] = f.a;
+    }
+    if (TRANS_B) {
+        sb[base + (lid / 32u) * 32u + lid % 32u] = f.b;
+    } else {
+        let j = lid % TB;
+        let kq = 4u * (lid / TB);
+        let q = base + j / 4u;
+        let c = j % 4u;
+        sb[q + (kq + 0u) * 32u][c] = f.b.x;
+        sb[q + (kq + 1u) * 32u][c] = f.b.y;
+        sb[q + (kq + 2u) * 32u][c] = f.b.z;
+        sb[q + (kq + 3u) * 32u][c] = f.b.w;
+    }
+}
+
+fn store_column(j: u32, i: u32, c_base: u32, v: vec4<f32>) {
+    if (j >= params.n || i >= params.m) {
+        return;
+    }
+    let e = c_base + i + j * params.ldc;
+    if (C_VEC4) {
+        var out = params.alpha * v;
+        if (params.beta != 0.0) {
+            out = out + params.beta * c4[e >> 2u];
+        }
+        c4[e >> 2u] = out;
+        return;
+    }
+    // C not vec4-aligned: element by element, through the same binding.
+    for (var r = 0u; r < 4u; r = r + 1u) {
+        if (i + r < params.m) {
+            let x = e + r;
+            var out = params.alpha * v[r];
+            if (params.beta != 0.0) {
+                out = out + params.beta * c4[x >> 2u][x & 3u];
+            }
+            c4[x >> 2u][x & 3u] = out;
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let batch = params.batch_base + wid.z;
+    let a_base = params.a_off + batch * params.stride_a;
+    let b_base = params.b_off + batch * params.stride_b;
+    let c_base = params.c_off + batch * params.stride_c;
+    let row0 = wid.x * TB;
+    let col0 = wid.y * TB;
+    // Thread (tr, tc) owns rows 4tr..4tr+3 and 64+4tr..64+4tr+3 of the tile, and the same
+    // columns with tc: two vec4s each way, 16 vec4 accumulators (x_cN_h: column N, half h).
+    let tr = lid % 16u;
+    let tc = lid / 16u;
+    var x_c0_h0 = vec4<f32>(0.0); var x_c0_h1 = vec4<f32>(0.0);
+    var x_c1_h0 = vec4<f32>(0.0); var x_c1_h1 = vec4<f32>(0.0);
+    var x_c2_h0 = vec4<f32>(0.0); var x_c2_h1 = vec4<f32>(0.0);
+    var x_c3_h0 = vec4<f32>(0.0); var x_c3_h1 = vec4<f32>(0.0);
+    var x_c4_h0 = vec4<f32>(0.0); var x_c4_h1 = vec4<f32>(0.0);
+    var x_c5_h0 = vec4<f32>(0.0); var x_c5_h1 = vec4<f32>(0.0);
+    var x_c6_h0 = vec4<f32>(0.0); var x_c6_h1 = vec4<f32>(0.0);
+    var x_c7_h0 = vec4<f32>(0.0); var x_c7_h1 = vec4<f32>(0.0);
+
+    let steps = (params.k + TK - 1u) / TK;
+    if (steps > 0u) {
+        store(lid, 0u, fetch(lid, row0, col0, 0u, a_base, b_base));
+    }
+    workgroupBarrier();
+    for (var t = 0u; t < steps; t = t + 1u) {
+        let stage = t % 2u;
+        var next: Fetch;
+        let more = t + 1u < steps;
+        if (more) {
+            // Issue the next tile's loads before computing on this one.
+            next = fetch(lid, row0, col0, (t + 1u) * TK, a_base, b_base);
+        }
+        let base = stage * STAGE;
+        for (var kk = 0u; kk < TK; kk = kk + 1u) {
+            let s = base + kk * 32u;
+            let a0 = sa[s + tr];
+            let a1 = sa[s + tr + 16u];
+            let b0 = sb[s + tc];
+            let b1 = sb[s + tc + 16u];
+            x_c0_h0 = fma(a0, vec4<f32>(b0.x), x_c0_h0); x_c0_h1 = fma(a1, vec4<f32>(b0.x), x_c0_h1);
+            x_c1_h0 = fma(a0, vec4<f32>(b0.y), x_c1_h0); x_c1_h1 = fma(a1, vec4<f32>(b0.y), x_c1_h1);
+            x_c2_h0 = fma(a0, vec4<f32>(b0.z), x_c2_h0); x_c2_h1 = fma(a1, vec4<f32>(b0.z), x_c2_h1);
+            x_c3_h0 = fma(a0, vec4<f32>(b0.w), x_c3_h0); x_c3_h1 = fma(a1, vec4<f32>(b0.w), x_c3_h1);
+            x_c4_h0 = fma(a0, vec4<f32>(b1.x), x_c4_h0); x_c4_h1 = fma(a1, vec4<f32>(b1.x), x_c4_h1);
+            x_c5_h0 = fma(a0, vec4<f32>(b1.y), x_c5_h0); x_c5_h1 = fma(a1, vec4<f32>(b1.y), x_c5_h1);
+            x_c6_h0 = fma(a0, vec4<f32>(b1.z), x_c6_h0); x_c6_h1 = fma(a1, vec4<f32>(b1.z), x_c6_h1);
+            x_c7_h0 = fma(a0, vec4<f32>(b1.w), x_c7_h0); x_c7_h1 = fma(a1, vec4<f32>(b1.w), x_c7_h1);
+        }
+        if (more) {
+            // The other stage was last read before the previous barrier.
+            store(lid, 1u - stage, next);
+        }
+        workgroupBarrier();
+    }
+
+    let i0 = row0 + 4u * tr;
+    let i1 = i0 + 64u;
+    let j0 = col0 + 4u * tc;
+    let j1 = j0 + 64u;
+    store_column(j0 + 0u, i0, c_base, x_c0_h0); store_column(j0 + 0u, i1, c_base, x_c0_h1);
+    store_column(j0 + 1u, i0, c_base, x_c1_h0); store_column(j0 + 1u, i1, c_base, x_c1_h1);
+    store_column(j0 + 2u, i0, c_base, x_c2_h0); store_column(j0 + 2u, i1, c_base, x_c2_h1);
+    store_column(j0 + 3u, i0, c_base, x_c3_h0); store_column(j0 + 3u, i1, c_base, x_c3_h1);
+    store_column(j1 + 0u, i0, c_base, x_c4_h0); store_column(j1 + 0u, i1, c_base, x_c4_h1);
+    store_column(j1 + 1u, i0, c_base, x_c5_h0); store_column(j1 + 1u, i1, c_base, x_c5_h1);
+    store_column(j1 + 2u, i0, c_base, x_c6_h0); store_column(j1 + 2u, i1, c_base, x_c6_h1);
+    store_column(j1 + 3u, i0, c_base, x_c7_h0); store_column(j1 + 3u, i1, c_base, x_c7_h1);
 }

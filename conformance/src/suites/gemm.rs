@@ -171,8 +171,11 @@ impl Suite for GemmSuite {
             prop::bool::weighted(0.7),
             any::<u64>(),
         );
-        let square = prop::bool::weighted(0.25);
-        (shape, scalars, batch, dtypes, rest, square)
+        // Square problems are where reading A or B with the wrong transpose stays in
+        // bounds; "aligned" problems (every size, leading dimension, offset and stride a
+        // multiple of 4) are what fast vectorised kernels take.
+        let layout_flags = (prop::bool::weighted(0.25), prop::bool::weighted(0.4));
+        (shape, scalars, batch, dtypes, rest, layout_flags)
             .prop_map(
                 |(
                     (trans_a, trans_b, m, n, k, pad_a, pad_b, pad_c),
@@ -180,31 +183,33 @@ impl Suite for GemmSuite {
                     (batch, gap_a, gap_b, gap_c),
                     (a_dtype, b_dtype),
                     (offsets, specials, nan_c, seed),
-                    square,
-                )| GemmCase {
-                    trans_a,
-                    trans_b,
-                    m,
-                    // Square problems are where reading A or B with the wrong transpose
-                    // stays in bounds and only the numbers tell.
-                    n: if square { m } else { n },
-                    k: if square { m } else { k },
-                    pad_a,
-                    pad_b,
-                    pad_c,
-                    alpha,
-                    beta,
-                    batch,
-                    gap_a,
-                    gap_b,
-                    gap_c,
-                    a_dtype,
-                    b_dtype,
-                    offsets,
-                    specials,
-                    // NaN in C only where beta == 0 says it must not propagate.
-                    nan_c: nan_c && beta == 0.0,
-                    seed,
+                    (square, aligned),
+                )| {
+                    let up = |v: usize| if aligned { v.div_ceil(4) * 4 } else { v };
+                    let (n, k) = if square { (m, m) } else { (n, k) };
+                    GemmCase {
+                        trans_a,
+                        trans_b,
+                        m: up(m),
+                        n: up(n),
+                        k: up(k),
+                        pad_a: up(pad_a),
+                        pad_b: up(pad_b),
+                        pad_c: up(pad_c),
+                        alpha,
+                        beta,
+                        batch,
+                        gap_a: gap_a.map(up),
+                        gap_b: gap_b.map(up),
+                        gap_c: up(gap_c),
+                        a_dtype,
+                        b_dtype,
+                        offsets: offsets.map(up),
+                        specials,
+                        // NaN in C only where beta == 0 says it must not propagate.
+                        nan_c: nan_c && beta == 0.0,
+                        seed,
+                    }
                 },
             )
             .boxed()

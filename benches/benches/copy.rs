@@ -1,0 +1,12 @@
+//! criterion: the copy cases of the catalogue on every backend (throughput in FLOP/s or bytes/s).
+
+use criterion::{Criterion, criterion_group, criterion_main};
+
+mod common;
+
+fn bench(c: &mut Criterion) {
+    common::run(c, &["copy"]);
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""PyTorch reference times for the `bench` catalogue (same case names, same shapes).
+
+Run on the same machine as `bench`, so every ratio compares one GPU with itself:
+
+    python3 benches/reference/torch_baseline.py --json torch.json
+    cargo run --release -p benches --bin bench -- --compare torch.json
+
+TF32 is off (cuBLAS and cuDNN run true f32), as our kernels compute in f32. Timing
+mirrors `benches::measure`: two warm-up runs, batches grown until they take a quarter of
+the target, best of three batches, each batch ending in a device synchronize.
+"""
+
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+torch.set_float32_matmul_precision("highest")
+torch.backends.cudnn.benchmark = True
+dev = torch.device("cuda")
+
+
+def measure(fn, target=0.2, repeats=3):
+    def batch(n):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    batch(2)
+    runs = 1
+    while batch(runs) < target / 4 and runs < 1 << 16:
+        runs *= 2
+    return min(batch(runs) / runs for _ in range(repeats))
+
+
+def rand(*shape):
+    return torch.rand(*shape, device=dev) * 2 - 1
+
+
+def cases():
+    out = {}
+    for s in (1024, 2048, 4096, 8192):
+        a, b = rand(s, s), rand(s, s)
+        out[f"gemm_nn_{s}"] = lambda a=a, b=b: torch.mm(a, b)
+    a, b = rand(4096, 4096), rand(4096, 4096)
+    out["gemm_nt_4096"] = lambda: torch.mm(a, b.t())
+    out["gemm_tn_4096"] = lambda: torch.mm(a.t(), b)
+    out["gemm_tt_4096"] = lambda: torch.mm(a.t(), b.t())
+    w, x = rand(4096, 4096), rand(4096, 16)
+    out["gemm_skinny_4096x16x4096"] = lambda: torch.mm(w, x)
+    ba, bb = rand(64, 512, 512), rand(64, 512, 512)
+    out["batched_gemm_64x512"] = lambda: torch.bmm(ba, bb)
+
+    convs = {
+        "conv2d_resnet50_conv1_7x7s2": ((32, 3, 224, 224), (64, 3, 7, 7), 2, 3),
+        "conv2d_resnet50_res2_3x3": ((32, 64, 56, 56), (64, 64, 3, 3), 1, 1),
+        "conv2d_resnet50_res3_3x3": ((32, 128, 28, 28), (128, 128, 3, 3), 1, 1),
+        "conv2d_resnet50_res4_3x3": ((32, 256, 14, 14), (256, 256, 3, 3), 1, 1),
+        "conv2d_resnet50_res5_3x3": ((32, 512, 7, 7), (512, 512, 3, 3), 1, 1),
+        "conv2d_resnet50_res2_1x1": ((32, 256, 56, 56), (64, 256, 1, 1), 1, 0),
+    }
+    for name, (xs, fs, stride, pad) in convs.items():
+        xi, fi = rand(*xs), rand(*fs)
+        out[name] = lambda xi=xi, fi=fi, stride=stride, pad=pad: F.conv2d(xi, fi, stride=stride, padding=pad)
+
+    for (bt, h, s, d) in ((8, 16, 1024, 64), (8, 16, 2048, 128), (8, 16, 4096, 128)):
+        q, k, v = rand(bt, h, s, d), rand(bt, h, s, d), rand(bt, h, s, d)
+        for causal in (False, True):
+            name = f"attention_b{bt}_h{h}_s{s}_d{d}" + ("_causal" if causal else "")
+            out[name] = lambda q=q, k=k, v=v, causal=causal: F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    for rows, cols in ((1 << 14, 1 << 14), (1 << 12, 1 << 12)):
+        xr = rand(rows, cols)
+        out[f"reduce_sum_{rows}x{cols}_axis1"] = lambda xr=xr: xr.sum(dim=1)
+        if rows == 1 << 14:
+            out[f"reduce_sum_{rows}x{cols}_axis0"] = lambda xr=xr: xr.sum(dim=0)
+
+    for e in (24, 26, 28):
+        n = 1 << e
+        x, y, z = rand(n), rand(n), torch.empty(n, device=dev)
+        out[f"unary_relu_2^{e}"] = lambda x=x, z=z: torch.clamp_min(x, 0.0, out=z)
+        out[f"binary_add_2^{e}"] = lambda x=x, y=y, z=z: torch.add(x, y, out=z)
+        if e == 28:
+            out[f"unary_gelu_2^{e}"] = lambda x=x: F.gelu(x)
+            out[f"unary_exp_2^{e}"] = lambda x=x, z=z: torch.exp(x, out=z)
+        del x, y, z
+
+    for size, label in ((4 << 10, "4KiB"), (1 << 20, "1MiB"), (16 << 20, "16MiB"), (256 << 20, "256MiB")):
+        host = torch.full((size,), 0x5A, dtype=torch.uint8)  # pageable, like a Rust Vec
+        devb = torch.empty(size, dtype=torch.uint8, device=dev)
+        out[f"copy_htod_{label}"] = lambda host=host, devb=devb: devb.copy_(host)
+        out[f"copy_dtoh_{label}"] = lambda host=host, devb=devb: host.copy_(devb)
+
+    tx, ty = rand(256), torch.empty(256, device=dev)
+    out["dispatch_tiny_unary"] = lambda: torch.neg(tx, out=ty)
+    out["latency_op_plus_4byte_readback"] = lambda: (torch.neg(tx, out=ty), ty[0].item())
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", help="write {case: seconds per run} here")
+    p.add_argument("--only", default="", help="comma-separated substrings of case names")
+    p.add_argument("--target-ms", type=float, default=200)
+    args = p.parse_args()
+    only = [o for o in args.only.split(",") if o]
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, TF32 off")
+    results = {}
+    for name, fn in cases().items():
+        if only and not any(o in name for o in only):
+            continue
+        t = measure(fn, args.target_ms / 1e3)
+        results[name] = t
+        print(f"{name:<42} {t * 1e3:>10.4f} ms")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
