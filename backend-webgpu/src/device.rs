@@ -322,6 +322,14 @@ impl ErrorSink {
         }
     }
 
+    /// Records a loss the device-lost callback has not (yet) reported.
+    pub(crate) fn mark_lost(&self, why: &str) {
+        self.lost
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(|| why.to_string());
+    }
+
     pub(crate) fn is_lost(&self) -> bool {
         self.lost
             .lock()

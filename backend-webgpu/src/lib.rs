@@ -155,6 +155,15 @@ impl WebGpuBackend {
     pub fn simulate_device_loss(&self) {
         if let Some(ctx) = self.ctx.as_deref() {
             ctx.device.destroy();
+            // wgpu's `destroy` only marks the device invalid: the device-lost callback,
+            // which makes every later call fail, runs at the next poll that finds the
+            // queue empty, and a later synchronize never gets there (its wait on a
+            // submission made after `destroy` fails first). Wait for the queue now, so
+            // the callback runs, as a real loss runs it at once; and record the loss in
+            // case it did not (in a browser it arrives later).
+            #[cfg(not(target_arch = "wasm32"))]
+            let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
+            ctx.errors.mark_lost("Destroyed: simulate_device_loss");
         }
     }
 

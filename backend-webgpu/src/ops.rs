@@ -232,10 +232,28 @@ impl Ctx {
             y_off: y.elem(4),
         };
         let total = (p.n * p.k * p.oh * p.ow) as u64;
+        let rows = (p.n * p.oh * p.ow) as u64;
         let State { stream, .. } = &mut *st;
-        let grid = stream.grid(groups_of_256(total))?;
-        let key =
-            PipelineKey::new(Kernel::Conv2d, "main").with("F_IN_X", if f_in_x { 1.0 } else { 0.0 });
+        let f_in_x = if f_in_x { 1.0 } else { 0.0 };
+        // Implicit GEMM pays once there are enough output channels to fill much of its
+        // 128-wide tile and enough work to fill the device; small problems go direct.
+        let implicit = !empty_input && p.k >= 16 && total >= 4096;
+        let (key, grid) = if implicit {
+            let gx = rows.div_ceil(128);
+            let gy = (p.k as u64).div_ceil(128);
+            let max = u64::from(stream.limits.max_groups);
+            if gx > max || gy > max {
+                return Err(BackendError::Unsupported(format!(
+                    "{OP}: {rows} output positions x {} channels exceed the adapter's grid",
+                    p.k
+                )));
+            }
+            let key = PipelineKey::new(Kernel::Conv2d, "implicit").with("F_IN_X", f_in_x);
+            (key, [gx as u32, gy as u32, 1])
+        } else {
+            let key = PipelineKey::new(Kernel::Conv2d, "main").with("F_IN_X", f_in_x);
+            (key, stream.grid(groups_of_256(total))?)
+        };
         self.dispatch(
             stream,
             &key,
@@ -276,14 +294,25 @@ impl Ctx {
             _pad: [0; 2],
         };
         let State { stream, .. } = &mut *st;
-        let grid = stream.grid(rows as u64)?;
-        self.dispatch(
-            stream,
-            &PipelineKey::new(Kernel::Attention, "main"),
-            bytes_of(&prm),
-            &[(1, &q), (2, &k), (3, &v), (4, &o)],
-            grid,
-        )
+        // The tiled kernel handles heads up to 128 dims in 32-row blocks when the
+        // adapter has the workgroup memory it needs.
+        let dims = if p.head_dim <= 64 { 64 } else { 128 };
+        let storage = 4 * (dims * 32 + 2048 + 32 * 32 + 32 * 8 + 3 * 32) as u32;
+        let heads = (p.batch * p.heads) as u64;
+        let blocks = (p.seq_q as u64).div_ceil(32);
+        let max = u64::from(stream.limits.max_groups);
+        let tiled = p.head_dim <= 128
+            && storage <= stream.limits.workgroup_storage
+            && heads <= max
+            && blocks <= max
+            && p.k.is_some();
+        let (key, grid) = if tiled {
+            let key = PipelineKey::new(Kernel::Attention, "tiled").with("D", dims as f64);
+            (key, [blocks as u32, heads as u32, 1])
+        } else {
+            (PipelineKey::new(Kernel::Attention, "main"), stream.grid(rows as u64)?)
+        };
+        self.dispatch(stream, &key, bytes_of(&prm), &[(1, &q), (2, &k), (3, &v), (4, &o)], grid)
     }
 
     pub(crate) fn reduce(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {

@@ -91,6 +91,7 @@ pub(crate) struct Limits {
     pub storage_align: u64,
     pub max_binding: u64,
     pub max_groups: u32,
+    pub workgroup_storage: u32,
 }
 
 pub(crate) struct Stream {
@@ -141,6 +142,7 @@ impl Stream {
                 storage_align,
                 max_binding: limits.max_storage_buffer_binding_size,
                 max_groups: limits.max_compute_workgroups_per_dimension,
+                workgroup_storage: limits.max_compute_workgroup_storage_size,
             },
         }
     }

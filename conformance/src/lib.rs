@@ -34,6 +34,7 @@ mod harness;
 mod misuse;
 mod ordering;
 mod report;
+pub mod state_machine;
 pub mod suites;
 #[cfg(not(target_arch = "wasm32"))]
 mod threads;
@@ -165,7 +166,7 @@ impl Profile {
             gemm_max: 160,
             conv_batch: 3,
             conv_channels: 6,
-            conv_hw: 14,
+            conv_hw: 22,
             conv_filters: 72,
             attn_seq: 150,
             attn_head_dim: 160,
@@ -180,9 +181,9 @@ impl Profile {
     pub fn small() -> Self {
         Self {
             gemm_max: 136,
-            conv_batch: 2,
+            conv_batch: 3,
             conv_channels: 4,
-            conv_hw: 10,
+            conv_hw: 18,
             conv_filters: 68,
             attn_seq: 80,
             attn_head_dim: 136,
