@@ -1,0 +1,612 @@
+//! Reliability of the CPU backend (issue 7; figures in `docs/RELIABILITY.md`): random call
+//! sequences against a model of device memory, threads sharing one backend, a soak, and
+//! allocation until refusal. Each test runs under a watchdog, so a deadlock fails instead
+//! of hanging the run. Mutant backends at the end show that the state machine and the
+//! concurrency check catch what they are for.
+//!
+//! Environment: `RELIABILITY_STEPS` (calls per seed, default 3000), `RELIABILITY_SEEDS`
+//! (seeds, default 8), `RELIABILITY_THREADS` (default 8), `RELIABILITY_SOAK_CYCLES`
+//! (default 100000). `RELIABILITY_STEPS=1000000` is the long mode.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use backend_api::{
+    BackendError, BackendResult, BackendTranspose, BinaryOp, ComputeBackend, ComputeBackendExt,
+    MemoryInfo, ReduceOp, UnaryOp,
+};
+use backend_cpu::CpuBackend;
+use conformance::state_machine::{
+    self as sm, Options, env_u64, in_own_process, run_seed, run_threads, same_results, soak,
+    threaded, watchdog,
+};
+
+/// Live allocations the CPU backend may hold in these tests: far above what they use,
+/// far below the machine's memory.
+const LIMIT: u64 = 256 << 20;
+
+fn cpu() -> CpuBackend {
+    let mut b = CpuBackend::with_memory_limit(LIMIT);
+    b.init().expect("CPU init cannot fail");
+    b
+}
+
+fn minutes(m: u64) -> Duration {
+    Duration::from_secs(60 * m)
+}
+
+/// Runs the state machine for `seeds` seeds on fresh backends made by `make`.
+fn state_machine(
+    name: &'static str,
+    make: fn() -> Box<dyn ComputeBackend>,
+    opts: Options,
+    seeds: u64,
+) {
+    watchdog(name, minutes(30), move || {
+        let start = Instant::now();
+        let mut total = sm::Stats::default();
+        for seed in 0..seeds {
+            let b = make();
+            match run_seed(b.as_ref(), seed, &opts) {
+                Ok(s) => total.add(&s),
+                Err(f) => panic!("{f}"),
+            }
+        }
+        eprintln!(
+            "{name}: {seeds} seeds x {} steps in {:.1} s: {total}\n  per op (valid, invalid): {:?}",
+            opts.steps,
+            start.elapsed().as_secs_f64(),
+            total.per_op
+        );
+        assert!(
+            total.valid > total.steps / 4,
+            "too few valid calls: {total}"
+        );
+        assert!(
+            total.invalid > total.steps / 10,
+            "too few invalid calls: {total}"
+        );
+        assert!(total.out_of_memory > 0, "no absurd allocation was tried");
+    });
+}
+
+/// Bit-exact: the CPU backend runs the oracle's own code, so any difference is state
+/// (pointers, ranges, copies, aliasing, frees), not arithmetic.
+#[test]
+fn state_machine_exact() {
+    let opts = Options {
+        exact: true,
+        big_allocs: true,
+        ..Options::steps(env_u64("RELIABILITY_STEPS", 3000))
+    };
+    state_machine(
+        "cpu state machine (exact)",
+        || Box::new(cpu()),
+        opts,
+        env_u64("RELIABILITY_SEEDS", 8),
+    );
+}
+
+/// The tolerant mode every other backend gets, run on the oracle too, so that its rules
+/// (tameness, approximate values, adoption on read-back) are exercised everywhere.
+#[test]
+fn state_machine_tolerant() {
+    let opts = Options::steps(env_u64("RELIABILITY_STEPS", 3000));
+    state_machine(
+        "cpu state machine (tolerant)",
+        || Box::new(cpu()),
+        opts,
+        env_u64("RELIABILITY_SEEDS", 8).div_ceil(2),
+    );
+}
+
+/// Threads sharing one backend, each running its own state machine; each thread's
+/// outcomes and checked bytes must equal those of the same seed run alone.
+#[test]
+fn threads_give_the_single_threaded_results() {
+    let threads = env_u64("RELIABILITY_THREADS", 8);
+    let opts = Options {
+        exact: true,
+        ..threaded(&Options::steps(
+            env_u64("RELIABILITY_STEPS", 3000).min(2000),
+        ))
+    };
+    let seeds: Vec<u64> = (100..100 + threads).collect();
+    watchdog("cpu threads", minutes(10), move || {
+        let single: Vec<sm::Stats> = seeds
+            .iter()
+            .map(|&s| run_seed(&cpu(), s, &opts).unwrap_or_else(|f| panic!("{f}")))
+            .collect();
+        let shared: Arc<dyn ComputeBackend> = Arc::new(cpu());
+        let start = Instant::now();
+        let results = run_threads(shared.as_ref(), &seeds, &opts);
+        let mut total = sm::Stats::default();
+        for ((r, want), seed) in results.into_iter().zip(&single).zip(&seeds) {
+            let got = r.unwrap_or_else(|f| panic!("{f}"));
+            if let Err(m) = same_results(want, &got) {
+                panic!("seed {seed}: threaded run differs from the single-threaded one: {m}");
+            }
+            total.add(&got);
+        }
+        let info = shared.memory_info().unwrap();
+        assert_eq!(info.live_allocations, 0, "{info:?}");
+        eprintln!(
+            "cpu threads: {threads} threads x {} steps in {:.1} s, results identical to \
+             single-threaded runs: {total}",
+            opts.steps,
+            start.elapsed().as_secs_f64()
+        );
+    });
+}
+
+/// Threads reading one shared input at once while computing into their own buffers.
+#[test]
+fn threads_share_an_input() {
+    watchdog("cpu shared input", minutes(5), || {
+        let b: Arc<dyn ComputeBackend> = Arc::new(cpu());
+        shared_input(&b, 8, 200).unwrap();
+    });
+}
+
+/// `threads` threads each compute `op(x)` from one shared `x` into buffers of their own,
+/// `rounds` times, and check every result (small integers: exact everywhere).
+fn shared_input(b: &Arc<dyn ComputeBackend>, threads: usize, rounds: usize) -> Result<(), String> {
+    let n = 1000;
+    let x: Vec<f32> = (0..n).map(|i| (i % 17) as f32 - 8.0).collect();
+    let px = b.upload(&x).map_err(|e| e.to_string())?;
+    let ops = [UnaryOp::Neg, UnaryOp::Abs, UnaryOp::Square, UnaryOp::Relu];
+    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (b, x) = (b.clone(), &x);
+                s.spawn(move || -> Result<(), String> {
+                    let op = ops[t % ops.len()];
+                    let e = |e: BackendError| format!("thread {t}: {e}");
+                    for round in 0..rounds {
+                        let py = b.alloc(4 * n).map_err(e)?;
+                        b.unary(op, px, py, n).map_err(e)?;
+                        b.binary(BinaryOp::Add, py, px, py, n).map_err(e)?;
+                        let got = b.copy_dtoh_vec::<f32>(py, n).map_err(e)?;
+                        b.free(py).map_err(e)?;
+                        let want: Vec<f32> = x
+                            .iter()
+                            .map(|&v| backend_cpu::reference::unary(op, v) + v)
+                            .collect();
+                        if got != want {
+                            return Err(format!("thread {t} round {round}: wrong result"));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a thread panicked".into())))
+            .collect()
+    });
+    b.free(px).map_err(|e| e.to_string())?;
+    results.into_iter().collect()
+}
+
+/// In a process of its own: VmRSS is the process's, and other tests would move it.
+#[test]
+fn soak_memory_stays_flat() {
+    in_own_process("soak_memory_stays_flat", soak_body);
+}
+
+fn soak_body() {
+    let cycles = env_u64("RELIABILITY_SOAK_CYCLES", 100_000);
+    watchdog("cpu soak", minutes(30), move || {
+        let b = cpu();
+        let r = soak(&b, cycles, 7).unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("cpu soak: {r}");
+        let end = r.info_end.expect("the CPU backend has memory_info");
+        assert_eq!(
+            (
+                end.allocated_bytes,
+                end.reserved_bytes,
+                end.live_allocations
+            ),
+            (0, 0, 0)
+        );
+        // The heap may keep some freed pages; a leak of even 100 bytes per cycle would
+        // show as 10 MB over 10^5 cycles.
+        assert!(
+            r.rss_growth_kib() < 8 * 1024,
+            "VmRSS grew by {} KiB after warm-up",
+            r.rss_growth_kib()
+        );
+    });
+}
+
+#[test]
+fn allocating_until_refused_leaves_the_backend_usable() {
+    watchdog("cpu allocate until refused", minutes(2), || {
+        let mut b = CpuBackend::with_memory_limit(64 << 20);
+        b.init().unwrap();
+        let mut held = Vec::new();
+        let refused = loop {
+            match b.alloc(4 << 20) {
+                Ok(p) => held.push(p),
+                Err(e) => break e,
+            }
+            assert!(held.len() <= 16, "the limit was never enforced");
+        };
+        assert_eq!(refused, BackendError::OutOfMemory);
+        assert_eq!(held.len(), 16);
+        // Still works while full: small allocations that fit, ops, copies, frees.
+        for bytes in [usize::MAX, 1 << 40, 4 << 20] {
+            assert_eq!(b.alloc(bytes), Err(BackendError::OutOfMemory), "{bytes}");
+        }
+        b.copy_htod_slice(held[0], &[1.0f32, -2.0, 3.0]).unwrap();
+        b.unary(UnaryOp::Neg, held[0], held[1], 3).unwrap();
+        assert_eq!(
+            b.copy_dtoh_vec::<f32>(held[1], 3).unwrap(),
+            [-1.0, 2.0, -3.0]
+        );
+        for p in held.drain(..) {
+            b.free(p).unwrap();
+        }
+        assert_eq!(
+            b.memory_info().unwrap(),
+            MemoryInfo {
+                allocated_bytes: 0,
+                reserved_bytes: 0,
+                live_allocations: 0
+            }
+        );
+        // The memory is back.
+        let all: Vec<u64> = (0..16).map(|_| b.alloc(4 << 20).unwrap()).collect();
+        for p in all {
+            b.free(p).unwrap();
+        }
+        // The default backend refuses what no machine has.
+        let mut d = CpuBackend::new();
+        d.init().unwrap();
+        assert_eq!(d.alloc(usize::MAX), Err(BackendError::OutOfMemory));
+        assert_eq!(d.alloc(1 << 50), Err(BackendError::OutOfMemory));
+        d.free(d.alloc(8).unwrap()).unwrap();
+    });
+}
+
+/// A deadlock must fail, not hang: this test runs itself again as a child process in
+/// which a watched closure never finishes, and expects the watchdog's exit status.
+#[test]
+fn a_deadlock_fails_instead_of_hanging() {
+    const CHILD: &str = "RELIABILITY_DEADLOCK_CHILD";
+    if std::env::var(CHILD).is_ok() {
+        let a = Arc::new(Mutex::new(()));
+        let b = Arc::new(Mutex::new(()));
+        watchdog("a deliberate deadlock", Duration::from_secs(1), move || {
+            // Two threads taking two locks in opposite orders.
+            let (a2, b2) = (a.clone(), b.clone());
+            let t = std::thread::spawn(move || {
+                let _x = b2.lock();
+                std::thread::sleep(Duration::from_millis(100));
+                let _y = a2.lock();
+            });
+            let _x = a.lock();
+            std::thread::sleep(Duration::from_millis(100));
+            let _y = b.lock();
+            t.join().unwrap();
+        });
+        unreachable!("the watchdog exits the process");
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_deadlock_fails_instead_of_hanging",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "{stderr}");
+    assert!(
+        stderr.contains("WATCHDOG: a deliberate deadlock"),
+        "{stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Mutants: a wrong backend must fail these tests.
+
+/// The one thing a [`Mutant`] does wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// `copy_dtod` copies one byte fewer than asked.
+    DtodOneByteShort,
+    /// `free` of an address that is not live returns Ok.
+    FreeAcceptsUnknown,
+    /// `unary` also writes the f32 just past its output when it lies in the allocation.
+    UnaryWritesPastEnd,
+    /// `binary` with an output equal to `b` computes `op(a, a)`.
+    BinaryInPlaceReadsAOnly,
+    /// `gemm` overwrites the first byte of the most recent allocation.
+    GemmCorruptsAnotherAllocation,
+    /// `copy_htod` drops the last byte of writes longer than 64 bytes.
+    HtodDropsLastByte,
+    /// `unary` of 7 elements panics.
+    PanicsOnSeven,
+    /// `reduce` with a bad axis is a `DeviceError`, not `InvalidArgument`.
+    WrongErrorKind,
+    /// `memory_info` forgets allocations of 0 bytes.
+    MemoryInfoMiscounts,
+    /// `copy_dtoh` goes through one shared staging buffer, unlocked between filling it
+    /// and copying out: threads read each other's data.
+    SharedStagingBuffer,
+}
+
+/// A [`CpuBackend`] with one [`Fault`].
+struct Mutant {
+    inner: CpuBackend,
+    fault: Fault,
+    last_alloc: Mutex<u64>,
+    zero_sized: Mutex<u64>,
+    staging: Mutex<Vec<u8>>,
+    busy: AtomicBool,
+}
+
+impl Mutant {
+    fn new(fault: Fault) -> Self {
+        Self {
+            inner: cpu(),
+            fault,
+            last_alloc: Mutex::new(0),
+            zero_sized: Mutex::new(0),
+            staging: Mutex::new(Vec::new()),
+            busy: AtomicBool::new(false),
+        }
+    }
+}
+
+impl ComputeBackend for Mutant {
+    fn name(&self) -> &str {
+        "cpu mutant"
+    }
+    fn init(&mut self) -> BackendResult<()> {
+        Ok(())
+    }
+    fn is_initialized(&self) -> bool {
+        true
+    }
+    fn gemm(
+        &self,
+        ta: BackendTranspose,
+        tb: BackendTranspose,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f64,
+        a: u64,
+        lda: usize,
+        b: u64,
+        ldb: usize,
+        beta: f64,
+        c: u64,
+        ldc: usize,
+    ) -> BackendResult<()> {
+        self.inner
+            .gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)?;
+        if self.fault == Fault::GemmCorruptsAnotherAllocation {
+            let victim = *self.last_alloc.lock().unwrap();
+            let mut byte = [0u8];
+            if self.inner.copy_dtoh(&mut byte, victim).is_ok() {
+                let _ = self.inner.copy_htod(victim, &[byte[0] ^ 0x40]);
+            }
+        }
+        Ok(())
+    }
+    fn batched_gemm(
+        &self,
+        ta: BackendTranspose,
+        tb: BackendTranspose,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f64,
+        a: u64,
+        lda: usize,
+        sa: usize,
+        b: u64,
+        ldb: usize,
+        sb: usize,
+        beta: f64,
+        c: u64,
+        ldc: usize,
+        sc: usize,
+        count: usize,
+    ) -> BackendResult<()> {
+        self.inner.batched_gemm(
+            ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, count,
+        )
+    }
+    fn conv2d_forward(
+        &self,
+        i: u64,
+        is: &[usize],
+        f: u64,
+        fs: &[usize],
+        o: u64,
+        os: &[usize],
+        st: &[usize],
+        pd: &[usize],
+    ) -> BackendResult<()> {
+        self.inner.conv2d_forward(i, is, f, fs, o, os, st, pd)
+    }
+    fn attention(
+        &self,
+        q: u64,
+        k: u64,
+        v: u64,
+        o: u64,
+        batch: usize,
+        heads: usize,
+        sq: usize,
+        skv: usize,
+        hd: usize,
+        scale: f64,
+        causal: bool,
+    ) -> BackendResult<()> {
+        self.inner
+            .attention(q, k, v, o, batch, heads, sq, skv, hd, scale, causal)
+    }
+    fn reduce(
+        &self,
+        op: ReduceOp,
+        input: u64,
+        output: u64,
+        shape: &[usize],
+        axis: usize,
+    ) -> BackendResult<()> {
+        let r = self.inner.reduce(op, input, output, shape, axis);
+        match r {
+            Err(BackendError::InvalidArgument(m))
+                if self.fault == Fault::WrongErrorKind && m.contains("axis") =>
+            {
+                Err(BackendError::DeviceError(m))
+            }
+            r => r,
+        }
+    }
+    fn unary(&self, op: UnaryOp, input: u64, output: u64, n: usize) -> BackendResult<()> {
+        if self.fault == Fault::PanicsOnSeven && n == 7 {
+            panic!("seven");
+        }
+        self.inner.unary(op, input, output, n)?;
+        if self.fault == Fault::UnaryWritesPastEnd && n > 0 && output != input {
+            let past = output + 4 * n as u64;
+            let _ = self.inner.copy_htod(past, &1234.5f32.to_le_bytes());
+        }
+        Ok(())
+    }
+    fn binary(&self, op: BinaryOp, a: u64, b: u64, out: u64, n: usize) -> BackendResult<()> {
+        if self.fault == Fault::BinaryInPlaceReadsAOnly && out == b && a != b {
+            self.inner.binary(op, a, b, out, n)?;
+            return self.inner.binary(op, a, a, out, n);
+        }
+        self.inner.binary(op, a, b, out, n)
+    }
+    fn synchronize(&self) -> BackendResult<()> {
+        self.inner.synchronize()
+    }
+    fn alloc(&self, bytes: usize) -> BackendResult<u64> {
+        let p = self.inner.alloc(bytes)?;
+        *self.last_alloc.lock().unwrap() = p;
+        if bytes == 0 {
+            *self.zero_sized.lock().unwrap() += 1;
+        }
+        Ok(p)
+    }
+    fn free(&self, ptr: u64) -> BackendResult<()> {
+        match self.inner.free(ptr) {
+            Err(BackendError::InvalidArgument(_)) if self.fault == Fault::FreeAcceptsUnknown => {
+                Ok(())
+            }
+            r => r,
+        }
+    }
+    fn copy_htod(&self, dst: u64, src: &[u8]) -> BackendResult<()> {
+        if self.fault == Fault::HtodDropsLastByte && src.len() > 64 {
+            return self.inner.copy_htod(dst, &src[..src.len() - 1]);
+        }
+        self.inner.copy_htod(dst, src)
+    }
+    fn copy_dtoh(&self, dst: &mut [u8], src: u64) -> BackendResult<()> {
+        if self.fault != Fault::SharedStagingBuffer {
+            return self.inner.copy_dtoh(dst, src);
+        }
+        let lock = |m: &Mutex<Vec<u8>>| m.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        {
+            let mut s = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
+            s.resize(dst.len(), 0);
+            self.inner.copy_dtoh(&mut s, src)?;
+        }
+        self.busy.store(true, Ordering::Relaxed);
+        std::thread::yield_now();
+        let s = lock(&self.staging);
+        let n = dst.len().min(s.len());
+        dst[..n].copy_from_slice(&s[..n]);
+        Ok(())
+    }
+    fn copy_dtod(&self, dst: u64, src: u64, bytes: usize) -> BackendResult<()> {
+        if self.fault == Fault::DtodOneByteShort && bytes > 1 {
+            return self.inner.copy_dtod(dst, src, bytes - 1);
+        }
+        self.inner.copy_dtod(dst, src, bytes)
+    }
+    fn memory_info(&self) -> BackendResult<MemoryInfo> {
+        let mut i = self.inner.memory_info()?;
+        if self.fault == Fault::MemoryInfoMiscounts {
+            i.live_allocations = i
+                .live_allocations
+                .saturating_sub(*self.zero_sized.lock().unwrap());
+        }
+        Ok(i)
+    }
+}
+
+fn caught(fault: Fault, opts: &Options) -> String {
+    for seed in 0..20 {
+        let b = Mutant::new(fault);
+        if let Err(f) = run_seed(&b, seed, opts) {
+            return f.to_string();
+        }
+    }
+    panic!("{fault:?} was not caught by the state machine in 20 seeds");
+}
+
+#[test]
+fn the_state_machine_catches_broken_backends() {
+    watchdog("cpu mutants", minutes(10), || {
+        let opts = Options {
+            exact: true,
+            ..Options::steps(2000)
+        };
+        for (fault, words) in [
+            (Fault::DtodOneByteShort, ""),
+            (Fault::FreeAcceptsUnknown, "InvalidArgument required"),
+            (Fault::UnaryWritesPastEnd, "model says"),
+            (Fault::BinaryInPlaceReadsAOnly, "model says"),
+            (Fault::GemmCorruptsAnotherAllocation, "model says"),
+            (Fault::HtodDropsLastByte, "model says"),
+            (Fault::PanicsOnSeven, "panicked: seven"),
+            (Fault::WrongErrorKind, "wrong error"),
+            (Fault::MemoryInfoMiscounts, "memory_info says"),
+        ] {
+            let msg = caught(fault, &opts);
+            assert!(msg.contains(words), "{fault:?}: {msg}");
+            eprintln!(
+                "caught {fault:?}: {}",
+                msg.lines().next().unwrap_or_default()
+            );
+        }
+        // The tolerant mode catches data faults too.
+        caught(Fault::UnaryWritesPastEnd, &Options::steps(2000));
+    });
+}
+
+#[test]
+fn the_concurrency_check_catches_mixed_up_reads() {
+    watchdog("cpu concurrency mutant", minutes(5), || {
+        let opts = Options {
+            exact: true,
+            ..threaded(&Options::steps(1500))
+        };
+        let b = Mutant::new(Fault::SharedStagingBuffer);
+        let seeds: Vec<u64> = (0..8).collect();
+        let failed = run_threads(&b, &seeds, &opts)
+            .into_iter()
+            .filter(|r| r.is_err())
+            .count();
+        assert!(
+            failed > 0,
+            "threads reading through one staging buffer were not caught"
+        );
+        // Alone, the same mutant is correct.
+        run_seed(&Mutant::new(Fault::SharedStagingBuffer), 0, &opts).unwrap();
+    });
+}
