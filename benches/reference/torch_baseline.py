@@ -54,8 +54,8 @@ def cases():
     out["gemm_nt_4096"] = lambda: torch.mm(a, b.t())
     out["gemm_tn_4096"] = lambda: torch.mm(a.t(), b)
     out["gemm_tt_4096"] = lambda: torch.mm(a.t(), b.t())
-    w, x = rand(4096, 4096), rand(4096, 16)
-    out["gemm_skinny_4096x16x4096"] = lambda: torch.mm(w, x)
+    w, tokens = rand(4096, 4096), rand(4096, 16)
+    out["gemm_skinny_4096x16x4096"] = lambda: torch.mm(w, tokens)
     ba, bb = rand(64, 512, 512), rand(64, 512, 512)
     out["batched_gemm_64x512"] = lambda: torch.bmm(ba, bb)
 
@@ -85,13 +85,12 @@ def cases():
 
     for e in (24, 26, 28):
         n = 1 << e
-        x, y, z = rand(n), rand(n), torch.empty(n, device=dev)
-        out[f"unary_relu_2^{e}"] = lambda x=x, z=z: torch.clamp_min(x, 0.0, out=z)
-        out[f"binary_add_2^{e}"] = lambda x=x, y=y, z=z: torch.add(x, y, out=z)
+        ex, ey, ez = rand(n), rand(n), torch.empty(n, device=dev)
+        out[f"unary_relu_2^{e}"] = lambda ex=ex, ez=ez: torch.clamp_min(ex, 0.0, out=ez)
+        out[f"binary_add_2^{e}"] = lambda ex=ex, ey=ey, ez=ez: torch.add(ex, ey, out=ez)
         if e == 28:
-            out[f"unary_gelu_2^{e}"] = lambda x=x: F.gelu(x)
-            out[f"unary_exp_2^{e}"] = lambda x=x, z=z: torch.exp(x, out=z)
-        del x, y, z
+            out[f"unary_gelu_2^{e}"] = lambda ex=ex: F.gelu(ex)
+            out[f"unary_exp_2^{e}"] = lambda ex=ex, ez=ez: torch.exp(ex, out=ez)
 
     for size, label in ((4 << 10, "4KiB"), (1 << 20, "1MiB"), (16 << 20, "16MiB"), (256 << 20, "256MiB")):
         host = torch.full((size,), 0x5A, dtype=torch.uint8)  # pageable, like a Rust Vec
