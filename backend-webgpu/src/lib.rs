@@ -210,6 +210,20 @@ impl Ctx {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Waits for submission `index` (natively; in a browser the event loop finishes work
+    /// on its own, so this only lets callbacks run).
+    fn wait(&self, index: wgpu::SubmissionIndex) -> BackendResult<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            self.wait_idle(index)
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = index;
+            Ok(())
+        }
+    }
+
     /// Submits everything and waits for the device (native).
     #[cfg(not(target_arch = "wasm32"))]
     fn wait_idle(&self, index: wgpu::SubmissionIndex) -> BackendResult<()> {
@@ -253,6 +267,11 @@ impl Ctx {
             if self.mappable {
                 return ops::read_mapped(self, stream, r.handle, r.offset, dst);
             }
+            #[cfg(not(target_arch = "wasm32"))]
+            if dst.len() as u64 > 2 * READBACK_CHUNK {
+                ops::read_pipelined(self, stream, r.handle, r.offset, dst)?;
+                return self.errors.take();
+            }
             stream.readback(
                 &self.device,
                 &self.queue,
@@ -266,7 +285,7 @@ impl Ctx {
                 .slice(..len)
                 .get_mapped_range()
                 .map_err(mapping_failed)?;
-            dst.copy_from_slice(&view[start as usize..][..dst.len()]);
+            copy_out(dst, &view[start as usize..][..dst.len()]);
             Ok(())
         });
         if result.is_ok() {
@@ -276,6 +295,32 @@ impl Ctx {
         result?;
         self.errors.take()
     }
+}
+
+/// Readbacks up to this size spin-poll for completion instead of blocking.
+#[cfg(not(target_arch = "wasm32"))]
+const SPIN_MAX: u64 = 1 << 20;
+
+/// Large readbacks are split into chunks of this size and pipelined.
+pub(crate) const READBACK_CHUNK: u64 = 16 << 20;
+
+/// Copies mapped device memory to the caller's buffer, on several threads when it is
+/// large (one thread does not saturate the memory system).
+pub(crate) fn copy_out(dst: &mut [u8], src: &[u8]) {
+    #[cfg(not(target_arch = "wasm32"))]
+    if dst.len() >= 8 << 20 {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        let part = dst.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            for (d, c) in dst.chunks_mut(part).zip(src.chunks(part)) {
+                s.spawn(move || d.copy_from_slice(c));
+            }
+        });
+        return;
+    }
+    dst.copy_from_slice(src);
 }
 
 /// Maps `[0, len)` of a readback buffer once submission `index` is done.
@@ -292,7 +337,28 @@ async fn map_read(
             let _ = tx.send(r);
         });
     #[cfg(not(target_arch = "wasm32"))]
-    ctx.wait_idle(index)?;
+    let mut rx = rx;
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        // A small readback is latency-bound: poll without sleeping for a moment (a
+        // blocking wait adds tens of microseconds of wake-up), then block.
+        let spin_until = std::time::Instant::now() + std::time::Duration::from_micros(500);
+        loop {
+            if len > SPIN_MAX || std::time::Instant::now() > spin_until {
+                ctx.wait_idle(index)?;
+                break;
+            }
+            ctx.device
+                .poll(wgpu::PollType::Poll)
+                .map_err(|e| BackendError::DeviceError(format!("polling the device: {e}")))?;
+            if let Ok(Some(r)) = rx.try_recv() {
+                return r.map_err(|e| {
+                    BackendError::DeviceError(format!("mapping a readback buffer failed: {e}"))
+                });
+            }
+            std::hint::spin_loop();
+        }
+    }
     #[cfg(target_arch = "wasm32")]
     let _ = (ctx, index);
     match rx.await {

@@ -39,6 +39,14 @@ impl State {
             .bind(op, operand.name, r.handle, r.offset, r.bytes)
     }
 
+    /// Resolves and binds an operand with the binding's end rounded to 16 bytes, so the
+    /// kernel may also view it as vec4s.
+    fn bind16(&self, op: &str, operand: &Operand) -> BackendResult<Bound> {
+        let r = self.space.resolve(op, operand)?;
+        self.stream
+            .bind_granule(op, operand.name, r.handle, r.offset, r.bytes, 16)
+    }
+
     /// Binds an operand the op may not touch (`None`: a placeholder).
     fn bind_opt(&self, op: &str, operand: Option<&Operand>) -> BackendResult<Bound> {
         match operand {
@@ -310,9 +318,18 @@ impl Ctx {
             let key = PipelineKey::new(Kernel::Attention, "tiled").with("D", dims as f64);
             (key, [blocks as u32, heads as u32, 1])
         } else {
-            (PipelineKey::new(Kernel::Attention, "main"), stream.grid(rows as u64)?)
+            (
+                PipelineKey::new(Kernel::Attention, "main"),
+                stream.grid(rows as u64)?,
+            )
         };
-        self.dispatch(stream, &key, bytes_of(&prm), &[(1, &q), (2, &k), (3, &v), (4, &o)], grid)
+        self.dispatch(
+            stream,
+            &key,
+            bytes_of(&prm),
+            &[(1, &q), (2, &k), (3, &v), (4, &o)],
+            grid,
+        )
     }
 
     pub(crate) fn reduce(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {
@@ -327,7 +344,10 @@ impl Ctx {
         .entered();
         let mut st = self.lock();
         let y = st.bind(OP, &p.output)?;
-        let x = st.bind_opt(OP, p.input.as_ref())?;
+        let x = match &p.input {
+            Some(i) => st.bind16(OP, i)?,
+            None => st.stream.unused(),
+        };
         let prm = params::Reduce {
             outer: u32s(p.outer),
             len: if p.input.is_some() { u32s(p.len) } else { 0 },
@@ -337,16 +357,33 @@ impl Ctx {
             _pad: [0; 3],
         };
         let code = ReduceOp::ALL.iter().position(|&o| o == op).expect("listed") as f64;
+        let outputs = (p.outer * p.inner) as u64;
         let State { stream, .. } = &mut *st;
-        let (entry, grid) = if p.inner == 1 {
-            ("rows", stream.grid(p.outer as u64)?)
-        } else {
-            (
-                "cols",
-                stream.grid(groups_of_256((p.outer * p.inner) as u64))?,
-            )
-        };
-        let key = PipelineKey::new(Kernel::Reduce, entry).with("OP", code);
+        let key = PipelineKey::new(Kernel::Reduce, "").with("OP", code);
+        if p.inner == 1 && p.len > 64 {
+            // Long contiguous rows: a workgroup per row, 16-byte loads when rows are aligned.
+            let grid = stream.grid(p.outer as u64)?;
+            if x.byte % 16 == 0 && p.len % 4 == 0 {
+                let key = PipelineKey {
+                    entry: "rows4",
+                    ..key
+                };
+                return self.dispatch(stream, &key, bytes_of(&prm), &[(3, &x), (2, &y)], grid);
+            }
+            let key = PipelineKey {
+                entry: "rows",
+                ..key
+            };
+            return self.dispatch(stream, &key, bytes_of(&prm), &[(1, &x), (2, &y)], grid);
+        }
+        // Few outputs get more threads each, so long reductions still fill the device.
+        let cols: u64 = if outputs >= 8192 { 32 } else { 4 };
+        let grid = stream.grid(outputs.div_ceil(cols))?;
+        let key = PipelineKey {
+            entry: "cols",
+            ..key
+        }
+        .with("COLS", cols as f64);
         self.dispatch(stream, &key, bytes_of(&prm), &[(1, &x), (2, &y)], grid)
     }
 
@@ -369,23 +406,27 @@ impl Ctx {
         st.bind_range(OP, &p.output)?;
         for start in (0..p.n).step_by(piece) {
             let n = piece.min(p.n - start);
-            let x = st.bind(OP, &sub(&p.input, start, n, 4))?;
-            let y = st.bind(OP, &sub(&p.output, start, n, 4))?;
+            let x = st.bind16(OP, &sub(&p.input, start, n, 4))?;
+            let y = st.bind16(OP, &sub(&p.output, start, n, 4))?;
             let prm = params::Unary {
                 n: n as u32,
                 x_off: x.elem(4),
                 y_off: y.elem(4),
                 _pad: 0,
             };
+            // 16-byte loads and stores when both operands start on a 16-byte boundary.
+            let vec4 = x.byte % 16 == 0 && y.byte % 16 == 0;
             let State { stream, .. } = &mut *st;
-            let grid = stream.grid(groups_of_256(n as u64))?;
-            if p.in_place() {
-                let key = PipelineKey::new(Kernel::Unary, "in_place").with("OP", code);
-                self.dispatch(stream, &key, bytes_of(&prm), &[(2, &y)], grid)?;
-            } else {
-                let key = PipelineKey::new(Kernel::Unary, "main").with("OP", code);
-                self.dispatch(stream, &key, bytes_of(&prm), &[(1, &x), (2, &y)], grid)?;
-            }
+            let threads = if vec4 { n as u64 / 4 + 1 } else { n as u64 };
+            let grid = stream.grid(groups_of_256(threads))?;
+            let (entry, bindings): (&'static str, Vec<(u32, &Bound)>) = match (p.in_place(), vec4) {
+                (true, true) => ("in_place4", vec![(4, &y)]),
+                (true, false) => ("in_place", vec![(2, &y)]),
+                (false, true) => ("main4", vec![(3, &x), (4, &y)]),
+                (false, false) => ("main", vec![(1, &x), (2, &y)]),
+            };
+            let key = PipelineKey::new(Kernel::Unary, entry).with("OP", code);
+            self.dispatch(stream, &key, bytes_of(&prm), &bindings, grid)?;
         }
         Ok(())
     }
@@ -406,7 +447,6 @@ impl Ctx {
             (false, false, true) => "a_is_b",
             (false, false, false) => "main",
         };
-        let key = PipelineKey::new(Kernel::Binary, entry).with("OP", code);
         let mut st = self.lock();
         let piece = Self::elementwise_piece(&st.stream, 4);
         for o in [&p.a, &p.b, &p.output] {
@@ -414,9 +454,10 @@ impl Ctx {
         }
         for start in (0..p.n).step_by(piece) {
             let n = piece.min(p.n - start);
-            let a = st.bind(OP, &sub(&p.a, start, n, 4))?;
-            let b = st.bind(OP, &sub(&p.b, start, n, 4))?;
-            let out = st.bind(OP, &sub(&p.output, start, n, 4))?;
+            let a = st.bind16(OP, &sub(&p.a, start, n, 4))?;
+            let b = st.bind16(OP, &sub(&p.b, start, n, 4))?;
+            let out = st.bind16(OP, &sub(&p.output, start, n, 4))?;
+            let vec4 = a.byte % 16 == 0 && b.byte % 16 == 0 && out.byte % 16 == 0;
             let prm = params::Binary {
                 n: n as u32,
                 a_off: a.elem(4),
@@ -425,15 +466,31 @@ impl Ctx {
                 zero: 0,
                 _pad: [0; 3],
             };
+            // Aliased operands are read through the binding they share (see binary.wgsl);
+            // the vec4 entries use bindings 5-7.
+            let (ia, ib, io) = if vec4 { (5, 6, 7) } else { (1, 2, 3) };
             let bindings: Vec<(u32, &Bound)> = match entry {
-                "all_same" => vec![(3, &out)],
-                "out_is_a" => vec![(2, &b), (3, &out)],
-                "out_is_b" => vec![(1, &a), (3, &out)],
-                "a_is_b" => vec![(1, &a), (3, &out)],
-                _ => vec![(1, &a), (2, &b), (3, &out)],
+                "all_same" => vec![(io, &out)],
+                "out_is_a" => vec![(ib, &b), (io, &out)],
+                "out_is_b" => vec![(ia, &a), (io, &out)],
+                "a_is_b" => vec![(ia, &a), (io, &out)],
+                _ => vec![(ia, &a), (ib, &b), (io, &out)],
             };
+            let name: &'static str = if vec4 {
+                match entry {
+                    "all_same" => "all_same4",
+                    "out_is_a" => "out_is_a4",
+                    "out_is_b" => "out_is_b4",
+                    "a_is_b" => "a_is_b4",
+                    _ => "main4",
+                }
+            } else {
+                entry
+            };
+            let key = PipelineKey::new(Kernel::Binary, name).with("OP", code);
             let State { stream, .. } = &mut *st;
-            let grid = stream.grid(groups_of_256(n as u64))?;
+            let threads = if vec4 { n as u64 / 4 + 1 } else { n as u64 };
+            let grid = stream.grid(groups_of_256(threads))?;
             self.dispatch(stream, &key, bytes_of(&prm), &bindings, grid)?;
         }
         Ok(())
@@ -578,13 +635,30 @@ impl Ctx {
         let (block, off) = st.block(OP, &operand)?;
         let abs = block.offset + off;
         let aligned = abs.is_multiple_of(4) && data.len().is_multiple_of(4);
-        if aligned && st.stream.is_empty() {
-            // Nothing recorded that this write could overtake.
-            #[cfg(not(target_arch = "wasm32"))]
-            if self.mappable {
-                return write_mapped(self, &mut st.stream, &block, abs, data);
+        #[cfg(not(target_arch = "wasm32"))]
+        if aligned && self.mappable && st.stream.is_empty() {
+            // Unified memory with nothing recorded that this write could overtake.
+            return write_mapped(self, &mut st.stream, &block, abs, data);
+        }
+        if aligned {
+            let mut in_flight = std::collections::VecDeque::new();
+            for (i, chunk) in data
+                .chunks(crate::stream::UPLOAD_CHUNK as usize)
+                .enumerate()
+            {
+                let at = abs + (i as u64) * crate::stream::UPLOAD_CHUNK;
+                st.stream
+                    .upload(&self.device, &self.queue, &block.buffer, at, chunk);
+                if data.len() as u64 > crate::stream::UPLOAD_CHUNK {
+                    // Start this chunk's transfer now; keep at most four in flight so
+                    // the staging belt recycles its chunks instead of growing.
+                    in_flight.push_back(st.stream.flush(&self.queue));
+                    if in_flight.len() > 4 {
+                        let oldest = in_flight.pop_front().expect("non-empty");
+                        self.wait(oldest)?;
+                    }
+                }
             }
-            self.queue.write_buffer(&block.buffer, abs, data);
             return Ok(());
         }
         let piece = st.stream.upload_capacity() as usize;
@@ -691,6 +765,88 @@ pub(crate) fn read_mapped(
     }
     block.buffer.unmap();
     ctx.errors.take()
+}
+
+/// Reads a large range in chunks through a ring of staging buffers: the device copies
+/// chunk i + 3 while the host copies chunk i out (native).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn read_pipelined(
+    ctx: &Ctx,
+    stream: &mut Stream,
+    block: &Block,
+    offset: u64,
+    dst: &mut [u8],
+) -> BackendResult<()> {
+    use crate::READBACK_CHUNK as CHUNK;
+    const RING: usize = 3;
+    let abs = block.offset + offset;
+    let total = dst.len() as u64;
+    let chunks = total.div_ceil(CHUNK) as usize;
+    let staging: Vec<_> = (0..RING.min(chunks))
+        .map(|_| stream.take_staging(&ctx.device, CHUNK + 8))
+        .collect();
+    type Pending = (
+        wgpu::SubmissionIndex,
+        u64,
+        u64,
+        std::sync::mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>,
+    );
+    let start = |stream: &mut Stream, i: usize, buf: &wgpu::Buffer| -> Pending {
+        let from = abs + i as u64 * CHUNK;
+        let len = CHUNK.min(total - i as u64 * CHUNK);
+        let (s0, s1) = (from / 4 * 4, (from + len).div_ceil(4) * 4);
+        stream.copy(&ctx.device, &ctx.queue, &block.buffer, s0, buf, 0, s1 - s0);
+        let index = stream.flush(&ctx.queue);
+        let (tx, rx) = std::sync::mpsc::channel();
+        buf.slice(..s1 - s0)
+            .map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+        (index, from - s0, s1 - s0, rx)
+    };
+    let mut pending: Vec<Option<Pending>> = (0..staging.len())
+        .map(|i| Some(start(stream, i, &staging[i])))
+        .collect();
+    let mut result = Ok(());
+    for i in 0..chunks {
+        let slot = i % RING;
+        let (index, skip, len, rx) = pending[slot].take().expect("started");
+        ctx.wait_idle(index)?;
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                result = Err(BackendError::DeviceError(format!(
+                    "mapping a readback buffer failed: {e}"
+                )));
+                break;
+            }
+            Err(_) => {
+                result = Err(BackendError::DeviceError(
+                    "the device dropped a readback".into(),
+                ));
+                break;
+            }
+        }
+        {
+            let view = staging[slot]
+                .slice(..len)
+                .get_mapped_range()
+                .map_err(crate::mapping_failed)?;
+            let at = i * CHUNK as usize;
+            let n = (CHUNK as usize).min(dst.len() - at);
+            crate::copy_out(&mut dst[at..at + n], &view[skip as usize..][..n]);
+        }
+        staging[slot].unmap();
+        if i + RING < chunks {
+            pending[slot] = Some(start(stream, i + RING, &staging[slot]));
+        }
+    }
+    if result.is_ok() {
+        for b in staging {
+            stream.return_staging(b);
+        }
+    }
+    result
 }
 
 /// Writes device memory by mapping it (unified-memory adapters, nothing recorded).

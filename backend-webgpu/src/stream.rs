@@ -25,6 +25,9 @@ const UPLOAD_ARENA: u64 = 8 << 20;
 /// Largest kernel parameter block, as padded in the arena.
 const PARAMS_SLOT: u64 = 256;
 const _: () = assert!(SUBMIT_EVERY as u64 * PARAMS_SLOT <= PARAMS_ARENA);
+/// Host uploads go through staging chunks of this size; larger copies are split and
+/// submitted chunk by chunk so the device copies one while the host fills the next.
+pub(crate) const UPLOAD_CHUNK: u64 = 16 << 20;
 /// Readback buffers kept for reuse.
 const STAGING_KEEP: usize = 8;
 
@@ -101,6 +104,7 @@ pub(crate) struct Stream {
     params: Arena,
     uploads: Arena,
     staging: Vec<Arc<wgpu::Buffer>>,
+    belt: wgpu::util::StagingBelt,
     dummy: Arc<wgpu::Buffer>,
     pub(crate) pipelines: Pipelines,
     pub(crate) limits: Limits,
@@ -136,6 +140,7 @@ impl Stream {
                 storage_align.max(4),
             ),
             staging: Vec::new(),
+            belt: wgpu::util::StagingBelt::new(device.clone(), UPLOAD_CHUNK),
             dummy: Arc::new(dummy),
             pipelines: Pipelines::default(),
             limits: Limits {
@@ -177,11 +182,39 @@ impl Stream {
             .into_iter()
             .collect();
         let _span = tracing::debug_span!("submit", commands = self.recorded).entered();
+        self.belt.finish();
         let index = queue.submit(commands);
+        self.belt.recall();
         self.recorded = 0;
         self.params.used = 0;
         self.uploads.used = 0;
         index
+    }
+
+    /// Records a host-to-device copy of `data` (4-byte aligned offset and length) to
+    /// `dst` at `offset`, through the staging belt: the bytes are copied into mapped
+    /// staging memory now (so `data` may be reused at once) and land in program order.
+    pub(crate) fn upload(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        dst: &wgpu::Buffer,
+        offset: u64,
+        data: &[u8],
+    ) {
+        let Some(size) = wgpu::BufferSize::new(data.len() as u64) else {
+            return;
+        };
+        self.pass = None;
+        let encoder = self.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("backend stream"),
+            })
+        });
+        self.belt
+            .write_buffer(encoder, dst, offset, size)
+            .copy_from_slice(data);
+        self.counted(queue);
     }
 
     fn counted(&mut self, queue: &wgpu::Queue) {

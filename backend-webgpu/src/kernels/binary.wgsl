@@ -92,3 +92,105 @@ fn a_is_b(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         out[params.out_off + i] = apply(v, second(v));
     }
 }
+
+// ---- vec4 entries: every operand starts on a 16-byte boundary of its binding -----------
+// Each thread handles four consecutive elements with 16-byte loads and stores; the last
+// thread finishes a partial vector element by element.
+
+@group(0) @binding(5) var<storage, read_write> a4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> b4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> out4: array<vec4<f32>>;
+
+fn apply4(x: vec4<f32>, y: vec4<f32>) -> vec4<f32> {
+    switch OP {
+        // The exact ones vectorise directly; the rest go element by element.
+        case 0u: { return x + y; }
+        case 1u: { return x - y; }
+        case 2u: { return x * y; }
+        default: {
+            return vec4<f32>(apply(x.x, y.x), apply(x.y, y.y), apply(x.z, y.z), apply(x.w, y.w));
+        }
+    }
+}
+
+fn second4(v: vec4<f32>) -> vec4<f32> {
+    return bitcast<vec4<f32>>(bitcast<vec4<u32>>(v) ^ vec4<u32>(params.zero));
+}
+
+@compute @workgroup_size(WG)
+fn main4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let t = flat_index(wid, nwg, lid, WG);
+    let whole = params.n / 4u;
+    if (t < whole) {
+        out4[params.out_off / 4u + t] = apply4(a4[params.a_off / 4u + t], b4[params.b_off / 4u + t]);
+    } else if (t == whole) {
+        for (var e = 0u; e < params.n - 4u * whole; e = e + 1u) {
+            out4[params.out_off / 4u + t][e] = apply(a4[params.a_off / 4u + t][e], b4[params.b_off / 4u + t][e]);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn out_is_a4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let t = flat_index(wid, nwg, lid, WG);
+    let whole = params.n / 4u;
+    let o = params.out_off / 4u + t;
+    if (t < whole) {
+        out4[o] = apply4(out4[o], b4[params.b_off / 4u + t]);
+    } else if (t == whole) {
+        for (var e = 0u; e < params.n - 4u * whole; e = e + 1u) {
+            out4[o][e] = apply(out4[o][e], b4[params.b_off / 4u + t][e]);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn out_is_b4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let t = flat_index(wid, nwg, lid, WG);
+    let whole = params.n / 4u;
+    let o = params.out_off / 4u + t;
+    if (t < whole) {
+        out4[o] = apply4(a4[params.a_off / 4u + t], out4[o]);
+    } else if (t == whole) {
+        for (var e = 0u; e < params.n - 4u * whole; e = e + 1u) {
+            out4[o][e] = apply(a4[params.a_off / 4u + t][e], out4[o][e]);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn all_same4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let t = flat_index(wid, nwg, lid, WG);
+    let whole = params.n / 4u;
+    let o = params.out_off / 4u + t;
+    if (t < whole) {
+        let v = out4[o];
+        out4[o] = apply4(v, second4(v));
+    } else if (t == whole) {
+        for (var e = 0u; e < params.n - 4u * whole; e = e + 1u) {
+            let v = out4[o][e];
+            out4[o][e] = apply(v, second(v));
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn a_is_b4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let t = flat_index(wid, nwg, lid, WG);
+    let whole = params.n / 4u;
+    let o = params.out_off / 4u + t;
+    if (t < whole) {
+        let v = a4[params.a_off / 4u + t];
+        out4[o] = apply4(v, second4(v));
+    } else if (t == whole) {
+        for (var e = 0u; e < params.n - 4u * whole; e = e + 1u) {
+            let v = a4[params.a_off / 4u + t][e];
+            out4[o][e] = apply(v, second(v));
+        }
+    }
+}

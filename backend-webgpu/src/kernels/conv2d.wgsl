@@ -105,23 +105,36 @@ fn decode_row(i: u32) -> Row {
     return r;
 }
 
-fn gather(row: Row, l: u32) -> f32 {
-    let rs = params.r * params.s;
-    if (!row.valid || l >= params.c * rs) {
-        return 0.0;
-    }
-    let ch = l / rs;
-    let t = l % rs;
-    let iy = row.iy0 + i32(t / params.s);
-    let ix = row.ix0 + i32(t % params.s);
-    if (iy < 0 || ix < 0 || iy >= i32(params.h) || ix >= i32(params.w)) {
-        return 0.0;
-    }
-    return x[row.x_base + (ch * params.h + u32(iy)) * params.w + u32(ix)];
+// Filter tap l = (channel, fy, fx), decoded once per tile step and shared by the
+// thread's four rows.
+struct Tap {
+    valid: bool,
+    ch_off: u32,
+    fy: i32,
+    fx: i32,
 }
 
-fn filter_tap(j: u32, l: u32) -> f32 {
-    let crs = params.c * params.r * params.s;
+fn decode_tap(l: u32) -> Tap {
+    var t: Tap;
+    let rs = params.r * params.s;
+    t.valid = l < params.c * rs;
+    let rem = l % rs;
+    t.ch_off = (l / rs) * params.h * params.w;
+    t.fy = i32(rem / params.s);
+    t.fx = i32(rem % params.s);
+    return t;
+}
+
+fn gather(row: Row, tap: Tap) -> f32 {
+    let iy = row.iy0 + tap.fy;
+    let ix = row.ix0 + tap.fx;
+    if (!row.valid || !tap.valid || iy < 0 || ix < 0 || iy >= i32(params.h) || ix >= i32(params.w)) {
+        return 0.0;
+    }
+    return x[row.x_base + tap.ch_off + u32(iy) * params.w + u32(ix)];
+}
+
+fn filter_tap(j: u32, l: u32, crs: u32) -> f32 {
     if (j >= params.k || l >= crs) {
         return 0.0;
     }
@@ -136,12 +149,14 @@ struct Taps {
 fn fetch_taps(lid: u32, rows: array<Row, 4>, col0: u32, k0: u32) -> Taps {
     var t: Taps;
     // Four consecutive output positions at tap depth kk.
-    let kk = k0 + lid / 32u;
-    t.a = vec4<f32>(gather(rows[0], kk), gather(rows[1], kk), gather(rows[2], kk), gather(rows[3], kk));
+    let tap = decode_tap(k0 + lid / 32u);
+    t.a = vec4<f32>(gather(rows[0], tap), gather(rows[1], tap), gather(rows[2], tap), gather(rows[3], tap));
     // Four consecutive taps of output channel j.
     let j = col0 + lid % CT;
     let kq = k0 + 4u * (lid / CT);
-    t.b = vec4<f32>(filter_tap(j, kq), filter_tap(j, kq + 1u), filter_tap(j, kq + 2u), filter_tap(j, kq + 3u));
+    let crs = params.c * params.r * params.s;
+    t.b = vec4<f32>(filter_tap(j, kq, crs), filter_tap(j, kq + 1u, crs), filter_tap(j, kq + 2u, crs),
+                    filter_tap(j, kq + 3u, crs));
     return t;
 }
 

@@ -1,7 +1,12 @@
-// Reductions of an [outer, len, inner] view over len. `rows` (inner == 1) gives each
-// output row a workgroup that reduces it as a tree; `cols` gives each output a thread
-// that walks len with consecutive threads on consecutive inner positions (coalesced).
-// Max and Min propagate NaN; an empty axis yields the identity (Mean: NaN).
+// Reductions of an [outer, len, inner] view over len. Max and Min propagate NaN; an
+// empty axis yields the identity (Mean: NaN).
+//
+// - `rows` / `rows4` (inner == 1, long rows): a workgroup per output row reduces it as a
+//   tree; `rows4` reads 16 bytes at a time (rows start on 16-byte boundaries).
+// - `cols` (everything else): a workgroup takes COLS consecutive outputs and splits the
+//   reduced axis into 256 / COLS slices, one thread per (output, slice), so consecutive
+//   threads read consecutive addresses and short outputs still fill the device; the
+//   slices' partial results are combined in workgroup memory, in a fixed order.
 
 struct Params {
     outer: u32,
@@ -79,20 +84,74 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 }
 
+@group(0) @binding(3) var<storage, read_write> x4: array<vec4<f32>>;
+
+fn combine4(acc: f32, v: vec4<f32>) -> f32 {
+    return combine(combine(combine(combine(acc, v.x), v.y), v.z), v.w);
+}
+
+fn tree(lid: u32, acc: f32) -> f32 {
+    partial[lid] = acc;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) {
+            partial[lid] = combine(partial[lid], partial[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    return partial[0];
+}
+
+@compute @workgroup_size(WG)
+fn rows4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= params.outer) {
+        return;
+    }
+    var acc = identity();
+    let quads = params.len / 4u;
+    let base = (params.x_off + row * params.len) / 4u;
+    for (var q = lid; q < quads; q = q + WG) {
+        acc = combine4(acc, x4[base + q]);
+    }
+    let total = tree(lid, acc);
+    if (lid == 0u) {
+        y[params.y_off + row] = finish(total);
+    }
+}
+
+// Outputs per workgroup in `cols`; 256 / COLS threads share each output.
+override COLS: u32 = 32u;
+
 @compute @workgroup_size(WG)
 fn cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let g = flat_index(wid, nwg, lid, WG);
-    if (g >= params.outer * params.inner) {
-        return;
-    }
-    let o = g / params.inner;
-    let i = g % params.inner;
+    let slices = WG / COLS;
+    let c = lid % COLS;
+    let slice = lid / COLS;
+    let g = (wid.x + wid.y * nwg.x) * COLS + c;
+    let total = params.outer * params.inner;
     var acc = identity();
-    var idx = params.x_off + o * params.len * params.inner + i;
-    for (var l = 0u; l < params.len; l = l + 1u) {
-        acc = combine(acc, x[idx]);
-        idx = idx + params.inner;
+    if (g < total) {
+        let o = g / params.inner;
+        let i = g % params.inner;
+        let chunk = (params.len + slices - 1u) / slices;
+        let l0 = slice * chunk;
+        let l1 = min(params.len, l0 + chunk);
+        var idx = params.x_off + (o * params.len + l0) * params.inner + i;
+        for (var l = l0; l < l1; l = l + 1u) {
+            acc = combine(acc, x[idx]);
+            idx = idx + params.inner;
+        }
     }
-    y[params.y_off + g] = finish(acc);
+    partial[lid] = acc;
+    workgroupBarrier();
+    if (slice == 0u && g < total) {
+        var r = partial[c];
+        for (var t = 1u; t < slices; t = t + 1u) {
+            r = combine(r, partial[t * COLS + c]);
+        }
+        y[params.y_off + g] = finish(r);
+    }
 }

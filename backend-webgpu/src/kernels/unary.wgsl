@@ -69,3 +69,47 @@ fn in_place(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         y[params.y_off + i] = apply(y[params.y_off + i]);
     }
 }
+
+// ---- vec4 entries: both operands start on a 16-byte boundary of their bindings ---------
+// Each thread handles four consecutive elements with one 16-byte load and store; the
+// last thread finishes a partial vector element by element.
+
+@group(0) @binding(3) var<storage, read_write> x4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> y4: array<vec4<f32>>;
+
+fn apply4(v: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(apply(v.x), apply(v.y), apply(v.z), apply(v.w));
+}
+
+@compute @workgroup_size(WG)
+fn main4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let t = flat_index(wid, nwg, lid, WG);
+    let whole = params.n / 4u;
+    let xo = params.x_off / 4u;
+    let yo = params.y_off / 4u;
+    if (t < whole) {
+        y4[yo + t] = apply4(x4[xo + t]);
+    } else if (t == whole) {
+        for (var i = 4u * whole; i < params.n; i = i + 1u) {
+            let e = i - 4u * whole;
+            y4[yo + t][e] = apply(x4[xo + t][e]);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn in_place4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let t = flat_index(wid, nwg, lid, WG);
+    let whole = params.n / 4u;
+    let yo = params.y_off / 4u;
+    if (t < whole) {
+        y4[yo + t] = apply4(y4[yo + t]);
+    } else if (t == whole) {
+        for (var i = 4u * whole; i < params.n; i = i + 1u) {
+            let e = i - 4u * whole;
+            y4[yo + t][e] = apply(y4[yo + t][e]);
+        }
+    }
+}
