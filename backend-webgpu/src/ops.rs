@@ -115,7 +115,7 @@ impl Ctx {
         }
         // The fast kernel: f32, and every operand's contiguous dimension, leading dimension,
         // batch stride and start (within its binding) a multiple of 4 elements / 16 bytes.
-        let four = |v: usize| v % 4 == 0;
+        let four = |v: usize| v.is_multiple_of(4);
         let a_contig = if p.trans_a { p.k } else { p.m };
         let b_contig = if p.trans_b { p.n } else { p.k };
         let tiled = p.reads_ab()
@@ -363,7 +363,7 @@ impl Ctx {
         if p.inner == 1 && p.len > 64 {
             // Long contiguous rows: a workgroup per row, 16-byte loads when rows are aligned.
             let grid = stream.grid(p.outer as u64)?;
-            if x.byte % 16 == 0 && p.len % 4 == 0 {
+            if x.byte % 16 == 0 && p.len.is_multiple_of(4) {
                 let key = PipelineKey {
                     entry: "rows4",
                     ..key
