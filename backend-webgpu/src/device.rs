@@ -235,13 +235,13 @@ pub(crate) async fn choose_adapter(options: &WebGpuOptions) -> BackendResult<wgp
             })
             .await
             .map_err(|e| BackendError::DeviceError(format!("no WebGPU adapter: {e}")))?;
-        if let Some(s) = selector {
-            if !matches(&AdapterSummary::of(&adapter), &s) {
-                return Err(BackendError::DeviceError(format!(
-                    "the browser's adapter {} does not match {s:?}",
-                    AdapterSummary::of(&adapter).label()
-                )));
-            }
+        if let Some(s) = selector
+            && !matches(&AdapterSummary::of(&adapter), &s)
+        {
+            return Err(BackendError::DeviceError(format!(
+                "the browser's adapter {} does not match {s:?}",
+                AdapterSummary::of(&adapter).label()
+            )));
         }
         Ok(adapter)
     }

@@ -615,8 +615,12 @@ impl ComputeBackend for WebGpuBackend {
         }
         #[cfg(target_arch = "wasm32")]
         {
-            let _ = (ctx, dst, src);
-            Err(would_block("copy_dtoh"))
+            // A bad range is still reported as such, before the refusal to block.
+            const OP: &str = "copy_dtoh";
+            if let Some(operand) = backend_api::validate::host_copy(OP, "src", src, dst.len())? {
+                ctx.lock().space.resolve(OP, &operand)?;
+            }
+            Err(would_block(OP))
         }
     }
 

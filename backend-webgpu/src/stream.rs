@@ -30,6 +30,11 @@ const _: () = assert!(SUBMIT_EVERY as u64 * PARAMS_SLOT <= PARAMS_ARENA);
 pub(crate) const UPLOAD_CHUNK: u64 = 16 << 20;
 /// Readback buffers kept for reuse.
 const STAGING_KEEP: usize = 8;
+/// Bytes of the placeholder buffer per unused binding: a multiple of every adapter's
+/// `min_storage_buffer_offset_alignment` (at most 256 by the WebGPU spec).
+const PLACEHOLDER_SLOT: u64 = 256;
+/// Placeholders one dispatch can bind, each in its own slot so that none alias.
+const PLACEHOLDERS: u64 = 4;
 
 /// A bump allocator over one buffer, reset at each submission.
 struct Arena {
@@ -84,6 +89,13 @@ pub(crate) struct Bound {
 }
 
 impl Bound {
+    /// True when the two bindings share bytes of one buffer.
+    fn overlaps(&self, other: &Bound) -> bool {
+        Arc::ptr_eq(&self.buffer, &other.buffer)
+            && self.offset < other.offset + other.size
+            && other.offset < self.offset + self.size
+    }
+
     /// The operand's first element of `elem_bytes` bytes, from the start of the binding.
     pub(crate) fn elem(&self, elem_bytes: u64) -> u32 {
         (self.byte / elem_bytes) as u32
@@ -117,7 +129,7 @@ impl Stream {
         let storage_align = u64::from(limits.min_storage_buffer_offset_alignment);
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("unused operand"),
-            size: 256,
+            size: PLACEHOLDER_SLOT * PLACEHOLDERS,
             usage: U::STORAGE,
             mapped_at_creation: false,
         });
@@ -279,7 +291,8 @@ impl Stream {
     }
 
     /// Records one kernel dispatch. `bindings` are `(binding index, range)` pairs after
-    /// the parameter block at binding 0.
+    /// the parameter block at binding 0: the inputs first, the binding the kernel writes
+    /// last.
     pub(crate) fn dispatch(
         &mut self,
         device: &wgpu::Device,
@@ -293,6 +306,7 @@ impl Stream {
             return Ok(());
         }
         let pipeline = self.pipelines.get(device, key)?;
+        let bindings = self.separate(device, bindings);
         // Never flushes here: a flush between staging an upload and the dispatch that
         // reads it would let a later upload reuse the staged bytes too early.
         let offset = self
@@ -308,7 +322,7 @@ impl Stream {
                 size: wgpu::BufferSize::new(params.len() as u64),
             }),
         }];
-        for (binding, b) in bindings {
+        for (binding, b) in &bindings {
             entries.push(wgpu::BindGroupEntry {
                 binding: *binding,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -337,6 +351,57 @@ impl Stream {
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         self.counted(queue);
         Ok(())
+    }
+
+    /// Makes the bindings of one dispatch disjoint, as WebGPU requires of writable
+    /// storage bindings (ours are all `read_write`: a pool chunk often holds an op's
+    /// inputs and its output, and one buffer cannot be both read-only and writable
+    /// storage in one dispatch). Browsers (Dawn) refuse overlapping ones; Vulkan allows
+    /// them, so natively this only costs a copy in the rare cases below.
+    ///
+    /// Operands themselves overlap only where the kernel expects it (the in-place and
+    /// merged-binding entry points), or where two inputs may overlap. But a binding
+    /// starts at the storage-alignment boundary below its operand, so two operands of one
+    /// allocation less than 256 bytes apart get overlapping bindings, and so do
+    /// overlapping inputs. Here each placeholder gets its own slot of the placeholder
+    /// buffer, and each input whose binding overlaps another binding is copied to a
+    /// buffer of its own, recorded just before the dispatch, so the kernel reads the same
+    /// bytes. The written binding (last) is never moved.
+    fn separate(&mut self, device: &wgpu::Device, bindings: &[(u32, &Bound)]) -> Vec<(u32, Bound)> {
+        let mut out: Vec<(u32, Bound)> = bindings.iter().map(|&(i, b)| (i, b.clone())).collect();
+        let mut slot = 0;
+        for (_, b) in &mut out {
+            if Arc::ptr_eq(&b.buffer, &self.dummy) {
+                debug_assert!(slot < PLACEHOLDERS, "more placeholders than slots");
+                b.offset = (slot % PLACEHOLDERS) * PLACEHOLDER_SLOT;
+                slot += 1;
+            }
+        }
+        for i in 0..out.len().saturating_sub(1) {
+            let clash = (0..out.len()).any(|j| j != i && out[i].1.overlaps(&out[j].1));
+            if !clash {
+                continue;
+            }
+            let b = &out[i].1;
+            let copy = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("copy of an aliased input"),
+                size: b.size,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            // Binding offsets are storage-aligned and sizes multiples of 4, as copies need.
+            self.copy_encoder(device)
+                .copy_buffer_to_buffer(&b.buffer, b.offset, &copy, 0, b.size);
+            // Counted, but never flushed between this copy and its dispatch.
+            self.recorded += 1;
+            out[i].1 = Bound {
+                buffer: Arc::new(copy),
+                offset: 0,
+                size: b.size,
+                byte: b.byte,
+            };
+        }
+        out
     }
 
     /// A grid of at least `groups` workgroups, 2-D when more than one dimension's limit
