@@ -34,6 +34,7 @@ mod harness;
 mod misuse;
 mod ordering;
 mod report;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod state_machine;
 pub mod suites;
 #[cfg(not(target_arch = "wasm32"))]
