@@ -301,6 +301,20 @@ impl Ctx {
 #[cfg(not(target_arch = "wasm32"))]
 const SPIN_MAX: u64 = 1 << 20;
 
+/// How long a small readback polls before blocking: `BACKEND_READBACK_SPIN_US`
+/// microseconds, default 500 (0 blocks at once).
+#[cfg(not(target_arch = "wasm32"))]
+fn spin_budget() -> std::time::Duration {
+    static SPIN: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+    *SPIN.get_or_init(|| {
+        let us = std::env::var("BACKEND_READBACK_SPIN_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(500);
+        std::time::Duration::from_micros(us)
+    })
+}
+
 /// Large readbacks are split into chunks of this size and pipelined.
 pub(crate) const READBACK_CHUNK: u64 = 16 << 20;
 
@@ -342,7 +356,7 @@ async fn map_read(
     {
         // A small readback is latency-bound: poll without sleeping for a moment (a
         // blocking wait adds tens of microseconds of wake-up), then block.
-        let spin_until = std::time::Instant::now() + std::time::Duration::from_micros(500);
+        let spin_until = std::time::Instant::now() + spin_budget();
         loop {
             if len > SPIN_MAX || std::time::Instant::now() > spin_until {
                 ctx.wait_idle(index)?;

@@ -302,20 +302,25 @@ impl Ctx {
             _pad: [0; 2],
         };
         let State { stream, .. } = &mut *st;
-        // The tiled kernel handles heads up to 128 dims in 32-row blocks when the
-        // adapter has the workgroup memory it needs.
+        // The blocked kernel handles heads up to 128 dims in 64 x 64 blocks, with two
+        // stages of workgroup memory where the adapter allows (36 KiB), else one (28 KiB);
+        // other heads and small adapters (browsers default to 16 KiB) take the row kernel.
         let dims = if p.head_dim <= 64 { 64 } else { 128 };
-        let storage = 4 * (dims * 32 + 2048 + 32 * 32 + 32 * 8 + 3 * 32) as u32;
         let heads = (p.batch * p.heads) as u64;
-        let blocks = (p.seq_q as u64).div_ceil(32);
+        let blocks = (p.seq_q as u64).div_ceil(64);
         let max = u64::from(stream.limits.max_groups);
-        let tiled = p.head_dim <= 128
-            && storage <= stream.limits.workgroup_storage
+        let storage = stream.limits.workgroup_storage;
+        let stages = if storage >= 36 << 10 { 2 } else { 1 };
+        let blocked = p.head_dim <= 128
+            && storage >= 28 << 10
+            && stream.limits.max_invocations >= 256
             && heads <= max
             && blocks <= max
             && p.k.is_some();
-        let (key, grid) = if tiled {
-            let key = PipelineKey::new(Kernel::Attention, "tiled").with("D", dims as f64);
+        let (key, grid) = if blocked {
+            let key = PipelineKey::new(Kernel::Attention, "fast")
+                .with("D", dims as f64)
+                .with("STAGES", stages as f64);
             (key, [blocks as u32, heads as u32, 1])
         } else {
             (
@@ -343,7 +348,7 @@ impl Ctx {
         )
         .entered();
         let mut st = self.lock();
-        let y = st.bind(OP, &p.output)?;
+        let y = st.bind16(OP, &p.output)?;
         let x = match &p.input {
             Some(i) => st.bind16(OP, i)?,
             None => st.stream.unused(),
@@ -375,6 +380,19 @@ impl Ctx {
                 ..key
             };
             return self.dispatch(stream, &key, bytes_of(&prm), &[(1, &x), (2, &y)], grid);
+        }
+        // Four adjacent outputs per thread with 16-byte accesses where rows of the inner
+        // dimension are whole vec4s.
+        if p.inner.is_multiple_of(4) && x.byte % 16 == 0 && y.byte % 16 == 0 {
+            let quads = outputs / 4;
+            let cols4: u64 = 8;
+            let grid = stream.grid(quads.div_ceil(cols4))?;
+            let key = PipelineKey {
+                entry: "cols4",
+                ..key
+            }
+            .with("COLS4", cols4 as f64);
+            return self.dispatch(stream, &key, bytes_of(&prm), &[(3, &x), (4, &y)], grid);
         }
         // Few outputs get more threads each, so long reductions still fill the device.
         let cols: u64 = if outputs >= 8192 { 32 } else { 4 };

@@ -107,6 +107,7 @@ pub(crate) struct Limits {
     pub max_binding: u64,
     pub max_groups: u32,
     pub workgroup_storage: u32,
+    pub max_invocations: u32,
 }
 
 pub(crate) struct Stream {
@@ -160,6 +161,7 @@ impl Stream {
                 max_binding: limits.max_storage_buffer_binding_size,
                 max_groups: limits.max_compute_workgroups_per_dimension,
                 workgroup_storage: limits.max_compute_workgroup_storage_size,
+                max_invocations: limits.max_compute_invocations_per_workgroup,
             },
         }
     }

@@ -4,11 +4,9 @@
 // - `main`, any head size: one workgroup per query row walks the visible keys in blocks
 //   of 64, keeping the running maximum m, the running sum l and the output accumulator
 //   (up to 512 dimensions per pass; wider heads take several passes over the keys).
-// - `tiled`, head sizes up to 64 or 128 (override D): one workgroup of 128 threads per
-//   block of 32 query rows, looping over blocks of 32 keys: S = Q K^T and O += P V as
-//   register-blocked products through workgroup memory, with the softmax statistics per
-//   row reduced across the threads that share it. K and V are staged in chunks so the
-//   whole footprint stays under 30 KiB (lavapipe allows 32 KiB).
+// - `fast`, head sizes up to 64 or 128 (override D): blocks of 64 query rows x 64 keys,
+//   S = Q K^T and O += P V as register-blocked products through workgroup memory (see
+//   below).
 
 struct Params {
     rows: u32,
@@ -111,202 +109,234 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 }
 
-// ---- `tiled` -----------------------------------------------------------------------------
-
 override D: u32 = 128u; // 64 or 128: head dims handled (smaller heads are zero-padded)
-const TQ: u32 = 32u; // query rows per workgroup
-const TKV: u32 = 32u; // keys per block
-const KCH: u32 = 64u; // dims of K per staged chunk
-const VCH: u32 = 16u; // keys of V per staged chunk (at D = 128; 32 at D = 64)
-override DV: u32 = D / 16u; // output dims per thread (8 or 4)
-
-var<workgroup> qs: array<f32, D * TQ>; // [dim][row]
-var<workgroup> kvs: array<f32, 2048>; // K chunk [dim][key] or V chunk [key][dim]
-var<workgroup> ps: array<f32, TKV * TQ>; // [key][row]
-var<workgroup> red: array<f32, TQ * 8u>; // [row][key group] partial maxima, then sums
-var<workgroup> row_m: array<f32, TQ>;
-var<workgroup> row_l: array<f32, TQ>;
-var<workgroup> row_corr: array<f32, TQ>;
 
 fn neg_inf() -> f32 {
     return -inf_f32();
 }
 
-@compute @workgroup_size(128)
-fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+// ---- `fast` --------------------------------------------------------------------------
+// Blocks of 64 query rows x 64 keys, 256 threads. Thread (tr, tc) owns query rows
+// 4tr..4tr+3 in both products: in S = Q K^T it computes keys 4tc..4tc+3 of those rows, in
+// O += P V output dims tc * DT .. + DT. So the running maximum, sum and rescale factor of
+// each of its rows live in its registers; only the per-block row maxima and sums are
+// combined across the 16 threads of a row, through workgroup memory. Q and K stream
+// through workgroup memory 16 dims at a time (STAGES = 2 prefetches the next chunk while
+// computing on this one), then V 16 keys at a time; P is staged as [key][row].
+
+override STAGES: u32 = 2u;
+override DT: u32 = D / 16u; // output dims per thread: 8 (D = 128) or 4 (D = 64)
+
+const FB: u32 = 64u; // query rows and keys per block
+const FC: u32 = 16u; // dims (S) or keys (PV) per staged chunk
+
+// S chunks: Q [stage][dim][16 row-quads], K [stage][dim][16 key-quads]. The V chunk
+// [key][D / 4 dim-quads] reuses the same memory (fq, then fk) once S is done. With
+// STAGES = 1 the whole kernel needs 28 KiB of workgroup memory, with 2 it needs 36 KiB.
+override QK: u32 = 256u * STAGES; // vec4s of each of fq and fk
+var<workgroup> fq: array<vec4<f32>, QK>;
+var<workgroup> fk: array<vec4<f32>, QK>;
+var<workgroup> fp: array<vec4<f32>, 1024>; // P [key][16 row-quads]
+var<workgroup> fred: array<vec4<f32>, 256>; // [row][4 quads of the 16 partials]
+
+struct Chunk {
+    q: vec4<f32>,
+    k: vec4<f32>,
+}
+
+// Thread t brings 4 consecutive dims (d0 + 4 (t % 4) ..) of query row t / 4 and of key
+// t / 4: coalesced 64-byte row segments.
+fn fetch_qk(t: u32, q_base: u32, k_base: u32, q0: u32, j0: u32, d0: u32) -> Chunk {
+    var c: Chunk;
+    c.q = vec4<f32>(0.0);
+    c.k = vec4<f32>(0.0);
+    let row = t / 4u;
+    let dim = d0 + 4u * (t % 4u);
+    let d = params.head_dim;
+    for (var e = 0u; e < 4u; e = e + 1u) {
+        if (dim + e < d) {
+            if (q0 + row < params.seq_q) {
+                c.q[e] = q[q_base + row * d + dim + e];
+            }
+            if (j0 + row < params.seq_kv) {
+                c.k[e] = k[k_base + row * d + dim + e];
+            }
+        }
+    }
+    return c;
+}
+
+fn store_qk(t: u32, stage: u32, c: Chunk) {
+    let row = t / 4u;
+    let dq = 4u * (t % 4u);
+    let base = stage * 256u;
+    for (var e = 0u; e < 4u; e = e + 1u) {
+        let at = base + (dq + e) * 16u + row / 4u;
+        fq[at][row % 4u] = c.q[e];
+        fk[at][row % 4u] = c.k[e];
+    }
+}
+
+@compute @workgroup_size(256)
+fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let d = params.head_dim;
     let head = wid.y;
-    let q0 = wid.x * TQ;
+    let q0 = wid.x * FB;
     let q_base = params.q_off + (head * params.seq_q + q0) * d;
     let o_base = params.o_off + (head * params.seq_q + q0) * d;
-    let k_base = params.k_off + head * params.seq_kv * d;
-    let v_base = params.v_off + head * params.seq_kv * d;
+    let kv_base = head * params.seq_kv * d;
     let shift = i32(params.seq_kv) - i32(params.seq_q);
+    let tr = lid % 16u;
+    let tc = lid / 16u;
+    let causal = params.causal != 0u;
 
-    // Q block, transposed into [dim][row]; rows past seq_q and dims past d are zero.
-    for (var e = lid; e < D * TQ; e = e + 128u) {
-        let row = e / D;
-        let dim = e % D;
-        var v = 0.0;
-        if (q0 + row < params.seq_q && dim < d) {
-            v = q[q_base + row * d + dim];
-        }
-        qs[dim * TQ + row] = v;
+    // Per owned row: running max, running sum, visible-key limit.
+    var m = vec4<f32>(neg_inf());
+    var l = vec4<f32>(0.0);
+    var lim: vec4<i32>;
+    for (var r = 0u; r < 4u; r = r + 1u) {
+        let row = i32(q0 + 4u * tr + r);
+        lim[r] = select(i32(params.seq_kv) - 1, min(i32(params.seq_kv) - 1, row + shift), causal);
     }
-    if (lid < TQ) {
-        row_m[lid] = neg_inf();
-        row_l[lid] = 0.0;
-    }
+    var acc: array<vec4<f32>, 8>; // [row r][dim quad u] at 2 r + u, u < DT / 4
 
-    // S mapping: rows 2sr, 2sr + 1; keys 4sk .. 4sk + 3.
-    let sr = lid / 8u;
-    let sk = lid % 8u;
-    // PV mapping: rows 4pr .. 4pr + 3; dims DV pd .. DV pd + DV - 1.
-    let pr = lid % 8u;
-    let pd = lid / 8u;
-    var acc: array<vec4<f32>, 8>; // [row r][dim quad u] at r * 2 + u (u < DV / 4)
-
-    // Keys past the last one any row here may see are never visited.
-    let last_row = min(q0 + TQ, params.seq_q) - 1u;
+    let last_row = min(q0 + FB, params.seq_q) - 1u;
     var kv_end = params.seq_kv;
-    if (params.causal != 0u) {
+    if (causal) {
         kv_end = u32(clamp(i32(last_row) + shift + 1, 0, i32(params.seq_kv)));
     }
-    workgroupBarrier();
+    let chunks = D / FC;
+    for (var j0 = 0u; j0 < kv_end; j0 = j0 + FB) {
+        let k_base = params.k_off + kv_base + j0 * d;
+        // ---- S = Q K^T: 4 rows x 4 keys per thread ----
+        var s: array<vec4<f32>, 4>; // [row r] keys 4tc..4tc+3
+        store_qk(lid, 0u, fetch_qk(lid, q_base, k_base, q0, j0, 0u));
+        workgroupBarrier();
+        for (var c = 0u; c < chunks; c = c + 1u) {
+            let stage = select(0u, c % 2u, STAGES == 2u);
+            let more = c + 1u < chunks;
+            var next: Chunk;
+            if (more) {
+                next = fetch_qk(lid, q_base, k_base, q0, j0, (c + 1u) * FC);
+            }
+            let base = stage * 256u;
+            for (var dd = 0u; dd < FC; dd = dd + 1u) {
+                let qv = fq[base + dd * 16u + tr];
+                let kv = fk[base + dd * 16u + tc];
+                s[0] = fma(vec4<f32>(qv.x), kv, s[0]);
+                s[1] = fma(vec4<f32>(qv.y), kv, s[1]);
+                s[2] = fma(vec4<f32>(qv.z), kv, s[2]);
+                s[3] = fma(vec4<f32>(qv.w), kv, s[3]);
+            }
+            if (more) {
+                if (STAGES == 1u) {
+                    workgroupBarrier();
+                }
+                store_qk(lid, select(0u, 1u - stage, STAGES == 2u), next);
+            }
+            workgroupBarrier();
+        }
 
-    for (var j0 = 0u; j0 < kv_end; j0 = j0 + TKV) {
-        // ---- S = Q K^T for this block (scores in registers) ----
-        var s0 = vec4<f32>(0.0);
-        var s1 = vec4<f32>(0.0);
-        for (var c0 = 0u; c0 < D; c0 = c0 + KCH) {
-            for (var e = lid; e < KCH * TKV; e = e + 128u) {
-                let key = e / KCH;
-                let dim = c0 + e % KCH;
-                var v = 0.0;
-                if (j0 + key < params.seq_kv && dim < d) {
-                    v = k[k_base + (j0 + key) * d + dim];
-                }
-                kvs[(dim - c0) * TKV + key] = v;
+        // ---- scale, mask, block row maxima ----
+        var bmax = vec4<f32>(neg_inf());
+        for (var r = 0u; r < 4u; r = r + 1u) {
+            for (var u = 0u; u < 4u; u = u + 1u) {
+                let j = i32(j0 + 4u * tc + u);
+                let v = select(neg_inf(), params.scale * s[r][u], j <= lim[r]);
+                s[r][u] = v;
+                bmax[r] = max(bmax[r], v);
             }
-            workgroupBarrier();
-            for (var dd = 0u; dd < KCH; dd = dd + 1u) {
-                let qa = qs[(c0 + dd) * TQ + 2u * sr];
-                let qb = qs[(c0 + dd) * TQ + 2u * sr + 1u];
-                let kk = vec4<f32>(kvs[dd * TKV + 4u * sk], kvs[dd * TKV + 4u * sk + 1u],
-                                   kvs[dd * TKV + 4u * sk + 2u], kvs[dd * TKV + 4u * sk + 3u]);
-                s0 = fma(vec4<f32>(qa), kk, s0);
-                s1 = fma(vec4<f32>(qb), kk, s1);
+        }
+        // fred[row][quad] holds the 16 partials of a row as 4 vec4s.
+        for (var r = 0u; r < 4u; r = r + 1u) {
+            fred[(4u * tr + r) * 4u + tc / 4u][tc % 4u] = bmax[r];
+        }
+        workgroupBarrier();
+        var m_new = m;
+        for (var r = 0u; r < 4u; r = r + 1u) {
+            for (var g = 0u; g < 4u; g = g + 1u) {
+                let v = fred[(4u * tr + r) * 4u + g];
+                m_new[r] = max(m_new[r], max(max(v.x, v.y), max(v.z, v.w)));
             }
-            workgroupBarrier();
         }
-        // Scale and mask: keys past seq_kv, or past a row's causal limit, become -inf.
-        let ra = q0 + 2u * sr;
-        let rb = ra + 1u;
-        var lim_a = i32(params.seq_kv) - 1;
-        var lim_b = lim_a;
-        if (params.causal != 0u) {
-            lim_a = min(lim_a, i32(ra) + shift);
-            lim_b = min(lim_b, i32(rb) + shift);
+        workgroupBarrier();
+        // ---- P = exp(S - m_new) into [key][row], partial sums ----
+        var psum = vec4<f32>(0.0);
+        var pk: array<vec4<f32>, 4>; // [key u] rows 4tr..4tr+3
+        for (var r = 0u; r < 4u; r = r + 1u) {
+            for (var u = 0u; u < 4u; u = u + 1u) {
+                let v = s[r][u];
+                let p = select(exp(v - m_new[r]), 0.0, is_inf(v) && v < 0.0);
+                pk[u][r] = p;
+                psum[r] = psum[r] + p;
+            }
         }
-        var ma = neg_inf();
-        var mb = neg_inf();
         for (var u = 0u; u < 4u; u = u + 1u) {
-            let j = i32(j0 + 4u * sk + u);
-            s0[u] = select(neg_inf(), params.scale * s0[u], j <= lim_a);
-            s1[u] = select(neg_inf(), params.scale * s1[u], j <= lim_b);
-            ma = max(ma, s0[u]);
-            mb = max(mb, s1[u]);
+            fp[(4u * tc + u) * 16u + tr] = pk[u];
         }
-        red[(2u * sr) * 8u + sk] = ma;
-        red[(2u * sr + 1u) * 8u + sk] = mb;
-        workgroupBarrier();
-        // New row maxima, probabilities, partial sums.
-        var new_a = row_m[2u * sr];
-        var new_b = row_m[2u * sr + 1u];
-        for (var g = 0u; g < 8u; g = g + 1u) {
-            new_a = max(new_a, red[(2u * sr) * 8u + g]);
-            new_b = max(new_b, red[(2u * sr + 1u) * 8u + g]);
-        }
-        var sum_a = 0.0;
-        var sum_b = 0.0;
-        for (var u = 0u; u < 4u; u = u + 1u) {
-            // A masked key contributes nothing, even where the row has no key yet (-inf - -inf).
-            let pa = select(exp(s0[u] - new_a), 0.0, is_inf(s0[u]) && s0[u] < 0.0);
-            let pb = select(exp(s1[u] - new_b), 0.0, is_inf(s1[u]) && s1[u] < 0.0);
-            ps[(4u * sk + u) * TQ + 2u * sr] = pa;
-            ps[(4u * sk + u) * TQ + 2u * sr + 1u] = pb;
-            sum_a = sum_a + pa;
-            sum_b = sum_b + pb;
+        for (var r = 0u; r < 4u; r = r + 1u) {
+            fred[(4u * tr + r) * 4u + tc / 4u][tc % 4u] = psum[r];
         }
         workgroupBarrier();
-        red[(2u * sr) * 8u + sk] = sum_a;
-        red[(2u * sr + 1u) * 8u + sk] = sum_b;
-        workgroupBarrier();
-        if (sk == 0u) {
-            for (var h = 0u; h < 2u; h = h + 1u) {
-                let row = 2u * sr + h;
-                let old_m = row_m[row];
-                let new_m = select(new_a, new_b, h == 1u);
-                var total = 0.0;
-                for (var g = 0u; g < 8u; g = g + 1u) {
-                    total = total + red[row * 8u + g];
-                }
-                let corr = select(exp(old_m - new_m), 0.0, is_inf(old_m) && old_m < 0.0);
-                row_corr[row] = corr;
-                row_l[row] = row_l[row] * corr + total;
-                row_m[row] = new_m;
+        for (var r = 0u; r < 4u; r = r + 1u) {
+            var total = 0.0;
+            for (var g = 0u; g < 4u; g = g + 1u) {
+                let v = fred[(4u * tr + r) * 4u + g];
+                total = total + (v.x + v.y) + (v.z + v.w);
             }
+            let corr = select(exp(m[r] - m_new[r]), 0.0, is_inf(m[r]) && m[r] < 0.0);
+            l[r] = l[r] * corr + total;
+            acc[2u * r] = acc[2u * r] * corr;
+            acc[2u * r + 1u] = acc[2u * r + 1u] * corr;
         }
-        workgroupBarrier();
+        m = m_new;
 
-        // ---- O = O * corr + P V ----
-        for (var r = 0u; r < 4u; r = r + 1u) {
-            let corr = row_corr[4u * pr + r];
-            acc[r * 2u] = acc[r * 2u] * corr;
-            acc[r * 2u + 1u] = acc[r * 2u + 1u] * corr;
-        }
-        // Keys a row must not see have p = 0, but their V may hold anything (NaN
-        // included) and 0 * NaN is NaN: blocks where some row is masked skip those keys
-        // explicitly; fully visible blocks take the unchecked loop.
-        let first_lim = select(i32(params.seq_kv) - 1, min(i32(params.seq_kv) - 1, i32(q0) + shift), params.causal != 0u);
-        let full = i32(j0 + TKV) - 1 <= first_lim;
-        var lim: array<i32, 4>;
-        for (var r = 0u; r < 4u; r = r + 1u) {
-            let row = q0 + 4u * pr + r;
-            lim[r] = i32(params.seq_kv) - 1;
-            if (params.causal != 0u) {
-                lim[r] = min(lim[r], i32(row) + shift);
-            }
-        }
-        let vch = 2048u / D;
-        for (var c0 = 0u; c0 < TKV; c0 = c0 + vch) {
-            for (var e = lid; e < vch * D; e = e + 128u) {
-                let key = j0 + c0 + e / D;
-                let dim = e % D;
-                var val = 0.0;
-                if (key < kv_end && dim < d) {
-                    val = v[v_base + key * d + dim];
+        // ---- O += P V, 16 keys of V at a time (in fq/fk's memory) ----
+        // Rows 4tr.. see every key of this block: no per-key check needed.
+        let full = !causal || i32(j0 + FB) - 1 <= lim[0];
+        for (var c0 = 0u; c0 < FB; c0 = c0 + FC) {
+            // V rows j0 + c0 .. + 16 as [key][D / 4 quads]; keys past kv_end read as zero.
+            for (var e = lid; e < FC * D / 4u; e = e + 256u) {
+                let key = c0 + e / (D / 4u);
+                let dq = 4u * (e % (D / 4u));
+                var val = vec4<f32>(0.0);
+                let kj = j0 + key;
+                if (kj < kv_end) {
+                    for (var x = 0u; x < 4u; x = x + 1u) {
+                        if (dq + x < d) {
+                            val[x] = v[params.v_off + kv_base + kj * d + dq + x];
+                        }
+                    }
                 }
-                kvs[e] = val;
+                if (e < QK) {
+                    fq[e] = val;
+                } else {
+                    fk[e - QK] = val;
+                }
             }
             workgroupBarrier();
-            for (var kk = 0u; kk < vch; kk = kk + 1u) {
+            for (var kk = 0u; kk < FC; kk = kk + 1u) {
                 let key = c0 + kk;
-                let p4 = vec4<f32>(ps[key * TQ + 4u * pr], ps[key * TQ + 4u * pr + 1u],
-                                   ps[key * TQ + 4u * pr + 2u], ps[key * TQ + 4u * pr + 3u]);
-                for (var u = 0u; u < DV / 4u; u = u + 1u) {
-                    let base = kk * D + DV * pd + 4u * u;
-                    let v4 = vec4<f32>(kvs[base], kvs[base + 1u], kvs[base + 2u], kvs[base + 3u]);
-                    if (full) {
-                        acc[u] = fma(vec4<f32>(p4.x), v4, acc[u]);
-                        acc[2u + u] = fma(vec4<f32>(p4.y), v4, acc[2u + u]);
-                        acc[4u + u] = fma(vec4<f32>(p4.z), v4, acc[4u + u]);
-                        acc[6u + u] = fma(vec4<f32>(p4.w), v4, acc[6u + u]);
+                let p4 = fp[key * 16u + tr];
+                for (var u = 0u; u < DT / 4u; u = u + 1u) {
+                    let e = kk * (D / 4u) + tc * (DT / 4u) + u;
+                    var vv: vec4<f32>;
+                    if (e < QK) {
+                        vv = fq[e];
                     } else {
+                        vv = fk[e - QK];
+                    }
+                    if (full) {
+                        acc[u] = fma(vec4<f32>(p4.x), vv, acc[u]);
+                        acc[2u + u] = fma(vec4<f32>(p4.y), vv, acc[2u + u]);
+                        acc[4u + u] = fma(vec4<f32>(p4.z), vv, acc[4u + u]);
+                        acc[6u + u] = fma(vec4<f32>(p4.w), vv, acc[6u + u]);
+                    } else {
+                        // A masked key has p = 0 but its V may be NaN: skip it.
                         let j = i32(j0 + key);
                         for (var r = 0u; r < 4u; r = r + 1u) {
                             if (j <= lim[r]) {
-                                acc[r * 2u + u] = fma(vec4<f32>(p4[r]), v4, acc[r * 2u + u]);
+                                acc[2u * r + u] = fma(vec4<f32>(p4[r]), vv, acc[2u * r + u]);
                             }
                         }
                     }
@@ -316,20 +346,19 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
         }
     }
 
-    // O = acc / l; rows that saw no key output zeros.
+    // ---- O = acc / l; rows that saw no key output zeros ----
     for (var r = 0u; r < 4u; r = r + 1u) {
-        let row = 4u * pr + r;
+        let row = 4u * tr + r;
         if (q0 + row >= params.seq_q) {
             continue;
         }
-        let l = row_l[row];
-        let inv = select(1.0 / l, 0.0, l == 0.0);
-        for (var u = 0u; u < DV / 4u; u = u + 1u) {
-            let out = acc[r * 2u + u] * inv;
-            for (var c = 0u; c < 4u; c = c + 1u) {
-                let dim = DV * pd + 4u * u + c;
+        let inv = select(1.0 / l[r], 0.0, l[r] == 0.0);
+        for (var u = 0u; u < DT / 4u; u = u + 1u) {
+            let out = acc[2u * r + u] * inv;
+            for (var x = 0u; x < 4u; x = x + 1u) {
+                let dim = tc * DT + 4u * u + x;
                 if (dim < d) {
-                    o[o_base + row * d + dim] = out[c];
+                    o[o_base + row * d + dim] = out[x];
                 }
             }
         }

@@ -1,0 +1,49 @@
+//! The conformance configuration `WasmBackend` is held to, shared by the native tests,
+//! the browser tests and the page (`examples/conformance_page.rs` includes this file),
+//! so all of them run the same cases with the same expectations.
+
+#![allow(
+    dead_code,
+    reason = "each test binary and the page use a different part of this module"
+)]
+
+use backend_wasm::WasmBackend;
+use conformance::{Check, Config, Expectation, Profile};
+
+/// Cases per property check in the browser tests and the page (plus the committed
+/// regression cases, which always run): as many as native lavapipe runs, with the small
+/// size profile, since SwiftShader is a software GPU too. The seed is fixed, so every
+/// run is the same.
+pub(crate) const BROWSER_CASES: u32 = 24;
+
+/// Cases per property check when the native tests run `WasmBackend` (the full suite on
+/// the same adapter is `backend-webgpu`'s job; these check the delegation).
+pub(crate) const NATIVE_CASES: u32 = 12;
+
+/// The checks a browser runs: every property check, misuse and ordering. (`threads`
+/// needs threads; a page has one.)
+pub(crate) fn browser_checks() -> Vec<Check> {
+    Check::ALL
+        .iter()
+        .copied()
+        .filter(|&c| c != Check::Threads)
+        .collect()
+}
+
+/// The suite's configuration for `b`: `cases` cases per property check, the small size
+/// profile on software adapters (lavapipe, SwiftShader), and the known differences.
+pub(crate) fn config(b: &WasmBackend, cases: u32) -> Config {
+    let software = b.adapter().is_none_or(|a| a.is_software());
+    let mut config = Config::new(cases);
+    if software {
+        config = config.with_profile(Profile::small());
+    }
+    config.expected = expectations(b);
+    config
+}
+
+/// Differences of this backend that a user would accept, each with its reason. Strict:
+/// an expectation whose cases all pass fails the run.
+pub(crate) fn expectations(_b: &WasmBackend) -> Vec<Expectation> {
+    Vec::new()
+}
