@@ -288,7 +288,9 @@ impl ErrorSink {
     fn record(&self, e: wgpu::Error) {
         let err = match e {
             wgpu::Error::OutOfMemory { .. } => BackendError::OutOfMemory,
-            other => BackendError::DeviceError(format!("queued work failed: {other}")),
+            other => {
+                BackendError::DeviceError(format!("queued work failed: {}", with_sources(&other)))
+            }
         };
         tracing::error!(error = %err, "wgpu reported an error");
         self.pending
@@ -336,6 +338,24 @@ impl ErrorSink {
             .unwrap_or_else(PoisonError::into_inner)
             .is_some()
     }
+}
+
+/// An error and its chain of causes on one line (wgpu's own text is often just
+/// "Validation Error"; the causes say what was wrong).
+pub(crate) fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    // wgpu's messages span several lines ("Validation Error\n\nCaused by: ..."): one
+    // line reads better inside another error.
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Validation and out-of-memory error scopes around a few calls whose failure must be

@@ -315,7 +315,8 @@ fn spin_budget() -> std::time::Duration {
     })
 }
 
-/// Large readbacks are split into chunks of this size and pipelined.
+/// Large readbacks are split into chunks of this size and pipelined (native).
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) const READBACK_CHUNK: u64 = 16 << 20;
 
 /// Copies mapped device memory to the caller's buffer, on several threads when it is

@@ -241,6 +241,12 @@ impl Ctx {
         };
         let total = (p.n * p.k * p.oh * p.ow) as u64;
         let rows = (p.n * p.oh * p.ow) as u64;
+        // The filter viewed as vec4s (binding end rounded to 16 bytes), unless it shares
+        // the input's binding.
+        let filter16 = match (&p.filter, f_in_x) {
+            (Some(fo), false) => Some(st.bind16(OP, fo)?),
+            _ => None,
+        };
         let State { stream, .. } = &mut *st;
         let f_in_x = if f_in_x { 1.0 } else { 0.0 };
         // Implicit GEMM pays once there are enough output channels to fill much of its
@@ -256,8 +262,35 @@ impl Ctx {
                     p.k
                 )));
             }
+            // 16-byte filter loads when every output channel's taps start on a 16-byte
+            // boundary (C * R * S a multiple of 4).
+            if let Some(f16) =
+                filter16.filter(|f| f.byte % 16 == 0 && (p.c * p.r * p.s).is_multiple_of(4))
+            {
+                let key = PipelineKey::new(Kernel::Conv2d, "implicit")
+                    .with("F_IN_X", f_in_x)
+                    .with("F_VEC4", 1.0);
+                let placeholder = stream.unused();
+                let bindings = [(1, &x), (2, &placeholder), (3, &y), (4, &f16)];
+                return self.dispatch(
+                    stream,
+                    &key,
+                    bytes_of(&prm),
+                    &bindings,
+                    [gx as u32, gy as u32, 1],
+                );
+            }
             let key = PipelineKey::new(Kernel::Conv2d, "implicit").with("F_IN_X", f_in_x);
-            (key, [gx as u32, gy as u32, 1])
+            // The kernel declares the vec4 view of the filter too; it is not read here.
+            let placeholder = stream.unused();
+            let bindings = [(1, &x), (2, &f), (3, &y), (4, &placeholder)];
+            return self.dispatch(
+                stream,
+                &key,
+                bytes_of(&prm),
+                &bindings,
+                [gx as u32, gy as u32, 1],
+            );
         } else {
             let key = PipelineKey::new(Kernel::Conv2d, "main").with("F_IN_X", f_in_x);
             (key, stream.grid(groups_of_256(total))?)
@@ -740,6 +773,79 @@ impl State {
     }
 }
 
+/// A mapped (or map-pending) buffer range, unmapped on every exit path: a buffer left
+/// mapped would fail every later submission that uses it.
+#[cfg(not(target_arch = "wasm32"))]
+struct Mapping<'a> {
+    buffer: &'a wgpu::Buffer,
+    armed: bool,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Drop for Mapping<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.buffer.unmap();
+        }
+    }
+}
+
+/// Maps `range` of `buffer` once submission `index` is done, blocking (native).
+#[cfg(not(target_arch = "wasm32"))]
+fn map_blocking<'a>(
+    ctx: &Ctx,
+    buffer: &'a wgpu::Buffer,
+    range: std::ops::Range<u64>,
+    mode: wgpu::MapMode,
+    index: wgpu::SubmissionIndex,
+) -> BackendResult<Mapping<'a>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    buffer.slice(range).map_async(mode, move |r| {
+        let _ = tx.send(r);
+    });
+    let mut mapping = Mapping {
+        buffer,
+        armed: true,
+    };
+    ctx.wait_idle(index)?;
+    // The callback runs inside the poll; if it has not, poll until it does (bounded, so
+    // a driver that never answers cannot hang the caller).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let result = loop {
+        match rx.try_recv() {
+            Ok(r) => break r,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                mapping.armed = false;
+                return Err(BackendError::DeviceError(
+                    "the device dropped a mapping".into(),
+                ));
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) if std::time::Instant::now() > deadline => {
+                return Err(BackendError::DeviceError(
+                    "mapping device memory timed out".into(),
+                ));
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                ctx.device
+                    .poll(wgpu::PollType::Poll)
+                    .map_err(|e| BackendError::DeviceError(format!("polling the device: {e}")))?;
+                std::thread::yield_now();
+            }
+        }
+    };
+    match result {
+        Ok(()) => Ok(mapping),
+        Err(e) => {
+            mapping.armed = false;
+            // A failed map usually follows a failed submission: report that cause.
+            ctx.errors.take()?;
+            Err(BackendError::DeviceError(format!(
+                "mapping device memory failed: {e}"
+            )))
+        }
+    }
+}
+
 /// Reads device memory by mapping it (unified-memory adapters): one copy, no staging.
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn read_mapped(
@@ -752,27 +858,7 @@ pub(crate) fn read_mapped(
     let index = stream.flush(&ctx.queue);
     let abs = block.offset + offset;
     let (start, end) = (abs / 8 * 8, (abs + dst.len() as u64).div_ceil(4) * 4);
-    let (tx, rx) = std::sync::mpsc::channel();
-    block
-        .buffer
-        .slice(start..end)
-        .map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-    ctx.wait_idle(index)?;
-    match rx.recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            return Err(BackendError::DeviceError(format!(
-                "mapping device memory failed: {e}"
-            )));
-        }
-        Err(_) => {
-            return Err(BackendError::DeviceError(
-                "the device dropped a mapping".into(),
-            ));
-        }
-    }
+    let _mapping = map_blocking(ctx, &block.buffer, start..end, wgpu::MapMode::Read, index)?;
     {
         let view = block
             .buffer
@@ -781,7 +867,7 @@ pub(crate) fn read_mapped(
             .map_err(crate::mapping_failed)?;
         dst.copy_from_slice(&view[(abs - start) as usize..][..dst.len()]);
     }
-    block.buffer.unmap();
+    drop(_mapping);
     ctx.errors.take()
 }
 
@@ -878,27 +964,7 @@ fn write_mapped(
 ) -> BackendResult<()> {
     let index = stream.flush(&ctx.queue);
     let (start, end) = (abs / 8 * 8, abs + data.len() as u64);
-    let (tx, rx) = std::sync::mpsc::channel();
-    block
-        .buffer
-        .slice(start..end)
-        .map_async(wgpu::MapMode::Write, move |r| {
-            let _ = tx.send(r);
-        });
-    ctx.wait_idle(index)?;
-    match rx.recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            return Err(BackendError::DeviceError(format!(
-                "mapping device memory failed: {e}"
-            )));
-        }
-        Err(_) => {
-            return Err(BackendError::DeviceError(
-                "the device dropped a mapping".into(),
-            ));
-        }
-    }
+    let mapping = map_blocking(ctx, &block.buffer, start..end, wgpu::MapMode::Write, index)?;
     {
         let mut view = block
             .buffer
@@ -907,6 +973,6 @@ fn write_mapped(
             .map_err(crate::mapping_failed)?;
         view.slice((abs - start) as usize..).copy_from_slice(data);
     }
-    block.buffer.unmap();
+    drop(mapping);
     Ok(())
 }

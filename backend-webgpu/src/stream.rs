@@ -167,6 +167,7 @@ impl Stream {
     }
 
     /// True when nothing is recorded since the last submission.
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn is_empty(&self) -> bool {
         self.recorded == 0
     }

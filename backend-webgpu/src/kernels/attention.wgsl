@@ -59,7 +59,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     for (var d0 = 0u; d0 < d; d0 = d0 + PASS_DIMS) {
-        var acc: array<f32, PER_THREAD>;
+        // Explicitly zeroed: Chrome does not re-zero an uninitialised var declared in a loop.
+        var acc = array<f32, PER_THREAD>();
         var m = -inf_f32();
         var l = 0.0;
         for (var j0 = 0u; j0 < visible; j0 = j0 + WG) {
@@ -177,6 +178,42 @@ fn store_qk(t: u32, stage: u32, c: Chunk) {
     }
 }
 
+// Row r's scores for keys 4tc..4tc+3, scaled and masked (-inf where the row must not see
+// the key: past its causal limit or past seq_kv).
+fn masked(s: vec4<f32>, j0: u32, tc: u32, lim: i32) -> vec4<f32> {
+    let j = vec4<i32>(i32(j0 + 4u * tc)) + vec4<i32>(0, 1, 2, 3);
+    return select(vec4<f32>(neg_inf()), params.scale * s, j <= vec4<i32>(lim));
+}
+
+fn hmax(v: vec4<f32>) -> f32 {
+    return max(max(v.x, v.y), max(v.z, v.w));
+}
+
+// exp(s - m), and exactly 0 for masked keys (even where m is -inf too).
+fn probs(s: vec4<f32>, m: f32) -> vec4<f32> {
+    let masked = (bitcast<vec4<u32>>(s) == vec4<u32>(0xff800000u));
+    return select(exp(s - vec4<f32>(m)), vec4<f32>(0.0), masked);
+}
+
+// The 16 partials of owned row (4 tr + r), combined: the maximum, or the sum.
+fn row_max(tr: u32, r: u32) -> f32 {
+    let b = (4u * tr + r) * 4u;
+    return max(max(hmax(fred[b]), hmax(fred[b + 1u])), max(hmax(fred[b + 2u]), hmax(fred[b + 3u])));
+}
+
+fn row_sum(tr: u32, r: u32) -> f32 {
+    let b = (4u * tr + r) * 4u;
+    let v = (fred[b] + fred[b + 1u]) + (fred[b + 2u] + fred[b + 3u]);
+    return (v.x + v.y) + (v.z + v.w);
+}
+
+fn v_quad(e: u32) -> vec4<f32> {
+    if (e < QK) {
+        return fq[e];
+    }
+    return fk[e - QK];
+}
+
 @compute @workgroup_size(256)
 fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let d = params.head_dim;
@@ -189,16 +226,18 @@ fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let tr = lid % 16u;
     let tc = lid / 16u;
     let causal = params.causal != 0u;
-
-    // Per owned row: running max, running sum, visible-key limit.
+    // Everything per owned row (x, y, z, w: rows 4tr .. 4tr + 3) lives in vec4 registers:
+    // no arrays, so nothing can spill to local memory.
+    let rows = vec4<i32>(i32(q0 + 4u * tr)) + vec4<i32>(0, 1, 2, 3);
+    let last_key = vec4<i32>(i32(params.seq_kv) - 1);
+    let lim = select(last_key, min(last_key, rows + vec4<i32>(shift)), causal);
     var m = vec4<f32>(neg_inf());
     var l = vec4<f32>(0.0);
-    var lim: vec4<i32>;
-    for (var r = 0u; r < 4u; r = r + 1u) {
-        let row = i32(q0 + 4u * tr + r);
-        lim[r] = select(i32(params.seq_kv) - 1, min(i32(params.seq_kv) - 1, row + shift), causal);
-    }
-    var acc: array<vec4<f32>, 8>; // [row r][dim quad u] at 2 r + u, u < DT / 4
+    // Output accumulators: row r, dim quad u (u = 1 only when D = 128).
+    var o00 = vec4<f32>(0.0); var o01 = vec4<f32>(0.0);
+    var o10 = vec4<f32>(0.0); var o11 = vec4<f32>(0.0);
+    var o20 = vec4<f32>(0.0); var o21 = vec4<f32>(0.0);
+    var o30 = vec4<f32>(0.0); var o31 = vec4<f32>(0.0);
 
     let last_row = min(q0 + FB, params.seq_q) - 1u;
     var kv_end = params.seq_kv;
@@ -208,8 +247,11 @@ fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let chunks = D / FC;
     for (var j0 = 0u; j0 < kv_end; j0 = j0 + FB) {
         let k_base = params.k_off + kv_base + j0 * d;
-        // ---- S = Q K^T: 4 rows x 4 keys per thread ----
-        var s: array<vec4<f32>, 4>; // [row r] keys 4tc..4tc+3
+        // ---- S = Q K^T: rows 4tr.., keys 4tc.. ----
+        var s0 = vec4<f32>(0.0);
+        var s1 = vec4<f32>(0.0);
+        var s2 = vec4<f32>(0.0);
+        var s3 = vec4<f32>(0.0);
         store_qk(lid, 0u, fetch_qk(lid, q_base, k_base, q0, j0, 0u));
         workgroupBarrier();
         for (var c = 0u; c < chunks; c = c + 1u) {
@@ -223,10 +265,10 @@ fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             for (var dd = 0u; dd < FC; dd = dd + 1u) {
                 let qv = fq[base + dd * 16u + tr];
                 let kv = fk[base + dd * 16u + tc];
-                s[0] = fma(vec4<f32>(qv.x), kv, s[0]);
-                s[1] = fma(vec4<f32>(qv.y), kv, s[1]);
-                s[2] = fma(vec4<f32>(qv.z), kv, s[2]);
-                s[3] = fma(vec4<f32>(qv.w), kv, s[3]);
+                s0 = fma(vec4<f32>(qv.x), kv, s0);
+                s1 = fma(vec4<f32>(qv.y), kv, s1);
+                s2 = fma(vec4<f32>(qv.z), kv, s2);
+                s3 = fma(vec4<f32>(qv.w), kv, s3);
             }
             if (more) {
                 if (STAGES == 1u) {
@@ -236,75 +278,66 @@ fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             }
             workgroupBarrier();
         }
+        s0 = masked(s0, j0, tc, lim.x);
+        s1 = masked(s1, j0, tc, lim.y);
+        s2 = masked(s2, j0, tc, lim.z);
+        s3 = masked(s3, j0, tc, lim.w);
 
-        // ---- scale, mask, block row maxima ----
-        var bmax = vec4<f32>(neg_inf());
-        for (var r = 0u; r < 4u; r = r + 1u) {
-            for (var u = 0u; u < 4u; u = u + 1u) {
-                let j = i32(j0 + 4u * tc + u);
-                let v = select(neg_inf(), params.scale * s[r][u], j <= lim[r]);
-                s[r][u] = v;
-                bmax[r] = max(bmax[r], v);
-            }
-        }
-        // fred[row][quad] holds the 16 partials of a row as 4 vec4s.
-        for (var r = 0u; r < 4u; r = r + 1u) {
-            fred[(4u * tr + r) * 4u + tc / 4u][tc % 4u] = bmax[r];
-        }
+        // ---- row maxima across the 16 threads of each row ----
+        let slot = tc / 4u;
+        let lane = tc % 4u;
+        fred[(4u * tr + 0u) * 4u + slot][lane] = hmax(s0);
+        fred[(4u * tr + 1u) * 4u + slot][lane] = hmax(s1);
+        fred[(4u * tr + 2u) * 4u + slot][lane] = hmax(s2);
+        fred[(4u * tr + 3u) * 4u + slot][lane] = hmax(s3);
         workgroupBarrier();
-        var m_new = m;
-        for (var r = 0u; r < 4u; r = r + 1u) {
-            for (var g = 0u; g < 4u; g = g + 1u) {
-                let v = fred[(4u * tr + r) * 4u + g];
-                m_new[r] = max(m_new[r], max(max(v.x, v.y), max(v.z, v.w)));
-            }
-        }
+        let m_new = max(m, vec4<f32>(row_max(tr, 0u), row_max(tr, 1u), row_max(tr, 2u), row_max(tr, 3u)));
         workgroupBarrier();
-        // ---- P = exp(S - m_new) into [key][row], partial sums ----
-        var psum = vec4<f32>(0.0);
-        var pk: array<vec4<f32>, 4>; // [key u] rows 4tr..4tr+3
-        for (var r = 0u; r < 4u; r = r + 1u) {
-            for (var u = 0u; u < 4u; u = u + 1u) {
-                let v = s[r][u];
-                let p = select(exp(v - m_new[r]), 0.0, is_inf(v) && v < 0.0);
-                pk[u][r] = p;
-                psum[r] = psum[r] + p;
-            }
-        }
-        for (var u = 0u; u < 4u; u = u + 1u) {
-            fp[(4u * tc + u) * 16u + tr] = pk[u];
-        }
-        for (var r = 0u; r < 4u; r = r + 1u) {
-            fred[(4u * tr + r) * 4u + tc / 4u][tc % 4u] = psum[r];
-        }
+
+        // ---- P = exp(S - m_new), stored [key][row quad]; row sums ----
+        let p0 = probs(s0, m_new.x);
+        let p1 = probs(s1, m_new.y);
+        let p2 = probs(s2, m_new.z);
+        let p3 = probs(s3, m_new.w);
+        let pb = 4u * tc * 16u + tr;
+        fp[pb] = vec4<f32>(p0.x, p1.x, p2.x, p3.x);
+        fp[pb + 16u] = vec4<f32>(p0.y, p1.y, p2.y, p3.y);
+        fp[pb + 32u] = vec4<f32>(p0.z, p1.z, p2.z, p3.z);
+        fp[pb + 48u] = vec4<f32>(p0.w, p1.w, p2.w, p3.w);
+        fred[(4u * tr + 0u) * 4u + slot][lane] = (p0.x + p0.y) + (p0.z + p0.w);
+        fred[(4u * tr + 1u) * 4u + slot][lane] = (p1.x + p1.y) + (p1.z + p1.w);
+        fred[(4u * tr + 2u) * 4u + slot][lane] = (p2.x + p2.y) + (p2.z + p2.w);
+        fred[(4u * tr + 3u) * 4u + slot][lane] = (p3.x + p3.y) + (p3.z + p3.w);
         workgroupBarrier();
-        for (var r = 0u; r < 4u; r = r + 1u) {
-            var total = 0.0;
-            for (var g = 0u; g < 4u; g = g + 1u) {
-                let v = fred[(4u * tr + r) * 4u + g];
-                total = total + (v.x + v.y) + (v.z + v.w);
-            }
-            let corr = select(exp(m[r] - m_new[r]), 0.0, is_inf(m[r]) && m[r] < 0.0);
-            l[r] = l[r] * corr + total;
-            acc[2u * r] = acc[2u * r] * corr;
-            acc[2u * r + 1u] = acc[2u * r + 1u] * corr;
-        }
+        let total = vec4<f32>(row_sum(tr, 0u), row_sum(tr, 1u), row_sum(tr, 2u), row_sum(tr, 3u));
+        // exp(-inf - x) is 0; written out because WGSL's exp promises nothing there.
+        let none_yet = bitcast<vec4<u32>>(m) == vec4<u32>(0xff800000u);
+        let corr = select(exp(m - m_new), vec4<f32>(0.0), none_yet);
+        l = l * corr + total;
         m = m_new;
+        o00 = o00 * corr.x; o01 = o01 * corr.x;
+        o10 = o10 * corr.y; o11 = o11 * corr.y;
+        o20 = o20 * corr.z; o21 = o21 * corr.z;
+        o30 = o30 * corr.w; o31 = o31 * corr.w;
 
-        // ---- O += P V, 16 keys of V at a time (in fq/fk's memory) ----
-        // Rows 4tr.. see every key of this block: no per-key check needed.
-        let full = !causal || i32(j0 + FB) - 1 <= lim[0];
+        // ---- O += P V, 16 keys of V at a time (in fq / fk's memory) ----
+        // Where every owned row sees every key of the block, no per-key check is needed;
+        // otherwise a masked key (p = 0, but V possibly NaN) must be skipped.
+        let full = !causal || i32(j0 + FB) - 1 <= lim.x;
         for (var c0 = 0u; c0 < FB; c0 = c0 + FC) {
-            // V rows j0 + c0 .. + 16 as [key][D / 4 quads]; keys past kv_end read as zero.
             for (var e = lid; e < FC * D / 4u; e = e + 256u) {
-                let key = c0 + e / (D / 4u);
+                let key = j0 + c0 + e / (D / 4u);
                 let dq = 4u * (e % (D / 4u));
                 var val = vec4<f32>(0.0);
-                let kj = j0 + key;
-                if (kj < kv_end) {
-                    for (var x = 0u; x < 4u; x = x + 1u) {
-                        if (dq + x < d) {
-                            val[x] = v[params.v_off + kv_base + kj * d + dq + x];
+                if (key < kv_end) {
+                    let at = params.v_off + kv_base + key * d + dq;
+                    if (dq + 4u <= d) {
+                        val = vec4<f32>(v[at], v[at + 1u], v[at + 2u], v[at + 3u]);
+                    } else {
+                        for (var x = 0u; x < 4u; x = x + 1u) {
+                            if (dq + x < d) {
+                                val[x] = v[at + x];
+                            }
                         }
                     }
                 }
@@ -318,27 +351,34 @@ fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             for (var kk = 0u; kk < FC; kk = kk + 1u) {
                 let key = c0 + kk;
                 let p4 = fp[key * 16u + tr];
-                for (var u = 0u; u < DT / 4u; u = u + 1u) {
-                    let e = kk * (D / 4u) + tc * (DT / 4u) + u;
-                    var vv: vec4<f32>;
-                    if (e < QK) {
-                        vv = fq[e];
-                    } else {
-                        vv = fk[e - QK];
-                    }
+                let e0 = kk * (D / 4u) + tc * (DT / 4u);
+                let v0 = v_quad(e0);
+                if (full) {
+                    o00 = fma(vec4<f32>(p4.x), v0, o00);
+                    o10 = fma(vec4<f32>(p4.y), v0, o10);
+                    o20 = fma(vec4<f32>(p4.z), v0, o20);
+                    o30 = fma(vec4<f32>(p4.w), v0, o30);
+                } else {
+                    // Masked keys add nothing, not even 0 * NaN.
+                    let seen = vec4<i32>(i32(j0 + key)) <= lim;
+                    o00 = select(o00, fma(vec4<f32>(p4.x), v0, o00), seen.x);
+                    o10 = select(o10, fma(vec4<f32>(p4.y), v0, o10), seen.y);
+                    o20 = select(o20, fma(vec4<f32>(p4.z), v0, o20), seen.z);
+                    o30 = select(o30, fma(vec4<f32>(p4.w), v0, o30), seen.w);
+                }
+                if (DT == 8u) {
+                    let v1 = v_quad(e0 + 1u);
                     if (full) {
-                        acc[u] = fma(vec4<f32>(p4.x), vv, acc[u]);
-                        acc[2u + u] = fma(vec4<f32>(p4.y), vv, acc[2u + u]);
-                        acc[4u + u] = fma(vec4<f32>(p4.z), vv, acc[4u + u]);
-                        acc[6u + u] = fma(vec4<f32>(p4.w), vv, acc[6u + u]);
+                        o01 = fma(vec4<f32>(p4.x), v1, o01);
+                        o11 = fma(vec4<f32>(p4.y), v1, o11);
+                        o21 = fma(vec4<f32>(p4.z), v1, o21);
+                        o31 = fma(vec4<f32>(p4.w), v1, o31);
                     } else {
-                        // A masked key has p = 0 but its V may be NaN: skip it.
-                        let j = i32(j0 + key);
-                        for (var r = 0u; r < 4u; r = r + 1u) {
-                            if (j <= lim[r]) {
-                                acc[2u * r + u] = fma(vec4<f32>(p4[r]), vv, acc[2u * r + u]);
-                            }
-                        }
+                        let seen = vec4<i32>(i32(j0 + key)) <= lim;
+                        o01 = select(o01, fma(vec4<f32>(p4.x), v1, o01), seen.x);
+                        o11 = select(o11, fma(vec4<f32>(p4.y), v1, o11), seen.y);
+                        o21 = select(o21, fma(vec4<f32>(p4.z), v1, o21), seen.z);
+                        o31 = select(o31, fma(vec4<f32>(p4.w), v1, o31), seen.w);
                     }
                 }
             }
@@ -347,20 +387,26 @@ fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
 
     // ---- O = acc / l; rows that saw no key output zeros ----
-    for (var r = 0u; r < 4u; r = r + 1u) {
-        let row = 4u * tr + r;
-        if (q0 + row >= params.seq_q) {
-            continue;
+    let inv = select(vec4<f32>(1.0) / l, vec4<f32>(0.0), l == vec4<f32>(0.0));
+    store_row(o_base, q0, tr, tc, 0u, o00 * inv.x, o01 * inv.x);
+    store_row(o_base, q0, tr, tc, 1u, o10 * inv.y, o11 * inv.y);
+    store_row(o_base, q0, tr, tc, 2u, o20 * inv.z, o21 * inv.z);
+    store_row(o_base, q0, tr, tc, 3u, o30 * inv.w, o31 * inv.w);
+}
+
+fn store_row(o_base: u32, q0: u32, tr: u32, tc: u32, r: u32, a: vec4<f32>, b: vec4<f32>) {
+    let row = 4u * tr + r;
+    if (q0 + row >= params.seq_q) {
+        return;
+    }
+    let d = params.head_dim;
+    for (var x = 0u; x < 4u; x = x + 1u) {
+        let dim = tc * DT + x;
+        if (dim < d) {
+            o[o_base + row * d + dim] = a[x];
         }
-        let inv = select(1.0 / l[r], 0.0, l[r] == 0.0);
-        for (var u = 0u; u < DT / 4u; u = u + 1u) {
-            let out = acc[2u * r + u] * inv;
-            for (var x = 0u; x < 4u; x = x + 1u) {
-                let dim = tc * DT + 4u * u + x;
-                if (dim < d) {
-                    o[o_base + row * d + dim] = out[x];
-                }
-            }
+        if (DT == 8u && dim + 4u < d) {
+            o[o_base + row * d + dim + 4u] = b[x];
         }
     }
 }

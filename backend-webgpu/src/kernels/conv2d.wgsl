@@ -78,6 +78,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 // ---- `implicit`: implicit GEMM ---------------------------------------------------------
 
+// The filter as vec4s, for F_VEC4 (C * R * S and its offset multiples of 4).
+@group(0) @binding(4) var<storage, read_write> f4: array<vec4<f32>>;
+override F_VEC4: bool = false;
+
 const CT: u32 = 128u; // tile rows (output positions) and columns (output channels)
 const CK: u32 = 8u; // tile depth (filter taps)
 
@@ -155,8 +159,16 @@ fn fetch_taps(lid: u32, rows: array<Row, 4>, col0: u32, k0: u32) -> Taps {
     let j = col0 + lid % CT;
     let kq = k0 + 4u * (lid / CT);
     let crs = params.c * params.r * params.s;
-    t.b = vec4<f32>(filter_tap(j, kq, crs), filter_tap(j, kq + 1u, crs), filter_tap(j, kq + 2u, crs),
-                    filter_tap(j, kq + 3u, crs));
+    if (F_VEC4) {
+        // One 16-byte load: crs and the filter's offset are multiples of 4.
+        t.b = vec4<f32>(0.0);
+        if (j < params.k && kq < crs) {
+            t.b = f4[(params.f_off + j * crs + kq) / 4u];
+        }
+    } else {
+        t.b = vec4<f32>(filter_tap(j, kq, crs), filter_tap(j, kq + 1u, crs), filter_tap(j, kq + 2u, crs),
+                        filter_tap(j, kq + 3u, crs));
+    }
     return t;
 }
 

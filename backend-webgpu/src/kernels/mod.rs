@@ -160,8 +160,9 @@ impl Pipelines {
             // Forget a module that failed, so the error is not cached forever.
             self.modules.remove(&kernel);
             return Err(backend_api::BackendError::DeviceError(format!(
-                "kernel {} failed to build: {e}",
-                key.describe()
+                "kernel {} failed to build: {}",
+                key.describe(),
+                crate::device::with_sources(&e)
             )));
         }
         let pipeline = Arc::new(pipeline);
