@@ -271,7 +271,8 @@ impl Ctx {
                     .with("F_IN_X", f_in_x)
                     .with("F_VEC4", 1.0);
                 let placeholder = stream.unused();
-                let bindings = [(1, &x), (2, &placeholder), (3, &y), (4, &f16)];
+                // The written binding last (Stream::dispatch relies on it).
+                let bindings = [(1, &x), (2, &placeholder), (4, &f16), (3, &y)];
                 return self.dispatch(
                     stream,
                     &key,
@@ -283,7 +284,8 @@ impl Ctx {
             let key = PipelineKey::new(Kernel::Conv2d, "implicit").with("F_IN_X", f_in_x);
             // The kernel declares the vec4 view of the filter too; it is not read here.
             let placeholder = stream.unused();
-            let bindings = [(1, &x), (2, &f), (3, &y), (4, &placeholder)];
+            // The written binding last (Stream::dispatch relies on it).
+            let bindings = [(1, &x), (2, &f), (4, &placeholder), (3, &y)];
             return self.dispatch(
                 stream,
                 &key,
