@@ -118,10 +118,11 @@ impl Ctx {
         let four = |v: usize| v.is_multiple_of(4);
         let a_contig = if p.trans_a { p.k } else { p.m };
         let b_contig = if p.trans_b { p.n } else { p.k };
+        // Four elements of A (and of B) are one 16-byte f32 vector or one 8-byte word pair
+        // of f16/bf16; each operand must start on such a boundary within its binding.
+        let vec_bytes = |d: DType| 4 * d.size_bytes() as u64;
         let tiled = p.reads_ab()
             && !b_in_a
-            && p.a_dtype == DType::F32
-            && p.b_dtype == DType::F32
             && four(p.lda)
             && four(p.ldb)
             && four(a_contig)
@@ -129,15 +130,17 @@ impl Ctx {
             && four(p.batch.stride_a)
             && four(p.batch.stride_b)
             && four(p.batch.stride_c)
-            && a.byte % 16 == 0
-            && b.byte % 16 == 0;
+            && a.byte.is_multiple_of(vec_bytes(p.a_dtype))
+            && b.byte.is_multiple_of(vec_bytes(p.b_dtype));
         let (key, tile, bindings) = if tiled {
             let c_vec4 = four(p.ldc) && four(p.m) && c.byte % 16 == 0;
             let key = PipelineKey::new(Kernel::Gemm, "tiled")
                 .with("TRANS_A", f64::from(u8::from(p.trans_a)))
                 .with("TRANS_B", f64::from(u8::from(p.trans_b)))
-                .with("C_VEC4", f64::from(u8::from(c_vec4)));
-            // Rebind with 16-byte ends: the kernel views A, B and C as vec4 arrays.
+                .with("C_VEC4", f64::from(u8::from(c_vec4)))
+                .with("A_TYPE", dtype_code(p.a_dtype))
+                .with("B_TYPE", dtype_code(p.b_dtype));
+            // Rebind with 16-byte ends: the kernel views A, B and C as vector arrays.
             let rebind = |o: &Operand| -> BackendResult<Bound> {
                 let r = st.space.resolve(op, o)?;
                 st.stream
@@ -146,7 +149,16 @@ impl Ctx {
             let a16 = rebind(p.a.as_ref().expect("reads_ab"))?;
             let b16 = rebind(p.b.as_ref().expect("reads_ab"))?;
             let c16 = rebind(&p.c)?;
-            (key, 128, vec![(4, a16), (5, b16), (6, c16)])
+            // f32 operands at bindings 4 and 5, 16-bit ones at 7 and 8; the kernel
+            // declares both, so the other gets a placeholder. C (written) last.
+            let (a_at, a_other) = if p.a_dtype == DType::F32 { (4, 7) } else { (7, 4) };
+            let (b_at, b_other) = if p.b_dtype == DType::F32 { (5, 8) } else { (8, 5) };
+            let unused = st.stream.unused();
+            (
+                key,
+                128,
+                vec![(a_at, a16), (b_at, b16), (a_other, unused.clone()), (b_other, unused), (6, c16)],
+            )
         } else {
             let key = PipelineKey::new(Kernel::Gemm, "main")
                 .with("A_TYPE", dtype_code(p.a_dtype))

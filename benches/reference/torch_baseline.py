@@ -54,6 +54,9 @@ def cases():
     out["gemm_nt_4096"] = lambda: torch.mm(a, b.t())
     out["gemm_tn_4096"] = lambda: torch.mm(a.t(), b)
     out["gemm_tt_4096"] = lambda: torch.mm(a.t(), b.t())
+    ha, hb = rand(4096, 4096).half(), rand(4096, 4096).half()
+    # cuBLAS HGEMM (f16 in, f16 out, f32 accumulate): the reference for gemm_ex with f16.
+    out["gemm_ex_f16_4096"] = lambda: torch.mm(ha, hb)
     w, tokens = rand(4096, 4096), rand(4096, 16)
     out["gemm_skinny_4096x16x4096"] = lambda: torch.mm(w, tokens)
     ba, bb = rand(64, 512, 512), rand(64, 512, 512)

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use backend_api::{BackendResult, BackendTranspose, BinaryOp, ComputeBackend, ReduceOp, UnaryOp};
+use backend_api::{BackendResult, BackendTranspose, BinaryOp, ComputeBackend, DType, ReduceOp, UnaryOp};
 
 /// How a case's work is counted.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -321,6 +321,40 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
         big,
         thin,
         big,
+    ));
+
+    // f16 inputs, f32 accumulation and output (gemm_ex): the tensor-core candidate.
+    let h = if full { 4096 } else { 64 };
+    v.push(Case::new(
+        "gemm",
+        format!("gemm_ex_f16_{h}"),
+        Work::Flops(2.0 * (h * h) as f64 * h as f64),
+        Box::new(move |b| {
+            let c = random_buffer(b, h * h, 3)?;
+            let mut v = vec![c];
+            for seed in [1u64, 2] {
+                let src = match random_buffer(b, h * h, seed) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        for p in v {
+                            let _ = b.free(p);
+                        }
+                        return Err(e);
+                    }
+                };
+                let half = b.alloc(2 * h * h)?;
+                b.cast(src, DType::F32, half, DType::F16, h * h)?;
+                b.free(src)?;
+                v.push(half);
+            }
+            let (c, a, bb) = (v[0], v[1], v[2]);
+            Ok(Prepared {
+                buffers: v,
+                run: Box::new(move |b| {
+                    b.gemm_ex(N, N, h, h, h, 1.0, a, DType::F16, h, bb, DType::F16, h, 0.0, c, h)
+                }),
+            })
+        }),
     ));
 
     let (bc, bs) = if full { (64, 512) } else { (4, 32) };

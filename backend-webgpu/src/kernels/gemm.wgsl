@@ -111,7 +111,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     // consecutive threads touch consecutive rows, which are contiguous in C.
     let tr = lid % 16u;
     let tc = lid / 16u;
-    var acc: array<array<f32, TN>, TM>;
+    // Column s of the thread's 4x4 block, rows r as vector components: registers only.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < params.k; k0 = k0 + BK) {
         // Stage A[row0.., k0..] and B[k0.., col0..]: 1024 elements each, 4 per thread,
         // with the contiguous index varying fastest across threads.
@@ -138,38 +142,36 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
-            var av: array<f32, TM>;
-            var bv: array<f32, TN>;
-            for (var r = 0u; r < TM; r = r + 1u) {
-                av[r] = tile_a[kk * BM + tr + 16u * r];
-            }
-            for (var s = 0u; s < TN; s = s + 1u) {
-                bv[s] = tile_b[kk * BN + tc + 16u * s];
-            }
-            for (var r = 0u; r < TM; r = r + 1u) {
-                for (var s = 0u; s < TN; s = s + 1u) {
-                    acc[r][s] = acc[r][s] + av[r] * bv[s];
-                }
-            }
+            let a = kk * BM + tr;
+            let av = vec4<f32>(tile_a[a], tile_a[a + 16u], tile_a[a + 32u], tile_a[a + 48u]);
+            let b = kk * BN + tc;
+            acc0 = fma(av, vec4<f32>(tile_b[b]), acc0);
+            acc1 = fma(av, vec4<f32>(tile_b[b + 16u]), acc1);
+            acc2 = fma(av, vec4<f32>(tile_b[b + 32u]), acc2);
+            acc3 = fma(av, vec4<f32>(tile_b[b + 48u]), acc3);
         }
         workgroupBarrier();
     }
-    for (var s = 0u; s < TN; s = s + 1u) {
-        let j = col0 + tc + 16u * s;
-        if (j >= params.n) {
-            continue;
-        }
-        for (var r = 0u; r < TM; r = r + 1u) {
-            let i = row0 + tr + 16u * r;
-            if (i >= params.m) {
-                continue;
-            }
+    store_block_column(row0, col0 + tc, tr, c_base, acc0);
+    store_block_column(row0, col0 + tc + 16u, tr, c_base, acc1);
+    store_block_column(row0, col0 + tc + 32u, tr, c_base, acc2);
+    store_block_column(row0, col0 + tc + 48u, tr, c_base, acc3);
+}
+
+// Column j of a 64-row tile: rows row0 + tr + 16 r for the four components r.
+fn store_block_column(row0: u32, j: u32, tr: u32, c_base: u32, v: vec4<f32>) {
+    if (j >= params.n) {
+        return;
+    }
+    for (var r = 0u; r < TM; r = r + 1u) {
+        let i = row0 + tr + 16u * r;
+        if (i < params.m) {
             let idx = c_base + i + j * params.ldc;
-            var v = params.alpha * acc[r][s];
+            var out = params.alpha * v[r];
             if (params.beta != 0.0) {
-                v = v + params.beta * c[idx];
+                out = out + params.beta * c[idx];
             }
-            c[idx] = v;
+            c[idx] = out;
         }
     }
 }
@@ -179,6 +181,37 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 @group(0) @binding(4) var<storage, read_write> a4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> b4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> c4: array<vec4<f32>>;
+// 16-bit A and B (A_TYPE, B_TYPE f16 or bf16): four elements per 8-byte word pair.
+@group(0) @binding(7) var<storage, read_write> a2: array<vec2<u32>>;
+@group(0) @binding(8) var<storage, read_write> b2: array<vec2<u32>>;
+
+// Four consecutive 16-bit elements as f32: exact (the f16 conversion is the hardware's
+// for finite values, the bit decoder's for infinities and NaN).
+fn widen4(w: vec2<u32>, dtype: u32) -> vec4<f32> {
+    if (dtype == DTYPE_BF16) {
+        return bitcast<vec4<f32>>(vec4<u32>(w.x << 16u, w.x & 0xffff0000u, w.y << 16u, w.y & 0xffff0000u));
+    }
+    return vec4<f32>(
+        bitcast<f32>(f16_to_f32_bits(w.x & 0xffffu)),
+        bitcast<f32>(f16_to_f32_bits(w.x >> 16u)),
+        bitcast<f32>(f16_to_f32_bits(w.y & 0xffffu)),
+        bitcast<f32>(f16_to_f32_bits(w.y >> 16u)),
+    );
+}
+
+fn load_a4(e: u32) -> vec4<f32> {
+    if (A_TYPE == DTYPE_F32) {
+        return a4[e >> 2u];
+    }
+    return widen4(a2[e >> 2u], A_TYPE);
+}
+
+fn load_b4(e: u32) -> vec4<f32> {
+    if (B_TYPE == DTYPE_F32) {
+        return b4[e >> 2u];
+    }
+    return widen4(b2[e >> 2u], B_TYPE);
+}
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
@@ -208,14 +241,14 @@ fn fetch(lid: u32, row0: u32, col0: u32, k0: u32, a_base: u32, b_base: u32) -> F
         let i = row0 + lid % TB;
         let kq = k0 + 4u * (lid / TB);
         if (i < params.m && kq < params.k) {
-            f.a = a4[(a_base + kq + i * params.lda) >> 2u];
+            f.a = load_a4(a_base + kq + i * params.lda);
         }
     } else {
         // A stored m x k: 4 consecutive rows at depth kk.
         let i = row0 + 4u * (lid % 32u);
         let kk = k0 + lid / 32u;
         if (i < params.m && kk < params.k) {
-            f.a = a4[(a_base + i + kk * params.lda) >> 2u];
+            f.a = load_a4(a_base + i + kk * params.lda);
         }
     }
     if (TRANS_B) {
@@ -223,14 +256,14 @@ fn fetch(lid: u32, row0: u32, col0: u32, k0: u32, a_base: u32, b_base: u32) -> F
         let j = col0 + 4u * (lid % 32u);
         let kk = k0 + lid / 32u;
         if (j < params.n && kk < params.k) {
-            f.b = b4[(b_base + j + kk * params.ldb) >> 2u];
+            f.b = load_b4(b_base + j + kk * params.ldb);
         }
     } else {
         // B stored k x n: 4 consecutive k of column j.
         let j = col0 + lid % TB;
         let kq = k0 + 4u * (lid / TB);
         if (j < params.n && kq < params.k) {
-            f.b = b4[(b_base + kq + j * params.ldb) >> 2u];
+            f.b = load_b4(b_base + kq + j * params.ldb);
         }
     }
     return f;
