@@ -24,6 +24,11 @@ pub struct WebGpuOptions {
     /// Silicon, lavapipe: `MAPPABLE_PRIMARY_BUFFERS`), copy to and from device memory
     /// with one copy instead of two.
     pub unified_memory: bool,
+    /// Use matrix units (NVIDIA tensor cores via Vulkan cooperative matrices) for
+    /// `gemm_ex` with f16 inputs where the adapter offers 16x16x16 f16 -> f32. This rests on
+    /// wgpu's *experimental* cooperative-matrix support, which wgpu documents as possibly
+    /// unsound, so it is off unless asked for here or with `BACKEND_TENSOR_CORES=1`.
+    pub cooperative_matrix: bool,
     /// Refuse (`OutOfMemory`) allocations beyond this many bytes held from the device.
     /// Software adapters allocate host memory, so "allocate until the device refuses"
     /// would otherwise end in the host's OOM killer.
@@ -37,6 +42,7 @@ impl Default for WebGpuOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
             backends: wgpu::Backends::all(),
             unified_memory: true,
+            cooperative_matrix: std::env::var("BACKEND_TENSOR_CORES").is_ok_and(|v| v == "1"),
             memory_limit: None,
         }
     }
@@ -261,7 +267,20 @@ pub(crate) fn wanted_features(adapter: &wgpu::Adapter, options: &WebGpuOptions) 
     if options.unified_memory && unified {
         wanted |= wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
     }
+    if options.cooperative_matrix && has_f16_matrix_units(adapter) {
+        wanted |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+    }
     adapter.features() & wanted
+}
+
+/// True when the adapter multiplies 16x16x16 f16 tiles into f32 on matrix units.
+pub(crate) fn has_f16_matrix_units(adapter: &wgpu::Adapter) -> bool {
+    adapter.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16)
+        && adapter.cooperative_matrix_properties().iter().any(|p| {
+            (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+                && p.ab_type == wgpu::CooperativeScalarType::F16
+                && p.cr_type == wgpu::CooperativeScalarType::F32
+        })
 }
 
 /// Collects errors wgpu reports asynchronously (the uncaptured-error handler and the

@@ -52,6 +52,8 @@ pub(crate) struct Ctx {
     queue: wgpu::Queue,
     adapter: AdapterSummary,
     errors: Arc<ErrorSink>,
+    /// gemm_ex with f16 inputs may use the cooperative-matrix kernel.
+    coop: bool,
     /// Host copies map device memory directly (unified-memory adapters, native only).
     #[cfg_attr(
         target_arch = "wasm32",
@@ -111,7 +113,7 @@ impl WebGpuBackend {
                 label: Some("backend-webgpu"),
                 required_features: features,
                 required_limits: adapter.limits(),
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                experimental_features: experimental(features),
                 memory_hints: wgpu::MemoryHints::Performance,
                 trace: wgpu::Trace::Off,
             })
@@ -120,6 +122,7 @@ impl WebGpuBackend {
         let errors = ErrorSink::install(&device);
         let limits = device.limits();
         let mappable = features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
+        let coop = features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
         let state = State {
             space: AddressSpace::new(),
             pool: Pool::new(&limits, mappable, self.options.memory_limit),
@@ -132,6 +135,7 @@ impl WebGpuBackend {
             queue,
             adapter: summary,
             errors,
+            coop,
             mappable,
             state: Mutex::new(state),
         }));
@@ -389,6 +393,22 @@ async fn map_read(
 
 pub(crate) fn mapping_failed(e: impl std::fmt::Display) -> BackendError {
     BackendError::DeviceError(format!("reading mapped memory failed: {e}"))
+}
+
+/// wgpu's token for experimental features, given only when one is requested (the
+/// cooperative matrices behind `WebGpuOptions::cooperative_matrix`, off by default).
+fn experimental(features: wgpu::Features) -> wgpu::ExperimentalFeatures {
+    if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        // SAFETY: the caller opted in (`WebGpuOptions::cooperative_matrix`), whose
+        // documentation states wgpu's caveat; the one kernel that uses the feature only
+        // loads whole, aligned 16x16 tiles inside ranges validated on the host.
+        #[expect(unsafe_code, reason = "wgpu gates experimental features behind an unsafe token")]
+        unsafe {
+            wgpu::ExperimentalFeatures::enabled()
+        }
+    } else {
+        wgpu::ExperimentalFeatures::disabled()
+    }
 }
 
 /// The error a blocking call gives in a browser, where blocking would hang the page.

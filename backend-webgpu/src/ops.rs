@@ -132,7 +132,28 @@ impl Ctx {
             && four(p.batch.stride_c)
             && a.byte.is_multiple_of(vec_bytes(p.a_dtype))
             && b.byte.is_multiple_of(vec_bytes(p.b_dtype));
-        let (key, tile, bindings) = if tiled {
+        // Matrix units: f16 x f16 in whole 64 x 64 x 16 tiles, 16-byte aligned columns.
+        let eight = |v: u64| v.is_multiple_of(8);
+        let coop = self.coop
+            && p.reads_ab()
+            && !b_in_a
+            && p.a_dtype == DType::F16
+            && p.b_dtype == DType::F16
+            && p.m.is_multiple_of(64)
+            && p.n.is_multiple_of(64)
+            && p.k.is_multiple_of(16)
+            && eight(p.lda as u64)
+            && eight(p.ldb as u64)
+            && eight(p.batch.stride_a as u64)
+            && eight(p.batch.stride_b as u64)
+            && eight(a_off)
+            && eight(b_off);
+        let (key, tile, bindings) = if coop {
+            let key = PipelineKey::new(Kernel::GemmCoop, "main")
+                .with("TRANS_A", f64::from(u8::from(p.trans_a)))
+                .with("TRANS_B", f64::from(u8::from(p.trans_b)));
+            (key, 64, vec![(1, a.clone()), (2, b.clone()), (3, c.clone())])
+        } else if tiled {
             let c_vec4 = four(p.ldc) && four(p.m) && c.byte % 16 == 0;
             let key = PipelineKey::new(Kernel::Gemm, "tiled")
                 .with("TRANS_A", f64::from(u8::from(p.trans_a)))

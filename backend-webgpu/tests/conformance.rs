@@ -216,3 +216,55 @@ fn large_copies_round_trip() {
         b.free(p).unwrap();
     }
 }
+
+/// gemm_ex on whole 64 x 64 x 16 tiles of f16, every transpose pair, with alpha and beta
+/// edge values: the shapes the matrix-unit kernel takes (with `BACKEND_TENSOR_CORES=1` on
+/// an adapter that has them; elsewhere the same cases check the portable kernel).
+#[test]
+fn gemm_ex_f16_whole_tiles() {
+    use backend_api::{BackendTranspose, DType};
+    use conformance::suites::gemm::GemmCase;
+    let Some(b) = backend() else {
+        return;
+    };
+    let mut failures = Vec::new();
+    let mut seed = 11;
+    for (m, n, k) in [(64, 64, 16), (128, 64, 48), (64, 128, 256)] {
+        for ta in [BackendTranspose::NoTrans, BackendTranspose::Trans] {
+            for tb in [BackendTranspose::NoTrans, BackendTranspose::Trans] {
+                for (alpha, beta) in [(1.0, 0.0), (-1.5, 0.75)] {
+                    seed += 1;
+                    let case = GemmCase {
+                        trans_a: ta,
+                        trans_b: tb,
+                        m,
+                        n,
+                        k,
+                        pad_a: 0,
+                        pad_b: 8,
+                        pad_c: 4,
+                        alpha,
+                        beta,
+                        batch: 1,
+                        gap_a: Some(0),
+                        gap_b: Some(0),
+                        gap_c: 0,
+                        a_dtype: DType::F16,
+                        b_dtype: DType::F16,
+                        offsets: [8, 16, 4],
+                        specials: false,
+                        nan_c: beta == 0.0,
+                        seed,
+                    };
+                    let mut config = Config::new(1).only(&[Check::GemmEx]);
+                    config.replay = Some(serde_json::to_string(&case).unwrap());
+                    let report = run_check(b, Check::GemmEx, &config);
+                    if !report.ok() {
+                        failures.push(format!("{case:?}: {:?}", report.failures));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -17,6 +17,8 @@ pub(crate) enum Kernel {
     Gemm,
     Conv2d,
     Attention,
+    /// gemm_ex on matrix units; built only where the adapter has cooperative matrices.
+    GemmCoop,
 }
 
 const COMMON: &str = include_str!("common.wgsl");
@@ -24,7 +26,7 @@ const MATH: &str = include_str!("math.wgsl");
 
 impl Kernel {
     #[cfg(test)]
-    pub(crate) const ALL: [Kernel; 8] = [
+    pub(crate) const ALL: [Kernel; 9] = [
         Kernel::Unary,
         Kernel::Binary,
         Kernel::Copy,
@@ -33,6 +35,7 @@ impl Kernel {
         Kernel::Gemm,
         Kernel::Conv2d,
         Kernel::Attention,
+        Kernel::GemmCoop,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -45,6 +48,7 @@ impl Kernel {
             Kernel::Gemm => "gemm",
             Kernel::Conv2d => "conv2d",
             Kernel::Attention => "attention",
+            Kernel::GemmCoop => "gemm_coop",
         }
     }
 
@@ -59,12 +63,17 @@ impl Kernel {
             Kernel::Gemm => include_str!("gemm.wgsl"),
             Kernel::Conv2d => include_str!("conv2d.wgsl"),
             Kernel::Attention => include_str!("attention.wgsl"),
+            Kernel::GemmCoop => include_str!("gemm_coop.wgsl"),
         }
     }
 
     /// The complete WGSL source: the shared helpers, the math library where the kernel
     /// needs it, then the kernel.
     pub(crate) fn source(self) -> String {
+        if self == Kernel::GemmCoop {
+            // Self-contained: its `enable` directives must come first.
+            return self.file().to_string();
+        }
         let needs_math = matches!(self, Kernel::Unary | Kernel::Binary | Kernel::Reduce);
         let mut s = String::from(COMMON);
         if needs_math {
@@ -339,7 +348,7 @@ mod tests {
     /// Each Rust parameter block has the size of its WGSL struct.
     #[test]
     fn params_match_wgsl_layout() {
-        let cases: [(Kernel, usize); 8] = [
+        let cases: [(Kernel, usize); 9] = [
             (Kernel::Unary, size_of::<params::Unary>()),
             (Kernel::Binary, size_of::<params::Binary>()),
             (Kernel::Copy, size_of::<params::Copy>()),
@@ -348,6 +357,7 @@ mod tests {
             (Kernel::Gemm, size_of::<params::Gemm>()),
             (Kernel::Conv2d, size_of::<params::Conv2d>()),
             (Kernel::Attention, size_of::<params::Attention>()),
+            (Kernel::GemmCoop, size_of::<params::Gemm>()),
         ];
         for (kernel, rust) in cases {
             assert_eq!(
