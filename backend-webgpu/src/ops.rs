@@ -148,7 +148,16 @@ impl Ctx {
             && eight(p.batch.stride_b as u64)
             && eight(a_off)
             && eight(b_off);
-        let (key, tile, bindings) = if coop {
+        let coop_tiled = coop && p.m.is_multiple_of(128) && p.n.is_multiple_of(128) && p.k.is_multiple_of(32);
+        let (key, tile, bindings) = if coop_tiled {
+            // 128 x 128 blocks staged through workgroup memory; A and B read as 16-byte words.
+            let key = PipelineKey::new(Kernel::GemmCoop, "tiled")
+                .with("TRANS_A", f64::from(u8::from(p.trans_a)))
+                .with("TRANS_B", f64::from(u8::from(p.trans_b)));
+            let a16 = st.bind16(op, p.a.as_ref().expect("reads_ab"))?;
+            let b16 = st.bind16(op, p.b.as_ref().expect("reads_ab"))?;
+            (key, 128, vec![(4, a16), (5, b16), (3, c.clone())])
+        } else if coop {
             let key = PipelineKey::new(Kernel::GemmCoop, "main")
                 .with("TRANS_A", f64::from(u8::from(p.trans_a)))
                 .with("TRANS_B", f64::from(u8::from(p.trans_b)));
