@@ -5,7 +5,7 @@
 
 use backend_api::ComputeBackend;
 use backend_cpu::CpuBackend;
-use conformance::{Check, Config, run_check};
+use conformance::{Check, Config, Profile, run_check};
 
 fn backend() -> CpuBackend {
     let mut b = CpuBackend::new();
@@ -13,8 +13,31 @@ fn backend() -> CpuBackend {
     b
 }
 
+/// 48 cases per check; under Miri (an interpreter, thousands of times slower) two tiny
+/// ones, which still run every code path of the backend under Miri's checks.
+fn config() -> Config {
+    if !cfg!(miri) {
+        return Config::from_env(48);
+    }
+    let mut c = Config::from_env(2).with_profile(Profile {
+        gemm_max: 5,
+        conv_batch: 1,
+        conv_channels: 2,
+        conv_hw: 4,
+        conv_filters: 2,
+        attn_seq: 4,
+        attn_head_dim: 4,
+        reduce_side: 3,
+        reduce_long: 8,
+        elementwise_max: 16,
+        copy_max: 64,
+    });
+    c.max_shrink_iters = 0;
+    c
+}
+
 fn check(c: Check) {
-    let report = run_check(&backend(), c, &Config::from_env(48));
+    let report = run_check(&backend(), c, &config());
     eprintln!(
         "{}",
         conformance::SuiteReport {
@@ -82,11 +105,16 @@ fn misuse() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "fixed sizes up to 70 000 elements: hours under Miri")]
 fn ordering() {
     check(Check::Ordering);
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "fixed sizes (4 threads x 12 rounds of up to 4000 elements): too slow under Miri"
+)]
 fn threads() {
     check(Check::Threads);
 }

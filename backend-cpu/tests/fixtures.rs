@@ -548,16 +548,19 @@ fn run_gemm_family(file: &str, kind: GemmKind, strict_zeros: bool) -> Report {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
 fn gemm_matches_numpy() {
     run_gemm_family("gemm.json", GemmKind::Plain, false).done("gemm.json");
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
 fn batched_gemm_matches_numpy() {
     run_gemm_family("batched_gemm.json", GemmKind::Batched, false).done("batched_gemm.json");
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
 fn gemm_ex_matches_numpy() {
     run_gemm_family("gemm_ex.json", GemmKind::Ex, false).done("gemm_ex.json");
 }
@@ -585,6 +588,7 @@ struct ConvCase {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
 fn conv2d_matches_numpy() {
     run_conv2d(false).done("conv2d.json");
 }
@@ -658,6 +662,7 @@ struct AttentionCase {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
 fn attention_matches_numpy() {
     run_attention(false).done("attention.json");
 }
@@ -729,6 +734,7 @@ struct ReduceCase {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
 fn reduce_matches_numpy() {
     run_reduce(false).done("reduce.json");
 }
@@ -808,6 +814,7 @@ fn unary_rule(op: UnaryOp) -> Rule {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
 fn unary_matches_numpy() {
     run_unary(false).done("unary.json");
 }
@@ -855,6 +862,7 @@ fn binary_rule(op: BinaryOp) -> Rule {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
 fn binary_matches_numpy() {
     run_binary(false).done("binary.json");
 }
@@ -917,6 +925,7 @@ struct CastCase {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
 fn cast_matches_numpy() {
     let be = backend();
     let fixture: CastFile = load("cast.json");
@@ -988,6 +997,7 @@ fn cast_matches_numpy() {
 /// max, min and relu, where the contract leaves the sign of a zero result open, and for
 /// ops already compared bit for bit).
 #[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
 fn signed_zeros_match_numpy() {
     let mut report = Report::new(true);
     report.merge(run_gemm_family("gemm.json", GemmKind::Plain, true));

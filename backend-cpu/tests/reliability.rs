@@ -7,6 +7,10 @@
 //! Environment: `RELIABILITY_STEPS` (calls per seed, default 3000), `RELIABILITY_SEEDS`
 //! (seeds, default 8), `RELIABILITY_THREADS` (default 8), `RELIABILITY_SOAK_CYCLES`
 //! (default 100000). `RELIABILITY_STEPS=1000000` is the long mode.
+//!
+//! Under Miri (`scripts/test-reliability`) the same tests run with Miri-sized defaults
+//! ([`miri_or`]); the two that check the tests themselves (mutants, the watchdog's child
+//! process) are skipped there.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,6 +38,24 @@ fn cpu() -> CpuBackend {
 
 fn minutes(m: u64) -> Duration {
     Duration::from_secs(60 * m)
+}
+
+/// `native`, or `miri` under Miri (an interpreter, thousands of times slower).
+fn miri_or(native: u64, miri: u64) -> u64 {
+    if cfg!(miri) { miri } else { native }
+}
+
+/// Under Miri, fewer and smaller live allocations (every byte read back costs).
+fn miri_sized(o: Options) -> Options {
+    if !cfg!(miri) {
+        return o;
+    }
+    Options {
+        max_live: 8,
+        max_bytes: 16 << 10,
+        big_allocs: false,
+        ..o
+    }
 }
 
 /// Runs the state machine for `seeds` seeds on fresh backends made by `make`.
@@ -67,7 +89,10 @@ fn state_machine(
             total.invalid > total.steps / 10,
             "too few invalid calls: {total}"
         );
-        assert!(total.out_of_memory > 0, "no absurd allocation was tried");
+        assert!(
+            total.out_of_memory > 0 || cfg!(miri),
+            "no absurd allocation was tried"
+        );
     });
 }
 
@@ -77,14 +102,14 @@ fn state_machine(
 fn state_machine_exact() {
     let opts = Options {
         exact: true,
-        big_allocs: true,
-        ..Options::steps(env_u64("RELIABILITY_STEPS", 3000))
+        big_allocs: !cfg!(miri),
+        ..Options::steps(env_u64("RELIABILITY_STEPS", miri_or(3000, 40)))
     };
     state_machine(
         "cpu state machine (exact)",
         || Box::new(cpu()),
-        opts,
-        env_u64("RELIABILITY_SEEDS", 8),
+        miri_sized(opts),
+        env_u64("RELIABILITY_SEEDS", miri_or(8, 1)),
     );
 }
 
@@ -92,12 +117,12 @@ fn state_machine_exact() {
 /// (tameness, approximate values, adoption on read-back) are exercised everywhere.
 #[test]
 fn state_machine_tolerant() {
-    let opts = Options::steps(env_u64("RELIABILITY_STEPS", 3000));
+    let opts = Options::steps(env_u64("RELIABILITY_STEPS", miri_or(3000, 40)));
     state_machine(
         "cpu state machine (tolerant)",
         || Box::new(cpu()),
-        opts,
-        env_u64("RELIABILITY_SEEDS", 8).div_ceil(2),
+        miri_sized(opts),
+        env_u64("RELIABILITY_SEEDS", miri_or(8, 2)).div_ceil(2),
     );
 }
 
@@ -105,13 +130,12 @@ fn state_machine_tolerant() {
 /// outcomes and checked bytes must equal those of the same seed run alone.
 #[test]
 fn threads_give_the_single_threaded_results() {
-    let threads = env_u64("RELIABILITY_THREADS", 8);
-    let opts = Options {
+    let threads = env_u64("RELIABILITY_THREADS", miri_or(8, 2));
+    let steps = env_u64("RELIABILITY_STEPS", miri_or(3000, 20)).min(2000);
+    let opts = miri_sized(Options {
         exact: true,
-        ..threaded(&Options::steps(
-            env_u64("RELIABILITY_STEPS", 3000).min(2000),
-        ))
-    };
+        ..threaded(&Options::steps(steps))
+    });
     let seeds: Vec<u64> = (100..100 + threads).collect();
     watchdog("cpu threads", minutes(10), move || {
         let single: Vec<sm::Stats> = seeds
@@ -145,14 +169,14 @@ fn threads_give_the_single_threaded_results() {
 fn threads_share_an_input() {
     watchdog("cpu shared input", minutes(5), || {
         let b: Arc<dyn ComputeBackend> = Arc::new(cpu());
-        shared_input(&b, 8, 200).unwrap();
+        shared_input(&b, miri_or(8, 2) as usize, miri_or(200, 3) as usize).unwrap();
     });
 }
 
 /// `threads` threads each compute `op(x)` from one shared `x` into buffers of their own,
 /// `rounds` times, and check every result (small integers: exact everywhere).
 fn shared_input(b: &Arc<dyn ComputeBackend>, threads: usize, rounds: usize) -> Result<(), String> {
-    let n = 1000;
+    let n = miri_or(1000, 64) as usize;
     let x: Vec<f32> = (0..n).map(|i| (i % 17) as f32 - 8.0).collect();
     let px = b.upload(&x).map_err(|e| e.to_string())?;
     let ops = [UnaryOp::Neg, UnaryOp::Abs, UnaryOp::Square, UnaryOp::Relu];
@@ -197,7 +221,7 @@ fn soak_memory_stays_flat() {
 }
 
 fn soak_body() {
-    let cycles = env_u64("RELIABILITY_SOAK_CYCLES", 100_000);
+    let cycles = env_u64("RELIABILITY_SOAK_CYCLES", miri_or(100_000, 10));
     watchdog("cpu soak", minutes(30), move || {
         let b = cpu();
         let r = soak(&b, cycles, 7).unwrap_or_else(|e| panic!("{e}"));
@@ -224,11 +248,13 @@ fn soak_body() {
 #[test]
 fn allocating_until_refused_leaves_the_backend_usable() {
     watchdog("cpu allocate until refused", minutes(2), || {
-        let mut b = CpuBackend::with_memory_limit(64 << 20);
+        // 16 chunks fit; under Miri 512-byte ones (Miri zero-fills byte by byte).
+        let chunk = miri_or(4 << 20, 512) as usize;
+        let mut b = CpuBackend::with_memory_limit(16 * chunk as u64);
         b.init().unwrap();
         let mut held = Vec::new();
         let refused = loop {
-            match b.alloc(4 << 20) {
+            match b.alloc(chunk) {
                 Ok(p) => held.push(p),
                 Err(e) => break e,
             }
@@ -237,7 +263,7 @@ fn allocating_until_refused_leaves_the_backend_usable() {
         assert_eq!(refused, BackendError::OutOfMemory);
         assert_eq!(held.len(), 16);
         // Still works while full: small allocations that fit, ops, copies, frees.
-        for bytes in [usize::MAX, 1 << 40, 4 << 20] {
+        for bytes in [usize::MAX, 1 << 40, chunk] {
             assert_eq!(b.alloc(bytes), Err(BackendError::OutOfMemory), "{bytes}");
         }
         b.copy_htod_slice(held[0], &[1.0f32, -2.0, 3.0]).unwrap();
@@ -258,7 +284,7 @@ fn allocating_until_refused_leaves_the_backend_usable() {
             }
         );
         // The memory is back.
-        let all: Vec<u64> = (0..16).map(|_| b.alloc(4 << 20).unwrap()).collect();
+        let all: Vec<u64> = (0..16).map(|_| b.alloc(chunk).unwrap()).collect();
         for p in all {
             b.free(p).unwrap();
         }
@@ -274,6 +300,7 @@ fn allocating_until_refused_leaves_the_backend_usable() {
 /// A deadlock must fail, not hang: this test runs itself again as a child process in
 /// which a watched closure never finishes, and expects the watchdog's exit status.
 #[test]
+#[cfg_attr(miri, ignore = "starts a child process, which Miri cannot")]
 fn a_deadlock_fails_instead_of_hanging() {
     const CHILD: &str = "RELIABILITY_DEADLOCK_CHILD";
     if std::env::var(CHILD).is_ok() {
@@ -560,6 +587,7 @@ fn caught(fault: Fault, opts: &Options) -> String {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "checks the state machine itself, not the backend")]
 fn the_state_machine_catches_broken_backends() {
     watchdog("cpu mutants", minutes(10), || {
         let opts = Options {
@@ -590,6 +618,7 @@ fn the_state_machine_catches_broken_backends() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "checks the concurrency test itself, not the backend")]
 fn the_concurrency_check_catches_mixed_up_reads() {
     watchdog("cpu concurrency mutant", minutes(5), || {
         let opts = Options {
