@@ -1,0 +1,157 @@
+//! A small CNN classifier, built only from `ComputeBackend` calls:
+//!
+//! ```text
+//! [2, 3, 16, 16] -> conv 3x3 (8) -> relu -> maxpool 2x2 -> conv 3x3 (16) -> relu -> maxpool 2x2
+//!                -> global mean pool -> linear (10) -> softmax
+//! ```
+//!
+//! Pooling is two `reduce(Max)` calls over a reshaped view (no data movement): the NCHW
+//! tensor `[N*C, H, W]` is `[N*C, H, W/2, 2]` (reduce axis 3), then `[N*C, H/2, 2, W/2]`
+//! (reduce axis 2). Biases and the softmax's row statistics are broadcast with outer
+//! products (a gemm with `k = 1`).
+//!
+//! ```sh
+//! cargo run --release -p backends --example cnn                      # CPU
+//! cargo run --release -p backends --features webgpu --example cnn   # + WebGPU, compared
+//! ```
+
+pub(crate) mod common;
+
+use std::process::ExitCode;
+
+use backends::{BackendResult, BinaryOp, ComputeBackend, ComputeBackendExt, ReduceOp, UnaryOp};
+use common::{Arena, Row, values};
+
+/// Batch, input channels, image side, the two convolutions' filters, classes.
+pub(crate) const N: usize = 2;
+pub(crate) const C: usize = 3;
+pub(crate) const SIDE: usize = 16;
+pub(crate) const K1: usize = 8;
+pub(crate) const K2: usize = 16;
+pub(crate) const CLASSES: usize = 10;
+
+/// Multiply-adds times two, per forward pass (the convolutions and the linear layer).
+pub(crate) const FLOPS: usize = 2 * N * K1 * SIDE * SIDE * C * 9
+    + 2 * N * K2 * (SIDE / 2) * (SIDE / 2) * K1 * 9
+    + 2 * N * K2 * CLASSES;
+
+/// 2x2 max pooling with stride 2 of `x[planes, h, w]` into `out[planes, h/2, w/2]`.
+fn maxpool(
+    ar: &mut Arena<'_>,
+    x: u64,
+    out: u64,
+    planes: usize,
+    h: usize,
+    w: usize,
+) -> BackendResult<()> {
+    let half = ar.alloc(planes * h * (w / 2))?;
+    ar.b.reduce(ReduceOp::Max, x, half, &[planes, h, w / 2, 2], 3)?;
+    ar.b.reduce(ReduceOp::Max, half, out, &[planes, h / 2, 2, w / 2], 2)
+}
+
+/// 3x3 convolution, stride 1, padding 1 (same size), then relu in place.
+fn conv_relu(
+    ar: &mut Arena<'_>,
+    x: u64,
+    filter: u64,
+    [n, c, h, w]: [usize; 4],
+    k: usize,
+) -> BackendResult<u64> {
+    let out = ar.alloc(n * k * h * w)?;
+    ar.b.conv2d_forward(
+        x,
+        &[n, c, h, w],
+        filter,
+        &[k, c, 3, 3],
+        out,
+        &[n, k, h, w],
+        &[1, 1],
+        &[1, 1],
+    )?;
+    ar.b.unary(UnaryOp::Relu, out, out, n * k * h * w)?;
+    Ok(out)
+}
+
+/// One forward pass on `b` for `input` (`[N, C, SIDE, SIDE]`); returns the class
+/// probabilities, `[N, CLASSES]` row-major.
+pub(crate) fn forward_on(b: &dyn ComputeBackend, input: &[f32]) -> BackendResult<Vec<f32>> {
+    let mut ar = Arena::new(b);
+    let x = ar.upload(input)?;
+    let f1 = ar.upload(&values(11, K1 * C * 9, 1.0 / (C as f32 * 9.0).sqrt()))?;
+    let f2 = ar.upload(&values(12, K2 * K1 * 9, 1.0 / (K1 as f32 * 9.0).sqrt()))?;
+    let wfc = ar.upload(&values(13, K2 * CLASSES, 16.0 / (K2 as f32).sqrt()))?;
+    let bfc = ar.upload(&values(14, CLASSES, 0.1))?;
+    let ones_n = ar.filled(N, 1.0)?;
+    let ones_classes = ar.filled(CLASSES, 1.0)?;
+
+    let s = SIDE;
+    let a1 = conv_relu(&mut ar, x, f1, [N, C, s, s], K1)?;
+    let p1 = ar.alloc(N * K1 * (s / 2) * (s / 2))?;
+    maxpool(&mut ar, a1, p1, N * K1, s, s)?;
+    let s = s / 2;
+    let a2 = conv_relu(&mut ar, p1, f2, [N, K1, s, s], K2)?;
+    let p2 = ar.alloc(N * K2 * (s / 2) * (s / 2))?;
+    maxpool(&mut ar, a2, p2, N * K2, s, s)?;
+    let s = s / 2;
+
+    // Global average pooling: [N * K2, s * s] -> [N, K2].
+    let feat = ar.alloc(N * K2)?;
+    b.reduce(ReduceOp::Mean, p2, feat, &[N * K2, s * s], 1)?;
+    // Linear layer: logits = bias (broadcast) + feat * Wfc.
+    let logits = ar.alloc(N * CLASSES)?;
+    ar.outer(ones_n, bfc, logits, N, CLASSES)?;
+    ar.matmul(feat, wfc, logits, (N, K2, CLASSES), 1.0)?;
+    // Softmax over each row, stable: exp(x - max) / sum.
+    let stat = ar.alloc(N)?;
+    let wide = ar.alloc(N * CLASSES)?;
+    b.reduce(ReduceOp::Max, logits, stat, &[N, CLASSES], 1)?;
+    ar.outer(stat, ones_classes, wide, N, CLASSES)?;
+    b.binary(BinaryOp::Sub, logits, wide, logits, N * CLASSES)?;
+    b.unary(UnaryOp::Exp, logits, logits, N * CLASSES)?;
+    b.reduce(ReduceOp::Sum, logits, stat, &[N, CLASSES], 1)?;
+    ar.outer(stat, ones_classes, wide, N, CLASSES)?;
+    b.binary(BinaryOp::Div, logits, wide, logits, N * CLASSES)?;
+    b.copy_dtoh_vec(logits, N * CLASSES)
+}
+
+/// The example's input: fixed pseudo-random images.
+pub(crate) fn input() -> Vec<f32> {
+    values(10, N * C * SIDE * SIDE, 1.0)
+}
+
+/// The example's model on its input.
+pub(crate) fn forward(b: &dyn ComputeBackend) -> BackendResult<Vec<f32>> {
+    forward_on(b, &input())
+}
+
+/// Runs the CNN on every backend available and compares; `reps` timed passes each.
+pub(crate) fn run(reps: usize) -> Result<Vec<Row>, String> {
+    let what = format!(
+        "cnn: input [{N}, {C}, {SIDE}, {SIDE}], conv3x3({K1}) relu pool, conv3x3({K2}) relu \
+         pool, mean, linear({CLASSES}), softmax ({:.2} MFLOP per forward)",
+        FLOPS as f64 / 1e6
+    );
+    let rows = common::run_everywhere(&what, forward, reps)?;
+    if let Some(first) = rows.first() {
+        for (i, p) in first.output.chunks(CLASSES).enumerate() {
+            let best = p
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i);
+            println!("image {i}: class {best} (p = {:.3})", p[best]);
+        }
+    }
+    Ok(rows)
+}
+
+#[cfg_attr(test, expect(dead_code, reason = "the test calls run(), not main"))]
+fn main() -> ExitCode {
+    match run(5) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! What both examples share: an arena of device buffers, the row-major gemm recipe, and a
+//! harness that runs a model on the selected backend and on every other one available,
+//! compares the outputs and prints timings.
+
+use std::time::Instant;
+
+use backends::{BackendKind, BackendResult, BackendTranspose, ComputeBackend, ComputeBackendExt};
+
+/// Deterministic values in `[-scale, scale]` (splitmix64), so every backend gets the same
+/// weights and inputs.
+pub(crate) fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            let unit = (z >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
+            (unit * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// Device buffers of one forward pass, freed when it ends (also on errors).
+pub(crate) struct Arena<'a> {
+    pub(crate) b: &'a dyn ComputeBackend,
+    ptrs: Vec<u64>,
+}
+
+impl<'a> Arena<'a> {
+    pub(crate) fn new(b: &'a dyn ComputeBackend) -> Self {
+        Self {
+            b,
+            ptrs: Vec::new(),
+        }
+    }
+
+    /// Room for `n` f32 values.
+    pub(crate) fn alloc(&mut self, n: usize) -> BackendResult<u64> {
+        let p = self.b.alloc(n * 4)?;
+        self.ptrs.push(p);
+        Ok(p)
+    }
+
+    /// `data` on the device.
+    pub(crate) fn upload(&mut self, data: &[f32]) -> BackendResult<u64> {
+        let p = self.b.upload(data)?;
+        self.ptrs.push(p);
+        Ok(p)
+    }
+
+    /// `n` copies of `v` on the device.
+    pub(crate) fn filled(&mut self, n: usize, v: f32) -> BackendResult<u64> {
+        self.upload(&vec![v; n])
+    }
+
+    /// Row-major `C[m x n] = A[m x k] * B[k x n] + beta * C`, through the column-major gemm:
+    /// a row-major matrix is the column-major matrix of its transpose, so this is
+    /// `C^T = B^T * A^T` with the operands and sizes swapped.
+    pub(crate) fn matmul(
+        &self,
+        a: u64,
+        b: u64,
+        c: u64,
+        (m, k, n): (usize, usize, usize),
+        beta: f64,
+    ) -> BackendResult<()> {
+        use BackendTranspose::NoTrans;
+        self.b
+            .gemm(NoTrans, NoTrans, n, m, k, 1.0, b, n, a, k, beta, c, n)
+    }
+
+    /// Row-major `C[m x n] = col[m] * row[n]`: how a vector is broadcast over rows or
+    /// columns with the ops the trait has (a gemm with `k = 1`).
+    pub(crate) fn outer(
+        &self,
+        col: u64,
+        row: u64,
+        c: u64,
+        m: usize,
+        n: usize,
+    ) -> BackendResult<()> {
+        self.matmul(col, row, c, (m, 1, n), 0.0)
+    }
+}
+
+impl Drop for Arena<'_> {
+    fn drop(&mut self) {
+        for p in self.ptrs.drain(..) {
+            let _ = self.b.free(p);
+        }
+    }
+}
+
+/// Outputs of two backends agree when `|got - want| <= ATOL + RTOL * |want|` everywhere.
+/// f32 kernels that sum in another order than the CPU oracle's f64 loops differ by about
+/// `K * 2^-24` relative (K = 256 here, ~2e-5); the bound leaves room for the GPU's
+/// `exp`, `inverseSqrt` and `erf` approximations, and flags any real bug (a wrong index
+/// or mask moves outputs by O(0.1)).
+pub(crate) const RTOL: f64 = 1e-4;
+/// See [`RTOL`].
+pub(crate) const ATOL: f64 = 1e-4;
+
+/// The largest `|got - want| / (ATOL + RTOL * |want|)`; over 1 is a mismatch.
+pub(crate) fn worst_ratio(want: &[f32], got: &[f32]) -> Result<f64, String> {
+    if want.len() != got.len() {
+        return Err(format!("{} outputs, expected {}", got.len(), want.len()));
+    }
+    let mut worst = 0.0f64;
+    for (i, (&w, &g)) in want.iter().zip(got).enumerate() {
+        let (w, g) = (f64::from(w), f64::from(g));
+        if !w.is_finite() || !g.is_finite() {
+            return Err(format!("output {i}: {g} vs {w}: not finite"));
+        }
+        worst = worst.max((g - w).abs() / (ATOL + RTOL * w.abs()));
+    }
+    Ok(worst)
+}
+
+/// One backend's run of a model.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub(crate) name: String,
+    pub(crate) millis: f64,
+    /// Against the first row's output; `None` for the first row.
+    pub(crate) worst_ratio: Option<f64>,
+    pub(crate) output: Vec<f32>,
+}
+
+/// A model's forward pass: reads its weights, returns its output.
+pub(crate) type Forward = fn(&dyn ComputeBackend) -> BackendResult<Vec<f32>>;
+
+fn timed(b: &dyn ComputeBackend, forward: Forward, reps: usize) -> BackendResult<(Vec<f32>, f64)> {
+    // The first pass builds the GPU pipelines; time the ones after it.
+    let out = forward(b)?;
+    let start = Instant::now();
+    for _ in 0..reps {
+        forward(b)?;
+    }
+    b.synchronize()?;
+    let millis = start.elapsed().as_secs_f64() * 1e3 / reps.max(1) as f64;
+    Ok((out, millis))
+}
+
+/// Runs `forward` on the backend the feature and `BACKEND` select, then on every other
+/// backend compiled in that starts, and compares each output with the first. Prints a
+/// table; errors when an output differs or a backend fails.
+pub(crate) fn run_everywhere(
+    what: &str,
+    forward: Forward,
+    reps: usize,
+) -> Result<Vec<Row>, String> {
+    let selected = backends::select().map_err(|e| format!("no backend: {e}"))?;
+    println!("{what}");
+    println!(
+        "selected: {} ({})",
+        selected.backend.name(),
+        selected.reason
+    );
+    let mut runs: Vec<(BackendKind, Box<dyn ComputeBackend>)> =
+        vec![(selected.kind, selected.backend)];
+    for kind in BackendKind::compiled() {
+        if kind == selected.kind {
+            continue;
+        }
+        match backends::create(kind) {
+            Ok(b) => runs.push((kind, b)),
+            Err(e) => println!("not compared: {kind}: {e}"),
+        }
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    let mut problems = Vec::new();
+    for (_, b) in &runs {
+        let (output, millis) =
+            timed(b.as_ref(), forward, reps).map_err(|e| format!("{}: {e}", b.name()))?;
+        let worst_ratio = match rows.first() {
+            None => None,
+            Some(first) => match worst_ratio(&first.output, &output) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    problems.push(format!("{} vs {}: {e}", b.name(), first.name));
+                    Some(f64::INFINITY)
+                }
+            },
+        };
+        rows.push(Row {
+            name: b.name().to_string(),
+            millis,
+            worst_ratio,
+            output,
+        });
+    }
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(8).max(8);
+    println!(
+        "{:<width$}  {:>12}  {:>22}",
+        "backend", "ms/forward", "error/tolerance"
+    );
+    for r in &rows {
+        let cmp = match r.worst_ratio {
+            None => "(reference)".to_string(),
+            Some(x) if x <= 1.0 => format!("{x:.2e} ok"),
+            Some(x) => format!("{x:.2e} MISMATCH"),
+        };
+        println!("{:<width$}  {:>12.3}  {:>22}", r.name, r.millis, cmp);
+        if r.worst_ratio.is_some_and(|x| x > 1.0) && problems.is_empty() {
+            problems.push(format!(
+                "{} differs from {} beyond |diff| <= {ATOL:e} + {RTOL:e} * |want|",
+                r.name, rows[0].name
+            ));
+        }
+    }
+    println!("tolerance: |diff| <= {ATOL:e} + {RTOL:e} * |want| against the first row");
+    if rows.len() == 1 {
+        println!(
+            "only one backend available: nothing to compare (build with --features webgpu and \
+             install a Vulkan driver to compare with a GPU)"
+        );
+    }
+    if problems.is_empty() {
+        Ok(rows)
+    } else {
+        Err(problems.join("; "))
+    }
+}

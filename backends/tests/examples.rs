@@ -1,0 +1,154 @@
+//! The examples' models on every backend available: the outputs of the CPU and the WebGPU
+//! backend must agree (on lavapipe in CI), and the models' wiring is checked on the CPU.
+//!
+//! Without a WebGPU adapter (or without the `webgpu` feature) the comparison is skipped
+//! loudly, and fails when `BACKEND_REQUIRE_ADAPTER=1` (set by `scripts/test`).
+
+#![expect(
+    clippy::duplicate_mod,
+    reason = "each example binary includes the shared `common` module; here both examples do"
+)]
+
+#[path = "../examples/cnn.rs"]
+mod cnn;
+#[path = "../examples/transformer.rs"]
+mod transformer;
+
+use backends::{BackendKind, ComputeBackend};
+
+const REQUIRE_ENV: &str = "BACKEND_REQUIRE_ADAPTER";
+
+/// Fails, or says loudly that it skips, when no WebGPU backend took part.
+fn expect_gpu_compared(names: &[String]) {
+    assert!(
+        names.iter().any(|n| n.starts_with("cpu")),
+        "the CPU did not run: {names:?}"
+    );
+    if names.iter().any(|n| n.starts_with("webgpu")) {
+        return;
+    }
+    let why = if BackendKind::WebGpu.is_compiled() {
+        match backends::create(BackendKind::WebGpu) {
+            Ok(_) => "the WebGPU backend started but was not compared".to_string(),
+            Err(e) => format!("no WebGPU backend: {e}"),
+        }
+    } else {
+        "built without the `webgpu` feature of `backends`".to_string()
+    };
+    assert!(
+        std::env::var(REQUIRE_ENV).as_deref() != Ok("1"),
+        "{REQUIRE_ENV}=1 but the outputs were not compared with WebGPU: {why}"
+    );
+    eprintln!("SKIPPED the CPU vs WebGPU comparison: {why}; set {REQUIRE_ENV}=1 to fail instead");
+}
+
+fn cpu() -> Box<dyn ComputeBackend> {
+    backends::create(BackendKind::Cpu).expect("the CPU backend starts")
+}
+
+#[test]
+fn transformer_block_agrees_across_backends() {
+    let rows = transformer::run(1).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+    assert!(
+        rows.iter()
+            .all(|r| r.output.len() == transformer::SEQ * transformer::D)
+    );
+    assert!(
+        rows.iter()
+            .skip(1)
+            .all(|r| r.worst_ratio.is_some_and(|x| x <= 1.0))
+    );
+    expect_gpu_compared(&names);
+}
+
+#[test]
+fn cnn_agrees_across_backends() {
+    let rows = cnn::run(1).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+    assert!(rows.iter().all(|r| r.output.len() == cnn::N * cnn::CLASSES));
+    assert!(
+        rows.iter()
+            .skip(1)
+            .all(|r| r.worst_ratio.is_some_and(|x| x <= 1.0))
+    );
+    expect_gpu_compared(&names);
+}
+
+#[test]
+fn the_transformer_block_is_causal() {
+    let b = cpu();
+    let mut w = transformer::Weights::new(7);
+    let before = transformer::forward_with(b.as_ref(), &w).unwrap();
+    // Change the last token only: every earlier position must be unchanged, bit for bit.
+    let d = transformer::D;
+    let last = (transformer::SEQ - 1) * d;
+    for v in &mut w.x[last..] {
+        *v = -*v + 0.5;
+    }
+    let after = transformer::forward_with(b.as_ref(), &w).unwrap();
+    assert_eq!(
+        before[..last],
+        after[..last],
+        "an earlier position saw a later token"
+    );
+    assert_ne!(
+        before[last..],
+        after[last..],
+        "the last position ignored its own token"
+    );
+    // And the first token changes every position.
+    let mut w2 = transformer::Weights::new(7);
+    w2.x[0] += 1.0;
+    let shifted = transformer::forward_with(b.as_ref(), &w2).unwrap();
+    for t in 0..transformer::SEQ {
+        assert_ne!(
+            before[t * d..][..d],
+            shifted[t * d..][..d],
+            "position {t} ignored token 0"
+        );
+    }
+}
+
+#[test]
+fn the_cnn_outputs_probabilities_per_image() {
+    let b = cpu();
+    let p = cnn::forward(b.as_ref()).unwrap();
+    for row in p.chunks(cnn::CLASSES) {
+        let sum: f32 = row.iter().sum();
+        assert!(
+            (sum - 1.0).abs() < 1e-5,
+            "probabilities sum to {sum}: {row:?}"
+        );
+        assert!(row.iter().all(|&x| x > 0.0 && x < 1.0), "{row:?}");
+    }
+    assert_ne!(
+        p[..cnn::CLASSES],
+        p[cnn::CLASSES..],
+        "two different images, same output"
+    );
+    // Each image is classified on its own: changing image 1 leaves image 0's output alone.
+    let mut input = cnn::input();
+    let per_image = input.len() / cnn::N;
+    for v in &mut input[per_image..] {
+        *v *= -1.0;
+    }
+    let q = cnn::forward_on(b.as_ref(), &input).unwrap();
+    assert_eq!(p[..cnn::CLASSES], q[..cnn::CLASSES]);
+    assert_ne!(p[cnn::CLASSES..], q[cnn::CLASSES..]);
+}
+
+#[test]
+fn the_comparison_catches_a_wrong_output() {
+    use transformer::common::worst_ratio;
+    let want = vec![1.0f32, -2.0, 0.0, 3.0];
+    assert_eq!(worst_ratio(&want, &want).unwrap(), 0.0);
+    let mut got = want.clone();
+    got[3] += 1e-3; // the bound at 3.0 is 1e-4 + 1e-4 * 3 = 4e-4
+    assert!(worst_ratio(&want, &got).unwrap() > 1.0);
+    got[3] = want[3] + 3e-4;
+    assert!(worst_ratio(&want, &got).unwrap() <= 1.0);
+    got[0] = f32::NAN;
+    assert!(worst_ratio(&want, &got).is_err());
+    assert!(worst_ratio(&want, &want[..3]).is_err());
+}
