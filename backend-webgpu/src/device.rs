@@ -275,7 +275,9 @@ pub(crate) fn wanted_features(adapter: &wgpu::Adapter, options: &WebGpuOptions) 
 
 /// True when the adapter multiplies 16x16x16 f16 tiles into f32 on matrix units.
 pub(crate) fn has_f16_matrix_units(adapter: &wgpu::Adapter) -> bool {
-    adapter.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16)
+    adapter
+        .features()
+        .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16)
         && adapter.cooperative_matrix_properties().iter().any(|p| {
             (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
                 && p.ab_type == wgpu::CooperativeScalarType::F16

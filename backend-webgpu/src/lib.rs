@@ -402,7 +402,10 @@ fn experimental(features: wgpu::Features) -> wgpu::ExperimentalFeatures {
         // SAFETY: the caller opted in (`WebGpuOptions::cooperative_matrix`), whose
         // documentation states wgpu's caveat; the one kernel that uses the feature only
         // loads whole, aligned 16x16 tiles inside ranges validated on the host.
-        #[expect(unsafe_code, reason = "wgpu gates experimental features behind an unsafe token")]
+        #[expect(
+            unsafe_code,
+            reason = "wgpu gates experimental features behind an unsafe token"
+        )]
         unsafe {
             wgpu::ExperimentalFeatures::enabled()
         }

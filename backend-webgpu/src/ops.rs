@@ -148,7 +148,8 @@ impl Ctx {
             && eight(p.batch.stride_b as u64)
             && eight(a_off)
             && eight(b_off);
-        let coop_tiled = coop && p.m.is_multiple_of(128) && p.n.is_multiple_of(128) && p.k.is_multiple_of(32);
+        let coop_tiled =
+            coop && p.m.is_multiple_of(128) && p.n.is_multiple_of(128) && p.k.is_multiple_of(32);
         let (key, tile, bindings) = if coop_tiled {
             // 128 x 128 blocks staged through workgroup memory; A and B read as 16-byte words.
             let key = PipelineKey::new(Kernel::GemmCoop, "tiled")
@@ -161,7 +162,11 @@ impl Ctx {
             let key = PipelineKey::new(Kernel::GemmCoop, "main")
                 .with("TRANS_A", f64::from(u8::from(p.trans_a)))
                 .with("TRANS_B", f64::from(u8::from(p.trans_b)));
-            (key, 64, vec![(1, a.clone()), (2, b.clone()), (3, c.clone())])
+            (
+                key,
+                64,
+                vec![(1, a.clone()), (2, b.clone()), (3, c.clone())],
+            )
         } else if tiled {
             let c_vec4 = four(p.ldc) && four(p.m) && c.byte % 16 == 0;
             let key = PipelineKey::new(Kernel::Gemm, "tiled")
@@ -181,13 +186,27 @@ impl Ctx {
             let c16 = rebind(&p.c)?;
             // f32 operands at bindings 4 and 5, 16-bit ones at 7 and 8; the kernel
             // declares both, so the other gets a placeholder. C (written) last.
-            let (a_at, a_other) = if p.a_dtype == DType::F32 { (4, 7) } else { (7, 4) };
-            let (b_at, b_other) = if p.b_dtype == DType::F32 { (5, 8) } else { (8, 5) };
+            let (a_at, a_other) = if p.a_dtype == DType::F32 {
+                (4, 7)
+            } else {
+                (7, 4)
+            };
+            let (b_at, b_other) = if p.b_dtype == DType::F32 {
+                (5, 8)
+            } else {
+                (8, 5)
+            };
             let unused = st.stream.unused();
             (
                 key,
                 128,
-                vec![(a_at, a16), (b_at, b16), (a_other, unused.clone()), (b_other, unused), (6, c16)],
+                vec![
+                    (a_at, a16),
+                    (b_at, b16),
+                    (a_other, unused.clone()),
+                    (b_other, unused),
+                    (6, c16),
+                ],
             )
         } else {
             let key = PipelineKey::new(Kernel::Gemm, "main")
@@ -361,9 +380,15 @@ impl Ctx {
         .entered();
         let mut st = self.lock();
         let o = st.bind(OP, &p.o)?;
-        let q = st.bind(OP, &p.q)?;
-        let k = st.bind_opt(OP, p.k.as_ref())?;
-        let v = st.bind_opt(OP, p.v.as_ref())?;
+        let q = st.bind16(OP, &p.q)?;
+        let k = match &p.k {
+            Some(k) => st.bind16(OP, k)?,
+            None => st.stream.unused(),
+        };
+        let v = match &p.v {
+            Some(v) => st.bind16(OP, v)?,
+            None => st.stream.unused(),
+        };
         let rows = p.batch * p.heads * p.seq_q;
         let prm = params::Attention {
             rows: u32s(rows),
@@ -395,10 +420,36 @@ impl Ctx {
             && blocks <= max
             && p.k.is_some();
         let (key, grid) = if blocked {
+            // 16-byte loads when rows are whole vec4s and every operand starts on a
+            // 16-byte boundary; the kernel declares both views, so the other set gets
+            // placeholders. O (written) last.
+            let vec = p.head_dim.is_multiple_of(4) && [&q, &k, &v].iter().all(|b| b.byte % 16 == 0);
             let key = PipelineKey::new(Kernel::Attention, "fast")
                 .with("D", dims as f64)
-                .with("STAGES", stages as f64);
-            (key, [blocks as u32, heads as u32, 1])
+                .with("STAGES", stages as f64)
+                .with("VEC_LOADS", if vec { 1.0 } else { 0.0 });
+            let unused = stream.unused();
+            let (s1, s2, s3, v1, v2, v3) = if vec {
+                (&unused, &unused, &unused, &q, &k, &v)
+            } else {
+                (&q, &k, &v, &unused, &unused, &unused)
+            };
+            let bindings = [
+                (1, s1),
+                (2, s2),
+                (3, s3),
+                (5, v1),
+                (6, v2),
+                (7, v3),
+                (4, &o),
+            ];
+            return self.dispatch(
+                stream,
+                &key,
+                bytes_of(&prm),
+                &bindings,
+                [blocks as u32, heads as u32, 1],
+            );
         } else {
             (
                 PipelineKey::new(Kernel::Attention, "main"),

@@ -229,7 +229,13 @@ fn gemm_ex_f16_whole_tiles() {
     };
     let mut failures = Vec::new();
     let mut seed = 11;
-    for (m, n, k) in [(64, 64, 16), (128, 64, 48), (64, 128, 256), (128, 128, 32), (256, 128, 96)] {
+    for (m, n, k) in [
+        (64, 64, 16),
+        (128, 64, 48),
+        (64, 128, 256),
+        (128, 128, 32),
+        (256, 128, 96),
+    ] {
         for ta in [BackendTranspose::NoTrans, BackendTranspose::Trans] {
             for tb in [BackendTranspose::NoTrans, BackendTranspose::Trans] {
                 for (alpha, beta) in [(1.0, 0.0), (-1.5, 0.75)] {

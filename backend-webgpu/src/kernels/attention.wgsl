@@ -147,6 +147,13 @@ struct Chunk {
 
 // Thread t brings 4 consecutive dims (d0 + 4 (t % 4) ..) of query row t / 4 and of key
 // t / 4: coalesced 64-byte row segments.
+// Q, K and V as vec4s, for VEC_LOADS (head_dim a multiple of 4 and every operand on a
+// 16-byte boundary of its binding): one 16-byte load instead of four bounds-checked ones.
+@group(0) @binding(5) var<storage, read_write> q4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> k4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> v4: array<vec4<f32>>;
+override VEC_LOADS: bool = false;
+
 fn fetch_qk(t: u32, q_base: u32, k_base: u32, q0: u32, j0: u32, d0: u32) -> Chunk {
     var c: Chunk;
     c.q = vec4<f32>(0.0);
@@ -154,6 +161,17 @@ fn fetch_qk(t: u32, q_base: u32, k_base: u32, q0: u32, j0: u32, d0: u32) -> Chun
     let row = t / 4u;
     let dim = d0 + 4u * (t % 4u);
     let d = params.head_dim;
+    if (VEC_LOADS) {
+        if (dim < d) {
+            if (q0 + row < params.seq_q) {
+                c.q = q4[(q_base + row * d + dim) / 4u];
+            }
+            if (j0 + row < params.seq_kv) {
+                c.k = k4[(k_base + row * d + dim) / 4u];
+            }
+        }
+        return c;
+    }
     for (var e = 0u; e < 4u; e = e + 1u) {
         if (dim + e < d) {
             if (q0 + row < params.seq_q) {
@@ -165,6 +183,52 @@ fn fetch_qk(t: u32, q_base: u32, k_base: u32, q0: u32, j0: u32, d0: u32) -> Chun
         }
     }
     return c;
+}
+
+// Quad e of a V chunk (16 keys from j0 + c0, [key][D / 4 quads]); keys past kv_end and
+// dims past d read as zero.
+fn fetch_v(e: u32, kv_base: u32, j0: u32, c0: u32, kv_end: u32) -> vec4<f32> {
+    let d = params.head_dim;
+    let key = j0 + c0 + e / (D / 4u);
+    let dq = 4u * (e % (D / 4u));
+    var val = vec4<f32>(0.0);
+    if (key >= kv_end || dq >= d) {
+        return val;
+    }
+    let at = params.v_off + kv_base + key * d + dq;
+    if (VEC_LOADS) {
+        return v4[at / 4u];
+    }
+    for (var x = 0u; x < 4u; x = x + 1u) {
+        if (dq + x < d) {
+            val[x] = v[at + x];
+        }
+    }
+    return val;
+}
+
+// Two V quads per thread (D = 128), or one (D = 64; the second is unused).
+struct VPair {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+fn fetch_v2(lid: u32, kv_base: u32, j0: u32, c0: u32, kv_end: u32) -> VPair {
+    var p: VPair;
+    p.a = fetch_v(lid, kv_base, j0, c0, kv_end);
+    p.b = vec4<f32>(0.0);
+    if (FC * D / 4u > 256u) {
+        p.b = fetch_v(lid + 256u, kv_base, j0, c0, kv_end);
+    }
+    return p;
+}
+
+fn put_v(e: u32, val: vec4<f32>) {
+    if (e < QK) {
+        fq[e] = val;
+    } else {
+        fk[e - QK] = val;
+    }
 }
 
 fn store_qk(t: u32, stage: u32, c: Chunk) {
@@ -278,6 +342,8 @@ fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             }
             workgroupBarrier();
         }
+        // V's first chunk loads in flight during the softmax.
+        var vnext = fetch_v2(lid, kv_base, j0, 0u, kv_end);
         s0 = masked(s0, j0, tc, lim.x);
         s1 = masked(s1, j0, tc, lim.y);
         s2 = masked(s2, j0, tc, lim.z);
@@ -324,30 +390,17 @@ fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         // Where every owned row sees every key of the block, no per-key check is needed;
         // otherwise a masked key (p = 0, but V possibly NaN) must be skipped.
         let full = !causal || i32(j0 + FB) - 1 <= lim.x;
+        // The first V chunk's loads were issued before the softmax work above.
         for (var c0 = 0u; c0 < FB; c0 = c0 + FC) {
-            for (var e = lid; e < FC * D / 4u; e = e + 256u) {
-                let key = j0 + c0 + e / (D / 4u);
-                let dq = 4u * (e % (D / 4u));
-                var val = vec4<f32>(0.0);
-                if (key < kv_end) {
-                    let at = params.v_off + kv_base + key * d + dq;
-                    if (dq + 4u <= d) {
-                        val = vec4<f32>(v[at], v[at + 1u], v[at + 2u], v[at + 3u]);
-                    } else {
-                        for (var x = 0u; x < 4u; x = x + 1u) {
-                            if (dq + x < d) {
-                                val[x] = v[at + x];
-                            }
-                        }
-                    }
-                }
-                if (e < QK) {
-                    fq[e] = val;
-                } else {
-                    fk[e - QK] = val;
-                }
+            put_v(lid, vnext.a);
+            if (FC * D / 4u > 256u) {
+                put_v(lid + 256u, vnext.b);
             }
             workgroupBarrier();
+            if (c0 + FC < FB) {
+                // Issue the next chunk's loads before multiplying this one.
+                vnext = fetch_v2(lid, kv_base, j0, c0 + FC, kv_end);
+            }
             for (var kk = 0u; kk < FC; kk = kk + 1u) {
                 let key = c0 + kk;
                 let p4 = fp[key * 16u + tr];

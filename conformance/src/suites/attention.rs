@@ -62,15 +62,19 @@ impl Suite for AttentionSuite {
         (shape, scale, rest)
             .prop_map(
                 |((batch, heads, seq_q, seq_kv, head_dim), scale, (causal, offsets, nan, seed))| {
+                    // Often whole vec4 rows on 16-byte boundaries, which vectorised kernels
+                    // take: head_dim and the offsets multiples of 4.
+                    let aligned = seed % 2 == 0;
+                    let up = |v: usize| if aligned { v.div_ceil(4) * 4 } else { v };
                     AttentionCase {
                         batch,
                         heads,
                         seq_q,
                         seq_kv,
-                        head_dim,
+                        head_dim: up(head_dim),
                         scale,
                         causal,
-                        offsets,
+                        offsets: offsets.map(|o| if aligned { o / 4 * 4 } else { o }),
                         nan,
                         seed,
                     }
