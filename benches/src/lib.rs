@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use backend_api::{BackendResult, BackendTranspose, BinaryOp, ComputeBackend, DType, ReduceOp, UnaryOp};
+use backend_api::{
+    BackendResult, BackendTranspose, BinaryOp, ComputeBackend, DType, ReduceOp, UnaryOp,
+};
 
 /// How a case's work is counted.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -30,10 +32,13 @@ pub enum Scale {
     Small,
 }
 
+/// One run of a case on a backend.
+type Run = Box<dyn Fn(&dyn ComputeBackend) -> BackendResult<()>>;
+
 /// Buffers on a backend and the call that runs the case once.
 pub struct Prepared {
     buffers: Vec<u64>,
-    run: Box<dyn Fn(&dyn ComputeBackend) -> BackendResult<()>>,
+    run: Run,
 }
 
 impl Prepared {
@@ -272,7 +277,7 @@ fn copy_case(dir: &'static str, bytes: usize) -> Case {
             let p = b.alloc(bytes)?;
             let host = vec![0x5au8; bytes];
             b.copy_htod(p, &host)?;
-            let run: Box<dyn Fn(&dyn ComputeBackend) -> BackendResult<()>> = if dir == "htod" {
+            let run: Run = if dir == "htod" {
                 Box::new(move |b| b.copy_htod(p, &host))
             } else {
                 let out = std::cell::RefCell::new(vec![0u8; bytes]);
@@ -351,7 +356,23 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
             Ok(Prepared {
                 buffers: v,
                 run: Box::new(move |b| {
-                    b.gemm_ex(N, N, h, h, h, 1.0, a, DType::F16, h, bb, DType::F16, h, 0.0, c, h)
+                    b.gemm_ex(
+                        N,
+                        N,
+                        h,
+                        h,
+                        h,
+                        1.0,
+                        a,
+                        DType::F16,
+                        h,
+                        bb,
+                        DType::F16,
+                        h,
+                        0.0,
+                        c,
+                        h,
+                    )
                 }),
             })
         }),

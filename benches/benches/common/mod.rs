@@ -7,7 +7,7 @@ use benches::{Work, catalogue, open, time_runs};
 use criterion::{Criterion, Throughput};
 
 /// Benchmarks the catalogue's cases of `groups` on every backend that opens here.
-pub fn run(c: &mut Criterion, groups: &[&str]) {
+pub(crate) fn run(c: &mut Criterion, groups: &[&str]) {
     for backend in ["cpu", "webgpu"] {
         let opened = match open(backend, None) {
             Ok(o) => o,
