@@ -1,5 +1,8 @@
 //! criterion: the elementwise cases of the catalogue on every backend (throughput in FLOP/s or bytes/s).
-#![expect(missing_docs, reason = "criterion's macros generate the undocumented entry points")]
+#![expect(
+    missing_docs,
+    reason = "criterion's macros generate the undocumented entry points"
+)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
