@@ -3,7 +3,7 @@
 //!
 //! Device memory is host memory (one `Vec<u8>` per allocation) behind the shared
 //! [`AddressSpace`]; every op validates with [`backend_api::validate`], reads its inputs,
-//! runs the plain f64-accumulating loops of [`reference`] and writes its output, all under
+//! runs the plain f64-accumulating loops of [`reference`](mod@reference) and writes its output, all under
 //! one lock, so each call is atomic and the stream is trivially in order. Work is split
 //! over `std::thread::scope` when it is large enough to pay for the threads.
 //!
