@@ -168,11 +168,16 @@ async fn run_suite<S: Suite>(
         any
     };
 
-    let record = |report: &mut CheckReport, result: &Result<Closeness, String>| {
+    let record = |report: &mut CheckReport, case: &S::Case, result: &Result<Closeness, String>| {
         if let Ok(c) = result {
             report.passed += 1;
             report.worst_ratio = report.worst_ratio.max(c.worst_ratio);
             report.worst_abs = report.worst_abs.max(c.worst_abs);
+            let kind = S::kind(case);
+            if !kind.is_empty() {
+                let worst = report.worst_by_kind.entry(kind).or_insert(0.0);
+                *worst = worst.max(c.worst_ratio);
+            }
         }
     };
 
@@ -181,7 +186,7 @@ async fn run_suite<S: Suite>(
         match serde_json::from_str::<S::Case>(json) {
             Ok(case) => {
                 let result = S::run(b, check, &case).await;
-                record(&mut report, &result);
+                record(&mut report, &case, &result);
                 if let Err(message) = result {
                     report.failed += 1;
                     report.failures.push(Failure {
@@ -213,7 +218,7 @@ async fn run_suite<S: Suite>(
     let mut done = 0;
     for r in &regressions {
         let result = S::run(b, check, &r.case).await;
-        record(&mut report, &result);
+        record(&mut report, &r.case, &result);
         let expected = covered(&r.case, Some(result.is_err()));
         if let Err(message) = result {
             if expected {
@@ -249,7 +254,7 @@ async fn run_suite<S: Suite>(
         };
         let case = tree.current();
         let result = S::run(b, check, &case).await;
-        record(&mut report, &result);
+        record(&mut report, &case, &result);
         let expected = covered(&case, Some(result.is_err()));
         if let Err(message) = result {
             if expected {

@@ -34,6 +34,8 @@ pub struct CheckReport {
     pub worst_ratio: f64,
     /// Largest `|got - want|` over all elements of passing cases.
     pub worst_abs: f64,
+    /// `worst_ratio` per kind of case (e.g. per unary function), where the check has kinds.
+    pub worst_by_kind: std::collections::BTreeMap<String, f64>,
     /// Wall time of the check, in milliseconds.
     pub millis: f64,
     /// The first failures, shrunk.
@@ -51,6 +53,7 @@ impl CheckReport {
             expected_failures: 0,
             worst_ratio: 0.0,
             worst_abs: 0.0,
+            worst_by_kind: Default::default(),
             millis: 0.0,
             failures: Vec::new(),
             notes: Vec::new(),
@@ -118,6 +121,18 @@ impl SuiteReport {
                 c.worst_abs,
                 c.millis
             );
+        }
+        for c in &self.checks {
+            let mut kinds: Vec<_> = c.worst_by_kind.iter().filter(|(_, r)| **r > 0.0).collect();
+            kinds.sort_by(|a, b| b.1.total_cmp(a.1));
+            if !kinds.is_empty() {
+                let top: Vec<String> = kinds
+                    .iter()
+                    .take(4)
+                    .map(|(k, r)| format!("{k} {r:.3}"))
+                    .collect();
+                let _ = writeln!(s, "closest to tolerance: {}: {}", c.check, top.join(", "));
+            }
         }
         for c in &self.checks {
             for n in &c.notes {

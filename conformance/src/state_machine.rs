@@ -1948,7 +1948,9 @@ pub fn soak(b: &dyn ComputeBackend, cycles: u64, seed: u64) -> Result<SoakReport
             if let Some(r) = rss_kib() {
                 report.rss_kib.push((cycle, r));
             }
-        } else if cycle > warmup && (cycle - warmup).is_multiple_of(((cycles - warmup) / samples).max(1)) {
+        } else if cycle > warmup
+            && (cycle - warmup).is_multiple_of(((cycles - warmup) / samples).max(1))
+        {
             if let Some(r) = rss_kib() {
                 report.rss_kib.push((cycle, r));
             }

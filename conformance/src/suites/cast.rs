@@ -91,6 +91,10 @@ impl Suite for CastSuite {
             .boxed()
     }
 
+    fn kind(c: &CastCase) -> String {
+        format!("{}->{}", c.src, c.dst)
+    }
+
     fn tags(c: &CastCase) -> Vec<&'static str> {
         let mut t = vec![];
         if [c.src, c.dst].contains(&DType::F16) {

@@ -198,6 +198,10 @@ impl Suite for UnarySuite {
             .boxed()
     }
 
+    fn kind(c: &UnaryCase) -> String {
+        c.op.name().to_string()
+    }
+
     fn tags(c: &UnaryCase) -> Vec<&'static str> {
         if c.specials {
             vec!["non-finite"]
@@ -267,6 +271,10 @@ impl Suite for BinarySuite {
                 seed,
             })
             .boxed()
+    }
+
+    fn kind(c: &BinaryCase) -> String {
+        c.op.name().to_string()
     }
 
     fn tags(c: &BinaryCase) -> Vec<&'static str> {

@@ -215,6 +215,10 @@ impl Suite for GemmSuite {
             .boxed()
     }
 
+    fn kind(c: &GemmCase) -> String {
+        format!("{}{} {}x{}", c.trans_a, c.trans_b, c.a_dtype, c.b_dtype)
+    }
+
     fn tags(c: &GemmCase) -> Vec<&'static str> {
         let mut t = Vec::new();
         if c.specials {

@@ -29,6 +29,13 @@ pub(crate) trait Suite {
     /// failures may name.
     fn tags(case: &Self::Case) -> Vec<&'static str>;
 
+    /// What kind of case this is within the check (the function of a unary case, the
+    /// type pair of a cast), so reports can say which one comes closest to its bound.
+    fn kind(case: &Self::Case) -> String {
+        let _ = case;
+        String::new()
+    }
+
     /// Runs the case on `backend` and compares with the oracle.
     async fn run(
         backend: &dyn ComputeBackend,

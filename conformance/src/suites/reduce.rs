@@ -77,6 +77,10 @@ impl Suite for ReduceSuite {
             .boxed()
     }
 
+    fn kind(c: &ReduceCase) -> String {
+        c.op.name().to_string()
+    }
+
     fn tags(c: &ReduceCase) -> Vec<&'static str> {
         if c.specials {
             vec!["non-finite"]

@@ -432,6 +432,7 @@ fn run_checks(backend: &dyn ComputeBackend, target: &Target, config: &Config) ->
             expected_failures: 0,
             worst_ratio: 0.0,
             worst_abs: 0.0,
+            worst_by_kind: Default::default(),
             millis: start.elapsed().as_secs_f64() * 1e3,
             failures: vec![Failure {
                 case: None,
