@@ -274,7 +274,10 @@ mod tests {
     #[test]
     fn flushed_subnormals_pass_without_using_the_bound() {
         let sub = f32::MIN_POSITIVE / 4.0;
-        assert_eq!(check_value(0.0, sub, Tol::rel(1e-5)), Ok((f64::from(sub), 0.0)));
+        assert_eq!(
+            check_value(0.0, sub, Tol::rel(1e-5)),
+            Ok((f64::from(sub), 0.0))
+        );
         // ... but only where the bound allows flushing, and only to zero.
         assert!(check_value(0.0, sub, Tol::EXACT).is_err());
         assert!(check_value(-1e-30, sub, Tol::rel(1e-5)).is_err());
