@@ -325,28 +325,20 @@ impl Ctx {
             }
             // 16-byte filter loads when every output channel's taps start on a 16-byte
             // boundary (C * R * S a multiple of 4).
-            if let Some(f16) =
-                filter16.filter(|f| f.byte % 16 == 0 && (p.c * p.r * p.s).is_multiple_of(4))
-            {
-                let key = PipelineKey::new(Kernel::Conv2d, "implicit")
-                    .with("F_IN_X", f_in_x)
-                    .with("F_VEC4", 1.0);
-                let placeholder = stream.unused();
-                // The written binding last (Stream::dispatch relies on it).
-                let bindings = [(1, &x), (2, &placeholder), (4, &f16), (3, &y)];
-                return self.dispatch(
-                    stream,
-                    &key,
-                    bytes_of(&prm),
-                    &bindings,
-                    [gx as u32, gy as u32, 1],
-                );
-            }
-            let key = PipelineKey::new(Kernel::Conv2d, "implicit").with("F_IN_X", f_in_x);
-            // The kernel declares the vec4 view of the filter too; it is not read here.
+            // 16-byte filter loads (binding 4) when every output channel's taps start on a
+            // 16-byte boundary (C * R * S a multiple of 4), else scalar ones (binding 2); the
+            // kernel declares both, so the other gets a placeholder.
+            let vec4 = filter16.filter(|f| f.byte % 16 == 0 && (p.c * p.r * p.s).is_multiple_of(4));
             let placeholder = stream.unused();
+            let (f_vec4, scalar, vector) = match &vec4 {
+                Some(f16) => (1.0, &placeholder, f16),
+                None => (0.0, &f, &placeholder),
+            };
+            let key = PipelineKey::new(Kernel::Conv2d, "implicit")
+                .with("F_IN_X", f_in_x)
+                .with("F_VEC4", f_vec4);
             // The written binding last (Stream::dispatch relies on it).
-            let bindings = [(1, &x), (2, &f), (4, &placeholder), (3, &y)];
+            let bindings = [(1, &x), (2, scalar), (4, vector), (3, &y)];
             return self.dispatch(
                 stream,
                 &key,

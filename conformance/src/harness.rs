@@ -48,24 +48,8 @@ impl<'a> Dev<'a> {
         lead: usize,
         tail: usize,
     ) -> Result<Region, String> {
-        let mut initial = rng.bytes(lead);
-        initial.extend_from_slice(data);
-        initial.extend(rng.bytes(tail));
-        let base = self
-            .b
-            .alloc(initial.len())
-            .map_err(|e| op_failed("alloc", e))?;
-        self.allocs.push(base);
-        self.b
-            .copy_htod(base, &initial)
-            .map_err(|e| op_failed("copy_htod", e))?;
-        Ok(Region {
-            base,
-            ptr: base + lead as u64,
-            lead,
-            len: data.len(),
-            initial,
-        })
+        let (before, after) = (rng.bytes(lead), rng.bytes(tail));
+        self.place(&before, data, &after)
     }
 
     /// Uploads f32 data at an interior pointer `lead` elements into its allocation, with
@@ -77,11 +61,17 @@ impl<'a> Dev<'a> {
         lead: usize,
         tail: usize,
     ) -> Result<Region, String> {
-        let lead_v = rng.sentinels(lead);
-        let tail_v = rng.sentinels(tail);
-        let mut initial = to_bytes(&lead_v);
-        initial.extend(to_bytes(data));
-        initial.extend(to_bytes(&tail_v));
+        let (before, after) = (
+            to_bytes(&rng.sentinels(lead)),
+            to_bytes(&rng.sentinels(tail)),
+        );
+        self.place(&before, &to_bytes(data), &after)
+    }
+
+    /// Allocates `before + data + after` bytes, uploads them, and returns the region of
+    /// `data`.
+    fn place(&mut self, before: &[u8], data: &[u8], after: &[u8]) -> Result<Region, String> {
+        let initial = [before, data, after].concat();
         let base = self
             .b
             .alloc(initial.len())
@@ -92,9 +82,9 @@ impl<'a> Dev<'a> {
             .map_err(|e| op_failed("copy_htod", e))?;
         Ok(Region {
             base,
-            ptr: base + 4 * lead as u64,
-            lead: 4 * lead,
-            len: 4 * data.len(),
+            ptr: base + before.len() as u64,
+            lead: before.len(),
+            len: data.len(),
             initial,
         })
     }

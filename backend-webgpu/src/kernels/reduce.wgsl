@@ -71,16 +71,9 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var l = lid; l < params.len; l = l + WG) {
         acc = combine(acc, x[base + l]);
     }
-    partial[lid] = acc;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            partial[lid] = combine(partial[lid], partial[lid + s]);
-        }
-        workgroupBarrier();
-    }
+    let total = tree(lid, acc);
     if (lid == 0u) {
-        y[params.y_off + row] = finish(partial[0]);
+        y[params.y_off + row] = finish(total);
     }
 }
 
