@@ -60,7 +60,10 @@ pub fn gemm(
                     (false, true) => 0.0,
                     (false, false) => beta * old,
                     (true, zero_beta) => {
-                        let product = alpha * (0..k).map(|l| a_at(i, l) * b_at(l, j)).sum::<f64>();
+                        // Folded from +0 as BLAS accumulates (f64's `Sum` starts from -0,
+                        // which would give -0 for a sum of negative zeros).
+                        let sum = (0..k).fold(0.0, |acc, l| acc + a_at(i, l) * b_at(l, j));
+                        let product = alpha * sum;
                         if zero_beta {
                             product
                         } else {
@@ -182,8 +185,7 @@ pub fn attention(
                 *sc = scale
                     * qi.iter()
                         .zip(kj)
-                        .map(|(&x, &y)| f64::from(x) * f64::from(y))
-                        .sum::<f64>();
+                        .fold(0.0, |acc, (&x, &y)| acc + f64::from(x) * f64::from(y));
             }
             let max = scores[..visible]
                 .iter()
@@ -195,11 +197,12 @@ pub fn attention(
                 denom += *sc;
             }
             for (t, out) in out.iter_mut().enumerate() {
-                let acc: f64 = scores[..visible]
+                let acc = scores[..visible]
                     .iter()
                     .enumerate()
-                    .map(|(j, &p)| p * f64::from(v[kv_base + j * d + t]))
-                    .sum();
+                    .fold(0.0, |acc, (j, &p)| {
+                        acc + p * f64::from(v[kv_base + j * d + t])
+                    });
                 *out = (acc / denom) as f32;
             }
         }
@@ -347,6 +350,28 @@ mod tests {
             1,
         );
         assert_eq!(c, [0.0]);
+    }
+
+    #[test]
+    fn gemm_sums_from_positive_zero() {
+        // 0 * -1 = -0; BLAS adds it to an accumulator that starts at +0.
+        let mut c = [1.0];
+        gemm(
+            false,
+            false,
+            1,
+            1,
+            1,
+            1.0,
+            &[0.0],
+            1,
+            &[-1.0],
+            1,
+            0.0,
+            &mut c,
+            1,
+        );
+        assert!(c[0] == 0.0 && c[0].is_sign_positive(), "{}", c[0]);
     }
 
     #[test]
