@@ -3,8 +3,18 @@
 //!
 //! - **Device.** [`WebGpuBackend::with_options`] picks the adapter (by name or backend,
 //!   or the `BACKEND_ADAPTER` environment variable) and opens it with its own limits
-//!   and the optional features it has (shader-f16, subgroups, timestamp queries,
-//!   mappable primary buffers on unified-memory devices).
+//!   and the optional features it has: mappable primary buffers on unified-memory
+//!   devices (one-copy host transfers), shader-f16 (used by the tensor-core gemm_ex
+//!   kernel), and, when asked for, cooperative matrices. Subgroups and timestamp queries
+//!   are requested where present but no kernel uses them yet; every kernel has a
+//!   portable path (the browser's adapter has no f16).
+//! - **Kernels.** Chosen per call by shape, alignment and adapter limits: a 128x128
+//!   register-tiled gemm for 4-aligned operands (f32, f16, bf16) and a general one for the
+//!   rest, implicit-GEMM or direct conv2d, a blocked flash-attention kernel for heads up to
+//!   128 dims (one or two stages of workgroup memory by what the adapter allows) and a
+//!   row kernel for the rest, 16-byte paths for elementwise ops and reductions.
+//!   `gemm_ex` with f16 inputs runs on matrix units with
+//!   [`WebGpuOptions::cooperative_matrix`] (experimental in wgpu, so opt-in).
 //! - **Memory.** Pointers come from the shared address space and map to (buffer, byte
 //!   offset); small allocations share pooled buffers (`memory.rs`).
 //! - **Stream.** Ops are recorded into one command encoder and submitted at sync points,
