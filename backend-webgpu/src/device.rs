@@ -291,6 +291,8 @@ pub(crate) fn has_f16_matrix_units(adapter: &wgpu::Adapter) -> bool {
 pub(crate) struct ErrorSink {
     pending: Mutex<Option<BackendError>>,
     lost: Mutex<Option<String>>,
+    /// Recorded causes whose "invalid due to a previous error" echo has not come yet.
+    unechoed: Mutex<u32>,
 }
 
 impl ErrorSink {
@@ -314,6 +316,20 @@ impl ErrorSink {
             }
         };
         tracing::error!(error = %err, "wgpu reported an error");
+        // A failed command buffer is followed by "... is invalid due to a previous error"
+        // when it is submitted. Where its cause was recorded here, the echo adds nothing,
+        // and in a browser it can arrive after that sync point returned and would fail the
+        // next, unrelated one: drop one echo per recorded cause, keep any other.
+        let mut unechoed = self.unechoed.lock().unwrap_or_else(PoisonError::into_inner);
+        if is_echo(&err) {
+            if *unechoed > 0 {
+                *unechoed -= 1;
+                return;
+            }
+        } else if matches!(err, BackendError::DeviceError(_)) {
+            *unechoed += 1;
+        }
+        drop(unechoed);
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -359,6 +375,12 @@ impl ErrorSink {
             .unwrap_or_else(PoisonError::into_inner)
             .is_some()
     }
+}
+
+/// True for the follow-up error of an invalid command buffer, which only repeats that an
+/// earlier error happened.
+fn is_echo(e: &BackendError) -> bool {
+    matches!(e, BackendError::DeviceError(m) if m.contains("due to a previous error"))
 }
 
 /// An error and its chain of causes on one line (wgpu's own text is often just
@@ -418,5 +440,22 @@ impl ErrorScope {
         {
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod echo_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_echo_of_an_earlier_error_is_dropped() {
+        let echo = BackendError::DeviceError(
+            "queued work failed: Validation Error: [Invalid CommandBuffer] is invalid due to a previous error".into(),
+        );
+        assert!(is_echo(&echo));
+        assert!(!is_echo(&BackendError::DeviceError(
+            "queued work failed: binding size too small".into()
+        )));
+        assert!(!is_echo(&BackendError::OutOfMemory));
     }
 }
