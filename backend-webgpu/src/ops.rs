@@ -57,6 +57,19 @@ impl State {
 }
 
 /// True when two bindings share bytes of one buffer.
+/// The tiled gemm switches to 128 x 64 tiles when 128 x 128 ones would number fewer than
+/// this (over all batches): `BACKEND_GEMM_NARROW_BELOW`, default 192. At 1024^3 the wide
+/// tile gives 64 workgroups, which leaves half of a 132-multiprocessor GPU idle.
+fn narrow_below() -> usize {
+    static BELOW: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BELOW.get_or_init(|| {
+        std::env::var("BACKEND_GEMM_NARROW_BELOW")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(192)
+    })
+}
+
 fn overlap(a: &Bound, b: &Bound) -> bool {
     std::sync::Arc::ptr_eq(&a.buffer, &b.buffer)
         && a.offset < b.offset + b.size
@@ -157,19 +170,24 @@ impl Ctx {
                 .with("TRANS_B", f64::from(u8::from(p.trans_b)));
             let a16 = st.bind16(op, p.a.as_ref().expect("reads_ab"))?;
             let b16 = st.bind16(op, p.b.as_ref().expect("reads_ab"))?;
-            (key, 128, vec![(4, a16), (5, b16), (3, c.clone())])
+            (key, (128, 128), vec![(4, a16), (5, b16), (3, c.clone())])
         } else if coop {
             let key = PipelineKey::new(Kernel::GemmCoop, "main")
                 .with("TRANS_A", f64::from(u8::from(p.trans_a)))
                 .with("TRANS_B", f64::from(u8::from(p.trans_b)));
             (
                 key,
-                64,
+                (64, 64),
                 vec![(1, a.clone()), (2, b.clone()), (3, c.clone())],
             )
         } else if tiled {
             let c_vec4 = four(p.ldc) && four(p.m) && c.byte % 16 == 0;
+            // 128 x 128 tiles, or 128 x 64 when the wide tiles would be too few to keep
+            // every multiprocessor busy.
+            let wide_tiles = p.m.div_ceil(128) * p.n.div_ceil(128) * p.batch.count;
+            let nb = if wide_tiles < narrow_below() { 64 } else { 128 };
             let key = PipelineKey::new(Kernel::Gemm, "tiled")
+                .with("NB", f64::from(nb as u32))
                 .with("TRANS_A", f64::from(u8::from(p.trans_a)))
                 .with("TRANS_B", f64::from(u8::from(p.trans_b)))
                 .with("C_VEC4", f64::from(u8::from(c_vec4)))
@@ -199,7 +217,7 @@ impl Ctx {
             let unused = st.stream.unused();
             (
                 key,
-                128,
+                (128, nb),
                 vec![
                     (a_at, a16),
                     (b_at, b16),
@@ -215,17 +233,17 @@ impl Ctx {
                 .with("B_IN_A", if b_in_a { 1.0 } else { 0.0 });
             (
                 key,
-                64,
+                (64, 64),
                 vec![(1, a.clone()), (2, b.clone()), (3, c.clone())],
             )
         };
         let max_groups = st.stream.limits.max_groups as usize;
-        let gx = p.m.div_ceil(tile);
-        let gy = p.n.div_ceil(tile);
+        let gx = p.m.div_ceil(tile.0);
+        let gy = p.n.div_ceil(tile.1);
         if gx > max_groups || gy > max_groups {
             return Err(BackendError::Unsupported(format!(
-                "{op}: {} x {} is more than this adapter's {max_groups} workgroups of {tile} per dimension",
-                p.m, p.n
+                "{op}: {} x {} is more than this adapter's {max_groups} workgroups of {} x {} per dimension",
+                p.m, p.n, tile.0, tile.1
             )));
         }
         let mut base = 0;
@@ -314,8 +332,16 @@ impl Ctx {
         // 128-wide tile and enough work to fill the device; small problems go direct.
         let implicit = !empty_input && p.k >= 16 && total >= 4096;
         let (key, grid) = if implicit {
+            // 128 x 128 tiles, or 128 x 64 when the wide ones would underfill the device
+            // (as for gemm).
+            let wide_tiles = rows.div_ceil(128) * (p.k as u64).div_ceil(128);
+            let nb: u32 = if wide_tiles < narrow_below() as u64 {
+                64
+            } else {
+                128
+            };
             let gx = rows.div_ceil(128);
-            let gy = (p.k as u64).div_ceil(128);
+            let gy = (p.k as u64).div_ceil(u64::from(nb));
             let max = u64::from(stream.limits.max_groups);
             if gx > max || gy > max {
                 return Err(BackendError::Unsupported(format!(
@@ -323,8 +349,6 @@ impl Ctx {
                     p.k
                 )));
             }
-            // 16-byte filter loads when every output channel's taps start on a 16-byte
-            // boundary (C * R * S a multiple of 4).
             // 16-byte filter loads (binding 4) when every output channel's taps start on a
             // 16-byte boundary (C * R * S a multiple of 4), else scalar ones (binding 2); the
             // kernel declares both, so the other gets a placeholder.
@@ -335,6 +359,7 @@ impl Ctx {
                 None => (0.0, &f, &placeholder),
             };
             let key = PipelineKey::new(Kernel::Conv2d, "implicit")
+                .with("NB", f64::from(nb))
                 .with("F_IN_X", f_in_x)
                 .with("F_VEC4", f_vec4);
             // The written binding last (Stream::dispatch relies on it).

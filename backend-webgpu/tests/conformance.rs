@@ -274,3 +274,108 @@ fn gemm_ex_f16_whole_tiles() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The tiled gemm in both widths: shapes of a few 128 x 128 tiles (the kernel then takes
+/// 128 x 64 ones) and of 192 or more (it keeps 128 x 128; a batch of 96 for f32, one large
+/// matrix for f16), with partial tiles at both edges and every transpose pair. The
+/// property suite's shapes are small and mostly reach only the narrow tile.
+#[test]
+fn gemm_tiled_wide_and_narrow() {
+    use backend_api::{BackendTranspose, DType};
+    use conformance::suites::gemm::GemmCase;
+    let Some(b) = backend() else {
+        return;
+    };
+    let mut failures = Vec::new();
+    let mut seed = 40;
+    for (check, dtype, batch, m, n, k) in [
+        (Check::Gemm, DType::F32, 1, 132, 68, 12),
+        (Check::BatchedGemm, DType::F32, 96, 132, 68, 12),
+        (Check::GemmEx, DType::F16, 1, 132, 68, 12),
+        (Check::GemmEx, DType::F16, 1, 1540, 1796, 4),
+    ] {
+        for ta in [BackendTranspose::NoTrans, BackendTranspose::Trans] {
+            for tb in [BackendTranspose::NoTrans, BackendTranspose::Trans] {
+                seed += 1;
+                let (alpha, beta) = if seed % 2 == 0 {
+                    (1.0, 0.0)
+                } else {
+                    (-1.5, 0.75)
+                };
+                let case = GemmCase {
+                    trans_a: ta,
+                    trans_b: tb,
+                    m,
+                    n,
+                    k,
+                    pad_a: 4,
+                    pad_b: 0,
+                    pad_c: 4,
+                    alpha,
+                    beta,
+                    batch,
+                    gap_a: Some(4),
+                    gap_b: Some(0),
+                    gap_c: 8,
+                    a_dtype: dtype,
+                    b_dtype: dtype,
+                    offsets: [4, 8, 4],
+                    specials: false,
+                    nan_c: beta == 0.0,
+                    seed,
+                };
+                let mut config = Config::new(1).only(&[check]);
+                config.replay = Some(serde_json::to_string(&case).unwrap());
+                let report = run_check(b, check, &config);
+                if !report.ok() {
+                    failures.push(format!("{case:?}: {:?}", report.failures));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The implicit-GEMM convolution in both tile widths: 12288 output positions x 130
+/// channels is 192 tiles of 128 x 128 (kept), a quarter of the positions is 48 (128 x 64
+/// tiles instead); partial channel tiles, stride 1 and 2, padding, scalar and vector
+/// filter loads (C * R * S = 18 and 9, 36).
+#[test]
+fn conv2d_implicit_wide_and_narrow() {
+    use conformance::suites::conv::ConvCase;
+    let Some(b) = backend() else {
+        return;
+    };
+    let mut failures = Vec::new();
+    for (seed, (n, c, hw, stride, padding)) in [
+        (3, 2, 64, 1, 1),
+        (3, 4, 128, 2, 1),
+        (1, 4, 48, 1, 0),
+        (1, 1, 96, 2, 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let case = ConvCase {
+            n,
+            c,
+            h: hw,
+            w: hw,
+            k: 130,
+            r: 3,
+            s: 3,
+            stride: [stride; 2],
+            padding: [padding; 2],
+            offsets: [4, 4, 4],
+            specials: false,
+            seed: 60 + seed as u64,
+        };
+        let mut config = Config::new(1).only(&[Check::Conv2d]);
+        config.replay = Some(serde_json::to_string(&case).unwrap());
+        let report = run_check(b, Check::Conv2d, &config);
+        if !report.ok() {
+            failures.push(format!("{case:?}: {:?}", report.failures));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

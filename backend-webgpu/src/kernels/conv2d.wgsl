@@ -82,8 +82,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @group(0) @binding(4) var<storage, read_write> f4: array<vec4<f32>>;
 override F_VEC4: bool = false;
 
-const CT: u32 = 128u; // tile rows (output positions) and columns (output channels)
+const CT: u32 = 128u; // tile rows (output positions), and columns when NB = 128
 const CK: u32 = 8u; // tile depth (filter taps)
+// Tile columns (output channels): 128, or 64 for problems too small to fill the device
+// with the wide tile (each thread then owns 8x4 outputs; the first 2 NB threads load
+// the filter).
+override NB: u32 = 128u;
 
 // [stage][kk][CT / 4] vec4s, as in gemm.wgsl's `tiled`.
 var<workgroup> ta: array<vec4<f32>, 512>;
@@ -156,12 +160,15 @@ fn fetch_taps(lid: u32, rows: array<Row, 4>, col0: u32, k0: u32) -> Taps {
     let tap = decode_tap(k0 + lid / 32u);
     t.a = vec4<f32>(gather(rows[0], tap), gather(rows[1], tap), gather(rows[2], tap), gather(rows[3], tap));
     // Four consecutive taps of output channel j.
-    let j = col0 + lid % CT;
-    let kq = k0 + 4u * (lid / CT);
+    let j = col0 + lid % NB;
+    let kq = k0 + 4u * (lid / NB);
     let crs = params.c * params.r * params.s;
+    t.b = vec4<f32>(0.0);
+    if (lid >= 2u * NB) {
+        return t;
+    }
     if (F_VEC4) {
         // One 16-byte load: crs and the filter's offset are multiples of 4.
-        t.b = vec4<f32>(0.0);
         if (j < params.k && kq < crs) {
             t.b = f4[(params.f_off + j * crs + kq) / 4u];
         }
@@ -175,8 +182,11 @@ fn fetch_taps(lid: u32, rows: array<Row, 4>, col0: u32, k0: u32) -> Taps {
 fn store_taps(lid: u32, stage: u32, t: Taps) {
     let base = stage * 256u;
     ta[base + (lid / 32u) * 32u + lid % 32u] = t.a;
-    let j = lid % CT;
-    let kq = 4u * (lid / CT);
+    if (lid >= 2u * NB) {
+        return;
+    }
+    let j = lid % NB;
+    let kq = 4u * (lid / NB);
     let q = base + j / 4u;
     let c = j % 4u;
     tb[q + (kq + 0u) * 32u][c] = t.b.x;
@@ -203,7 +213,7 @@ fn store_out(i: u32, j: u32, v: vec4<f32>) {
 @compute @workgroup_size(256)
 fn implicit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row0 = wid.x * CT;
-    let col0 = wid.y * CT;
+    let col0 = wid.y * NB;
     // The four output positions this thread gathers for, fixed for the whole reduction.
     let g = row0 + 4u * (lid % 32u);
     let rows = array<Row, 4>(decode_row(g), decode_row(g + 1u), decode_row(g + 2u), decode_row(g + 3u));
@@ -236,11 +246,14 @@ fn implicit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
             let a0 = ta[s + tr];
             let a1 = ta[s + tr + 16u];
             let b0 = tb[s + tc];
-            let b1 = tb[s + tc + 16u];
             x_c0_h0 = fma(a0, vec4<f32>(b0.x), x_c0_h0); x_c0_h1 = fma(a1, vec4<f32>(b0.x), x_c0_h1);
             x_c1_h0 = fma(a0, vec4<f32>(b0.y), x_c1_h0); x_c1_h1 = fma(a1, vec4<f32>(b0.y), x_c1_h1);
             x_c2_h0 = fma(a0, vec4<f32>(b0.z), x_c2_h0); x_c2_h1 = fma(a1, vec4<f32>(b0.z), x_c2_h1);
             x_c3_h0 = fma(a0, vec4<f32>(b0.w), x_c3_h0); x_c3_h1 = fma(a1, vec4<f32>(b0.w), x_c3_h1);
+            if (NB < CT) {
+                continue;
+            }
+            let b1 = tb[s + tc + 16u];
             x_c4_h0 = fma(a0, vec4<f32>(b1.x), x_c4_h0); x_c4_h1 = fma(a1, vec4<f32>(b1.x), x_c4_h1);
             x_c5_h0 = fma(a0, vec4<f32>(b1.y), x_c5_h0); x_c5_h1 = fma(a1, vec4<f32>(b1.y), x_c5_h1);
             x_c6_h0 = fma(a0, vec4<f32>(b1.z), x_c6_h0); x_c6_h1 = fma(a1, vec4<f32>(b1.z), x_c6_h1);
@@ -260,6 +273,9 @@ fn implicit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     store_out(i0, j0 + 1u, x_c1_h0); store_out(i1, j0 + 1u, x_c1_h1);
     store_out(i0, j0 + 2u, x_c2_h0); store_out(i1, j0 + 2u, x_c2_h1);
     store_out(i0, j0 + 3u, x_c3_h0); store_out(i1, j0 + 3u, x_c3_h1);
+    if (NB < CT) {
+        return;
+    }
     store_out(i0, j1 + 0u, x_c4_h0); store_out(i1, j1 + 0u, x_c4_h1);
     store_out(i0, j1 + 1u, x_c5_h0); store_out(i1, j1 + 1u, x_c5_h1);
     store_out(i0, j1 + 2u, x_c6_h0); store_out(i1, j1 + 2u, x_c6_h1);

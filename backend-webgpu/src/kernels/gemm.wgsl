@@ -8,11 +8,12 @@
 //   kernel reads f32, f16 and bf16 (A_TYPE, B_TYPE); offsets and leading dimensions are in
 //   elements. B_IN_A reads B through A's binding when the two overlap (WebGPU forbids
 //   overlapping writable bindings).
-// - `tiled`, the fast f32 kernel for operands whose contiguous dimension, leading
-//   dimension and offset are multiples of 4 (the host checks): a 128x128 tile per
-//   workgroup, each thread an 8x8 block held in vec4 registers, 16-byte global loads, and
-//   two stages of workgroup memory so that one barrier per k-step suffices. TRANS_A and
-//   TRANS_B specialise the loads.
+// - `tiled`, the fast kernel (f32, f16 or bf16 inputs) for operands whose contiguous
+//   dimension, leading dimension and offset are multiples of 4 (the host checks): a
+//   128x128 tile per workgroup (128x64 when NB = 64, for problems too small to fill the
+//   device with the wide tile), each thread an 8x8 (8x4) block held in vec4 registers,
+//   16-byte global loads, and two stages of workgroup memory so that one barrier per
+//   k-step suffices. TRANS_A and TRANS_B specialise the loads.
 //
 // C is not read when beta is 0.
 
@@ -218,7 +219,10 @@ override TRANS_B: bool = false;
 // C's rows come in whole vec4s (ldc, c_off and m multiples of 4).
 override C_VEC4: bool = true;
 
-const TB: u32 = 128u; // tile rows and columns
+const TB: u32 = 128u; // tile rows (and columns when NB = 128)
+// Tile columns: 128, or 64 (each thread then owns 8x4 of C and only the first 2 NB
+// threads load B).
+override NB: u32 = 128u;
 const TK: u32 = 8u; // tile depth
 const STAGE: u32 = 256u; // vec4s per stage: TK * TB / 4
 
@@ -253,16 +257,16 @@ fn fetch(lid: u32, row0: u32, col0: u32, k0: u32, a_base: u32, b_base: u32) -> F
     }
     if (TRANS_B) {
         // B stored n x k: 4 consecutive columns at depth kk.
-        let j = col0 + 4u * (lid % 32u);
-        let kk = k0 + lid / 32u;
-        if (j < params.n && kk < params.k) {
+        let j = col0 + 4u * (lid % (NB / 4u));
+        let kk = k0 + lid / (NB / 4u);
+        if (lid < 2u * NB && j < params.n && kk < params.k) {
             f.b = load_b4(b_base + j + kk * params.ldb);
         }
     } else {
         // B stored k x n: 4 consecutive k of column j.
-        let j = col0 + lid % TB;
-        let kq = k0 + 4u * (lid / TB);
-        if (j < params.n && kq < params.k) {
+        let j = col0 + lid % NB;
+        let kq = k0 + 4u * (lid / NB);
+        if (lid < 2u * NB && j < params.n && kq < params.k) {
             f.b = load_b4(b_base + kq + j * params.ldb);
         }
     }
@@ -283,11 +287,14 @@ fn store(lid: u32, stage: u32, f: Fetch) {
     } else {
         sa[base + (lid / 32u) * 32u + lid % 32u] = f.a;
     }
+    if (lid >= 2u * NB) {
+        return;
+    }
     if (TRANS_B) {
-        sb[base + (lid / 32u) * 32u + lid % 32u] = f.b;
+        sb[base + (lid / (NB / 4u)) * 32u + lid % (NB / 4u)] = f.b;
     } else {
-        let j = lid % TB;
-        let kq = 4u * (lid / TB);
+        let j = lid % NB;
+        let kq = 4u * (lid / NB);
         let q = base + j / 4u;
         let c = j % 4u;
         sb[q + (kq + 0u) * 32u][c] = f.b.x;
@@ -330,9 +337,10 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     let b_base = params.b_off + batch * params.stride_b;
     let c_base = params.c_off + batch * params.stride_c;
     let row0 = wid.x * TB;
-    let col0 = wid.y * TB;
+    let col0 = wid.y * NB;
     // Thread (tr, tc) owns rows 4tr..4tr+3 and 64+4tr..64+4tr+3 of the tile, and the same
     // columns with tc: two vec4s each way, 16 vec4 accumulators (x_cN_h: column N, half h).
+    // With NB = 64 only columns 4tc..4tc+3 (x_c0 to x_c3).
     let tr = lid % 16u;
     let tc = lid / 16u;
     var x_c0_h0 = vec4<f32>(0.0); var x_c0_h1 = vec4<f32>(0.0);
@@ -363,11 +371,14 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
             let a0 = sa[s + tr];
             let a1 = sa[s + tr + 16u];
             let b0 = sb[s + tc];
-            let b1 = sb[s + tc + 16u];
             x_c0_h0 = fma(a0, vec4<f32>(b0.x), x_c0_h0); x_c0_h1 = fma(a1, vec4<f32>(b0.x), x_c0_h1);
             x_c1_h0 = fma(a0, vec4<f32>(b0.y), x_c1_h0); x_c1_h1 = fma(a1, vec4<f32>(b0.y), x_c1_h1);
             x_c2_h0 = fma(a0, vec4<f32>(b0.z), x_c2_h0); x_c2_h1 = fma(a1, vec4<f32>(b0.z), x_c2_h1);
             x_c3_h0 = fma(a0, vec4<f32>(b0.w), x_c3_h0); x_c3_h1 = fma(a1, vec4<f32>(b0.w), x_c3_h1);
+            if (NB < TB) {
+                continue;
+            }
+            let b1 = sb[s + tc + 16u];
             x_c4_h0 = fma(a0, vec4<f32>(b1.x), x_c4_h0); x_c4_h1 = fma(a1, vec4<f32>(b1.x), x_c4_h1);
             x_c5_h0 = fma(a0, vec4<f32>(b1.y), x_c5_h0); x_c5_h1 = fma(a1, vec4<f32>(b1.y), x_c5_h1);
             x_c6_h0 = fma(a0, vec4<f32>(b1.z), x_c6_h0); x_c6_h1 = fma(a1, vec4<f32>(b1.z), x_c6_h1);
@@ -388,6 +399,9 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     store_column(j0 + 1u, i0, c_base, x_c1_h0); store_column(j0 + 1u, i1, c_base, x_c1_h1);
     store_column(j0 + 2u, i0, c_base, x_c2_h0); store_column(j0 + 2u, i1, c_base, x_c2_h1);
     store_column(j0 + 3u, i0, c_base, x_c3_h0); store_column(j0 + 3u, i1, c_base, x_c3_h1);
+    if (NB < TB) {
+        return;
+    }
     store_column(j1 + 0u, i0, c_base, x_c4_h0); store_column(j1 + 0u, i1, c_base, x_c4_h1);
     store_column(j1 + 1u, i0, c_base, x_c5_h0); store_column(j1 + 1u, i1, c_base, x_c5_h1);
     store_column(j1 + 2u, i0, c_base, x_c6_h0); store_column(j1 + 2u, i1, c_base, x_c6_h1);
