@@ -57,9 +57,22 @@ impl State {
 }
 
 /// True when two bindings share bytes of one buffer.
-/// The tiled gemm switches to 128 x 64 tiles when 128 x 128 ones would number fewer than
-/// this (over all batches): `BACKEND_GEMM_NARROW_BELOW`, default 192. At 1024^3 the wide
-/// tile gives 64 workgroups, which leaves half of a 132-multiprocessor GPU idle.
+/// Columns per tile (64 or 128) for the tiled gemm and the implicit-GEMM convolution, whose
+/// tiles are 128 rows tall: 64 when 128 x 128 tiles would leave 64 columns of the last
+/// tile column empty (e.g. 64 output channels), or would number fewer than
+/// [`narrow_below`] over all batches (at 1024^3 the wide tile gives 64 workgroups, which
+/// leaves half of a 132-multiprocessor GPU idle). Measured on the H200 in
+/// docs/PERFORMANCE.md.
+fn tile_columns(rows: usize, cols: usize, batch: usize) -> usize {
+    let wide_tiles = rows.div_ceil(128) * cols.div_ceil(128) * batch;
+    if cols.div_ceil(64) % 2 == 1 || wide_tiles < narrow_below() {
+        64
+    } else {
+        128
+    }
+}
+
+/// `BACKEND_GEMM_NARROW_BELOW`, default 192: see [`tile_columns`].
 fn narrow_below() -> usize {
     static BELOW: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *BELOW.get_or_init(|| {
@@ -182,10 +195,7 @@ impl Ctx {
             )
         } else if tiled {
             let c_vec4 = four(p.ldc) && four(p.m) && c.byte % 16 == 0;
-            // 128 x 128 tiles, or 128 x 64 when the wide tiles would be too few to keep
-            // every multiprocessor busy.
-            let wide_tiles = p.m.div_ceil(128) * p.n.div_ceil(128) * p.batch.count;
-            let nb = if wide_tiles < narrow_below() { 64 } else { 128 };
+            let nb = tile_columns(p.m, p.n, p.batch.count);
             let key = PipelineKey::new(Kernel::Gemm, "tiled")
                 .with("NB", f64::from(nb as u32))
                 .with("TRANS_A", f64::from(u8::from(p.trans_a)))
@@ -332,14 +342,7 @@ impl Ctx {
         // 128-wide tile and enough work to fill the device; small problems go direct.
         let implicit = !empty_input && p.k >= 16 && total >= 4096;
         let (key, grid) = if implicit {
-            // 128 x 128 tiles, or 128 x 64 when the wide ones would underfill the device
-            // (as for gemm).
-            let wide_tiles = rows.div_ceil(128) * (p.k as u64).div_ceil(128);
-            let nb: u32 = if wide_tiles < narrow_below() as u64 {
-                64
-            } else {
-                128
-            };
+            let nb = tile_columns(rows as usize, p.k, 1) as u32;
             let gx = rows.div_ceil(128);
             let gy = (p.k as u64).div_ceil(u64::from(nb));
             let max = u64::from(stream.limits.max_groups);
