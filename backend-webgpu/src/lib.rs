@@ -8,9 +8,10 @@
 //!   kernel), and, when asked for, cooperative matrices. Subgroups and timestamp queries
 //!   are requested where present but no kernel uses them yet; every kernel has a
 //!   portable path (the browser's adapter has no f16).
-//! - **Kernels.** Chosen per call by shape, alignment and adapter limits: a 128x128
-//!   register-tiled gemm for 4-aligned operands (f32, f16, bf16) and a general one for the
-//!   rest, implicit-GEMM or direct conv2d, a blocked flash-attention kernel for heads up to
+//! - **Kernels.** Chosen per call by shape, alignment and adapter limits: a register-tiled
+//!   gemm for 4-aligned operands (f32, f16, bf16; 128x128 tiles, or 128x64 where the wide
+//!   ones would underfill the device or leave half a tile empty) and a general one for the
+//!   rest, implicit-GEMM (same tiles) or direct conv2d, a blocked flash-attention kernel for heads up to
 //!   128 dims (one or two stages of workgroup memory by what the adapter allows) and a
 //!   row kernel for the rest, 16-byte paths for elementwise ops and reductions.
 //!   `gemm_ex` with f16 inputs runs on matrix units with
