@@ -380,3 +380,39 @@ fn conv2d_implicit_wide_and_narrow() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Reductions down long columns, where each thread of the column kernels walks a slice of
+/// the reduced axis four elements at a time: scalar (3 columns) and 16-byte (8 columns)
+/// paths, slice lengths that leave 0 to 3 elements after the groups of four, every op.
+#[test]
+fn reduce_long_columns() {
+    use backend_api::ReduceOp;
+    use conformance::suites::reduce::ReduceCase;
+    let Some(b) = backend() else {
+        return;
+    };
+    let mut failures = Vec::new();
+    let mut seed = 80;
+    for inner in [3, 8] {
+        for len in [300, 301, 302, 303] {
+            for &op in ReduceOp::ALL {
+                seed += 1;
+                let case = ReduceCase {
+                    op,
+                    shape: vec![2, len, inner],
+                    axis: 1,
+                    offsets: [0, 4],
+                    specials: false,
+                    seed,
+                };
+                let mut config = Config::new(1).only(&[Check::Reduce]);
+                config.replay = Some(serde_json::to_string(&case).unwrap());
+                let report = run_check(b, Check::Reduce, &config);
+                if !report.ok() {
+                    failures.push(format!("{case:?}: {:?}", report.failures));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
