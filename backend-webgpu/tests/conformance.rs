@@ -55,6 +55,16 @@ fn check(c: Check) {
     report.assert_ok();
 }
 
+/// Runs one case of `check`, given as its JSON replay, and records it if it fails.
+fn replay(b: &WebGpuBackend, check: Check, case: String, failures: &mut Vec<String>) {
+    let mut config = Config::new(1).only(&[check]);
+    config.replay = Some(case.clone());
+    let report = run_check(b, check, &config);
+    if !report.ok() {
+        failures.push(format!("{case}: {:?}", report.failures));
+    }
+}
+
 #[test]
 fn gemm() {
     check(Check::Gemm);
@@ -262,12 +272,12 @@ fn gemm_ex_f16_whole_tiles() {
                         nan_c: beta == 0.0,
                         seed,
                     };
-                    let mut config = Config::new(1).only(&[Check::GemmEx]);
-                    config.replay = Some(serde_json::to_string(&case).unwrap());
-                    let report = run_check(b, Check::GemmEx, &config);
-                    if !report.ok() {
-                        failures.push(format!("{case:?}: {:?}", report.failures));
-                    }
+                    replay(
+                        b,
+                        Check::GemmEx,
+                        serde_json::to_string(&case).unwrap(),
+                        &mut failures,
+                    );
                 }
             }
         }
@@ -325,12 +335,12 @@ fn gemm_tiled_wide_and_narrow() {
                     nan_c: beta == 0.0,
                     seed,
                 };
-                let mut config = Config::new(1).only(&[check]);
-                config.replay = Some(serde_json::to_string(&case).unwrap());
-                let report = run_check(b, check, &config);
-                if !report.ok() {
-                    failures.push(format!("{case:?}: {:?}", report.failures));
-                }
+                replay(
+                    b,
+                    check,
+                    serde_json::to_string(&case).unwrap(),
+                    &mut failures,
+                );
             }
         }
     }
@@ -371,12 +381,12 @@ fn conv2d_implicit_wide_and_narrow() {
             specials: false,
             seed: 60 + seed as u64,
         };
-        let mut config = Config::new(1).only(&[Check::Conv2d]);
-        config.replay = Some(serde_json::to_string(&case).unwrap());
-        let report = run_check(b, Check::Conv2d, &config);
-        if !report.ok() {
-            failures.push(format!("{case:?}: {:?}", report.failures));
-        }
+        replay(
+            b,
+            Check::Conv2d,
+            serde_json::to_string(&case).unwrap(),
+            &mut failures,
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -405,12 +415,12 @@ fn reduce_long_columns() {
                     specials: false,
                     seed,
                 };
-                let mut config = Config::new(1).only(&[Check::Reduce]);
-                config.replay = Some(serde_json::to_string(&case).unwrap());
-                let report = run_check(b, Check::Reduce, &config);
-                if !report.ok() {
-                    failures.push(format!("{case:?}: {:?}", report.failures));
-                }
+                replay(
+                    b,
+                    Check::Reduce,
+                    serde_json::to_string(&case).unwrap(),
+                    &mut failures,
+                );
             }
         }
     }
