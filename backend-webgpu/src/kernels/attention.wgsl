@@ -223,8 +223,12 @@ fn fetch_v2(lid: u32, kv_base: u32, j0: u32, c0: u32, kv_end: u32) -> VPair {
     return p;
 }
 
+// A V chunk fits in fq alone when there are two stages (a constant condition, so the
+// inner loop has no branch on the index), else it spills into fk.
+override V_QUADS: u32 = FC * D / 4u;
+
 fn put_v(e: u32, val: vec4<f32>) {
-    if (e < QK) {
+    if (V_QUADS <= QK || e < QK) {
         fq[e] = val;
     } else {
         fk[e - QK] = val;
@@ -272,7 +276,7 @@ fn row_sum(tr: u32, r: u32) -> f32 {
 }
 
 fn v_quad(e: u32) -> vec4<f32> {
-    if (e < QK) {
+    if (V_QUADS <= QK || e < QK) {
         return fq[e];
     }
     return fk[e - QK];
@@ -401,33 +405,37 @@ fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 // Issue the next chunk's loads before multiplying this one.
                 vnext = fetch_v2(lid, kv_base, j0, c0 + FC, kv_end);
             }
-            for (var kk = 0u; kk < FC; kk = kk + 1u) {
-                let key = c0 + kk;
-                let p4 = fp[key * 16u + tr];
-                let e0 = kk * (D / 4u) + tc * (DT / 4u);
-                let v0 = v_quad(e0);
-                if (full) {
+            if (full) {
+                for (var kk = 0u; kk < FC; kk = kk + 1u) {
+                    let p4 = fp[(c0 + kk) * 16u + tr];
+                    let e0 = kk * (D / 4u) + tc * (DT / 4u);
+                    let v0 = v_quad(e0);
                     o00 = fma(vec4<f32>(p4.x), v0, o00);
                     o10 = fma(vec4<f32>(p4.y), v0, o10);
                     o20 = fma(vec4<f32>(p4.z), v0, o20);
                     o30 = fma(vec4<f32>(p4.w), v0, o30);
-                } else {
+                    if (DT == 8u) {
+                        let v1 = v_quad(e0 + 1u);
+                        o01 = fma(vec4<f32>(p4.x), v1, o01);
+                        o11 = fma(vec4<f32>(p4.y), v1, o11);
+                        o21 = fma(vec4<f32>(p4.z), v1, o21);
+                        o31 = fma(vec4<f32>(p4.w), v1, o31);
+                    }
+                }
+            } else {
+                for (var kk = 0u; kk < FC; kk = kk + 1u) {
+                    let key = c0 + kk;
+                    let p4 = fp[key * 16u + tr];
+                    let e0 = kk * (D / 4u) + tc * (DT / 4u);
+                    let v0 = v_quad(e0);
                     // Masked keys add nothing, not even 0 * NaN.
                     let seen = vec4<i32>(i32(j0 + key)) <= lim;
                     o00 = select(o00, fma(vec4<f32>(p4.x), v0, o00), seen.x);
                     o10 = select(o10, fma(vec4<f32>(p4.y), v0, o10), seen.y);
                     o20 = select(o20, fma(vec4<f32>(p4.z), v0, o20), seen.z);
                     o30 = select(o30, fma(vec4<f32>(p4.w), v0, o30), seen.w);
-                }
-                if (DT == 8u) {
-                    let v1 = v_quad(e0 + 1u);
-                    if (full) {
-                        o01 = fma(vec4<f32>(p4.x), v1, o01);
-                        o11 = fma(vec4<f32>(p4.y), v1, o11);
-                        o21 = fma(vec4<f32>(p4.z), v1, o21);
-                        o31 = fma(vec4<f32>(p4.w), v1, o31);
-                    } else {
-                        let seen = vec4<i32>(i32(j0 + key)) <= lim;
+                    if (DT == 8u) {
+                        let v1 = v_quad(e0 + 1u);
                         o01 = select(o01, fma(vec4<f32>(p4.x), v1, o01), seen.x);
                         o11 = select(o11, fma(vec4<f32>(p4.y), v1, o11), seen.y);
                         o21 = select(o21, fma(vec4<f32>(p4.z), v1, o21), seen.z);
