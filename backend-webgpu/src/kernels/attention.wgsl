@@ -123,20 +123,24 @@ fn neg_inf() -> f32 {
 // each of its rows live in its registers; only the per-block row maxima and sums are
 // combined across the 16 threads of a row, through workgroup memory. Q and K stream
 // through workgroup memory 16 dims at a time (STAGES = 2 prefetches the next chunk while
-// computing on this one), then V 16 keys at a time; P is staged as [key][row].
+// computing on this one), then V FV keys at a time; P is staged as [key][row].
 
 override STAGES: u32 = 2u;
 override DT: u32 = D / 16u; // output dims per thread: 8 (D = 128) or 4 (D = 64)
 
 const FB: u32 = 64u; // query rows and keys per block
-const FC: u32 = 16u; // dims (S) or keys (PV) per staged chunk
+const FC: u32 = 16u; // dims per staged chunk of S
+// Keys per staged chunk of V. 32 (where they fit: half the PV barriers) measured the
+// same as 16 on the H200.
+const FV: u32 = 16u;
 
-// S chunks: Q [stage][dim][16 row-quads], K [stage][dim][16 key-quads]. The V chunk
-// [key][D / 4 dim-quads] reuses the same memory (fq, then fk) once S is done. With
-// STAGES = 1 the whole kernel needs 28 KiB of workgroup memory, with 2 it needs 36 KiB.
-override QK: u32 = 256u * STAGES; // vec4s of each of fq and fk
-var<workgroup> fq: array<vec4<f32>, QK>;
-var<workgroup> fk: array<vec4<f32>, QK>;
+// S chunks: Q [stage][dim][16 row-quads] at fqk[0..QK), K [stage][dim][16 key-quads] at
+// fqk[QK..2 QK). The V chunk [key][D / 4 dim-quads] reuses the whole array once S is done,
+// indexed directly (one array, so no branch on the index). With STAGES = 1 the whole
+// kernel needs 28 KiB of workgroup memory, with 2 it needs 36 KiB.
+override QK: u32 = 256u * STAGES; // vec4s of each of Q and K
+override QK2: u32 = 2u * QK;
+var<workgroup> fqk: array<vec4<f32>, QK2>;
 var<workgroup> fp: array<vec4<f32>, 1024>; // P [key][16 row-quads]
 var<workgroup> fred: array<vec4<f32>, 256>; // [row][4 quads of the 16 partials]
 
@@ -207,31 +211,29 @@ fn fetch_v(e: u32, kv_base: u32, j0: u32, c0: u32, kv_end: u32) -> vec4<f32> {
     return val;
 }
 
-// Two V quads per thread (D = 128), or one (D = 64; the second is unused).
-struct VPair {
+// Quads of one V chunk: FV keys x D / 4, 512 (D = 128: two per thread) or 256 (one; the
+// second of VQuads stays zero). Either fits in fqk, whatever STAGES is.
+override V_QUADS: u32 = FV * D / 4u;
+
+struct VQuads {
     a: vec4<f32>,
     b: vec4<f32>,
 }
 
-fn fetch_v2(lid: u32, kv_base: u32, j0: u32, c0: u32, kv_end: u32) -> VPair {
-    var p: VPair;
+fn fetch_vq(lid: u32, kv_base: u32, j0: u32, c0: u32, kv_end: u32) -> VQuads {
+    var p: VQuads;
     p.a = fetch_v(lid, kv_base, j0, c0, kv_end);
     p.b = vec4<f32>(0.0);
-    if (FC * D / 4u > 256u) {
+    if (V_QUADS > 256u) {
         p.b = fetch_v(lid + 256u, kv_base, j0, c0, kv_end);
     }
     return p;
 }
 
-// A V chunk fits in fq alone when there are two stages (a constant condition, so the
-// inner loop has no branch on the index), else it spills into fk.
-override V_QUADS: u32 = FC * D / 4u;
-
-fn put_v(e: u32, val: vec4<f32>) {
-    if (V_QUADS <= QK || e < QK) {
-        fq[e] = val;
-    } else {
-        fk[e - QK] = val;
+fn put_vq(lid: u32, p: VQuads) {
+    fqk[lid] = p.a;
+    if (V_QUADS > 256u) {
+        fqk[lid + 256u] = p.b;
     }
 }
 
@@ -241,8 +243,8 @@ fn store_qk(t: u32, stage: u32, c: Chunk) {
     let base = stage * 256u;
     for (var e = 0u; e < 4u; e = e + 1u) {
         let at = base + (dq + e) * 16u + row / 4u;
-        fq[at][row % 4u] = c.q[e];
-        fk[at][row % 4u] = c.k[e];
+        fqk[at][row % 4u] = c.q[e];
+        fqk[QK + at][row % 4u] = c.k[e];
     }
 }
 
@@ -273,13 +275,6 @@ fn row_sum(tr: u32, r: u32) -> f32 {
     let b = (4u * tr + r) * 4u;
     let v = (fred[b] + fred[b + 1u]) + (fred[b + 2u] + fred[b + 3u]);
     return (v.x + v.y) + (v.z + v.w);
-}
-
-fn v_quad(e: u32) -> vec4<f32> {
-    if (V_QUADS <= QK || e < QK) {
-        return fq[e];
-    }
-    return fk[e - QK];
 }
 
 @compute @workgroup_size(256)
@@ -331,8 +326,8 @@ fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             }
             let base = stage * 256u;
             for (var dd = 0u; dd < FC; dd = dd + 1u) {
-                let qv = fq[base + dd * 16u + tr];
-                let kv = fk[base + dd * 16u + tc];
+                let qv = fqk[base + dd * 16u + tr];
+                let kv = fqk[QK + base + dd * 16u + tc];
                 s0 = fma(vec4<f32>(qv.x), kv, s0);
                 s1 = fma(vec4<f32>(qv.y), kv, s1);
                 s2 = fma(vec4<f32>(qv.z), kv, s2);
@@ -347,7 +342,7 @@ fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             workgroupBarrier();
         }
         // V's first chunk loads in flight during the softmax.
-        var vnext = fetch_v2(lid, kv_base, j0, 0u, kv_end);
+        var vnext = fetch_vq(lid, kv_base, j0, 0u, kv_end);
         s0 = masked(s0, j0, tc, lim.x);
         s1 = masked(s1, j0, tc, lim.y);
         s2 = masked(s2, j0, tc, lim.z);
@@ -390,32 +385,29 @@ fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         o20 = o20 * corr.z; o21 = o21 * corr.z;
         o30 = o30 * corr.w; o31 = o31 * corr.w;
 
-        // ---- O += P V, 16 keys of V at a time (in fq / fk's memory) ----
+        // ---- O += P V, FV keys of V at a time (in fqk) ----
         // Where every owned row sees every key of the block, no per-key check is needed;
         // otherwise a masked key (p = 0, but V possibly NaN) must be skipped.
         let full = !causal || i32(j0 + FB) - 1 <= lim.x;
         // The first V chunk's loads were issued before the softmax work above.
-        for (var c0 = 0u; c0 < FB; c0 = c0 + FC) {
-            put_v(lid, vnext.a);
-            if (FC * D / 4u > 256u) {
-                put_v(lid + 256u, vnext.b);
-            }
+        for (var c0 = 0u; c0 < FB; c0 = c0 + FV) {
+            put_vq(lid, vnext);
             workgroupBarrier();
-            if (c0 + FC < FB) {
+            if (c0 + FV < FB) {
                 // Issue the next chunk's loads before multiplying this one.
-                vnext = fetch_v2(lid, kv_base, j0, c0 + FC, kv_end);
+                vnext = fetch_vq(lid, kv_base, j0, c0 + FV, kv_end);
             }
             if (full) {
-                for (var kk = 0u; kk < FC; kk = kk + 1u) {
+                for (var kk = 0u; kk < FV; kk = kk + 1u) {
                     let p4 = fp[(c0 + kk) * 16u + tr];
                     let e0 = kk * (D / 4u) + tc * (DT / 4u);
-                    let v0 = v_quad(e0);
+                    let v0 = fqk[e0];
                     o00 = fma(vec4<f32>(p4.x), v0, o00);
                     o10 = fma(vec4<f32>(p4.y), v0, o10);
                     o20 = fma(vec4<f32>(p4.z), v0, o20);
                     o30 = fma(vec4<f32>(p4.w), v0, o30);
                     if (DT == 8u) {
-                        let v1 = v_quad(e0 + 1u);
+                        let v1 = fqk[e0 + 1u];
                         o01 = fma(vec4<f32>(p4.x), v1, o01);
                         o11 = fma(vec4<f32>(p4.y), v1, o11);
                         o21 = fma(vec4<f32>(p4.z), v1, o21);
@@ -423,11 +415,11 @@ fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                     }
                 }
             } else {
-                for (var kk = 0u; kk < FC; kk = kk + 1u) {
+                for (var kk = 0u; kk < FV; kk = kk + 1u) {
                     let key = c0 + kk;
                     let p4 = fp[key * 16u + tr];
                     let e0 = kk * (D / 4u) + tc * (DT / 4u);
-                    let v0 = v_quad(e0);
+                    let v0 = fqk[e0];
                     // Masked keys add nothing, not even 0 * NaN.
                     let seen = vec4<i32>(i32(j0 + key)) <= lim;
                     o00 = select(o00, fma(vec4<f32>(p4.x), v0, o00), seen.x);
@@ -435,7 +427,7 @@ fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                     o20 = select(o20, fma(vec4<f32>(p4.z), v0, o20), seen.z);
                     o30 = select(o30, fma(vec4<f32>(p4.w), v0, o30), seen.w);
                     if (DT == 8u) {
-                        let v1 = v_quad(e0 + 1u);
+                        let v1 = fqk[e0 + 1u];
                         o01 = select(o01, fma(vec4<f32>(p4.x), v1, o01), seen.x);
                         o11 = select(o11, fma(vec4<f32>(p4.y), v1, o11), seen.y);
                         o21 = select(o21, fma(vec4<f32>(p4.z), v1, o21), seen.z);
