@@ -56,7 +56,6 @@ impl State {
     }
 }
 
-/// True when two bindings share bytes of one buffer.
 /// Columns per tile (64 or 128) for the tiled gemm and the implicit-GEMM convolution, whose
 /// tiles are 128 rows tall: 64 when 128 x 128 tiles would leave 64 columns of the last
 /// tile column empty (e.g. 64 output channels), or would number fewer than
@@ -83,6 +82,7 @@ fn narrow_below() -> usize {
     })
 }
 
+/// True when two bindings share bytes of one buffer.
 fn overlap(a: &Bound, b: &Bound) -> bool {
     std::sync::Arc::ptr_eq(&a.buffer, &b.buffer)
         && a.offset < b.offset + b.size
