@@ -5,7 +5,7 @@
 
 use backend_api::ComputeBackend;
 use backend_cpu::CpuBackend;
-use conformance::{Check, Config, Profile, run_check};
+use conformance::{Check, Config, Profile};
 
 fn backend() -> CpuBackend {
     let mut b = CpuBackend::new();
@@ -37,16 +37,7 @@ fn config() -> Config {
 }
 
 fn check(c: Check) {
-    let report = run_check(&backend(), c, &config());
-    eprintln!(
-        "{}",
-        conformance::SuiteReport {
-            backend: "cpu".into(),
-            checks: vec![report.clone()]
-        }
-        .summary()
-    );
-    report.assert_ok();
+    conformance::assert_check(&backend(), "cpu", c, &config());
 }
 
 #[test]

@@ -14,14 +14,7 @@ use std::sync::OnceLock;
 
 use backend_api::{BackendError, ComputeBackend, ComputeBackendExt, UnaryOp};
 use backend_wasm::{WasmBackend, WebGpuError};
-use conformance::{Check, SuiteReport};
-
-/// Set to 1 to fail, rather than skip, when no adapter is found.
-const REQUIRE_ENV: &str = "BACKEND_REQUIRE_ADAPTER";
-
-fn required() -> bool {
-    std::env::var(REQUIRE_ENV).as_deref() == Ok("1")
-}
+use conformance::Check;
 
 /// One initialised backend shared by the tests, or `None` (after a loud message) when
 /// there is no adapter and none is required.
@@ -35,11 +28,8 @@ fn backend() -> Option<&'static WasmBackend> {
                     eprintln!("backend-wasm native tests on {}", b.name());
                     Some(b)
                 }
-                Err(e) if required() => panic!("{REQUIRE_ENV}=1 but no usable adapter: {e}"),
                 Err(e) => {
-                    eprintln!(
-                        "SKIPPED: no WebGPU adapter ({e}); set {REQUIRE_ENV}=1 to make this a failure"
-                    );
+                    conformance::skip_without_adapter(&e);
                     None
                 }
             }
@@ -48,16 +38,10 @@ fn backend() -> Option<&'static WasmBackend> {
 }
 
 fn check(check: Check) {
-    let Some(b) = backend() else {
-        return;
-    };
-    let config = support::config(b, support::NATIVE_CASES);
-    let report = SuiteReport {
-        backend: b.name().to_string(),
-        checks: vec![conformance::run_check(b, check, &config)],
-    };
-    eprintln!("{}", report.summary());
-    report.assert_ok();
+    if let Some(b) = backend() {
+        let config = support::config(b, support::NATIVE_CASES);
+        conformance::assert_check(b, b.name(), check, &config);
+    }
 }
 
 #[test]

@@ -304,3 +304,31 @@ pub fn run_all(backend: &dyn ComputeBackend, config: &Config) -> SuiteReport {
 pub fn run_check(backend: &dyn ComputeBackend, check: Check, config: &Config) -> CheckReport {
     pollster::block_on(run_check_async(backend, check, config, &mut |_| {}))
 }
+
+/// Runs one check on `backend` (called `name` in the report), prints its summary, and
+/// panics with it unless the check passed: the body of a backend crate's per-check test.
+#[track_caller]
+pub fn assert_check(backend: &dyn ComputeBackend, name: &str, check: Check, config: &Config) {
+    let report = SuiteReport {
+        backend: name.to_string(),
+        checks: vec![run_check(backend, check, config)],
+    };
+    eprintln!("{}", report.summary());
+    report.assert_ok();
+}
+
+/// The environment variable (set to 1 by CI) that turns a missing GPU adapter in a
+/// backend's tests from a loud skip into a failure.
+pub const REQUIRE_ADAPTER_ENV: &str = "BACKEND_REQUIRE_ADAPTER";
+
+/// What a GPU backend's test does when its backend did not open (`e` says why): panics
+/// when [`REQUIRE_ADAPTER_ENV`] is 1, else says loudly that the test is skipped.
+#[track_caller]
+pub fn skip_without_adapter(e: &dyn fmt::Display) {
+    if std::env::var(REQUIRE_ADAPTER_ENV).as_deref() == Ok("1") {
+        panic!("{REQUIRE_ADAPTER_ENV}=1 but no usable adapter: {e}");
+    }
+    eprintln!(
+        "SKIPPED: no WebGPU adapter ({e}); set {REQUIRE_ADAPTER_ENV}=1 to make this a failure"
+    );
+}
