@@ -244,13 +244,13 @@ fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-fn adapter_rows(s: &mut String, a: &AdapterInfo) {
-    let _ = writeln!(s, "| property | value |\n|---|---|");
-    let rows: [(&str, String); 9] = [
-        ("API", a.api.clone()),
+/// Device type, driver, features and the limits that decide kernels, as (label, value)
+/// rows: shared by the Markdown report and `--list`.
+fn properties(a: &AdapterInfo, features_label: &'static str) -> [(&'static str, String); 8] {
+    [
         ("device type", a.device_type.clone()),
         ("driver", a.driver.clone()),
-        ("features used", a.features.join(", ")),
+        (features_label, a.features.join(", ")),
         ("max_buffer_size", bytes(a.max_buffer_size)),
         (
             "max_storage_buffer_binding_size",
@@ -265,7 +265,13 @@ fn adapter_rows(s: &mut String, a: &AdapterInfo) {
             a.max_compute_invocations_per_workgroup.to_string(),
         ),
         ("subgroup size (min)", a.subgroup_min_size.to_string()),
-    ];
+    ]
+}
+
+fn adapter_rows(s: &mut String, a: &AdapterInfo) {
+    let _ = writeln!(s, "| property | value |\n|---|---|");
+    let mut rows = vec![("API", a.api.clone())];
+    rows.extend(properties(a, "features used"));
     for (k, v) in rows {
         let _ = writeln!(s, "| {k} | {} |", md_escape(&v));
     }
@@ -543,30 +549,12 @@ pub(crate) fn listing(adapters: &[AdapterInfo]) -> String {
         } else {
             format!("hardware adapter: full profile, {DEFAULT_CASES} cases per check by default")
         };
-        let rows = [
-            ("runs with", run),
-            ("device type", a.device_type.clone()),
-            ("driver", a.driver.clone()),
-            ("features", a.features.join(", ")),
-            ("max_buffer_size", bytes(a.max_buffer_size)),
-            (
-                "max_storage_buffer_binding_size",
-                bytes(a.max_storage_buffer_binding_size),
-            ),
-            (
-                "max_compute_workgroup_storage_size",
-                bytes(u64::from(a.max_compute_workgroup_storage_size)),
-            ),
-            (
-                "max_compute_invocations_per_workgroup",
-                a.max_compute_invocations_per_workgroup.to_string(),
-            ),
-            ("subgroup size (min)", a.subgroup_min_size.to_string()),
-            (
-                "select with",
-                format!("--adapter {}", shell_quote(&a.label())),
-            ),
-        ];
+        let mut rows = vec![("runs with", run)];
+        rows.extend(properties(a, "features"));
+        rows.push((
+            "select with",
+            format!("--adapter {}", shell_quote(&a.label())),
+        ));
         for (k, v) in rows {
             let _ = writeln!(s, "  {k:<38} {v}");
         }
