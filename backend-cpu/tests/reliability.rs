@@ -22,8 +22,8 @@ use backend_api::{
 };
 use backend_cpu::CpuBackend;
 use conformance::state_machine::{
-    self as sm, Options, env_u64, in_own_process, run_seed, run_threads, same_results, soak,
-    threaded, watchdog,
+    self as sm, Options, assert_threads_match, env_u64, in_own_process, run_seed, run_threads,
+    soak, threaded, watchdog,
 };
 
 /// Live allocations the CPU backend may hold in these tests: far above what they use,
@@ -142,19 +142,9 @@ fn threads_give_the_single_threaded_results() {
             .iter()
             .map(|&s| run_seed(&cpu(), s, &opts).unwrap_or_else(|f| panic!("{f}")))
             .collect();
-        let shared: Arc<dyn ComputeBackend> = Arc::new(cpu());
+        let shared = cpu();
         let start = Instant::now();
-        let results = run_threads(shared.as_ref(), &seeds, &opts);
-        let mut total = sm::Stats::default();
-        for ((r, want), seed) in results.into_iter().zip(&single).zip(&seeds) {
-            let got = r.unwrap_or_else(|f| panic!("{f}"));
-            if let Err(m) = same_results(want, &got) {
-                panic!("seed {seed}: threaded run differs from the single-threaded one: {m}");
-            }
-            total.add(&got);
-        }
-        let info = shared.memory_info().unwrap();
-        assert_eq!(info.live_allocations, 0, "{info:?}");
+        let total = assert_threads_match(&single, &shared, &seeds, &opts);
         eprintln!(
             "cpu threads: {threads} threads x {} steps in {:.1} s, results identical to \
              single-threaded runs: {total}",

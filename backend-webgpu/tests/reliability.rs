@@ -18,8 +18,8 @@ use backend_api::{
 };
 use backend_webgpu::{WebGpuBackend, WebGpuOptions};
 use conformance::state_machine::{
-    self as sm, Options, env_u64, in_own_process, run_seed, run_threads, same_results, soak,
-    threaded, watchdog,
+    self as sm, Options, assert_threads_match, env_u64, in_own_process, run_seed, soak, threaded,
+    watchdog,
 };
 
 /// Device memory these tests may hold (lavapipe's device memory is host memory).
@@ -99,17 +99,7 @@ fn threads_give_the_single_threaded_results() {
             .map(|&s| run_seed(&alone, s, &opts).unwrap_or_else(|f| panic!("{f}")))
             .collect();
         let start = Instant::now();
-        let results = run_threads(&shared, &seeds, &opts);
-        let mut total = sm::Stats::default();
-        for ((r, want), seed) in results.into_iter().zip(&single).zip(&seeds) {
-            let got = r.unwrap_or_else(|f| panic!("{f}"));
-            if let Err(m) = same_results(want, &got) {
-                panic!("seed {seed}: threaded run differs from the single-threaded one: {m}");
-            }
-            total.add(&got);
-        }
-        let info = shared.memory_info().unwrap();
-        assert_eq!(info.live_allocations, 0, "{info:?}");
+        let total = assert_threads_match(&single, &shared, &seeds, &opts);
         eprintln!(
             "{}: {threads} threads x {} steps in {:.1} s, results identical to \
              single-threaded runs: {total}",

@@ -1804,6 +1804,30 @@ pub fn run_threads(
     })
 }
 
+/// Runs `seeds` at once on `shared` ([`run_threads`]) and panics unless each thread's run
+/// equals `single[i]`, the same seed's run alone ([`same_results`]), and `shared` holds no
+/// allocation afterwards. Returns the threaded runs' combined statistics.
+#[track_caller]
+pub fn assert_threads_match(
+    single: &[Stats],
+    shared: &dyn ComputeBackend,
+    seeds: &[u64],
+    opts: &Options,
+) -> Stats {
+    let mut total = Stats::default();
+    let results = run_threads(shared, seeds, opts);
+    for ((r, want), seed) in results.into_iter().zip(single).zip(seeds) {
+        let got = r.unwrap_or_else(|f| panic!("{f}"));
+        if let Err(m) = same_results(want, &got) {
+            panic!("seed {seed}: threaded run differs from the single-threaded one: {m}");
+        }
+        total.add(&got);
+    }
+    let info = shared.memory_info().unwrap();
+    assert_eq!(info.live_allocations, 0, "{info:?}");
+    total
+}
+
 /// Checks that a run gave exactly the outcomes and checked bytes of another run of the
 /// same calls (e.g. threaded against single-threaded); says at which step they part.
 pub fn same_results(want: &Stats, got: &Stats) -> Result<(), String> {
