@@ -294,6 +294,24 @@ impl Config {
     }
 }
 
+/// Runs `call`; a panic becomes `Err` with the panic's message where unwinding is
+/// available (not on wasm32, where a panic aborts).
+pub(crate) fn catch_panic<R>(call: impl FnOnce() -> R) -> Result<R, String> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|p| {
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        })
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        Ok(call())
+    }
+}
+
 /// Runs every check in `config` on `backend`, blocking until done (native only; in a
 /// browser use [`run_all_async`]).
 pub fn run_all(backend: &dyn ComputeBackend, config: &Config) -> SuiteReport {

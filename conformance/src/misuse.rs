@@ -22,23 +22,9 @@ enum Want {
     InvalidOrUnsupported(&'static [&'static str]),
 }
 
-/// Runs `call`, turning a panic into an error message where unwinding is available.
+/// Runs `call`, turning a panic into an error message (see [`crate::catch_panic`]).
 fn guarded<R>(call: impl FnOnce() -> R) -> Result<R, String> {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|p| {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            format!("panicked: {msg}")
-        })
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        Ok(call())
-    }
+    crate::catch_panic(call).map_err(|msg| format!("panicked: {msg}"))
 }
 
 fn judge(
