@@ -19,6 +19,23 @@ pub struct Failure {
     pub message: String,
 }
 
+impl Failure {
+    /// The indented lines under a failure's heading: the minimal case and the case seed,
+    /// where known.
+    pub fn write_details(&self, s: &mut String) {
+        if let Some(case) = &self.case {
+            let _ = writeln!(
+                s,
+                "  minimal case (after {} shrink steps): {case}",
+                self.shrink_steps
+            );
+        }
+        if let Some(seed) = self.case_seed {
+            let _ = writeln!(s, "  case seed: {seed}");
+        }
+    }
+}
+
 /// The outcome of one check.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
@@ -140,16 +157,7 @@ impl SuiteReport {
             }
             for f in &c.failures {
                 let _ = writeln!(s, "FAILED {}: {}", c.check, f.message);
-                if let Some(case) = &f.case {
-                    let _ = writeln!(
-                        s,
-                        "  minimal case (after {} shrink steps): {case}",
-                        f.shrink_steps
-                    );
-                }
-                if let Some(seed) = f.case_seed {
-                    let _ = writeln!(s, "  case seed: {seed}");
-                }
+                f.write_details(&mut s);
             }
         }
         s

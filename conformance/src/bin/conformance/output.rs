@@ -164,16 +164,7 @@ pub(crate) fn text(run: &Run<'_>) -> String {
             c.check,
             f.message
         );
-        if let Some(case) = &f.case {
-            let _ = writeln!(
-                s,
-                "  minimal case (after {} shrink steps): {case}",
-                f.shrink_steps
-            );
-        }
-        if let Some(seed) = f.case_seed {
-            let _ = writeln!(s, "  case seed: {seed}");
-        }
+        f.write_details(&mut s);
         let _ = writeln!(
             s,
             "  reproduce: {}",
