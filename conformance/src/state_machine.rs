@@ -1790,6 +1790,24 @@ pub fn run_threads(
     })
 }
 
+/// Checks a backend that has just refused an allocation for lack of memory, with `held`
+/// its live allocations (at least two, of 12 bytes or more): `size`, 1 TiB and
+/// `usize::MAX` are refused with `OutOfMemory`, and copies and an op on what it holds still
+/// work.
+#[track_caller]
+pub fn assert_works_when_full(b: &dyn ComputeBackend, held: &[u64], size: usize) {
+    use backend_api::ComputeBackendExt as _;
+    for bytes in [usize::MAX, 1 << 40, size] {
+        assert_eq!(b.alloc(bytes), Err(BackendError::OutOfMemory), "{bytes}");
+    }
+    b.copy_htod_slice(held[0], &[1.0f32, -2.0, 3.0]).unwrap();
+    b.unary(UnaryOp::Neg, held[0], held[1], 3).unwrap();
+    assert_eq!(
+        b.copy_dtoh_vec::<f32>(held[1], 3).unwrap(),
+        [-1.0, 2.0, -3.0]
+    );
+}
+
 /// Runs `seeds` at once on `shared` ([`run_threads`]) and panics unless each thread's run
 /// equals `single[i]`, the same seed's run alone ([`same_results`]), and `shared` holds no
 /// allocation afterwards. Returns the threaded runs' combined statistics.
