@@ -60,6 +60,7 @@
 mod address;
 mod backend;
 mod error;
+pub mod executor;
 mod types;
 pub mod validate;
 

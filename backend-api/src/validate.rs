@@ -211,6 +211,8 @@ impl Batch {
 /// A checked gemm / gemm_ex / batched_gemm.
 #[derive(Debug, Clone, Copy)]
 pub struct GemmPlan {
+    /// The op that made the plan, as errors name it (`"gemm"`, `"batched_gemm"`, ...).
+    pub op: &'static str,
     /// A is read transposed.
     pub trans_a: bool,
     /// B is read transposed.
@@ -317,6 +319,7 @@ pub fn gemm(op: &'static str, g: &GemmArgs) -> BackendResult<Option<GemmPlan>> {
         disjoint(op, &c, b.as_ref())?;
     }
     Ok(Some(GemmPlan {
+        op,
         trans_a,
         trans_b,
         m: g.m,
@@ -339,6 +342,8 @@ pub fn gemm(op: &'static str, g: &GemmArgs) -> BackendResult<Option<GemmPlan>> {
 /// A checked conv2d_forward.
 #[derive(Debug, Clone, Copy)]
 pub struct Conv2dPlan {
+    /// The op that made the plan, as errors name it (`"gemm"`, `"batched_gemm"`, ...).
+    pub op: &'static str,
     /// Batch size.
     pub n: usize,
     /// Input channels.
@@ -459,6 +464,7 @@ pub fn conv2d(
     disjoint(OP, &output, input.as_ref())?;
     disjoint(OP, &output, filter.as_ref())?;
     Ok(Some(Conv2dPlan {
+        op: OP,
         n,
         c,
         h,
@@ -481,6 +487,8 @@ pub fn conv2d(
 /// A checked attention call.
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionPlan {
+    /// The op that made the plan, as errors name it (`"gemm"`, `"batched_gemm"`, ...).
+    pub op: &'static str,
     /// Batch size.
     pub batch: usize,
     /// Heads per batch entry.
@@ -533,6 +541,7 @@ pub fn attention(
         disjoint(OP, &o, input)?;
     }
     Ok(Some(AttentionPlan {
+        op: OP,
         batch,
         heads,
         seq_q,
@@ -550,6 +559,8 @@ pub fn attention(
 /// A checked reduce: the input viewed as `[outer, len, inner]`, reduced over `len`.
 #[derive(Debug, Clone, Copy)]
 pub struct ReducePlan {
+    /// The op that made the plan, as errors name it (`"gemm"`, `"batched_gemm"`, ...).
+    pub op: &'static str,
     /// Product of the dimensions before the axis.
     pub outer: usize,
     /// The reduced dimension.
@@ -592,6 +603,7 @@ pub fn reduce(
     let input = operand(OP, "input", input_ptr, total, DType::F32)?;
     disjoint(OP, &output, input.as_ref())?;
     Ok(Some(ReducePlan {
+        op: OP,
         outer: as_usize(outer)?,
         len: shape[axis],
         inner: as_usize(inner)?,
@@ -603,6 +615,8 @@ pub fn reduce(
 /// A checked unary op.
 #[derive(Debug, Clone, Copy)]
 pub struct UnaryPlan {
+    /// The op that made the plan, as errors name it (`"gemm"`, `"batched_gemm"`, ...).
+    pub op: &'static str,
     /// Element count.
     pub n: usize,
     /// The input.
@@ -640,12 +654,19 @@ pub fn unary(input_ptr: u64, output_ptr: u64, n: usize) -> BackendResult<Option<
     let input = required(OP, "input", input_ptr, n as u64)?;
     let output = required(OP, "output", output_ptr, n as u64)?;
     same_or_disjoint(OP, &output, &input)?;
-    Ok(Some(UnaryPlan { n, input, output }))
+    Ok(Some(UnaryPlan {
+        op: OP,
+        n,
+        input,
+        output,
+    }))
 }
 
 /// A checked binary op.
 #[derive(Debug, Clone, Copy)]
 pub struct BinaryPlan {
+    /// The op that made the plan, as errors name it (`"gemm"`, `"batched_gemm"`, ...).
+    pub op: &'static str,
     /// Element count.
     pub n: usize,
     /// First input.
@@ -672,12 +693,20 @@ pub fn binary(
     let output = required(OP, "output", output_ptr, n as u64)?;
     same_or_disjoint(OP, &output, &a)?;
     same_or_disjoint(OP, &output, &b)?;
-    Ok(Some(BinaryPlan { n, a, b, output }))
+    Ok(Some(BinaryPlan {
+        op: OP,
+        n,
+        a,
+        b,
+        output,
+    }))
 }
 
 /// A checked copy between or within device ranges.
 #[derive(Debug, Clone, Copy)]
 pub struct CopyPlan {
+    /// The op that made the plan, as errors name it (`"gemm"`, `"batched_gemm"`, ...).
+    pub op: &'static str,
     /// Where the bytes come from.
     pub src: Operand,
     /// Where they go.
@@ -706,6 +735,7 @@ pub fn copy_dtod(dst: u64, src: u64, bytes: usize) -> BackendResult<Option<CopyP
     end_ok("src", src)?;
     end_ok("dst", dst)?;
     let plan = CopyPlan {
+        op: OP,
         src: Operand {
             name: "src",
             ptr: src,
@@ -727,14 +757,24 @@ pub fn copy_dtod(dst: u64, src: u64, bytes: usize) -> BackendResult<Option<CopyP
     Ok(Some(plan))
 }
 
-/// The device range of a host copy (`copy_htod` destination or `copy_dtoh` source);
-/// `None` for an empty copy.
+/// A checked host copy: the device range of a `copy_htod` destination or a `copy_dtoh`
+/// source.
+#[derive(Debug, Clone, Copy)]
+pub struct HostCopyPlan {
+    /// `"copy_htod"` or `"copy_dtoh"`.
+    pub op: &'static str,
+    /// The device bytes written or read.
+    pub device: Operand,
+}
+
+/// Validates the device side of a host copy of `bytes` bytes at `ptr` (`name` is the
+/// operand's name in the signature); `None` for an empty copy.
 pub fn host_copy(
     op: &'static str,
     name: &'static str,
     ptr: u64,
     bytes: usize,
-) -> BackendResult<Option<Operand>> {
+) -> BackendResult<Option<HostCopyPlan>> {
     if bytes == 0 {
         return Ok(None);
     }
@@ -744,12 +784,17 @@ pub fn host_copy(
             "{op}: operand {name} at {ptr:#x} with {bytes} bytes wraps past the end of the address space"
         ));
     }
-    Ok(Some(Operand { name, ptr, bytes }))
+    Ok(Some(HostCopyPlan {
+        op,
+        device: Operand { name, ptr, bytes },
+    }))
 }
 
 /// A checked cast.
 #[derive(Debug, Clone, Copy)]
 pub struct CastPlan {
+    /// The op that made the plan, as errors name it (`"gemm"`, `"batched_gemm"`, ...).
+    pub op: &'static str,
     /// Element count.
     pub n: usize,
     /// Source element type.
@@ -785,6 +830,7 @@ pub fn cast(
         return Ok(None);
     };
     let plan = CastPlan {
+        op: OP,
         n,
         src_dtype,
         dst_dtype,

@@ -1,9 +1,9 @@
-//! `CpuBackend`: the reference implementation of [`ComputeBackend`], and the oracle every
+//! `CpuBackend`: the reference implementation of [`ComputeBackend`](backend_api::ComputeBackend), and the oracle every
 //! other backend is held to.
 //!
 //! Device memory is host memory (one `Vec<u8>` per allocation) behind the shared
-//! [`AddressSpace`]; every op validates with [`backend_api::validate`], reads its inputs,
-//! runs the plain f64-accumulating loops of [`reference`](mod@reference) and writes its output, all under
+//! [`AddressSpace`]. It implements [`Executor`], so every call reaches it validated by
+//! `backend_api`'s layer; each op reads its inputs, runs the plain f64-accumulating loops of [`reference`](mod@reference) and writes its output, all under
 //! one lock, so each call is atomic and the stream is trivially in order. Work is split
 //! over `std::thread::scope` when it is large enough to pay for the threads.
 //!
@@ -22,10 +22,14 @@ pub mod reference;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use backend_api::validate::{self, GemmArgs, GemmPlan};
+use backend_api::executor::Executor;
+use backend_api::validate::{
+    AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmPlan, HostCopyPlan, ReducePlan,
+    UnaryPlan,
+};
 use backend_api::{
-    AddressSpace, BackendError, BackendResult, BackendTranspose, BinaryOp, ComputeBackend, DType,
-    MemoryInfo, Operand, ReduceOp, UnaryOp,
+    AddressSpace, BackendError, BackendResult, BinaryOp, DType, MemoryInfo, Operand, ReduceOp,
+    UnaryOp,
 };
 
 /// Environment variable that caps the bytes a [`CpuBackend::new`] backend may allocate.
@@ -92,18 +96,6 @@ impl CpuBackend {
         // after all checks. Keep serving rather than poisoning every later call.
         Ok(m.lock().unwrap_or_else(PoisonError::into_inner))
     }
-
-    fn run_gemm(&self, op: &'static str, args: &GemmArgs) -> BackendResult<()> {
-        let mut s = self.state()?;
-        let Some(plan) = validate::gemm(op, args)? else {
-            return Ok(());
-        };
-        let a = s.read(op, plan.a.as_ref(), plan.a_dtype)?;
-        let b = s.read(op, plan.b.as_ref(), plan.b_dtype)?;
-        let mut c = s.read(op, Some(&plan.c), DType::F32)?;
-        gemm_batches(&plan, &a, &b, &mut c);
-        s.write(op, &plan.c, &c)
-    }
 }
 
 fn gemm_batches(p: &GemmPlan, a: &[f32], b: &[f32], c: &mut [f32]) {
@@ -157,125 +149,36 @@ impl State {
     }
 }
 
-impl ComputeBackend for CpuBackend {
-    fn name(&self) -> &str {
+impl Executor for CpuBackend {
+    fn backend_name(&self) -> &str {
         "cpu"
     }
 
-    fn init(&mut self) -> BackendResult<()> {
+    fn run_init(&mut self) -> BackendResult<()> {
         if self.state.is_none() {
             self.state = Some(Mutex::new(State::default()));
         }
         Ok(())
     }
 
-    fn is_initialized(&self) -> bool {
+    fn initialized(&self) -> bool {
         self.state.is_some()
     }
 
-    fn gemm(
-        &self,
-        trans_a: BackendTranspose,
-        trans_b: BackendTranspose,
-        m: usize,
-        n: usize,
-        k: usize,
-        alpha: f64,
-        a_ptr: u64,
-        lda: usize,
-        b_ptr: u64,
-        ldb: usize,
-        beta: f64,
-        c_ptr: u64,
-        ldc: usize,
-    ) -> BackendResult<()> {
-        let args = GemmArgs::new(
-            trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc,
-        );
-        self.run_gemm("gemm", &args)
-    }
-
-    fn batched_gemm(
-        &self,
-        trans_a: BackendTranspose,
-        trans_b: BackendTranspose,
-        m: usize,
-        n: usize,
-        k: usize,
-        alpha: f64,
-        a_ptr: u64,
-        lda: usize,
-        stride_a: usize,
-        b_ptr: u64,
-        ldb: usize,
-        stride_b: usize,
-        beta: f64,
-        c_ptr: u64,
-        ldc: usize,
-        stride_c: usize,
-        batch_count: usize,
-    ) -> BackendResult<()> {
-        let args = GemmArgs::new(
-            trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc,
-        )
-        .with_batch(stride_a, stride_b, stride_c, batch_count);
-        self.run_gemm("batched_gemm", &args)
-    }
-
-    fn gemm_ex(
-        &self,
-        trans_a: BackendTranspose,
-        trans_b: BackendTranspose,
-        m: usize,
-        n: usize,
-        k: usize,
-        alpha: f64,
-        a_ptr: u64,
-        a_dtype: DType,
-        lda: usize,
-        b_ptr: u64,
-        b_dtype: DType,
-        ldb: usize,
-        beta: f64,
-        c_ptr: u64,
-        ldc: usize,
-    ) -> BackendResult<()> {
-        let args = GemmArgs::new(
-            trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc,
-        )
-        .with_dtypes(a_dtype, b_dtype);
-        self.run_gemm("gemm_ex", &args)
-    }
-
-    fn conv2d_forward(
-        &self,
-        input_ptr: u64,
-        input_shape: &[usize],
-        filter_ptr: u64,
-        filter_shape: &[usize],
-        output_ptr: u64,
-        output_shape: &[usize],
-        stride: &[usize],
-        padding: &[usize],
-    ) -> BackendResult<()> {
-        const OP: &str = "conv2d_forward";
+    fn run_gemm(&self, p: &GemmPlan) -> BackendResult<()> {
         let mut s = self.state()?;
-        let Some(p) = validate::conv2d(
-            input_ptr,
-            input_shape,
-            filter_ptr,
-            filter_shape,
-            output_ptr,
-            output_shape,
-            stride,
-            padding,
-        )?
-        else {
-            return Ok(());
-        };
-        let input = s.read(OP, p.input.as_ref(), DType::F32)?;
-        let filter = s.read(OP, p.filter.as_ref(), DType::F32)?;
-        s.check(OP, &p.output)?;
+        let a = s.read(p.op, p.a.as_ref(), p.a_dtype)?;
+        let b = s.read(p.op, p.b.as_ref(), p.b_dtype)?;
+        let mut c = s.read(p.op, Some(&p.c), DType::F32)?;
+        gemm_batches(p, &a, &b, &mut c);
+        s.write(p.op, &p.c, &c)
+    }
+
+    fn run_conv2d_forward(&self, p: &Conv2dPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        let input = s.read(p.op, p.input.as_ref(), DType::F32)?;
+        let filter = s.read(p.op, p.filter.as_ref(), DType::F32)?;
+        s.check(p.op, &p.output)?;
         let mut out = vec![0.0f32; p.n * p.k * p.oh * p.ow];
         if p.c > 0 && p.h > 0 && p.w > 0 {
             reference::conv2d(
@@ -288,103 +191,57 @@ impl ComputeBackend for CpuBackend {
                 [p.pad_h, p.pad_w],
             );
         }
-        s.write(OP, &p.output, &out)
+        s.write(p.op, &p.output, &out)
     }
 
-    fn attention(
-        &self,
-        q_ptr: u64,
-        k_ptr: u64,
-        v_ptr: u64,
-        o_ptr: u64,
-        batch: usize,
-        heads: usize,
-        seq_q: usize,
-        seq_kv: usize,
-        head_dim: usize,
-        scale: f64,
-        causal: bool,
-    ) -> BackendResult<()> {
-        const OP: &str = "attention";
+    fn run_attention(&self, p: &AttentionPlan) -> BackendResult<()> {
         let mut s = self.state()?;
-        let Some(p) = validate::attention(
-            q_ptr, k_ptr, v_ptr, o_ptr, batch, heads, seq_q, seq_kv, head_dim, scale, causal,
-        )?
-        else {
-            return Ok(());
-        };
-        let q = s.read(OP, Some(&p.q), DType::F32)?;
-        let k = s.read(OP, p.k.as_ref(), DType::F32)?;
-        let v = s.read(OP, p.v.as_ref(), DType::F32)?;
-        s.check(OP, &p.o)?;
+        let q = s.read(p.op, Some(&p.q), DType::F32)?;
+        let k = s.read(p.op, p.k.as_ref(), DType::F32)?;
+        let v = s.read(p.op, p.v.as_ref(), DType::F32)?;
+        s.check(p.op, &p.o)?;
         let mut o = vec![0.0f32; q.len()];
         reference::attention(
-            &q, &k, &v, &mut o, batch, heads, seq_q, seq_kv, head_dim, scale, causal,
+            &q, &k, &v, &mut o, p.batch, p.heads, p.seq_q, p.seq_kv, p.head_dim, p.scale, p.causal,
         );
-        s.write(OP, &p.o, &o)
+        s.write(p.op, &p.o, &o)
     }
 
-    fn reduce(
-        &self,
-        op: ReduceOp,
-        input_ptr: u64,
-        output_ptr: u64,
-        shape: &[usize],
-        axis: usize,
-    ) -> BackendResult<()> {
-        const OP: &str = "reduce";
+    fn run_reduce(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {
         let mut s = self.state()?;
-        let Some(p) = validate::reduce(input_ptr, output_ptr, shape, axis)? else {
-            return Ok(());
-        };
-        let input = s.read(OP, p.input.as_ref(), DType::F32)?;
-        s.check(OP, &p.output)?;
+        let input = s.read(p.op, p.input.as_ref(), DType::F32)?;
+        s.check(p.op, &p.output)?;
         let mut out = vec![0.0f32; p.outer * p.inner];
         reference::reduce(op, &input, &mut out, p.outer, p.len, p.inner);
-        s.write(OP, &p.output, &out)
+        s.write(p.op, &p.output, &out)
     }
 
-    fn unary(&self, op: UnaryOp, input_ptr: u64, output_ptr: u64, n: usize) -> BackendResult<()> {
-        const OP: &str = "unary";
+    fn run_unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
         let mut s = self.state()?;
-        let Some(p) = validate::unary(input_ptr, output_ptr, n)? else {
-            return Ok(());
-        };
-        let x = s.read(OP, Some(&p.input), DType::F32)?;
-        s.check(OP, &p.output)?;
+        let x = s.read(p.op, Some(&p.input), DType::F32)?;
+        s.check(p.op, &p.output)?;
         let y: Vec<f32> = x.iter().map(|&v| reference::unary(op, v)).collect();
-        s.write(OP, &p.output, &y)
+        s.write(p.op, &p.output, &y)
     }
 
-    fn binary(
-        &self,
-        op: BinaryOp,
-        a_ptr: u64,
-        b_ptr: u64,
-        output_ptr: u64,
-        n: usize,
-    ) -> BackendResult<()> {
-        const OP: &str = "binary";
+    fn run_binary(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {
         let mut s = self.state()?;
-        let Some(p) = validate::binary(a_ptr, b_ptr, output_ptr, n)? else {
-            return Ok(());
-        };
-        let a = s.read(OP, Some(&p.a), DType::F32)?;
-        let b = s.read(OP, Some(&p.b), DType::F32)?;
-        s.check(OP, &p.output)?;
+        let a = s.read(p.op, Some(&p.a), DType::F32)?;
+        let b = s.read(p.op, Some(&p.b), DType::F32)?;
+        s.check(p.op, &p.output)?;
         let y: Vec<f32> = a
             .iter()
             .zip(&b)
             .map(|(&x, &y)| reference::binary(op, x, y))
             .collect();
-        s.write(OP, &p.output, &y)
+        s.write(p.op, &p.output, &y)
     }
 
-    fn synchronize(&self) -> BackendResult<()> {
+    fn run_synchronize(&self) -> BackendResult<()> {
         self.state().map(drop)
     }
 
-    fn alloc(&self, bytes: usize) -> BackendResult<u64> {
+    fn run_alloc(&self, bytes: usize) -> BackendResult<u64> {
         let mut s = self.state()?;
         let bytes64 = bytes as u64;
         if bytes64 > self.memory_limit.saturating_sub(s.space.allocated_bytes()) {
@@ -397,62 +254,40 @@ impl ComputeBackend for CpuBackend {
         s.space.insert(bytes64, mem)
     }
 
-    fn free(&self, ptr: u64) -> BackendResult<()> {
+    fn run_free(&self, ptr: u64) -> BackendResult<()> {
         self.state()?.space.remove(ptr).map(drop)
     }
 
-    fn copy_htod(&self, dst: u64, src: &[u8]) -> BackendResult<()> {
-        let mut s = self.state()?;
-        match validate::host_copy("copy_htod", "dst", dst, src.len())? {
-            Some(d) => s.write_bytes("copy_htod", &d, src),
-            None => Ok(()),
-        }
+    fn run_copy_htod(&self, p: &HostCopyPlan, src: &[u8]) -> BackendResult<()> {
+        self.state()?.write_bytes(p.op, &p.device, src)
     }
 
-    fn copy_dtoh(&self, dst: &mut [u8], src: u64) -> BackendResult<()> {
-        let s = self.state()?;
-        if let Some(o) = validate::host_copy("copy_dtoh", "src", src, dst.len())? {
-            dst.copy_from_slice(s.bytes("copy_dtoh", &o)?);
-        }
+    fn run_copy_dtoh(&self, dst: &mut [u8], p: &HostCopyPlan) -> BackendResult<()> {
+        dst.copy_from_slice(self.state()?.bytes(p.op, &p.device)?);
         Ok(())
     }
 
-    fn copy_dtod(&self, dst: u64, src: u64, bytes: usize) -> BackendResult<()> {
-        const OP: &str = "copy_dtod";
+    fn run_copy_dtod(&self, p: &CopyPlan) -> BackendResult<()> {
         let mut s = self.state()?;
-        let Some(p) = validate::copy_dtod(dst, src, bytes)? else {
-            return Ok(());
-        };
-        let data = s.bytes(OP, &p.src)?.to_vec();
-        s.check(OP, &p.dst)?;
+        let data = s.bytes(p.op, &p.src)?.to_vec();
+        s.check(p.op, &p.dst)?;
         if p.identical() {
             return Ok(());
         }
-        s.write_bytes(OP, &p.dst, &data)
+        s.write_bytes(p.op, &p.dst, &data)
     }
 
-    fn cast(
-        &self,
-        src: u64,
-        src_dtype: DType,
-        dst: u64,
-        dst_dtype: DType,
-        n: usize,
-    ) -> BackendResult<()> {
-        const OP: &str = "cast";
+    fn run_cast(&self, p: &CastPlan) -> BackendResult<()> {
         let mut s = self.state()?;
-        let Some(p) = validate::cast(src, src_dtype, dst, dst_dtype, n)? else {
-            return Ok(());
-        };
-        let values = s.read(OP, Some(&p.src), src_dtype)?;
-        s.check(OP, &p.dst)?;
+        let values = s.read(p.op, Some(&p.src), p.src_dtype)?;
+        s.check(p.op, &p.dst)?;
         if p.identical() {
             return Ok(());
         }
-        s.write_bytes(OP, &p.dst, &reference::encode(dst_dtype, &values))
+        s.write_bytes(p.op, &p.dst, &reference::encode(p.dst_dtype, &values))
     }
 
-    fn memory_info(&self) -> BackendResult<MemoryInfo> {
+    fn run_memory_info(&self) -> BackendResult<MemoryInfo> {
         let s = self.state()?;
         let allocated = s.space.allocated_bytes();
         Ok(MemoryInfo {

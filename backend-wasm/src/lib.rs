@@ -44,9 +44,13 @@ mod error;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
+use backend_api::executor::Executor;
+use backend_api::validate::{
+    AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmPlan, HostCopyPlan, ReducePlan,
+    UnaryPlan,
+};
 use backend_api::{
-    BackendFuture, BackendResult, BackendTranspose, BinaryOp, ComputeBackend, DType, MemoryInfo,
-    ReduceOp, UnaryOp,
+    BackendFuture, BackendResult, BinaryOp, ComputeBackend, MemoryInfo, ReduceOp, UnaryOp,
 };
 pub use backend_webgpu::{AdapterSummary, WebGpuBackend, WebGpuOptions};
 pub use error::WebGpuError;
@@ -224,12 +228,14 @@ fn find_canvas(canvas_id: &str) -> Result<(), WebGpuError> {
     }
 }
 
-impl ComputeBackend for WasmBackend {
-    fn name(&self) -> &str {
+/// Every op goes to the wrapped [`WebGpuBackend`]'s executor: the call was validated once,
+/// by this type's own `ComputeBackend` layer.
+impl Executor for WasmBackend {
+    fn backend_name(&self) -> &str {
         &self.name
     }
 
-    fn init(&mut self) -> BackendResult<()> {
+    fn run_init(&mut self) -> BackendResult<()> {
         if self.inner.is_initialized() {
             return Ok(());
         }
@@ -250,213 +256,84 @@ impl ComputeBackend for WasmBackend {
         }
     }
 
-    fn is_initialized(&self) -> bool {
+    fn initialized(&self) -> bool {
         self.inner.is_initialized()
     }
 
-    fn gemm(
-        &self,
-        trans_a: BackendTranspose,
-        trans_b: BackendTranspose,
-        m: usize,
-        n: usize,
-        k: usize,
-        alpha: f64,
-        a_ptr: u64,
-        lda: usize,
-        b_ptr: u64,
-        ldb: usize,
-        beta: f64,
-        c_ptr: u64,
-        ldc: usize,
-    ) -> BackendResult<()> {
-        self.inner.gemm(
-            trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc,
-        )
+    fn ready(&self) -> BackendResult<()> {
+        self.inner.ready()
     }
 
-    fn batched_gemm(
-        &self,
-        trans_a: BackendTranspose,
-        trans_b: BackendTranspose,
-        m: usize,
-        n: usize,
-        k: usize,
-        alpha: f64,
-        a_ptr: u64,
-        lda: usize,
-        stride_a: usize,
-        b_ptr: u64,
-        ldb: usize,
-        stride_b: usize,
-        beta: f64,
-        c_ptr: u64,
-        ldc: usize,
-        stride_c: usize,
-        batch_count: usize,
-    ) -> BackendResult<()> {
-        self.inner.batched_gemm(
-            trans_a,
-            trans_b,
-            m,
-            n,
-            k,
-            alpha,
-            a_ptr,
-            lda,
-            stride_a,
-            b_ptr,
-            ldb,
-            stride_b,
-            beta,
-            c_ptr,
-            ldc,
-            stride_c,
-            batch_count,
-        )
+    fn run_gemm(&self, p: &GemmPlan) -> BackendResult<()> {
+        self.inner.run_gemm(p)
     }
 
-    fn gemm_ex(
-        &self,
-        trans_a: BackendTranspose,
-        trans_b: BackendTranspose,
-        m: usize,
-        n: usize,
-        k: usize,
-        alpha: f64,
-        a_ptr: u64,
-        a_dtype: DType,
-        lda: usize,
-        b_ptr: u64,
-        b_dtype: DType,
-        ldb: usize,
-        beta: f64,
-        c_ptr: u64,
-        ldc: usize,
-    ) -> BackendResult<()> {
-        self.inner.gemm_ex(
-            trans_a, trans_b, m, n, k, alpha, a_ptr, a_dtype, lda, b_ptr, b_dtype, ldb, beta,
-            c_ptr, ldc,
-        )
+    fn run_conv2d_forward(&self, p: &Conv2dPlan) -> BackendResult<()> {
+        self.inner.run_conv2d_forward(p)
     }
 
-    fn conv2d_forward(
-        &self,
-        input_ptr: u64,
-        input_shape: &[usize],
-        filter_ptr: u64,
-        filter_shape: &[usize],
-        output_ptr: u64,
-        output_shape: &[usize],
-        stride: &[usize],
-        padding: &[usize],
-    ) -> BackendResult<()> {
-        self.inner.conv2d_forward(
-            input_ptr,
-            input_shape,
-            filter_ptr,
-            filter_shape,
-            output_ptr,
-            output_shape,
-            stride,
-            padding,
-        )
+    fn run_attention(&self, p: &AttentionPlan) -> BackendResult<()> {
+        self.inner.run_attention(p)
     }
 
-    fn attention(
-        &self,
-        q_ptr: u64,
-        k_ptr: u64,
-        v_ptr: u64,
-        o_ptr: u64,
-        batch: usize,
-        heads: usize,
-        seq_q: usize,
-        seq_kv: usize,
-        head_dim: usize,
-        scale: f64,
-        causal: bool,
-    ) -> BackendResult<()> {
-        self.inner.attention(
-            q_ptr, k_ptr, v_ptr, o_ptr, batch, heads, seq_q, seq_kv, head_dim, scale, causal,
-        )
+    fn run_reduce(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {
+        self.inner.run_reduce(op, p)
     }
 
-    fn reduce(
-        &self,
-        op: ReduceOp,
-        input_ptr: u64,
-        output_ptr: u64,
-        shape: &[usize],
-        axis: usize,
-    ) -> BackendResult<()> {
-        self.inner.reduce(op, input_ptr, output_ptr, shape, axis)
+    fn run_unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
+        self.inner.run_unary(op, p)
     }
 
-    fn unary(&self, op: UnaryOp, input_ptr: u64, output_ptr: u64, n: usize) -> BackendResult<()> {
-        self.inner.unary(op, input_ptr, output_ptr, n)
-    }
-
-    fn binary(
-        &self,
-        op: BinaryOp,
-        a_ptr: u64,
-        b_ptr: u64,
-        output_ptr: u64,
-        n: usize,
-    ) -> BackendResult<()> {
-        self.inner.binary(op, a_ptr, b_ptr, output_ptr, n)
+    fn run_binary(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {
+        self.inner.run_binary(op, p)
     }
 
     /// Natively waits for the device; on `wasm32` returns `Unsupported` (use
     /// [`synchronize_async`](ComputeBackend::synchronize_async)).
-    fn synchronize(&self) -> BackendResult<()> {
-        self.inner.synchronize()
+    fn run_synchronize(&self) -> BackendResult<()> {
+        self.inner.run_synchronize()
     }
 
-    fn alloc(&self, bytes: usize) -> BackendResult<u64> {
-        self.inner.alloc(bytes)
+    fn run_alloc(&self, bytes: usize) -> BackendResult<u64> {
+        self.inner.run_alloc(bytes)
     }
 
-    fn free(&self, ptr: u64) -> BackendResult<()> {
-        self.inner.free(ptr)
+    fn run_free(&self, ptr: u64) -> BackendResult<()> {
+        self.inner.run_free(ptr)
     }
 
-    fn copy_htod(&self, dst: u64, src: &[u8]) -> BackendResult<()> {
-        self.inner.copy_htod(dst, src)
+    fn run_copy_htod(&self, p: &HostCopyPlan, src: &[u8]) -> BackendResult<()> {
+        self.inner.run_copy_htod(p, src)
     }
 
     /// Natively waits for the data; on `wasm32` returns `Unsupported` (use
     /// [`copy_dtoh_async`](ComputeBackend::copy_dtoh_async)).
-    fn copy_dtoh(&self, dst: &mut [u8], src: u64) -> BackendResult<()> {
-        self.inner.copy_dtoh(dst, src)
+    fn run_copy_dtoh(&self, dst: &mut [u8], p: &HostCopyPlan) -> BackendResult<()> {
+        self.inner.run_copy_dtoh(dst, p)
     }
 
-    fn copy_dtod(&self, dst: u64, src: u64, bytes: usize) -> BackendResult<()> {
-        self.inner.copy_dtod(dst, src, bytes)
+    fn run_copy_dtod(&self, p: &CopyPlan) -> BackendResult<()> {
+        self.inner.run_copy_dtod(p)
     }
 
-    fn cast(
-        &self,
-        src: u64,
-        src_dtype: DType,
-        dst: u64,
-        dst_dtype: DType,
-        n: usize,
-    ) -> BackendResult<()> {
-        self.inner.cast(src, src_dtype, dst, dst_dtype, n)
+    fn run_cast(&self, p: &CastPlan) -> BackendResult<()> {
+        self.inner.run_cast(p)
     }
 
-    fn copy_dtoh_async<'a>(&'a self, dst: &'a mut [u8], src: u64) -> BackendFuture<'a, ()> {
-        self.inner.copy_dtoh_async(dst, src)
+    fn run_copy_dtoh_async<'a>(
+        &'a self,
+        dst: &'a mut [u8],
+        p: HostCopyPlan,
+    ) -> BackendFuture<'a, ()> {
+        self.inner.run_copy_dtoh_async(dst, p)
     }
 
-    fn synchronize_async(&self) -> BackendFuture<'_, ()> {
-        self.inner.synchronize_async()
+    fn run_synchronize_async(&self) -> BackendFuture<'_, ()> {
+        self.inner.run_synchronize_async()
     }
 
-    fn memory_info(&self) -> BackendResult<MemoryInfo> {
-        self.inner.memory_info()
+    fn run_memory_info(&self) -> BackendResult<MemoryInfo> {
+        self.inner.run_memory_info()
     }
 }
 

@@ -36,10 +36,14 @@ mod stream;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use backend_api::validate::GemmArgs;
+use backend_api::executor::Executor;
+use backend_api::validate::{
+    AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmPlan, HostCopyPlan, ReducePlan,
+    UnaryPlan,
+};
 use backend_api::{
-    AddressSpace, BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp,
-    ComputeBackend, DType, MemoryInfo, ReduceOp, UnaryOp,
+    AddressSpace, BackendError, BackendFuture, BackendResult, BinaryOp, MemoryInfo, ReduceOp,
+    UnaryOp,
 };
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -268,15 +272,12 @@ impl Ctx {
         self.errors.take()
     }
 
-    async fn copy_dtoh(&self, dst: &mut [u8], src: u64) -> BackendResult<()> {
-        const OP: &str = "copy_dtoh";
-        let Some(operand) = backend_api::validate::host_copy(OP, "src", src, dst.len())? else {
-            return Ok(());
-        };
+    async fn copy_dtoh(&self, dst: &mut [u8], plan: &HostCopyPlan) -> BackendResult<()> {
+        let operand = plan.device;
         let (staging, start, len, index) = {
             let mut st = self.lock();
             let State { space, stream, .. } = &mut *st;
-            let r = space.resolve(OP, &operand)?;
+            let r = space.resolve(plan.op, &operand)?;
             let _span = tracing::debug_span!("copy_dtoh", bytes = dst.len()).entered();
             #[cfg(not(target_arch = "wasm32"))]
             if self.mappable {
@@ -434,12 +435,12 @@ fn would_block(what: &str) -> BackendError {
     ))
 }
 
-impl ComputeBackend for WebGpuBackend {
-    fn name(&self) -> &str {
+impl Executor for WebGpuBackend {
+    fn backend_name(&self) -> &str {
         &self.name
     }
 
-    fn init(&mut self) -> BackendResult<()> {
+    fn run_init(&mut self) -> BackendResult<()> {
         #[cfg(not(target_arch = "wasm32"))]
         {
             pollster::block_on(self.init_async())
@@ -456,175 +457,40 @@ impl ComputeBackend for WebGpuBackend {
         }
     }
 
-    fn is_initialized(&self) -> bool {
+    fn initialized(&self) -> bool {
         self.ctx.is_some()
     }
 
-    fn gemm(
-        &self,
-        trans_a: BackendTranspose,
-        trans_b: BackendTranspose,
-        m: usize,
-        n: usize,
-        k: usize,
-        alpha: f64,
-        a_ptr: u64,
-        lda: usize,
-        b_ptr: u64,
-        ldb: usize,
-        beta: f64,
-        c_ptr: u64,
-        ldc: usize,
-    ) -> BackendResult<()> {
-        let args = GemmArgs::new(
-            trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc,
-        );
-        self.ctx()?.gemm("gemm", &args)
+    /// Initialised, and the device not lost.
+    fn ready(&self) -> BackendResult<()> {
+        self.ctx().map(drop)
     }
 
-    fn batched_gemm(
-        &self,
-        trans_a: BackendTranspose,
-        trans_b: BackendTranspose,
-        m: usize,
-        n: usize,
-        k: usize,
-        alpha: f64,
-        a_ptr: u64,
-        lda: usize,
-        stride_a: usize,
-        b_ptr: u64,
-        ldb: usize,
-        stride_b: usize,
-        beta: f64,
-        c_ptr: u64,
-        ldc: usize,
-        stride_c: usize,
-        batch_count: usize,
-    ) -> BackendResult<()> {
-        let args = GemmArgs::new(
-            trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc,
-        )
-        .with_batch(stride_a, stride_b, stride_c, batch_count);
-        self.ctx()?.gemm("batched_gemm", &args)
+    fn run_gemm(&self, p: &GemmPlan) -> BackendResult<()> {
+        self.ctx()?.gemm(p)
     }
 
-    fn gemm_ex(
-        &self,
-        trans_a: BackendTranspose,
-        trans_b: BackendTranspose,
-        m: usize,
-        n: usize,
-        k: usize,
-        alpha: f64,
-        a_ptr: u64,
-        a_dtype: DType,
-        lda: usize,
-        b_ptr: u64,
-        b_dtype: DType,
-        ldb: usize,
-        beta: f64,
-        c_ptr: u64,
-        ldc: usize,
-    ) -> BackendResult<()> {
-        let args = GemmArgs::new(
-            trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc,
-        )
-        .with_dtypes(a_dtype, b_dtype);
-        self.ctx()?.gemm("gemm_ex", &args)
+    fn run_conv2d_forward(&self, p: &Conv2dPlan) -> BackendResult<()> {
+        self.ctx()?.conv2d(p)
     }
 
-    fn conv2d_forward(
-        &self,
-        input_ptr: u64,
-        input_shape: &[usize],
-        filter_ptr: u64,
-        filter_shape: &[usize],
-        output_ptr: u64,
-        output_shape: &[usize],
-        stride: &[usize],
-        padding: &[usize],
-    ) -> BackendResult<()> {
-        let ctx = self.ctx()?;
-        let plan = backend_api::validate::conv2d(
-            input_ptr,
-            input_shape,
-            filter_ptr,
-            filter_shape,
-            output_ptr,
-            output_shape,
-            stride,
-            padding,
-        )?;
-        match plan {
-            Some(p) => ctx.conv2d(&p),
-            None => Ok(()),
-        }
+    fn run_attention(&self, p: &AttentionPlan) -> BackendResult<()> {
+        self.ctx()?.attention(p)
     }
 
-    fn attention(
-        &self,
-        q_ptr: u64,
-        k_ptr: u64,
-        v_ptr: u64,
-        o_ptr: u64,
-        batch: usize,
-        heads: usize,
-        seq_q: usize,
-        seq_kv: usize,
-        head_dim: usize,
-        scale: f64,
-        causal: bool,
-    ) -> BackendResult<()> {
-        let ctx = self.ctx()?;
-        let plan = backend_api::validate::attention(
-            q_ptr, k_ptr, v_ptr, o_ptr, batch, heads, seq_q, seq_kv, head_dim, scale, causal,
-        )?;
-        match plan {
-            Some(p) => ctx.attention(&p),
-            None => Ok(()),
-        }
+    fn run_reduce(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {
+        self.ctx()?.reduce(op, p)
     }
 
-    fn reduce(
-        &self,
-        op: ReduceOp,
-        input_ptr: u64,
-        output_ptr: u64,
-        shape: &[usize],
-        axis: usize,
-    ) -> BackendResult<()> {
-        let ctx = self.ctx()?;
-        match backend_api::validate::reduce(input_ptr, output_ptr, shape, axis)? {
-            Some(p) => ctx.reduce(op, &p),
-            None => Ok(()),
-        }
+    fn run_unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
+        self.ctx()?.unary(op, p)
     }
 
-    fn unary(&self, op: UnaryOp, input_ptr: u64, output_ptr: u64, n: usize) -> BackendResult<()> {
-        let ctx = self.ctx()?;
-        match backend_api::validate::unary(input_ptr, output_ptr, n)? {
-            Some(p) => ctx.unary(op, &p),
-            None => Ok(()),
-        }
+    fn run_binary(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {
+        self.ctx()?.binary(op, p)
     }
 
-    fn binary(
-        &self,
-        op: BinaryOp,
-        a_ptr: u64,
-        b_ptr: u64,
-        output_ptr: u64,
-        n: usize,
-    ) -> BackendResult<()> {
-        let ctx = self.ctx()?;
-        match backend_api::validate::binary(a_ptr, b_ptr, output_ptr, n)? {
-            Some(p) => ctx.binary(op, &p),
-            None => Ok(()),
-        }
-    }
-
-    fn synchronize(&self) -> BackendResult<()> {
+    fn run_synchronize(&self) -> BackendResult<()> {
         let ctx = self.ctx()?;
         #[cfg(not(target_arch = "wasm32"))]
         {
@@ -637,14 +503,14 @@ impl ComputeBackend for WebGpuBackend {
         }
     }
 
-    fn alloc(&self, bytes: usize) -> BackendResult<u64> {
+    fn run_alloc(&self, bytes: usize) -> BackendResult<u64> {
         let ctx = self.ctx()?;
         let mut st = ctx.lock();
         let block = st.pool.alloc(&ctx.device, bytes as u64)?;
         st.space.insert(bytes as u64, block)
     }
 
-    fn free(&self, ptr: u64) -> BackendResult<()> {
+    fn run_free(&self, ptr: u64) -> BackendResult<()> {
         let ctx = self.ctx()?;
         let mut st = ctx.lock();
         let a = st.space.remove(ptr)?;
@@ -652,59 +518,46 @@ impl ComputeBackend for WebGpuBackend {
         Ok(())
     }
 
-    fn copy_htod(&self, dst: u64, src: &[u8]) -> BackendResult<()> {
-        self.ctx()?.copy_htod(dst, src)
+    fn run_copy_htod(&self, p: &HostCopyPlan, src: &[u8]) -> BackendResult<()> {
+        self.ctx()?.copy_htod(p, src)
     }
 
-    fn copy_dtoh(&self, dst: &mut [u8], src: u64) -> BackendResult<()> {
+    fn run_copy_dtoh(&self, dst: &mut [u8], p: &HostCopyPlan) -> BackendResult<()> {
         let ctx = self.ctx()?;
         #[cfg(not(target_arch = "wasm32"))]
         {
-            pollster::block_on(ctx.copy_dtoh(dst, src))
+            pollster::block_on(ctx.copy_dtoh(dst, p))
         }
         #[cfg(target_arch = "wasm32")]
         {
             // A bad range is still reported as such, before the refusal to block.
-            const OP: &str = "copy_dtoh";
-            if let Some(operand) = backend_api::validate::host_copy(OP, "src", src, dst.len())? {
-                ctx.lock().space.resolve(OP, &operand)?;
-            }
-            Err(would_block(OP))
+            let _ = dst;
+            ctx.lock().space.resolve(p.op, &p.device)?;
+            Err(would_block(p.op))
         }
     }
 
-    fn copy_dtod(&self, dst: u64, src: u64, bytes: usize) -> BackendResult<()> {
-        let ctx = self.ctx()?;
-        match backend_api::validate::copy_dtod(dst, src, bytes)? {
-            Some(p) => ctx.copy_dtod(&p),
-            None => Ok(()),
-        }
+    fn run_copy_dtod(&self, p: &CopyPlan) -> BackendResult<()> {
+        self.ctx()?.copy_dtod(p)
     }
 
-    fn cast(
-        &self,
-        src: u64,
-        src_dtype: DType,
-        dst: u64,
-        dst_dtype: DType,
-        n: usize,
-    ) -> BackendResult<()> {
-        let ctx = self.ctx()?;
-        match backend_api::validate::cast(src, src_dtype, dst, dst_dtype, n)? {
-            Some(p) => ctx.cast(&p),
-            None => Ok(()),
-        }
+    fn run_cast(&self, p: &CastPlan) -> BackendResult<()> {
+        self.ctx()?.cast(p)
     }
 
-    fn copy_dtoh_async<'a>(&'a self, dst: &'a mut [u8], src: u64) -> BackendFuture<'a, ()> {
-        Box::pin(async move { self.ctx()?.copy_dtoh(dst, src).await })
+    fn run_copy_dtoh_async<'a>(
+        &'a self,
+        dst: &'a mut [u8],
+        p: HostCopyPlan,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move { self.ctx()?.copy_dtoh(dst, &p).await })
     }
 
-    fn synchronize_async(&self) -> BackendFuture<'_, ()> {
+    fn run_synchronize_async(&self) -> BackendFuture<'_, ()> {
         Box::pin(async move { self.ctx()?.synchronize().await })
     }
 
-    fn memory_info(&self) -> BackendResult<MemoryInfo> {
+    fn run_memory_info(&self) -> BackendResult<MemoryInfo> {
         let ctx = self.ctx()?;
         let st = ctx.lock();
         Ok(MemoryInfo {

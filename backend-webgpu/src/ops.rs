@@ -2,7 +2,8 @@
 //! parameter block, pick the entry point and grid, dispatch.
 
 use backend_api::validate::{
-    AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmArgs, ReducePlan, UnaryPlan,
+    AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmPlan, HostCopyPlan, ReducePlan,
+    UnaryPlan,
 };
 use backend_api::{BackendError, BackendResult, BinaryOp, DType, Operand, ReduceOp, UnaryOp};
 use bytemuck::bytes_of;
@@ -114,10 +115,8 @@ impl Ctx {
         stream.dispatch(&self.device, &self.queue, key, params, bindings, groups)
     }
 
-    pub(crate) fn gemm(&self, op: &'static str, args: &GemmArgs) -> BackendResult<()> {
-        let Some(p) = backend_api::validate::gemm(op, args)? else {
-            return Ok(());
-        };
+    pub(crate) fn gemm(&self, p: &GemmPlan) -> BackendResult<()> {
+        let op = p.op;
         let _span =
             tracing::debug_span!("gemm", op, m = p.m, n = p.n, k = p.k, batch = p.batch.count)
                 .entered();
@@ -294,13 +293,12 @@ impl Ctx {
     }
 
     pub(crate) fn conv2d(&self, p: &Conv2dPlan) -> BackendResult<()> {
-        const OP: &str = "conv2d_forward";
         let _span =
             tracing::debug_span!("conv2d", n = p.n, c = p.c, k = p.k, h = p.h, w = p.w).entered();
         let mut st = self.lock();
-        let y = st.bind(OP, &p.output)?;
-        let mut x = st.bind_opt(OP, p.input.as_ref())?;
-        let mut f = st.bind_opt(OP, p.filter.as_ref())?;
+        let y = st.bind(p.op, &p.output)?;
+        let mut x = st.bind_opt(p.op, p.input.as_ref())?;
+        let mut f = st.bind_opt(p.op, p.filter.as_ref())?;
         let empty_input = p.input.is_none() || p.filter.is_none();
         let (mut x_off, mut f_off) = (x.elem(4), f.elem(4));
         let f_in_x = !empty_input && overlap(&x, &f);
@@ -333,7 +331,7 @@ impl Ctx {
         // The filter viewed as vec4s (binding end rounded to 16 bytes), unless it shares
         // the input's binding.
         let filter16 = match (&p.filter, f_in_x) {
-            (Some(fo), false) => Some(st.bind16(OP, fo)?),
+            (Some(fo), false) => Some(st.bind16(p.op, fo)?),
             _ => None,
         };
         let State { stream, .. } = &mut *st;
@@ -348,8 +346,8 @@ impl Ctx {
             let max = u64::from(stream.limits.max_groups);
             if gx > max || gy > max {
                 return Err(BackendError::Unsupported(format!(
-                    "{OP}: {rows} output positions x {} channels exceed the adapter's grid",
-                    p.k
+                    "{}: {rows} output positions x {} channels exceed the adapter's grid",
+                    p.op, p.k
                 )));
             }
             // 16-byte filter loads (binding 4) when every output channel's taps start on a
@@ -388,7 +386,6 @@ impl Ctx {
     }
 
     pub(crate) fn attention(&self, p: &AttentionPlan) -> BackendResult<()> {
-        const OP: &str = "attention";
         let _span = tracing::debug_span!(
             "attention",
             batch = p.batch,
@@ -399,14 +396,14 @@ impl Ctx {
         )
         .entered();
         let mut st = self.lock();
-        let o = st.bind(OP, &p.o)?;
-        let q = st.bind16(OP, &p.q)?;
+        let o = st.bind(p.op, &p.o)?;
+        let q = st.bind16(p.op, &p.q)?;
         let k = match &p.k {
-            Some(k) => st.bind16(OP, k)?,
+            Some(k) => st.bind16(p.op, k)?,
             None => st.stream.unused(),
         };
         let v = match &p.v {
-            Some(v) => st.bind16(OP, v)?,
+            Some(v) => st.bind16(p.op, v)?,
             None => st.stream.unused(),
         };
         let rows = p.batch * p.heads * p.seq_q;
@@ -486,7 +483,6 @@ impl Ctx {
     }
 
     pub(crate) fn reduce(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {
-        const OP: &str = "reduce";
         let _span = tracing::debug_span!(
             "reduce",
             op = op.name(),
@@ -496,9 +492,9 @@ impl Ctx {
         )
         .entered();
         let mut st = self.lock();
-        let y = st.bind16(OP, &p.output)?;
+        let y = st.bind16(p.op, &p.output)?;
         let x = match &p.input {
-            Some(i) => st.bind16(OP, i)?,
+            Some(i) => st.bind16(p.op, i)?,
             None => st.stream.unused(),
         };
         let prm = params::Reduce {
@@ -512,7 +508,7 @@ impl Ctx {
         let code = ReduceOp::ALL.iter().position(|&o| o == op).expect("listed") as f64;
         let outputs = (p.outer * p.inner) as u64;
         let State { stream, .. } = &mut *st;
-        let key = PipelineKey::new(Kernel::Reduce, "").with("OP", code);
+        let key = PipelineKey::new(Kernel::Reduce, "").with("p.op", code);
         if p.inner == 1 && p.len > 64 {
             // Long contiguous rows: a workgroup per row, 16-byte loads when rows are aligned.
             let grid = stream.grid(p.outer as u64)?;
@@ -562,18 +558,17 @@ impl Ctx {
     }
 
     pub(crate) fn unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
-        const OP: &str = "unary";
         let _span = tracing::debug_span!("unary", op = op.name(), n = p.n).entered();
         let code = UnaryOp::ALL.iter().position(|&o| o == op).expect("listed") as f64;
         let mut st = self.lock();
         let piece = Self::elementwise_piece(&st.stream, 4);
         // Resolve the whole ranges first, so a bad call records nothing.
-        st.bind_range(OP, &p.input)?;
-        st.bind_range(OP, &p.output)?;
+        st.bind_range(p.op, &p.input)?;
+        st.bind_range(p.op, &p.output)?;
         for start in (0..p.n).step_by(piece) {
             let n = piece.min(p.n - start);
-            let x = st.bind16(OP, &sub(&p.input, start, n, 4))?;
-            let y = st.bind16(OP, &sub(&p.output, start, n, 4))?;
+            let x = st.bind16(p.op, &sub(&p.input, start, n, 4))?;
+            let y = st.bind16(p.op, &sub(&p.output, start, n, 4))?;
             let prm = params::Unary {
                 n: n as u32,
                 x_off: x.elem(4),
@@ -591,14 +586,13 @@ impl Ctx {
                 (false, true) => ("main4", vec![(3, &x), (4, &y)]),
                 (false, false) => ("main", vec![(1, &x), (2, &y)]),
             };
-            let key = PipelineKey::new(Kernel::Unary, entry).with("OP", code);
+            let key = PipelineKey::new(Kernel::Unary, entry).with("p.op", code);
             self.dispatch(stream, &key, bytes_of(&prm), &bindings, grid)?;
         }
         Ok(())
     }
 
     pub(crate) fn binary(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {
-        const OP: &str = "binary";
         let _span = tracing::debug_span!("binary", op = op.name(), n = p.n).entered();
         let code = BinaryOp::ALL.iter().position(|&o| o == op).expect("listed") as f64;
         let (out_a, out_b, a_b) = (
@@ -616,13 +610,13 @@ impl Ctx {
         let mut st = self.lock();
         let piece = Self::elementwise_piece(&st.stream, 4);
         for o in [&p.a, &p.b, &p.output] {
-            st.bind_range(OP, o)?;
+            st.bind_range(p.op, o)?;
         }
         for start in (0..p.n).step_by(piece) {
             let n = piece.min(p.n - start);
-            let a = st.bind16(OP, &sub(&p.a, start, n, 4))?;
-            let b = st.bind16(OP, &sub(&p.b, start, n, 4))?;
-            let out = st.bind16(OP, &sub(&p.output, start, n, 4))?;
+            let a = st.bind16(p.op, &sub(&p.a, start, n, 4))?;
+            let b = st.bind16(p.op, &sub(&p.b, start, n, 4))?;
+            let out = st.bind16(p.op, &sub(&p.output, start, n, 4))?;
             let vec4 = a.byte % 16 == 0 && b.byte % 16 == 0 && out.byte % 16 == 0;
             let prm = params::Binary {
                 n: n as u32,
@@ -653,7 +647,7 @@ impl Ctx {
             } else {
                 entry
             };
-            let key = PipelineKey::new(Kernel::Binary, name).with("OP", code);
+            let key = PipelineKey::new(Kernel::Binary, name).with("p.op", code);
             let State { stream, .. } = &mut *st;
             let threads = if vec4 { n as u64 / 4 + 1 } else { n as u64 };
             let grid = stream.grid(groups_of_256(threads))?;
@@ -663,7 +657,6 @@ impl Ctx {
     }
 
     pub(crate) fn cast(&self, p: &CastPlan) -> BackendResult<()> {
-        const OP: &str = "cast";
         let _span = tracing::debug_span!(
             "cast",
             src = p.src_dtype.name(),
@@ -672,8 +665,8 @@ impl Ctx {
         )
         .entered();
         let mut st = self.lock();
-        st.bind_range(OP, &p.src)?;
-        st.bind_range(OP, &p.dst)?;
+        st.bind_range(p.op, &p.src)?;
+        st.bind_range(p.op, &p.dst)?;
         if p.identical() {
             return Ok(());
         }
@@ -684,8 +677,8 @@ impl Ctx {
             .with("DST", dtype_code(p.dst_dtype));
         for start in (0..p.n).step_by(piece) {
             let n = piece.min(p.n - start);
-            let src = st.bind(OP, &sub(&p.src, start, n, ss))?;
-            let dst = st.bind(OP, &sub(&p.dst, start, n, ds))?;
+            let src = st.bind(p.op, &sub(&p.src, start, n, ss))?;
+            let dst = st.bind(p.op, &sub(&p.dst, start, n, ds))?;
             let dst_off = dst.elem(ds as u64);
             let words = if p.dst_dtype == DType::F32 {
                 n as u32
@@ -706,11 +699,10 @@ impl Ctx {
     }
 
     pub(crate) fn copy_dtod(&self, p: &CopyPlan) -> BackendResult<()> {
-        const OP: &str = "copy_dtod";
         let _span = tracing::debug_span!("copy_dtod", bytes = p.src.bytes).entered();
         let mut st = self.lock();
-        let (src_block, src_off) = st.block(OP, &p.src)?;
-        let (dst_block, dst_off) = st.block(OP, &p.dst)?;
+        let (src_block, src_off) = st.block(p.op, &p.src)?;
+        let (dst_block, dst_off) = st.block(p.op, &p.dst)?;
         if p.identical() {
             return Ok(());
         }
@@ -736,8 +728,8 @@ impl Ctx {
         let mut done = 0;
         while done < len {
             let n = piece.min(len - done);
-            let src = st.stream.bind(OP, "src", &src_block, src_off + done, n)?;
-            let dst = st.stream.bind(OP, "dst", &dst_block, dst_off + done, n)?;
+            let src = st.stream.bind(p.op, "src", &src_block, src_off + done, n)?;
+            let dst = st.stream.bind(p.op, "dst", &dst_block, dst_off + done, n)?;
             if overlap(&src, &dst) {
                 let (merged, s_byte, d_byte) = union(&src, &dst);
                 let placeholder = st.stream.unused();
@@ -791,11 +783,9 @@ impl Ctx {
         )
     }
 
-    pub(crate) fn copy_htod(&self, dst: u64, data: &[u8]) -> BackendResult<()> {
+    pub(crate) fn copy_htod(&self, plan: &HostCopyPlan, data: &[u8]) -> BackendResult<()> {
         const OP: &str = "copy_htod";
-        let Some(operand) = backend_api::validate::host_copy(OP, "dst", dst, data.len())? else {
-            return Ok(());
-        };
+        let operand = plan.device;
         let _span = tracing::debug_span!("copy_htod", bytes = data.len()).entered();
         let mut st = self.lock();
         let (block, off) = st.block(OP, &operand)?;

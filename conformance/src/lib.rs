@@ -38,6 +38,8 @@ mod report;
 pub mod state_machine;
 pub mod suites;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod test_tools;
+#[cfg(not(target_arch = "wasm32"))]
 mod threads;
 pub mod tolerance;
 

@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use backend_api::ReduceOp;
+
 /// 2^-23, one f32 ulp at 1.0 (twice the unit roundoff).
 pub const EPS: f64 = f32::EPSILON as f64;
 
@@ -61,6 +63,25 @@ impl Tol {
     /// The largest difference this bound accepts around `want`.
     pub fn bound(&self, want: f64) -> f64 {
         self.atol + self.rtol * want.abs()
+    }
+}
+
+/// The bound for `reduce` with `op` of `len` elements whose absolute values sum to
+/// `abs_sum` (one output element). The suite's reduce check and the state machine's model
+/// both use it.
+pub fn reduce_tolerance(op: ReduceOp, len: usize, abs_sum: f64) -> Tol {
+    match op {
+        // Any summation order is within the dot bound of the absolute sum.
+        ReduceOp::Sum => Tol::dot(len, abs_sum),
+        // The sum's bound, divided by len, plus the division.
+        ReduceOp::Mean => Tol {
+            atol: (len as f64 + 4.0) * EPS * abs_sum / len.max(1) as f64 + FTZ,
+            rtol: EPS,
+        },
+        // Each of the len - 1 products rounds once: (1 + u)^len - 1 <= len * EPS.
+        ReduceOp::Prod => Tol::rel((len as f64 + 2.0) * EPS),
+        // Selection is exact.
+        ReduceOp::Max | ReduceOp::Min => Tol::EXACT,
     }
 }
 
@@ -330,6 +351,42 @@ mod tests {
         assert!(long > 50.0 * short, "{short} {long}");
         // A single dropped term of a 100-term sum of unit products is far outside the bound.
         assert!(check_value(99.0, 100.0, Tol::dot(100, 100.0)).is_err());
+    }
+
+    #[test]
+    fn reduce_tolerance_per_op() {
+        assert_eq!(reduce_tolerance(ReduceOp::Sum, 10, 3.0), Tol::dot(10, 3.0));
+        assert_eq!(
+            reduce_tolerance(ReduceOp::Mean, 10, 3.0),
+            Tol {
+                atol: 14.0 * EPS * 3.0 / 10.0 + FTZ,
+                rtol: EPS
+            }
+        );
+        // An empty axis divides by 1, not 0.
+        assert_eq!(
+            reduce_tolerance(ReduceOp::Mean, 0, 3.0),
+            Tol {
+                atol: 4.0 * EPS * 3.0 + FTZ,
+                rtol: EPS
+            }
+        );
+        assert_eq!(
+            reduce_tolerance(ReduceOp::Prod, 10, 3.0),
+            Tol::rel(12.0 * EPS)
+        );
+        for op in [ReduceOp::Max, ReduceOp::Min] {
+            assert_eq!(reduce_tolerance(op, 10, 3.0), Tol::EXACT);
+        }
+        // The mean's bound is the sum's, divided by the length, give or take a rounding.
+        let (sum, mean) = (
+            reduce_tolerance(ReduceOp::Sum, 1000, 1000.0),
+            reduce_tolerance(ReduceOp::Mean, 1000, 1000.0),
+        );
+        assert!(
+            (mean.atol - sum.atol / 1000.0).abs() < 2.0 * EPS,
+            "{sum:?} {mean:?}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::Suite;
 use crate::data::{NON_FINITE_AND_ZEROS, Rng, from_bytes};
 use crate::harness::{Dev, op_failed};
-use crate::tolerance::{Closeness, EPS, FTZ, Tol, compare};
+use crate::tolerance::{Closeness, compare, reduce_tolerance};
 use crate::{Check, Profile};
 
 /// One reduce case.
@@ -118,19 +118,7 @@ impl Suite for ReduceSuite {
         let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
         reference::reduce(ReduceOp::Sum, &abs_x, &mut abs_sum, outer, len, inner);
         let got = from_bytes(&dev.output(&o_dev, "output").await?);
-        let tol = |i: usize| match c.op {
-            // Any summation order is within the dot bound of the absolute sum.
-            ReduceOp::Sum => Tol::dot(len, f64::from(abs_sum[i])),
-            // The sum's bound, divided by len, plus the division.
-            ReduceOp::Mean => Tol {
-                atol: (len as f64 + 4.0) * EPS * f64::from(abs_sum[i]) / len.max(1) as f64 + FTZ,
-                rtol: EPS,
-            },
-            // Each of the len - 1 products rounds once: (1 + u)^len - 1 <= len * EPS.
-            ReduceOp::Prod => Tol::rel((len as f64 + 2.0) * EPS),
-            // Selection is exact.
-            ReduceOp::Max | ReduceOp::Min => Tol::EXACT,
-        };
+        let tol = |i: usize| reduce_tolerance(c.op, len, f64::from(abs_sum[i]));
         let close = compare("output", &got, &want, tol).map_err(|m| m.to_string())?;
         dev.unchanged(&i_dev, "input").await?;
         Ok(close)

@@ -1,0 +1,544 @@
+//! [`Machine`]: runs calls on a backend and on the model, and compares; [`run`] and its
+//! seeded and fuzzed forms.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use backend_api::{BackendError, BinaryOp, ComputeBackend, MemoryInfo};
+use backend_cpu::reference;
+
+use super::call::Op;
+use super::memory::{KNOWN, Live, Loc, Mem, Value};
+use super::rules::{Expect, HUGE_ALLOC, ModelGemmCall, tame, trans};
+use super::source::{Fill, Options, Source};
+use super::stats::{Digest, Failure, Stats};
+use crate::suites::elementwise::{binary_tolerance, unary_tolerance};
+use crate::tolerance::check_value;
+
+/// Runs `call`, turning a panic into an error message (see [`crate::catch_panic`]).
+fn guarded<R>(call: impl FnOnce() -> R) -> Result<R, String> {
+    crate::catch_panic(call).map_err(|msg| format!("the backend panicked: {msg}"))
+}
+
+/// Drives one backend through calls and checks it against the model.
+pub struct Machine<'b> {
+    backend: &'b dyn ComputeBackend,
+    pub(super) opts: Options,
+    seed: Option<u64>,
+    pub(super) live: Vec<Live>,
+    pub(super) by_base: BTreeMap<u64, usize>,
+    /// Recently freed addresses (stale pointers to use).
+    pub(super) freed: VecDeque<u64>,
+    /// Every address range ever handed out: start -> one past the end.
+    handed_out: BTreeMap<u64, u64>,
+    pub(super) live_bytes: u64,
+    history: VecDeque<String>,
+    stats: Stats,
+    digest: Digest,
+    /// Whether the current call was valid (set by `judge`).
+    last_valid: bool,
+}
+
+const HISTORY: usize = 16;
+
+impl<'b> Machine<'b> {
+    /// A machine with an empty model; `seed` only labels failures.
+    pub fn new(backend: &'b dyn ComputeBackend, opts: Options, seed: Option<u64>) -> Self {
+        Self {
+            backend,
+            opts,
+            seed,
+            live: Vec::new(),
+            by_base: BTreeMap::new(),
+            freed: VecDeque::new(),
+            handed_out: BTreeMap::new(),
+            live_bytes: 0,
+            history: VecDeque::new(),
+            stats: Stats::default(),
+            digest: Digest::START,
+            last_valid: true,
+        }
+    }
+
+    /// The counts so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn failure(&self, op: Option<&Op>, message: String) -> Box<Failure> {
+        Box::new(Failure {
+            backend: self.backend.name().to_string(),
+            seed: self.seed,
+            step: self.stats.steps,
+            op: op.cloned(),
+            message,
+            live: self.live.iter().map(|l| (l.base, l.size)).collect(),
+            history: self.history.iter().cloned().collect(),
+        })
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Running calls
+
+    /// Compares a call's outcome with what the model expects. `Ok(true)`: a valid call
+    /// succeeded, apply its effect.
+    fn judge<T>(
+        &mut self,
+        op: &Op,
+        got: &Result<T, BackendError>,
+        want: &Expect,
+    ) -> Result<bool, String> {
+        let outcome = match got {
+            Ok(_) => 0,
+            Err(BackendError::InvalidArgument(_)) => 1,
+            Err(BackendError::OutOfMemory) => 2,
+            Err(_) => 3,
+        };
+        self.digest.u64(outcome);
+        match (want, got) {
+            (Expect::Ok, Ok(_)) => {
+                self.stats.valid += 1;
+                Ok(true)
+            }
+            (Expect::Ok, Err(e)) => Err(format!("a valid call failed: {e}")),
+            (Expect::Invalid(_), Err(BackendError::InvalidArgument(m))) => {
+                if !m.contains(op.name()) {
+                    return Err(format!(
+                        "InvalidArgument message {m:?} does not name the op {}",
+                        op.name()
+                    ));
+                }
+                self.stats.invalid += 1;
+                self.last_valid = false;
+                Ok(false)
+            }
+            (Expect::Invalid(why), Ok(_)) => Err(format!(
+                "succeeded, but the call is invalid ({why}): InvalidArgument required"
+            )),
+            (Expect::Invalid(why), Err(e)) => Err(format!(
+                "wrong error for an invalid call ({why}): {e}; InvalidArgument required"
+            )),
+            (Expect::OutOfMemory, Err(BackendError::OutOfMemory)) => {
+                self.stats.out_of_memory += 1;
+                self.last_valid = false;
+                Ok(false)
+            }
+            (Expect::OutOfMemory, Ok(_)) => {
+                Err("an absurd allocation succeeded: OutOfMemory required".into())
+            }
+            (Expect::OutOfMemory, Err(e)) => Err(format!(
+                "an absurd allocation gave {e}: OutOfMemory required"
+            )),
+        }
+    }
+
+    /// Runs one call on the backend and the model.
+    pub fn step(&mut self, op: &Op) -> Result<(), Box<Failure>> {
+        self.last_valid = true;
+        if let Err(m) = self.run_op(op) {
+            return Err(self.failure(Some(op), m));
+        }
+        let counts = self.stats.per_op.entry(op.name()).or_default();
+        if self.last_valid {
+            counts.0 += 1;
+        } else {
+            counts.1 += 1;
+        }
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(format!("{op:?}"));
+        if self.opts.transcript {
+            self.stats.transcript.push(self.digest.0);
+        }
+        self.stats.steps += 1;
+        self.stats.peak_live = self.stats.peak_live.max(self.live.len());
+        Ok(())
+    }
+
+    fn run_op(&mut self, op: &Op) -> Result<(), String> {
+        let b = self.backend;
+        match op {
+            &Op::Alloc { bytes } => {
+                let want = if bytes as u64 >= HUGE_ALLOC {
+                    Expect::OutOfMemory
+                } else {
+                    Expect::Ok
+                };
+                let got = guarded(|| b.alloc(bytes))?;
+                if self.judge(op, &got, &want)? {
+                    self.add_alloc(got.expect("judged Ok"), bytes)?;
+                }
+            }
+            &Op::Free { ptr } => {
+                let want = match self.by_base.get(&ptr) {
+                    Some(_) => Expect::Ok,
+                    None => Expect::Invalid(format!("{ptr:#x} is not a live allocation")),
+                };
+                let got = guarded(|| b.free(ptr))?;
+                if self.judge(op, &got, &want)? {
+                    self.remove_alloc(ptr);
+                    self.stats.frees += 1;
+                }
+            }
+            &Op::CopyHtod { dst, len, fill } => {
+                let loc = (len > 0)
+                    .then(|| self.locate("dst", dst, len as u128, 1))
+                    .transpose();
+                let data = fill.bytes(len);
+                let got = guarded(|| b.copy_htod(dst, &data))?;
+                let want = Self::want_of(&loc);
+                if self.judge(op, &got, &want)?
+                    && let Ok(Some((i, off))) = loc
+                {
+                    self.live[i].mem.write_known(off, &data);
+                }
+            }
+            &Op::CopyDtoh { src, len } => {
+                let loc = (len > 0)
+                    .then(|| self.locate("src", src, len as u128, 1))
+                    .transpose();
+                let mut out = vec![0u8; len];
+                let got = guarded(|| b.copy_dtoh(&mut out, src))?;
+                let want = Self::want_of(&loc);
+                if self.judge(op, &got, &want)?
+                    && let Ok(Some(l)) = loc
+                {
+                    self.verify(l, &out, "copy_dtoh")?;
+                }
+            }
+            &Op::CopyDtod { dst, src, bytes } => {
+                let want = self.want_dtod(dst, src, bytes);
+                let got = guarded(|| b.copy_dtod(dst, src, bytes))?;
+                if self.judge(op, &got, &want.1)?
+                    && let Some((s, d)) = want.0
+                {
+                    let seg = self.live[s.0].mem.segment(s.1, bytes);
+                    self.live[d.0].mem.paste(d.1, &seg);
+                }
+            }
+            &Op::Unary {
+                op: f,
+                input,
+                output,
+                n,
+            } => {
+                let plan = self.want_elementwise(&[("input", input)], output, n);
+                let got = guarded(|| b.unary(f, input, output, n))?;
+                if self.judge(op, &got, &plan.1)?
+                    && let Some(locs) = plan.0
+                {
+                    let x = self.read_f32s(locs[0], n);
+                    let (oi, ooff) = locs[1];
+                    let exact = self.opts.exact;
+                    for (e, x) in x.into_iter().enumerate() {
+                        let v = match x {
+                            Some(x) if exact => Value::Exact(reference::unary(f, x)),
+                            Some(x) if tame(x) => {
+                                Value::Approx(reference::unary(f, x), unary_tolerance(f))
+                            }
+                            _ => Value::Unknown,
+                        };
+                        self.live[oi].mem.write_value(ooff + 4 * e, v);
+                    }
+                }
+            }
+            &Op::Binary {
+                op: f,
+                a,
+                b: bp,
+                output,
+                n,
+            } => {
+                let plan = self.want_elementwise(&[("a", a), ("b", bp)], output, n);
+                let got = guarded(|| b.binary(f, a, bp, output, n))?;
+                if self.judge(op, &got, &plan.1)?
+                    && let Some(locs) = plan.0
+                {
+                    let xa = self.read_f32s(locs[0], n);
+                    let xb = self.read_f32s(locs[1], n);
+                    let (oi, ooff) = locs[2];
+                    let exact = self.opts.exact;
+                    let pow_ok = |x: f32, y: f32| {
+                        f != BinaryOp::Pow
+                            || (!x.is_finite() || x.abs() <= 4.0)
+                                && (!y.is_finite() || y.abs() <= 6.0)
+                    };
+                    for (e, (x, y)) in xa.into_iter().zip(xb).enumerate() {
+                        let v = match (x, y) {
+                            (Some(x), Some(y)) if exact => Value::Exact(reference::binary(f, x, y)),
+                            (Some(x), Some(y)) if tame(x) && tame(y) && pow_ok(x, y) => {
+                                Value::Approx(reference::binary(f, x, y), binary_tolerance(f))
+                            }
+                            _ => Value::Unknown,
+                        };
+                        self.live[oi].mem.write_value(ooff + 4 * e, v);
+                    }
+                }
+            }
+            Op::Reduce {
+                op: f,
+                input,
+                output,
+                shape,
+                axis,
+            } => {
+                let (plan, want) = self.want_reduce(*input, *output, shape, *axis);
+                let got = guarded(|| b.reduce(*f, *input, *output, shape, *axis))?;
+                if self.judge(op, &got, &want)?
+                    && let Some(p) = plan
+                {
+                    self.apply_reduce(*f, &p);
+                }
+            }
+            &Op::Gemm {
+                trans_a,
+                trans_b,
+                m,
+                n,
+                k,
+                alpha,
+                a,
+                lda,
+                b: bp,
+                ldb,
+                beta,
+                c,
+                ldc,
+            } => {
+                let g = ModelGemmCall {
+                    ta: trans(trans_a),
+                    tb: trans(trans_b),
+                    m,
+                    n,
+                    k,
+                    alpha,
+                    lda,
+                    ldb,
+                    beta,
+                    ldc,
+                };
+                let (plan, want) = self.want_gemm(&g, a, bp, c);
+                let got = guarded(|| {
+                    b.gemm(
+                        trans_a, trans_b, m, n, k, alpha, a, lda, bp, ldb, beta, c, ldc,
+                    )
+                })?;
+                if self.judge(op, &got, &want)?
+                    && let Some(p) = plan
+                {
+                    self.apply_gemm(&g, p);
+                }
+            }
+            Op::Synchronize => {
+                let got = guarded(|| b.synchronize())?;
+                self.judge(op, &got, &Expect::Ok)?;
+            }
+            Op::MemoryInfo => {
+                let got = guarded(|| b.memory_info())?;
+                self.check_memory_info(got)?;
+            }
+            Op::CheckAll => self.check_all()?,
+        }
+        Ok(())
+    }
+
+    fn add_alloc(&mut self, ptr: u64, bytes: usize) -> Result<(), String> {
+        if ptr == 0 || !ptr.is_multiple_of(256) {
+            return Err(format!(
+                "alloc returned {ptr:#x}: not a non-zero, 256-byte aligned address"
+            ));
+        }
+        let end = ptr + bytes as u64; // the one-past-the-end pointer belongs to it too
+        if let Some((&s, &e)) = self.handed_out.range(..=end).next_back()
+            && e >= ptr
+        {
+            return Err(format!(
+                "alloc({bytes}) returned {ptr:#x}, but [{s:#x}, {e:#x}] was handed out before \
+                 (addresses must never overlap or be reused)"
+            ));
+        }
+        self.handed_out.insert(ptr, end);
+        self.by_base.insert(ptr, self.live.len());
+        self.live.push(Live {
+            base: ptr,
+            size: bytes,
+            mem: Mem::new(bytes),
+        });
+        self.live_bytes += bytes as u64;
+        self.stats.allocs += 1;
+        if self.opts.init_allocs && bytes > 0 {
+            let fill = Fill {
+                seed: self.stats.steps ^ 0x1ee7,
+                raw: false,
+            };
+            let data = fill.bytes(bytes);
+            guarded(|| self.backend.copy_htod(ptr, &data))?
+                .map_err(|e| format!("filling a fresh allocation: {e}"))?;
+            let i = self.live.len() - 1;
+            self.live[i].mem.write_known(0, &data);
+        }
+        Ok(())
+    }
+
+    fn remove_alloc(&mut self, ptr: u64) {
+        let i = self.by_base.remove(&ptr).expect("live");
+        let gone = self.live.swap_remove(i);
+        if i < self.live.len() {
+            self.by_base.insert(self.live[i].base, i);
+        }
+        self.live_bytes -= gone.size as u64;
+        if self.freed.len() == 64 {
+            self.freed.pop_front();
+        }
+        self.freed.push_back(ptr);
+    }
+
+    /// Compares bytes read back from `loc` with the model, then adopts them.
+    fn verify(&mut self, (i, off): Loc, got: &[u8], what: &str) -> Result<(), String> {
+        let base = self.live[i].base;
+        let mem = &self.live[i].mem;
+        let mut exact = 0u64;
+        for (j, &g) in got.iter().enumerate() {
+            if mem.state[off + j] == KNOWN {
+                exact += 1;
+                let want = mem.bytes[off + j];
+                self.digest.u64(((off + j) as u64) << 8 | u64::from(g));
+                if g != want {
+                    let diff = got
+                        .iter()
+                        .enumerate()
+                        .filter(|&(k, &g)| mem.state[off + k] == KNOWN && g != mem.bytes[off + k])
+                        .count();
+                    return Err(format!(
+                        "{what}: byte {} of allocation {base:#x} ({} bytes) is {g:#04x}, the \
+                         model says {want:#04x} ({diff} known bytes of {} read differ)",
+                        off + j,
+                        self.live[i].size,
+                        got.len()
+                    ));
+                }
+            }
+        }
+        let mut approx = 0u64;
+        for (&k, &(want, tol)) in mem.approx.range(off..off + got.len()) {
+            if k + 4 > off + got.len() {
+                continue;
+            }
+            let g = f32::from_le_bytes(got[k - off..k - off + 4].try_into().expect("4 bytes"));
+            approx += 1;
+            let bits = if g.is_nan() { 0x7fc0_0000 } else { g.to_bits() };
+            self.digest.u64((k as u64) << 32 | u64::from(bits));
+            if check_value(g, want, tol).is_err() {
+                return Err(format!(
+                    "{what}: f32 at byte {k} of allocation {base:#x} is {g:e} ({:#010x}), the \
+                     oracle says {want:e} ({:#010x}), tolerance atol {:e} + rtol {:e}",
+                    g.to_bits(),
+                    want.to_bits(),
+                    tol.atol,
+                    tol.rtol
+                ));
+            }
+        }
+        self.stats.bytes_exact += exact;
+        self.stats.values_approx += approx;
+        self.live[i].mem.write_known(off, got);
+        Ok(())
+    }
+
+    fn check_all(&mut self) -> Result<(), String> {
+        for i in 0..self.live.len() {
+            let (base, size) = (self.live[i].base, self.live[i].size);
+            let mut out = vec![0u8; size];
+            guarded(|| self.backend.copy_dtoh(&mut out, base))?
+                .map_err(|e| format!("reading back allocation {base:#x}: {e}"))?;
+            self.verify((i, 0), &out, "read-back of every allocation")?;
+        }
+        Ok(())
+    }
+
+    fn check_memory_info(&mut self, got: Result<MemoryInfo, BackendError>) -> Result<(), String> {
+        match got {
+            Ok(info) => {
+                if self.opts.shared {
+                    return Ok(());
+                }
+                let live = self.live.len() as u64;
+                if info.live_allocations != live || info.allocated_bytes != self.live_bytes {
+                    return Err(format!(
+                        "memory_info says {} live allocations of {} bytes, the model {live} of {}",
+                        info.live_allocations, info.allocated_bytes, self.live_bytes
+                    ));
+                }
+                if info.reserved_bytes < info.allocated_bytes {
+                    return Err(format!(
+                        "memory_info: reserved_bytes {} < allocated_bytes {}",
+                        info.reserved_bytes, info.allocated_bytes
+                    ));
+                }
+                Ok(())
+            }
+            Err(BackendError::Unsupported(_)) => Ok(()),
+            Err(e) => Err(format!("memory_info failed: {e}")),
+        }
+    }
+
+    /// The final checks: every allocation read back, every one freed (successfully), and
+    /// `memory_info` (where supported and not shared) back at zero.
+    pub fn finish(mut self) -> Result<Stats, Box<Failure>> {
+        let finish = |m: &mut Self| -> Result<(), String> {
+            m.check_all()?;
+            let s = m.backend.synchronize();
+            m.judge(&Op::Synchronize, &s, &Expect::Ok)?;
+            while let Some(l) = m.live.last() {
+                let ptr = l.base;
+                guarded(|| m.backend.free(ptr))?
+                    .map_err(|e| format!("freeing live allocation {ptr:#x}: {e}"))?;
+                m.remove_alloc(ptr);
+                m.stats.frees += 1;
+            }
+            let info = guarded(|| m.backend.memory_info())?;
+            m.check_memory_info(info)
+        };
+        match finish(&mut self) {
+            Ok(()) => {
+                self.stats.digest = self.digest.0;
+                Ok(self.stats)
+            }
+            Err(msg) => Err(self.failure(None, format!("final checks: {msg}"))),
+        }
+    }
+}
+
+/// Runs `opts.steps` calls from `src` (fewer if its bytes run out), then the final
+/// checks.
+pub fn run(
+    backend: &dyn ComputeBackend,
+    src: &mut Source<'_>,
+    opts: &Options,
+    seed: Option<u64>,
+) -> Result<Stats, Box<Failure>> {
+    let mut m = Machine::new(backend, opts.clone(), seed);
+    while m.stats.steps < opts.steps && !src.is_exhausted() {
+        let op = m.generate(src);
+        m.step(&op)?;
+    }
+    m.finish()
+}
+
+/// [`run`] with calls from a seed.
+pub fn run_seed(
+    backend: &dyn ComputeBackend,
+    seed: u64,
+    opts: &Options,
+) -> Result<Stats, Box<Failure>> {
+    run(backend, &mut Source::from_seed(seed), opts, Some(seed))
+}
+
+/// [`run`] with calls decoded from bytes (the fuzz target).
+pub fn run_bytes(
+    backend: &dyn ComputeBackend,
+    bytes: &[u8],
+    opts: &Options,
+) -> Result<Stats, Box<Failure>> {
+    run(backend, &mut Source::from_bytes(bytes), opts, None)
+}
