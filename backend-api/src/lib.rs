@@ -59,6 +59,7 @@
 
 mod address;
 mod backend;
+pub mod env;
 mod error;
 pub mod executor;
 mod types;

@@ -32,7 +32,8 @@ use backend_api::{
     UnaryOp,
 };
 
-/// Environment variable that caps the bytes a [`CpuBackend::new`] backend may allocate.
+/// Environment variable that caps the bytes a [`CpuBackend::from_env`] (and so
+/// [`CpuBackend::new`]) backend may allocate.
 pub const MEMORY_LIMIT_ENV: &str = "CPU_BACKEND_MEMORY_LIMIT";
 
 /// The CPU backend. See the [crate documentation](crate).
@@ -47,21 +48,17 @@ struct State {
     space: AddressSpace<Vec<u8>>,
 }
 
+/// An uninitialised backend capped at half of physical memory; reads no environment
+/// variable (that is [`CpuBackend::from_env`]).
 impl Default for CpuBackend {
     fn default() -> Self {
-        Self::new()
+        Self::with_memory_limit(physical_memory_limit())
     }
 }
 
 /// Half of physical memory where it can be read, else 4 GiB: allocating until refusal must
 /// end in `OutOfMemory`, not in the kernel's OOM killer.
-fn default_memory_limit() -> u64 {
-    if let Some(v) = std::env::var(MEMORY_LIMIT_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-    {
-        return v;
-    }
+fn physical_memory_limit() -> u64 {
     let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("MemTotal:"))
@@ -71,10 +68,23 @@ fn default_memory_limit() -> u64 {
 }
 
 impl CpuBackend {
+    /// [`CpuBackend::from_env`]: the usual constructor.
+    pub fn new() -> Self {
+        Self::from_env()
+    }
+
     /// An uninitialised backend whose allocations may total at most the value of
     /// `CPU_BACKEND_MEMORY_LIMIT` (bytes) or, without it, half of physical memory.
-    pub fn new() -> Self {
-        Self::with_memory_limit(default_memory_limit())
+    pub fn from_env() -> Self {
+        Self::default().with_env()
+    }
+
+    /// This backend with the limit of `CPU_BACKEND_MEMORY_LIMIT` where it is set.
+    pub fn with_env(mut self) -> Self {
+        if let Some(limit) = backend_api::env::parse(MEMORY_LIMIT_ENV) {
+            self.memory_limit = limit;
+        }
+        self
     }
 
     /// An uninitialised backend whose live allocations may total at most `bytes`.

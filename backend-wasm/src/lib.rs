@@ -104,9 +104,11 @@ impl BrowserAdapterInfo {
     }
 }
 
+/// Reads no environment variable: [`WebGpuOptions::default`] (`new()` applies the
+/// environment).
 impl Default for WasmBackend {
     fn default() -> Self {
-        Self::new()
+        Self::with_options(WebGpuOptions::default())
     }
 }
 
@@ -117,7 +119,7 @@ impl WasmBackend {
     /// [`init_from_canvas`](Self::init_from_canvas) /
     /// [`init_without_canvas`](Self::init_without_canvas).
     pub fn new() -> Self {
-        Self::with_options(WebGpuOptions::default())
+        Self::with_options(WebGpuOptions::from_env())
     }
 
     /// An uninitialised backend with explicit adapter options (in a browser the browser

@@ -10,11 +10,15 @@ use backend_api::{BackendError, BackendResult};
 pub const ADAPTER_ENV: &str = "BACKEND_ADAPTER";
 
 /// How [`WebGpuBackend`](crate::WebGpuBackend) chooses and uses an adapter.
+///
+/// `Default` reads no environment variable; [`WebGpuOptions::from_env`] (what
+/// [`WebGpuBackend::new`](crate::WebGpuBackend::new) uses) applies them, and options built
+/// explicitly keep what they say.
 #[derive(Debug, Clone)]
 pub struct WebGpuOptions {
     /// Case-insensitive substring of the adapter's name or backend; `None` picks the best
-    /// adapter (hardware over software, Vulkan/Metal/DX12 over GL). The environment
-    /// variable [`ADAPTER_ENV`] overrides it.
+    /// adapter (hardware over software, Vulkan/Metal/DX12 over GL). From the environment:
+    /// [`ADAPTER_ENV`].
     pub adapter: Option<String>,
     /// Discrete or integrated GPU first, when both exist.
     pub power_preference: wgpu::PowerPreference,
@@ -33,6 +37,29 @@ pub struct WebGpuOptions {
     /// Software adapters allocate host memory, so "allocate until the device refuses"
     /// would otherwise end in the host's OOM killer.
     pub memory_limit: Option<u64>,
+    /// Kernel-choice and latency knobs; the defaults are the ones measured best on an
+    /// NVIDIA H200 (docs/PERFORMANCE.md).
+    pub tuning: Tuning,
+}
+
+/// Tuning knobs of [`WebGpuOptions`]. Results never depend on them, only speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// The tiled gemm and conv kernels use 128x64 tiles when 128x128 ones would number
+    /// fewer than this (0: never for that reason). `BACKEND_GEMM_NARROW_BELOW`.
+    pub gemm_narrow_below: usize,
+    /// How long a small readback polls the device before it blocks (zero: block at
+    /// once). `BACKEND_READBACK_SPIN_US`, in microseconds.
+    pub readback_spin: std::time::Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            gemm_narrow_below: 192,
+            readback_spin: std::time::Duration::from_micros(500),
+        }
+    }
 }
 
 impl Default for WebGpuOptions {
@@ -42,14 +69,16 @@ impl Default for WebGpuOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
             backends: wgpu::Backends::all(),
             unified_memory: true,
-            cooperative_matrix: std::env::var("BACKEND_TENSOR_CORES").is_ok_and(|v| v == "1"),
+            cooperative_matrix: false,
             memory_limit: None,
+            tuning: Tuning::default(),
         }
     }
 }
 
 impl WebGpuOptions {
-    /// Options that pick the adapter whose name or backend contains `selector`.
+    /// Options that pick the adapter whose name or backend contains `selector` (and read
+    /// no environment variable).
     pub fn adapter(selector: &str) -> Self {
         Self {
             adapter: Some(selector.to_string()),
@@ -57,14 +86,47 @@ impl WebGpuOptions {
         }
     }
 
-    /// The adapter selector in effect: the environment variable, else `self.adapter`.
+    /// The defaults with the environment applied ([`with_env`](Self::with_env)).
+    pub fn from_env() -> Self {
+        Self::default().with_env()
+    }
+
+    /// These options with every variable that is set applied over them:
+    /// `BACKEND_ADAPTER`, `BACKEND_TENSOR_CORES`, `BACKEND_GEMM_NARROW_BELOW`,
+    /// `BACKEND_READBACK_SPIN_US` (the rules: [`backend_api::env`]).
+    pub fn with_env(mut self) -> Self {
+        use backend_api::env;
+        if let Some(a) = env::var(ADAPTER_ENV) {
+            self.adapter = Some(a);
+        }
+        if env::var(TENSOR_CORES_ENV).is_some() {
+            self.cooperative_matrix = env::flag(TENSOR_CORES_ENV);
+        }
+        if let Some(n) = env::parse(NARROW_BELOW_ENV) {
+            self.tuning.gemm_narrow_below = n;
+        }
+        if let Some(us) = env::parse(READBACK_SPIN_ENV) {
+            self.tuning.readback_spin = std::time::Duration::from_micros(us);
+        }
+        self
+    }
+
+    /// The adapter selector in effect (`self.adapter`, blank counting as none).
     pub fn selector(&self) -> Option<String> {
-        std::env::var(ADAPTER_ENV)
-            .ok()
-            .filter(|s| !s.trim().is_empty())
-            .or_else(|| self.adapter.clone())
+        self.adapter
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
     }
 }
+
+/// `BACKEND_TENSOR_CORES`: see [`WebGpuOptions::cooperative_matrix`].
+pub const TENSOR_CORES_ENV: &str = "BACKEND_TENSOR_CORES";
+/// `BACKEND_GEMM_NARROW_BELOW`: see [`Tuning::gemm_narrow_below`].
+pub const NARROW_BELOW_ENV: &str = "BACKEND_GEMM_NARROW_BELOW";
+/// `BACKEND_READBACK_SPIN_US`: see [`Tuning::readback_spin`].
+pub const READBACK_SPIN_ENV: &str = "BACKEND_READBACK_SPIN_US";
 
 /// What an adapter is and can do, for listings and reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

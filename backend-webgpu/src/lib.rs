@@ -48,7 +48,10 @@ use backend_api::{
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use device::list_adapters;
-pub use device::{ADAPTER_ENV, AdapterSummary, WebGpuOptions};
+pub use device::{
+    ADAPTER_ENV, AdapterSummary, NARROW_BELOW_ENV, READBACK_SPIN_ENV, TENSOR_CORES_ENV, Tuning,
+    WebGpuOptions,
+};
 
 use device::ErrorSink;
 use memory::{Block, Pool};
@@ -69,6 +72,8 @@ pub(crate) struct Ctx {
     errors: Arc<ErrorSink>,
     /// gemm_ex with f16 inputs may use the cooperative-matrix kernel.
     coop: bool,
+    /// The options' tuning knobs.
+    tuning: Tuning,
     /// Host copies map device memory directly (unified-memory adapters, native only).
     #[cfg_attr(
         target_arch = "wasm32",
@@ -84,9 +89,11 @@ pub(crate) struct State {
     stream: Stream,
 }
 
+/// Reads no environment variable: [`WebGpuOptions::default`] (`new()` applies the
+/// environment).
 impl Default for WebGpuBackend {
     fn default() -> Self {
-        Self::new()
+        Self::with_options(WebGpuOptions::default())
     }
 }
 
@@ -100,10 +107,10 @@ impl std::fmt::Debug for WebGpuBackend {
 }
 
 impl WebGpuBackend {
-    /// An uninitialised backend that will pick the best adapter (or the one
-    /// `BACKEND_ADAPTER` names).
+    /// An uninitialised backend with [`WebGpuOptions::from_env`]: the best adapter, or
+    /// the one `BACKEND_ADAPTER` names.
     pub fn new() -> Self {
-        Self::with_options(WebGpuOptions::default())
+        Self::with_options(WebGpuOptions::from_env())
     }
 
     /// An uninitialised backend with explicit adapter options.
@@ -151,6 +158,7 @@ impl WebGpuBackend {
             adapter: summary,
             errors,
             coop,
+            tuning: self.options.tuning,
             mappable,
             state: Mutex::new(state),
         }));
@@ -317,20 +325,6 @@ impl Ctx {
 #[cfg(not(target_arch = "wasm32"))]
 const SPIN_MAX: u64 = 1 << 20;
 
-/// How long a small readback polls before blocking: `BACKEND_READBACK_SPIN_US`
-/// microseconds, default 500 (0 blocks at once).
-#[cfg(not(target_arch = "wasm32"))]
-fn spin_budget() -> std::time::Duration {
-    static SPIN: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
-    *SPIN.get_or_init(|| {
-        let us = std::env::var("BACKEND_READBACK_SPIN_US")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(500);
-        std::time::Duration::from_micros(us)
-    })
-}
-
 /// Large readbacks are split into chunks of this size and pipelined (native).
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) const READBACK_CHUNK: u64 = 16 << 20;
@@ -373,7 +367,7 @@ async fn map_read(
     {
         // A small readback is latency-bound: poll without sleeping for a moment (a
         // blocking wait adds tens of microseconds of wake-up), then block.
-        let spin_until = std::time::Instant::now() + spin_budget();
+        let spin_until = std::time::Instant::now() + ctx.tuning.readback_spin;
         loop {
             if len > SPIN_MAX || std::time::Instant::now() > spin_until {
                 ctx.wait_idle(index)?;

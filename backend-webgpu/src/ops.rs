@@ -8,7 +8,7 @@ use backend_api::validate::{
 use backend_api::{BackendError, BackendResult, BinaryOp, DType, Operand, ReduceOp, UnaryOp};
 use bytemuck::bytes_of;
 
-use crate::kernels::{Kernel, PipelineKey, params};
+use crate::kernels::{Kernel, PipelineKey, op_code, params};
 use crate::memory::Block;
 use crate::stream::{Bound, Stream};
 use crate::{Ctx, State};
@@ -60,27 +60,16 @@ impl State {
 /// Columns per tile (64 or 128) for the tiled gemm and the implicit-GEMM convolution, whose
 /// tiles are 128 rows tall: 64 when 128 x 128 tiles would leave 64 columns of the last
 /// tile column empty (e.g. 64 output channels), or would number fewer than
-/// [`narrow_below`] over all batches (at 1024^3 the wide tile gives 64 workgroups, which
+/// `narrow_below` ([`Tuning::gemm_narrow_below`](crate::Tuning::gemm_narrow_below)) over all batches (at 1024^3 the wide tile gives 64 workgroups, which
 /// leaves half of a 132-multiprocessor GPU idle). Measured on the H200 in
 /// docs/PERFORMANCE.md.
-fn tile_columns(rows: usize, cols: usize, batch: usize) -> usize {
+fn tile_columns(rows: usize, cols: usize, batch: usize, narrow_below: usize) -> usize {
     let wide_tiles = rows.div_ceil(128) * cols.div_ceil(128) * batch;
-    if cols.div_ceil(64) % 2 == 1 || wide_tiles < narrow_below() {
+    if cols.div_ceil(64) % 2 == 1 || wide_tiles < narrow_below {
         64
     } else {
         128
     }
-}
-
-/// `BACKEND_GEMM_NARROW_BELOW`, default 192: see [`tile_columns`].
-fn narrow_below() -> usize {
-    static BELOW: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *BELOW.get_or_init(|| {
-        std::env::var("BACKEND_GEMM_NARROW_BELOW")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(192)
-    })
 }
 
 /// True when two bindings share bytes of one buffer.
@@ -194,7 +183,7 @@ impl Ctx {
             )
         } else if tiled {
             let c_vec4 = four(p.ldc) && four(p.m) && c.byte % 16 == 0;
-            let nb = tile_columns(p.m, p.n, p.batch.count);
+            let nb = tile_columns(p.m, p.n, p.batch.count, self.tuning.gemm_narrow_below);
             let key = PipelineKey::new(Kernel::Gemm, "tiled")
                 .with("NB", f64::from(nb as u32))
                 .with("TRANS_A", f64::from(u8::from(p.trans_a)))
@@ -340,7 +329,7 @@ impl Ctx {
         // 128-wide tile and enough work to fill the device; small problems go direct.
         let implicit = !empty_input && p.k >= 16 && total >= 4096;
         let (key, grid) = if implicit {
-            let nb = tile_columns(rows as usize, p.k, 1) as u32;
+            let nb = tile_columns(rows as usize, p.k, 1, self.tuning.gemm_narrow_below) as u32;
             let gx = rows.div_ceil(128);
             let gy = (p.k as u64).div_ceil(u64::from(nb));
             let max = u64::from(stream.limits.max_groups);
@@ -505,10 +494,10 @@ impl Ctx {
             y_off: y.elem(4),
             _pad: [0; 3],
         };
-        let code = ReduceOp::ALL.iter().position(|&o| o == op).expect("listed") as f64;
+        let code = f64::from(op_code(ReduceOp::ALL, op));
         let outputs = (p.outer * p.inner) as u64;
         let State { stream, .. } = &mut *st;
-        let key = PipelineKey::new(Kernel::Reduce, "").with("p.op", code);
+        let key = PipelineKey::new(Kernel::Reduce, "").with("OP", code);
         if p.inner == 1 && p.len > 64 {
             // Long contiguous rows: a workgroup per row, 16-byte loads when rows are aligned.
             let grid = stream.grid(p.outer as u64)?;
@@ -559,7 +548,7 @@ impl Ctx {
 
     pub(crate) fn unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
         let _span = tracing::debug_span!("unary", op = op.name(), n = p.n).entered();
-        let code = UnaryOp::ALL.iter().position(|&o| o == op).expect("listed") as f64;
+        let code = f64::from(op_code(UnaryOp::ALL, op));
         let mut st = self.lock();
         let piece = Self::elementwise_piece(&st.stream, 4);
         // Resolve the whole ranges first, so a bad call records nothing.
@@ -586,7 +575,7 @@ impl Ctx {
                 (false, true) => ("main4", vec![(3, &x), (4, &y)]),
                 (false, false) => ("main", vec![(1, &x), (2, &y)]),
             };
-            let key = PipelineKey::new(Kernel::Unary, entry).with("p.op", code);
+            let key = PipelineKey::new(Kernel::Unary, entry).with("OP", code);
             self.dispatch(stream, &key, bytes_of(&prm), &bindings, grid)?;
         }
         Ok(())
@@ -594,7 +583,7 @@ impl Ctx {
 
     pub(crate) fn binary(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {
         let _span = tracing::debug_span!("binary", op = op.name(), n = p.n).entered();
-        let code = BinaryOp::ALL.iter().position(|&o| o == op).expect("listed") as f64;
+        let code = f64::from(op_code(BinaryOp::ALL, op));
         let (out_a, out_b, a_b) = (
             p.output.same_range(&p.a),
             p.output.same_range(&p.b),
@@ -647,7 +636,7 @@ impl Ctx {
             } else {
                 entry
             };
-            let key = PipelineKey::new(Kernel::Binary, name).with("p.op", code);
+            let key = PipelineKey::new(Kernel::Binary, name).with("OP", code);
             let State { stream, .. } = &mut *st;
             let threads = if vec4 { n as u64 / 4 + 1 } else { n as u64 };
             let grid = stream.grid(groups_of_256(threads))?;

@@ -146,7 +146,7 @@ fn memory_limit_refuses_and_the_backend_stays_usable() {
     }
     let mut b = WebGpuBackend::with_options(backend_webgpu::WebGpuOptions {
         memory_limit: Some(64 << 20),
-        ..Default::default()
+        ..backend_webgpu::WebGpuOptions::from_env()
     });
     b.init().unwrap();
     let mut held = Vec::new();
@@ -177,7 +177,7 @@ fn large_copies_round_trip() {
     for unified in [false, true] {
         let mut b = WebGpuBackend::with_options(backend_webgpu::WebGpuOptions {
             unified_memory: unified,
-            ..Default::default()
+            ..backend_webgpu::WebGpuOptions::from_env()
         });
         b.init().unwrap();
         let n = (40 << 20) + 12;

@@ -34,7 +34,7 @@ fn backend() -> Option<WebGpuBackend> {
 fn backend_with(limit: u64) -> Option<WebGpuBackend> {
     let mut b = WebGpuBackend::with_options(WebGpuOptions {
         memory_limit: Some(limit),
-        ..WebGpuOptions::default()
+        ..WebGpuOptions::from_env()
     });
     match b.init() {
         Ok(()) => Some(b),

@@ -292,7 +292,7 @@ pub fn default_backend() -> BackendResult<Box<dyn ComputeBackend>> {
 
 /// [`default_backend`], with the kind and the reason for the choice.
 pub fn select() -> BackendResult<Selection> {
-    let request = std::env::var(BACKEND_ENV).ok();
+    let request = backend_api::env::var(BACKEND_ENV);
     select_with(request.as_deref())
 }
 
@@ -316,7 +316,7 @@ pub fn select_with(request: Option<&str>) -> BackendResult<Selection> {
     let plan = plan(
         &BackendKind::compiled(),
         &probe,
-        std::env::var(ADAPTER_ENV).ok().as_deref(),
+        backend_api::env::var(ADAPTER_ENV).as_deref(),
     );
     let mut tried = Vec::new();
     for (kind, reason) in plan {

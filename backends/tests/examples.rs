@@ -36,7 +36,7 @@ fn expect_gpu_compared(names: &[String]) {
         "built without the `webgpu` feature of `backends`".to_string()
     };
     assert!(
-        std::env::var(REQUIRE_ENV).as_deref() != Ok("1"),
+        !backend_api::env::flag(REQUIRE_ENV),
         "{REQUIRE_ENV}=1 but the outputs were not compared with WebGPU: {why}"
     );
     eprintln!("SKIPPED the CPU vs WebGPU comparison: {why}; set {REQUIRE_ENV}=1 to fail instead");

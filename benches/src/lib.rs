@@ -593,10 +593,11 @@ pub fn open(backend: &str, adapter: Option<&str>) -> BackendResult<Opened> {
             })
         }
         "webgpu" => {
+            let env = backend_webgpu::WebGpuOptions::from_env();
             let mut b =
                 backend_webgpu::WebGpuBackend::with_options(backend_webgpu::WebGpuOptions {
-                    adapter: adapter.map(str::to_string),
-                    ..Default::default()
+                    adapter: adapter.map(str::to_string).or(env.adapter.clone()),
+                    ..env
                 });
             b.init()?;
             let software = b.adapter().is_some_and(|a| a.is_software());

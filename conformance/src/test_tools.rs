@@ -12,12 +12,10 @@ use backend_cpu::reference;
 use crate::data::Rng;
 use crate::state_machine::{Failure, Options, Stats, run_seed};
 
-/// `name` from the environment as a number, else `default`.
+/// `name` from the environment as a number, else `default` (the rules:
+/// [`backend_api::env`]).
 pub fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().replace('_', "").parse().ok())
-        .unwrap_or(default)
+    backend_api::env::parse(name).unwrap_or(default)
 }
 
 /// Runs `f` on a thread of its own and returns its result; when it has not finished
@@ -401,7 +399,7 @@ pub fn soak(b: &dyn ComputeBackend, cycles: u64, seed: u64) -> Result<SoakReport
 #[cfg(not(target_arch = "wasm32"))]
 pub fn in_own_process(test: &str, body: impl FnOnce()) {
     const ENV: &str = "RELIABILITY_OWN_PROCESS";
-    if cfg!(miri) || std::env::var(ENV).as_deref() == Ok(test) {
+    if cfg!(miri) || backend_api::env::var(ENV).as_deref() == Some(test) {
         body();
         return;
     }

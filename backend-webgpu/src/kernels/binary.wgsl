@@ -25,13 +25,13 @@ const WG: u32 = 256u;
 
 fn apply(x: f32, y: f32) -> f32 {
     switch OP {
-        case 0u: { return x + y; }
-        case 1u: { return x - y; }
-        case 2u: { return x * y; }
-        case 3u: { return div_acc(x, y); }
-        case 4u: { return max_nan(x, y); }
-        case 5u: { return min_nan(x, y); }
-        case 6u: { return pow_acc(x, y); }
+        case BINARY_ADD: { return x + y; }
+        case BINARY_SUB: { return x - y; }
+        case BINARY_MUL: { return x * y; }
+        case BINARY_DIV: { return div_acc(x, y); }
+        case BINARY_MAX: { return max_nan(x, y); }
+        case BINARY_MIN: { return min_nan(x, y); }
+        case BINARY_POW: { return pow_acc(x, y); }
         default: { return nan_f32(); }
     }
 }
@@ -104,9 +104,9 @@ fn a_is_b(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 fn apply4(x: vec4<f32>, y: vec4<f32>) -> vec4<f32> {
     switch OP {
         // The exact ones vectorise directly; the rest go element by element.
-        case 0u: { return x + y; }
-        case 1u: { return x - y; }
-        case 2u: { return x * y; }
+        case BINARY_ADD: { return x + y; }
+        case BINARY_SUB: { return x - y; }
+        case BINARY_MUL: { return x * y; }
         default: {
             return vec4<f32>(apply(x.x, y.x), apply(x.y, y.y), apply(x.z, y.z), apply(x.w, y.w));
         }

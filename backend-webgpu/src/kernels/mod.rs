@@ -52,6 +52,49 @@ impl Kernel {
         }
     }
 
+    /// Every entry point the Rust side may dispatch. A naga test checks each exists in
+    /// the kernel's module, and [`Pipelines::get`] refuses (in debug builds, so in every
+    /// test) a key that names one not listed here.
+    pub(crate) fn entries(self) -> &'static [&'static str] {
+        match self {
+            Kernel::Unary => &["main", "in_place", "main4", "in_place4"],
+            Kernel::Binary => &[
+                "main",
+                "out_is_a",
+                "out_is_b",
+                "all_same",
+                "a_is_b",
+                "main4",
+                "out_is_a4",
+                "out_is_b4",
+                "all_same4",
+                "a_is_b4",
+            ],
+            Kernel::Copy => &["main", "within"],
+            Kernel::Cast => &["main"],
+            Kernel::Reduce => &["rows", "rows4", "cols", "cols4"],
+            Kernel::Gemm | Kernel::GemmCoop => &["main", "tiled"],
+            Kernel::Conv2d => &["main", "implicit"],
+            Kernel::Attention => &["main", "fast"],
+        }
+    }
+
+    /// Every override constant the Rust side may set, checked like [`entries`](Self::entries).
+    pub(crate) fn constants(self) -> &'static [&'static str] {
+        match self {
+            Kernel::Unary | Kernel::Binary => &["OP"],
+            Kernel::Copy => &[],
+            Kernel::Cast => &["SRC", "DST"],
+            Kernel::Reduce => &["OP", "COLS", "COLS4"],
+            Kernel::Gemm => &[
+                "A_TYPE", "B_TYPE", "B_IN_A", "TRANS_A", "TRANS_B", "C_VEC4", "NB",
+            ],
+            Kernel::GemmCoop => &["TRANS_A", "TRANS_B"],
+            Kernel::Conv2d => &["F_IN_X", "F_VEC4", "NB"],
+            Kernel::Attention => &["D", "STAGES", "VEC_LOADS"],
+        }
+    }
+
     /// The kernel's own file.
     fn file(self) -> &'static str {
         match self {
@@ -79,9 +122,46 @@ impl Kernel {
         if needs_math {
             s.push_str(MATH);
         }
+        s.push_str(&self.op_constants());
         s.push_str(self.file());
         s
     }
+
+    /// The `OP` codes of the kernels that take one, as WGSL constants generated from the
+    /// op enums (`const UNARY_RELU: u32 = 0u;`), so a kernel's `switch OP` names each op
+    /// and can never disagree with [`op_code`].
+    fn op_constants(self) -> String {
+        fn consts<T: Copy + PartialEq>(
+            prefix: &str,
+            all: &[T],
+            name: impl Fn(T) -> &'static str,
+        ) -> String {
+            all.iter()
+                .map(|&op| {
+                    format!(
+                        "const {prefix}_{}: u32 = {}u;\n",
+                        name(op).to_uppercase(),
+                        op_code(all, op)
+                    )
+                })
+                .collect()
+        }
+        use backend_api::{BinaryOp, ReduceOp, UnaryOp};
+        match self {
+            Kernel::Unary => consts("UNARY", UnaryOp::ALL, UnaryOp::name),
+            Kernel::Binary => consts("BINARY", BinaryOp::ALL, BinaryOp::name),
+            Kernel::Reduce => consts("REDUCE", ReduceOp::ALL, ReduceOp::name),
+            _ => String::new(),
+        }
+    }
+}
+
+/// The `OP` override value of `op`: its position in its enum's `ALL`, which is also what
+/// [`Kernel::op_constants`] writes into the WGSL.
+pub(crate) fn op_code<T: PartialEq>(all: &[T], op: T) -> u32 {
+    all.iter()
+        .position(|o| *o == op)
+        .expect("ALL lists every variant") as u32
 }
 
 /// A pipeline: kernel, entry point and override constants (values as f64 bits, so the
@@ -141,6 +221,15 @@ impl Pipelines {
             return Ok(p.clone());
         }
         let kernel = key.kernel;
+        debug_assert!(
+            kernel.entries().contains(&key.entry)
+                && key
+                    .constants
+                    .iter()
+                    .all(|(c, _)| kernel.constants().contains(c)),
+            "{} names an entry point or constant that Kernel::entries/constants do not list",
+            key.describe()
+        );
         let scope = crate::device::ErrorScope::push(device);
         let module = self.modules.entry(kernel).or_insert_with(|| {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -330,6 +419,35 @@ mod tests {
                     e.emit_to_string(&kernel.source())
                 )
             });
+        }
+    }
+
+    /// Every entry point and override constant the Rust side names exists in its module,
+    /// so a renamed WGSL function or a mistyped constant fails here, without a GPU.
+    #[test]
+    fn rust_names_exist_in_the_wgsl() {
+        for kernel in Kernel::ALL {
+            let m = module(kernel);
+            let entries: Vec<&str> = m.entry_points.iter().map(|e| e.name.as_str()).collect();
+            for e in kernel.entries() {
+                assert!(
+                    entries.contains(e),
+                    "{} has no entry point {e} (it has {entries:?})",
+                    kernel.name()
+                );
+            }
+            let overrides: Vec<&str> = m
+                .overrides
+                .iter()
+                .filter_map(|(_, o)| o.name.as_deref())
+                .collect();
+            for c in kernel.constants() {
+                assert!(
+                    overrides.contains(c),
+                    "{} has no override constant {c} (it has {overrides:?})",
+                    kernel.name()
+                );
+            }
         }
     }
 

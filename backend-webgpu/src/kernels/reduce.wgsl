@@ -23,31 +23,31 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
-// 0 sum, 1 max, 2 min, 3 mean, 4 prod: ReduceOp's order.
+// OP is one of the REDUCE_* constants, which the Rust side generates from ReduceOp.
 override OP: u32 = 0u;
 
 const WG: u32 = 256u;
 
 fn identity() -> f32 {
     switch OP {
-        case 1u: { return -inf_f32(); }
-        case 2u: { return inf_f32(); }
-        case 4u: { return 1.0; }
+        case REDUCE_MAX: { return -inf_f32(); }
+        case REDUCE_MIN: { return inf_f32(); }
+        case REDUCE_PROD: { return 1.0; }
         default: { return 0.0; }
     }
 }
 
 fn combine(acc: f32, v: f32) -> f32 {
     switch OP {
-        case 1u: { return max_nan(acc, v); }
-        case 2u: { return min_nan(acc, v); }
-        case 4u: { return acc * v; }
+        case REDUCE_MAX: { return max_nan(acc, v); }
+        case REDUCE_MIN: { return min_nan(acc, v); }
+        case REDUCE_PROD: { return acc * v; }
         default: { return acc + v; }
     }
 }
 
 fn finish(acc: f32) -> f32 {
-    if (OP == 3u) {
+    if (OP == REDUCE_MEAN) {
         if (params.len == 0u) {
             return nan_f32();
         }

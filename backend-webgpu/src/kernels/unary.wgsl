@@ -17,21 +17,21 @@ const WG: u32 = 256u;
 
 fn apply(v: f32) -> f32 {
     switch OP {
-        case 0u: { // relu
+        case UNARY_RELU: { // relu
             if (is_nan(v)) {
                 return v;
             }
             return select(0.0, v, v > 0.0);
         }
-        case 1u: { return sigmoid_acc(v); }
-        case 2u: { return tanh_acc(v); }
-        case 3u: { return exp_acc(v); }
-        case 4u: { return log_acc(v); }
-        case 5u: { return sqrt_acc(v); }
-        case 6u: { return abs(v); }
-        case 7u: { return -v; }
-        case 8u: { return gelu_acc(v); }
-        case 9u: { // silu
+        case UNARY_SIGMOID: { return sigmoid_acc(v); }
+        case UNARY_TANH: { return tanh_acc(v); }
+        case UNARY_EXP: { return exp_acc(v); }
+        case UNARY_LOG: { return log_acc(v); }
+        case UNARY_SQRT: { return sqrt_acc(v); }
+        case UNARY_ABS: { return abs(v); }
+        case UNARY_NEG: { return -v; }
+        case UNARY_GELU: { return gelu_acc(v); }
+        case UNARY_SILU: { // silu
             if (is_nan(v)) {
                 return v;
             }
@@ -41,13 +41,13 @@ fn apply(v: f32) -> f32 {
             }
             return v * sigmoid_acc(v);
         }
-        case 10u: { return div_acc(1.0, v); }
-        case 11u: { return rsqrt_acc(v); }
-        case 12u: { return v * v; }
-        case 13u: { return sin_acc(v); }
-        case 14u: { return cos_acc(v); }
-        case 15u: { return floor(v); }
-        case 16u: { return ceil(v); }
+        case UNARY_RECIP: { return div_acc(1.0, v); }
+        case UNARY_RSQRT: { return rsqrt_acc(v); }
+        case UNARY_SQUARE: { return v * v; }
+        case UNARY_SIN: { return sin_acc(v); }
+        case UNARY_COS: { return cos_acc(v); }
+        case UNARY_FLOOR: { return floor(v); }
+        case UNARY_CEIL: { return ceil(v); }
         default: { return nan_f32(); }
     }
 }

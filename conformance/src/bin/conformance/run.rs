@@ -206,8 +206,7 @@ fn plan(args: &Args) -> Result<Plan, String> {
         .filter(|s| !s.is_empty())
         .collect();
     if selectors.is_empty()
-        && let Ok(env) = std::env::var(backends::ADAPTER_ENV)
-        && !env.trim().is_empty()
+        && let Some(env) = backend_api::env::var(backends::ADAPTER_ENV)
     {
         eprintln!(
             "note: {}={env} selects the adapters (as --adapter would)",

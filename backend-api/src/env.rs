@@ -1,0 +1,75 @@
+//! The one way this workspace reads its environment variables.
+//!
+//! Every variable follows the same rules: the value is trimmed, and an empty value counts
+//! as unset. A number that does not parse is ignored with a warning on stderr (a typo in
+//! a tuning knob should be visible, not silently become the default). A switch is on for
+//! `1`, `true`, `yes` or `on` (any case) and off otherwise. Constructors never read the
+//! environment behind an explicit option: `Default` is pure, and the `from_env()` /
+//! `with_env()` constructors of each crate's options are where the variables apply. The
+//! table of every variable, with what it does, is in `docs/USAGE.md`.
+
+use std::str::FromStr;
+
+/// The trimmed value of `name`, or `None` when it is unset, empty or not Unicode.
+pub fn var(name: &str) -> Option<String> {
+    let v = std::env::var(name).ok()?;
+    let v = v.trim();
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+/// `name` parsed as a `T`; `None` when unset, and `None` with a warning when it does not
+/// parse.
+pub fn parse<T: FromStr>(name: &str) -> Option<T> {
+    let v = var(name)?;
+    match v.parse() {
+        Ok(x) => Some(x),
+        Err(_) => {
+            eprintln!(
+                "warning: ignoring {name}={v:?}: expected a {}",
+                std::any::type_name::<T>()
+            );
+            None
+        }
+    }
+}
+
+/// True when `name` is set to `1`, `true`, `yes` or `on` (any case).
+pub fn flag(name: &str) -> bool {
+    var(name).is_some_and(|v| is_on(&v))
+}
+
+/// The switch rule of [`flag`], on a value.
+fn is_on(v: &str) -> bool {
+    ["1", "true", "yes", "on"]
+        .iter()
+        .any(|on| v.eq_ignore_ascii_case(on))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switches() {
+        for v in ["1", "true", "YES", "On"] {
+            assert!(is_on(v), "{v}");
+        }
+        for v in ["0", "false", "off", "", "2", "enable"] {
+            assert!(!is_on(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn unset_variables_read_as_none() {
+        assert_eq!(var("BACKEND_API_TEST_SURELY_UNSET_VARIABLE"), None);
+        assert_eq!(parse::<u64>("BACKEND_API_TEST_SURELY_UNSET_VARIABLE"), None);
+        assert!(!flag("BACKEND_API_TEST_SURELY_UNSET_VARIABLE"));
+    }
+
+    #[test]
+    fn set_variables_are_trimmed_and_parsed() {
+        // PATH is set in every test environment and is not a number.
+        assert!(var("PATH").is_some());
+        assert_eq!(parse::<u64>("PATH"), None);
+    }
+}
