@@ -12,15 +12,12 @@
 //! ([`miri_or`]); the two that check the tests themselves (mutants, the watchdog's child
 //! process) are skipped there.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backend_api::{
-    BackendError, BackendResult, BackendTranspose, BinaryOp, ComputeBackend, ComputeBackendExt,
-    MemoryInfo, ReduceOp, UnaryOp,
-};
+use backend_api::{BackendError, BinaryOp, ComputeBackend, ComputeBackendExt, MemoryInfo, UnaryOp};
 use backend_cpu::CpuBackend;
+use conformance::mutant::{Fault, Mutant};
 use conformance::state_machine::{
     self as sm, Options, assert_threads_match, env_u64, in_own_process, run_seed, run_threads,
     soak, threaded, watchdog,
@@ -323,244 +320,14 @@ fn a_deadlock_fails_instead_of_hanging() {
 // ---------------------------------------------------------------------------------------
 // Mutants: a wrong backend must fail these tests.
 
-/// The one thing a [`Mutant`] does wrong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    /// `copy_dtod` copies one byte fewer than asked.
-    DtodOneByteShort,
-    /// `free` of an address that is not live returns Ok.
-    FreeAcceptsUnknown,
-    /// `unary` also writes the f32 just past its output when it lies in the allocation.
-    UnaryWritesPastEnd,
-    /// `binary` with an output equal to `b` computes `op(a, a)`.
-    BinaryInPlaceReadsAOnly,
-    /// `gemm` overwrites the first byte of the most recent allocation.
-    GemmCorruptsAnotherAllocation,
-    /// `copy_htod` drops the last byte of writes longer than 64 bytes.
-    HtodDropsLastByte,
-    /// `unary` of 7 elements panics.
-    PanicsOnSeven,
-    /// `reduce` with a bad axis is a `DeviceError`, not `InvalidArgument`.
-    WrongErrorKind,
-    /// `memory_info` forgets allocations of 0 bytes.
-    MemoryInfoMiscounts,
-    /// `copy_dtoh` goes through one shared staging buffer, unlocked between filling it
-    /// and copying out: threads read each other's data.
-    SharedStagingBuffer,
-}
-
-/// A [`CpuBackend`] with one [`Fault`].
-struct Mutant {
-    inner: CpuBackend,
-    fault: Fault,
-    last_alloc: Mutex<u64>,
-    zero_sized: Mutex<u64>,
-    staging: Mutex<Vec<u8>>,
-    busy: AtomicBool,
-}
-
-impl Mutant {
-    fn new(fault: Fault) -> Self {
-        Self {
-            inner: cpu(),
-            fault,
-            last_alloc: Mutex::new(0),
-            zero_sized: Mutex::new(0),
-            staging: Mutex::new(Vec::new()),
-            busy: AtomicBool::new(false),
-        }
-    }
-}
-
-impl ComputeBackend for Mutant {
-    fn name(&self) -> &str {
-        "cpu mutant"
-    }
-    fn init(&mut self) -> BackendResult<()> {
-        Ok(())
-    }
-    fn is_initialized(&self) -> bool {
-        true
-    }
-    fn gemm(
-        &self,
-        ta: BackendTranspose,
-        tb: BackendTranspose,
-        m: usize,
-        n: usize,
-        k: usize,
-        alpha: f64,
-        a: u64,
-        lda: usize,
-        b: u64,
-        ldb: usize,
-        beta: f64,
-        c: u64,
-        ldc: usize,
-    ) -> BackendResult<()> {
-        self.inner
-            .gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)?;
-        if self.fault == Fault::GemmCorruptsAnotherAllocation {
-            let victim = *self.last_alloc.lock().unwrap();
-            let mut byte = [0u8];
-            if self.inner.copy_dtoh(&mut byte, victim).is_ok() {
-                let _ = self.inner.copy_htod(victim, &[byte[0] ^ 0x40]);
-            }
-        }
-        Ok(())
-    }
-    fn batched_gemm(
-        &self,
-        ta: BackendTranspose,
-        tb: BackendTranspose,
-        m: usize,
-        n: usize,
-        k: usize,
-        alpha: f64,
-        a: u64,
-        lda: usize,
-        sa: usize,
-        b: u64,
-        ldb: usize,
-        sb: usize,
-        beta: f64,
-        c: u64,
-        ldc: usize,
-        sc: usize,
-        count: usize,
-    ) -> BackendResult<()> {
-        self.inner.batched_gemm(
-            ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, count,
-        )
-    }
-    fn conv2d_forward(
-        &self,
-        i: u64,
-        is: &[usize],
-        f: u64,
-        fs: &[usize],
-        o: u64,
-        os: &[usize],
-        st: &[usize],
-        pd: &[usize],
-    ) -> BackendResult<()> {
-        self.inner.conv2d_forward(i, is, f, fs, o, os, st, pd)
-    }
-    fn attention(
-        &self,
-        q: u64,
-        k: u64,
-        v: u64,
-        o: u64,
-        batch: usize,
-        heads: usize,
-        sq: usize,
-        skv: usize,
-        hd: usize,
-        scale: f64,
-        causal: bool,
-    ) -> BackendResult<()> {
-        self.inner
-            .attention(q, k, v, o, batch, heads, sq, skv, hd, scale, causal)
-    }
-    fn reduce(
-        &self,
-        op: ReduceOp,
-        input: u64,
-        output: u64,
-        shape: &[usize],
-        axis: usize,
-    ) -> BackendResult<()> {
-        let r = self.inner.reduce(op, input, output, shape, axis);
-        match r {
-            Err(BackendError::InvalidArgument(m))
-                if self.fault == Fault::WrongErrorKind && m.contains("axis") =>
-            {
-                Err(BackendError::DeviceError(m))
-            }
-            r => r,
-        }
-    }
-    fn unary(&self, op: UnaryOp, input: u64, output: u64, n: usize) -> BackendResult<()> {
-        if self.fault == Fault::PanicsOnSeven && n == 7 {
-            panic!("seven");
-        }
-        self.inner.unary(op, input, output, n)?;
-        if self.fault == Fault::UnaryWritesPastEnd && n > 0 && output != input {
-            let past = output + 4 * n as u64;
-            let _ = self.inner.copy_htod(past, &1234.5f32.to_le_bytes());
-        }
-        Ok(())
-    }
-    fn binary(&self, op: BinaryOp, a: u64, b: u64, out: u64, n: usize) -> BackendResult<()> {
-        if self.fault == Fault::BinaryInPlaceReadsAOnly && out == b && a != b {
-            self.inner.binary(op, a, b, out, n)?;
-            return self.inner.binary(op, a, a, out, n);
-        }
-        self.inner.binary(op, a, b, out, n)
-    }
-    fn synchronize(&self) -> BackendResult<()> {
-        self.inner.synchronize()
-    }
-    fn alloc(&self, bytes: usize) -> BackendResult<u64> {
-        let p = self.inner.alloc(bytes)?;
-        *self.last_alloc.lock().unwrap() = p;
-        if bytes == 0 {
-            *self.zero_sized.lock().unwrap() += 1;
-        }
-        Ok(p)
-    }
-    fn free(&self, ptr: u64) -> BackendResult<()> {
-        match self.inner.free(ptr) {
-            Err(BackendError::InvalidArgument(_)) if self.fault == Fault::FreeAcceptsUnknown => {
-                Ok(())
-            }
-            r => r,
-        }
-    }
-    fn copy_htod(&self, dst: u64, src: &[u8]) -> BackendResult<()> {
-        if self.fault == Fault::HtodDropsLastByte && src.len() > 64 {
-            return self.inner.copy_htod(dst, &src[..src.len() - 1]);
-        }
-        self.inner.copy_htod(dst, src)
-    }
-    fn copy_dtoh(&self, dst: &mut [u8], src: u64) -> BackendResult<()> {
-        if self.fault != Fault::SharedStagingBuffer {
-            return self.inner.copy_dtoh(dst, src);
-        }
-        let lock = |m: &Mutex<Vec<u8>>| m.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        {
-            let mut s = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
-            s.resize(dst.len(), 0);
-            self.inner.copy_dtoh(&mut s, src)?;
-        }
-        self.busy.store(true, Ordering::Relaxed);
-        std::thread::yield_now();
-        let s = lock(&self.staging);
-        let n = dst.len().min(s.len());
-        dst[..n].copy_from_slice(&s[..n]);
-        Ok(())
-    }
-    fn copy_dtod(&self, dst: u64, src: u64, bytes: usize) -> BackendResult<()> {
-        if self.fault == Fault::DtodOneByteShort && bytes > 1 {
-            return self.inner.copy_dtod(dst, src, bytes - 1);
-        }
-        self.inner.copy_dtod(dst, src, bytes)
-    }
-    fn memory_info(&self) -> BackendResult<MemoryInfo> {
-        let mut i = self.inner.memory_info()?;
-        if self.fault == Fault::MemoryInfoMiscounts {
-            i.live_allocations = i
-                .live_allocations
-                .saturating_sub(*self.zero_sized.lock().unwrap());
-        }
-        Ok(i)
-    }
+/// A [`Mutant`] with `fault` around the CPU backend of these tests ([`cpu`]).
+fn mutant(fault: Fault) -> Mutant {
+    Mutant::with_backend(fault, cpu())
 }
 
 fn caught(fault: Fault, opts: &Options) -> String {
     for seed in 0..20 {
-        let b = Mutant::new(fault);
+        let b = mutant(fault);
         if let Err(f) = run_seed(&b, seed, opts) {
             return f.to_string();
         }
@@ -577,9 +344,9 @@ fn the_state_machine_catches_broken_backends() {
             ..Options::steps(2000)
         };
         for (fault, words) in [
-            (Fault::DtodOneByteShort, ""),
+            (Fault::DtodOneByteShortAboveOne, ""),
             (Fault::FreeAcceptsUnknown, "InvalidArgument required"),
-            (Fault::UnaryWritesPastEnd, "model says"),
+            (Fault::UnaryWritesPastEndOutOfPlace, "model says"),
             (Fault::BinaryInPlaceReadsAOnly, "model says"),
             (Fault::GemmCorruptsAnotherAllocation, "model says"),
             (Fault::HtodDropsLastByte, "model says"),
@@ -595,7 +362,7 @@ fn the_state_machine_catches_broken_backends() {
             );
         }
         // The tolerant mode catches data faults too.
-        caught(Fault::UnaryWritesPastEnd, &Options::steps(2000));
+        caught(Fault::UnaryWritesPastEndOutOfPlace, &Options::steps(2000));
     });
 }
 
@@ -607,7 +374,7 @@ fn the_concurrency_check_catches_mixed_up_reads() {
             exact: true,
             ..threaded(&Options::steps(1500))
         };
-        let b = Mutant::new(Fault::SharedStagingBuffer);
+        let b = mutant(Fault::SharedStagingBuffer);
         let seeds: Vec<u64> = (0..8).collect();
         let failed = run_threads(&b, &seeds, &opts)
             .into_iter()
@@ -618,6 +385,6 @@ fn the_concurrency_check_catches_mixed_up_reads() {
             "threads reading through one staging buffer were not caught"
         );
         // Alone, the same mutant is correct.
-        run_seed(&Mutant::new(Fault::SharedStagingBuffer), 0, &opts).unwrap();
+        run_seed(&mutant(Fault::SharedStagingBuffer), 0, &opts).unwrap();
     });
 }

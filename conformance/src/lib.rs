@@ -32,6 +32,9 @@ pub mod data;
 mod driver;
 mod harness;
 mod misuse;
+/// Backends wrong in one known way, to prove that the tests catch it.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod mutant;
 mod ordering;
 mod report;
 #[cfg(not(target_arch = "wasm32"))]
@@ -261,13 +264,9 @@ impl Config {
     /// [`Config::new`] with `CONFORMANCE_CASES` and `CONFORMANCE_SEED` from the
     /// environment where set, else `default_cases` and [`DEFAULT_SEED`].
     pub fn from_env(default_cases: u32) -> Self {
-        let var = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        let mut c = Self::new(var("CONFORMANCE_CASES").map_or(default_cases, |v| v as u32));
-        if let Some(seed) = var("CONFORMANCE_SEED") {
+        use backend_api::env;
+        let mut c = Self::new(env::parse("CONFORMANCE_CASES").unwrap_or(default_cases));
+        if let Some(seed) = env::parse("CONFORMANCE_SEED") {
             c.seed = seed;
         }
         c
@@ -342,10 +341,10 @@ pub fn assert_check(backend: &dyn ComputeBackend, name: &str, check: Check, conf
 pub const REQUIRE_ADAPTER_ENV: &str = "BACKEND_REQUIRE_ADAPTER";
 
 /// What a GPU backend's test does when its backend did not open (`e` says why): panics
-/// when [`REQUIRE_ADAPTER_ENV`] is 1, else says loudly that the test is skipped.
+/// when [`REQUIRE_ADAPTER_ENV`] is on (`1`), else says loudly that the test is skipped.
 #[track_caller]
 pub fn skip_without_adapter(e: &dyn fmt::Display) {
-    if std::env::var(REQUIRE_ADAPTER_ENV).as_deref() == Ok("1") {
+    if backend_api::env::flag(REQUIRE_ADAPTER_ENV) {
         panic!("{REQUIRE_ADAPTER_ENV}=1 but no usable adapter: {e}");
     }
     eprintln!(
