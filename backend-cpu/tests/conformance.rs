@@ -40,75 +40,7 @@ fn check(c: Check) {
     conformance::assert_check(&backend(), "cpu", c, &config());
 }
 
-#[test]
-fn gemm() {
-    check(Check::Gemm);
-}
-
-#[test]
-fn batched_gemm() {
-    check(Check::BatchedGemm);
-}
-
-#[test]
-fn gemm_ex() {
-    check(Check::GemmEx);
-}
-
-#[test]
-fn conv2d() {
-    check(Check::Conv2d);
-}
-
-#[test]
-fn attention() {
-    check(Check::Attention);
-}
-
-#[test]
-fn reduce() {
-    check(Check::Reduce);
-}
-
-#[test]
-fn unary() {
-    check(Check::Unary);
-}
-
-#[test]
-fn binary() {
-    check(Check::Binary);
-}
-
-#[test]
-fn copy() {
-    check(Check::Copy);
-}
-
-#[test]
-fn cast() {
-    check(Check::Cast);
-}
-
-#[test]
-fn misuse() {
-    check(Check::Misuse);
-}
-
-#[test]
-#[cfg_attr(miri, ignore = "fixed sizes up to 70 000 elements: hours under Miri")]
-fn ordering() {
-    check(Check::Ordering);
-}
-
-#[test]
-#[cfg_attr(
-    miri,
-    ignore = "fixed sizes (4 threads x 12 rounds of up to 4000 elements): too slow under Miri"
-)]
-fn threads() {
-    check(Check::Threads);
-}
+conformance::check_tests!(mod cpu, check);
 
 #[test]
 fn uninitialized_backend_refuses_every_call() {

@@ -79,6 +79,8 @@ async fn check(check: Check) {
     suite.assert_ok();
 }
 
+conformance::check_tests!(async mod browser, check, wasm_bindgen_test);
+
 #[wasm_bindgen_test]
 async fn the_browser_has_a_webgpu_adapter() {
     let b = backend().await;
@@ -108,66 +110,6 @@ async fn the_browser_has_a_webgpu_adapter() {
         "{}",
         b.name()
     );
-}
-
-#[wasm_bindgen_test]
-async fn gemm() {
-    check(Check::Gemm).await;
-}
-
-#[wasm_bindgen_test]
-async fn batched_gemm() {
-    check(Check::BatchedGemm).await;
-}
-
-#[wasm_bindgen_test]
-async fn gemm_ex() {
-    check(Check::GemmEx).await;
-}
-
-#[wasm_bindgen_test]
-async fn conv2d() {
-    check(Check::Conv2d).await;
-}
-
-#[wasm_bindgen_test]
-async fn attention() {
-    check(Check::Attention).await;
-}
-
-#[wasm_bindgen_test]
-async fn reduce() {
-    check(Check::Reduce).await;
-}
-
-#[wasm_bindgen_test]
-async fn unary() {
-    check(Check::Unary).await;
-}
-
-#[wasm_bindgen_test]
-async fn binary() {
-    check(Check::Binary).await;
-}
-
-#[wasm_bindgen_test]
-async fn copy() {
-    check(Check::Copy).await;
-}
-
-#[wasm_bindgen_test]
-async fn cast() {
-    check(Check::Cast).await;
-}
-
-#[wasm_bindgen_test]
-async fn misuse() {
-    check(Check::Misuse).await;
-}
-
-#[wasm_bindgen_test]
-async fn ordering() {
-    check(Check::Ordering).await;
 }
 
 /// Operands packed into one allocation closer than the 256-byte binding alignment, and

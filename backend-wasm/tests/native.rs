@@ -44,70 +44,7 @@ fn check(check: Check) {
     }
 }
 
-#[test]
-fn gemm() {
-    check(Check::Gemm);
-}
-
-#[test]
-fn batched_gemm() {
-    check(Check::BatchedGemm);
-}
-
-#[test]
-fn gemm_ex() {
-    check(Check::GemmEx);
-}
-
-#[test]
-fn conv2d() {
-    check(Check::Conv2d);
-}
-
-#[test]
-fn attention() {
-    check(Check::Attention);
-}
-
-#[test]
-fn reduce() {
-    check(Check::Reduce);
-}
-
-#[test]
-fn unary() {
-    check(Check::Unary);
-}
-
-#[test]
-fn binary() {
-    check(Check::Binary);
-}
-
-#[test]
-fn copy() {
-    check(Check::Copy);
-}
-
-#[test]
-fn cast() {
-    check(Check::Cast);
-}
-
-#[test]
-fn misuse() {
-    check(Check::Misuse);
-}
-
-#[test]
-fn ordering() {
-    check(Check::Ordering);
-}
-
-#[test]
-fn threads() {
-    check(Check::Threads);
-}
+conformance::check_tests!(mod wasm_native, check);
 
 #[test]
 fn uninitialized_backend_refuses_every_call() {

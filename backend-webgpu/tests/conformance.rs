@@ -29,12 +29,12 @@ fn backend() -> Option<&'static WebGpuBackend> {
 
 fn config(b: &WebGpuBackend) -> Config {
     let software = b.adapter().is_some_and(|a| a.is_software());
-    let config = Config::from_env(if software { 24 } else { 64 });
-    if software {
-        config.with_profile(Profile::small())
-    } else {
-        config
+    let mut config = Config::from_env(if software { 24 } else { 64 })
+        .with_profile(Profile::for_device(software));
+    if let Some(a) = b.adapter() {
+        config.expected = conformance::known::expectations_for(b.name(), &a.label(), &a.driver);
     }
+    config
 }
 
 fn check(c: Check) {
@@ -42,6 +42,8 @@ fn check(c: Check) {
         conformance::assert_check(b, b.name(), c, &config(b));
     }
 }
+
+conformance::check_tests!(mod webgpu, check);
 
 /// Runs one case of `check`, given as its JSON replay, and records it if it fails.
 fn replay(b: &WebGpuBackend, check: Check, case: String, failures: &mut Vec<String>) {
@@ -51,71 +53,6 @@ fn replay(b: &WebGpuBackend, check: Check, case: String, failures: &mut Vec<Stri
     if !report.ok() {
         failures.push(format!("{case}: {:?}", report.failures));
     }
-}
-
-#[test]
-fn gemm() {
-    check(Check::Gemm);
-}
-
-#[test]
-fn batched_gemm() {
-    check(Check::BatchedGemm);
-}
-
-#[test]
-fn gemm_ex() {
-    check(Check::GemmEx);
-}
-
-#[test]
-fn conv2d() {
-    check(Check::Conv2d);
-}
-
-#[test]
-fn attention() {
-    check(Check::Attention);
-}
-
-#[test]
-fn reduce() {
-    check(Check::Reduce);
-}
-
-#[test]
-fn unary() {
-    check(Check::Unary);
-}
-
-#[test]
-fn binary() {
-    check(Check::Binary);
-}
-
-#[test]
-fn copy() {
-    check(Check::Copy);
-}
-
-#[test]
-fn cast() {
-    check(Check::Cast);
-}
-
-#[test]
-fn misuse() {
-    check(Check::Misuse);
-}
-
-#[test]
-fn ordering() {
-    check(Check::Ordering);
-}
-
-#[test]
-fn threads() {
-    check(Check::Threads);
 }
 
 #[test]

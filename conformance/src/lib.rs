@@ -31,6 +31,7 @@
 pub mod data;
 mod driver;
 mod harness;
+pub mod known;
 mod misuse;
 /// Backends wrong in one known way, to prove that the tests catch it.
 #[cfg(not(target_arch = "wasm32"))]
@@ -42,6 +43,7 @@ pub mod state_machine;
 pub mod suites;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod test_tools;
+mod testgen;
 #[cfg(not(target_arch = "wasm32"))]
 mod threads;
 pub mod tolerance;
@@ -180,6 +182,17 @@ impl Profile {
             reduce_long: 5000,
             elementwise_max: 70_000,
             copy_max: 70_000,
+        }
+    }
+
+    /// The one rule for choosing a profile: [`small`](Self::small) on a software device
+    /// (lavapipe, SwiftShader, WARP, or a browser adapter that does not say what it is),
+    /// else [`full`](Self::full). The tests, the runner and the browser page all use it.
+    pub fn for_device(software: bool) -> Self {
+        if software {
+            Self::small()
+        } else {
+            Self::full()
         }
     }
 

@@ -34,16 +34,22 @@ pub(crate) fn browser_checks() -> Vec<Check> {
 /// profile on software adapters (lavapipe, SwiftShader), and the known differences.
 pub(crate) fn config(b: &WasmBackend, cases: u32) -> Config {
     let software = b.adapter().is_none_or(|a| a.is_software());
-    let mut config = Config::new(cases);
-    if software {
-        config = config.with_profile(Profile::small());
-    }
+    let mut config = Config::new(cases).with_profile(Profile::for_device(software));
     config.expected = expectations(b);
     config
 }
 
-/// Differences of this backend that a user would accept, each with its reason. Strict:
-/// an expectation whose cases all pass fails the run.
-pub(crate) fn expectations(_b: &WasmBackend) -> Vec<Expectation> {
-    Vec::new()
+/// Differences of this backend that a user would accept, from the one table
+/// ([`conformance::known`]). Strict: an expectation whose cases all pass fails the run.
+pub(crate) fn expectations(b: &WasmBackend) -> Vec<Expectation> {
+    let (label, driver) = b
+        .adapter()
+        .map(|a| (a.label(), a.driver.clone()))
+        .unwrap_or_default();
+    let browser = b.browser_adapter().map(|i| i.label()).unwrap_or_default();
+    conformance::known::expectations_for(
+        backend_api::ComputeBackend::name(b),
+        &format!("{label} {browser}"),
+        &driver,
+    )
 }

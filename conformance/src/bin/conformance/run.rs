@@ -367,11 +367,11 @@ fn run_target(target: &Target, plan: &Plan) -> Outcome {
     });
     let mut config = Config::new(cases)
         .only(&plan.checks)
-        .with_profile(if profile == "small" {
-            Profile::small()
-        } else {
-            Profile::full()
-        });
+        .with_profile(Profile::for_device(profile == "small"));
+    config.expected = match &target.adapter {
+        Some(a) => conformance::known::expectations_for(backend.name(), &a.label(), &a.driver),
+        None => conformance::known::expectations_for(backend.name(), "", ""),
+    };
     config.seed = plan.seed;
     config.replay = plan.replay.clone();
     config.case_seed = plan.case_seed;
