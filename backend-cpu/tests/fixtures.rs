@@ -137,15 +137,15 @@ struct Placed {
 }
 
 /// Operands laid out in one allocation (`shared`) or one allocation each, with guard bytes
-/// around each. After the op, [`Mem::finish`] reads every allocation back and returns the
+/// around each. After the op, [`Placement::finish`] reads every allocation back and returns the
 /// output's bytes, or an error if any other byte changed.
-struct Mem<'a> {
+struct Placement<'a> {
     be: &'a dyn ComputeBackend,
     shared: bool,
     allocs: Vec<(u64, Vec<u8>)>,
 }
 
-impl<'a> Mem<'a> {
+impl<'a> Placement<'a> {
     fn new(be: &'a dyn ComputeBackend, shared: bool) -> Self {
         Self {
             be,
@@ -217,7 +217,7 @@ impl<'a> Mem<'a> {
     }
 }
 
-impl Drop for Mem<'_> {
+impl Drop for Placement<'_> {
     fn drop(&mut self) {
         for (ptr, _) in &self.allocs {
             if *ptr != 0 {
@@ -485,7 +485,7 @@ fn run_gemm_family(file: &str, kind: GemmKind, strict_zeros: bool) -> Report {
     for (ci, case) in fixture.cases.iter().enumerate() {
         report.cases += 1;
         let (da, db) = (dtype(&case.a_dtype), dtype(&case.b_dtype));
-        let mut mem = Mem::new(&be, ci % 2 == 0);
+        let mut mem = Placement::new(&be, ci % 2 == 0);
         let pa = mem.put(&dtype_bytes(da, &case.a), da.size_bytes());
         let pb = mem.put(&dtype_bytes(db, &case.b), db.size_bytes());
         let pc = mem.put(&f32_bytes(&case.c), 4);
@@ -599,7 +599,7 @@ fn run_conv2d(strict_zeros: bool) -> Report {
     let mut report = Report::new(strict_zeros);
     for (ci, case) in fixture.cases.iter().enumerate() {
         report.cases += 1;
-        let mut mem = Mem::new(&be, ci % 2 == 1);
+        let mut mem = Placement::new(&be, ci % 2 == 1);
         let pi = mem.put(&f32_bytes(&case.input), 4);
         let pf = mem.put(&f32_bytes(&case.filter), 4);
         let po = mem.put_output(case.want.len());
@@ -673,7 +673,7 @@ fn run_attention(strict_zeros: bool) -> Report {
     let mut report = Report::new(strict_zeros);
     for (ci, case) in fixture.cases.iter().enumerate() {
         report.cases += 1;
-        let mut mem = Mem::new(&be, ci % 2 == 0);
+        let mut mem = Placement::new(&be, ci % 2 == 0);
         let pq = mem.put(&f32_bytes(&case.q), 4);
         let pk = mem.put(&f32_bytes(&case.k), 4);
         let pv = mem.put(&f32_bytes(&case.v), 4);
@@ -750,7 +750,7 @@ fn run_reduce(strict_zeros: bool) -> Report {
             ReduceOp::Max | ReduceOp::Min => Rule::ExactAnyZero,
             _ => Rule::Ulp1,
         };
-        let mut mem = Mem::new(&be, ci % 3 != 0);
+        let mut mem = Placement::new(&be, ci % 3 != 0);
         let pi = mem.put(&f32_bytes(&case.input), 4);
         let po = mem.put_output(case.want.len());
         mem.upload();
@@ -831,7 +831,7 @@ fn run_unary(strict_zeros: bool) -> Report {
         seen.push(op);
         let name = format!("unary {op}");
         let in_place = ci % 2 == 1;
-        let mut mem = Mem::new(&be, ci % 3 != 2);
+        let mut mem = Placement::new(&be, ci % 3 != 2);
         let pi = mem.put(&f32_bytes(&fixture.input), 4);
         let po = if in_place { pi } else { mem.put_output(n) };
         mem.upload();
@@ -879,7 +879,7 @@ fn run_binary(strict_zeros: bool) -> Report {
         let op = BinaryOp::from_name(&case.op).unwrap_or_else(|| panic!("binary op {:?}", case.op));
         seen.push(op);
         let name = format!("binary {op}");
-        let mut mem = Mem::new(&be, ci % 2 == 0);
+        let mut mem = Placement::new(&be, ci % 2 == 0);
         let pa = mem.put(&f32_bytes(&fixture.a), 4);
         let pb = mem.put(&f32_bytes(&fixture.b), 4);
         // Out of place, in place over a, in place over b, in turn.
@@ -934,7 +934,7 @@ fn cast_matches_numpy() {
         report.cases += 1;
         let (src, dst) = (dtype(&case.src), dtype(&case.dst));
         let n = case.input.len();
-        let mut mem = Mem::new(&be, ci % 2 == 0);
+        let mut mem = Placement::new(&be, ci % 2 == 0);
         let ps = mem.put(&dtype_bytes(src, &case.input), src.size_bytes());
         let pd = mem.put(&vec![GUARD; n * dst.size_bytes()], dst.size_bytes());
         mem.upload();

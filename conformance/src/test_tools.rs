@@ -10,7 +10,7 @@ use backend_api::{BackendError, BackendTranspose, BinaryOp, ComputeBackend, Memo
 use backend_cpu::reference;
 
 use crate::data::Rng;
-use crate::state_machine::{Failure, Options, Stats, run_seed};
+use crate::state_machine::{MachineFailure, Options, Stats, run_seed};
 
 /// `name` from the environment as a number, else `default` (the rules:
 /// [`backend_api::env`]).
@@ -71,7 +71,7 @@ pub fn run_threads(
     backend: &dyn ComputeBackend,
     seeds: &[u64],
     opts: &Options,
-) -> Vec<Result<Stats, Box<Failure>>> {
+) -> Vec<Result<Stats, Box<MachineFailure>>> {
     std::thread::scope(|s| {
         let handles: Vec<_> = seeds
             .iter()
@@ -82,7 +82,7 @@ pub fn run_threads(
             .zip(seeds)
             .map(|(h, &seed)| {
                 h.join().unwrap_or_else(|_| {
-                    Err(Box::new(Failure {
+                    Err(Box::new(MachineFailure {
                         backend: backend.name().to_string(),
                         seed: Some(seed),
                         step: 0,

@@ -7,10 +7,10 @@ use backend_api::{BackendError, BinaryOp, ComputeBackend, MemoryInfo};
 use backend_cpu::reference;
 
 use super::call::Op;
-use super::memory::{KNOWN, Live, Loc, Mem, Value};
+use super::memory::{KNOWN, Live, Loc, ModelMem, Value};
 use super::rules::{Expect, HUGE_ALLOC, ModelGemmCall, tame, trans};
 use super::source::{Fill, Options, Source};
-use super::stats::{Digest, Failure, Stats};
+use super::stats::{Digest, MachineFailure, Stats};
 use crate::suites::elementwise::{binary_tolerance, unary_tolerance};
 use crate::tolerance::check_value;
 
@@ -64,8 +64,8 @@ impl<'b> Machine<'b> {
         &self.stats
     }
 
-    fn failure(&self, op: Option<&Op>, message: String) -> Box<Failure> {
-        Box::new(Failure {
+    fn failure(&self, op: Option<&Op>, message: String) -> Box<MachineFailure> {
+        Box::new(MachineFailure {
             backend: self.backend.name().to_string(),
             seed: self.seed,
             step: self.stats.steps,
@@ -132,7 +132,7 @@ impl<'b> Machine<'b> {
     }
 
     /// Runs one call on the backend and the model.
-    pub fn step(&mut self, op: &Op) -> Result<(), Box<Failure>> {
+    pub fn step(&mut self, op: &Op) -> Result<(), Box<MachineFailure>> {
         self.last_valid = true;
         if let Err(m) = self.run_op(op) {
             return Err(self.failure(Some(op), m));
@@ -362,7 +362,7 @@ impl<'b> Machine<'b> {
         self.live.push(Live {
             base: ptr,
             size: bytes,
-            mem: Mem::new(bytes),
+            mem: ModelMem::new(bytes),
         });
         self.live_bytes += bytes as u64;
         self.stats.allocs += 1;
@@ -484,7 +484,7 @@ impl<'b> Machine<'b> {
 
     /// The final checks: every allocation read back, every one freed (successfully), and
     /// `memory_info` (where supported and not shared) back at zero.
-    pub fn finish(mut self) -> Result<Stats, Box<Failure>> {
+    pub fn finish(mut self) -> Result<Stats, Box<MachineFailure>> {
         let finish = |m: &mut Self| -> Result<(), String> {
             m.check_all()?;
             let s = m.backend.synchronize();
@@ -516,7 +516,7 @@ pub fn run(
     src: &mut Source<'_>,
     opts: &Options,
     seed: Option<u64>,
-) -> Result<Stats, Box<Failure>> {
+) -> Result<Stats, Box<MachineFailure>> {
     let mut m = Machine::new(backend, opts.clone(), seed);
     while m.stats.steps < opts.steps && !src.is_exhausted() {
         let op = m.generate(src);
@@ -530,7 +530,7 @@ pub fn run_seed(
     backend: &dyn ComputeBackend,
     seed: u64,
     opts: &Options,
-) -> Result<Stats, Box<Failure>> {
+) -> Result<Stats, Box<MachineFailure>> {
     run(backend, &mut Source::from_seed(seed), opts, Some(seed))
 }
 
@@ -539,6 +539,6 @@ pub fn run_bytes(
     backend: &dyn ComputeBackend,
     bytes: &[u8],
     opts: &Options,
-) -> Result<Stats, Box<Failure>> {
+) -> Result<Stats, Box<MachineFailure>> {
     run(backend, &mut Source::from_bytes(bytes), opts, None)
 }

@@ -11,14 +11,14 @@ const APPROX: u8 = 2;
 
 /// One allocation's modelled contents.
 #[derive(Debug, Clone)]
-pub(super) struct Mem {
+pub(super) struct ModelMem {
     pub(super) bytes: Vec<u8>,
     pub(super) state: Vec<u8>,
     /// Approximate f32 values by byte offset: (the oracle's value, the tolerance).
     pub(super) approx: BTreeMap<usize, (f32, Tol)>,
 }
 
-/// A byte range copied out of a [`Mem`], approximate values fully inside it included.
+/// A byte range copied out of a [`ModelMem`], approximate values fully inside it included.
 pub(super) struct Segment {
     bytes: Vec<u8>,
     state: Vec<u8>,
@@ -33,7 +33,7 @@ pub(super) enum Value {
     Unknown,
 }
 
-impl Mem {
+impl ModelMem {
     pub(super) fn new(size: usize) -> Self {
         Self {
             bytes: vec![0; size],
@@ -132,7 +132,7 @@ impl Mem {
 pub(super) struct Live {
     pub(super) base: u64,
     pub(super) size: usize,
-    pub(super) mem: Mem,
+    pub(super) mem: ModelMem,
 }
 
 /// An operand located in the model: (index into `live`, byte offset).

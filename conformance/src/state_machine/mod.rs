@@ -37,7 +37,7 @@ pub use call::Op;
 pub use machine::{Machine, run, run_bytes, run_seed};
 pub use rules::HUGE_ALLOC;
 pub use source::{Fill, Options, Source};
-pub use stats::{Failure, Stats};
+pub use stats::{MachineFailure, Stats};
 
 pub use crate::test_tools::{
     SoakReport, assert_threads_match, assert_works_when_full, env_u64, in_own_process, rss_kib,

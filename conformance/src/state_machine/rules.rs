@@ -23,7 +23,7 @@ pub(super) fn tame_finite(x: f32) -> bool {
 }
 
 /// The range `[p, p + bytes)` as u128 (never overflows).
-pub(super) fn overlaps(p: u64, q: u64, bytes_p: u128, bytes_q: u128) -> bool {
+pub(super) fn ranges_overlap(p: u64, q: u64, bytes_p: u128, bytes_q: u128) -> bool {
     let (p, q) = (u128::from(p), u128::from(q));
     p < q + bytes_q && q < p + bytes_p
 }
@@ -90,7 +90,7 @@ impl Machine<'_> {
             return (None, Expect::Ok);
         }
         let len = bytes as u128;
-        if overlaps(dst, src, len, len) && dst != src {
+        if ranges_overlap(dst, src, len, len) && dst != src {
             return (None, Expect::Invalid("src and dst overlap".into()));
         }
         match (
@@ -122,7 +122,7 @@ impl Machine<'_> {
             }
         }
         for &(name, p) in inputs {
-            if p != output && overlaps(p, output, bytes, bytes) {
+            if p != output && ranges_overlap(p, output, bytes, bytes) {
                 return (
                     None,
                     Expect::Invalid(format!("output partially overlaps {name}")),
@@ -161,7 +161,7 @@ impl Machine<'_> {
         };
         let i = if total > 0 {
             match self.locate("input", input, 4 * total, 4) {
-                Ok(l) if !overlaps(input, output, 4 * total, 4 * out) => Some(l),
+                Ok(l) if !ranges_overlap(input, output, 4 * total, 4 * out) => Some(l),
                 Ok(_) => return invalid("output overlaps input".into()),
                 Err(why) => return invalid(why),
             }
@@ -251,7 +251,7 @@ impl Machine<'_> {
                 Ok(l) => l,
                 Err(why) => return invalid(why),
             };
-            if overlaps(c, a, ext_c, ext_a) || overlaps(c, b, ext_c, ext_b) {
+            if ranges_overlap(c, a, ext_c, ext_a) || ranges_overlap(c, b, ext_c, ext_b) {
                 return invalid("C overlaps A or B".into());
             }
             ab = Some((la, lb, (ext_a / 4) as usize, (ext_b / 4) as usize));

@@ -1,5 +1,5 @@
 //! What a run counts ([`Stats`]), its digest ([`Digest`]) and how it reports a failure
-//! ([`Failure`]).
+//! ([`MachineFailure`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -76,7 +76,7 @@ impl fmt::Display for Stats {
 
 /// Where and how a run went wrong, with what a reproduction needs.
 #[derive(Debug, Clone)]
-pub struct Failure {
+pub struct MachineFailure {
     /// The backend's name.
     pub backend: String,
     /// The seed, when the calls came from one.
@@ -93,7 +93,7 @@ pub struct Failure {
     pub history: Vec<String>,
 }
 
-impl fmt::Display for Failure {
+impl fmt::Display for MachineFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
@@ -117,7 +117,7 @@ impl fmt::Display for Failure {
     }
 }
 
-impl std::error::Error for Failure {}
+impl std::error::Error for MachineFailure {}
 
 /// FNV-1a, for digests that are stable across runs and platforms.
 #[derive(Debug, Clone, Copy)]
