@@ -106,23 +106,6 @@ fn runner(seed: u64) -> TestRunner {
     )
 }
 
-/// Regression cases committed under `regressions/`, run before generated ones.
-fn regressions(check: Check) -> &'static str {
-    match check {
-        Check::Gemm => include_str!("../regressions/gemm.json"),
-        Check::BatchedGemm => include_str!("../regressions/batched_gemm.json"),
-        Check::GemmEx => include_str!("../regressions/gemm_ex.json"),
-        Check::Conv2d => include_str!("../regressions/conv2d.json"),
-        Check::Attention => include_str!("../regressions/attention.json"),
-        Check::Reduce => include_str!("../regressions/reduce.json"),
-        Check::Unary => include_str!("../regressions/unary.json"),
-        Check::Binary => include_str!("../regressions/binary.json"),
-        Check::Copy => include_str!("../regressions/copy.json"),
-        Check::Cast => include_str!("../regressions/cast.json"),
-        Check::Misuse | Check::Ordering | Check::Threads => "[]",
-    }
-}
-
 /// A committed regression: a case and why it is there.
 #[derive(serde::Deserialize)]
 struct Regression<C> {
@@ -206,7 +189,7 @@ async fn run_suite<S: Suite>(
     let regressions: Vec<Regression<S::Case>> = if cfg.case_seed.is_some() {
         Vec::new()
     } else {
-        serde_json::from_str(regressions(check))
+        serde_json::from_str(check.regressions())
             .unwrap_or_else(|e| panic!("regressions/{check}.json: {e}"))
     };
     let total = regressions.len() as u32

@@ -57,86 +57,15 @@ pub use driver::{Progress, run_all_async, run_check_async};
 pub use misuse::check_uninitialized;
 pub use report::{CheckReport, Failure, SuiteReport};
 
-/// One part of the suite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Check {
-    /// `gemm`: transposes, leading dims, alpha/beta, NaN in C with beta 0.
-    Gemm,
-    /// `batched_gemm`: gaps between batches, shared A or B.
-    BatchedGemm,
-    /// `gemm_ex`: f16/bf16/f32 inputs.
-    GemmEx,
-    /// `conv2d_forward`: stride, padding, any filter size.
-    Conv2d,
-    /// `attention`: causal and not, `seq_q != seq_kv`.
-    Attention,
-    /// `reduce`: every op and axis, empty axes, long rows.
-    Reduce,
-    /// `unary`: every op, in place and not, special values.
-    Unary,
-    /// `binary`: every op, every aliasing, special values.
-    Binary,
-    /// `copy_htod` / `copy_dtoh` / `copy_dtod` at any byte offset.
-    Copy,
-    /// `cast` between f32, f16 and bf16.
-    Cast,
-    /// Every bad-input class: errors, no panics, memory intact.
-    Misuse,
-    /// Program order under batching.
-    Ordering,
-    /// Threads sharing one backend.
-    Threads,
-}
+__for_each_check!(__define_checks());
 
 impl Check {
-    /// Every check, in the order the suite runs them.
-    pub const ALL: &'static [Check] = &[
-        Check::Gemm,
-        Check::BatchedGemm,
-        Check::GemmEx,
-        Check::Conv2d,
-        Check::Attention,
-        Check::Reduce,
-        Check::Unary,
-        Check::Binary,
-        Check::Copy,
-        Check::Cast,
-        Check::Misuse,
-        Check::Ordering,
-        Check::Threads,
-    ];
-
-    /// The name used in reports and on the command line.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Check::Gemm => "gemm",
-            Check::BatchedGemm => "batched_gemm",
-            Check::GemmEx => "gemm_ex",
-            Check::Conv2d => "conv2d",
-            Check::Attention => "attention",
-            Check::Reduce => "reduce",
-            Check::Unary => "unary",
-            Check::Binary => "binary",
-            Check::Copy => "copy",
-            Check::Cast => "cast",
-            Check::Misuse => "misuse",
-            Check::Ordering => "ordering",
-            Check::Threads => "threads",
-        }
-    }
-
     /// The check named `name`.
     pub fn from_name(name: &str) -> Option<Check> {
         Check::ALL
             .iter()
             .copied()
             .find(|c| c.name().eq_ignore_ascii_case(name))
-    }
-
-    /// True for the property checks that generate cases.
-    pub const fn is_property(self) -> bool {
-        !matches!(self, Check::Misuse | Check::Ordering | Check::Threads)
     }
 }
 

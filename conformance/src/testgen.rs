@@ -9,15 +9,16 @@
 //! conformance::check_tests!(mod cpu, check);   // tests cpu::gemm, cpu::misuse, ...
 //! ```
 //!
-//! A new check is one line in [`__for_each_check!`] (and its `Check` variant); the
-//! stamped `every_check_has_a_test` test fails where the two lists disagree.
+//! A new check is one line in [`__for_each_check!`], which also defines the
+//! [`Check`](crate::Check) enum, its names and its regression file; the suite, and its
+//! arm in the driver, are the rest.
 
 /// Stamps a module of tests, one per check of [`Check::ALL`](crate::Check::ALL), each
 /// calling `run(check)`.
 ///
 /// - `check_tests!(mod NAME, run)`: `#[test] fn gemm() { super::run(Check::Gemm) }` and so
 ///   on, for every check; `ordering` and `threads` are ignored under Miri (fixed sizes,
-///   too slow for an interpreter). Also a test that the module covers every check.
+///   too slow for an interpreter).
 /// - `check_tests!(async mod NAME, run, ATTRIBUTE)`: `#[ATTRIBUTE] async fn gemm() {
 ///   super::run(Check::Gemm).await }` for every check a single-threaded page can run
 ///   (all but `threads`), for `wasm_bindgen_test`.
@@ -34,46 +35,73 @@ macro_rules! check_tests {
     };
 }
 
-/// The one list of checks that [`check_tests!`] stamps, each with its test name and kind:
-/// `plain`, `slow` (ignored under Miri) or `threads` (ignored under Miri, and not in a
-/// browser page, which has one thread).
+/// The one list of checks: the [`Check`](crate::Check) enum, its names, its committed
+/// regression files and the tests [`check_tests!`] stamps are all generated from it. Each
+/// entry is the check's name, its variant, its kind and its documentation. Kinds:
+/// `property` (generated cases, regressions in `regressions/NAME.json`), `plain`, `slow`
+/// (ignored under Miri) and `threads` (ignored under Miri, and not in a browser page,
+/// which has one thread).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __for_each_check {
     ($callback:ident $args:tt) => {
         $crate::$callback! { $args
-            gemm Gemm plain,
-            batched_gemm BatchedGemm plain,
-            gemm_ex GemmEx plain,
-            conv2d Conv2d plain,
-            attention Attention plain,
-            reduce Reduce plain,
-            unary Unary plain,
-            binary Binary plain,
-            copy Copy plain,
-            cast Cast plain,
-            misuse Misuse plain,
-            ordering Ordering slow,
-            threads Threads threads,
+            gemm Gemm property "`gemm`: transposes, leading dims, alpha/beta, NaN in C with beta 0.",
+            batched_gemm BatchedGemm property "`batched_gemm`: gaps between batches, shared A or B.",
+            gemm_ex GemmEx property "`gemm_ex`: f16/bf16/f32 inputs.",
+            conv2d Conv2d property "`conv2d_forward`: stride, padding, any filter size.",
+            attention Attention property "`attention`: causal and not, `seq_q != seq_kv`.",
+            reduce Reduce property "`reduce`: every op and axis, empty axes, long rows.",
+            unary Unary property "`unary`: every op, in place and not, special values.",
+            binary Binary property "`binary`: every op, every aliasing, special values.",
+            copy Copy property "`copy_htod` / `copy_dtoh` / `copy_dtod` at any byte offset.",
+            cast Cast property "`cast` between f32, f16 and bf16.",
+            misuse Misuse plain "Every bad-input class: errors, no panics, memory intact.",
+            ordering Ordering slow "Program order under batching.",
+            threads Threads threads "Threads sharing one backend.",
         }
     };
 }
 
+/// Defines [`Check`](crate::Check) from [`__for_each_check!`].
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __sync_check_tests {
-    (($module:ident, $run:ident) $($name:ident $check:ident $kind:ident,)*) => {
-        mod $module {
-            $( $crate::__sync_check_test!($run, $name, $check, $kind); )*
+macro_rules! __define_checks {
+    (() $($name:ident $check:ident $kind:ident $doc:literal,)*) => {
+        /// One part of the suite.
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize,
+            serde::Deserialize,
+        )]
+        #[serde(rename_all = "snake_case")]
+        pub enum Check {
+            $( #[doc = $doc] $check, )*
+        }
 
-            /// The stamped tests cover every check of the suite.
-            #[test]
-            fn every_check_has_a_test() {
-                assert_eq!(
-                    [$($crate::Check::$check),*].as_slice(),
-                    $crate::Check::ALL,
-                    "conformance::__for_each_check! and Check::ALL disagree"
-                );
+        impl Check {
+            /// Every check, in the order the suite runs them.
+            pub const ALL: &'static [Check] = &[$(Check::$check),*];
+
+            /// The name used in reports and on the command line.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $( Check::$check => stringify!($name), )*
+                }
+            }
+
+            /// True for the property checks that generate cases.
+            pub const fn is_property(self) -> bool {
+                match self {
+                    $( Check::$check => $crate::__check_kind_is_property!($kind), )*
+                }
+            }
+
+            /// The regression cases committed under `regressions/` (a JSON list; `[]` for
+            /// the checks that generate no cases).
+            pub(crate) fn regressions(self) -> &'static str {
+                match self {
+                    $( Check::$check => $crate::__check_regressions!($name $kind), )*
+                }
             }
         }
     };
@@ -81,14 +109,52 @@ macro_rules! __sync_check_tests {
 
 #[doc(hidden)]
 #[macro_export]
+macro_rules! __check_kind_is_property {
+    (property) => {
+        true
+    };
+    ($other:ident) => {
+        false
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __check_regressions {
+    ($name:ident property) => {
+        include_str!(concat!("../regressions/", stringify!($name), ".json"))
+    };
+    ($name:ident $other:ident) => {
+        "[]"
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __sync_check_tests {
+    (($module:ident, $run:ident) $($name:ident $check:ident $kind:ident $doc:literal,)*) => {
+        mod $module {
+            $( $crate::__sync_check_test!($run, $name, $check, $kind); )*
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
 macro_rules! __sync_check_test {
-    ($run:ident, $name:ident, $check:ident, plain) => {
+    ($run:ident, $name:ident, $check:ident, slow) => {
+        $crate::__sync_check_test!(@miri_ignored $run, $name, $check);
+    };
+    ($run:ident, $name:ident, $check:ident, threads) => {
+        $crate::__sync_check_test!(@miri_ignored $run, $name, $check);
+    };
+    ($run:ident, $name:ident, $check:ident, $kind:ident) => {
         #[test]
         fn $name() {
             super::$run($crate::Check::$check);
         }
     };
-    ($run:ident, $name:ident, $check:ident, $kind:ident) => {
+    (@miri_ignored $run:ident, $name:ident, $check:ident) => {
         #[test]
         #[cfg_attr(
             miri,
@@ -103,7 +169,7 @@ macro_rules! __sync_check_test {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __async_check_tests {
-    (($module:ident, $run:ident, $attr:meta) $($name:ident $check:ident $kind:ident,)*) => {
+    (($module:ident, $run:ident, $attr:meta) $($name:ident $check:ident $kind:ident $doc:literal,)*) => {
         mod $module {
             #[allow(unused_imports, reason = "the attribute's macro, e.g. wasm_bindgen_test")]
             use super::*;
