@@ -1,7 +1,7 @@
 //! The device address space every backend shares: `u64` pointers that are never reused,
 //! resolved to (allocation, offset) with errors that name the op, the operand and the range.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::{BackendError, BackendResult, invalid};
 
@@ -72,13 +72,69 @@ pub struct Resolved<'a, H> {
     pub handle: &'a H,
 }
 
+/// Why an alias stopped being usable: the stale-pointer errors say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Retired {
+    /// `free` of the alias itself.
+    Freed,
+    /// The frame arena it lived in was reset.
+    FrameReset,
+    /// The heap or planned arena it lived in was reset or dropped.
+    ArenaReset,
+    /// What it was an alias of (an allocation or another alias) was retired first.
+    ParentRetired,
+}
+
+impl Retired {
+    /// How the errors phrase it: "retired by ...".
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Retired::Freed => "free",
+            Retired::FrameReset => "a frame reset",
+            Retired::ArenaReset => "an arena reset",
+            Retired::ParentRetired => "freeing what it aliased",
+        }
+    }
+}
+
+/// A live alias: a fresh address range naming bytes of a live allocation.
+#[derive(Debug, Clone, Copy)]
+struct Alias {
+    /// What it was made from: an allocation's start or another alias's start.
+    parent: u64,
+    /// The allocation whose bytes it names.
+    root: u64,
+    /// Byte offset of the alias's first byte in `root`.
+    offset: u64,
+    /// Its length.
+    bytes: u64,
+}
+
+/// How many retired aliases keep their precise reason; older ones still fail, with a
+/// generic message (so that 10^5 frame resets do not grow the host's memory).
+const RETIRED_KEPT: usize = 1 << 14;
+
 /// Hands out non-overlapping, 256-byte-aligned, never-reused address ranges and resolves
 /// pointers into them. `H` is the backend's handle to the memory behind an allocation.
+///
+/// An *alias* ([`alias`](Self::alias)) is a fresh address range over bytes of a live
+/// allocation (`a % 256 == ptr % 256`): [`resolve`](Self::resolve) maps it to the
+/// allocation's handle at no cost, and [`physical`](Self::physical) rewrites an operand
+/// through it to the allocation's own addresses, so overlap rules can compare physical
+/// bytes. Retiring an alias (or what it aliases) makes every pointer into it stale, and
+/// the error says so and why.
 #[derive(Debug)]
 pub struct AddressSpace<H> {
     next: u64,
     live: BTreeMap<u64, Allocation<H>>,
     allocated_bytes: u64,
+    aliases: BTreeMap<u64, Alias>,
+    /// Live aliases made from each allocation or alias.
+    children: HashMap<u64, Vec<u64>>,
+    /// Recently retired aliases: start to (length, why).
+    retired: BTreeMap<u64, (u64, Retired)>,
+    retired_order: VecDeque<u64>,
 }
 
 impl<H> Default for AddressSpace<H> {
@@ -94,7 +150,176 @@ impl<H> AddressSpace<H> {
             next: BASE,
             live: BTreeMap::new(),
             allocated_bytes: 0,
+            aliases: BTreeMap::new(),
+            children: HashMap::new(),
+            retired: BTreeMap::new(),
+            retired_order: VecDeque::new(),
         }
+    }
+
+    /// Reserves `size` bytes of fresh addresses starting `skew` bytes after a 256-byte
+    /// boundary, plus the guard.
+    fn reserve(&mut self, size: u64, skew: u64) -> BackendResult<u64> {
+        let start = self.next + skew;
+        let span = size
+            .checked_add(skew + ALLOC_ALIGN - 1)
+            .map(|s| s / ALLOC_ALIGN * ALLOC_ALIGN)
+            .and_then(|s| s.checked_add(GUARD))
+            .ok_or(BackendError::OutOfMemory)?;
+        self.next = self
+            .next
+            .checked_add(span)
+            .ok_or(BackendError::OutOfMemory)?;
+        Ok(start)
+    }
+
+    /// A fresh alias of `ptr..ptr + bytes`, which must lie inside one live allocation or
+    /// live alias. The alias's address is congruent to `ptr` modulo 256, so every
+    /// alignment rule answers the same through it.
+    pub fn alias(&mut self, ptr: u64, bytes: u64) -> BackendResult<u64> {
+        let operand = Operand {
+            name: "ptr",
+            ptr,
+            bytes,
+        };
+        let (root, offset) = self.locate("alias", &operand)?;
+        let parent = match self.alias_at(ptr) {
+            Some((start, _)) => start,
+            None => root,
+        };
+        let a = self.reserve(bytes, ptr % ALLOC_ALIGN)?;
+        self.aliases.insert(
+            a,
+            Alias {
+                parent,
+                root,
+                offset,
+                bytes,
+            },
+        );
+        self.children.entry(parent).or_default().push(a);
+        Ok(a)
+    }
+
+    /// Retires the live alias starting at `ptr`, and every alias made from it, for `why`.
+    pub fn retire(&mut self, ptr: u64, why: Retired) -> BackendResult<()> {
+        if !self.aliases.contains_key(&ptr) {
+            return Err(match self.stale(ptr) {
+                Some(stale) => invalid!("retire: {stale}"),
+                None => invalid!("retire: {ptr:#x} is not the start of a live alias"),
+            });
+        }
+        self.retire_tree(ptr, why);
+        Ok(())
+    }
+
+    fn retire_tree(&mut self, ptr: u64, why: Retired) {
+        // A reset retires a whole tree for the same reason; a free, its descendants
+        // because their parent went.
+        let inherited = match why {
+            Retired::Freed => Retired::ParentRetired,
+            other => other,
+        };
+        for child in self.children.remove(&ptr).unwrap_or_default() {
+            if self.aliases.contains_key(&child) {
+                self.retire_tree(child, inherited);
+            }
+        }
+        if let Some(a) = self.aliases.remove(&ptr) {
+            if let Some(siblings) = self.children.get_mut(&a.parent) {
+                siblings.retain(|&c| c != ptr);
+            }
+            self.retired.insert(ptr, (a.bytes, why));
+            self.retired_order.push_back(ptr);
+            if self.retired_order.len() > RETIRED_KEPT {
+                let oldest = self.retired_order.pop_front().expect("non-empty");
+                self.retired.remove(&oldest);
+            }
+        }
+    }
+
+    /// The live alias whose range (one-past-the-end included) contains `ptr`.
+    fn alias_at(&self, ptr: u64) -> Option<(u64, Alias)> {
+        let (&start, a) = self.aliases.range(..=ptr).next_back()?;
+        (ptr - start <= a.bytes).then_some((start, *a))
+    }
+
+    /// "... is stale" when `ptr` lies in a recently retired alias.
+    fn stale(&self, ptr: u64) -> Option<String> {
+        let (&start, &(bytes, why)) = self.retired.range(..=ptr).next_back()?;
+        (ptr - start <= bytes).then(|| {
+            format!(
+                "{ptr:#x} is stale: it points into the alias {} that was retired by {}",
+                fmt_range(start, bytes),
+                why.describe()
+            )
+        })
+    }
+
+    /// The allocation and byte offset that `operand` names, through an alias or not.
+    fn locate(&self, op: &str, operand: &Operand) -> BackendResult<(u64, u64)> {
+        let Operand { name, ptr, bytes } = *operand;
+        let range = fmt_range(ptr, bytes);
+        if let Some((start, a)) = self.alias_at(ptr) {
+            let offset = ptr - start;
+            if bytes > a.bytes - offset {
+                return Err(invalid!(
+                    "{op}: operand {name} range {range} ({bytes} bytes) extends {} bytes past the end of its alias {}",
+                    bytes - (a.bytes - offset),
+                    fmt_range(start, a.bytes)
+                ));
+            }
+            return Ok((a.root, a.offset + offset));
+        }
+        let Some((base, a)) = self.containing(ptr) else {
+            if let Some(stale) = self.stale(ptr) {
+                return Err(invalid!("{op}: operand {name} range {range}: {stale}"));
+            }
+            return Err(invalid!(
+                "{op}: operand {name} range {range} ({bytes} bytes) is not inside any live allocation"
+            ));
+        };
+        let offset = ptr - base;
+        if bytes > a.size - offset {
+            return Err(invalid!(
+                "{op}: operand {name} range {range} ({bytes} bytes) extends {} bytes past the end of its allocation {}",
+                bytes - (a.size - offset),
+                fmt_range(base, a.size)
+            ));
+        }
+        Ok((base, offset))
+    }
+
+    /// `operand` with its address rewritten through any alias to the allocation's own
+    /// address (the same bytes), checked as [`resolve`](Self::resolve) checks it.
+    pub fn physical(&self, op: &str, operand: &Operand) -> BackendResult<Operand> {
+        let (base, offset) = self.locate(op, operand)?;
+        Ok(Operand {
+            ptr: base + offset,
+            ..*operand
+        })
+    }
+
+    /// [`physical`](Self::physical) over each operand in place, for
+    /// [`Executor::physical`](crate::executor::Executor::physical): true when any named
+    /// its bytes through an alias. Without live aliases, it checks nothing (each operand
+    /// is still resolved when the op runs) and costs nothing.
+    pub fn rewrite_physical(&self, op: &str, operands: Vec<&mut Operand>) -> BackendResult<bool> {
+        if self.aliases.is_empty() && self.retired.is_empty() {
+            return Ok(false);
+        }
+        let mut any = false;
+        for o in operands {
+            let p = self.physical(op, o)?;
+            any |= p.ptr != o.ptr;
+            *o = p;
+        }
+        Ok(any)
+    }
+
+    /// Number of live aliases.
+    pub fn alias_count(&self) -> usize {
+        self.aliases.len()
     }
 
     /// Reserves a fresh range of `size` bytes for `handle` and returns its start.
@@ -102,13 +327,7 @@ impl<H> AddressSpace<H> {
     /// Fails with `OutOfMemory` only when the 64-bit space is exhausted, which takes
     /// ~2^56 allocations.
     pub fn insert(&mut self, size: u64, handle: H) -> BackendResult<u64> {
-        let start = self.next;
-        let span = size
-            .checked_add(ALLOC_ALIGN - 1)
-            .map(|s| s / ALLOC_ALIGN * ALLOC_ALIGN)
-            .and_then(|s| s.checked_add(GUARD))
-            .ok_or(BackendError::OutOfMemory)?;
-        self.next = start.checked_add(span).ok_or(BackendError::OutOfMemory)?;
+        let start = self.reserve(size, 0)?;
         self.live.insert(start, Allocation { size, handle });
         self.allocated_bytes += size;
         Ok(start)
@@ -119,6 +338,16 @@ impl<H> AddressSpace<H> {
     pub fn check_free(&self, ptr: u64) -> BackendResult<&Allocation<H>> {
         if let Some(a) = self.live.get(&ptr) {
             return Ok(a);
+        }
+        if let Some(stale) = self.stale(ptr) {
+            return Err(invalid!("free: {stale}"));
+        }
+        if let Some((start, a)) = self.alias_at(ptr) {
+            return Err(invalid!(
+                "free: {ptr:#x} is inside the alias {} (offset {}), not its start",
+                fmt_range(start, a.bytes),
+                ptr - start
+            ));
         }
         Err(match self.containing(ptr) {
             Some((base, a)) => invalid!(
@@ -132,13 +361,19 @@ impl<H> AddressSpace<H> {
         })
     }
 
-    /// Removes the allocation that starts at `ptr` and returns it; see
-    /// [`check_free`](Self::check_free) for the errors.
-    pub fn remove(&mut self, ptr: u64) -> BackendResult<Allocation<H>> {
+    /// `free(ptr)`: retires the alias that starts at `ptr` (`Ok(None)`), or removes the
+    /// allocation that starts there, retiring every alias into it, and returns it for the
+    /// backend to release; see [`check_free`](Self::check_free) for the errors.
+    pub fn remove(&mut self, ptr: u64) -> BackendResult<Option<Allocation<H>>> {
+        if self.aliases.contains_key(&ptr) {
+            self.retire_tree(ptr, Retired::Freed);
+            return Ok(None);
+        }
         self.check_free(ptr)?;
+        self.retire_tree(ptr, Retired::ParentRetired);
         let a = self.live.remove(&ptr).expect("checked above");
         self.allocated_bytes -= a.size;
-        Ok(a)
+        Ok(Some(a))
     }
 
     /// The allocation whose range `[base, base + size]` contains `ptr` (the one-past-the-end
@@ -148,28 +383,15 @@ impl<H> AddressSpace<H> {
         (ptr - base <= a.size).then_some((base, a))
     }
 
-    /// Resolves an operand of `op` to its allocation, or says precisely why it cannot.
+    /// Resolves an operand of `op` to its allocation (through an alias, if it names one),
+    /// or says precisely why it cannot.
     pub fn resolve(&self, op: &str, operand: &Operand) -> BackendResult<Resolved<'_, H>> {
-        let Operand { name, ptr, bytes } = *operand;
-        let range = fmt_range(ptr, bytes);
-        let Some((base, a)) = self.containing(ptr) else {
-            return Err(invalid!(
-                "{op}: operand {name} range {range} ({bytes} bytes) is not inside any live allocation"
-            ));
-        };
-        let offset = ptr - base;
-        if bytes > a.size - offset {
-            return Err(invalid!(
-                "{op}: operand {name} range {range} ({bytes} bytes) extends {} bytes past the end of its allocation {}",
-                bytes - (a.size - offset),
-                fmt_range(base, a.size)
-            ));
-        }
+        let (base, offset) = self.locate(op, operand)?;
         Ok(Resolved {
             base,
             offset,
-            bytes,
-            handle: &a.handle,
+            bytes: operand.bytes,
+            handle: &self.live[&base].handle,
         })
     }
 
@@ -293,6 +515,91 @@ mod tests {
         );
         // Still usable afterwards.
         s.insert(8, ()).unwrap();
+    }
+
+    #[test]
+    fn aliases_name_the_parents_bytes_at_fresh_congruent_addresses() {
+        let mut s = AddressSpace::new();
+        let p = s.insert(1024, 5u8).unwrap();
+        let a = s.alias(p + 100, 200).unwrap();
+        assert_eq!(a % ALLOC_ALIGN, (p + 100) % ALLOC_ALIGN);
+        assert!(s.get(a).is_none() && a > p + 1024);
+        let r = s.resolve("t", &op("x", a + 8, 192)).unwrap();
+        assert_eq!((r.base, r.offset, *r.handle), (p, 108, 5));
+        assert_eq!(s.physical("t", &op("x", a + 8, 4)).unwrap().ptr, p + 108);
+        let e = s.resolve("t", &op("x", a + 8, 193)).unwrap_err();
+        assert!(e.to_string().contains("past the end of its alias"), "{e}");
+        // An alias of an alias names the same allocation.
+        let b = s.alias(a + 16, 16).unwrap();
+        assert_eq!(s.physical("t", &op("y", b, 16)).unwrap().ptr, p + 116);
+        assert_eq!(s.allocated_bytes(), 1024, "aliases cost no memory");
+        assert_eq!((s.len(), s.alias_count()), (1, 2));
+        // Out of range, or into nothing: refused, naming alias.
+        let e = s.alias(p + 1000, 100).unwrap_err();
+        assert!(e.to_string().contains("alias: operand ptr"), "{e}");
+    }
+
+    #[test]
+    fn retired_aliases_are_stale_and_say_why() {
+        let mut s = AddressSpace::new();
+        let p = s.insert(512, ()).unwrap();
+        let a = s.alias(p, 256).unwrap();
+        let child = s.alias(a + 64, 64).unwrap();
+        let other = s.alias(p + 256, 256).unwrap();
+        s.retire(a, Retired::FrameReset).unwrap();
+        for ptr in [a, a + 4, child] {
+            let e = s.resolve("unary", &op("input", ptr, 4)).unwrap_err();
+            assert!(e.is_invalid_argument());
+            let m = e.to_string();
+            assert!(
+                m.contains("unary: operand input")
+                    && m.contains("stale")
+                    && m.contains("frame reset"),
+                "{m}"
+            );
+        }
+        assert!(
+            s.retire(a, Retired::FrameReset)
+                .unwrap_err()
+                .to_string()
+                .contains("stale")
+        );
+        // The sibling and the parent are untouched.
+        s.resolve("t", &op("x", other, 256)).unwrap();
+        s.resolve("t", &op("x", p, 512)).unwrap();
+        // free of an alias retires it alone; free of the allocation retires the rest.
+        assert!(s.remove(other).unwrap().is_none());
+        assert!(
+            s.resolve("t", &op("x", other, 4))
+                .unwrap_err()
+                .to_string()
+                .contains("retired by free")
+        );
+        let last = s.alias(p + 8, 8).unwrap();
+        assert!(s.remove(p).unwrap().is_some());
+        let e = s.resolve("t", &op("x", last, 4)).unwrap_err();
+        assert!(e.to_string().contains("freeing what it aliased"), "{e}");
+        assert!(s.remove(last).unwrap_err().to_string().contains("stale"));
+        assert_eq!((s.len(), s.alias_count()), (0, 0));
+    }
+
+    #[test]
+    fn retired_records_are_bounded() {
+        let mut s = AddressSpace::new();
+        let p = s.insert(64, ()).unwrap();
+        let first = s.alias(p, 4).unwrap();
+        s.retire(first, Retired::FrameReset).unwrap();
+        for _ in 0..RETIRED_KEPT + 10 {
+            let a = s.alias(p, 4).unwrap();
+            s.retire(a, Retired::FrameReset).unwrap();
+        }
+        assert!(s.retired.len() <= RETIRED_KEPT && s.children.values().all(Vec::is_empty));
+        // The oldest still fails, with the generic message.
+        let e = s.resolve("t", &op("x", first, 4)).unwrap_err();
+        assert!(
+            e.to_string().contains("not inside any live allocation"),
+            "{e}"
+        );
     }
 
     #[test]

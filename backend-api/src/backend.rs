@@ -4,7 +4,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::{
-    BackendError, BackendResult, BackendTranspose, BinaryOp, DType, MemoryInfo, ReduceOp, UnaryOp,
+    BackendError, BackendResult, BackendTranspose, BinaryOp, DType, MemoryInfo, ReduceOp, Retired,
+    UnaryOp,
 };
 
 /// A boxed future returned by the async methods. Not `Send`: on the web the futures hold
@@ -259,9 +260,81 @@ pub trait ComputeBackend: Send + Sync {
         Box::pin(std::future::ready(self.copy_dtoh(dst, src)))
     }
 
+    /// Reads several device ranges: the same validation and results as that many
+    /// [`copy_dtoh`](Self::copy_dtoh) calls in order, but all or nothing — a bad entry
+    /// fails the call and no destination is written. The default reads every entry into
+    /// host staging and writes the destinations once all reads succeeded; a backend with
+    /// a queue may do it in one submission and one wait.
+    fn copy_dtoh_many(&self, reads: &mut [(u64, &mut [u8])]) -> BackendResult<()> {
+        let mut staged = Vec::with_capacity(reads.len());
+        for (src, dst) in reads.iter() {
+            let mut buf = vec![0u8; dst.len()];
+            self.copy_dtoh(&mut buf, *src)?;
+            staged.push(buf);
+        }
+        for ((_, dst), buf) in reads.iter_mut().zip(staged) {
+            dst.copy_from_slice(&buf);
+        }
+        Ok(())
+    }
+
+    /// [`copy_dtoh_many`](Self::copy_dtoh_many) without blocking (the browser's path);
+    /// the default stages through [`copy_dtoh_async`](Self::copy_dtoh_async).
+    fn copy_dtoh_many_async<'a>(
+        &'a self,
+        reads: &'a mut [(u64, &'a mut [u8])],
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let mut staged = Vec::with_capacity(reads.len());
+            for (src, dst) in reads.iter() {
+                let mut buf = vec![0u8; dst.len()];
+                self.copy_dtoh_async(&mut buf, *src).await?;
+                staged.push(buf);
+            }
+            for ((_, dst), buf) in reads.iter_mut().zip(staged) {
+                dst.copy_from_slice(&buf);
+            }
+            Ok(())
+        })
+    }
+
     /// [`synchronize`](Self::synchronize) without blocking; the default blocks.
     fn synchronize_async(&self) -> BackendFuture<'_, ()> {
         Box::pin(std::future::ready(self.synchronize()))
+    }
+
+    /// A fresh address naming the bytes `ptr..ptr + bytes`, which must lie inside one live
+    /// allocation or live alias (else `InvalidArgument` naming `alias`, the operand and
+    /// the range).
+    ///
+    /// The alias `a` was never handed out before and never will be again, and
+    /// `a % 256 == ptr % 256`, so every alignment rule answers the same through it.
+    /// `a + off` names the bytes of `ptr + off` for `off <= bytes`, in every op and copy.
+    /// Overlap rules compare the physical bytes: reading through `a` and writing through
+    /// `ptr` into the same bytes is refused as if both were `ptr`. Aliases cost no device
+    /// memory (`memory_info` does not count them). `free(a)` retires the alias and the
+    /// aliases made from it; `free` of the allocation retires every alias into it; a
+    /// retired alias is stale: every later use is `InvalidArgument` saying so and why.
+    ///
+    /// The default returns `Unsupported`.
+    fn alias(&self, ptr: u64, bytes: usize) -> BackendResult<u64> {
+        let _ = (ptr, bytes);
+        Err(BackendError::Unsupported(format!(
+            "alias: not implemented by {}",
+            self.name()
+        )))
+    }
+
+    /// Retires the live alias starting at `alias` (and every alias made from it) the way
+    /// `free` does, but recording `why` for the stale-pointer errors: the frame and arena
+    /// resets of [`memory`](crate::memory) use it. Anything but the start of a live alias
+    /// is `InvalidArgument`. The default returns `Unsupported`.
+    fn retire(&self, alias: u64, why: Retired) -> BackendResult<()> {
+        let _ = (alias, why);
+        Err(BackendError::Unsupported(format!(
+            "retire: not implemented by {}",
+            self.name()
+        )))
     }
 
     /// What the backend has allocated. The default returns `Unsupported`.

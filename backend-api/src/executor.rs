@@ -25,11 +25,11 @@
 
 use crate::validate::{
     self, AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmArgs, GemmPlan,
-    HostCopyPlan, ReducePlan, UnaryPlan,
+    HostCopyPlan, Plan, ReducePlan, UnaryPlan,
 };
 use crate::{
     BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp, ComputeBackend, DType,
-    MemoryInfo, ReduceOp, UnaryOp,
+    MemoryInfo, Operand, ReduceOp, Retired, UnaryOp,
 };
 
 /// A backend in terms of checked plans. Implementing it gives the type
@@ -156,6 +156,34 @@ pub trait Executor: Send + Sync {
         Box::pin(std::future::ready(self.run_synchronize()))
     }
 
+    /// Rewrites each operand that names bytes through an alias to the physical address
+    /// of those bytes (checking that it lies inside the alias, and saying so when the
+    /// alias is stale), and returns true when it rewrote any. The layer then checks the
+    /// plan's overlap rules again, on physical bytes. The default, for a backend without
+    /// aliases, rewrites nothing. `AddressSpace::physical` does it for one operand.
+    fn physical(&self, op: &'static str, operands: Vec<&mut Operand>) -> BackendResult<bool> {
+        let _ = (op, operands);
+        Ok(false)
+    }
+
+    /// [`ComputeBackend::alias`]; the default returns `Unsupported`.
+    fn run_alias(&self, ptr: u64, bytes: usize) -> BackendResult<u64> {
+        let _ = (ptr, bytes);
+        Err(BackendError::Unsupported(format!(
+            "alias: not implemented by {}",
+            self.backend_name()
+        )))
+    }
+
+    /// [`ComputeBackend::retire`]; the default returns `Unsupported`.
+    fn run_retire(&self, alias: u64, why: Retired) -> BackendResult<()> {
+        let _ = (alias, why);
+        Err(BackendError::Unsupported(format!(
+            "retire: not implemented by {}",
+            self.backend_name()
+        )))
+    }
+
     /// [`ComputeBackend::memory_info`]; the default returns `Unsupported`.
     fn run_memory_info(&self) -> BackendResult<MemoryInfo> {
         Err(BackendError::Unsupported(format!(
@@ -165,12 +193,33 @@ pub trait Executor: Send + Sync {
     }
 }
 
+/// The plan with its operands rewritten to physical bytes and its overlap rules checked
+/// on them again; `None` for a no-op.
+fn physical_plan<E: Executor + ?Sized, P: Plan>(
+    e: &E,
+    plan: BackendResult<Option<P>>,
+) -> BackendResult<Option<P>> {
+    let Some(mut p) = plan? else {
+        return Ok(None);
+    };
+    if e.physical(p.op(), p.operands_mut())? {
+        p.check_overlaps().map_err(|err| match err {
+            BackendError::InvalidArgument(m) => BackendError::InvalidArgument(format!(
+                "{m} (through an alias: the ranges shown are the physical bytes)"
+            )),
+            other => other,
+        })?;
+    }
+    Ok(Some(p))
+}
+
 /// Runs `plan` through `run` unless the call is a no-op.
-fn dispatch<P>(
+fn dispatch<E: Executor + ?Sized, P: Plan>(
+    e: &E,
     plan: BackendResult<Option<P>>,
     run: impl FnOnce(&P) -> BackendResult<()>,
 ) -> BackendResult<()> {
-    match plan? {
+    match physical_plan(e, plan)? {
         Some(p) => run(&p),
         None => Ok(()),
     }
@@ -214,7 +263,7 @@ impl<E: Executor> ComputeBackend for E {
         let args = GemmArgs::new(
             trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc,
         );
-        dispatch(validate::gemm("gemm", &args), |p| self.run_gemm(p))
+        dispatch(self, validate::gemm("gemm", &args), |p| self.run_gemm(p))
     }
 
     fn batched_gemm(
@@ -242,7 +291,9 @@ impl<E: Executor> ComputeBackend for E {
             trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc,
         )
         .with_batch(stride_a, stride_b, stride_c, batch_count);
-        dispatch(validate::gemm("batched_gemm", &args), |p| self.run_gemm(p))
+        dispatch(self, validate::gemm("batched_gemm", &args), |p| {
+            self.run_gemm(p)
+        })
     }
 
     fn gemm_ex(
@@ -268,7 +319,7 @@ impl<E: Executor> ComputeBackend for E {
             trans_a, trans_b, m, n, k, alpha, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc,
         )
         .with_dtypes(a_dtype, b_dtype);
-        dispatch(validate::gemm("gemm_ex", &args), |p| self.run_gemm(p))
+        dispatch(self, validate::gemm("gemm_ex", &args), |p| self.run_gemm(p))
     }
 
     fn conv2d_forward(
@@ -293,7 +344,7 @@ impl<E: Executor> ComputeBackend for E {
             stride,
             padding,
         );
-        dispatch(plan, |p| self.run_conv2d_forward(p))
+        dispatch(self, plan, |p| self.run_conv2d_forward(p))
     }
 
     fn attention(
@@ -314,7 +365,7 @@ impl<E: Executor> ComputeBackend for E {
         let plan = validate::attention(
             q_ptr, k_ptr, v_ptr, o_ptr, batch, heads, seq_q, seq_kv, head_dim, scale, causal,
         );
-        dispatch(plan, |p| self.run_attention(p))
+        dispatch(self, plan, |p| self.run_attention(p))
     }
 
     fn reduce(
@@ -327,13 +378,13 @@ impl<E: Executor> ComputeBackend for E {
     ) -> BackendResult<()> {
         self.ready()?;
         let plan = validate::reduce(input_ptr, output_ptr, shape, axis);
-        dispatch(plan, |p| self.run_reduce(op, p))
+        dispatch(self, plan, |p| self.run_reduce(op, p))
     }
 
     fn unary(&self, op: UnaryOp, input_ptr: u64, output_ptr: u64, n: usize) -> BackendResult<()> {
         self.ready()?;
         let plan = validate::unary(input_ptr, output_ptr, n);
-        dispatch(plan, |p| self.run_unary(op, p))
+        dispatch(self, plan, |p| self.run_unary(op, p))
     }
 
     fn binary(
@@ -346,7 +397,7 @@ impl<E: Executor> ComputeBackend for E {
     ) -> BackendResult<()> {
         self.ready()?;
         let plan = validate::binary(a_ptr, b_ptr, output_ptr, n);
-        dispatch(plan, |p| self.run_binary(op, p))
+        dispatch(self, plan, |p| self.run_binary(op, p))
     }
 
     fn synchronize(&self) -> BackendResult<()> {
@@ -367,18 +418,18 @@ impl<E: Executor> ComputeBackend for E {
     fn copy_htod(&self, dst: u64, src: &[u8]) -> BackendResult<()> {
         self.ready()?;
         let plan = validate::host_copy("copy_htod", "dst", dst, src.len());
-        dispatch(plan, |p| self.run_copy_htod(p, src))
+        dispatch(self, plan, |p| self.run_copy_htod(p, src))
     }
 
     fn copy_dtoh(&self, dst: &mut [u8], src: u64) -> BackendResult<()> {
         self.ready()?;
         let plan = validate::host_copy("copy_dtoh", "src", src, dst.len());
-        dispatch(plan, |p| self.run_copy_dtoh(dst, p))
+        dispatch(self, plan, |p| self.run_copy_dtoh(dst, p))
     }
 
     fn copy_dtod(&self, dst: u64, src: u64, bytes: usize) -> BackendResult<()> {
         self.ready()?;
-        dispatch(validate::copy_dtod(dst, src, bytes), |p| {
+        dispatch(self, validate::copy_dtod(dst, src, bytes), |p| {
             self.run_copy_dtod(p)
         })
     }
@@ -393,14 +444,17 @@ impl<E: Executor> ComputeBackend for E {
     ) -> BackendResult<()> {
         self.ready()?;
         let plan = validate::cast(src, src_dtype, dst, dst_dtype, n);
-        dispatch(plan, |p| self.run_cast(p))
+        dispatch(self, plan, |p| self.run_cast(p))
     }
 
     fn copy_dtoh_async<'a>(&'a self, dst: &'a mut [u8], src: u64) -> BackendFuture<'a, ()> {
         if let Err(e) = self.ready() {
             return done(Err(e));
         }
-        match validate::host_copy("copy_dtoh", "src", src, dst.len()) {
+        match physical_plan(
+            self,
+            validate::host_copy("copy_dtoh", "src", src, dst.len()),
+        ) {
             Ok(Some(plan)) => self.run_copy_dtoh_async(dst, plan),
             Ok(None) => done(Ok(())),
             Err(e) => done(Err(e)),
@@ -412,6 +466,16 @@ impl<E: Executor> ComputeBackend for E {
             Ok(()) => self.run_synchronize_async(),
             Err(e) => done(Err(e)),
         }
+    }
+
+    fn alias(&self, ptr: u64, bytes: usize) -> BackendResult<u64> {
+        self.ready()?;
+        self.run_alias(ptr, bytes)
+    }
+
+    fn retire(&self, alias: u64, why: Retired) -> BackendResult<()> {
+        self.ready()?;
+        self.run_retire(alias, why)
     }
 
     fn memory_info(&self) -> BackendResult<MemoryInfo> {

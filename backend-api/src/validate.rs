@@ -315,10 +315,8 @@ pub fn gemm(op: &'static str, g: &GemmArgs) -> BackendResult<Option<GemmPlan>> {
             span(g.batch.stride_b, extent_b)?,
             g.b_dtype,
         )?;
-        disjoint(op, &c, a.as_ref())?;
-        disjoint(op, &c, b.as_ref())?;
     }
-    Ok(Some(GemmPlan {
+    finish(GemmPlan {
         op,
         trans_a,
         trans_b,
@@ -336,7 +334,7 @@ pub fn gemm(op: &'static str, g: &GemmArgs) -> BackendResult<Option<GemmPlan>> {
         a,
         b,
         c,
-    }))
+    })
 }
 
 /// A checked conv2d_forward.
@@ -461,9 +459,7 @@ pub fn conv2d(
     let output = required(OP, "output", output_ptr, out_elems)?;
     let input = operand(OP, "input", input_ptr, in_elems, DType::F32)?;
     let filter = operand(OP, "filter", filter_ptr, f_elems, DType::F32)?;
-    disjoint(OP, &output, input.as_ref())?;
-    disjoint(OP, &output, filter.as_ref())?;
-    Ok(Some(Conv2dPlan {
+    finish(Conv2dPlan {
         op: OP,
         n,
         c,
@@ -481,7 +477,7 @@ pub fn conv2d(
         input,
         filter,
         output,
-    }))
+    })
 }
 
 /// A checked attention call.
@@ -537,10 +533,7 @@ pub fn attention(
     let o = required(OP, "O", o_ptr, q_elems)?;
     let k = operand(OP, "K", k_ptr, kv_elems, DType::F32)?;
     let v = operand(OP, "V", v_ptr, kv_elems, DType::F32)?;
-    for input in [Some(&q), k.as_ref(), v.as_ref()] {
-        disjoint(OP, &o, input)?;
-    }
-    Ok(Some(AttentionPlan {
+    finish(AttentionPlan {
         op: OP,
         batch,
         heads,
@@ -553,7 +546,7 @@ pub fn attention(
         k,
         v,
         o,
-    }))
+    })
 }
 
 /// A checked reduce: the input viewed as `[outer, len, inner]`, reduced over `len`.
@@ -601,15 +594,14 @@ pub fn reduce(
     }
     let output = required(OP, "output", output_ptr, out_elems)?;
     let input = operand(OP, "input", input_ptr, total, DType::F32)?;
-    disjoint(OP, &output, input.as_ref())?;
-    Ok(Some(ReducePlan {
+    finish(ReducePlan {
         op: OP,
         outer: as_usize(outer)?,
         len: shape[axis],
         inner: as_usize(inner)?,
         input,
         output,
-    }))
+    })
 }
 
 /// A checked unary op.
@@ -653,13 +645,12 @@ pub fn unary(input_ptr: u64, output_ptr: u64, n: usize) -> BackendResult<Option<
     }
     let input = required(OP, "input", input_ptr, n as u64)?;
     let output = required(OP, "output", output_ptr, n as u64)?;
-    same_or_disjoint(OP, &output, &input)?;
-    Ok(Some(UnaryPlan {
+    finish(UnaryPlan {
         op: OP,
         n,
         input,
         output,
-    }))
+    })
 }
 
 /// A checked binary op.
@@ -691,15 +682,13 @@ pub fn binary(
     let a = required(OP, "a", a_ptr, n as u64)?;
     let b = required(OP, "b", b_ptr, n as u64)?;
     let output = required(OP, "output", output_ptr, n as u64)?;
-    same_or_disjoint(OP, &output, &a)?;
-    same_or_disjoint(OP, &output, &b)?;
-    Ok(Some(BinaryPlan {
+    finish(BinaryPlan {
         op: OP,
         n,
         a,
         b,
         output,
-    }))
+    })
 }
 
 /// A checked copy between or within device ranges.
@@ -747,14 +736,7 @@ pub fn copy_dtod(dst: u64, src: u64, bytes: usize) -> BackendResult<Option<CopyP
             bytes,
         },
     };
-    if plan.dst.overlaps(&plan.src) && !plan.identical() {
-        return Err(invalid!(
-            "{OP}: dst range {} overlaps src range {}; overlapping copies are not allowed",
-            fmt_range(dst, bytes),
-            fmt_range(src, bytes)
-        ));
-    }
-    Ok(Some(plan))
+    finish(plan)
 }
 
 /// A checked host copy: the device range of a `copy_htod` destination or a `copy_dtoh`
@@ -837,14 +819,190 @@ pub fn cast(
         src: s,
         dst: d,
     };
-    if s.overlaps(&d) && !plan.identical() {
-        return Err(invalid!(
-            "{OP}: dst range {} overlaps src range {}; only an identical f32->f32 style no-op may alias",
-            fmt_range(d.ptr, d.bytes),
-            fmt_range(s.ptr, s.bytes)
-        ));
-    }
+    finish(plan)
+}
+
+/// What every checked plan offers the validating layer
+/// ([`executor`](crate::executor)): its operands, so that addresses can be rewritten
+/// through aliases to the physical bytes they name, and its overlap rules, so that they
+/// can be checked again on those physical bytes.
+pub trait Plan {
+    /// The op that made the plan.
+    fn op(&self) -> &'static str;
+
+    /// The operands the op touches.
+    fn operands_mut(&mut self) -> Vec<&mut Operand>;
+
+    /// The op's rules on overlapping operands, on the operands as they are now.
+    fn check_overlaps(&self) -> BackendResult<()>;
+}
+
+/// The plan once its overlap rules hold.
+fn finish<P: Plan>(plan: P) -> BackendResult<Option<P>> {
+    plan.check_overlaps()?;
     Ok(Some(plan))
+}
+
+/// `[a, b, ...]` of optional operands, as mutable references to those present.
+fn present<'a>(ops: impl IntoIterator<Item = Option<&'a mut Operand>>) -> Vec<&'a mut Operand> {
+    ops.into_iter().flatten().collect()
+}
+
+impl Plan for GemmPlan {
+    fn op(&self) -> &'static str {
+        self.op
+    }
+
+    fn operands_mut(&mut self) -> Vec<&mut Operand> {
+        present([self.a.as_mut(), self.b.as_mut(), Some(&mut self.c)])
+    }
+
+    fn check_overlaps(&self) -> BackendResult<()> {
+        disjoint(self.op, &self.c, self.a.as_ref())?;
+        disjoint(self.op, &self.c, self.b.as_ref())
+    }
+}
+
+impl Plan for Conv2dPlan {
+    fn op(&self) -> &'static str {
+        self.op
+    }
+
+    fn operands_mut(&mut self) -> Vec<&mut Operand> {
+        present([
+            self.input.as_mut(),
+            self.filter.as_mut(),
+            Some(&mut self.output),
+        ])
+    }
+
+    fn check_overlaps(&self) -> BackendResult<()> {
+        disjoint(self.op, &self.output, self.input.as_ref())?;
+        disjoint(self.op, &self.output, self.filter.as_ref())
+    }
+}
+
+impl Plan for AttentionPlan {
+    fn op(&self) -> &'static str {
+        self.op
+    }
+
+    fn operands_mut(&mut self) -> Vec<&mut Operand> {
+        present([
+            Some(&mut self.q),
+            self.k.as_mut(),
+            self.v.as_mut(),
+            Some(&mut self.o),
+        ])
+    }
+
+    fn check_overlaps(&self) -> BackendResult<()> {
+        for input in [Some(&self.q), self.k.as_ref(), self.v.as_ref()] {
+            disjoint(self.op, &self.o, input)?;
+        }
+        Ok(())
+    }
+}
+
+impl Plan for ReducePlan {
+    fn op(&self) -> &'static str {
+        self.op
+    }
+
+    fn operands_mut(&mut self) -> Vec<&mut Operand> {
+        present([self.input.as_mut(), Some(&mut self.output)])
+    }
+
+    fn check_overlaps(&self) -> BackendResult<()> {
+        disjoint(self.op, &self.output, self.input.as_ref())
+    }
+}
+
+impl Plan for UnaryPlan {
+    fn op(&self) -> &'static str {
+        self.op
+    }
+
+    fn operands_mut(&mut self) -> Vec<&mut Operand> {
+        vec![&mut self.input, &mut self.output]
+    }
+
+    fn check_overlaps(&self) -> BackendResult<()> {
+        same_or_disjoint(self.op, &self.output, &self.input)
+    }
+}
+
+impl Plan for BinaryPlan {
+    fn op(&self) -> &'static str {
+        self.op
+    }
+
+    fn operands_mut(&mut self) -> Vec<&mut Operand> {
+        vec![&mut self.a, &mut self.b, &mut self.output]
+    }
+
+    fn check_overlaps(&self) -> BackendResult<()> {
+        same_or_disjoint(self.op, &self.output, &self.a)?;
+        same_or_disjoint(self.op, &self.output, &self.b)
+    }
+}
+
+impl Plan for CopyPlan {
+    fn op(&self) -> &'static str {
+        self.op
+    }
+
+    fn operands_mut(&mut self) -> Vec<&mut Operand> {
+        vec![&mut self.src, &mut self.dst]
+    }
+
+    fn check_overlaps(&self) -> BackendResult<()> {
+        if self.dst.overlaps(&self.src) && !self.identical() {
+            return Err(invalid!(
+                "{}: dst range {} overlaps src range {}; overlapping copies are not allowed",
+                self.op,
+                fmt_range(self.dst.ptr, self.dst.bytes),
+                fmt_range(self.src.ptr, self.src.bytes)
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Plan for CastPlan {
+    fn op(&self) -> &'static str {
+        self.op
+    }
+
+    fn operands_mut(&mut self) -> Vec<&mut Operand> {
+        vec![&mut self.src, &mut self.dst]
+    }
+
+    fn check_overlaps(&self) -> BackendResult<()> {
+        if self.src.overlaps(&self.dst) && !self.identical() {
+            return Err(invalid!(
+                "{}: dst range {} overlaps src range {}; only an identical f32->f32 style no-op may alias",
+                self.op,
+                fmt_range(self.dst.ptr, self.dst.bytes),
+                fmt_range(self.src.ptr, self.src.bytes)
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Plan for HostCopyPlan {
+    fn op(&self) -> &'static str {
+        self.op
+    }
+
+    fn operands_mut(&mut self) -> Vec<&mut Operand> {
+        vec![&mut self.device]
+    }
+
+    fn check_overlaps(&self) -> BackendResult<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

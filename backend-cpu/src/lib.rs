@@ -29,7 +29,7 @@ use backend_api::validate::{
 };
 use backend_api::{
     AddressSpace, BackendError, BackendResult, BinaryOp, DType, MemoryInfo, Operand, ReduceOp,
-    UnaryOp,
+    Retired, UnaryOp,
 };
 
 /// Environment variable that caps the bytes a [`CpuBackend::from_env`] (and so
@@ -266,6 +266,18 @@ impl Executor for CpuBackend {
 
     fn run_free(&self, ptr: u64) -> BackendResult<()> {
         self.state()?.space.remove(ptr).map(drop)
+    }
+
+    fn run_alias(&self, ptr: u64, bytes: usize) -> BackendResult<u64> {
+        self.state()?.space.alias(ptr, bytes as u64)
+    }
+
+    fn run_retire(&self, alias: u64, why: Retired) -> BackendResult<()> {
+        self.state()?.space.retire(alias, why)
+    }
+
+    fn physical(&self, op: &'static str, operands: Vec<&mut Operand>) -> BackendResult<bool> {
+        self.state()?.space.rewrite_physical(op, operands)
     }
 
     fn run_copy_htod(&self, p: &HostCopyPlan, src: &[u8]) -> BackendResult<()> {

@@ -66,6 +66,7 @@ pub async fn run_check_async(
         Check::Copy => run_suite::<CopySuite>(backend, check, config, progress).await,
         Check::Cast => run_suite::<CastSuite>(backend, check, config, progress).await,
         Check::Misuse => crate::misuse::run(backend).await,
+        Check::Memory => crate::memory::run(backend).await,
         Check::Ordering => crate::ordering::run(backend).await,
         #[cfg(not(target_arch = "wasm32"))]
         Check::Threads => crate::threads::run(backend, config.threads),

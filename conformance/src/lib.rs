@@ -32,6 +32,7 @@ pub mod data;
 mod driver;
 mod harness;
 pub mod known;
+mod memory;
 mod misuse;
 /// Backends wrong in one known way, to prove that the tests catch it.
 #[cfg(not(target_arch = "wasm32"))]

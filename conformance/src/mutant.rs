@@ -650,6 +650,16 @@ impl ComputeBackend for Mutant {
         self.inner.synchronize_async()
     }
 
+    fn alias(&self, ptr: u64, bytes: usize) -> BackendResult<u64> {
+        self.flush()?;
+        self.inner.alias(ptr, bytes)
+    }
+
+    fn retire(&self, alias: u64, why: backend_api::Retired) -> BackendResult<()> {
+        self.flush()?;
+        self.inner.retire(alias, why)
+    }
+
     fn memory_info(&self) -> BackendResult<MemoryInfo> {
         let mut info = self.inner.memory_info()?;
         if self.fault == Fault::MemoryInfoMiscounts {

@@ -57,6 +57,7 @@ macro_rules! __for_each_check {
             copy Copy property "`copy_htod` / `copy_dtoh` / `copy_dtod` at any byte offset.",
             cast Cast property "`cast` between f32, f16 and bf16.",
             misuse Misuse plain "Every bad-input class: errors, no panics, memory intact.",
+            memory Memory plain "Scoped memory: aliases, frame and heap arenas, handles, planned arenas, `copy_dtoh_many`.",
             ordering Ordering slow "Program order under batching.",
             threads Threads threads "Threads sharing one backend.",
         }
