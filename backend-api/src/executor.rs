@@ -3,7 +3,7 @@
 //!
 //! This is the wgpu-core-over-wgpu-hal shape. [`ComputeBackend`] is what a framework
 //! calls; it takes raw `u64` pointers and BLAS-shaped argument lists. [`Executor`] is what
-//! a backend implements; it takes the plans of [`validate`](crate::validate), whose every
+//! a backend implements; it takes the plans of [`validate`], whose every
 //! operand range has been checked for overflow, alignment and forbidden overlap. The
 //! blanket implementation below runs, for every call and in this order:
 //!
@@ -15,7 +15,7 @@
 //! 4. the executor's `run_*` method with the plan.
 //!
 //! So a backend cannot receive an unchecked call: what remains for it is to resolve each
-//! [`Operand`](crate::Operand) in its [`AddressSpace`](crate::AddressSpace) (which checks
+//! [`Operand`] in its [`AddressSpace`](crate::AddressSpace) (which checks
 //! that the range lies in one live allocation) and do the work. Each `run_X` is
 //! `ComputeBackend::X` after the checks; the methods have their own names so that a type
 //! implementing both traits never makes a call ambiguous.

@@ -428,7 +428,7 @@ impl<'b> Arena<'b> {
         self.lock().1
     }
 
-    fn from_handle<T: Element>(&self, h: &SliceHandle) -> BackendResult<Slice<'_, T>> {
+    fn revive<T: Element>(&self, h: &SliceHandle) -> BackendResult<Slice<'_, T>> {
         check_handle::<T>(h, self.kind)?;
         let now = self.epoch.0.load(Ordering::Acquire);
         if h.epoch != Some(now) {
@@ -513,7 +513,7 @@ macro_rules! arena_type {
             /// The slice a handle names, while its epoch is current and its kind and
             /// element type match; otherwise `InvalidArgument` saying which.
             pub fn from_handle<T: Element>(&self, h: &SliceHandle) -> BackendResult<Slice<'_, T>> {
-                self.0.from_handle(h)
+                self.0.revive(h)
             }
         }
     };
