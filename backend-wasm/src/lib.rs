@@ -50,7 +50,8 @@ use backend_api::validate::{
     UnaryPlan,
 };
 use backend_api::{
-    BackendFuture, BackendResult, BinaryOp, ComputeBackend, MemoryInfo, ReduceOp, UnaryOp,
+    BackendFuture, BackendResult, BinaryOp, ComputeBackend, MemoryInfo, Operand, ReduceOp, Retired,
+    UnaryOp,
 };
 pub use backend_webgpu::{AdapterSummary, WebGpuBackend, WebGpuOptions};
 pub use error::WebGpuError;
@@ -302,6 +303,18 @@ impl Executor for WasmBackend {
 
     fn run_free(&self, ptr: u64) -> BackendResult<()> {
         self.inner.run_free(ptr)
+    }
+
+    fn run_alias(&self, ptr: u64, bytes: usize) -> BackendResult<u64> {
+        self.inner.run_alias(ptr, bytes)
+    }
+
+    fn run_retire(&self, alias: u64, why: Retired) -> BackendResult<()> {
+        self.inner.run_retire(alias, why)
+    }
+
+    fn physical(&self, op: &'static str, operands: Vec<&mut Operand>) -> BackendResult<bool> {
+        self.inner.physical(op, operands)
     }
 
     fn run_copy_htod(&self, p: &HostCopyPlan, src: &[u8]) -> BackendResult<()> {

@@ -1,5 +1,6 @@
-//! `WebGpuBackend`: the [`ComputeBackend`] on wgpu, so on Vulkan, Metal, DX12 and in
-//! browsers, with every op a WGSL kernel (`src/kernels/*.wgsl`).
+//! `WebGpuBackend`: the [`ComputeBackend`](backend_api::ComputeBackend) on wgpu, so on
+//! Vulkan, Metal, DX12 and in browsers, with every op a WGSL kernel
+//! (`src/kernels/*.wgsl`).
 //!
 //! - **Device.** [`WebGpuBackend::with_options`] picks the adapter (by name or backend,
 //!   or the `BACKEND_ADAPTER` environment variable) and opens it with its own limits
@@ -13,26 +14,31 @@
 //!   ones would underfill the device or leave half a tile empty) and a general one for the
 //!   rest, implicit-GEMM (same tiles) or direct conv2d, a blocked flash-attention kernel for heads up to
 //!   128 dims (one or two stages of workgroup memory by what the adapter allows) and a
-//!   row kernel for the rest, 16-byte paths for elementwise ops and reductions.
+//!   row kernel for the rest, 16-byte paths for elementwise ops and reductions. Each op
+//!   family is one file of `src/ops/` beside its WGSL, its choice a pure function with
+//!   unit tests.
 //!   `gemm_ex` with f16 inputs runs on matrix units with
 //!   [`WebGpuOptions::cooperative_matrix`] (experimental in wgpu, so opt-in).
 //! - **Memory.** Pointers come from the shared address space and map to (buffer, byte
 //!   offset); small allocations share pooled buffers (`memory.rs`).
 //! - **Stream.** Ops are recorded into one command encoder and submitted at sync points,
-//!   in program order, host writes included (`stream.rs`).
+//!   in program order, host writes included (`stream.rs`; host copies `transfer.rs`).
 //! - **Errors.** Arguments are validated by `backend_api::validate` before anything is
 //!   recorded; wgpu's own errors (validation, out of memory, device loss) are collected
-//!   and returned at the next sync point, never as panics.
+//!   and returned at the next sync point, never as panics (`errors.rs`).
 //!
 //! Native calls block through `pollster`; in a browser use the async paths
-//! ([`ComputeBackend::copy_dtoh_async`], [`ComputeBackend::synchronize_async`],
+//! ([`copy_dtoh_async`](backend_api::ComputeBackend::copy_dtoh_async),
+//! [`synchronize_async`](backend_api::ComputeBackend::synchronize_async),
 //! [`WebGpuBackend::init_async`]).
 
 mod device;
+mod errors;
 mod kernels;
 mod memory;
 mod ops;
 mod stream;
+mod transfer;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -42,8 +48,8 @@ use backend_api::validate::{
     UnaryPlan,
 };
 use backend_api::{
-    AddressSpace, BackendError, BackendFuture, BackendResult, BinaryOp, MemoryInfo, ReduceOp,
-    UnaryOp,
+    AddressSpace, BackendError, BackendFuture, BackendResult, BinaryOp, MemoryInfo, Operand,
+    ReduceOp, Retired, UnaryOp,
 };
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -53,9 +59,10 @@ pub use device::{
     WebGpuOptions,
 };
 
-use device::ErrorSink;
+use errors::ErrorSink;
+use kernels::{PipelineKey, Pipelines};
 use memory::{Block, Pool};
-use stream::Stream;
+use stream::{Limits, Stream};
 
 /// The WebGPU backend. See the [crate documentation](crate).
 pub struct WebGpuBackend {
@@ -74,13 +81,20 @@ pub(crate) struct Ctx {
     coop: bool,
     /// The options' tuning knobs.
     tuning: Tuning,
+    /// The adapter limits recording checks against (fixed at initialisation, so outside
+    /// the state lock).
+    limits: Limits,
     /// Host copies map device memory directly (unified-memory adapters, native only).
     #[cfg_attr(
         target_arch = "wasm32",
         expect(dead_code, reason = "browsers have no mappable device memory")
     )]
     mappable: bool,
+    /// The recording state. Lock order: this lock first, then `pipelines`.
     state: Mutex<State>,
+    /// Compiled kernels, built on first use; locked only inside the state lock, briefly
+    /// ([`Ctx::pipeline`]).
+    pipelines: Mutex<Pipelines>,
 }
 
 pub(crate) struct State {
@@ -159,8 +173,10 @@ impl WebGpuBackend {
             errors,
             coop,
             tuning: self.options.tuning,
+            limits: Limits::of(&limits),
             mappable,
             state: Mutex::new(state),
+            pipelines: Mutex::new(Pipelines::default()),
         }));
         Ok(())
     }
@@ -199,7 +215,7 @@ impl WebGpuBackend {
     /// For testing (and for checking a kernel against an adapter).
     pub fn try_build_kernel(&self, wgsl: &str) -> BackendResult<()> {
         let ctx = self.ctx()?;
-        let scope = device::ErrorScope::push(&ctx.device);
+        let scope = errors::ErrorScope::push(&ctx.device);
         let module = ctx
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -280,125 +296,16 @@ impl Ctx {
         self.errors.take()
     }
 
-    async fn copy_dtoh(&self, dst: &mut [u8], plan: &HostCopyPlan) -> BackendResult<()> {
-        let operand = plan.device;
-        let (staging, start, len, index) = {
-            let mut st = self.lock();
-            let State { space, stream, .. } = &mut *st;
-            let r = space.resolve(plan.op, &operand)?;
-            let _span = tracing::debug_span!("copy_dtoh", bytes = dst.len()).entered();
-            #[cfg(not(target_arch = "wasm32"))]
-            if self.mappable {
-                return ops::read_mapped(self, stream, r.handle, r.offset, dst);
-            }
-            #[cfg(not(target_arch = "wasm32"))]
-            if dst.len() as u64 > 2 * READBACK_CHUNK {
-                ops::read_pipelined(self, stream, r.handle, r.offset, dst)?;
-                return self.errors.take();
-            }
-            stream.readback(
-                &self.device,
-                &self.queue,
-                &r.handle.buffer,
-                r.handle.offset + r.offset,
-                r.bytes,
-            )
-        };
-        let result = map_read(self, &staging, len, index).await.and_then(|()| {
-            let view = staging
-                .slice(..len)
-                .get_mapped_range()
-                .map_err(mapping_failed)?;
-            copy_out(dst, &view[start as usize..][..dst.len()]);
-            Ok(())
-        });
-        if result.is_ok() {
-            staging.unmap();
-            self.lock().stream.return_staging(staging);
-        }
-        result?;
-        self.errors.take()
+    /// The pipeline for `key`, built on first use.
+    ///
+    /// Lock order: recording holds the state lock ([`lock`](Self::lock)) and takes this
+    /// one inside it, briefly; nothing takes the state lock while holding this one.
+    fn pipeline(&self, key: &PipelineKey) -> BackendResult<Arc<wgpu::ComputePipeline>> {
+        self.pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&self.device, key)
     }
-}
-
-/// Readbacks up to this size spin-poll for completion instead of blocking.
-#[cfg(not(target_arch = "wasm32"))]
-const SPIN_MAX: u64 = 1 << 20;
-
-/// Large readbacks are split into chunks of this size and pipelined (native).
-#[cfg(not(target_arch = "wasm32"))]
-pub(crate) const READBACK_CHUNK: u64 = 16 << 20;
-
-/// Copies mapped device memory to the caller's buffer, on several threads when it is
-/// large (one thread does not saturate the memory system).
-pub(crate) fn copy_out(dst: &mut [u8], src: &[u8]) {
-    #[cfg(not(target_arch = "wasm32"))]
-    if dst.len() >= 8 << 20 {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8);
-        let part = dst.len().div_ceil(threads);
-        std::thread::scope(|s| {
-            for (d, c) in dst.chunks_mut(part).zip(src.chunks(part)) {
-                s.spawn(move || d.copy_from_slice(c));
-            }
-        });
-        return;
-    }
-    dst.copy_from_slice(src);
-}
-
-/// Maps `[0, len)` of a readback buffer once submission `index` is done.
-async fn map_read(
-    ctx: &Ctx,
-    staging: &wgpu::Buffer,
-    len: u64,
-    index: wgpu::SubmissionIndex,
-) -> BackendResult<()> {
-    let (tx, rx) = futures_channel::oneshot::channel();
-    staging
-        .slice(..len)
-        .map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-    #[cfg(not(target_arch = "wasm32"))]
-    let mut rx = rx;
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        // A small readback is latency-bound: poll without sleeping for a moment (a
-        // blocking wait adds tens of microseconds of wake-up), then block.
-        let spin_until = std::time::Instant::now() + ctx.tuning.readback_spin;
-        loop {
-            if len > SPIN_MAX || std::time::Instant::now() > spin_until {
-                ctx.wait_idle(index)?;
-                break;
-            }
-            ctx.device
-                .poll(wgpu::PollType::Poll)
-                .map_err(|e| BackendError::DeviceError(format!("polling the device: {e}")))?;
-            if let Ok(Some(r)) = rx.try_recv() {
-                return r.map_err(|e| {
-                    BackendError::DeviceError(format!("mapping a readback buffer failed: {e}"))
-                });
-            }
-            std::hint::spin_loop();
-        }
-    }
-    #[cfg(target_arch = "wasm32")]
-    let _ = (ctx, index);
-    match rx.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(BackendError::DeviceError(format!(
-            "mapping a readback buffer failed: {e}"
-        ))),
-        Err(_) => Err(BackendError::DeviceError(
-            "the device dropped a readback".into(),
-        )),
-    }
-}
-
-pub(crate) fn mapping_failed(e: impl std::fmt::Display) -> BackendError {
-    BackendError::DeviceError(format!("reading mapped memory failed: {e}"))
 }
 
 /// wgpu's token for experimental features, given only when one is requested (the
@@ -507,9 +414,23 @@ impl Executor for WebGpuBackend {
     fn run_free(&self, ptr: u64) -> BackendResult<()> {
         let ctx = self.ctx()?;
         let mut st = ctx.lock();
-        let a = st.space.remove(ptr)?;
-        st.pool.free(a.handle);
+        // `None`: `ptr` was an alias (backend-api's address space), which holds no memory.
+        if let Some(a) = st.space.remove(ptr)? {
+            st.pool.free(a.handle);
+        }
         Ok(())
+    }
+
+    fn run_alias(&self, ptr: u64, bytes: usize) -> BackendResult<u64> {
+        self.ctx()?.lock().space.alias(ptr, bytes as u64)
+    }
+
+    fn run_retire(&self, alias: u64, why: Retired) -> BackendResult<()> {
+        self.ctx()?.lock().space.retire(alias, why)
+    }
+
+    fn physical(&self, op: &'static str, operands: Vec<&mut Operand>) -> BackendResult<bool> {
+        self.ctx()?.lock().space.rewrite_physical(op, operands)
     }
 
     fn run_copy_htod(&self, p: &HostCopyPlan, src: &[u8]) -> BackendResult<()> {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use backend_api::{BackendError, BackendResult};
 
-use crate::device::ErrorScope;
+use crate::errors::ErrorScope;
 
 /// Granularity of every block.
 pub(crate) const BLOCK_ALIGN: u64 = 256;

@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use backend_api::{BackendError, BackendResult};
 
-use crate::kernels::{PipelineKey, Pipelines};
 use crate::memory::Block;
 
 /// Commands recorded before a submission is forced.
@@ -102,12 +101,87 @@ impl Bound {
     }
 }
 
+/// The adapter limits that recording checks against: device facts, fixed at
+/// initialisation and held by `Ctx` outside the state lock (no stream state involved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {
     pub storage_align: u64,
     pub max_binding: u64,
     pub max_groups: u32,
     pub workgroup_storage: u32,
     pub max_invocations: u32,
+}
+
+impl Limits {
+    pub(crate) fn of(limits: &wgpu::Limits) -> Self {
+        Self {
+            storage_align: u64::from(limits.min_storage_buffer_offset_alignment),
+            max_binding: limits.max_storage_buffer_binding_size,
+            max_groups: limits.max_compute_workgroups_per_dimension,
+            workgroup_storage: limits.max_compute_workgroup_storage_size,
+            max_invocations: limits.max_compute_invocations_per_workgroup,
+        }
+    }
+
+    /// Binds bytes `[offset, offset + bytes)` of a block's buffer (`offset` relative to
+    /// the block). Refuses, naming the limit, an operand larger than one binding.
+    pub(crate) fn bind(
+        &self,
+        op: &str,
+        what: &str,
+        block: &Block,
+        offset: u64,
+        bytes: u64,
+    ) -> BackendResult<Bound> {
+        self.bind_granule(op, what, block, offset, bytes, 4)
+    }
+
+    /// [`bind`](Self::bind) with the end rounded up to `granule` bytes, for kernels that
+    /// view the binding as an array of `granule`-byte vectors (the rounding stays inside the
+    /// block, which is a whole number of 256-byte units).
+    pub(crate) fn bind_granule(
+        &self,
+        op: &str,
+        what: &str,
+        block: &Block,
+        offset: u64,
+        bytes: u64,
+        granule: u64,
+    ) -> BackendResult<Bound> {
+        let abs = block.offset + offset;
+        let start = abs / self.storage_align * self.storage_align;
+        let end = (abs + bytes.max(1)).div_ceil(granule) * granule;
+        let size = end - start;
+        if size > self.max_binding {
+            return Err(BackendError::Unsupported(format!(
+                "{op}: operand {what} spans {size} bytes, more than this adapter's \
+                 max_storage_buffer_binding_size of {} bytes",
+                self.max_binding
+            )));
+        }
+        Ok(Bound {
+            buffer: block.buffer.clone(),
+            offset: start,
+            size,
+            byte: abs - start,
+        })
+    }
+
+    /// A grid of at least `groups` workgroups, 2-D when more than one dimension's limit
+    /// is needed; kernels fold it back with `flat_index`.
+    pub(crate) fn grid(&self, groups: u64) -> BackendResult<[u32; 3]> {
+        let max = u64::from(self.max_groups);
+        if groups <= max {
+            return Ok([groups as u32, 1, 1]);
+        }
+        let y = groups.div_ceil(max);
+        if y > max {
+            return Err(BackendError::Unsupported(format!(
+                "{groups} workgroups exceed this adapter's {max} x {max} grid"
+            )));
+        }
+        Ok([max as u32, y as u32, 1])
+    }
 }
 
 pub(crate) struct Stream {
@@ -119,8 +193,6 @@ pub(crate) struct Stream {
     staging: Vec<Arc<wgpu::Buffer>>,
     belt: wgpu::util::StagingBelt,
     dummy: Arc<wgpu::Buffer>,
-    pub(crate) pipelines: Pipelines,
-    pub(crate) limits: Limits,
 }
 
 impl Stream {
@@ -155,14 +227,6 @@ impl Stream {
             staging: Vec::new(),
             belt: wgpu::util::StagingBelt::new(device.clone(), UPLOAD_CHUNK),
             dummy: Arc::new(dummy),
-            pipelines: Pipelines::default(),
-            limits: Limits {
-                storage_align,
-                max_binding: limits.max_storage_buffer_binding_size,
-                max_groups: limits.max_compute_workgroups_per_dimension,
-                workgroup_storage: limits.max_compute_workgroup_storage_size,
-                max_invocations: limits.max_compute_invocations_per_workgroup,
-            },
         }
     }
 
@@ -239,50 +303,6 @@ impl Stream {
         }
     }
 
-    /// Binds bytes `[offset, offset + bytes)` of a block's buffer (`offset` relative to
-    /// the block). Refuses, naming the limit, an operand larger than one binding.
-    pub(crate) fn bind(
-        &self,
-        op: &str,
-        what: &str,
-        block: &Block,
-        offset: u64,
-        bytes: u64,
-    ) -> BackendResult<Bound> {
-        self.bind_granule(op, what, block, offset, bytes, 4)
-    }
-
-    /// [`bind`](Self::bind) with the end rounded up to `granule` bytes, for kernels that
-    /// view the binding as an array of `granule`-byte vectors (the rounding stays inside the
-    /// block, which is a whole number of 256-byte units).
-    pub(crate) fn bind_granule(
-        &self,
-        op: &str,
-        what: &str,
-        block: &Block,
-        offset: u64,
-        bytes: u64,
-        granule: u64,
-    ) -> BackendResult<Bound> {
-        let abs = block.offset + offset;
-        let start = abs / self.limits.storage_align * self.limits.storage_align;
-        let end = (abs + bytes.max(1)).div_ceil(granule) * granule;
-        let size = end - start;
-        if size > self.limits.max_binding {
-            return Err(BackendError::Unsupported(format!(
-                "{op}: operand {what} spans {size} bytes, more than this adapter's \
-                 max_storage_buffer_binding_size of {} bytes",
-                self.limits.max_binding
-            )));
-        }
-        Ok(Bound {
-            buffer: block.buffer.clone(),
-            offset: start,
-            size,
-            byte: abs - start,
-        })
-    }
-
     /// A placeholder for a binding the kernel declares but this call does not use.
     pub(crate) fn unused(&self) -> Bound {
         Bound {
@@ -293,22 +313,22 @@ impl Stream {
         }
     }
 
-    /// Records one kernel dispatch. `bindings` are `(binding index, range)` pairs after
-    /// the parameter block at binding 0: the inputs first, the binding the kernel writes
-    /// last.
+    /// Records one dispatch of `pipeline` (built by `Ctx::dispatch` from the pipeline
+    /// cache, which the stream does not own; `label` names the bind group). `bindings` are
+    /// `(binding index, range)` pairs after the parameter block at binding 0: the inputs
+    /// first, the binding the kernel writes last. `groups` has no zero (`Ctx::dispatch`
+    /// records nothing for an empty grid).
     pub(crate) fn dispatch(
         &mut self,
         device: &wgpu::Device,
         queue: &wgpu::Queue,
-        key: &PipelineKey,
+        pipeline: &wgpu::ComputePipeline,
+        label: &'static str,
         params: &[u8],
         bindings: &[(u32, &Bound)],
         groups: [u32; 3],
-    ) -> BackendResult<()> {
-        if groups.contains(&0) {
-            return Ok(());
-        }
-        let pipeline = self.pipelines.get(device, key)?;
+    ) {
+        debug_assert!(!groups.contains(&0), "Ctx::dispatch skips empty grids");
         let bindings = self.separate(device, bindings);
         // Never flushes here: a flush between staging an upload and the dispatch that
         // reads it would let a later upload reuse the staged bytes too early.
@@ -336,7 +356,7 @@ impl Stream {
             });
         }
         let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(key.entry),
+            label: Some(label),
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
@@ -349,11 +369,10 @@ impl Stream {
             self.pass = Some(pass.forget_lifetime());
         }
         let pass = self.pass.as_mut().expect("opened above");
-        pass.set_pipeline(&pipeline);
+        pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         self.counted(queue);
-        Ok(())
     }
 
     /// Makes the bindings of one dispatch disjoint, as WebGPU requires of writable
@@ -405,22 +424,6 @@ impl Stream {
             };
         }
         out
-    }
-
-    /// A grid of at least `groups` workgroups, 2-D when more than one dimension's limit
-    /// is needed; kernels fold it back with `flat_index`.
-    pub(crate) fn grid(&self, groups: u64) -> BackendResult<[u32; 3]> {
-        let max = u64::from(self.limits.max_groups);
-        if groups <= max {
-            return Ok([groups as u32, 1, 1]);
-        }
-        let y = groups.div_ceil(max);
-        if y > max {
-            return Err(BackendError::Unsupported(format!(
-                "{groups} workgroups exceed this adapter's {max} x {max} grid"
-            )));
-        }
-        Ok([max as u32, y as u32, 1])
     }
 
     /// Records a buffer-to-buffer copy (4-byte aligned, different buffers).
@@ -519,5 +522,31 @@ impl Stream {
         self.recorded += 1;
         let index = self.flush(queue);
         (staging, abs - start, end - start, index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grids_fold_into_two_dimensions_up_to_the_limit() {
+        let limits = Limits {
+            storage_align: 256,
+            max_binding: 1 << 27,
+            max_groups: 100,
+            workgroup_storage: 16 << 10,
+            max_invocations: 256,
+        };
+        assert_eq!(limits.grid(0).unwrap(), [0, 1, 1]);
+        assert_eq!(limits.grid(100).unwrap(), [100, 1, 1]);
+        assert_eq!(limits.grid(101).unwrap(), [100, 2, 1]);
+        assert_eq!(limits.grid(10_000).unwrap(), [100, 100, 1]);
+        let e = limits.grid(10_001).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("10001 workgroups exceed this adapter's 100 x 100 grid"),
+            "{e}"
+        );
     }
 }

@@ -79,13 +79,13 @@ async fn alias_arithmetic(b: &dyn ComputeBackend) -> Probe {
             b.alias(p + 4, 4 * n),
             &["alias", "past the end"],
         )?;
-        if let (Some(x), Ok(y)) = (before, b.memory_info()) {
-            if x.allocated_bytes != y.allocated_bytes {
-                return Err(format!(
-                    "aliases cost device memory: allocated_bytes {} -> {}",
-                    x.allocated_bytes, y.allocated_bytes
-                ));
-            }
+        if let (Some(x), Ok(y)) = (before, b.memory_info())
+            && x.allocated_bytes != y.allocated_bytes
+        {
+            return Err(format!(
+                "aliases cost device memory: allocated_bytes {} -> {}",
+                x.allocated_bytes, y.allocated_bytes
+            ));
         }
         // free retires the alias alone.
         ok("free(alias)", b.free(a))?;

@@ -230,7 +230,7 @@ impl Pipelines {
             "{} names an entry point or constant that Kernel::entries/constants do not list",
             key.describe()
         );
-        let scope = crate::device::ErrorScope::push(device);
+        let scope = crate::errors::ErrorScope::push(device);
         let module = self.modules.entry(kernel).or_insert_with(|| {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(kernel.name()),
@@ -260,7 +260,7 @@ impl Pipelines {
             return Err(backend_api::BackendError::DeviceError(format!(
                 "kernel {} failed to build: {}",
                 key.describe(),
-                crate::device::with_sources(&e)
+                crate::errors::with_sources(&e)
             )));
         }
         let pipeline = Arc::new(pipeline);

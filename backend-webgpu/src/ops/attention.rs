@@ -1,0 +1,304 @@
+//! scaled_dot_product_attention: `kernels/attention.wgsl` (blocked flash attention, or
+//! one row at a time).
+
+use backend_api::BackendResult;
+use backend_api::validate::AttentionPlan;
+use bytemuck::bytes_of;
+
+use super::u32_saturating;
+use crate::kernels::{Kernel, PipelineKey, params};
+use crate::stream::Limits;
+use crate::{Ctx, State};
+
+/// The attention kernel for one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttentionChoice {
+    /// The blocked kernel (`attention::fast`) on 64 x 64 blocks of heads up to `dims` (64
+    /// or 128) dimensions, with `stages` (1 or 2) of workgroup memory and 16-byte loads
+    /// when `vec_loads`; a grid of `blocks` query blocks x `heads`.
+    Blocked {
+        dims: usize,
+        stages: usize,
+        vec_loads: bool,
+        blocks: u64,
+        heads: u64,
+    },
+    /// The row kernel (`attention::main`), one workgroup per query row.
+    Rows,
+}
+
+/// Picks the kernel for `heads` (batch x heads) heads of `seq_q` query rows of
+/// `head_dim` elements. `has_kv`: there are keys (`seq_kv > 0`); `aligned16`: Q, K and V
+/// each start on a 16-byte boundary of their bindings.
+fn choose(
+    head_dim: usize,
+    heads: u64,
+    seq_q: usize,
+    has_kv: bool,
+    aligned16: bool,
+    limits: &Limits,
+) -> AttentionChoice {
+    // The blocked kernel handles heads up to 128 dims in 64 x 64 blocks, with two
+    // stages of workgroup memory where the adapter allows (36 KiB), else one (28 KiB);
+    // other heads and small adapters (browsers default to 16 KiB) take the row kernel.
+    let dims = if head_dim <= 64 { 64 } else { 128 };
+    let blocks = (seq_q as u64).div_ceil(64);
+    let max = u64::from(limits.max_groups);
+    let storage = limits.workgroup_storage;
+    let stages = if storage >= 36 << 10 { 2 } else { 1 };
+    let blocked = head_dim <= 128
+        && storage >= 28 << 10
+        && limits.max_invocations >= 256
+        && heads <= max
+        && blocks <= max
+        && has_kv;
+    if !blocked {
+        return AttentionChoice::Rows;
+    }
+    AttentionChoice::Blocked {
+        dims,
+        stages,
+        // 16-byte loads when rows are whole vec4s and every operand starts on a 16-byte
+        // boundary.
+        vec_loads: head_dim.is_multiple_of(4) && aligned16,
+        blocks,
+        heads,
+    }
+}
+
+impl AttentionChoice {
+    fn key(self) -> PipelineKey {
+        match self {
+            AttentionChoice::Blocked {
+                dims,
+                stages,
+                vec_loads,
+                ..
+            } => PipelineKey::new(Kernel::Attention, "fast")
+                .with("D", dims as f64)
+                .with("STAGES", stages as f64)
+                .with("VEC_LOADS", if vec_loads { 1.0 } else { 0.0 }),
+            AttentionChoice::Rows => PipelineKey::new(Kernel::Attention, "main"),
+        }
+    }
+}
+
+impl Ctx {
+    pub(crate) fn attention(&self, p: &AttentionPlan) -> BackendResult<()> {
+        let _span = tracing::debug_span!(
+            "attention",
+            batch = p.batch,
+            heads = p.heads,
+            seq_q = p.seq_q,
+            seq_kv = p.seq_kv,
+            head_dim = p.head_dim
+        )
+        .entered();
+        let limits = &self.limits;
+        let mut st = self.lock();
+        let o = st.bind(limits, p.op, &p.o)?;
+        let q = st.bind16(limits, p.op, &p.q)?;
+        let k = match &p.k {
+            Some(k) => st.bind16(limits, p.op, k)?,
+            None => st.stream.unused(),
+        };
+        let v = match &p.v {
+            Some(v) => st.bind16(limits, p.op, v)?,
+            None => st.stream.unused(),
+        };
+        let rows = p.batch * p.heads * p.seq_q;
+        let prm = params::Attention {
+            rows: u32_saturating(rows),
+            seq_q: u32_saturating(p.seq_q),
+            seq_kv: if p.k.is_some() {
+                u32_saturating(p.seq_kv)
+            } else {
+                0
+            },
+            head_dim: u32_saturating(p.head_dim),
+            q_off: q.elem(4),
+            k_off: k.elem(4),
+            v_off: v.elem(4),
+            o_off: o.elem(4),
+            scale: p.scale as f32,
+            causal: u32::from(p.causal),
+            _pad: [0; 2],
+        };
+        let State { stream, .. } = &mut *st;
+        let choice = choose(
+            p.head_dim,
+            (p.batch * p.heads) as u64,
+            p.seq_q,
+            p.k.is_some(),
+            [&q, &k, &v].iter().all(|b| b.byte.is_multiple_of(16)),
+            limits,
+        );
+        let key = choice.key();
+        match choice {
+            AttentionChoice::Blocked {
+                vec_loads,
+                blocks,
+                heads,
+                ..
+            } => {
+                // The kernel declares both the scalar and the vec4 views, so the set not
+                // used gets placeholders. O (written) last.
+                let unused = stream.unused();
+                let (s1, s2, s3, v1, v2, v3) = if vec_loads {
+                    (&unused, &unused, &unused, &q, &k, &v)
+                } else {
+                    (&q, &k, &v, &unused, &unused, &unused)
+                };
+                let bindings = [
+                    (1, s1),
+                    (2, s2),
+                    (3, s3),
+                    (5, v1),
+                    (6, v2),
+                    (7, v3),
+                    (4, &o),
+                ];
+                self.dispatch(
+                    stream,
+                    &key,
+                    bytes_of(&prm),
+                    &bindings,
+                    [blocks as u32, heads as u32, 1],
+                )
+            }
+            AttentionChoice::Rows => {
+                let grid = limits.grid(rows as u64)?;
+                self.dispatch(
+                    stream,
+                    &key,
+                    bytes_of(&prm),
+                    &[(1, &q), (2, &k), (3, &v), (4, &o)],
+                    grid,
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A native adapter's limits (48 KiB of workgroup memory).
+    const NATIVE: Limits = Limits {
+        storage_align: 256,
+        max_binding: 1 << 30,
+        max_groups: 65535,
+        workgroup_storage: 48 << 10,
+        max_invocations: 1024,
+    };
+
+    fn with(f: impl FnOnce(&mut Limits)) -> Limits {
+        let mut l = NATIVE;
+        f(&mut l);
+        l
+    }
+
+    #[test]
+    fn heads_up_to_128_take_the_blocked_kernel() {
+        assert_eq!(
+            choose(64, 16, 1000, true, true, &NATIVE),
+            AttentionChoice::Blocked {
+                dims: 64,
+                stages: 2,
+                vec_loads: true,
+                blocks: 16,
+                heads: 16
+            }
+        );
+        assert_eq!(
+            choose(96, 3, 64, true, true, &NATIVE),
+            AttentionChoice::Blocked {
+                dims: 128,
+                stages: 2,
+                vec_loads: true,
+                blocks: 1,
+                heads: 3
+            }
+        );
+        assert!(matches!(
+            choose(128, 1, 1, true, true, &NATIVE),
+            AttentionChoice::Blocked { dims: 128, .. }
+        ));
+        assert!(matches!(
+            choose(1, 1, 1, true, true, &NATIVE),
+            AttentionChoice::Blocked { dims: 64, .. }
+        ));
+    }
+
+    #[test]
+    fn one_stage_between_28_and_36_kib() {
+        for (storage, stages) in [(28 << 10, 1), ((36 << 10) - 1, 1), (36 << 10, 2)] {
+            let limits = with(|l| l.workgroup_storage = storage);
+            assert!(
+                matches!(
+                    choose(64, 1, 64, true, true, &limits),
+                    AttentionChoice::Blocked { stages: s, .. } if s == stages
+                ),
+                "{storage}"
+            );
+        }
+    }
+
+    #[test]
+    fn vec_loads_need_whole_vec4_rows_and_aligned_operands() {
+        let vec = |head_dim, aligned16| match choose(head_dim, 1, 64, true, aligned16, &NATIVE) {
+            AttentionChoice::Blocked { vec_loads, .. } => vec_loads,
+            other => panic!("{other:?}"),
+        };
+        assert!(vec(64, true));
+        assert!(!vec(62, true));
+        assert!(!vec(64, false));
+    }
+
+    #[test]
+    fn the_row_kernel_takes_the_rest() {
+        let browser = with(|l| l.workgroup_storage = 16 << 10);
+        let few_threads = with(|l| l.max_invocations = 128);
+        let small_grid = with(|l| l.max_groups = 8);
+        for (head_dim, heads, seq_q, has_kv, limits) in [
+            (129, 1, 64, true, &NATIVE),
+            (64, 1, 64, true, &browser),
+            (64, 1, 64, true, &few_threads),
+            (64, 9, 64, true, &small_grid),
+            (64, 1, 64 * 8 + 1, true, &small_grid),
+            (64, 1, 64, false, &NATIVE),
+        ] {
+            assert_eq!(
+                choose(head_dim, heads, seq_q, has_kv, true, limits),
+                AttentionChoice::Rows,
+                "{head_dim} {heads} {seq_q} {has_kv} {limits:?}"
+            );
+        }
+        assert!(matches!(
+            choose(64, 8, 64 * 8, true, true, &small_grid),
+            AttentionChoice::Blocked { .. }
+        ));
+    }
+
+    #[test]
+    fn keys() {
+        let f = |v: f64| v.to_bits();
+        let fast = AttentionChoice::Blocked {
+            dims: 128,
+            stages: 1,
+            vec_loads: false,
+            blocks: 1,
+            heads: 1,
+        }
+        .key();
+        assert_eq!((fast.kernel, fast.entry), (Kernel::Attention, "fast"));
+        assert_eq!(
+            fast.constants,
+            [("D", f(128.0)), ("STAGES", f(1.0)), ("VEC_LOADS", f(0.0))]
+        );
+        let rows = AttentionChoice::Rows.key();
+        assert_eq!((rows.kernel, rows.entry), (Kernel::Attention, "main"));
+        assert!(rows.constants.is_empty());
+    }
+}
