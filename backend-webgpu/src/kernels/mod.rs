@@ -6,110 +6,151 @@ use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
-/// One kernel file (plus the shared helpers it is compiled with).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Kernel {
-    Unary,
-    Binary,
-    Copy,
-    Cast,
-    Reduce,
-    Gemm,
-    Conv2d,
-    Attention,
+/// The one table of kernels: each kernel's name, file, whether it is compiled with the
+/// math library, the entry points and override constants the Rust side may name (a naga
+/// test checks each exists in the module, and [`Pipelines::get`] refuses, in debug builds
+/// and so in every test, a key naming one not listed), and its parameter block (a naga
+/// test checks its size against the WGSL struct). A new kernel is one entry here and its
+/// `.wgsl` file.
+macro_rules! kernels {
+    ($(
+        $(#[$doc:meta])*
+        $kernel:ident {
+            name: $name:literal,
+            file: $file:literal,
+            math: $math:literal,
+            entries: [$($entry:literal),* $(,)?],
+            constants: [$($constant:literal),* $(,)?],
+            params: $params:ty $(,)?
+        }
+    ),* $(,)?) => {
+        /// One kernel file (plus the shared helpers it is compiled with).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub(crate) enum Kernel {
+            $( $(#[$doc])* $kernel, )*
+        }
+
+        impl Kernel {
+            /// Every kernel.
+            #[cfg(test)]
+            pub(crate) const ALL: &'static [Kernel] = &[$(Kernel::$kernel),*];
+
+            pub(crate) fn name(self) -> &'static str {
+                match self { $( Kernel::$kernel => $name, )* }
+            }
+
+            /// The entry points the Rust side may dispatch.
+            pub(crate) fn entries(self) -> &'static [&'static str] {
+                match self { $( Kernel::$kernel => &[$($entry),*], )* }
+            }
+
+            /// The override constants the Rust side may set.
+            pub(crate) fn constants(self) -> &'static [&'static str] {
+                match self { $( Kernel::$kernel => &[$($constant),*], )* }
+            }
+
+            /// The kernel's own file.
+            fn file(self) -> &'static str {
+                match self { $( Kernel::$kernel => include_str!($file), )* }
+            }
+
+            /// Compiled with `math.wgsl`.
+            fn needs_math(self) -> bool {
+                match self { $( Kernel::$kernel => $math, )* }
+            }
+
+            /// Bytes of the Rust parameter block.
+            #[cfg(test)]
+            fn params_size(self) -> usize {
+                match self { $( Kernel::$kernel => size_of::<$params>(), )* }
+            }
+        }
+    };
+}
+
+kernels! {
+    Unary {
+        name: "unary",
+        file: "unary.wgsl",
+        math: true,
+        entries: ["main", "in_place", "main4", "in_place4"],
+        constants: ["OP"],
+        params: params::Unary,
+    },
+    Binary {
+        name: "binary",
+        file: "binary.wgsl",
+        math: true,
+        entries: [
+            "main", "out_is_a", "out_is_b", "all_same", "a_is_b", "main4", "out_is_a4",
+            "out_is_b4", "all_same4", "a_is_b4",
+        ],
+        constants: ["OP"],
+        params: params::Binary,
+    },
+    Copy {
+        name: "copy",
+        file: "copy.wgsl",
+        math: false,
+        entries: ["main", "within"],
+        constants: [],
+        params: params::Copy,
+    },
+    Cast {
+        name: "cast",
+        file: "cast.wgsl",
+        math: false,
+        entries: ["main"],
+        constants: ["SRC", "DST"],
+        params: params::Cast,
+    },
+    Reduce {
+        name: "reduce",
+        file: "reduce.wgsl",
+        math: true,
+        entries: ["rows", "rows4", "cols", "cols4"],
+        constants: ["OP", "COLS", "COLS4"],
+        params: params::Reduce,
+    },
+    Gemm {
+        name: "gemm",
+        file: "gemm.wgsl",
+        math: false,
+        entries: ["main", "tiled"],
+        constants: ["A_TYPE", "B_TYPE", "B_IN_A", "TRANS_A", "TRANS_B", "C_VEC4", "NB"],
+        params: params::Gemm,
+    },
+    Conv2d {
+        name: "conv2d",
+        file: "conv2d.wgsl",
+        math: false,
+        entries: ["main", "implicit"],
+        constants: ["F_IN_X", "F_VEC4", "NB"],
+        params: params::Conv2d,
+    },
+    Attention {
+        name: "attention",
+        file: "attention.wgsl",
+        math: false,
+        entries: ["main", "fast"],
+        constants: ["D", "STAGES", "VEC_LOADS"],
+        params: params::Attention,
+    },
     /// gemm_ex on matrix units; built only where the adapter has cooperative matrices.
-    GemmCoop,
+    GemmCoop {
+        name: "gemm_coop",
+        file: "gemm_coop.wgsl",
+        math: false,
+        entries: ["main", "tiled"],
+        constants: ["TRANS_A", "TRANS_B"],
+        params: params::Gemm,
+    },
 }
 
 const COMMON: &str = include_str!("common.wgsl");
 const MATH: &str = include_str!("math.wgsl");
 
 impl Kernel {
-    #[cfg(test)]
-    pub(crate) const ALL: [Kernel; 9] = [
-        Kernel::Unary,
-        Kernel::Binary,
-        Kernel::Copy,
-        Kernel::Cast,
-        Kernel::Reduce,
-        Kernel::Gemm,
-        Kernel::Conv2d,
-        Kernel::Attention,
-        Kernel::GemmCoop,
-    ];
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Kernel::Unary => "unary",
-            Kernel::Binary => "binary",
-            Kernel::Copy => "copy",
-            Kernel::Cast => "cast",
-            Kernel::Reduce => "reduce",
-            Kernel::Gemm => "gemm",
-            Kernel::Conv2d => "conv2d",
-            Kernel::Attention => "attention",
-            Kernel::GemmCoop => "gemm_coop",
-        }
-    }
-
-    /// Every entry point the Rust side may dispatch. A naga test checks each exists in
-    /// the kernel's module, and [`Pipelines::get`] refuses (in debug builds, so in every
-    /// test) a key that names one not listed here.
-    pub(crate) fn entries(self) -> &'static [&'static str] {
-        match self {
-            Kernel::Unary => &["main", "in_place", "main4", "in_place4"],
-            Kernel::Binary => &[
-                "main",
-                "out_is_a",
-                "out_is_b",
-                "all_same",
-                "a_is_b",
-                "main4",
-                "out_is_a4",
-                "out_is_b4",
-                "all_same4",
-                "a_is_b4",
-            ],
-            Kernel::Copy => &["main", "within"],
-            Kernel::Cast => &["main"],
-            Kernel::Reduce => &["rows", "rows4", "cols", "cols4"],
-            Kernel::Gemm | Kernel::GemmCoop => &["main", "tiled"],
-            Kernel::Conv2d => &["main", "implicit"],
-            Kernel::Attention => &["main", "fast"],
-        }
-    }
-
-    /// Every override constant the Rust side may set, checked like [`entries`](Self::entries).
-    pub(crate) fn constants(self) -> &'static [&'static str] {
-        match self {
-            Kernel::Unary | Kernel::Binary => &["OP"],
-            Kernel::Copy => &[],
-            Kernel::Cast => &["SRC", "DST"],
-            Kernel::Reduce => &["OP", "COLS", "COLS4"],
-            Kernel::Gemm => &[
-                "A_TYPE", "B_TYPE", "B_IN_A", "TRANS_A", "TRANS_B", "C_VEC4", "NB",
-            ],
-            Kernel::GemmCoop => &["TRANS_A", "TRANS_B"],
-            Kernel::Conv2d => &["F_IN_X", "F_VEC4", "NB"],
-            Kernel::Attention => &["D", "STAGES", "VEC_LOADS"],
-        }
-    }
-
-    /// The kernel's own file.
-    fn file(self) -> &'static str {
-        match self {
-            Kernel::Unary => include_str!("unary.wgsl"),
-            Kernel::Binary => include_str!("binary.wgsl"),
-            Kernel::Copy => include_str!("copy.wgsl"),
-            Kernel::Cast => include_str!("cast.wgsl"),
-            Kernel::Reduce => include_str!("reduce.wgsl"),
-            Kernel::Gemm => include_str!("gemm.wgsl"),
-            Kernel::Conv2d => include_str!("conv2d.wgsl"),
-            Kernel::Attention => include_str!("attention.wgsl"),
-            Kernel::GemmCoop => include_str!("gemm_coop.wgsl"),
-        }
-    }
-
     /// The complete WGSL source: the shared helpers, the math library where the kernel
     /// needs it, then the kernel.
     pub(crate) fn source(self) -> String {
@@ -117,9 +158,8 @@ impl Kernel {
             // Self-contained: its `enable` directives must come first.
             return self.file().to_string();
         }
-        let needs_math = matches!(self, Kernel::Unary | Kernel::Binary | Kernel::Reduce);
         let mut s = String::from(COMMON);
-        if needs_math {
+        if self.needs_math() {
             s.push_str(MATH);
         }
         s.push_str(&self.op_constants());
@@ -405,7 +445,7 @@ mod tests {
     /// needed.
     #[test]
     fn every_kernel_validates_with_naga() {
-        for kernel in Kernel::ALL {
+        for &kernel in Kernel::ALL {
             let m = module(kernel);
             naga::valid::Validator::new(
                 naga::valid::ValidationFlags::all(),
@@ -426,7 +466,7 @@ mod tests {
     /// so a renamed WGSL function or a mistyped constant fails here, without a GPU.
     #[test]
     fn rust_names_exist_in_the_wgsl() {
-        for kernel in Kernel::ALL {
+        for &kernel in Kernel::ALL {
             let m = module(kernel);
             let entries: Vec<&str> = m.entry_points.iter().map(|e| e.name.as_str()).collect();
             for e in kernel.entries() {
@@ -466,18 +506,8 @@ mod tests {
     /// Each Rust parameter block has the size of its WGSL struct.
     #[test]
     fn params_match_wgsl_layout() {
-        let cases: [(Kernel, usize); 9] = [
-            (Kernel::Unary, size_of::<params::Unary>()),
-            (Kernel::Binary, size_of::<params::Binary>()),
-            (Kernel::Copy, size_of::<params::Copy>()),
-            (Kernel::Cast, size_of::<params::Cast>()),
-            (Kernel::Reduce, size_of::<params::Reduce>()),
-            (Kernel::Gemm, size_of::<params::Gemm>()),
-            (Kernel::Conv2d, size_of::<params::Conv2d>()),
-            (Kernel::Attention, size_of::<params::Attention>()),
-            (Kernel::GemmCoop, size_of::<params::Gemm>()),
-        ];
-        for (kernel, rust) in cases {
+        for &kernel in Kernel::ALL {
+            let rust = kernel.params_size();
             assert_eq!(
                 params_size(kernel) as usize,
                 rust,
