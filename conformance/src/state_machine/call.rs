@@ -1,10 +1,10 @@
 //! The call language ([`Op`]) and how calls are drawn from a [`Source`] and the model's
 //! state ([`Machine::generate`]).
 
-use backend_api::{BackendTranspose, BinaryOp, ReduceOp, UnaryOp};
+use backend_api::{BackendTranspose, BinaryOp, ReduceOp, Retired, UnaryOp};
 
 use super::machine::Machine;
-use super::rules::{HUGE_ALLOC, trans};
+use super::rules::{HUGE_ALLOC, MAX_ALIASES, Where, trans};
 use super::source::{Fill, Source};
 
 /// One call of the language, with concrete arguments.
@@ -70,6 +70,20 @@ pub enum Op {
     MemoryInfo,
     /// Reads every live allocation back whole and checks it.
     CheckAll,
+    /// `alias(ptr, bytes)`: a fresh address for bytes of a live allocation or alias.
+    Alias {
+        ptr: u64,
+        bytes: usize,
+    },
+    /// `retire(ptr, why)`: a frame or arena reset of a live alias and its descendants.
+    Retire {
+        ptr: u64,
+        why: Retired,
+    },
+    /// `copy_dtoh_many` of these `(src, len)` reads, all or nothing.
+    ReadMany {
+        reads: Vec<(u64, usize)>,
+    },
 }
 
 impl Op {
@@ -88,6 +102,33 @@ impl Op {
             Op::Synchronize => "synchronize",
             Op::MemoryInfo => "memory_info",
             Op::CheckAll => "check_all",
+            Op::Alias { .. } => "alias",
+            Op::Retire { .. } => "retire",
+            Op::ReadMany { .. } => "copy_dtoh_many",
+        }
+    }
+
+    /// The device pointers of a data call (not alloc, free, alias or retire).
+    pub(super) fn data_pointers(&self) -> Vec<u64> {
+        match self {
+            &Op::CopyHtod { dst, .. } => vec![dst],
+            &Op::CopyDtoh { src, .. } => vec![src],
+            &Op::CopyDtod { dst, src, .. } => vec![dst, src],
+            &Op::Unary { input, output, .. } => vec![input, output],
+            &Op::Binary { a, b, output, .. } => vec![a, b, output],
+            &Op::Reduce { input, output, .. } => vec![input, output],
+            &Op::Gemm { a, b, c, .. } => vec![a, b, c],
+            Op::ReadMany { reads } => reads.iter().map(|r| r.0).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// What an `InvalidArgument` message of the call must mention: its name, except
+    /// for `copy_dtoh_many`, whose entries are refused as `copy_dtoh` calls are.
+    pub fn error_name(&self) -> &'static str {
+        match self {
+            Op::ReadMany { .. } => "copy_dtoh",
+            op => op.name(),
         }
     }
 }
@@ -101,9 +142,9 @@ impl Machine<'_> {
     /// Returns it with the bytes left to the end of its allocation (0 when it is not in one).
     fn place(&self, src: &mut Source<'_>) -> (u64, u64) {
         let c = src.u8();
-        if c < 210 && !self.live.is_empty() {
-            let l = &self.live[src.below(self.live.len() as u64) as usize];
-            let size = l.size as u64;
+        if c < 210
+            && let Some((base, size)) = self.target(src)
+        {
             let off = match src.u8() {
                 0..120 => 0,
                 120..200 => 4 * src.below(size / 4 + 1),
@@ -111,7 +152,13 @@ impl Machine<'_> {
                 225..240 => size,
                 _ => size + 1 + src.below(64),
             };
-            return (l.base + off, size.saturating_sub(off));
+            return (base + off, size.saturating_sub(off));
+        }
+        if c < 232 && !self.retired_recent.is_empty() && (self.freed.is_empty() || src.u8() < 96) {
+            // Into a retired alias, with the room it had: the call fits but is stale.
+            let (p, bytes) = self.stale_target(src);
+            let off = 4 * src.below(bytes / 4 + 1);
+            return (p + off, bytes - off);
         }
         if c < 232 && !self.freed.is_empty() {
             let p = self.freed[src.below(self.freed.len() as u64) as usize];
@@ -127,6 +174,188 @@ impl Machine<'_> {
             }
         }
         (src.pick(&raw), 0)
+    }
+
+    /// Another name of the bytes at `ptr` (its allocation's own address, or a live alias
+    /// over them), mostly exactly, sometimes 4 bytes after or before: for operands that
+    /// overlap only physically. `None` when the bytes have no other name.
+    fn twin(&self, src: &mut Source<'_>, ptr: u64) -> Option<(u64, u64)> {
+        let (i, off) = match self.find(ptr) {
+            Where::Alias(start, a) => (self.by_base[&a.root], a.offset + (ptr - start) as usize),
+            Where::Alloc(i) => (i, (ptr - self.live[i].base) as usize),
+            Where::Stale(_) | Where::Nowhere => return None,
+        };
+        let (root, size) = (self.live[i].base, self.live[i].size);
+        let mut names = Vec::new();
+        if root + off as u64 != ptr {
+            names.push((root + off as u64, (size - off) as u64));
+        }
+        for &a in &self.alias_order {
+            let r = &self.aliases[&a];
+            if r.root == root && r.offset <= off && off <= r.offset + r.bytes {
+                let p = a + (off - r.offset) as u64;
+                if p != ptr {
+                    names.push((p, (r.offset + r.bytes - off) as u64));
+                }
+            }
+        }
+        if names.is_empty() {
+            return None;
+        }
+        let (p, room) = names[src.below(names.len() as u64) as usize];
+        Some(match src.u8() {
+            0..128 => (p, room),
+            128..200 => (p + 4, room.saturating_sub(4)),
+            _ => (p.wrapping_sub(4), room + 4),
+        })
+    }
+
+    /// [`twin`](Self::twin), else [`place`](Self::place).
+    fn twin_or_place(&self, src: &mut Source<'_>, ptr: u64) -> (u64, u64) {
+        match self.twin(src, ptr) {
+            Some(t) => t,
+            None => self.place(src),
+        }
+    }
+
+    /// A live allocation, or a quarter of the time (when there are any) a live alias:
+    /// `(start, size)`; `None` when nothing is live.
+    fn target(&self, src: &mut Source<'_>) -> Option<(u64, u64)> {
+        if self.live.is_empty() {
+            return None;
+        }
+        if !self.alias_order.is_empty() && src.below(4) == 0 {
+            return Some(self.alias_target(src));
+        }
+        let l = &self.live[src.below(self.live.len() as u64) as usize];
+        Some((l.base, l.size as u64))
+    }
+
+    /// A live alias (there must be one): `(start, size)`.
+    fn alias_target(&self, src: &mut Source<'_>) -> (u64, u64) {
+        let a = self.alias_order[src.below(self.alias_order.len() as u64) as usize];
+        (a, self.aliases[&a].bytes as u64)
+    }
+
+    /// A recently retired alias (there must be one): `(start, size)`.
+    fn stale_target(&self, src: &mut Source<'_>) -> (u64, u64) {
+        let (a, bytes) = self.retired_recent[src.below(self.retired_recent.len() as u64) as usize];
+        (a, bytes as u64)
+    }
+
+    /// `alias`: mostly of part of a live allocation or (a frame's slice) of a live alias,
+    /// sometimes past its end, of a retired alias, or of anything [`place`](Self::place)
+    /// draws.
+    fn gen_alias(&self, src: &mut Source<'_>) -> Op {
+        let from = match src.u8() {
+            0..110 if !self.live.is_empty() => {
+                let l = &self.live[src.below(self.live.len() as u64) as usize];
+                Some((l.base, l.size as u64))
+            }
+            0..200 if !self.alias_order.is_empty() => Some(self.alias_target(src)),
+            0..200 if !self.live.is_empty() => self.target(src),
+            200..230 if !self.retired_recent.is_empty() => Some(self.stale_target(src)),
+            _ => None,
+        };
+        let (ptr, room) = match from {
+            Some((base, size)) => {
+                let off = match src.u8() {
+                    0..100 => 0,
+                    100..200 => 4 * src.below(size / 4 + 1),
+                    200..235 => src.below(size + 1),
+                    235..245 => size,
+                    _ => size + 1 + src.below(64),
+                };
+                (base + off, size.saturating_sub(off))
+            }
+            None => self.place(src),
+        };
+        let bytes = match src.u8() {
+            0..60 => room as usize,
+            _ => self.count(src, room, 1),
+        };
+        Op::Alias { ptr, bytes }
+    }
+
+    /// `retire`: mostly of a live alias (often one that has aliases made from it: a frame
+    /// reset), sometimes of a retired alias, an allocation or the inside of an alias.
+    fn gen_retire(&self, src: &mut Source<'_>) -> Op {
+        let why = src.pick(&[
+            Retired::FrameReset,
+            Retired::FrameReset,
+            Retired::ArenaReset,
+            Retired::Freed,
+            Retired::ParentRetired,
+        ]);
+        let parents: Vec<u64> = self
+            .alias_order
+            .iter()
+            .copied()
+            .filter(|a| self.aliases.values().any(|r| r.parent == *a))
+            .collect();
+        let ptr = match src.u8() {
+            0..90 if !parents.is_empty() => parents[src.below(parents.len() as u64) as usize],
+            0..170 if !self.alias_order.is_empty() => self.alias_target(src).0,
+            0..200 if !self.retired_recent.is_empty() => {
+                let (a, bytes) = self.stale_target(src);
+                if src.below(4) == 0 {
+                    a + src.below(bytes + 1)
+                } else {
+                    a
+                }
+            }
+            0..220 if !self.live.is_empty() => {
+                self.live[src.below(self.live.len() as u64) as usize].base
+            }
+            0..235 if !self.alias_order.is_empty() => {
+                let (a, bytes) = self.alias_target(src);
+                a + 1 + src.below(bytes + 8)
+            }
+            _ => self.place(src).0,
+        };
+        Op::Retire { ptr, why }
+    }
+
+    /// `copy_dtoh_many` of 1-4 reads: in range, except (a third of the time) one drawn
+    /// like `copy_dtoh`'s or out of range on purpose.
+    fn gen_read_many(&self, src: &mut Source<'_>) -> Op {
+        let n = 1 + src.below(4) as usize;
+        let bad = (src.below(3) == 0).then(|| src.below(n as u64) as usize);
+        let mut reads = Vec::with_capacity(n);
+        for e in 0..n {
+            let target = self.target(src);
+            let read = match (target, Some(e) == bad) {
+                (Some((base, size)), false) => {
+                    let off = match src.u8() {
+                        0..100 => 0,
+                        100..200 => 4 * src.below(size / 4 + 1),
+                        _ => src.below(size + 1),
+                    };
+                    let room = size - off;
+                    let len = match src.u8() {
+                        0..20 => 0,
+                        20..60 => room,
+                        _ if room > 0 => 1 + src.below(room),
+                        _ => 0,
+                    };
+                    (base + off, len as usize)
+                }
+                (Some((base, size)), true) if src.u8() < 96 => {
+                    let off = src.below(size + 1);
+                    (base + off, (size - off + 1 + src.below(8)) as usize)
+                }
+                (_, true) if !self.retired_recent.is_empty() && src.u8() < 96 => {
+                    let (a, bytes) = self.stale_target(src);
+                    (a, 1 + src.below(bytes.max(1)) as usize)
+                }
+                _ => {
+                    let (p, room) = self.place(src);
+                    (p, self.host_len(src, room))
+                }
+            };
+            reads.push(read);
+        }
+        Op::ReadMany { reads }
     }
 
     /// A count of `unit`-byte elements for operands with `room` bytes left: mostly one
@@ -172,6 +401,19 @@ impl Machine<'_> {
 
     /// The next call, drawn from `src` and the model's state.
     pub fn generate(&self, src: &mut Source<'_>) -> Op {
+        // One call in eight: aliases, resets and batched reads.
+        let family = src.u8();
+        if family >= 224 {
+            let aliases = !self.no_alias;
+            return match family - 224 {
+                0..12 if aliases && self.aliases.len() >= MAX_ALIASES && !self.no_retire => {
+                    self.gen_retire(src)
+                }
+                0..12 if aliases && self.aliases.len() < MAX_ALIASES => self.gen_alias(src),
+                12..20 if aliases && !self.no_retire => self.gen_retire(src),
+                _ => self.gen_read_many(src),
+            };
+        }
         let mut kind = src.u8();
         if self.live.is_empty() && kind < 128 {
             kind = 0; // mostly allocate first
@@ -191,6 +433,8 @@ impl Machine<'_> {
             }
             28..46 => {
                 let ptr = match src.u8() {
+                    // free of an alias: what retires it when no frame reset does.
+                    0..48 if !self.alias_order.is_empty() => self.alias_target(src).0,
                     0..170 if !self.live.is_empty() => {
                         self.live[src.below(self.live.len() as u64) as usize].base
                     }
@@ -225,6 +469,7 @@ impl Machine<'_> {
                 let (d, room_d) = match src.u8() {
                     0..12 => (s, room_s),
                     12..24 => (s.wrapping_add(1 + src.below(8)), room_s.saturating_sub(8)),
+                    24..60 => self.twin_or_place(src, s),
                     _ => self.place(src),
                 };
                 Op::CopyDtod {
@@ -239,6 +484,7 @@ impl Machine<'_> {
                 let (output, room_o) = match src.u8() {
                     0..80 => (input, room_i),
                     80..90 => (input.wrapping_add(4), room_i.saturating_sub(4)),
+                    90..150 => self.twin_or_place(src, input),
                     _ => self.place(src),
                 };
                 Op::Unary {
@@ -260,6 +506,8 @@ impl Machine<'_> {
                     0..50 => (a, room_a),
                     50..75 => (b, room_b),
                     75..85 => (b.wrapping_add(4), room_b.saturating_sub(4)),
+                    85..100 => self.twin_or_place(src, a),
+                    100..115 => self.twin_or_place(src, b),
                     _ => self.place(src),
                 };
                 Op::Binary {
@@ -292,7 +540,11 @@ impl Machine<'_> {
                     src.below(rank as u64) as usize
                 };
                 let (input, _) = self.place(src);
-                let (output, _) = self.place(src);
+                let (output, _) = if src.below(6) == 0 {
+                    self.twin_or_place(src, input)
+                } else {
+                    self.place(src)
+                };
                 Op::Reduce {
                     op,
                     input,
@@ -329,10 +581,11 @@ impl Machine<'_> {
                 } else {
                     self.place(src)
                 };
-                let (c, _) = if src.below(16) == 0 {
-                    (a, 0)
-                } else {
-                    self.place(src)
+                let (c, _) = match src.below(16) {
+                    0 => (a, 0),
+                    1 => self.twin_or_place(src, a),
+                    2 => self.twin_or_place(src, b),
+                    _ => self.place(src),
                 };
                 Op::Gemm {
                     trans_a,

@@ -7,8 +7,10 @@ use backend_api::{BackendError, BinaryOp, ComputeBackend, MemoryInfo};
 use backend_cpu::reference;
 
 use super::call::Op;
-use super::memory::{KNOWN, Live, Loc, ModelMem, Value};
-use super::rules::{Expect, HUGE_ALLOC, ModelGemmCall, tame, trans};
+use super::memory::{AliasRec, KNOWN, Live, Loc, ModelMem, Value};
+use super::rules::{
+    Expect, HUGE_ALLOC, ModelGemmCall, PHYSICAL, STALE_KEPT, Where, combine, tame, trans,
+};
 use super::source::{Fill, Options, Source};
 use super::stats::{Digest, MachineFailure, Stats};
 use crate::suites::elementwise::{binary_tolerance, unary_tolerance};
@@ -28,6 +30,26 @@ pub struct Machine<'b> {
     pub(super) by_base: BTreeMap<u64, usize>,
     /// Recently freed addresses (stale pointers to use).
     pub(super) freed: VecDeque<u64>,
+    /// Live aliases by start.
+    pub(super) aliases: BTreeMap<u64, AliasRec>,
+    /// Live aliases' starts in the order they were made (what the generator picks from,
+    /// so that the calls do not depend on the addresses the backend hands out).
+    pub(super) alias_order: Vec<u64>,
+    /// Retired aliases, the most recent [`STALE_KEPT`]: start -> (length, ordinal of
+    /// the retirement).
+    pub(super) stale: BTreeMap<u64, (usize, u64)>,
+    stale_order: VecDeque<u64>,
+    /// Aliases retired so far.
+    pub(super) retired_count: u64,
+    /// Recently retired aliases (start, length), for stale pointers to use.
+    pub(super) retired_recent: VecDeque<(u64, usize)>,
+    /// The backend answered `alias` with `Unsupported` before any alias succeeded: no
+    /// more aliases in this run.
+    pub(super) no_alias: bool,
+    /// Likewise for `retire`.
+    pub(super) no_retire: bool,
+    /// Some `alias` call succeeded (after which `Unsupported` is a failure).
+    alias_made: bool,
     /// Every address range ever handed out: start -> one past the end.
     handed_out: BTreeMap<u64, u64>,
     pub(super) live_bytes: u64,
@@ -36,6 +58,9 @@ pub struct Machine<'b> {
     digest: Digest,
     /// Whether the current call was valid (set by `judge`).
     last_valid: bool,
+    /// Whether the backend answered the current call with `Unsupported` (an `alias` or
+    /// `retire` of a backend without aliases), which is not counted as valid or invalid.
+    last_unsupported: bool,
 }
 
 const HISTORY: usize = 16;
@@ -50,12 +75,22 @@ impl<'b> Machine<'b> {
             live: Vec::new(),
             by_base: BTreeMap::new(),
             freed: VecDeque::new(),
+            aliases: BTreeMap::new(),
+            alias_order: Vec::new(),
+            stale: BTreeMap::new(),
+            stale_order: VecDeque::new(),
+            retired_count: 0,
+            retired_recent: VecDeque::new(),
+            no_alias: false,
+            no_retire: false,
+            alias_made: false,
             handed_out: BTreeMap::new(),
             live_bytes: 0,
             history: VecDeque::new(),
             stats: Stats::default(),
             digest: Digest::START,
             last_valid: true,
+            last_unsupported: false,
         }
     }
 
@@ -100,21 +135,33 @@ impl<'b> Machine<'b> {
                 Ok(true)
             }
             (Expect::Ok, Err(e)) => Err(format!("a valid call failed: {e}")),
-            (Expect::Invalid(_), Err(BackendError::InvalidArgument(m))) => {
-                if !m.contains(op.name()) {
+            (Expect::Invalid(why) | Expect::Stale(why), Err(BackendError::InvalidArgument(m))) => {
+                if !m.contains(op.error_name()) {
                     return Err(format!(
                         "InvalidArgument message {m:?} does not name the op {}",
-                        op.name()
+                        op.error_name()
                     ));
+                }
+                if matches!(want, Expect::Stale(_)) {
+                    if !m.contains("stale") {
+                        return Err(format!(
+                            "InvalidArgument message {m:?} does not say \"stale\", but the \
+                             call's only fault is a pointer into a retired alias ({why})"
+                        ));
+                    }
+                    self.stats.stale_refused += 1;
+                }
+                if why.ends_with(PHYSICAL) {
+                    self.stats.physical_overlaps += 1;
                 }
                 self.stats.invalid += 1;
                 self.last_valid = false;
                 Ok(false)
             }
-            (Expect::Invalid(why), Ok(_)) => Err(format!(
+            (Expect::Invalid(why) | Expect::Stale(why), Ok(_)) => Err(format!(
                 "succeeded, but the call is invalid ({why}): InvalidArgument required"
             )),
-            (Expect::Invalid(why), Err(e)) => Err(format!(
+            (Expect::Invalid(why) | Expect::Stale(why), Err(e)) => Err(format!(
                 "wrong error for an invalid call ({why}): {e}; InvalidArgument required"
             )),
             (Expect::OutOfMemory, Err(BackendError::OutOfMemory)) => {
@@ -134,14 +181,24 @@ impl<'b> Machine<'b> {
     /// Runs one call on the backend and the model.
     pub fn step(&mut self, op: &Op) -> Result<(), Box<MachineFailure>> {
         self.last_valid = true;
+        self.last_unsupported = false;
+        let via_alias = op
+            .data_pointers()
+            .into_iter()
+            .any(|p| matches!(self.find(p), Where::Alias(..)));
         if let Err(m) = self.run_op(op) {
             return Err(self.failure(Some(op), m));
         }
-        let counts = self.stats.per_op.entry(op.name()).or_default();
-        if self.last_valid {
-            counts.0 += 1;
-        } else {
-            counts.1 += 1;
+        if via_alias && self.last_valid {
+            self.stats.via_alias += 1;
+        }
+        if !self.last_unsupported {
+            let counts = self.stats.per_op.entry(op.name()).or_default();
+            if self.last_valid {
+                counts.0 += 1;
+            } else {
+                counts.1 += 1;
+            }
         }
         if self.history.len() == HISTORY {
             self.history.pop_front();
@@ -170,16 +227,63 @@ impl<'b> Machine<'b> {
                 }
             }
             &Op::Free { ptr } => {
-                let want = match self.by_base.get(&ptr) {
-                    Some(_) => Expect::Ok,
-                    None => Expect::Invalid(format!("{ptr:#x} is not a live allocation")),
+                let want = if self.by_base.contains_key(&ptr) || self.aliases.contains_key(&ptr) {
+                    Expect::Ok
+                } else {
+                    self.refusal(ptr, "is not a live allocation or alias")
                 };
                 let got = guarded(|| b.free(ptr))?;
                 if self.judge(op, &got, &want)? {
-                    self.remove_alloc(ptr);
-                    self.stats.frees += 1;
+                    if self.aliases.contains_key(&ptr) {
+                        self.retire_alias(ptr);
+                        self.stats.alias_frees += 1;
+                    } else {
+                        self.remove_alloc(ptr);
+                        self.stats.frees += 1;
+                    }
                 }
             }
+            &Op::Alias { ptr, bytes } => {
+                let (plan, want) = self.want_alias(ptr, bytes);
+                let got = guarded(|| b.alias(ptr, bytes))?;
+                if let Err(BackendError::Unsupported(_)) = got
+                    && !self.alias_made
+                {
+                    self.unsupported("alias");
+                    self.no_alias = true;
+                    return Ok(());
+                }
+                if self.judge(op, &got, &want)?
+                    && let Some((root, offset, parent)) = plan
+                {
+                    let rec = AliasRec {
+                        bytes,
+                        root,
+                        offset,
+                        parent,
+                    };
+                    self.add_alias(got.expect("judged Ok"), ptr, rec)?;
+                }
+            }
+            &Op::Retire { ptr, why } => {
+                let want = if self.aliases.contains_key(&ptr) {
+                    Expect::Ok
+                } else {
+                    self.refusal(ptr, "is not the start of a live alias")
+                };
+                let got = guarded(|| b.retire(ptr, why))?;
+                if let Err(BackendError::Unsupported(_)) = got {
+                    // Without aliases, or with aliases that only `free` retires.
+                    self.unsupported("retire");
+                    self.no_retire = true;
+                    return Ok(());
+                }
+                if self.judge(op, &got, &want)? {
+                    self.retire_alias(ptr);
+                    self.stats.resets += 1;
+                }
+            }
+            Op::ReadMany { reads } => self.read_many(op, reads)?,
             &Op::CopyHtod { dst, len, fill } => {
                 let loc = (len > 0)
                     .then(|| self.locate("dst", dst, len as u128, 1))
@@ -342,6 +446,118 @@ impl<'b> Machine<'b> {
         Ok(())
     }
 
+    /// The backend has no `what`: noted, and not judged.
+    fn unsupported(&mut self, what: &'static str) {
+        self.digest.u64(4);
+        self.last_unsupported = true;
+        self.stats.unsupported.insert(what);
+    }
+
+    /// `copy_dtoh_many`: all or nothing. Valid, every destination must match the model;
+    /// invalid, none may have been written.
+    fn read_many(&mut self, op: &Op, reads: &[(u64, usize)]) -> Result<(), String> {
+        const SENTINEL: u8 = 0xa5;
+        let locs = combine(
+            reads
+                .iter()
+                .map(|&(p, len)| {
+                    (len > 0)
+                        .then(|| self.locate("src", p, len as u128, 1))
+                        .transpose()
+                })
+                .collect(),
+        );
+        let want = match &locs {
+            Ok(_) => Expect::Ok,
+            Err(Expect::Stale(why)) => Expect::Stale(why.clone()),
+            Err(Expect::Invalid(why)) => Expect::Invalid(why.clone()),
+            Err(_) => unreachable!("not a refusal"),
+        };
+        let mut bufs: Vec<Vec<u8>> = reads.iter().map(|&(_, len)| vec![SENTINEL; len]).collect();
+        let b = self.backend;
+        let got = guarded(|| {
+            let mut entries: Vec<(u64, &mut [u8])> = reads
+                .iter()
+                .zip(bufs.iter_mut())
+                .map(|(&(p, _), buf)| (p, buf.as_mut_slice()))
+                .collect();
+            b.copy_dtoh_many(&mut entries)
+        })?;
+        if self.judge(op, &got, &want)? {
+            let locs = locs.expect("judged Ok");
+            for (e, (loc, buf)) in locs.into_iter().zip(&bufs).enumerate() {
+                if let Some(l) = loc {
+                    self.verify(l, buf, &format!("copy_dtoh_many entry {e}"))?;
+                }
+            }
+        } else if let Some(e) = bufs.iter().position(|b| b.iter().any(|&x| x != SENTINEL)) {
+            return Err(format!(
+                "copy_dtoh_many failed, as it must, but wrote destination {e} of {} \
+                 (all or nothing: a failed call writes no destination)",
+                reads.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records a fresh alias `a` of `ptr` that the model located as `rec`.
+    fn add_alias(&mut self, a: u64, ptr: u64, rec: AliasRec) -> Result<(), String> {
+        let bytes = rec.bytes;
+        if a == 0 || a % 256 != ptr % 256 {
+            return Err(format!(
+                "alias({ptr:#x}, {bytes}) returned {a:#x}: not a non-zero address congruent \
+                 to the pointer modulo 256"
+            ));
+        }
+        let end = a + bytes as u64;
+        if let Some((&s, &e)) = self.handed_out.range(..=end).next_back()
+            && e >= a
+        {
+            return Err(format!(
+                "alias({ptr:#x}, {bytes}) returned {a:#x}, but [{s:#x}, {e:#x}] was handed out \
+                 before (alias addresses must be fresh)"
+            ));
+        }
+        self.handed_out.insert(a, end);
+        self.aliases.insert(a, rec);
+        self.alias_order.push(a);
+        self.alias_made = true;
+        self.stats.aliases += 1;
+        Ok(())
+    }
+
+    /// Retires the live alias at `start` and every alias made from it, or from those.
+    pub(super) fn retire_alias(&mut self, start: u64) {
+        let mut gone = vec![start];
+        // Made in order: a parent before its children.
+        for &a in &self.alias_order {
+            if gone.contains(&self.aliases[&a].parent) && a != start {
+                gone.push(a);
+            }
+        }
+        self.retire_all(&gone);
+    }
+
+    /// Marks these live aliases retired.
+    fn retire_all(&mut self, gone: &[u64]) {
+        for &a in gone {
+            let rec = self.aliases.remove(&a).expect("a live alias");
+            self.retired_count += 1;
+            self.stale.insert(a, (rec.bytes, self.retired_count));
+            self.stale_order.push_back(a);
+            if self.stale_order.len() as u64 > STALE_KEPT {
+                let old = self.stale_order.pop_front().expect("non-empty");
+                self.stale.remove(&old);
+            }
+            if self.retired_recent.len() == 64 {
+                self.retired_recent.pop_front();
+            }
+            self.retired_recent.push_back((a, rec.bytes));
+            self.stats.retired += 1;
+        }
+        self.alias_order.retain(|a| !gone.contains(a));
+    }
+
     fn add_alloc(&mut self, ptr: u64, bytes: usize) -> Result<(), String> {
         if ptr == 0 || !ptr.is_multiple_of(256) {
             return Err(format!(
@@ -381,6 +597,14 @@ impl<'b> Machine<'b> {
     }
 
     fn remove_alloc(&mut self, ptr: u64) {
+        // Every alias into it goes with it.
+        let gone: Vec<u64> = self
+            .alias_order
+            .iter()
+            .copied()
+            .filter(|a| self.aliases[a].root == ptr)
+            .collect();
+        self.retire_all(&gone);
         let i = self.by_base.remove(&ptr).expect("live");
         let gone = self.live.swap_remove(i);
         if i < self.live.len() {

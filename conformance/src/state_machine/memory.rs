@@ -137,3 +137,14 @@ pub(super) struct Live {
 
 /// An operand located in the model: (index into `live`, byte offset).
 pub(super) type Loc = (usize, usize);
+
+/// A live alias in the model: the bytes `offset..offset + bytes` of the allocation at
+/// `root`, made from `parent` (the start of the live alias its pointer lay in, else
+/// `root`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AliasRec {
+    pub(super) bytes: usize,
+    pub(super) root: u64,
+    pub(super) offset: usize,
+    pub(super) parent: u64,
+}

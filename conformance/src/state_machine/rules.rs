@@ -5,7 +5,7 @@ use backend_api::{BackendTranspose, ReduceOp};
 use backend_cpu::reference;
 
 use super::machine::Machine;
-use super::memory::{Loc, Value};
+use super::memory::{AliasRec, Loc, Value};
 use crate::tolerance::{Tol, reduce_tolerance};
 
 /// Allocation sizes from here up are refused by every device: `OutOfMemory` is required.
@@ -33,18 +33,136 @@ pub(super) fn trans(t: BackendTranspose) -> bool {
 }
 
 /// What the model expects of a call.
+#[derive(Debug)]
 pub(super) enum Expect {
     /// Success.
     Ok,
     /// `InvalidArgument`, for this reason.
     Invalid(String),
+    /// `InvalidArgument` whose message says "stale": the call's only fault is a pointer
+    /// into an alias retired recently enough that the backend still knows why.
+    Stale(String),
     /// `OutOfMemory`.
     OutOfMemory,
+}
+
+/// How many of the most recently retired aliases a backend keeps the reason of (the
+/// "stale" message): `backend_api::AddressSpace` keeps 2^14. The model requires "stale"
+/// only for aliases retired well within it.
+pub(super) const STALE_KEPT: u64 = 1 << 14;
+
+/// Retirements of one tree may be counted in another order than the backend's; a
+/// margin larger than any tree (at most [`MAX_ALIASES`] aliases).
+const STALE_MARGIN: u64 = 256;
+
+/// How a refusal that only the physical bytes explain ends (two operands overlap through
+/// an alias): counted in [`Stats::physical_overlaps`](super::Stats::physical_overlaps).
+pub(super) const PHYSICAL: &str = "in physical bytes";
+
+/// Live aliases at most; an alias beyond becomes a retire.
+pub(super) const MAX_ALIASES: usize = 48;
+
+/// Where a pointer lies (its range's one-past-the-end address included).
+pub(super) enum Where {
+    /// In the live alias starting there.
+    Alias(u64, AliasRec),
+    /// In the live allocation with this index in `live`.
+    Alloc(usize),
+    /// In an alias retired recently enough for the backend to say "stale".
+    Stale(u64),
+    /// Nowhere the model knows (made up, freed, or retired long ago).
+    Nowhere,
+}
+
+/// The first failure of several operands, `Stale` only when every failure is one.
+pub(super) fn combine<T>(results: Vec<Result<T, Expect>>) -> Result<Vec<T>, Expect> {
+    let mut ok = Vec::with_capacity(results.len());
+    let mut first = None;
+    let mut all_stale = true;
+    for r in results {
+        match r {
+            Ok(v) => ok.push(v),
+            Err(e) => {
+                let why = match e {
+                    Expect::Stale(why) => why,
+                    Expect::Invalid(why) => {
+                        all_stale = false;
+                        why
+                    }
+                    Expect::Ok | Expect::OutOfMemory => unreachable!("not a refusal"),
+                };
+                first.get_or_insert(why);
+            }
+        }
+    }
+    match first {
+        None => Ok(ok),
+        Some(why) if all_stale => Err(Expect::Stale(why)),
+        Some(why) => Err(Expect::Invalid(why)),
+    }
 }
 
 impl Machine<'_> {
     // -----------------------------------------------------------------------------------
     // The model's rules
+
+    /// Where `ptr` lies: in a live alias, a live allocation, a recently retired alias (in
+    /// a run that has the backend to itself: other threads retire aliases too), or none.
+    pub(super) fn find(&self, ptr: u64) -> Where {
+        if let Some((&start, a)) = self.aliases.range(..=ptr).next_back()
+            && ptr - start <= a.bytes as u64
+        {
+            return Where::Alias(start, *a);
+        }
+        if let Some((&base, &i)) = self.by_base.range(..=ptr).next_back()
+            && ptr - base <= self.live[i].size as u64
+        {
+            return Where::Alloc(i);
+        }
+        if !self.opts.shared
+            && let Some((&start, &(bytes, ordinal))) = self.stale.range(..=ptr).next_back()
+            && ptr - start <= bytes as u64
+            && self.retired_count - ordinal < STALE_KEPT - STALE_MARGIN
+        {
+            return Where::Stale(start);
+        }
+        Where::Nowhere
+    }
+
+    /// Locates `[ptr, ptr + bytes)` (`bytes` may be 0: then `ptr` may be one past the
+    /// end) in one live allocation, directly or through a live alias; no alignment.
+    pub(super) fn locate_span(&self, name: &str, ptr: u64, bytes: u128) -> Result<Loc, Expect> {
+        let range = format!("{name} [{ptr:#x}, +{bytes})");
+        match self.find(ptr) {
+            Where::Alias(start, a) => {
+                let off = ptr - start;
+                if u128::from(off) + bytes <= a.bytes as u128 {
+                    Ok((self.by_base[&a.root], a.offset + off as usize))
+                } else {
+                    Err(Expect::Invalid(format!(
+                        "{range} runs past the end of its alias [{start:#x}, +{})",
+                        a.bytes
+                    )))
+                }
+            }
+            Where::Alloc(i) => {
+                let off = ptr - self.live[i].base;
+                if u128::from(off) + bytes <= self.live[i].size as u128 {
+                    Ok((i, off as usize))
+                } else {
+                    Err(Expect::Invalid(format!(
+                        "{range} is not inside one live allocation"
+                    )))
+                }
+            }
+            Where::Stale(start) => Err(Expect::Stale(format!(
+                "{range} points into the retired alias at {start:#x}"
+            ))),
+            Where::Nowhere => Err(Expect::Invalid(format!(
+                "{range} is not inside one live allocation"
+            ))),
+        }
+    }
 
     /// Locates `[ptr, ptr + bytes)` (`bytes > 0`) in one live allocation, `align`-aligned.
     pub(super) fn locate(
@@ -53,19 +171,60 @@ impl Machine<'_> {
         ptr: u64,
         bytes: u128,
         align: u64,
-    ) -> Result<Loc, String> {
+    ) -> Result<Loc, Expect> {
         if !ptr.is_multiple_of(align) {
-            return Err(format!("{name} {ptr:#x} is not {align}-byte aligned"));
+            return Err(Expect::Invalid(format!(
+                "{name} {ptr:#x} is not {align}-byte aligned"
+            )));
         }
-        if let Some((&base, &i)) = self.by_base.range(..=ptr).next_back() {
-            let off = ptr - base;
-            if u128::from(off) + bytes <= self.live[i].size as u128 {
-                return Ok((i, off as usize));
+        if u128::from(ptr) + bytes > u128::from(u64::MAX) {
+            // Refused before any pointer is looked at.
+            return Err(Expect::Invalid(format!(
+                "{name} [{ptr:#x}, +{bytes}) wraps past the end of the address space"
+            )));
+        }
+        self.locate_span(name, ptr, bytes)
+    }
+
+    /// [`locate`](Self::locate) for each `(name, ptr, bytes, align)`.
+    pub(super) fn locate_all(&self, ops: &[(&str, u64, u128, u64)]) -> Result<Vec<Loc>, Expect> {
+        combine(
+            ops.iter()
+                .map(|&(name, p, bytes, align)| self.locate(name, p, bytes, align))
+                .collect(),
+        )
+    }
+
+    /// The physical address of a located operand: its allocation's own address.
+    pub(super) fn phys(&self, (i, off): Loc) -> u64 {
+        self.live[i].base + off as u64
+    }
+
+    /// What `free`, `retire` (which refuse anything but a start) and `alias` expect of a
+    /// pointer that names nothing they accept.
+    pub(super) fn refusal(&self, ptr: u64, why: &str) -> Expect {
+        match self.find(ptr) {
+            Where::Stale(start) => Expect::Stale(format!(
+                "{ptr:#x} points into the retired alias at {start:#x}"
+            )),
+            _ => Expect::Invalid(format!("{ptr:#x} {why}")),
+        }
+    }
+
+    /// `alias(ptr, bytes)`: the range must lie in one live allocation or live alias.
+    /// Returns the root allocation, the offset in it and the parent.
+    pub(super) fn want_alias(&self, ptr: u64, bytes: usize) -> (Option<(u64, usize, u64)>, Expect) {
+        match self.locate_span("ptr", ptr, bytes as u128) {
+            Ok(loc) => {
+                let root = self.live[loc.0].base;
+                let parent = match self.find(ptr) {
+                    Where::Alias(start, _) => start,
+                    _ => root,
+                };
+                (Some((root, loc.1, parent)), Expect::Ok)
             }
+            Err(e) => (None, e),
         }
-        Err(format!(
-            "{name} [{ptr:#x}, +{bytes}) is not inside one live allocation"
-        ))
     }
 
     pub(super) fn read_f32s(&self, (i, off): Loc, n: usize) -> Vec<Option<f32>> {
@@ -73,13 +232,18 @@ impl Machine<'_> {
         (0..n).map(|e| mem.known_f32(off + 4 * e)).collect()
     }
 
-    pub(super) fn want_of(loc: &Result<Option<Loc>, String>) -> Expect {
+    pub(super) fn want_of(loc: &Result<Option<Loc>, Expect>) -> Expect {
         match loc {
             Ok(_) => Expect::Ok,
-            Err(why) => Expect::Invalid(why.clone()),
+            Err(Expect::Stale(why)) => Expect::Stale(why.clone()),
+            Err(Expect::Invalid(why)) => Expect::Invalid(why.clone()),
+            Err(_) => unreachable!("not a refusal"),
         }
     }
 
+    /// `copy_dtod`: both ranges in live allocations; overlapping physical bytes are
+    /// refused unless the ranges are the same bytes (a no-op). The backend checks the
+    /// addresses as given first, then the physical bytes they name.
     pub(super) fn want_dtod(
         &self,
         dst: u64,
@@ -93,17 +257,23 @@ impl Machine<'_> {
         if ranges_overlap(dst, src, len, len) && dst != src {
             return (None, Expect::Invalid("src and dst overlap".into()));
         }
-        match (
-            self.locate("src", src, len, 1),
-            self.locate("dst", dst, len, 1),
-        ) {
-            (Ok(s), Ok(d)) => ((dst != src).then_some((s, d)), Expect::Ok),
-            (Err(why), _) | (_, Err(why)) => (None, Expect::Invalid(why)),
+        let locs = match self.locate_all(&[("src", src, len, 1), ("dst", dst, len, 1)]) {
+            Ok(l) => l,
+            Err(e) => return (None, e),
+        };
+        let (s, d) = (locs[0], locs[1]);
+        let (ps, pd) = (self.phys(s), self.phys(d));
+        if ranges_overlap(pd, ps, len, len) && pd != ps {
+            return (
+                None,
+                Expect::Invalid(format!("src and dst overlap {PHYSICAL}")),
+            );
         }
+        ((pd != ps).then_some((s, d)), Expect::Ok)
     }
 
     /// unary and binary: every input and the output `4 * n` bytes, f32-aligned, in live
-    /// allocations; the output equal to an input's range or disjoint from it.
+    /// allocations; the output equal to an input's physical range or disjoint from it.
     pub(super) fn want_elementwise(
         &self,
         inputs: &[(&str, u64)],
@@ -114,11 +284,18 @@ impl Machine<'_> {
             return (None, Expect::Ok);
         }
         let bytes = 4 * n as u128;
-        let mut locs = Vec::new();
-        for &(name, p) in inputs.iter().chain(&[("output", output)]) {
-            match self.locate(name, p, bytes, 4) {
-                Ok(l) => locs.push(l),
-                Err(why) => return (None, Expect::Invalid(why)),
+        let all: Vec<(&str, u64, u128, u64)> = inputs
+            .iter()
+            .chain(&[("output", output)])
+            .map(|&(name, p)| (name, p, bytes, 4))
+            .collect();
+        // Alignment first, then overlap of the addresses as given, then the ranges.
+        for &(name, p, _, _) in &all {
+            if !p.is_multiple_of(4) {
+                return (
+                    None,
+                    Expect::Invalid(format!("{name} {p:#x} is not 4-byte aligned")),
+                );
             }
         }
         for &(name, p) in inputs {
@@ -126,6 +303,20 @@ impl Machine<'_> {
                 return (
                     None,
                     Expect::Invalid(format!("output partially overlaps {name}")),
+                );
+            }
+        }
+        let locs = match self.locate_all(&all) {
+            Ok(l) => l,
+            Err(e) => return (None, e),
+        };
+        let po = self.phys(locs[inputs.len()]);
+        for (&(name, _), &l) in inputs.iter().zip(&locs) {
+            let pi = self.phys(l);
+            if pi != po && ranges_overlap(pi, po, bytes, bytes) {
+                return (
+                    None,
+                    Expect::Invalid(format!("output partially overlaps {name} {PHYSICAL}")),
                 );
             }
         }
@@ -155,19 +346,29 @@ impl Machine<'_> {
         if out == 0 {
             return (None, Expect::Ok);
         }
-        let o = match self.locate("output", output, 4 * out, 4) {
-            Ok(l) => l,
-            Err(why) => return invalid(why),
-        };
-        let i = if total > 0 {
-            match self.locate("input", input, 4 * total, 4) {
-                Ok(l) if !ranges_overlap(input, output, 4 * total, 4 * out) => Some(l),
-                Ok(_) => return invalid("output overlaps input".into()),
-                Err(why) => return invalid(why),
+        let mut ops = vec![("output", output, 4 * out, 4)];
+        if total > 0 {
+            ops.push(("input", input, 4 * total, 4));
+            for &(name, p, _, _) in &ops {
+                if !p.is_multiple_of(4) {
+                    return invalid(format!("{name} {p:#x} is not 4-byte aligned"));
+                }
             }
-        } else {
-            None
+            if ranges_overlap(input, output, 4 * total, 4 * out) {
+                return invalid("output overlaps input".into());
+            }
+        }
+        let locs = match self.locate_all(&ops) {
+            Ok(l) => l,
+            Err(e) => return (None, e),
         };
+        let o = locs[0];
+        let i = locs.get(1).copied();
+        if let Some(i) = i
+            && ranges_overlap(self.phys(i), self.phys(o), 4 * total, 4 * out)
+        {
+            return invalid(format!("output overlaps input {PHYSICAL}"));
+        }
         let plan = ModelReduce {
             input: i,
             output: o,
@@ -236,23 +437,38 @@ impl Machine<'_> {
             4 * (ld as u128 * (cols as u128 - 1) + rows as u128)
         };
         let ext_c = extent(g.m, g.n, g.ldc);
-        let lc = match self.locate("C", c, ext_c, 4) {
-            Ok(l) => l,
-            Err(why) => return invalid(why),
+        let reads_ab = g.alpha != 0.0 && g.k != 0;
+        let (ext_a, ext_b) = if reads_ab {
+            (extent(rows_a, cols_a, g.lda), extent(rows_b, cols_b, g.ldb))
+        } else {
+            (0, 0)
         };
-        let mut ab = None;
-        if g.alpha != 0.0 && g.k != 0 {
-            let (ext_a, ext_b) = (extent(rows_a, cols_a, g.lda), extent(rows_b, cols_b, g.ldb));
-            let la = match self.locate("A", a, ext_a, 4) {
-                Ok(l) => l,
-                Err(why) => return invalid(why),
-            };
-            let lb = match self.locate("B", b, ext_b, 4) {
-                Ok(l) => l,
-                Err(why) => return invalid(why),
-            };
+        let mut ops = vec![("C", c, ext_c, 4)];
+        if reads_ab {
+            ops.push(("A", a, ext_a, 4));
+            ops.push(("B", b, ext_b, 4));
+            for &(name, p, _, _) in &ops {
+                if !p.is_multiple_of(4) {
+                    return invalid(format!("{name} {p:#x} is not 4-byte aligned"));
+                }
+            }
             if ranges_overlap(c, a, ext_c, ext_a) || ranges_overlap(c, b, ext_c, ext_b) {
                 return invalid("C overlaps A or B".into());
+            }
+        }
+        let locs = match self.locate_all(&ops) {
+            Ok(l) => l,
+            Err(e) => return (None, e),
+        };
+        let lc = locs[0];
+        let mut ab = None;
+        if reads_ab {
+            let (la, lb) = (locs[1], locs[2]);
+            let pc = self.phys(lc);
+            if ranges_overlap(pc, self.phys(la), ext_c, ext_a)
+                || ranges_overlap(pc, self.phys(lb), ext_c, ext_b)
+            {
+                return invalid(format!("C overlaps A or B {PHYSICAL}"));
             }
             ab = Some((la, lb, (ext_a / 4) as usize, (ext_b / 4) as usize));
         }

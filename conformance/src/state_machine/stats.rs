@@ -1,7 +1,7 @@
 //! What a run counts ([`Stats`]), its digest ([`Digest`]) and how it reports a failure
 //! ([`MachineFailure`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::call::Op;
@@ -19,8 +19,27 @@ pub struct Stats {
     pub out_of_memory: u64,
     /// Successful allocations and frees.
     pub allocs: u64,
-    /// Successful frees.
+    /// Successful frees of allocations.
     pub frees: u64,
+    /// Aliases made.
+    pub aliases: u64,
+    /// Successful frees of aliases.
+    pub alias_frees: u64,
+    /// Successful `retire` calls (frame and arena resets).
+    pub resets: u64,
+    /// Aliases retired in all: by `retire`, by `free` of them, of what they were made
+    /// from, or of their allocation.
+    pub retired: u64,
+    /// Valid data calls (copies and ops) that named an operand through a live alias.
+    pub via_alias: u64,
+    /// Calls refused because operands overlap only in the physical bytes that aliases
+    /// name (different addresses, the same memory).
+    pub physical_overlaps: u64,
+    /// Uses of retired aliases refused with an `InvalidArgument` that says "stale".
+    pub stale_refused: u64,
+    /// Calls the backend does not have (`"alias"`, `"retire"`): answered `Unsupported`,
+    /// after which the run makes no more of them.
+    pub unsupported: BTreeSet<&'static str>,
     /// Read-back bytes compared exactly with the model.
     pub bytes_exact: u64,
     /// Read-back f32 values compared within a tolerance.
@@ -44,6 +63,14 @@ impl Stats {
         self.out_of_memory += o.out_of_memory;
         self.allocs += o.allocs;
         self.frees += o.frees;
+        self.aliases += o.aliases;
+        self.alias_frees += o.alias_frees;
+        self.resets += o.resets;
+        self.retired += o.retired;
+        self.stale_refused += o.stale_refused;
+        self.via_alias += o.via_alias;
+        self.physical_overlaps += o.physical_overlaps;
+        self.unsupported.extend(&o.unsupported);
         self.bytes_exact += o.bytes_exact;
         self.values_approx += o.values_approx;
         self.peak_live = self.peak_live.max(o.peak_live);
@@ -60,7 +87,9 @@ impl fmt::Display for Stats {
         write!(
             f,
             "{} calls: {} valid, {} invalid (InvalidArgument), {} OutOfMemory; {} allocs, {} frees, \
-             peak {} live; {} bytes compared exactly, {} values within tolerance",
+             peak {} live; {} aliases made, {} alias frees, {} resets, {} aliases retired, \
+             {} stale uses refused, {} valid calls through aliases, {} physical overlaps \
+             refused; {} bytes compared exactly, {} values within tolerance",
             self.steps,
             self.valid,
             self.invalid,
@@ -68,9 +97,21 @@ impl fmt::Display for Stats {
             self.allocs,
             self.frees,
             self.peak_live,
+            self.aliases,
+            self.alias_frees,
+            self.resets,
+            self.retired,
+            self.stale_refused,
+            self.via_alias,
+            self.physical_overlaps,
             self.bytes_exact,
             self.values_approx
-        )
+        )?;
+        if !self.unsupported.is_empty() {
+            let names: Vec<&str> = self.unsupported.iter().copied().collect();
+            write!(f, "; unsupported by the backend: {}", names.join(", "))?;
+        }
+        Ok(())
     }
 }
 
