@@ -34,7 +34,6 @@ mod harness;
 pub mod known;
 mod memory;
 mod misuse;
-/// Backends wrong in one known way, to prove that the tests catch it.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mutant;
 mod ordering;
