@@ -306,6 +306,14 @@ impl Ctx {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&self.device, key)
     }
+
+    /// The pipeline for `key` if it is built already.
+    fn cached_pipeline(&self, key: &PipelineKey) -> Option<Arc<wgpu::ComputePipeline>> {
+        self.pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .cached(key)
+    }
 }
 
 /// wgpu's token for experimental features, given only when one is requested (the
@@ -368,27 +376,27 @@ impl Executor for WebGpuBackend {
     }
 
     fn run_gemm(&self, p: &GemmPlan) -> BackendResult<()> {
-        self.ctx()?.gemm(p)
+        self.ctx()?.outside_lock(|c| c.gemm(p))
     }
 
     fn run_conv2d_forward(&self, p: &Conv2dPlan) -> BackendResult<()> {
-        self.ctx()?.conv2d(p)
+        self.ctx()?.outside_lock(|c| c.conv2d(p))
     }
 
     fn run_attention(&self, p: &AttentionPlan) -> BackendResult<()> {
-        self.ctx()?.attention(p)
+        self.ctx()?.outside_lock(|c| c.attention(p))
     }
 
     fn run_reduce(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {
-        self.ctx()?.reduce(op, p)
+        self.ctx()?.outside_lock(|c| c.reduce(op, p))
     }
 
     fn run_unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
-        self.ctx()?.unary(op, p)
+        self.ctx()?.outside_lock(|c| c.unary(op, p))
     }
 
     fn run_binary(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {
-        self.ctx()?.binary(op, p)
+        self.ctx()?.outside_lock(|c| c.binary(op, p))
     }
 
     fn run_synchronize(&self) -> BackendResult<()> {
@@ -453,11 +461,11 @@ impl Executor for WebGpuBackend {
     }
 
     fn run_copy_dtod(&self, p: &CopyPlan) -> BackendResult<()> {
-        self.ctx()?.copy_dtod(p)
+        self.ctx()?.outside_lock(|c| c.copy_dtod(p))
     }
 
     fn run_cast(&self, p: &CastPlan) -> BackendResult<()> {
-        self.ctx()?.cast(p)
+        self.ctx()?.outside_lock(|c| c.cast(p))
     }
 
     fn run_copy_dtoh_async<'a>(

@@ -89,7 +89,7 @@ pub(crate) struct Bound {
 
 impl Bound {
     /// True when the two bindings share bytes of one buffer.
-    fn overlaps(&self, other: &Bound) -> bool {
+    pub(crate) fn overlaps(&self, other: &Bound) -> bool {
         Arc::ptr_eq(&self.buffer, &other.buffer)
             && self.offset < other.offset + other.size
             && other.offset < self.offset + self.size

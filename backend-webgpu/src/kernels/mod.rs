@@ -252,6 +252,11 @@ pub(crate) struct Pipelines {
 impl Pipelines {
     /// The pipeline for `key`, building it (and its module) if needed. A kernel that
     /// fails to build is a `DeviceError` naming it, not a panic.
+    /// The pipeline for `key` if it is built already.
+    pub(crate) fn cached(&self, key: &PipelineKey) -> Option<Arc<wgpu::ComputePipeline>> {
+        self.pipelines.get(key).cloned()
+    }
+
     pub(crate) fn get(
         &mut self,
         device: &wgpu::Device,

@@ -5,7 +5,7 @@ use backend_api::{BackendError, BackendResult};
 use bytemuck::bytes_of;
 
 use super::gemm::tile_columns;
-use super::{groups_of_256, overlap, u32_saturating, union};
+use super::{groups_of_256, u32_saturating, union};
 use crate::kernels::{Kernel, PipelineKey, params};
 use crate::{Ctx, State};
 
@@ -85,7 +85,7 @@ impl Ctx {
         let mut f = st.bind_opt(limits, p.op, p.filter.as_ref())?;
         let empty_input = p.input.is_none() || p.filter.is_none();
         let (mut x_off, mut f_off) = (x.elem(4), f.elem(4));
-        let f_in_x = !empty_input && overlap(&x, &f);
+        let f_in_x = !empty_input && x.overlaps(&f);
         if f_in_x {
             let (merged, x_byte, f_byte) = union(&x, &f);
             (x_off, f_off) = ((x_byte / 4) as u32, (f_byte / 4) as u32);

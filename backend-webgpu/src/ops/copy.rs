@@ -5,7 +5,7 @@ use backend_api::validate::CopyPlan;
 use bytemuck::bytes_of;
 
 use super::elementwise::elementwise_piece;
-use super::{groups_of_256, overlap, union};
+use super::{groups_of_256, union};
 use crate::Ctx;
 use crate::kernels::{Kernel, PipelineKey, params};
 use crate::stream::{Bound, Stream};
@@ -73,7 +73,7 @@ impl Ctx {
             let n = piece.min(len - done);
             let src = limits.bind(p.op, "src", &src_block, src_off + done, n)?;
             let dst = limits.bind(p.op, "dst", &dst_block, dst_off + done, n)?;
-            if overlap(&src, &dst) {
+            if src.overlaps(&dst) {
                 // Overlapping pieces are read and written through one binding.
                 let (merged, s_byte, d_byte) = union(&src, &dst);
                 let placeholder = st.stream.unused();

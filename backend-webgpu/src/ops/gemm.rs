@@ -5,7 +5,7 @@ use backend_api::validate::GemmPlan;
 use backend_api::{BackendError, BackendResult, DType};
 use bytemuck::bytes_of;
 
-use super::{dtype_code, overlap, u32_saturating, union};
+use super::{dtype_code, u32_saturating, union};
 use crate::kernels::{Kernel, PipelineKey, params};
 use crate::stream::Bound;
 use crate::{Ctx, State};
@@ -230,7 +230,7 @@ impl Ctx {
         let mut b = st.bind_opt(limits, op, p.b.as_ref())?;
         let (sa, sb) = (p.a_dtype.size_bytes() as u64, p.b_dtype.size_bytes() as u64);
         let (mut a_off, mut b_off) = (a.byte / sa, b.byte / sb);
-        let b_in_a = p.reads_ab() && overlap(&a, &b);
+        let b_in_a = p.reads_ab() && a.overlaps(&b);
         let shape = GemmShape::of(p, b_in_a, [a.byte, b.byte, c.byte]);
         if b_in_a {
             let (merged, a_byte, b_byte) = union(&a, &b);

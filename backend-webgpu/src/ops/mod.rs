@@ -14,7 +14,9 @@ mod elementwise;
 mod gemm;
 mod reduce;
 
-use backend_api::{BackendResult, DType, Operand};
+use std::cell::Cell;
+
+use backend_api::{BackendError, BackendResult, DType, Operand};
 
 use crate::kernels::PipelineKey;
 use crate::memory::Block;
@@ -79,13 +81,6 @@ impl State {
     }
 }
 
-/// True when two bindings share bytes of one buffer.
-fn overlap(a: &Bound, b: &Bound) -> bool {
-    std::sync::Arc::ptr_eq(&a.buffer, &b.buffer)
-        && a.offset < b.offset + b.size
-        && b.offset < a.offset + a.size
-}
-
 /// One binding covering both (same buffer), with each operand's first byte in it.
 fn union(a: &Bound, b: &Bound) -> (Bound, u64, u64) {
     let start = a.offset.min(b.offset);
@@ -110,8 +105,15 @@ fn sub(o: &Operand, start: usize, n: usize, elem_bytes: usize) -> Operand {
 
 impl Ctx {
     /// Records one dispatch of `key`'s pipeline (nothing for an empty grid). Called with
-    /// the state lock held (`stream` is in it); the pipeline lock is taken inside it
-    /// ([`Ctx::pipeline`]), so the order is always state, then pipelines.
+    /// the state lock held (`stream` is in it).
+    ///
+    /// A pipeline not built yet is not built here when this is the first dispatch of an
+    /// op run through [`Ctx::outside_lock`]: the op returns at once, having recorded
+    /// nothing, and `outside_lock` builds the pipeline with the state lock released and
+    /// runs the op again. So a first-use kernel compile (milliseconds to seconds) never
+    /// blocks other threads' calls. A later dispatch of the same op (one that already
+    /// recorded work) builds it here, under the lock, as a rare fallback. Lock order:
+    /// state, then pipelines.
     fn dispatch(
         &self,
         stream: &mut Stream,
@@ -123,7 +125,22 @@ impl Ctx {
         if groups.contains(&0) {
             return Ok(());
         }
-        let pipeline = self.pipeline(key)?;
+        let state = MISS.with(Cell::take);
+        let pipeline = match (self.cached_pipeline(key), state) {
+            (None, Miss::Armed) => {
+                MISS.with(|m| m.set(Miss::Found(Box::new(key.clone()))));
+                return Err(BackendError::Unsupported(MISSED.into()));
+            }
+            (cached, state) => {
+                // Inside `outside_lock`, this op has recorded work from now on.
+                let inside = state != Miss::Off;
+                MISS.with(|m| m.set(if inside { Miss::Recorded } else { Miss::Off }));
+                match cached {
+                    Some(p) => p,
+                    None => self.pipeline(key)?,
+                }
+            }
+        };
         stream.dispatch(
             &self.device,
             &self.queue,
@@ -135,7 +152,53 @@ impl Ctx {
         );
         Ok(())
     }
+
+    /// Runs `record` (an op's recording, which takes the state lock itself) so that a
+    /// pipeline it needs first is built with the state lock released; see
+    /// [`dispatch`](Self::dispatch).
+    pub(crate) fn outside_lock(
+        &self,
+        record: impl Fn(&Ctx) -> BackendResult<()>,
+    ) -> BackendResult<()> {
+        loop {
+            MISS.with(|m| m.set(Miss::Armed));
+            let result = record(self);
+            match MISS.with(Cell::take) {
+                Miss::Found(key) => {
+                    debug_assert!(
+                        matches!(&result, Err(BackendError::Unsupported(m)) if m == MISSED)
+                    );
+                    // Built without the state lock; the next round finds it cached. Each
+                    // round builds one more of the op's finitely many pipelines.
+                    self.pipeline(&key)?;
+                }
+                _ => return result,
+            }
+        }
+    }
 }
+
+/// Where the op being recorded on this thread is, for [`Ctx::dispatch`].
+#[derive(Debug, Default, PartialEq, Eq)]
+enum Miss {
+    /// Not inside [`Ctx::outside_lock`]: build pipelines where they are needed.
+    #[default]
+    Off,
+    /// Inside it, nothing recorded yet: a missing pipeline ends the op early.
+    Armed,
+    /// Inside it, something recorded: a missing pipeline is built in place.
+    Recorded,
+    /// The op ended early for this pipeline.
+    Found(Box<PipelineKey>),
+}
+
+thread_local! {
+    static MISS: Cell<Miss> = const { Cell::new(Miss::Off) };
+}
+
+/// The error an op returns when it ended early for a pipeline (never seen by callers:
+/// [`Ctx::outside_lock`] consumes it).
+const MISSED: &str = "internal: a pipeline is to be built outside the state lock";
 
 #[cfg(test)]
 mod tests {
