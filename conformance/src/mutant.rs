@@ -102,6 +102,17 @@ pub enum Fault {
     /// 26. `copy_dtoh` goes through one shared staging buffer, unlocked between filling
     ///     it and copying out: threads read each other's data.
     SharedStagingBuffer,
+    /// 27. `alias` and `retire` are `Unsupported` (the trait's defaults): not a fault; a
+    ///     backend without aliases must not fail the state machine.
+    NoAliases,
+    /// 28. `free` of an alias returns Ok and retires nothing.
+    FreeOfAliasKeepsIt,
+    /// 29. `copy_dtoh_many` writes the destinations before a later entry fails.
+    ReadManyNotAllOrNothing,
+    /// 30. `memory_info` counts live aliases as allocations.
+    MemoryInfoCountsAliases,
+    /// 31. Stale-pointer errors do not say "stale".
+    StaleNotSaid,
 }
 
 /// An op waiting in the queue of [`Fault::HtodOvertakesQueue`].
@@ -122,6 +133,9 @@ pub struct Mutant {
     /// The buffer every read goes through ([`Fault::SharedStagingBuffer`]).
     staging: Mutex<Vec<u8>>,
     busy: AtomicBool,
+    /// Aliases made and not freed ([`Fault::FreeOfAliasKeepsIt`],
+    /// [`Fault::MemoryInfoCountsAliases`]).
+    aliases: Mutex<std::collections::BTreeSet<u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -140,6 +154,23 @@ pub fn f16_truncated(x: f32) -> u16 {
 }
 
 impl Mutant {
+    /// [`said`](Self::said) of what `call` returns.
+    fn said_with<T>(&self, call: impl FnOnce() -> BackendResult<T>) -> BackendResult<T> {
+        self.said(call())
+    }
+
+    /// `r`, with "stale" taken out of its message under [`Fault::StaleNotSaid`].
+    fn said<T>(&self, r: BackendResult<T>) -> BackendResult<T> {
+        match r {
+            Err(BackendError::InvalidArgument(m))
+                if self.fault == Fault::StaleNotSaid && m.contains("stale") =>
+            {
+                Err(BackendError::InvalidArgument(m.replace("stale", "gone")))
+            }
+            r => r,
+        }
+    }
+
     /// A mutant with `fault` around a fresh, initialised [`CpuBackend::new`].
     pub fn new(fault: Fault) -> Self {
         Self::with_backend(fault, CpuBackend::new())
@@ -158,6 +189,7 @@ impl Mutant {
             zero_sized: Mutex::new(0),
             staging: Mutex::new(Vec::new()),
             busy: AtomicBool::new(false),
+            aliases: Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 
@@ -230,62 +262,64 @@ impl ComputeBackend for Mutant {
         c_ptr: u64,
         ldc: usize,
     ) -> BackendResult<()> {
-        // A transposed A read as stored, wherever the inner backend accepts that call (a
-        // refused call writes nothing; then the correct call below runs).
-        if self.fault == Fault::GemmTransAAsNoTrans
-            && trans_a.is_transposed()
-            && self
-                .inner
-                .gemm(
-                    BackendTranspose::NoTrans,
-                    trans_b,
-                    m,
-                    n,
-                    k,
-                    alpha,
-                    a_ptr,
-                    lda,
-                    b_ptr,
-                    ldb,
-                    beta,
-                    c_ptr,
-                    ldc,
+        self.said_with(|| {
+            // A transposed A read as stored, wherever the inner backend accepts that call (a
+            // refused call writes nothing; then the correct call below runs).
+            if self.fault == Fault::GemmTransAAsNoTrans
+                && trans_a.is_transposed()
+                && self
+                    .inner
+                    .gemm(
+                        BackendTranspose::NoTrans,
+                        trans_b,
+                        m,
+                        n,
+                        k,
+                        alpha,
+                        a_ptr,
+                        lda,
+                        b_ptr,
+                        ldb,
+                        beta,
+                        c_ptr,
+                        ldc,
+                    )
+                    .is_ok()
+            {
+                return Ok(());
+            }
+            let (mut k_used, mut beta_used) = (k, beta);
+            match self.fault {
+                Fault::GemmIgnoresBeta => beta_used = 0.0,
+                Fault::GemmReadsCWhenBetaZero if beta == 0.0 => beta_used = f64::MIN_POSITIVE,
+                Fault::GemmDropsLastTerm if k > 8 => k_used = k - 1,
+                _ => {}
+            }
+            self.op(move |b| {
+                b.gemm(
+                    trans_a, trans_b, m, n, k_used, alpha, a_ptr, lda, b_ptr, ldb, beta_used,
+                    c_ptr, ldc,
                 )
-                .is_ok()
-        {
-            return Ok(());
-        }
-        let (mut k_used, mut beta_used) = (k, beta);
-        match self.fault {
-            Fault::GemmIgnoresBeta => beta_used = 0.0,
-            Fault::GemmReadsCWhenBetaZero if beta == 0.0 => beta_used = f64::MIN_POSITIVE,
-            Fault::GemmDropsLastTerm if k > 8 => k_used = k - 1,
-            _ => {}
-        }
-        self.op(move |b| {
-            b.gemm(
-                trans_a, trans_b, m, n, k_used, alpha, a_ptr, lda, b_ptr, ldb, beta_used, c_ptr,
-                ldc,
-            )
-        })?;
-        match self.fault {
-            Fault::GemmZeroesPaddingRows if ldc > m && m > 0 && n > 1 => {
-                // Rows m..ldc of every column but the last lie inside C's extent.
-                let zeros = vec![0.0f32; ldc - m];
-                for j in 0..n - 1 {
-                    self.write_f32(c_ptr + 4 * (j * ldc + m) as u64, &zeros)?;
+            })?;
+            match self.fault {
+                Fault::GemmZeroesPaddingRows if ldc > m && m > 0 && n > 1 => {
+                    // Rows m..ldc of every column but the last lie inside C's extent.
+                    let zeros = vec![0.0f32; ldc - m];
+                    for j in 0..n - 1 {
+                        self.write_f32(c_ptr + 4 * (j * ldc + m) as u64, &zeros)?;
+                    }
                 }
-            }
-            Fault::GemmCorruptsAnotherAllocation => {
-                let victim = *lock(&self.last_alloc);
-                let mut byte = [0u8];
-                if self.inner.copy_dtoh(&mut byte, victim).is_ok() {
-                    let _ = self.inner.copy_htod(victim, &[byte[0] ^ 0x40]);
+                Fault::GemmCorruptsAnotherAllocation => {
+                    let victim = *lock(&self.last_alloc);
+                    let mut byte = [0u8];
+                    if self.inner.copy_dtoh(&mut byte, victim).is_ok() {
+                        let _ = self.inner.copy_htod(victim, &[byte[0] ^ 0x40]);
+                    }
                 }
+                _ => {}
             }
-            _ => {}
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn batched_gemm(
@@ -308,16 +342,18 @@ impl ComputeBackend for Mutant {
         stride_c: usize,
         batch_count: usize,
     ) -> BackendResult<()> {
-        let batches = if self.fault == Fault::BatchedGemmSkipsLastBatch {
-            batch_count.saturating_sub(1)
-        } else {
-            batch_count
-        };
-        self.op(move |b| {
-            b.batched_gemm(
-                trans_a, trans_b, m, n, k, alpha, a_ptr, lda, stride_a, b_ptr, ldb, stride_b, beta,
-                c_ptr, ldc, stride_c, batches,
-            )
+        self.said_with(|| {
+            let batches = if self.fault == Fault::BatchedGemmSkipsLastBatch {
+                batch_count.saturating_sub(1)
+            } else {
+                batch_count
+            };
+            self.op(move |b| {
+                b.batched_gemm(
+                    trans_a, trans_b, m, n, k, alpha, a_ptr, lda, stride_a, b_ptr, ldb, stride_b,
+                    beta, c_ptr, ldc, stride_c, batches,
+                )
+            })
         })
     }
 
@@ -332,55 +368,57 @@ impl ComputeBackend for Mutant {
         stride: &[usize],
         padding: &[usize],
     ) -> BackendResult<()> {
-        let (is, fs, os, st, pd) = (
-            input_shape.to_vec(),
-            filter_shape.to_vec(),
-            output_shape.to_vec(),
-            stride.to_vec(),
-            padding.to_vec(),
-        );
-        // The correct call first: it validates exactly as the oracle does.
-        self.op(move |b| {
-            b.conv2d_forward(input_ptr, &is, filter_ptr, &fs, output_ptr, &os, &st, &pd)
-        })?;
-        if self.fault != Fault::ConvFlipsFilter {
-            return Ok(());
-        }
-        let &[k, c, r, s] = filter_shape else {
-            return Ok(());
-        };
-        let count = [k, c, r, s]
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .unwrap_or(0);
-        if count == 0 {
-            return Ok(());
-        }
-        let filter = self.read_f32(filter_ptr, count)?;
-        let mut flipped = vec![0.0f32; count];
-        for kc in 0..k * c {
-            for i in 0..r {
-                for j in 0..s {
-                    flipped[(kc * r + i) * s + j] =
-                        filter[(kc * r + (r - 1 - i)) * s + (s - 1 - j)];
+        self.said_with(|| {
+            let (is, fs, os, st, pd) = (
+                input_shape.to_vec(),
+                filter_shape.to_vec(),
+                output_shape.to_vec(),
+                stride.to_vec(),
+                padding.to_vec(),
+            );
+            // The correct call first: it validates exactly as the oracle does.
+            self.op(move |b| {
+                b.conv2d_forward(input_ptr, &is, filter_ptr, &fs, output_ptr, &os, &st, &pd)
+            })?;
+            if self.fault != Fault::ConvFlipsFilter {
+                return Ok(());
+            }
+            let &[k, c, r, s] = filter_shape else {
+                return Ok(());
+            };
+            let count = [k, c, r, s]
+                .iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+                .unwrap_or(0);
+            if count == 0 {
+                return Ok(());
+            }
+            let filter = self.read_f32(filter_ptr, count)?;
+            let mut flipped = vec![0.0f32; count];
+            for kc in 0..k * c {
+                for i in 0..r {
+                    for j in 0..s {
+                        flipped[(kc * r + i) * s + j] =
+                            filter[(kc * r + (r - 1 - i)) * s + (s - 1 - j)];
+                    }
                 }
             }
-        }
-        let tmp = self.inner.alloc(4 * count)?;
-        let result = self.write_f32(tmp, &flipped).and_then(|()| {
-            self.inner.conv2d_forward(
-                input_ptr,
-                input_shape,
-                tmp,
-                filter_shape,
-                output_ptr,
-                output_shape,
-                stride,
-                padding,
-            )
-        });
-        self.inner.free(tmp)?;
-        result
+            let tmp = self.inner.alloc(4 * count)?;
+            let result = self.write_f32(tmp, &flipped).and_then(|()| {
+                self.inner.conv2d_forward(
+                    input_ptr,
+                    input_shape,
+                    tmp,
+                    filter_shape,
+                    output_ptr,
+                    output_shape,
+                    stride,
+                    padding,
+                )
+            });
+            self.inner.free(tmp)?;
+            result
+        })
     }
 
     fn attention(
@@ -397,26 +435,28 @@ impl ComputeBackend for Mutant {
         scale: f64,
         causal: bool,
     ) -> BackendResult<()> {
-        let causal_used =
-            if self.fault == Fault::AttentionCausalIgnoredWhenRectangular && seq_q != seq_kv {
-                false
-            } else {
-                causal
-            };
-        self.op(move |b| {
-            b.attention(
-                q_ptr,
-                k_ptr,
-                v_ptr,
-                o_ptr,
-                batch,
-                heads,
-                seq_q,
-                seq_kv,
-                head_dim,
-                scale,
-                causal_used,
-            )
+        self.said_with(|| {
+            let causal_used =
+                if self.fault == Fault::AttentionCausalIgnoredWhenRectangular && seq_q != seq_kv {
+                    false
+                } else {
+                    causal
+                };
+            self.op(move |b| {
+                b.attention(
+                    q_ptr,
+                    k_ptr,
+                    v_ptr,
+                    o_ptr,
+                    batch,
+                    heads,
+                    seq_q,
+                    seq_kv,
+                    head_dim,
+                    scale,
+                    causal_used,
+                )
+            })
         })
     }
 
@@ -428,69 +468,73 @@ impl ComputeBackend for Mutant {
         shape: &[usize],
         axis: usize,
     ) -> BackendResult<()> {
-        let owned = shape.to_vec();
-        match self.op(move |b| b.reduce(op, input_ptr, output_ptr, &owned, axis)) {
-            Err(BackendError::InvalidArgument(m))
-                if self.fault == Fault::WrongErrorKind && m.contains("axis") =>
-            {
-                return Err(BackendError::DeviceError(m));
+        self.said_with(|| {
+            let owned = shape.to_vec();
+            match self.op(move |b| b.reduce(op, input_ptr, output_ptr, &owned, axis)) {
+                Err(BackendError::InvalidArgument(m))
+                    if self.fault == Fault::WrongErrorKind && m.contains("axis") =>
+                {
+                    return Err(BackendError::DeviceError(m));
+                }
+                r => r?,
             }
-            r => r?,
-        }
-        let Some(&len) = shape.get(axis) else {
-            return Ok(());
-        };
-        // Only reached after the inner call validated the shape (no fault below queues),
-        // but checked anyway: the queueing mutant accepts any shape.
-        let outputs = shape
-            .iter()
-            .enumerate()
-            .filter(|&(d, _)| d != axis)
-            .try_fold(1usize, |acc, (_, &s)| acc.checked_mul(s))
-            .unwrap_or(0);
-        match self.fault {
-            Fault::ReduceMaxEmptyAxisZero if op == ReduceOp::Max && len == 0 => {
-                self.write_f32(output_ptr, &vec![0.0; outputs])?;
+            let Some(&len) = shape.get(axis) else {
+                return Ok(());
+            };
+            // Only reached after the inner call validated the shape (no fault below queues),
+            // but checked anyway: the queueing mutant accepts any shape.
+            let outputs = shape
+                .iter()
+                .enumerate()
+                .filter(|&(d, _)| d != axis)
+                .try_fold(1usize, |acc, (_, &s)| acc.checked_mul(s))
+                .unwrap_or(0);
+            match self.fault {
+                Fault::ReduceMaxEmptyAxisZero if op == ReduceOp::Max && len == 0 => {
+                    self.write_f32(output_ptr, &vec![0.0; outputs])?;
+                }
+                Fault::ReduceMeanBiased if op == ReduceOp::Mean && len > 1 => {
+                    let factor = len as f64 / (len - 1) as f64;
+                    let y: Vec<f32> = self
+                        .read_f32(output_ptr, outputs)?
+                        .iter()
+                        .map(|&v| (f64::from(v) * factor) as f32)
+                        .collect();
+                    self.write_f32(output_ptr, &y)?;
+                }
+                _ => {}
             }
-            Fault::ReduceMeanBiased if op == ReduceOp::Mean && len > 1 => {
-                let factor = len as f64 / (len - 1) as f64;
-                let y: Vec<f32> = self
-                    .read_f32(output_ptr, outputs)?
-                    .iter()
-                    .map(|&v| (f64::from(v) * factor) as f32)
-                    .collect();
-                self.write_f32(output_ptr, &y)?;
-            }
-            _ => {}
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn unary(&self, op: UnaryOp, input_ptr: u64, output_ptr: u64, n: usize) -> BackendResult<()> {
-        if self.fault == Fault::PanicsOnSeven && n == 7 {
-            panic!("seven");
-        }
-        self.op(move |b| b.unary(op, input_ptr, output_ptr, n))?;
-        match self.fault {
-            Fault::UnaryWritesPastEnd => {
-                // Out of range is the inner backend's to refuse; ignore that.
-                let _ = self.write_f32(output_ptr + 4 * n as u64, &[0.0]);
+        self.said_with(|| {
+            if self.fault == Fault::PanicsOnSeven && n == 7 {
+                panic!("seven");
             }
-            Fault::UnaryWritesPastEndOutOfPlace if n > 0 && output_ptr != input_ptr => {
-                let past = output_ptr + 4 * n as u64;
-                let _ = self.inner.copy_htod(past, &1234.5f32.to_le_bytes());
+            self.op(move |b| b.unary(op, input_ptr, output_ptr, n))?;
+            match self.fault {
+                Fault::UnaryWritesPastEnd => {
+                    // Out of range is the inner backend's to refuse; ignore that.
+                    let _ = self.write_f32(output_ptr + 4 * n as u64, &[0.0]);
+                }
+                Fault::UnaryWritesPastEndOutOfPlace if n > 0 && output_ptr != input_ptr => {
+                    let past = output_ptr + 4 * n as u64;
+                    let _ = self.inner.copy_htod(past, &1234.5f32.to_le_bytes());
+                }
+                Fault::ReluNanToZero if op == UnaryOp::Relu => {
+                    let y: Vec<f32> = self
+                        .read_f32(output_ptr, n)?
+                        .iter()
+                        .map(|&v| if v.is_nan() { 0.0 } else { v })
+                        .collect();
+                    self.write_f32(output_ptr, &y)?;
+                }
+                _ => {}
             }
-            Fault::ReluNanToZero if op == UnaryOp::Relu => {
-                let y: Vec<f32> = self
-                    .read_f32(output_ptr, n)?
-                    .iter()
-                    .map(|&v| if v.is_nan() { 0.0 } else { v })
-                    .collect();
-                self.write_f32(output_ptr, &y)?;
-            }
-            _ => {}
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn binary(
@@ -501,11 +545,14 @@ impl ComputeBackend for Mutant {
         output_ptr: u64,
         n: usize,
     ) -> BackendResult<()> {
-        if self.fault == Fault::BinaryInPlaceReadsAOnly && output_ptr == b_ptr && a_ptr != b_ptr {
-            self.inner.binary(op, a_ptr, b_ptr, output_ptr, n)?;
-            return self.inner.binary(op, a_ptr, a_ptr, output_ptr, n);
-        }
-        self.op(move |b| b.binary(op, a_ptr, b_ptr, output_ptr, n))
+        self.said_with(|| {
+            if self.fault == Fault::BinaryInPlaceReadsAOnly && output_ptr == b_ptr && a_ptr != b_ptr
+            {
+                self.inner.binary(op, a_ptr, b_ptr, output_ptr, n)?;
+                return self.inner.binary(op, a_ptr, a_ptr, output_ptr, n);
+            }
+            self.op(move |b| b.binary(op, a_ptr, b_ptr, output_ptr, n))
+        })
     }
 
     fn synchronize(&self) -> BackendResult<()> {
@@ -524,63 +571,76 @@ impl ComputeBackend for Mutant {
     }
 
     fn free(&self, ptr: u64) -> BackendResult<()> {
-        self.flush()?;
-        if self.fault == Fault::FreeAcceptsInterior {
-            let live = lock(&self.live);
-            let interior = !live.contains_key(&ptr)
-                && live
-                    .range(..ptr)
-                    .next_back()
-                    .is_some_and(|(&base, &size)| ptr < base + size as u64);
-            if interior {
+        self.said_with(|| {
+            self.flush()?;
+            if lock(&self.aliases).remove(&ptr) && self.fault == Fault::FreeOfAliasKeepsIt {
                 return Ok(());
             }
-        }
-        match self.inner.free(ptr) {
-            Ok(()) => {
-                lock(&self.live).remove(&ptr);
-                Ok(())
+            if self.fault == Fault::FreeAcceptsInterior {
+                let live = lock(&self.live);
+                let interior = !live.contains_key(&ptr)
+                    && live
+                        .range(..ptr)
+                        .next_back()
+                        .is_some_and(|(&base, &size)| ptr < base + size as u64);
+                if interior {
+                    return Ok(());
+                }
             }
-            Err(BackendError::InvalidArgument(_)) if self.fault == Fault::FreeAcceptsUnknown => {
-                Ok(())
+            match self.inner.free(ptr) {
+                Ok(()) => {
+                    lock(&self.live).remove(&ptr);
+                    Ok(())
+                }
+                Err(BackendError::InvalidArgument(_))
+                    if self.fault == Fault::FreeAcceptsUnknown =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
-        }
+        })
     }
 
     fn copy_htod(&self, dst: u64, src: &[u8]) -> BackendResult<()> {
-        // Never waits for the queue: with HtodOvertakesQueue this is the fault.
-        if self.fault == Fault::HtodDropsLastByte && src.len() > 64 {
-            return self.inner.copy_htod(dst, &src[..src.len() - 1]);
-        }
-        self.inner.copy_htod(dst, src)
+        self.said_with(|| {
+            // Never waits for the queue: with HtodOvertakesQueue this is the fault.
+            if self.fault == Fault::HtodDropsLastByte && src.len() > 64 {
+                return self.inner.copy_htod(dst, &src[..src.len() - 1]);
+            }
+            self.inner.copy_htod(dst, src)
+        })
     }
 
     fn copy_dtoh(&self, dst: &mut [u8], src: u64) -> BackendResult<()> {
-        self.flush()?;
-        if self.fault != Fault::SharedStagingBuffer {
-            return self.inner.copy_dtoh(dst, src);
-        }
-        {
-            let mut s = lock(&self.staging);
-            s.resize(dst.len(), 0);
-            self.inner.copy_dtoh(&mut s, src)?;
-        }
-        self.busy.store(true, Ordering::Relaxed);
-        std::thread::yield_now();
-        let s = lock(&self.staging).clone();
-        let n = dst.len().min(s.len());
-        dst[..n].copy_from_slice(&s[..n]);
-        Ok(())
+        self.said_with(|| {
+            self.flush()?;
+            if self.fault != Fault::SharedStagingBuffer {
+                return self.inner.copy_dtoh(dst, src);
+            }
+            {
+                let mut s = lock(&self.staging);
+                s.resize(dst.len(), 0);
+                self.inner.copy_dtoh(&mut s, src)?;
+            }
+            self.busy.store(true, Ordering::Relaxed);
+            std::thread::yield_now();
+            let s = lock(&self.staging).clone();
+            let n = dst.len().min(s.len());
+            dst[..n].copy_from_slice(&s[..n]);
+            Ok(())
+        })
     }
 
     fn copy_dtod(&self, dst: u64, src: u64, bytes: usize) -> BackendResult<()> {
-        let bytes_used = match self.fault {
-            Fault::DtodOneByteShort => bytes.saturating_sub(1),
-            Fault::DtodOneByteShortAboveOne if bytes > 1 => bytes - 1,
-            _ => bytes,
-        };
-        self.op(move |b| b.copy_dtod(dst, src, bytes_used))
+        self.said_with(|| {
+            let bytes_used = match self.fault {
+                Fault::DtodOneByteShort => bytes.saturating_sub(1),
+                Fault::DtodOneByteShortAboveOne if bytes > 1 => bytes - 1,
+                _ => bytes,
+            };
+            self.op(move |b| b.copy_dtod(dst, src, bytes_used))
+        })
     }
 
     fn cast(
@@ -591,19 +651,21 @@ impl ComputeBackend for Mutant {
         dst_dtype: DType,
         n: usize,
     ) -> BackendResult<()> {
-        self.op(move |b| b.cast(src, src_dtype, dst, dst_dtype, n))?;
-        if self.fault == Fault::CastF16Truncates
-            && (src_dtype, dst_dtype) == (DType::F32, DType::F16)
-            && n > 0
-        {
-            let bytes: Vec<u8> = self
-                .read_f32(src, n)?
-                .iter()
-                .flat_map(|&x| f16_truncated(x).to_le_bytes())
-                .collect();
-            self.inner.copy_htod(dst, &bytes)?;
-        }
-        Ok(())
+        self.said_with(|| {
+            self.op(move |b| b.cast(src, src_dtype, dst, dst_dtype, n))?;
+            if self.fault == Fault::CastF16Truncates
+                && (src_dtype, dst_dtype) == (DType::F32, DType::F16)
+                && n > 0
+            {
+                let bytes: Vec<u8> = self
+                    .read_f32(src, n)?
+                    .iter()
+                    .flat_map(|&x| f16_truncated(x).to_le_bytes())
+                    .collect();
+                self.inner.copy_htod(dst, &bytes)?;
+            }
+            Ok(())
+        })
     }
 
     fn gemm_ex(
@@ -624,11 +686,13 @@ impl ComputeBackend for Mutant {
         c_ptr: u64,
         ldc: usize,
     ) -> BackendResult<()> {
-        self.op(move |b| {
-            b.gemm_ex(
-                trans_a, trans_b, m, n, k, alpha, a_ptr, a_dtype, lda, b_ptr, b_dtype, ldb, beta,
-                c_ptr, ldc,
-            )
+        self.said_with(|| {
+            self.op(move |b| {
+                b.gemm_ex(
+                    trans_a, trans_b, m, n, k, alpha, a_ptr, a_dtype, lda, b_ptr, b_dtype, ldb,
+                    beta, c_ptr, ldc,
+                )
+            })
         })
     }
 
@@ -650,18 +714,44 @@ impl ComputeBackend for Mutant {
         self.inner.synchronize_async()
     }
 
-    fn alias(&self, ptr: u64, bytes: usize) -> BackendResult<u64> {
+    fn copy_dtoh_many(&self, reads: &mut [(u64, &mut [u8])]) -> BackendResult<()> {
+        if self.fault == Fault::ReadManyNotAllOrNothing {
+            for (src, dst) in reads.iter_mut() {
+                self.inner.copy_dtoh(dst, *src)?;
+            }
+            return Ok(());
+        }
         self.flush()?;
-        self.inner.alias(ptr, bytes)
+        self.said(self.inner.copy_dtoh_many(reads))
+    }
+
+    fn alias(&self, ptr: u64, bytes: usize) -> BackendResult<u64> {
+        self.said_with(|| {
+            if self.fault == Fault::NoAliases {
+                return Err(BackendError::Unsupported("alias: not here".into()));
+            }
+            self.flush()?;
+            let a = self.inner.alias(ptr, bytes)?;
+            lock(&self.aliases).insert(a);
+            Ok(a)
+        })
     }
 
     fn retire(&self, alias: u64, why: backend_api::Retired) -> BackendResult<()> {
-        self.flush()?;
-        self.inner.retire(alias, why)
+        self.said_with(|| {
+            if self.fault == Fault::NoAliases {
+                return Err(BackendError::Unsupported("retire: not here".into()));
+            }
+            self.flush()?;
+            self.inner.retire(alias, why)
+        })
     }
 
     fn memory_info(&self) -> BackendResult<MemoryInfo> {
         let mut info = self.inner.memory_info()?;
+        if self.fault == Fault::MemoryInfoCountsAliases {
+            info.live_allocations += lock(&self.aliases).len() as u64;
+        }
         if self.fault == Fault::MemoryInfoMiscounts {
             info.live_allocations = info
                 .live_allocations
