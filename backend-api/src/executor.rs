@@ -151,6 +151,43 @@ pub trait Executor: Send + Sync {
         Box::pin(std::future::ready(self.run_copy_dtoh(dst, &plan)))
     }
 
+    /// [`ComputeBackend::copy_dtoh_many`], every entry checked and non-empty; the
+    /// default reads each into host staging with [`run_copy_dtoh`](Self::run_copy_dtoh)
+    /// and writes the destinations only once every read succeeded.
+    fn run_copy_dtoh_many(&self, reads: &mut [(HostCopyPlan, &mut [u8])]) -> BackendResult<()> {
+        let mut staged = Vec::with_capacity(reads.len());
+        for (plan, dst) in reads.iter() {
+            let mut buf = vec![0u8; dst.len()];
+            self.run_copy_dtoh(&mut buf, plan)?;
+            staged.push(buf);
+        }
+        for ((_, dst), buf) in reads.iter_mut().zip(staged) {
+            dst.copy_from_slice(&buf);
+        }
+        Ok(())
+    }
+
+    /// [`ComputeBackend::copy_dtoh_many_async`], every entry checked and non-empty; the
+    /// default stages through [`run_copy_dtoh_async`](Self::run_copy_dtoh_async).
+    fn run_copy_dtoh_many_async<'a>(
+        &'a self,
+        reads: Vec<(HostCopyPlan, &'a mut [u8])>,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let mut reads = reads;
+            let mut staged = Vec::with_capacity(reads.len());
+            for (plan, dst) in reads.iter() {
+                let mut buf = vec![0u8; dst.len()];
+                self.run_copy_dtoh_async(&mut buf, *plan).await?;
+                staged.push(buf);
+            }
+            for ((_, dst), buf) in reads.iter_mut().zip(staged) {
+                dst.copy_from_slice(&buf);
+            }
+            Ok(())
+        })
+    }
+
     /// [`ComputeBackend::synchronize_async`]; the default blocks.
     fn run_synchronize_async(&self) -> BackendFuture<'_, ()> {
         Box::pin(std::future::ready(self.run_synchronize()))
@@ -223,6 +260,26 @@ fn dispatch<E: Executor + ?Sized, P: Plan>(
         Some(p) => run(&p),
         None => Ok(()),
     }
+}
+
+/// The checked, non-empty entries of a `copy_dtoh_many`: all or nothing, so the first bad
+/// entry fails the call before anything is read.
+fn many_plans<'r, E: Executor + ?Sized>(
+    e: &E,
+    reads: &'r mut [(u64, &mut [u8])],
+) -> BackendResult<Vec<(HostCopyPlan, &'r mut [u8])>> {
+    let mut plans = Vec::with_capacity(reads.len());
+    for (src, dst) in reads.iter() {
+        plans.push(physical_plan(
+            e,
+            validate::host_copy("copy_dtoh", "src", *src, dst.len()),
+        )?);
+    }
+    Ok(plans
+        .into_iter()
+        .zip(reads.iter_mut())
+        .filter_map(|(plan, (_, dst))| plan.map(|p| (p, &mut **dst)))
+        .collect())
 }
 
 /// An already-finished future holding `result`.
@@ -457,6 +514,29 @@ impl<E: Executor> ComputeBackend for E {
         ) {
             Ok(Some(plan)) => self.run_copy_dtoh_async(dst, plan),
             Ok(None) => done(Ok(())),
+            Err(e) => done(Err(e)),
+        }
+    }
+
+    fn copy_dtoh_many(&self, reads: &mut [(u64, &mut [u8])]) -> BackendResult<()> {
+        self.ready()?;
+        let mut work = many_plans(self, reads)?;
+        if work.is_empty() {
+            return Ok(());
+        }
+        self.run_copy_dtoh_many(&mut work)
+    }
+
+    fn copy_dtoh_many_async<'a>(
+        &'a self,
+        reads: &'a mut [(u64, &'a mut [u8])],
+    ) -> BackendFuture<'a, ()> {
+        if let Err(e) = self.ready() {
+            return done(Err(e));
+        }
+        match many_plans(self, reads) {
+            Ok(work) if work.is_empty() => done(Ok(())),
+            Ok(work) => self.run_copy_dtoh_many_async(work),
             Err(e) => done(Err(e)),
         }
     }

@@ -343,6 +343,17 @@ impl Executor for WasmBackend {
         self.inner.run_copy_dtoh_async(dst, p)
     }
 
+    fn run_copy_dtoh_many(&self, reads: &mut [(HostCopyPlan, &mut [u8])]) -> BackendResult<()> {
+        self.inner.run_copy_dtoh_many(reads)
+    }
+
+    fn run_copy_dtoh_many_async<'a>(
+        &'a self,
+        reads: Vec<(HostCopyPlan, &'a mut [u8])>,
+    ) -> BackendFuture<'a, ()> {
+        self.inner.run_copy_dtoh_many_async(reads)
+    }
+
     fn run_synchronize_async(&self) -> BackendFuture<'_, ()> {
         self.inner.run_synchronize_async()
     }

@@ -476,6 +476,32 @@ impl Executor for WebGpuBackend {
         Box::pin(async move { self.ctx()?.copy_dtoh(dst, &p).await })
     }
 
+    fn run_copy_dtoh_many(&self, reads: &mut [(HostCopyPlan, &mut [u8])]) -> BackendResult<()> {
+        let ctx = self.ctx()?;
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            pollster::block_on(ctx.copy_dtoh_many(reads))
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            // Bad ranges are still reported as such, before the refusal to block.
+            for (p, _) in reads.iter() {
+                ctx.lock().space.resolve(p.op, &p.device)?;
+            }
+            Err(would_block("copy_dtoh_many"))
+        }
+    }
+
+    fn run_copy_dtoh_many_async<'a>(
+        &'a self,
+        reads: Vec<(HostCopyPlan, &'a mut [u8])>,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let mut reads = reads;
+            self.ctx()?.copy_dtoh_many(&mut reads).await
+        })
+    }
+
     fn run_synchronize_async(&self) -> BackendFuture<'_, ()> {
         Box::pin(async move { self.ctx()?.synchronize().await })
     }

@@ -503,6 +503,39 @@ impl Stream {
         }
     }
 
+    /// Records staging copies for several readbacks, `(buffer, abs, bytes)` each, into one
+    /// staging buffer, and submits once: returns the staging buffer, where each read's data
+    /// starts in it, its used length and the submission to wait on.
+    pub(crate) fn readback_many(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        reads: &[(Arc<wgpu::Buffer>, u64, u64)],
+    ) -> (Arc<wgpu::Buffer>, Vec<u64>, u64, wgpu::SubmissionIndex) {
+        let spans: Vec<(u64, u64)> = reads
+            .iter()
+            .map(|&(_, abs, bytes)| (abs / 4 * 4, (abs + bytes).div_ceil(4) * 4))
+            .collect();
+        let total: u64 = spans.iter().map(|(a, b)| b - a).sum();
+        let staging = self.take_staging(device, total);
+        let mut at = 0;
+        let mut starts = Vec::with_capacity(reads.len());
+        for ((buffer, abs, _), (start, end)) in reads.iter().zip(spans) {
+            self.copy_encoder(device).copy_buffer_to_buffer(
+                buffer,
+                start,
+                &staging,
+                at,
+                end - start,
+            );
+            starts.push(at + abs - start);
+            at += end - start;
+        }
+        self.recorded += reads.len() as u32;
+        let index = self.flush(queue);
+        (staging, starts, total, index)
+    }
+
     /// Records a staging copy for a readback of `[abs, abs + bytes)` of `buffer` and
     /// submits: returns the staging buffer, where the data starts in it, and the
     /// submission to wait on.

@@ -125,6 +125,44 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// Several readbacks in one submission and one wait, every range resolved before
+    /// anything is recorded (so a bad one fails the call with nothing read or written).
+    pub(crate) async fn copy_dtoh_many(
+        &self,
+        reads: &mut [(HostCopyPlan, &mut [u8])],
+    ) -> BackendResult<()> {
+        let (staging, starts, len, index) = {
+            let mut st = self.lock();
+            let State { space, stream, .. } = &mut *st;
+            let mut ranges = Vec::with_capacity(reads.len());
+            for (plan, _) in reads.iter() {
+                let r = space.resolve(plan.op, &plan.device)?;
+                ranges.push((r.handle.buffer.clone(), r.handle.offset + r.offset, r.bytes));
+            }
+            let _span = tracing::debug_span!("copy_dtoh_many", reads = reads.len()).entered();
+            stream.readback_many(&self.device, &self.queue, &ranges)
+        };
+        let result = map_read(self, &staging, len, index).await.and_then(|()| {
+            let view = staging
+                .slice(..len)
+                .get_mapped_range()
+                .map_err(mapping_failed)?;
+            for ((_, dst), &start) in reads.iter_mut().zip(&starts) {
+                let n = dst.len();
+                copy_out(dst, &view[start as usize..][..n]);
+            }
+            Ok(())
+        });
+        if result.is_ok() {
+            staging.unmap();
+            self.lock().stream.return_staging(staging);
+        }
+        result?;
+        self.errors.take()
+    }
+}
+
 /// Readbacks up to this size spin-poll for completion instead of blocking.
 #[cfg(not(target_arch = "wasm32"))]
 const SPIN_MAX: u64 = 1 << 20;

@@ -527,6 +527,51 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
             })
         }),
     ));
+    // A frame of 16 slices allocated and reset, as `memory::FrameArena` does it: one
+    // alias over the backing allocation, 16 aliases into it, one retire. No device work.
+    v.push(Case::new(
+        "latency",
+        "memory_frame_16_slices_alloc_reset",
+        Work::Latency,
+        Box::new(|b| {
+            let v = buffers(b, &[16 * 256])?;
+            let backing = v[0];
+            Ok(Prepared {
+                buffers: v,
+                run: Box::new(move |b| {
+                    let root = b.alias(backing, 16 * 256 * 4)?;
+                    for i in 0..16u64 {
+                        b.alias(root + 1024 * i, 1024)?;
+                    }
+                    b.retire(root, backend_api::Retired::FrameReset)
+                }),
+            })
+        }),
+    ));
+    // Eight small outputs of one step read together (one submission and one wait on
+    // WebGPU), against the single read above.
+    v.push(Case::new(
+        "latency",
+        "latency_op_plus_8x4byte_readback_many",
+        Work::Latency,
+        Box::new(|b| {
+            let v = buffers(b, &[256, 256])?;
+            let (x, y) = (v[0], v[1]);
+            Ok(Prepared {
+                buffers: v,
+                run: Box::new(move |b| {
+                    b.unary(UnaryOp::Neg, x, y, 256)?;
+                    let mut outs = [[0u8; 4]; 8];
+                    let mut reads: Vec<(u64, &mut [u8])> = outs
+                        .iter_mut()
+                        .enumerate()
+                        .map(|(i, o)| (y + 128 * i as u64, &mut o[..]))
+                        .collect();
+                    b.copy_dtoh_many(&mut reads)
+                }),
+            })
+        }),
+    ));
     v
 }
 
