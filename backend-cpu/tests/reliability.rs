@@ -232,6 +232,24 @@ fn soak_body() {
     });
 }
 
+/// 10^5 frames of a frame arena: device memory flat, host memory flat (own process).
+#[test]
+fn frame_soak_memory_stays_flat() {
+    in_own_process("frame_soak_memory_stays_flat", || {
+        let frames = env_u64("RELIABILITY_FRAMES", miri_or(100_000, 20));
+        watchdog("cpu frame soak", minutes(10), move || {
+            let r = conformance::test_tools::frame_soak(&cpu(), frames)
+                .unwrap_or_else(|e| panic!("{e}"));
+            eprintln!("cpu frame soak: {r}");
+            assert!(
+                r.rss_growth_kib() < 8 * 1024,
+                "VmRSS grew by {} KiB after warm-up",
+                r.rss_growth_kib()
+            );
+        });
+    });
+}
+
 #[test]
 fn allocating_until_refused_leaves_the_backend_usable() {
     watchdog("cpu allocate until refused", minutes(2), || {

@@ -152,6 +152,25 @@ fn soak_memory_stays_flat() {
     in_own_process("soak_memory_stays_flat", soak_body);
 }
 
+/// Frames of a frame arena on the device: device memory flat, host memory flat.
+#[test]
+fn frame_soak_memory_stays_flat() {
+    in_own_process("frame_soak_memory_stays_flat", || {
+        let Some(b) = backend() else { return };
+        let frames = env_u64("RELIABILITY_FRAMES", 10_000);
+        watchdog("webgpu frame soak", minutes(10), move || {
+            let r =
+                conformance::test_tools::frame_soak(&b, frames).unwrap_or_else(|e| panic!("{e}"));
+            eprintln!("{}: frame soak: {r}", b.name());
+            assert!(
+                r.rss_growth_kib() < 16 * 1024,
+                "VmRSS grew by {} KiB after warm-up",
+                r.rss_growth_kib()
+            );
+        });
+    });
+}
+
 fn soak_body() {
     let Some(b) = backend() else { return };
     let cycles = env_u64("RELIABILITY_SOAK_CYCLES", 10_000);

@@ -420,3 +420,116 @@ pub fn in_own_process(test: &str, body: impl FnOnce()) {
         out.status
     );
 }
+
+/// Figures of a [`frame_soak`] run.
+#[derive(Debug, Clone, Default)]
+pub struct FrameSoakReport {
+    /// Frames run (alloc, compute, read, reset each).
+    pub frames: u64,
+    /// Frames before the baseline was taken.
+    pub warmup: u64,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// `memory_info` after warm-up and at the end (the arena still alive).
+    pub info: Option<(MemoryInfo, MemoryInfo)>,
+    /// VmRSS after warm-up and at the end, KiB.
+    pub rss_kib: Option<(u64, u64)>,
+}
+
+impl FrameSoakReport {
+    /// VmRSS growth after warm-up, KiB (0 where it cannot be read).
+    pub fn rss_growth_kib(&self) -> u64 {
+        self.rss_kib.map_or(0, |(a, b)| b.saturating_sub(a))
+    }
+}
+
+impl fmt::Display for FrameSoakReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} frames in {:.1} s ({:.1} us a frame); memory_info after warm-up / at the end: \
+             {:?}; VmRSS {:?} KiB",
+            self.frames,
+            self.seconds,
+            self.seconds * 1e6 / self.frames.max(1) as f64,
+            self.info
+                .map(|(a, b)| (a.allocated_bytes, b.allocated_bytes)),
+            self.rss_kib
+        )
+    }
+}
+
+/// `frames` frames of a [`FrameArena`](backend_api::memory::FrameArena): four slices,
+/// a write, two ops, a read every 97th frame (checked exactly), a reset. Device memory
+/// must stay what it was after warm-up (the arena is one allocation; slices are aliases),
+/// and a stale slice must stay refused.
+pub fn frame_soak(b: &dyn ComputeBackend, frames: u64) -> Result<FrameSoakReport, String> {
+    use backend_api::memory::FrameArena;
+    let start = web_time::Instant::now();
+    let warmup = (frames / 10).clamp(1, 1000);
+    let frame = FrameArena::new(b, 64 << 10, 256).map_err(|e| e.to_string())?;
+    let mut report = FrameSoakReport {
+        frames,
+        warmup,
+        ..FrameSoakReport::default()
+    };
+    let (mut base_info, mut base_rss) = (None, None);
+    let mut stale = None;
+    let n = 256;
+    for i in 0..frames {
+        if i == warmup {
+            base_info = b.memory_info().ok();
+            base_rss = rss_kib();
+        }
+        let step = || -> Result<(), String> {
+            let e = |e: BackendError| format!("frame {i}: {e}");
+            let x = frame.alloc::<f32>(n).map_err(e)?;
+            let y = frame.alloc::<f32>(n).map_err(e)?;
+            let z = frame.alloc::<f32>(n).map_err(e)?;
+            let _scratch = frame.alloc::<u32>(n).map_err(e)?;
+            let v = (i % 1000) as f32;
+            x.write(&vec![v; n]).map_err(e)?;
+            b.unary(UnaryOp::Neg, x.ptr(), y.ptr(), n).map_err(e)?;
+            b.binary(BinaryOp::Add, x.ptr(), y.ptr(), z.ptr(), n)
+                .map_err(e)?;
+            if i % 97 == 0 {
+                let got = z.read().map_err(e)?;
+                if got.iter().any(|&g| g.to_bits() != 0.0f32.to_bits()) {
+                    return Err(format!("frame {i}: x + (-x) read back as {:?}", &got[..4]));
+                }
+            }
+            Ok(())
+        };
+        step()?;
+        if i == warmup {
+            stale = frame.alloc::<f32>(4).ok().map(|s| s.ptr());
+        }
+        frame
+            .reset()
+            .map_err(|e| format!("reset of frame {i}: {e}"))?;
+        // Right after its frame, a slice's pointer is refused as stale; much later (its
+        // record evicted from the bounded list) it is still refused.
+        if let Some(p) = stale.filter(|_| i == warmup || i + 1 == frames) {
+            match b.copy_htod(p, &[0u8; 16]) {
+                Err(BackendError::InvalidArgument(m)) if i > warmup || m.contains("stale") => {}
+                other => {
+                    return Err(format!(
+                        "frame {i}: a slice of a past frame was not refused as stale: {other:?}"
+                    ));
+                }
+            }
+        }
+    }
+    b.synchronize().map_err(|e| e.to_string())?;
+    report.info = base_info.zip(b.memory_info().ok());
+    report.rss_kib = base_rss.zip(rss_kib());
+    report.seconds = start.elapsed().as_secs_f64();
+    if let Some((a, z)) = report.info
+        && (a.allocated_bytes, a.live_allocations) != (z.allocated_bytes, z.live_allocations)
+    {
+        return Err(format!(
+            "device memory moved over the frames: {a:?} -> {z:?}"
+        ));
+    }
+    Ok(report)
+}
