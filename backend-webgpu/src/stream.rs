@@ -505,34 +505,43 @@ impl Stream {
 
     /// Records staging copies for several readbacks, `(buffer, abs, bytes)` each, into one
     /// staging buffer, and submits once: returns the staging buffer, where each read's data
-    /// starts in it, its used length and the submission to wait on.
+    /// starts in it, its used length and the submission to wait on. Reads of one buffer
+    /// that lie close together share one copy ([`coalesce`]).
     pub(crate) fn readback_many(
         &mut self,
         device: &wgpu::Device,
         queue: &wgpu::Queue,
         reads: &[(Arc<wgpu::Buffer>, u64, u64)],
     ) -> (Arc<wgpu::Buffer>, Vec<u64>, u64, wgpu::SubmissionIndex) {
-        let spans: Vec<(u64, u64)> = reads
+        let spans: Vec<(usize, u64, u64)> = reads
             .iter()
-            .map(|&(_, abs, bytes)| (abs / 4 * 4, (abs + bytes).div_ceil(4) * 4))
+            .map(|(buffer, abs, bytes)| {
+                (
+                    Arc::as_ptr(buffer) as usize,
+                    abs / 4 * 4,
+                    (abs + bytes).div_ceil(4) * 4,
+                )
+            })
             .collect();
-        let total: u64 = spans.iter().map(|(a, b)| b - a).sum();
+        let (segments, at, total) = coalesce(&spans, COALESCE_GAP);
         let staging = self.take_staging(device, total);
-        let mut at = 0;
-        let mut starts = Vec::with_capacity(reads.len());
-        for ((buffer, abs, _), (start, end)) in reads.iter().zip(spans) {
+        for &(first, start, end, to) in &segments {
             self.copy_encoder(device).copy_buffer_to_buffer(
-                buffer,
+                &reads[first].0,
                 start,
                 &staging,
-                at,
+                to,
                 end - start,
             );
-            starts.push(at + abs - start);
-            at += end - start;
         }
-        self.recorded += reads.len() as u32;
+        self.recorded += segments.len() as u32;
         let index = self.flush(queue);
+        let starts = reads
+            .iter()
+            .zip(&spans)
+            .zip(at)
+            .map(|(((_, abs, _), (_, start, _)), at)| at + abs - start)
+            .collect();
         (staging, starts, total, index)
     }
 
@@ -558,9 +567,71 @@ impl Stream {
     }
 }
 
+/// Reads of one buffer this close (bytes between them) share one staging copy: copying
+/// the gap costs less than another copy command.
+const COALESCE_GAP: u64 = 4096;
+
+/// Groups 4-aligned spans `(buffer key, start, end)` into copies: spans of one buffer that
+/// overlap or lie within `gap` bytes of each other become one segment. Returns the
+/// segments as `(index of a span of its buffer, start, end, offset in staging)`, the
+/// staging offset of each span's start, and the staging bytes used (all multiples of 4).
+fn coalesce(spans: &[(usize, u64, u64)], gap: u64) -> (Vec<(usize, u64, u64, u64)>, Vec<u64>, u64) {
+    let mut order: Vec<usize> = (0..spans.len()).collect();
+    order.sort_by_key(|&i| (spans[i].0, spans[i].1));
+    let mut segments: Vec<(usize, u64, u64, u64)> = Vec::new();
+    let mut at = vec![0u64; spans.len()];
+    let mut total = 0u64;
+    for i in order {
+        let (key, start, end) = spans[i];
+        match segments.last_mut() {
+            Some((first, s, e, to)) if spans[*first].0 == key && start <= *e + gap => {
+                if end > *e {
+                    total += end - *e;
+                    *e = end;
+                }
+                at[i] = *to + (start - *s);
+            }
+            _ => {
+                segments.push((i, start, end, total));
+                at[i] = total;
+                total += end - start;
+            }
+        }
+    }
+    (segments, at, total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn close_reads_of_one_buffer_share_a_copy() {
+        // Eight 4-byte reads 128 bytes apart in buffer 1, one far away, one in buffer 2.
+        let mut spans: Vec<(usize, u64, u64)> = (0..8).map(|i| (1, 128 * i, 128 * i + 4)).collect();
+        spans.push((1, 1 << 20, (1 << 20) + 8));
+        spans.push((2, 0, 4));
+        let (segments, at, total) = coalesce(&spans, COALESCE_GAP);
+        assert_eq!(segments.len(), 3, "{segments:?}");
+        assert_eq!(total, (7 * 128 + 4) + 8 + 4);
+        for (i, &(_, start, end)) in spans.iter().enumerate() {
+            // Each span's bytes sit at its staging offset, inside its segment's copy.
+            let seg = segments
+                .iter()
+                .find(|&&(f, s, e, _)| spans[f].0 == spans[i].0 && s <= start && end <= e)
+                .expect("every span is in a segment");
+            assert_eq!(at[i], seg.3 + (start - seg.1));
+            assert_eq!(at[i] % 4, 0);
+        }
+        // Overlapping and repeated reads, in any order.
+        let spans = [(7, 16, 32), (7, 0, 24), (7, 16, 32)];
+        let (segments, at, total) = coalesce(&spans, 0);
+        assert_eq!((segments.len(), total), (1, 32));
+        assert_eq!(at, vec![16, 0, 16]);
+        // Without a gap, distant reads stay apart.
+        let (segments, _, _) = coalesce(&[(1, 0, 4), (1, 8, 12)], 0);
+        assert_eq!(segments.len(), 2);
+    }
 
     #[test]
     fn grids_fold_into_two_dimensions_up_to_the_limit() {
