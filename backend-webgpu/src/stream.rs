@@ -575,10 +575,14 @@ const COALESCE_GAP: u64 = 4096;
 /// overlap or lie within `gap` bytes of each other become one segment. Returns the
 /// segments as `(index of a span of its buffer, start, end, offset in staging)`, the
 /// staging offset of each span's start, and the staging bytes used (all multiples of 4).
-fn coalesce(spans: &[(usize, u64, u64)], gap: u64) -> (Vec<(usize, u64, u64, u64)>, Vec<u64>, u64) {
+/// One staging copy of [`coalesce`]: (index of a span of its buffer, start, end, offset in
+/// staging).
+type Segment = (usize, u64, u64, u64);
+
+fn coalesce(spans: &[(usize, u64, u64)], gap: u64) -> (Vec<Segment>, Vec<u64>, u64) {
     let mut order: Vec<usize> = (0..spans.len()).collect();
     order.sort_by_key(|&i| (spans[i].0, spans[i].1));
-    let mut segments: Vec<(usize, u64, u64, u64)> = Vec::new();
+    let mut segments: Vec<Segment> = Vec::new();
     let mut at = vec![0u64; spans.len()];
     let mut total = 0u64;
     for i in order {
