@@ -272,9 +272,7 @@ pub trait ComputeBackend: Send + Sync {
             self.copy_dtoh(&mut buf, *src)?;
             staged.push(buf);
         }
-        for ((_, dst), buf) in reads.iter_mut().zip(staged) {
-            dst.copy_from_slice(&buf);
-        }
+        write_staged(reads, staged);
         Ok(())
     }
 
@@ -291,9 +289,7 @@ pub trait ComputeBackend: Send + Sync {
                 self.copy_dtoh_async(&mut buf, *src).await?;
                 staged.push(buf);
             }
-            for ((_, dst), buf) in reads.iter_mut().zip(staged) {
-                dst.copy_from_slice(&buf);
-            }
+            write_staged(reads, staged);
             Ok(())
         })
     }
@@ -343,6 +339,14 @@ pub trait ComputeBackend: Send + Sync {
             "memory_info: not implemented by {}",
             self.name()
         )))
+    }
+}
+
+/// The second half of an all-or-nothing batched read: every read succeeded into
+/// `staged`, so the destinations are written now.
+pub(crate) fn write_staged<K>(reads: &mut [(K, &mut [u8])], staged: Vec<Vec<u8>>) {
+    for ((_, dst), buf) in reads.iter_mut().zip(staged) {
+        dst.copy_from_slice(&buf);
     }
 }
 

@@ -23,6 +23,7 @@
 //! A backend that wants to break the contract on purpose (the conformance suite's mutants)
 //! implements [`ComputeBackend`] directly instead, usually by wrapping a real backend.
 
+use crate::backend::write_staged;
 use crate::validate::{
     self, AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmArgs, GemmPlan,
     HostCopyPlan, Plan, ReducePlan, UnaryPlan,
@@ -161,9 +162,7 @@ pub trait Executor: Send + Sync {
             self.run_copy_dtoh(&mut buf, plan)?;
             staged.push(buf);
         }
-        for ((_, dst), buf) in reads.iter_mut().zip(staged) {
-            dst.copy_from_slice(&buf);
-        }
+        write_staged(reads, staged);
         Ok(())
     }
 
@@ -181,9 +180,7 @@ pub trait Executor: Send + Sync {
                 self.run_copy_dtoh_async(&mut buf, *plan).await?;
                 staged.push(buf);
             }
-            for ((_, dst), buf) in reads.iter_mut().zip(staged) {
-                dst.copy_from_slice(&buf);
-            }
+            write_staged(&mut reads, staged);
             Ok(())
         })
     }
