@@ -29,6 +29,9 @@ const _: () = assert!(SUBMIT_EVERY as u64 * PARAMS_SLOT <= PARAMS_ARENA);
 pub(crate) const UPLOAD_CHUNK: u64 = 16 << 20;
 /// Readback buffers kept for reuse.
 const STAGING_KEEP: usize = 8;
+/// Readbacks of at most this many bytes (after 4-byte rounding) go through one fixed,
+/// reused staging buffer of this size.
+pub(crate) const SMALL_READ: u64 = 256;
 /// Bytes of the placeholder buffer per unused binding: a multiple of every adapter's
 /// `min_storage_buffer_offset_alignment` (at most 256 by the WebGPU spec).
 const PLACEHOLDER_SLOT: u64 = 256;
@@ -191,6 +194,8 @@ pub(crate) struct Stream {
     params: Arena,
     uploads: Arena,
     staging: Vec<Arc<wgpu::Buffer>>,
+    /// The small-read staging buffer, `None` while a read holds it.
+    small: Option<Arc<wgpu::Buffer>>,
     belt: wgpu::util::StagingBelt,
     dummy: Arc<wgpu::Buffer>,
 }
@@ -225,6 +230,7 @@ impl Stream {
                 storage_align.max(4),
             ),
             staging: Vec::new(),
+            small: None,
             belt: wgpu::util::StagingBelt::new(device.clone(), UPLOAD_CHUNK),
             dummy: Arc::new(dummy),
         }
@@ -498,21 +504,40 @@ impl Stream {
     }
 
     pub(crate) fn return_staging(&mut self, buffer: Arc<wgpu::Buffer>) {
-        if self.staging.len() < STAGING_KEEP {
+        if buffer.size() == SMALL_READ {
+            self.small.get_or_insert(buffer);
+        } else if self.staging.len() < STAGING_KEEP {
             self.staging.push(buffer);
         }
     }
 
+    /// The staging buffer for a readback of `bytes`: the fixed small-read buffer when the
+    /// read fits in it and no other read holds it, else one from the pool.
+    fn take_readback(&mut self, device: &wgpu::Device, bytes: u64) -> Arc<wgpu::Buffer> {
+        if bytes > SMALL_READ {
+            return self.take_staging(device, bytes);
+        }
+        self.small.take().unwrap_or_else(|| {
+            Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("small readback staging"),
+                size: SMALL_READ,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }))
+        })
+    }
+
     /// Records staging copies for several readbacks, `(buffer, abs, bytes)` each, into one
-    /// staging buffer, and submits once: returns the staging buffer, where each read's data
-    /// starts in it, its used length and the submission to wait on. Reads of one buffer
-    /// that lie close together share one copy ([`coalesce`]).
+    /// staging buffer, schedules its mapping with the submission (`map_buffer_on_submit`,
+    /// so no `map_async` call follows the submit), and submits once. Reads of one buffer
+    /// that lie close together share one copy ([`coalesce`]); reads that fit in
+    /// [`SMALL_READ`] bytes use the fixed small-read buffer.
     pub(crate) fn readback_many(
         &mut self,
         device: &wgpu::Device,
         queue: &wgpu::Queue,
         reads: &[(Arc<wgpu::Buffer>, u64, u64)],
-    ) -> (Arc<wgpu::Buffer>, Vec<u64>, u64, wgpu::SubmissionIndex) {
+    ) -> Readback {
         let spans: Vec<(usize, u64, u64)> = reads
             .iter()
             .map(|(buffer, abs, bytes)| {
@@ -524,7 +549,10 @@ impl Stream {
             })
             .collect();
         let (segments, at, total) = coalesce(&spans, COALESCE_GAP);
-        let staging = self.take_staging(device, total);
+        // A mapped range is at least one word (every read here has bytes > 0, but the
+        // mapping must not be empty whatever a caller passes).
+        let len = total.max(4);
+        let staging = self.take_readback(device, len);
         for &(first, start, end, to) in &segments {
             self.copy_encoder(device).copy_buffer_to_buffer(
                 &reads[first].0,
@@ -535,6 +563,15 @@ impl Stream {
             );
         }
         self.recorded += segments.len() as u32;
+        let (tx, mapped) = futures_channel::oneshot::channel();
+        self.copy_encoder(device).map_buffer_on_submit(
+            &staging,
+            wgpu::MapMode::Read,
+            ..len,
+            move |r| {
+                let _ = tx.send(r);
+            },
+        );
         let index = self.flush(queue);
         let starts = reads
             .iter()
@@ -542,30 +579,29 @@ impl Stream {
             .zip(at)
             .map(|(((_, abs, _), (_, start, _)), at)| at + abs - start)
             .collect();
-        (staging, starts, total, index)
-    }
-
-    /// Records a staging copy for a readback of `[abs, abs + bytes)` of `buffer` and
-    /// submits: returns the staging buffer, where the data starts in it, and the
-    /// submission to wait on.
-    pub(crate) fn readback(
-        &mut self,
-        device: &wgpu::Device,
-        queue: &wgpu::Queue,
-        buffer: &wgpu::Buffer,
-        abs: u64,
-        bytes: u64,
-    ) -> (Arc<wgpu::Buffer>, u64, u64, wgpu::SubmissionIndex) {
-        let start = abs / 4 * 4;
-        let end = (abs + bytes).div_ceil(4) * 4;
-        let staging = self.take_staging(device, end - start);
-        self.copy_encoder(device)
-            .copy_buffer_to_buffer(buffer, start, &staging, 0, end - start);
-        self.recorded += 1;
-        let index = self.flush(queue);
-        (staging, abs - start, end - start, index)
+        Readback {
+            staging,
+            starts,
+            len,
+            index,
+            mapped,
+        }
     }
 }
+
+/// A submitted readback: the staging buffer, where each read's bytes start in it, the
+/// mapped length, the submission, and the mapping's completion.
+pub(crate) struct Readback {
+    pub(crate) staging: Arc<wgpu::Buffer>,
+    pub(crate) starts: Vec<u64>,
+    pub(crate) len: u64,
+    pub(crate) index: wgpu::SubmissionIndex,
+    pub(crate) mapped: MapDone,
+}
+
+/// Resolves when a scheduled mapping is done (or failed).
+pub(crate) type MapDone =
+    futures_channel::oneshot::Receiver<Result<(), wgpu::BufferAsyncError>>;
 
 /// Reads of one buffer this close (bytes between them) share one staging copy: copying
 /// the gap costs less than another copy command.

@@ -8,7 +8,7 @@ use backend_api::{BackendError, BackendResult};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::memory::Block;
 #[cfg(not(target_arch = "wasm32"))]
-use crate::stream::Stream;
+use crate::stream::{MapDone, Readback, Stream};
 use crate::{Ctx, State};
 
 impl Ctx {
@@ -86,7 +86,7 @@ impl Ctx {
 
     pub(crate) async fn copy_dtoh(&self, dst: &mut [u8], plan: &HostCopyPlan) -> BackendResult<()> {
         let operand = plan.device;
-        let (staging, start, len, index) = {
+        let readback = {
             let mut st = self.lock();
             let State { space, stream, .. } = &mut *st;
             let r = space.resolve(plan.op, &operand)?;
@@ -100,39 +100,22 @@ impl Ctx {
                 read_pipelined(self, stream, r.handle, r.offset, dst)?;
                 return self.errors.take();
             }
-            stream.readback(
+            stream.readback_many(
                 &self.device,
                 &self.queue,
-                &r.handle.buffer,
-                r.handle.offset + r.offset,
-                r.bytes,
+                &[(r.handle.buffer.clone(), r.handle.offset + r.offset, r.bytes)],
             )
         };
-        let result = map_read(self, &staging, len, index).await.and_then(|()| {
-            let view = staging
-                .slice(..len)
-                .get_mapped_range()
-                .map_err(mapping_failed)?;
-            copy_out(dst, &view[start as usize..][..dst.len()]);
-            Ok(())
-        });
-        if result.is_ok() {
-            staging.unmap();
-            self.lock().stream.return_staging(staging);
-        }
-        result?;
-        self.errors.take()
+        self.finish_readback(readback, &mut [dst]).await
     }
-}
 
-impl Ctx {
     /// Several readbacks in one submission and one wait, every range resolved before
     /// anything is recorded (so a bad one fails the call with nothing read or written).
     pub(crate) async fn copy_dtoh_many(
         &self,
         reads: &mut [(HostCopyPlan, &mut [u8])],
     ) -> BackendResult<()> {
-        let (staging, starts, len, index) = {
+        let readback = {
             let mut st = self.lock();
             let State { space, stream, .. } = &mut *st;
             let mut ranges = Vec::with_capacity(reads.len());
@@ -143,12 +126,30 @@ impl Ctx {
             let _span = tracing::debug_span!("copy_dtoh_many", reads = reads.len()).entered();
             stream.readback_many(&self.device, &self.queue, &ranges)
         };
-        let result = map_read(self, &staging, len, index).await.and_then(|()| {
+        let mut dsts: Vec<&mut [u8]> = reads.iter_mut().map(|(_, d)| &mut **d).collect();
+        self.finish_readback(readback, &mut dsts).await
+    }
+
+    /// Waits for a submitted readback's mapping, copies each read out to its destination,
+    /// and gives the staging buffer back for reuse.
+    async fn finish_readback(
+        &self,
+        readback: Readback,
+        dsts: &mut [&mut [u8]],
+    ) -> BackendResult<()> {
+        let Readback {
+            staging,
+            starts,
+            len,
+            index,
+            mapped,
+        } = readback;
+        let result = wait_mapped(self, mapped, len, index).await.and_then(|()| {
             let view = staging
                 .slice(..len)
                 .get_mapped_range()
                 .map_err(mapping_failed)?;
-            for ((_, dst), &start) in reads.iter_mut().zip(&starts) {
+            for (dst, &start) in dsts.iter_mut().zip(&starts) {
                 let n = dst.len();
                 copy_out(dst, &view[start as usize..][..n]);
             }
@@ -190,19 +191,13 @@ fn copy_out(dst: &mut [u8], src: &[u8]) {
     dst.copy_from_slice(src);
 }
 
-/// Maps `[0, len)` of a readback buffer once submission `index` is done.
-async fn map_read(
+/// Waits until a readback's scheduled mapping (`[0, len)`, submission `index`) is done.
+async fn wait_mapped(
     ctx: &Ctx,
-    staging: &wgpu::Buffer,
+    rx: MapDone,
     len: u64,
     index: wgpu::SubmissionIndex,
 ) -> BackendResult<()> {
-    let (tx, rx) = futures_channel::oneshot::channel();
-    staging
-        .slice(..len)
-        .map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
     #[cfg(not(target_arch = "wasm32"))]
     let mut rx = rx;
     #[cfg(not(target_arch = "wasm32"))]

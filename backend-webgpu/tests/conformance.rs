@@ -103,6 +103,59 @@ fn memory_limit_refuses_and_the_backend_stays_usable() {
     b.free(p).unwrap();
 }
 
+/// Reads of up to 256 bytes go through one fixed staging buffer whose mapping is
+/// scheduled with the submission; reads just above it through the pool. Both, at every
+/// offset within a word, alone, several in one call, and from four threads at once (only
+/// one can hold the fixed buffer), read what was written.
+#[test]
+fn small_reads_round_trip() {
+    if backend().is_none() {
+        return;
+    }
+    let mut b = WebGpuBackend::with_options(backend_webgpu::WebGpuOptions {
+        unified_memory: false,
+        ..backend_webgpu::WebGpuOptions::from_env()
+    });
+    b.init().unwrap();
+    let data: Vec<u8> = (0..4096u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let p = b.alloc(data.len()).unwrap();
+    b.copy_htod(p, &data).unwrap();
+    for len in [1usize, 3, 4, 5, 64, 252, 253, 255, 256, 257, 260, 300] {
+        for offset in [0usize, 1, 2, 3, 256, 1001] {
+            let mut back = vec![0u8; len];
+            b.copy_dtoh(&mut back, p + offset as u64).unwrap();
+            assert_eq!(back, data[offset..offset + len], "len {len} at {offset}");
+        }
+    }
+    let mut outs: Vec<Vec<u8>> = (0..8).map(|i| vec![0u8; 5 + i]).collect();
+    let mut reads: Vec<(u64, &mut [u8])> = outs
+        .iter_mut()
+        .enumerate()
+        .map(|(i, o)| (p + 3 + 29 * i as u64, o.as_mut_slice()))
+        .collect();
+    b.copy_dtoh_many(&mut reads).unwrap();
+    for (i, o) in outs.iter().enumerate() {
+        let at = 3 + 29 * i;
+        assert_eq!(o[..], data[at..at + o.len()], "read {i} of many");
+    }
+    let b = &b;
+    std::thread::scope(|s| {
+        for t in 0..4usize {
+            let data = &data;
+            s.spawn(move || {
+                for round in 0..50usize {
+                    let at = (t * 97 + round * 13) % 3800;
+                    let len = 1 + (t + round) % 200;
+                    let mut back = vec![0u8; len];
+                    b.copy_dtoh(&mut back, p + at as u64).unwrap();
+                    assert_eq!(back, data[at..at + len], "thread {t} round {round}");
+                }
+            });
+        }
+    });
+    b.free(p).unwrap();
+}
+
 /// Copies larger than the staging chunks (16 MiB): chunked uploads through the staging
 /// belt and pipelined readbacks, with and without the unified-memory shortcut, at
 /// aligned and unaligned offsets.
