@@ -18,7 +18,9 @@
 pub(crate) mod common;
 
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
+use backends::backend_api::memory::ArenaPlan;
 use backends::{BackendResult, BinaryOp, ComputeBackend, ComputeBackendExt, ReduceOp, UnaryOp};
 use common::{Arena, Row, values};
 
@@ -46,7 +48,8 @@ fn maxpool(
 ) -> BackendResult<()> {
     let half = ar.alloc(planes * h * (w / 2))?;
     ar.b.reduce(ReduceOp::Max, x, half, &[planes, h, w / 2, 2], 3)?;
-    ar.b.reduce(ReduceOp::Max, half, out, &[planes, h / 2, 2, w / 2], 2)
+    ar.b.reduce(ReduceOp::Max, half, out, &[planes, h / 2, 2, w / 2], 2)?;
+    ar.done(half)
 }
 
 /// 3x3 convolution, stride 1, padding 1 (same size), then relu in place.
@@ -72,10 +75,11 @@ fn conv_relu(
     Ok(out)
 }
 
-/// One forward pass on `b` for `input` (`[N, C, SIDE, SIDE]`); returns the class
-/// probabilities, `[N, CLASSES]` row-major.
-pub(crate) fn forward_on(b: &dyn ComputeBackend, input: &[f32]) -> BackendResult<Vec<f32>> {
-    let mut ar = Arena::new(b);
+/// One forward pass on an arena for `input` (`[N, C, SIDE, SIDE]`); returns the class
+/// probabilities, `[N, CLASSES]` row-major. Each activation ends (`done`) after the last
+/// op that reads it, which lets the planned arena reuse its bytes.
+pub(crate) fn graph(ar: &mut Arena<'_>, input: &[f32]) -> BackendResult<Vec<f32>> {
+    let b = ar.b;
     let x = ar.upload(input)?;
     let f1 = ar.upload(&values(11, K1 * C * 9, 1.0 / (C as f32 * 9.0).sqrt()))?;
     let f2 = ar.upload(&values(12, K2 * K1 * 9, 1.0 / (K1 as f32 * 9.0).sqrt()))?;
@@ -85,22 +89,27 @@ pub(crate) fn forward_on(b: &dyn ComputeBackend, input: &[f32]) -> BackendResult
     let ones_classes = ar.filled(CLASSES, 1.0)?;
 
     let s = SIDE;
-    let a1 = conv_relu(&mut ar, x, f1, [N, C, s, s], K1)?;
+    let a1 = conv_relu(ar, x, f1, [N, C, s, s], K1)?;
     let p1 = ar.alloc(N * K1 * (s / 2) * (s / 2))?;
-    maxpool(&mut ar, a1, p1, N * K1, s, s)?;
+    maxpool(ar, a1, p1, N * K1, s, s)?;
+    ar.done(a1)?;
     let s = s / 2;
-    let a2 = conv_relu(&mut ar, p1, f2, [N, K1, s, s], K2)?;
+    let a2 = conv_relu(ar, p1, f2, [N, K1, s, s], K2)?;
+    ar.done(p1)?;
     let p2 = ar.alloc(N * K2 * (s / 2) * (s / 2))?;
-    maxpool(&mut ar, a2, p2, N * K2, s, s)?;
+    maxpool(ar, a2, p2, N * K2, s, s)?;
+    ar.done(a2)?;
     let s = s / 2;
 
     // Global average pooling: [N * K2, s * s] -> [N, K2].
     let feat = ar.alloc(N * K2)?;
     b.reduce(ReduceOp::Mean, p2, feat, &[N * K2, s * s], 1)?;
+    ar.done(p2)?;
     // Linear layer: logits = bias (broadcast) + feat * Wfc.
     let logits = ar.alloc(N * CLASSES)?;
     ar.outer(ones_n, bfc, logits, N, CLASSES)?;
     ar.matmul(feat, wfc, logits, (N, K2, CLASSES), 1.0)?;
+    ar.done(feat)?;
     // Softmax over each row, stable: exp(x - max) / sum.
     let stat = ar.alloc(N)?;
     let wide = ar.alloc(N * CLASSES)?;
@@ -111,7 +120,21 @@ pub(crate) fn forward_on(b: &dyn ComputeBackend, input: &[f32]) -> BackendResult
     b.reduce(ReduceOp::Sum, logits, stat, &[N, CLASSES], 1)?;
     ar.outer(stat, ones_classes, wide, N, CLASSES)?;
     b.binary(BinaryOp::Div, logits, wide, logits, N * CLASSES)?;
+    ar.done(stat)?;
+    ar.done(wide)?;
     b.copy_dtoh_vec(logits, N * CLASSES)
+}
+
+/// One forward pass on `b` for `input` with the activations in a planned arena.
+pub(crate) fn forward_on(b: &dyn ComputeBackend, input: &[f32]) -> BackendResult<Vec<f32>> {
+    static PLAN: OnceLock<ArenaPlan> = OnceLock::new();
+    let plan = common::cached_plan(&PLAN, b, graph, input)?;
+    common::run_planned(b, graph, input, plan)
+}
+
+/// The activations' plan of the CNN on `b`, and both runs' outputs.
+pub(crate) fn plan_report(b: &dyn ComputeBackend) -> BackendResult<common::PlanReport> {
+    common::plan_and_run(b, graph, &input())
 }
 
 /// The example's input: fixed pseudo-random images.
@@ -132,6 +155,10 @@ pub(crate) fn run(reps: usize) -> Result<Vec<Row>, String> {
         FLOPS as f64 / 1e6
     );
     let rows = common::run_everywhere(&what, forward, reps)?;
+    let report = backends::default_backend()
+        .and_then(|b| plan_report(b.as_ref()))
+        .map_err(|e| format!("planning the activations: {e}"))?;
+    println!("{}", report.describe());
     if let Some(first) = rows.first() {
         for (i, p) in first.output.chunks(CLASSES).enumerate() {
             let best = p

@@ -21,7 +21,9 @@
 pub(crate) mod common;
 
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
+use backends::backend_api::memory::ArenaPlan;
 use backends::{BackendResult, BinaryOp, ComputeBackend, ComputeBackendExt, ReduceOp, UnaryOp};
 use common::{Arena, Row, values};
 
@@ -101,12 +103,18 @@ fn layernorm(
     ar.outer(ones_rows, gamma, wide, rows, cols)?; // gamma, broadcast down each column
     b.binary(BinaryOp::Mul, centered, wide, centered, n)?;
     ar.outer(ones_rows, beta, wide, rows, cols)?;
-    b.binary(BinaryOp::Add, centered, wide, out, n)
+    b.binary(BinaryOp::Add, centered, wide, out, n)?;
+    for p in [stat, wide, centered] {
+        ar.done(p)?;
+    }
+    Ok(())
 }
 
-/// One forward pass of the block on `b`; returns `x2`, row-major `[SEQ, D]`.
-pub(crate) fn forward_with(b: &dyn ComputeBackend, w: &Weights) -> BackendResult<Vec<f32>> {
-    let mut ar = Arena::new(b);
+/// One forward pass of the block on an arena; returns `x2`, row-major `[SEQ, D]`. Each
+/// activation ends (`done`) after the last op that reads it, which is what lets the
+/// planned arena reuse its bytes.
+pub(crate) fn block(ar: &mut Arena<'_>, w: &Weights) -> BackendResult<Vec<f32>> {
+    let b = ar.b;
     let x = ar.upload(&w.x)?;
     let ln1 = (ar.upload(&w.ln1.0)?, ar.upload(&w.ln1.1)?);
     let wqkv = ar.upload(&w.wqkv)?;
@@ -118,7 +126,7 @@ pub(crate) fn forward_with(b: &dyn ComputeBackend, w: &Weights) -> BackendResult
 
     // Attention.
     let h = ar.alloc(SEQ * D)?;
-    layernorm(&mut ar, x, ln1, h, (SEQ, D))?;
+    layernorm(ar, x, ln1, h, (SEQ, D))?;
     // Per head i (3 * HEADS of them): row-major C_i[SEQ x HEAD_DIM] = h[SEQ x D] * W_i[D x
     // HEAD_DIM], i.e. column-major C_i^T = W_i^T * h^T. h is shared (stride 0), and the
     // outputs land as [3, HEADS, SEQ, HEAD_DIM]: exactly the layout attention reads.
@@ -143,11 +151,13 @@ pub(crate) fn forward_with(b: &dyn ComputeBackend, w: &Weights) -> BackendResult
         SEQ * HEAD_DIM,
         3 * HEADS,
     )?;
+    ar.done(h)?;
     let part = (HEADS * SEQ * HEAD_DIM * 4) as u64; // bytes of Q (likewise K, V)
     let (q, k, v) = (qkv, qkv + part, qkv + 2 * part); // pointer arithmetic, as with cudaMalloc
     let o = ar.alloc(HEADS * SEQ * HEAD_DIM)?;
     let scale = 1.0 / (HEAD_DIM as f64).sqrt();
     b.attention(q, k, v, o, 1, HEADS, SEQ, SEQ, HEAD_DIM, scale, true)?;
+    ar.done(qkv)?;
     // Output projection: attn[SEQ x D] = sum over heads of o_h[SEQ x HEAD_DIM] * Wo_h.
     let attn = ar.alloc(SEQ * D)?;
     for head in 0..HEADS {
@@ -156,26 +166,43 @@ pub(crate) fn forward_with(b: &dyn ComputeBackend, w: &Weights) -> BackendResult
         let beta = if head == 0 { 0.0 } else { 1.0 };
         ar.matmul(o_h, wo_h, attn, (SEQ, HEAD_DIM, D), beta)?;
     }
+    ar.done(o)?;
     let x1 = ar.alloc(SEQ * D)?;
     b.binary(BinaryOp::Add, x, attn, x1, SEQ * D)?;
+    ar.done(attn)?;
 
     // MLP: biases are broadcast into the output first, then the gemm adds (beta = 1).
     let h2 = ar.alloc(SEQ * D)?;
-    layernorm(&mut ar, x1, ln2, h2, (SEQ, D))?;
+    layernorm(ar, x1, ln2, h2, (SEQ, D))?;
     let f = ar.alloc(SEQ * FF)?;
     ar.outer(ones_seq, b1, f, SEQ, FF)?;
     ar.matmul(h2, w1, f, (SEQ, D, FF), 1.0)?;
+    ar.done(h2)?;
     b.unary(UnaryOp::Gelu, f, f, SEQ * FF)?;
     let y = ar.alloc(SEQ * D)?;
     ar.outer(ones_seq, b2, y, SEQ, D)?;
     ar.matmul(f, w2, y, (SEQ, FF, D), 1.0)?;
+    ar.done(f)?;
     b.binary(BinaryOp::Add, x1, y, y, SEQ * D)?;
+    ar.done(x1)?;
     b.copy_dtoh_vec(y, SEQ * D)
+}
+
+/// One forward pass of the block on `b` with its activations in a planned arena.
+pub(crate) fn forward_with(b: &dyn ComputeBackend, w: &Weights) -> BackendResult<Vec<f32>> {
+    static PLAN: OnceLock<ArenaPlan> = OnceLock::new();
+    let plan = common::cached_plan(&PLAN, b, block, w)?;
+    common::run_planned(b, block, w, plan)
 }
 
 /// The example's model: the block with the weights of seed 7.
 pub(crate) fn forward(b: &dyn ComputeBackend) -> BackendResult<Vec<f32>> {
     forward_with(b, &Weights::new(7))
+}
+
+/// The activations' plan of the block on `b`, and both runs' outputs.
+pub(crate) fn plan_report(b: &dyn ComputeBackend) -> BackendResult<common::PlanReport> {
+    common::plan_and_run(b, block, &Weights::new(7))
 }
 
 /// Runs the block on every backend available and compares; `reps` timed passes each.
@@ -186,6 +213,10 @@ pub(crate) fn run(reps: usize) -> Result<Vec<Row>, String> {
         FLOPS as f64 / 1e6
     );
     let rows = common::run_everywhere(&what, forward, reps)?;
+    let report = backends::default_backend()
+        .and_then(|b| plan_report(b.as_ref()))
+        .map_err(|e| format!("planning the activations: {e}"))?;
+    println!("{}", report.describe());
     for r in &rows {
         if r.millis > 0.0 {
             println!(

@@ -152,3 +152,78 @@ fn the_comparison_catches_a_wrong_output() {
     assert!(worst_ratio(&want, &got).is_err());
     assert!(worst_ratio(&want, &want[..3]).is_err());
 }
+
+/// Both models' activations in one planned arena: smaller than allocating each, never
+/// below the bytes live at once, and the outputs unchanged bit for bit (the CPU oracle is
+/// deterministic, so any byte shared by two live activations would show).
+#[test]
+fn planned_arenas_are_smaller_and_change_nothing() {
+    let b = cpu();
+    let t = transformer::plan_report(b.as_ref()).unwrap();
+    let c = cnn::plan_report(b.as_ref()).unwrap();
+    for (name, text, planned, unplanned, plan, sum) in [
+        (
+            "transformer",
+            t.describe(),
+            &t.planned,
+            &t.unplanned,
+            &t.plan,
+            t.sum,
+        ),
+        (
+            "cnn",
+            c.describe(),
+            &c.planned,
+            &c.unplanned,
+            &c.plan,
+            c.sum,
+        ),
+    ] {
+        eprintln!("{name}: {text}");
+        assert_eq!(planned, unplanned, "{name}: the plan changed the output");
+        assert!(plan.size < sum, "{name}: {plan:?} against {sum} bytes");
+        assert!(plan.size >= plan.peak_live, "{name}: {plan:?}");
+        assert!(
+            plan.bytes.len() >= 8,
+            "{name}: too few activations recorded"
+        );
+    }
+}
+
+/// An activation used after its `done` is refused in the planned arena (its alias is
+/// freed), instead of reading bytes another activation may own by then.
+#[test]
+fn a_planned_activation_used_after_done_is_stale() {
+    use backends::ComputeBackendExt;
+    fn early_done(
+        ar: &mut transformer::common::Arena<'_>,
+        _: &(),
+    ) -> backends::BackendResult<Vec<f32>> {
+        let a = ar.alloc(64)?;
+        let c = ar.alloc(64)?;
+        ar.b.copy_htod_slice(a, &[1.0f32; 64])?;
+        ar.done(a)?;
+        ar.b.unary(backends::UnaryOp::Relu, a, c, 64)?; // `a` is already done
+        ar.b.copy_dtoh_vec(c, 64)
+    }
+    let b = cpu();
+    // Recording frees `a` at done, so the recording run already refuses the late use.
+    let e = transformer::common::plan_and_run(b.as_ref(), early_done, &()).unwrap_err();
+    assert!(
+        matches!(e, backends::BackendError::InvalidArgument(_)),
+        "{e}"
+    );
+    // A planned run (the lives as recording would give them) refuses it as stale.
+    use backends::backend_api::memory::{TensorLife, plan_arena};
+    let life = |first_use, last_use| TensorLife {
+        bytes: 256,
+        first_use,
+        last_use,
+    };
+    let plan = plan_arena(&[life(1, 3), life(2, 4)], 256).unwrap();
+    let e = transformer::common::run_planned(b.as_ref(), early_done, &(), &plan).unwrap_err();
+    assert!(
+        matches!(e, backends::BackendError::InvalidArgument(ref m) if m.contains("stale")),
+        "{e}"
+    );
+}

@@ -1,10 +1,14 @@
-//! What both examples share: an arena of device buffers, the row-major gemm recipe, and a
+//! What both examples share: an arena of device buffers that plans their activations, the row-major gemm recipe, and a
 //! harness that runs a model on the selected backend and on every other one available,
 //! compares the outputs and prints timings.
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
-use backends::{BackendKind, BackendResult, BackendTranspose, ComputeBackend, ComputeBackendExt};
+use backends::backend_api::memory::{ArenaPlan, PlannedArena, TensorLife, plan_arena};
+use backends::{
+    BackendError, BackendKind, BackendResult, BackendTranspose, ComputeBackend, ComputeBackendExt,
+};
 
 /// Deterministic values in `[-scale, scale]` (splitmix64), so every backend gets the same
 /// weights and inputs.
@@ -23,28 +27,133 @@ pub(crate) fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-/// Device buffers of one forward pass, freed when it ends (also on errors).
+/// Device memory of one forward pass. Weights and constants (`upload`, `filled`) are
+/// allocations of their own; activations (`alloc`, ended by `done`) come from the
+/// arena's mode:
+///
+/// - **recording**: one allocation per activation, freed at `done`, and the life of each
+///   (the steps from its `alloc` to its `done`) written down for [`Arena::plan`];
+/// - **planned**: the activations are aliases into one [`PlannedArena`] laid out by
+///   `plan_arena` from a recording of the same graph, handed out in the recorded order;
+///   `done` frees the alias, so a use after `done` is a stale-pointer error rather than a
+///   read of bytes another activation now owns.
+///
+/// Everything is freed when the arena drops (also on errors).
 pub(crate) struct Arena<'a> {
     pub(crate) b: &'a dyn ComputeBackend,
     ptrs: Vec<u64>,
+    mode: Mode<'a>,
+    step: usize,
 }
 
+enum Mode<'a> {
+    Recording {
+        lives: Vec<TensorLife>,
+        /// The activation each pointer is, while it is allocated.
+        open: Vec<(u64, usize)>,
+    },
+    Planned {
+        arena: PlannedArena<'a>,
+        /// Bytes of each planned activation, to check the graph against its plan.
+        bytes: Vec<usize>,
+        next: usize,
+    },
+}
+
+/// Offsets in a planned arena are multiples of this (the contract's allocation
+/// alignment, so every activation is as aligned as a plain allocation).
+pub(crate) const PLAN_ALIGN: usize = backends::backend_api::ALLOC_ALIGN as usize;
+
 impl<'a> Arena<'a> {
+    /// An arena that records activation lives (one allocation each).
     pub(crate) fn new(b: &'a dyn ComputeBackend) -> Self {
         Self {
             b,
             ptrs: Vec::new(),
+            mode: Mode::Recording {
+                lives: Vec::new(),
+                open: Vec::new(),
+            },
+            step: 0,
         }
     }
 
-    /// Room for `n` f32 values.
-    pub(crate) fn alloc(&mut self, n: usize) -> BackendResult<u64> {
-        let p = self.b.alloc(n * 4)?;
-        self.ptrs.push(p);
-        Ok(p)
+    /// An arena whose activations are the tensors of `plan`, in its order.
+    pub(crate) fn planned(b: &'a dyn ComputeBackend, plan: &ArenaPlan) -> BackendResult<Self> {
+        Ok(Self {
+            b,
+            ptrs: Vec::new(),
+            mode: Mode::Planned {
+                arena: PlannedArena::new(b, plan)?,
+                bytes: plan.bytes.clone(),
+                next: 0,
+            },
+            step: 0,
+        })
     }
 
-    /// `data` on the device.
+    /// Room for an activation of `n` f32 values, live until [`Arena::done`] (or the end).
+    pub(crate) fn alloc(&mut self, n: usize) -> BackendResult<u64> {
+        self.step += 1;
+        match &mut self.mode {
+            Mode::Recording { lives, open } => {
+                let p = self.b.alloc(n * 4)?;
+                open.push((p, lives.len()));
+                lives.push(TensorLife {
+                    bytes: n * 4,
+                    first_use: self.step,
+                    last_use: usize::MAX,
+                });
+                Ok(p)
+            }
+            Mode::Planned { arena, bytes, next } => {
+                let i = *next;
+                if bytes.get(i) != Some(&(n * 4)) {
+                    return Err(BackendError::InvalidArgument(format!(
+                        "planned arena: activation {i} of {} bytes is not the recorded graph's \
+                         ({:?} bytes)",
+                        n * 4,
+                        bytes.get(i)
+                    )));
+                }
+                *next += 1;
+                Ok(arena.ptr(i))
+            }
+        }
+    }
+
+    /// Ends activation `p`: no op after this one reads or writes it.
+    pub(crate) fn done(&mut self, p: u64) -> BackendResult<()> {
+        self.step += 1;
+        if let Mode::Recording { lives, open } = &mut self.mode {
+            let at = open.iter().position(|&(q, _)| q == p).ok_or_else(|| {
+                BackendError::InvalidArgument(format!("done: {p:#x} is not an open activation"))
+            })?;
+            lives[open.swap_remove(at).1].last_use = self.step;
+        }
+        self.b.free(p)
+    }
+
+    /// The recorded graph's activations placed by `plan_arena`: activations never ended
+    /// live to the last step.
+    pub(crate) fn plan(&self) -> BackendResult<ArenaPlan> {
+        let Mode::Recording { lives, .. } = &self.mode else {
+            return Err(BackendError::InvalidArgument(
+                "plan: only a recording arena has a graph to plan".into(),
+            ));
+        };
+        let end = self.step + 1;
+        let lives: Vec<TensorLife> = lives
+            .iter()
+            .map(|t| TensorLife {
+                last_use: t.last_use.min(end),
+                ..*t
+            })
+            .collect();
+        plan_arena(&lives, PLAN_ALIGN)
+    }
+
+    /// `data` on the device, in an allocation of its own.
     pub(crate) fn upload(&mut self, data: &[f32]) -> BackendResult<u64> {
         let p = self.b.upload(data)?;
         self.ptrs.push(p);
@@ -91,7 +200,99 @@ impl Drop for Arena<'_> {
         for p in self.ptrs.drain(..) {
             let _ = self.b.free(p);
         }
+        if let Mode::Recording { open, .. } = &mut self.mode {
+            for (p, _) in open.drain(..) {
+                let _ = self.b.free(p);
+            }
+        }
+        // A planned arena frees its one allocation when it drops.
     }
+}
+
+/// A model's graph: runs on an [`Arena`], returns its output.
+pub(crate) type Graph<W> = fn(&mut Arena<'_>, &W) -> BackendResult<Vec<f32>>;
+
+/// What planning the activations of a graph gave.
+#[derive(Debug, Clone)]
+pub(crate) struct PlanReport {
+    pub(crate) plan: ArenaPlan,
+    /// Bytes of the activations allocated one by one.
+    pub(crate) sum: usize,
+    /// The output of the recording run (one allocation per activation).
+    pub(crate) unplanned: Vec<f32>,
+    /// The output of the planned run.
+    pub(crate) planned: Vec<f32>,
+}
+
+impl PlanReport {
+    /// Plan size against the sum of the activations and against the bytes live at once.
+    pub(crate) fn describe(&self) -> String {
+        let kib = |b: usize| b as f64 / 1024.0;
+        format!(
+            "activations: {} tensors, {:.1} KiB allocated one by one; planned arena {:.1} KiB \
+             ({:.0}% of that; the most live at once is {:.1} KiB, so the plan is {:.2}x the \
+             lower bound); planned output {} the unplanned one",
+            self.plan.bytes.len(),
+            kib(self.sum),
+            kib(self.plan.size),
+            100.0 * self.plan.size as f64 / self.sum.max(1) as f64,
+            kib(self.plan.peak_live),
+            self.plan.size as f64 / self.plan.peak_live.max(1) as f64,
+            if self.planned == self.unplanned {
+                "equals, bit for bit,"
+            } else {
+                "DIFFERS from"
+            },
+        )
+    }
+}
+
+/// Runs `graph` once recording its activations' lives, plans them, and runs it again
+/// with every activation in the planned arena.
+pub(crate) fn plan_and_run<W: ?Sized>(
+    b: &dyn ComputeBackend,
+    graph: Graph<W>,
+    w: &W,
+) -> BackendResult<PlanReport> {
+    let mut rec = Arena::new(b);
+    let unplanned = graph(&mut rec, w)?;
+    let plan = rec.plan()?;
+    drop(rec);
+    let planned = run_planned(b, graph, w, &plan)?;
+    Ok(PlanReport {
+        sum: plan.bytes.iter().sum(),
+        plan,
+        unplanned,
+        planned,
+    })
+}
+
+/// The plan of `graph`'s activations, recorded once (on `b`) and kept in `cell`: a plan
+/// depends on the graph, not on the backend.
+pub(crate) fn cached_plan<W: ?Sized>(
+    cell: &'static OnceLock<ArenaPlan>,
+    b: &dyn ComputeBackend,
+    graph: Graph<W>,
+    w: &W,
+) -> BackendResult<&'static ArenaPlan> {
+    if let Some(plan) = cell.get() {
+        return Ok(plan);
+    }
+    let mut rec = Arena::new(b);
+    graph(&mut rec, w)?;
+    let plan = rec.plan()?;
+    Ok(cell.get_or_init(|| plan))
+}
+
+/// One run of `graph` with its activations in a planned arena.
+pub(crate) fn run_planned<W: ?Sized>(
+    b: &dyn ComputeBackend,
+    graph: Graph<W>,
+    w: &W,
+    plan: &ArenaPlan,
+) -> BackendResult<Vec<f32>> {
+    let mut ar = Arena::planned(b, plan)?;
+    graph(&mut ar, w)
 }
 
 /// Outputs of two backends agree when `|got - want| <= ATOL + RTOL * |want|` everywhere.
