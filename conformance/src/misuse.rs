@@ -2,7 +2,7 @@
 //! for ranges, the operand), never panic, never write, and leave the backend usable.
 
 use backend_api::{
-    BackendError, BackendTranspose, BinaryOp, ComputeBackend, DType, ReduceOp, UnaryOp,
+    BackendError, BackendTranspose, BinaryOp, ComputeBackend, DType, ReduceOp, Retired, UnaryOp,
 };
 
 use crate::Check;
@@ -98,6 +98,19 @@ pub(crate) async fn run(backend: &dyn ComputeBackend) -> CheckReport {
         Ok(p) => p,
         Err(e) => {
             report.fail(format!("alloc/free of a scratch allocation failed: {e}"));
+            return report;
+        }
+    };
+    // A live alias of the first 64 bytes of `a`, and a retired one, for the alias cases.
+    let aliases = backend.alias(a, 64).and_then(|live| {
+        let stale = backend.alias(a + 64, 64)?;
+        backend.retire(stale, Retired::FrameReset)?;
+        Ok((live, stale))
+    });
+    let (live, stale) = match aliases {
+        Ok(pair) => pair,
+        Err(e) => {
+            report.fail(format!("alias/retire of a sentinel failed: {e}"));
             return report;
         }
     };
@@ -424,6 +437,86 @@ pub(crate) async fn run(backend: &dyn ComputeBackend) -> CheckReport {
                 )
             }),
         ),
+        // aliases
+        (
+            "alias past the end",
+            Want::Invalid(&["alias", "ptr", "past the end", "0x"]),
+            Box::new(|| b.alias(c + 200, 100).map(drop)),
+        ),
+        (
+            "alias of huge bytes",
+            Want::Invalid(&["alias", "ptr"]),
+            Box::new(|| b.alias(a, huge).map(drop)),
+        ),
+        (
+            "alias of freed",
+            Want::Invalid(&["alias", "ptr"]),
+            Box::new(|| b.alias(freed, 4).map(drop)),
+        ),
+        (
+            "alias past the end of its alias",
+            Want::Invalid(&["alias", "past the end of its alias"]),
+            Box::new(|| b.alias(live + 32, 64).map(drop)),
+        ),
+        (
+            "alias of a stale alias",
+            Want::Invalid(&["alias", "stale", "frame reset"]),
+            Box::new(|| b.alias(stale, 4).map(drop)),
+        ),
+        (
+            "op on a stale alias",
+            Want::Invalid(&["unary", "input", "stale", "frame reset"]),
+            Box::new(|| b.unary(UnaryOp::Neg, stale, c, 4)),
+        ),
+        (
+            "op past the end of an alias",
+            Want::Invalid(&["unary", "output", "alias"]),
+            Box::new(|| b.unary(UnaryOp::Neg, c, live, 32)),
+        ),
+        (
+            "partial overlap through an alias",
+            Want::Invalid(&["unary", "overlap"]),
+            Box::new(|| b.unary(UnaryOp::Neg, live, a + 4, 8)),
+        ),
+        (
+            "retire of an allocation",
+            Want::Invalid(&["retire", "alias"]),
+            Box::new(|| b.retire(a, Retired::Freed)),
+        ),
+        (
+            "retire twice",
+            Want::Invalid(&["retire", "stale"]),
+            Box::new(|| b.retire(stale, Retired::Freed)),
+        ),
+        (
+            "retire inside an alias",
+            Want::Invalid(&["retire", "alias"]),
+            Box::new(|| b.retire(live + 4, Retired::Freed)),
+        ),
+        // batched readback: one bad entry fails the whole call before anything is read
+        (
+            "copy_dtoh_many with a freed entry",
+            Want::Invalid(&["copy_dtoh", "src"]),
+            Box::new(|| {
+                let (mut first, mut second) = ([0x5au8; 16], [0x5au8; 4]);
+                let mut reads: [(u64, &mut [u8]); 2] = [(a, &mut first), (freed, &mut second)];
+                let r = b.copy_dtoh_many(&mut reads);
+                if first != [0x5a; 16] {
+                    return Err(BackendError::DeviceError(
+                        "copy_dtoh_many wrote the good read before failing on the bad one".into(),
+                    ));
+                }
+                r
+            }),
+        ),
+        (
+            "copy_dtoh_many past the end",
+            Want::Invalid(&["copy_dtoh", "src", "0x"]),
+            Box::new(|| {
+                let mut buf = [0u8; 300];
+                b.copy_dtoh_many(&mut [(bb, &mut [0u8; 4][..]), (c, &mut buf[..])])
+            }),
+        ),
         // allocation
         (
             "alloc(usize::MAX)",
@@ -517,6 +610,15 @@ pub fn check_uninitialized(b: &dyn ComputeBackend) -> Result<(), String> {
             Box::new(|| b.copy_dtod(0x1_0000_0000, 0x2_0000_0000, 4)),
         ),
         ("synchronize", Box::new(|| b.synchronize())),
+        ("alias", Box::new(|| b.alias(0x1_0000_0000, 4).map(drop))),
+        (
+            "retire",
+            Box::new(|| b.retire(0x1_0000_0000, Retired::Freed)),
+        ),
+        (
+            "copy_dtoh_many",
+            Box::new(|| b.copy_dtoh_many(&mut [(0x1_0000_0000, &mut [0u8; 4][..])])),
+        ),
         (
             "gemm",
             Box::new(|| {
