@@ -600,8 +600,7 @@ pub(crate) struct Readback {
 }
 
 /// Resolves when a scheduled mapping is done (or failed).
-pub(crate) type MapDone =
-    futures_channel::oneshot::Receiver<Result<(), wgpu::BufferAsyncError>>;
+pub(crate) type MapDone = futures_channel::oneshot::Receiver<Result<(), wgpu::BufferAsyncError>>;
 
 /// Reads of one buffer this close (bytes between them) share one staging copy: copying
 /// the gap costs less than another copy command.

@@ -8,7 +8,8 @@ use backend_api::{BackendError, BackendResult};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::memory::Block;
 #[cfg(not(target_arch = "wasm32"))]
-use crate::stream::{MapDone, Readback, Stream};
+use crate::stream::Stream;
+use crate::stream::{MapDone, Readback};
 use crate::{Ctx, State};
 
 impl Ctx {
@@ -222,7 +223,7 @@ async fn wait_mapped(
         }
     }
     #[cfg(target_arch = "wasm32")]
-    let _ = (ctx, index);
+    let _ = (ctx, index, len);
     match rx.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(BackendError::DeviceError(format!(
