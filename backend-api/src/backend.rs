@@ -221,6 +221,76 @@ pub trait ComputeBackend: Send + Sync {
         )))
     }
 
+    /// Row-wise softmax of the row-major f32 `x[rows x cols]` into `y`, over the last
+    /// (contiguous) axis, stable (the row's maximum is subtracted first): `y = exp(x -
+    /// max) / sum(exp(x - max))`. A row holding NaN or +inf, or only -inf, gives NaN as the
+    /// IEEE formula does. `y` is `x` exactly (in place) or disjoint from it.
+    ///
+    /// The default body returns `Unsupported`.
+    fn softmax(&self, x: u64, y: u64, rows: usize, cols: usize) -> BackendResult<()> {
+        let _ = (x, y, rows, cols);
+        Err(BackendError::Unsupported(format!(
+            "softmax: not implemented by {}",
+            self.name()
+        )))
+    }
+
+    /// Row-wise `log(softmax(x))` as [`softmax`](Self::softmax) defines it, computed as
+    /// `x - max - log(sum(exp(x - max)))` (no `log(0)` for small probabilities).
+    ///
+    /// The default body returns `Unsupported`.
+    fn log_softmax(&self, x: u64, y: u64, rows: usize, cols: usize) -> BackendResult<()> {
+        let _ = (x, y, rows, cols);
+        Err(BackendError::Unsupported(format!(
+            "log_softmax: not implemented by {}",
+            self.name()
+        )))
+    }
+
+    /// Layer normalisation of each row of the row-major f32 `x[rows x cols]`: mean and
+    /// biased variance over the row (two passes, so a large mean does not cancel), `y =
+    /// (x - mean) / sqrt(var + eps) * gamma + beta`. `gamma` and `beta` are `cols` f32
+    /// values, `None` meaning 1 and 0. `eps` must be finite and `>= 0`. `y` is `x` exactly
+    /// or disjoint from it, and disjoint from `gamma` and `beta`.
+    ///
+    /// The default body returns `Unsupported`.
+    fn layer_norm(
+        &self,
+        x: u64,
+        gamma: Option<u64>,
+        beta: Option<u64>,
+        y: u64,
+        rows: usize,
+        cols: usize,
+        eps: f64,
+    ) -> BackendResult<()> {
+        let _ = (x, gamma, beta, y, rows, cols, eps);
+        Err(BackendError::Unsupported(format!(
+            "layer_norm: not implemented by {}",
+            self.name()
+        )))
+    }
+
+    /// RMS normalisation of each row: `y = x / sqrt(mean(x^2) + eps) * gamma`, with the
+    /// rules of [`layer_norm`](Self::layer_norm).
+    ///
+    /// The default body returns `Unsupported`.
+    fn rms_norm(
+        &self,
+        x: u64,
+        gamma: Option<u64>,
+        y: u64,
+        rows: usize,
+        cols: usize,
+        eps: f64,
+    ) -> BackendResult<()> {
+        let _ = (x, gamma, y, rows, cols, eps);
+        Err(BackendError::Unsupported(format!(
+            "rms_norm: not implemented by {}",
+            self.name()
+        )))
+    }
+
     /// [`gemm`](Self::gemm) with A and B in `a_dtype` / `b_dtype` (f32, f16 or bf16),
     /// accumulation in (at least) f32, and C in f32. Same BLAS semantics; A and B must be
     /// aligned to their element size.

@@ -26,7 +26,7 @@
 use crate::backend::write_staged;
 use crate::validate::{
     self, AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmArgs, GemmPlan,
-    HostCopyPlan, Plan, ReducePlan, UnaryPlan,
+    HostCopyPlan, Plan, ReducePlan, RowOp, RowPlan, UnaryPlan,
 };
 use crate::{
     BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp, ComputeBackend, DType,
@@ -139,6 +139,16 @@ pub trait Executor: Send + Sync {
             plan.op,
             plan.src_dtype,
             plan.dst_dtype,
+            self.backend_name()
+        )))
+    }
+
+    /// [`ComputeBackend::softmax`], `log_softmax`, `layer_norm` and `rms_norm` (by
+    /// `plan.kind`); the default returns `Unsupported`.
+    fn run_rows(&self, plan: &RowPlan) -> BackendResult<()> {
+        Err(BackendError::Unsupported(format!(
+            "{}: not implemented by {}",
+            plan.op,
             self.backend_name()
         )))
     }
@@ -486,6 +496,47 @@ impl<E: Executor> ComputeBackend for E {
         dispatch(self, validate::copy_dtod(dst, src, bytes), |p| {
             self.run_copy_dtod(p)
         })
+    }
+
+    fn softmax(&self, x: u64, y: u64, rows: usize, cols: usize) -> BackendResult<()> {
+        self.ready()?;
+        let plan = validate::rows(RowOp::Softmax, x, None, None, y, rows, cols, 0.0);
+        dispatch(self, plan, |p| self.run_rows(p))
+    }
+
+    fn log_softmax(&self, x: u64, y: u64, rows: usize, cols: usize) -> BackendResult<()> {
+        self.ready()?;
+        let plan = validate::rows(RowOp::LogSoftmax, x, None, None, y, rows, cols, 0.0);
+        dispatch(self, plan, |p| self.run_rows(p))
+    }
+
+    fn layer_norm(
+        &self,
+        x: u64,
+        gamma: Option<u64>,
+        beta: Option<u64>,
+        y: u64,
+        rows: usize,
+        cols: usize,
+        eps: f64,
+    ) -> BackendResult<()> {
+        self.ready()?;
+        let plan = validate::rows(RowOp::LayerNorm, x, gamma, beta, y, rows, cols, eps);
+        dispatch(self, plan, |p| self.run_rows(p))
+    }
+
+    fn rms_norm(
+        &self,
+        x: u64,
+        gamma: Option<u64>,
+        y: u64,
+        rows: usize,
+        cols: usize,
+        eps: f64,
+    ) -> BackendResult<()> {
+        self.ready()?;
+        let plan = validate::rows(RowOp::RmsNorm, x, gamma, None, y, rows, cols, eps);
+        dispatch(self, plan, |p| self.run_rows(p))
     }
 
     fn cast(

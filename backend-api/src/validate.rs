@@ -604,6 +604,110 @@ pub fn reduce(
     })
 }
 
+/// What a row op computes over each row (the last, contiguous axis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RowOp {
+    /// `exp(x - max) / sum`.
+    Softmax,
+    /// `x - max - log(sum)`.
+    LogSoftmax,
+    /// `(x - mean) / sqrt(var + eps) * gamma + beta`.
+    LayerNorm,
+    /// `x / sqrt(mean(x^2) + eps) * gamma`.
+    RmsNorm,
+}
+
+impl RowOp {
+    /// Every row op, in a fixed order (kernels number them by it).
+    pub const ALL: [RowOp; 4] = [
+        RowOp::Softmax,
+        RowOp::LogSoftmax,
+        RowOp::LayerNorm,
+        RowOp::RmsNorm,
+    ];
+
+    /// The trait method's name, as errors name the op.
+    pub const fn name(self) -> &'static str {
+        match self {
+            RowOp::Softmax => "softmax",
+            RowOp::LogSoftmax => "log_softmax",
+            RowOp::LayerNorm => "layer_norm",
+            RowOp::RmsNorm => "rms_norm",
+        }
+    }
+}
+
+/// A checked row op over a row-major `[rows x cols]` f32 matrix.
+#[derive(Debug, Clone, Copy)]
+pub struct RowPlan {
+    /// The op that made the plan, as errors name it.
+    pub op: &'static str,
+    /// What it computes.
+    pub kind: RowOp,
+    /// Rows.
+    pub rows: usize,
+    /// Elements per row.
+    pub cols: usize,
+    /// The norms' epsilon (0 for softmax).
+    pub eps: f64,
+    /// The input.
+    pub x: Operand,
+    /// The norms' per-column scale, `cols` values.
+    pub gamma: Option<Operand>,
+    /// The layer norm's per-column shift, `cols` values.
+    pub beta: Option<Operand>,
+    /// The output: the input's exact range, or disjoint from it.
+    pub y: Operand,
+}
+
+impl RowPlan {
+    /// True when the op runs in place.
+    pub fn in_place(&self) -> bool {
+        self.x.same_range(&self.y)
+    }
+}
+
+/// Validates a row op: `gamma`/`beta` only where `kind` takes them (the trait's
+/// signatures see to that).
+pub fn rows(
+    kind: RowOp,
+    x_ptr: u64,
+    gamma: Option<u64>,
+    beta: Option<u64>,
+    y_ptr: u64,
+    rows: usize,
+    cols: usize,
+    eps: f64,
+) -> BackendResult<Option<RowPlan>> {
+    let op = kind.name();
+    if !eps.is_finite() || eps < 0.0 {
+        return Err(invalid!("{op}: eps {eps} must be finite and >= 0"));
+    }
+    let n = mul(op, "rows x cols", rows as u64, cols as u64)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let x = required(op, "x", x_ptr, n)?;
+    let y = required(op, "y", y_ptr, n)?;
+    let gamma = gamma
+        .map(|g| required(op, "gamma", g, cols as u64))
+        .transpose()?;
+    let beta = beta
+        .map(|b| required(op, "beta", b, cols as u64))
+        .transpose()?;
+    finish(RowPlan {
+        op,
+        kind,
+        rows,
+        cols,
+        eps,
+        x,
+        gamma,
+        beta,
+        y,
+    })
+}
+
 /// A checked unary op.
 #[derive(Debug, Clone, Copy)]
 pub struct UnaryPlan {
@@ -944,6 +1048,27 @@ impl Plan for BinaryPlan {
     fn check_overlaps(&self) -> BackendResult<()> {
         same_or_disjoint(self.op, &self.output, &self.a)?;
         same_or_disjoint(self.op, &self.output, &self.b)
+    }
+}
+
+impl Plan for RowPlan {
+    fn op(&self) -> &'static str {
+        self.op
+    }
+
+    fn operands_mut(&mut self) -> Vec<&mut Operand> {
+        present([
+            Some(&mut self.x),
+            self.gamma.as_mut(),
+            self.beta.as_mut(),
+            Some(&mut self.y),
+        ])
+    }
+
+    fn check_overlaps(&self) -> BackendResult<()> {
+        same_or_disjoint(self.op, &self.y, &self.x)?;
+        disjoint(self.op, &self.y, self.gamma.as_ref())?;
+        disjoint(self.op, &self.y, self.beta.as_ref())
     }
 }
 

@@ -25,7 +25,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use backend_api::executor::Executor;
 use backend_api::validate::{
     AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmPlan, HostCopyPlan, ReducePlan,
-    UnaryPlan,
+    RowPlan, UnaryPlan,
 };
 use backend_api::{
     AddressSpace, BackendError, BackendResult, BinaryOp, DType, MemoryInfo, Operand, ReduceOp,
@@ -229,6 +229,17 @@ impl Executor for CpuBackend {
         let mut out = vec![0.0f32; p.outer * p.inner];
         reference::reduce(op, &input, &mut out, p.outer, p.len, p.inner);
         s.write(p.op, &p.output, &out)
+    }
+
+    fn run_rows(&self, p: &RowPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        let x = s.read(p.op, Some(&p.x), DType::F32)?;
+        let gamma = s.read(p.op, p.gamma.as_ref(), DType::F32)?;
+        let beta = s.read(p.op, p.beta.as_ref(), DType::F32)?;
+        s.check(p.op, &p.y)?;
+        let mut y = vec![0.0f32; p.rows * p.cols];
+        reference::rows(p.kind, &x, &gamma, &beta, &mut y, p.cols, p.eps);
+        s.write(p.op, &p.y, &y)
     }
 
     fn run_unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {

@@ -9,6 +9,7 @@
 //! Slices start at the operand's first element and must be at least as long as the
 //! operand's extent; callers (the backend, the conformance suite) guarantee that.
 
+use backend_api::validate::RowOp;
 use backend_api::{BinaryOp, DType, ReduceOp, UnaryOp};
 
 use crate::parallel::for_chunks;
@@ -237,6 +238,51 @@ pub fn reduce(
             }
         }
     });
+}
+
+/// A row op over each row of `x[rows x cols]` into `y`, in f64 (two passes for the
+/// statistics) and rounded to f32 once. `gamma`/`beta`: `cols` values or empty (1 and 0).
+pub fn rows(
+    op: RowOp,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+    cols: usize,
+    eps: f64,
+) {
+    let at = |v: &[f32], j: usize, default: f64| v.get(j).map_or(default, |&g| f64::from(g));
+    for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
+        let row = || xr.iter().map(|&v| f64::from(v));
+        let n = cols as f64;
+        match op {
+            RowOp::Softmax | RowOp::LogSoftmax => {
+                let max = row().fold(f64::NEG_INFINITY, nan_max);
+                let sum: f64 = row().map(|v| (v - max).exp()).sum();
+                for (o, v) in yr.iter_mut().zip(row()) {
+                    *o = match op {
+                        RowOp::Softmax => (v - max).exp() / sum,
+                        _ => v - max - sum.ln(),
+                    } as f32;
+                }
+            }
+            RowOp::LayerNorm => {
+                let mean = row().sum::<f64>() / n;
+                let var = row().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+                let inv = 1.0 / (var + eps).sqrt();
+                for (j, (o, v)) in yr.iter_mut().zip(row()).enumerate() {
+                    *o = ((v - mean) * inv * at(gamma, j, 1.0) + at(beta, j, 0.0)) as f32;
+                }
+            }
+            RowOp::RmsNorm => {
+                let ms = row().map(|v| v * v).sum::<f64>() / n;
+                let inv = 1.0 / (ms + eps).sqrt();
+                for (j, (o, v)) in yr.iter_mut().zip(row()).enumerate() {
+                    *o = (v * inv * at(gamma, j, 1.0)) as f32;
+                }
+            }
+        }
+    }
 }
 
 /// One unary op, computed in f64 and rounded to f32.

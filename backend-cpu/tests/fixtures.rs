@@ -777,6 +777,85 @@ fn run_reduce(strict_zeros: bool) -> Report {
 }
 
 // ---------------------------------------------------------------------------------------------
+// row ops: softmax, log_softmax, layer_norm, rms_norm
+
+#[derive(Deserialize)]
+struct RowsFile {
+    cases: Vec<RowsCase>,
+}
+
+#[derive(Deserialize)]
+struct RowsCase {
+    name: String,
+    op: String,
+    rows: usize,
+    cols: usize,
+    eps: u64,
+    input: Vec<u64>,
+    gamma: Option<Vec<u64>>,
+    beta: Option<Vec<u64>>,
+    want: Vec<u64>,
+    mag: Vec<u64>,
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
+fn row_ops_match_numpy() {
+    run_rows(false).done("rows.json");
+}
+
+fn run_rows(strict_zeros: bool) -> Report {
+    let be = backend();
+    let fixture: RowsFile = load("rows.json");
+    let mut report = Report::new(strict_zeros);
+    for (ci, case) in fixture.cases.iter().enumerate() {
+        report.cases += 1;
+        let eps = f64::from_bits(case.eps);
+        // Every other case runs in place (y is x).
+        let in_place = ci % 2 == 1;
+        let mut mem = Placement::new(&be, ci % 3 != 0);
+        let pi = mem.put(&f32_bytes(&case.input), 4);
+        let pg = case.gamma.as_ref().map(|g| mem.put(&f32_bytes(g), 4));
+        let pb = case.beta.as_ref().map(|b| mem.put(&f32_bytes(b), 4));
+        let po = if in_place {
+            pi
+        } else {
+            mem.put_output(case.want.len())
+        };
+        mem.upload();
+        let (x, y) = (mem.ptr(pi), mem.ptr(po));
+        let (g, b) = (pg.map(|p| mem.ptr(p)), pb.map(|p| mem.ptr(p)));
+        let (rows, cols) = (case.rows, case.cols);
+        let r = match case.op.as_str() {
+            "softmax" => be.softmax(x, y, rows, cols),
+            "log_softmax" => be.log_softmax(x, y, rows, cols),
+            "layer_norm" => be.layer_norm(x, g, b, y, rows, cols, eps),
+            "rms_norm" => be.rms_norm(x, g, y, rows, cols, eps),
+            other => panic!("row op {other:?}"),
+        };
+        if let Err(e) = r {
+            report.fail(&case.name, format!("returned {e}"));
+            continue;
+        }
+        match mem.finish(po) {
+            Ok(bytes) => {
+                let got = f32s(&bytes);
+                report.compare(
+                    &case.name,
+                    &got,
+                    &case.want,
+                    Some(&case.mag),
+                    Rule::Ulp1,
+                    0..got.len(),
+                );
+            }
+            Err(e) => report.fail(&case.name, e),
+        }
+    }
+    report
+}
+
+// ---------------------------------------------------------------------------------------------
 // unary, binary
 
 #[derive(Deserialize)]
@@ -1010,6 +1089,7 @@ fn signed_zeros_match_numpy() {
     report.merge(run_conv2d(true));
     report.merge(run_attention(true));
     report.merge(run_reduce(true));
+    report.merge(run_rows(true));
     report.merge(run_unary(true));
     report.merge(run_binary(true));
     report.done("signed zeros");
