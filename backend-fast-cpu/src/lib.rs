@@ -1,0 +1,429 @@
+//! `FastCpuBackend`: the fast CPU implementation of
+//! [`ComputeBackend`](backend_api::ComputeBackend).
+//!
+//! Where the oracle (`backend-cpu`) runs plain f64 loops, this backend runs f32 kernels on
+//! every core, and is held to the same tolerances by the whole conformance suite:
+//!
+//! - `gemm`, `batched_gemm`, `gemm_ex`: faer's matrix multiply (the gemm crate's author's
+//!   safe interface, AVX-512/AVX2 kernels chosen at run time), every transpose, leading
+//!   dimension, `alpha` and `beta` as BLAS; batches in parallel when there are enough of
+//!   them, otherwise one multi-threaded multiply per batch. f16/bf16 inputs are widened to
+//!   f32 first.
+//! - `conv2d_forward`: im2col (skipped for 1x1 stride-1 unpadded filters) and one gemm per
+//!   image and band of output rows.
+//! - `attention`: fused and blocked, with an online softmax; no `seq_q x seq_kv` buffer.
+//! - `reduce`, `unary`, `binary`, `cast`: chunked loops that the compiler vectorises,
+//!   split over rayon's pool above a size threshold.
+//!
+//! Memory is host memory (one `Vec<u32>` per allocation, so every f32 view is aligned)
+//! behind the shared [`AddressSpace`]. Each call runs under one lock, so calls are atomic
+//! and the stream is in order; the parallelism is inside each call.
+//!
+//! ```
+//! use backend_api::{ComputeBackend, ComputeBackendExt, UnaryOp};
+//! let mut b = backend_fast_cpu::FastCpuBackend::new();
+//! b.init()?;
+//! let x = b.upload(&[-1.0f32, 4.0])?;
+//! b.unary(UnaryOp::Relu, x, x, 2)?;
+//! assert_eq!(b.copy_dtoh_vec::<f32>(x, 2)?, [0.0, 4.0]);
+//! # Ok::<(), backend_api::BackendError>(())
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod attention;
+mod conv;
+mod elementwise;
+pub mod gemm;
+mod reduce;
+
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use backend_api::executor::Executor;
+use backend_api::validate::{
+    AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmPlan, HostCopyPlan, ReducePlan,
+    UnaryPlan,
+};
+use backend_api::{
+    AddressSpace, BackendError, BackendResult, BinaryOp, DType, MemoryInfo, Operand, ReduceOp,
+    Retired, UnaryOp,
+};
+
+/// Environment variable that caps the bytes a [`FastCpuBackend::from_env`] backend may
+/// allocate: the CPU backends share it.
+pub const MEMORY_LIMIT_ENV: &str = "CPU_BACKEND_MEMORY_LIMIT";
+
+/// The fast CPU backend. See the [crate documentation](crate).
+#[derive(Debug)]
+pub struct FastCpuBackend {
+    state: Option<Mutex<State>>,
+    memory_limit: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    space: AddressSpace<Vec<u32>>,
+}
+
+/// An uninitialised backend capped at half of physical memory; reads no environment
+/// variable (that is [`FastCpuBackend::from_env`]).
+impl Default for FastCpuBackend {
+    fn default() -> Self {
+        Self::with_memory_limit(physical_memory_limit())
+    }
+}
+
+/// Half of physical memory where it can be read, else 4 GiB: allocating until refusal must
+/// end in `OutOfMemory`, not in the kernel's OOM killer.
+fn physical_memory_limit() -> u64 {
+    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    });
+    total_kib.map_or(4 << 30, |kib| kib * 1024 / 2)
+}
+
+impl FastCpuBackend {
+    /// [`FastCpuBackend::from_env`]: the usual constructor.
+    pub fn new() -> Self {
+        Self::from_env()
+    }
+
+    /// An uninitialised backend whose allocations may total at most the value of
+    /// `CPU_BACKEND_MEMORY_LIMIT` (bytes) or, without it, half of physical memory.
+    pub fn from_env() -> Self {
+        match backend_api::env::parse(MEMORY_LIMIT_ENV) {
+            Some(limit) => Self::with_memory_limit(limit),
+            None => Self::default(),
+        }
+    }
+
+    /// An uninitialised backend whose live allocations may total at most `bytes`.
+    pub fn with_memory_limit(bytes: u64) -> Self {
+        Self {
+            state: None,
+            memory_limit: bytes,
+        }
+    }
+
+    /// The cap on live allocated bytes.
+    pub fn memory_limit(&self) -> u64 {
+        self.memory_limit
+    }
+
+    fn state(&self) -> BackendResult<MutexGuard<'_, State>> {
+        let m = self.state.as_ref().ok_or(BackendError::NotInitialized)?;
+        // Every state change happens after all checks, and an op that panics puts its
+        // output buffer back (`State::with`): keep serving rather than poisoning.
+        Ok(m.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Where a resolved operand lies: allocation base, byte offset, byte length.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    base: u64,
+    offset: usize,
+    bytes: usize,
+}
+
+/// The bytes of an input operand: borrowed from its allocation, or copied (when it lies in
+/// the allocation being written).
+enum Input<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u32>, usize),
+}
+
+impl Input<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Input::Borrowed(b) => b,
+            Input::Owned(v, len) => &bytemuck::cast_slice(v)[..*len],
+        }
+    }
+
+    fn f32s(&self) -> &[f32] {
+        bytemuck::cast_slice(self.bytes())
+    }
+}
+
+/// The inputs of an op, in the order they were asked for; `None` for an untouched operand.
+struct Inputs<'a>(Vec<Option<Input<'a>>>);
+
+impl Inputs<'_> {
+    fn f32s(&self, i: usize) -> &[f32] {
+        self.0[i].as_ref().map_or(&[], Input::f32s)
+    }
+
+    fn bytes(&self, i: usize) -> &[u8] {
+        self.0[i].as_ref().map_or(&[], Input::bytes)
+    }
+
+    /// Input `i` widened to f32 (borrowed when it already is f32).
+    fn widened(&self, i: usize, dtype: DType) -> std::borrow::Cow<'_, [f32]> {
+        match dtype {
+            DType::F32 => std::borrow::Cow::Borrowed(self.f32s(i)),
+            _ => std::borrow::Cow::Owned(elementwise::widen(dtype, self.bytes(i))),
+        }
+    }
+}
+
+fn bytes_of(v: &[u32]) -> &[u8] {
+    bytemuck::cast_slice(v)
+}
+
+fn bytes_of_mut(v: &mut [u32]) -> &mut [u8] {
+    bytemuck::cast_slice_mut(v)
+}
+
+impl State {
+    fn place(&self, op: &str, operand: &Operand) -> BackendResult<Place> {
+        let r = self.space.resolve(op, operand)?;
+        Ok(Place {
+            base: r.base,
+            offset: r.offset as usize,
+            bytes: r.bytes as usize,
+        })
+    }
+
+    fn bytes(&self, op: &str, operand: &Operand) -> BackendResult<&[u8]> {
+        let r = self.space.resolve(op, operand)?;
+        Ok(&bytes_of(r.handle)[r.offset as usize..][..r.bytes as usize])
+    }
+
+    /// Runs `f` on the bytes of `output` (writable) and of `inputs` (read-only; `None` for
+    /// an untouched operand). Every operand is resolved before anything runs, so a bad one
+    /// fails the call with nothing written. An input in the output's allocation (disjoint
+    /// from the output unless the op allows exactly in place, which `f` handles) is copied
+    /// first.
+    fn with<R>(
+        &mut self,
+        op: &str,
+        output: &Operand,
+        inputs: &[Option<&Operand>],
+        f: impl FnOnce(&mut [u8], &Inputs<'_>) -> R,
+    ) -> BackendResult<R> {
+        let out = self.place(op, output)?;
+        let places = inputs
+            .iter()
+            .map(|o| o.map(|o| self.place(op, o)).transpose())
+            .collect::<BackendResult<Vec<_>>>()?;
+        let alloc = self.space.get_mut(out.base).expect("resolved above");
+        let mut taken = std::mem::take(&mut alloc.handle);
+        let result = {
+            let space = &self.space;
+            let ins = Inputs(
+                places
+                    .iter()
+                    .map(|p| {
+                        p.map(|p| {
+                            if p.base == out.base {
+                                let src = &bytes_of(&taken)[p.offset..][..p.bytes];
+                                let mut copy = vec![0u32; p.bytes.div_ceil(4)];
+                                bytes_of_mut(&mut copy)[..p.bytes].copy_from_slice(src);
+                                Input::Owned(copy, p.bytes)
+                            } else {
+                                let h = &space.get(p.base).expect("resolved above").handle;
+                                Input::Borrowed(&bytes_of(h)[p.offset..][..p.bytes])
+                            }
+                        })
+                    })
+                    .collect(),
+            );
+            let dst = &mut bytes_of_mut(&mut taken)[out.offset..][..out.bytes];
+            catch_unwind(AssertUnwindSafe(|| f(dst, &ins)))
+        };
+        self.space.get_mut(out.base).expect("still there").handle = taken;
+        match result {
+            Ok(r) => Ok(r),
+            Err(panic) => resume_unwind(panic),
+        }
+    }
+
+    /// [`State::with`] for an op whose output is f32.
+    fn with_f32<R>(
+        &mut self,
+        op: &str,
+        output: &Operand,
+        inputs: &[Option<&Operand>],
+        f: impl FnOnce(&mut [f32], &Inputs<'_>) -> R,
+    ) -> BackendResult<R> {
+        self.with(op, output, inputs, |dst, ins| {
+            f(bytemuck::cast_slice_mut(dst), ins)
+        })
+    }
+}
+
+impl Executor for FastCpuBackend {
+    fn backend_name(&self) -> &str {
+        "fast-cpu"
+    }
+
+    fn run_init(&mut self) -> BackendResult<()> {
+        if self.state.is_none() {
+            self.state = Some(Mutex::new(State::default()));
+        }
+        Ok(())
+    }
+
+    fn initialized(&self) -> bool {
+        self.state.is_some()
+    }
+
+    fn run_gemm(&self, p: &GemmPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        s.with_f32(p.op, &p.c, &[p.a.as_ref(), p.b.as_ref()], |c, ins| {
+            let a = ins.widened(0, p.a_dtype);
+            let b = ins.widened(1, p.b_dtype);
+            gemm::batched(p, &a, &b, c);
+        })
+    }
+
+    fn run_conv2d_forward(&self, p: &Conv2dPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        s.with_f32(
+            p.op,
+            &p.output,
+            &[p.input.as_ref(), p.filter.as_ref()],
+            |out, ins| conv::conv2d(p, ins.f32s(0), ins.f32s(1), out),
+        )
+    }
+
+    fn run_attention(&self, p: &AttentionPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        s.with_f32(
+            p.op,
+            &p.o,
+            &[Some(&p.q), p.k.as_ref(), p.v.as_ref()],
+            |o, ins| attention::attention(p, ins.f32s(0), ins.f32s(1), ins.f32s(2), o),
+        )
+    }
+
+    fn run_reduce(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        s.with_f32(p.op, &p.output, &[p.input.as_ref()], |out, ins| {
+            reduce::reduce(op, ins.f32s(0), out, p.outer, p.len, p.inner)
+        })
+    }
+
+    fn run_unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        if p.in_place() {
+            s.with_f32(p.op, &p.output, &[], |y, _| {
+                elementwise::unary_in_place(op, y)
+            })
+        } else {
+            s.with_f32(p.op, &p.output, &[Some(&p.input)], |y, ins| {
+                elementwise::unary(op, ins.f32s(0), y)
+            })
+        }
+    }
+
+    fn run_binary(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        let (a_is_out, b_is_out) = (p.a == p.output, p.b == p.output);
+        let a = (!a_is_out).then_some(&p.a);
+        let b = (!b_is_out).then_some(&p.b);
+        s.with_f32(p.op, &p.output, &[a, b], |y, ins| {
+            match (a_is_out, b_is_out) {
+                (true, true) => elementwise::binary_same(op, y),
+                (true, false) => elementwise::binary_into_a(op, y, ins.f32s(1)),
+                (false, true) => elementwise::binary_into_b(op, ins.f32s(0), y),
+                (false, false) => elementwise::binary(op, ins.f32s(0), ins.f32s(1), y),
+            }
+        })
+    }
+
+    fn run_synchronize(&self) -> BackendResult<()> {
+        self.state().map(drop)
+    }
+
+    fn run_alloc(&self, bytes: usize) -> BackendResult<u64> {
+        let mut s = self.state()?;
+        let bytes64 = bytes as u64;
+        if bytes64 > self.memory_limit.saturating_sub(s.space.allocated_bytes()) {
+            return Err(BackendError::OutOfMemory);
+        }
+        let words = bytes.div_ceil(4);
+        let mut mem = Vec::new();
+        mem.try_reserve_exact(words)
+            .map_err(|_| BackendError::OutOfMemory)?;
+        mem.resize(words, 0u32);
+        s.space.insert(bytes64, mem)
+    }
+
+    fn run_free(&self, ptr: u64) -> BackendResult<()> {
+        self.state()?.space.remove(ptr).map(drop)
+    }
+
+    fn run_alias(&self, ptr: u64, bytes: usize) -> BackendResult<u64> {
+        self.state()?.space.alias(ptr, bytes as u64)
+    }
+
+    fn run_retire(&self, alias: u64, why: Retired) -> BackendResult<()> {
+        self.state()?.space.retire(alias, why)
+    }
+
+    fn physical(&self, op: &'static str, operands: Vec<&mut Operand>) -> BackendResult<bool> {
+        self.state()?.space.rewrite_physical(op, operands)
+    }
+
+    fn run_copy_htod(&self, p: &HostCopyPlan, src: &[u8]) -> BackendResult<()> {
+        self.state()?
+            .with(p.op, &p.device, &[], |dst, _| dst.copy_from_slice(src))
+    }
+
+    fn run_copy_dtoh(&self, dst: &mut [u8], p: &HostCopyPlan) -> BackendResult<()> {
+        dst.copy_from_slice(self.state()?.bytes(p.op, &p.device)?);
+        Ok(())
+    }
+
+    fn run_copy_dtoh_many(&self, reads: &mut [(HostCopyPlan, &mut [u8])]) -> BackendResult<()> {
+        // One lock for all of them; every source resolved before any destination is
+        // written, so the call is all or nothing.
+        let s = self.state()?;
+        let sources = reads
+            .iter()
+            .map(|(p, _)| s.bytes(p.op, &p.device))
+            .collect::<BackendResult<Vec<_>>>()?;
+        for ((_, dst), src) in reads.iter_mut().zip(sources) {
+            dst.copy_from_slice(src);
+        }
+        Ok(())
+    }
+
+    fn run_copy_dtod(&self, p: &CopyPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        if p.identical() {
+            // Still range-checked.
+            s.place(p.op, &p.src)?;
+            return s.place(p.op, &p.dst).map(drop);
+        }
+        s.with(p.op, &p.dst, &[Some(&p.src)], |dst, ins| {
+            dst.copy_from_slice(ins.bytes(0))
+        })
+    }
+
+    fn run_cast(&self, p: &CastPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        if p.identical() {
+            s.place(p.op, &p.src)?;
+            return s.place(p.op, &p.dst).map(drop);
+        }
+        s.with(p.op, &p.dst, &[Some(&p.src)], |dst, ins| {
+            elementwise::cast(p.src_dtype, ins.bytes(0), p.dst_dtype, dst)
+        })
+    }
+
+    fn run_memory_info(&self) -> BackendResult<MemoryInfo> {
+        let s = self.state()?;
+        let allocated = s.space.allocated_bytes();
+        Ok(MemoryInfo {
+            allocated_bytes: allocated,
+            reserved_bytes: allocated,
+            live_allocations: s.space.len() as u64,
+        })
+    }
+}
