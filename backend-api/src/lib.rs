@@ -12,4 +12,4 @@ pub mod validate;
 pub use address::{ALLOC_ALIGN, AddressSpace, Allocation, Operand, Resolved, Retired, fmt_range};
 pub use backend::{BackendFuture, ComputeBackend, ComputeBackendExt};
 pub use error::{BackendError, BackendResult};
-pub use types::{BackendTranspose, BinaryOp, DType, MemoryInfo, ReduceOp, UnaryOp};
+pub use types::{BackendTranspose, BinaryOp, DType, MemoryInfo, ReduceOp, RowOp, UnaryOp};

@@ -57,6 +57,21 @@ impl BackendTranspose {
 }
 
 op_enum! {
+    /// What a row op computes over each row (the last, contiguous axis): the ops
+    /// `softmax`, `log_softmax`, `layer_norm` and `rms_norm`.
+    RowOp {
+        /// `exp(x - max) / sum`.
+        Softmax => "softmax",
+        /// `x - max - log(sum)`.
+        LogSoftmax => "log_softmax",
+        /// `(x - mean) / sqrt(var + eps) * gamma + beta`.
+        LayerNorm => "layer_norm",
+        /// `x / sqrt(mean(x^2) + eps) * gamma`.
+        RmsNorm => "rms_norm",
+    }
+}
+
+op_enum! {
     /// Reductions over one axis.
     ReduceOp {
         /// Sum; 0 over an empty axis.

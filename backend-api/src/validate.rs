@@ -10,6 +10,7 @@
 //! Operands that the op does not touch (zero extent, or A and B when `alpha == 0`) are not
 //! part of the plan and so are never range-checked, as CONTRACT.md requires.
 
+pub use crate::RowOp;
 use crate::address::fmt_range;
 use crate::{BackendResult, BackendTranspose, DType, Operand, invalid};
 
@@ -602,39 +603,6 @@ pub fn reduce(
         input,
         output,
     })
-}
-
-/// What a row op computes over each row (the last, contiguous axis).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RowOp {
-    /// `exp(x - max) / sum`.
-    Softmax,
-    /// `x - max - log(sum)`.
-    LogSoftmax,
-    /// `(x - mean) / sqrt(var + eps) * gamma + beta`.
-    LayerNorm,
-    /// `x / sqrt(mean(x^2) + eps) * gamma`.
-    RmsNorm,
-}
-
-impl RowOp {
-    /// Every row op, in a fixed order (kernels number them by it).
-    pub const ALL: [RowOp; 4] = [
-        RowOp::Softmax,
-        RowOp::LogSoftmax,
-        RowOp::LayerNorm,
-        RowOp::RmsNorm,
-    ];
-
-    /// The trait method's name, as errors name the op.
-    pub const fn name(self) -> &'static str {
-        match self {
-            RowOp::Softmax => "softmax",
-            RowOp::LogSoftmax => "log_softmax",
-            RowOp::LayerNorm => "layer_norm",
-            RowOp::RmsNorm => "rms_norm",
-        }
-    }
 }
 
 /// A checked row op over a row-major `[rows x cols]` f32 matrix.

@@ -47,7 +47,7 @@ mod web;
 use backend_api::executor::Executor;
 use backend_api::validate::{
     AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmPlan, HostCopyPlan, ReducePlan,
-    UnaryPlan,
+    RowPlan, UnaryPlan,
 };
 use backend_api::{
     BackendFuture, BackendResult, BinaryOp, ComputeBackend, MemoryInfo, Operand, ReduceOp, Retired,
@@ -281,6 +281,10 @@ impl Executor for WasmBackend {
 
     fn run_reduce(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {
         self.inner.run_reduce(op, p)
+    }
+
+    fn run_rows(&self, p: &RowPlan) -> BackendResult<()> {
+        self.inner.run_rows(p)
     }
 
     fn run_unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {

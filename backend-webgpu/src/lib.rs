@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use backend_api::executor::Executor;
 use backend_api::validate::{
     AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmPlan, HostCopyPlan, ReducePlan,
-    UnaryPlan,
+    RowPlan, UnaryPlan,
 };
 use backend_api::{
     AddressSpace, BackendError, BackendFuture, BackendResult, BinaryOp, MemoryInfo, Operand,
@@ -389,6 +389,10 @@ impl Executor for WebGpuBackend {
 
     fn run_reduce(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {
         self.ctx()?.outside_lock(|c| c.reduce(op, p))
+    }
+
+    fn run_rows(&self, p: &RowPlan) -> BackendResult<()> {
+        self.ctx()?.outside_lock(|c| c.rows(p))
     }
 
     fn run_unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {

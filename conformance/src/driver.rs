@@ -16,6 +16,7 @@ use crate::suites::copy::CopySuite;
 use crate::suites::elementwise::{BinarySuite, UnarySuite};
 use crate::suites::gemm::GemmSuite;
 use crate::suites::reduce::ReduceSuite;
+use crate::suites::rows::RowsSuite;
 use crate::tolerance::Closeness;
 use crate::{Check, Config};
 
@@ -61,6 +62,7 @@ pub async fn run_check_async(
         Check::Conv2d => run_suite::<ConvSuite>(backend, check, config, progress).await,
         Check::Attention => run_suite::<AttentionSuite>(backend, check, config, progress).await,
         Check::Reduce => run_suite::<ReduceSuite>(backend, check, config, progress).await,
+        Check::Rows => run_suite::<RowsSuite>(backend, check, config, progress).await,
         Check::Unary => run_suite::<UnarySuite>(backend, check, config, progress).await,
         Check::Binary => run_suite::<BinarySuite>(backend, check, config, progress).await,
         Check::Copy => run_suite::<CopySuite>(backend, check, config, progress).await,

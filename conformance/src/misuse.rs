@@ -437,6 +437,42 @@ pub(crate) async fn run(backend: &dyn ComputeBackend) -> CheckReport {
                 )
             }),
         ),
+        // row ops: softmax, log_softmax, layer_norm, rms_norm
+        (
+            "softmax y out of range",
+            Want::InvalidOrUnsupported(&["softmax", "y", "0x"]),
+            Box::new(|| b.softmax(a, c, 8, 16)),
+        ),
+        (
+            "log_softmax partial overlap",
+            Want::InvalidOrUnsupported(&["log_softmax", "overlap"]),
+            Box::new(|| b.log_softmax(a, a + 4, 4, 8)),
+        ),
+        (
+            "layer_norm gamma out of range",
+            Want::InvalidOrUnsupported(&["layer_norm", "gamma", "0x"]),
+            Box::new(|| b.layer_norm(a, Some(c + 200), None, bb, 2, 16, 1e-5)),
+        ),
+        (
+            "layer_norm y overlaps beta",
+            Want::InvalidOrUnsupported(&["layer_norm", "overlap"]),
+            Box::new(|| b.layer_norm(a, None, Some(bb + 8), bb, 2, 16, 1e-5)),
+        ),
+        (
+            "layer_norm eps NaN",
+            Want::InvalidOrUnsupported(&["layer_norm", "eps"]),
+            Box::new(|| b.layer_norm(a, None, None, bb, 2, 16, f64::NAN)),
+        ),
+        (
+            "rms_norm eps negative",
+            Want::InvalidOrUnsupported(&["rms_norm", "eps"]),
+            Box::new(|| b.rms_norm(a, None, bb, 2, 16, -1.0)),
+        ),
+        (
+            "rms_norm rows x cols overflow",
+            Want::InvalidOrUnsupported(&["rms_norm"]),
+            Box::new(|| b.rms_norm(a, None, bb, huge, 4, 1e-6)),
+        ),
         // aliases
         (
             "alias past the end",
@@ -611,6 +647,14 @@ pub fn check_uninitialized(b: &dyn ComputeBackend) -> Result<(), String> {
         ),
         ("synchronize", Box::new(|| b.synchronize())),
         ("alias", Box::new(|| b.alias(0x1_0000_0000, 4).map(drop))),
+        (
+            "softmax",
+            Box::new(|| b.softmax(0x1_0000_0000, 0x2_0000_0000, 1, 1)),
+        ),
+        (
+            "layer_norm",
+            Box::new(|| b.layer_norm(0x1_0000_0000, None, None, 0x2_0000_0000, 1, 1, 0.0)),
+        ),
         (
             "retire",
             Box::new(|| b.retire(0x1_0000_0000, Retired::Freed)),

@@ -113,6 +113,9 @@ pub enum Fault {
     MemoryInfoCountsAliases,
     /// 31. Stale-pointer errors do not say "stale".
     StaleNotSaid,
+    /// 32. `layer_norm` divides the variance by `cols - 1` (its output scaled by
+    ///     `sqrt((cols - 1) / cols)`).
+    LayerNormUnbiased,
 }
 
 /// An op waiting in the queue of [`Fault::HtodOvertakesQueue`].
@@ -641,6 +644,51 @@ impl ComputeBackend for Mutant {
             };
             self.op(move |b| b.copy_dtod(dst, src, bytes_used))
         })
+    }
+
+    fn softmax(&self, x: u64, y: u64, rows: usize, cols: usize) -> BackendResult<()> {
+        self.said_with(|| self.op(move |b| b.softmax(x, y, rows, cols)))
+    }
+
+    fn log_softmax(&self, x: u64, y: u64, rows: usize, cols: usize) -> BackendResult<()> {
+        self.said_with(|| self.op(move |b| b.log_softmax(x, y, rows, cols)))
+    }
+
+    fn layer_norm(
+        &self,
+        x: u64,
+        gamma: Option<u64>,
+        beta: Option<u64>,
+        y: u64,
+        rows: usize,
+        cols: usize,
+        eps: f64,
+    ) -> BackendResult<()> {
+        self.said_with(|| {
+            self.op(move |b| b.layer_norm(x, gamma, beta, y, rows, cols, eps))?;
+            if self.fault == Fault::LayerNormUnbiased && cols > 1 && rows > 0 {
+                let f = ((cols - 1) as f64 / cols as f64).sqrt();
+                let out: Vec<f32> = self
+                    .read_f32(y, rows * cols)?
+                    .iter()
+                    .map(|&v| (f64::from(v) * f) as f32)
+                    .collect();
+                self.write_f32(y, &out)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn rms_norm(
+        &self,
+        x: u64,
+        gamma: Option<u64>,
+        y: u64,
+        rows: usize,
+        cols: usize,
+        eps: f64,
+    ) -> BackendResult<()> {
+        self.said_with(|| self.op(move |b| b.rms_norm(x, gamma, y, rows, cols, eps)))
     }
 
     fn cast(

@@ -52,6 +52,7 @@ macro_rules! __for_each_check {
             conv2d Conv2d property "`conv2d_forward`: stride, padding, any filter size.",
             attention Attention property "`attention`: causal and not, `seq_q != seq_kv`.",
             reduce Reduce property "`reduce`: every op and axis, empty axes, long rows.",
+            rows Rows property "`softmax`, `log_softmax`, `layer_norm`, `rms_norm`: in place, gamma/beta, large means, long rows.",
             unary Unary property "`unary`: every op, in place and not, special values.",
             binary Binary property "`binary`: every op, every aliasing, special values.",
             copy Copy property "`copy_htod` / `copy_dtoh` / `copy_dtod` at any byte offset.",

@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use backend_api::ReduceOp;
+use backend_api::{ReduceOp, RowOp};
 
 /// 2^-23, one f32 ulp at 1.0 (twice the unit roundoff).
 pub const EPS: f64 = f32::EPSILON as f64;
@@ -63,6 +63,60 @@ impl Tol {
     /// The largest difference this bound accepts around `want`.
     pub fn bound(&self, want: f64) -> f64 {
         self.atol + self.rtol * want.abs()
+    }
+}
+
+/// The bound for one output of a row op (`softmax`, `log_softmax`, `layer_norm`,
+/// `rms_norm`) of the f32 `row` at element `x`, with that column's `gamma` and `beta`,
+/// computed in f32 by any summation order, against the oracle's f64. Derived from the
+/// recursive-summation bound of each pass ([`Tol::dot`]): an error `e_m` in the max or
+/// mean moves every output, and a relative error in the sum or variance moves the scale.
+/// The suite's rows check uses it.
+pub fn row_tolerance(op: RowOp, row: &[f32], x: f32, gamma: f32, beta: f32, eps: f64) -> Tol {
+    let n = row.len().max(1) as f64;
+    let (x, gamma, beta) = (f64::from(x), f64::from(gamma).abs(), f64::from(beta).abs());
+    let vals = || row.iter().map(|&v| f64::from(v));
+    // The summations' relative error, a few roundings for exp, log, division and sqrt.
+    let sum_rel = (n + 3.0) * EPS;
+    match op {
+        RowOp::Softmax | RowOp::LogSoftmax => {
+            let max = vals().fold(f64::NEG_INFINITY, f64::max);
+            // exp(x - max): x - max rounds (|x - max| * EPS absolute in the exponent).
+            // An infinite x gives an exact 0 (softmax) or -inf (log_softmax).
+            let arg = if x.is_finite() {
+                (x - max).abs() * EPS
+            } else {
+                0.0
+            } + 4.0 * EPS;
+            if op == RowOp::Softmax {
+                Tol::rel(arg + sum_rel + 4.0 * EPS)
+            } else {
+                let sum: f64 = vals().map(|v| (v - max).exp()).sum();
+                Tol {
+                    atol: arg + sum_rel + 4.0 * EPS * sum.ln().abs() + FTZ,
+                    rtol: 2.0 * EPS,
+                }
+            }
+        }
+        RowOp::LayerNorm => {
+            let abs_sum: f64 = vals().map(f64::abs).sum();
+            let mean = vals().sum::<f64>() / n;
+            let e_mean = sum_rel * abs_sum / n;
+            let sq: f64 = vals().map(|v| (v - mean) * (v - mean)).sum();
+            let abs_dev: f64 = vals().map(|v| (v - mean).abs()).sum();
+            // Each centred value carries e_mean and a rounding; the squares' sum its own.
+            let e_var = (sum_rel * sq + 2.0 * e_mean * abs_dev + n * e_mean * e_mean) / n;
+            let var = sq / n + eps;
+            let inv = 1.0 / var.sqrt();
+            let inv_rel = 0.5 * e_var / var + 4.0 * EPS;
+            let d = (x - mean).abs();
+            Tol {
+                atol: gamma * inv * (e_mean + d * EPS + d * inv_rel) + beta * EPS + FTZ,
+                rtol: 3.0 * EPS,
+            }
+        }
+        // inv = 1 / sqrt(mean + eps): half the sum's error and three roundings; two products.
+        RowOp::RmsNorm => Tol::rel(0.5 * sum_rel + 6.0 * EPS),
     }
 }
 

@@ -105,6 +105,11 @@ fn reduce_mean_dividing_by_len_minus_one_is_caught() {
 }
 
 #[test]
+fn layer_norm_with_the_unbiased_variance_is_caught() {
+    assert_caught(Fault::LayerNormUnbiased, Check::Rows, &["layer_norm y["]);
+}
+
+#[test]
 fn attention_ignoring_causal_when_rectangular_is_caught() {
     assert_caught(
         Fault::AttentionCausalIgnoredWhenRectangular,
@@ -185,7 +190,7 @@ fn unmutated_wrapper_passes_every_check() {
 }
 
 /// Every fault, with the check meant to catch it.
-const FAULTS: [(Fault, Check); 16] = [
+const FAULTS: [(Fault, Check); 17] = [
     (Fault::GemmIgnoresBeta, Check::Gemm),
     (Fault::GemmReadsCWhenBetaZero, Check::Gemm),
     (Fault::GemmTransAAsNoTrans, Check::Gemm),
@@ -195,6 +200,7 @@ const FAULTS: [(Fault, Check); 16] = [
     (Fault::ReluNanToZero, Check::Unary),
     (Fault::ReduceMaxEmptyAxisZero, Check::Reduce),
     (Fault::ReduceMeanBiased, Check::Reduce),
+    (Fault::LayerNormUnbiased, Check::Rows),
     (
         Fault::AttentionCausalIgnoredWhenRectangular,
         Check::Attention,

@@ -112,6 +112,14 @@ kernels! {
         constants: ["OP", "COLS", "COLS4"],
         params: params::Reduce,
     },
+    Rows {
+        name: "rows",
+        file: "rows.wgsl",
+        math: true,
+        entries: ["main"],
+        constants: ["OP"],
+        params: params::Rows,
+    },
     Gemm {
         name: "gemm",
         file: "gemm.wgsl",
@@ -186,11 +194,13 @@ impl Kernel {
                 })
                 .collect()
         }
+        use backend_api::validate::RowOp;
         use backend_api::{BinaryOp, ReduceOp, UnaryOp};
         match self {
             Kernel::Unary => consts("UNARY", UnaryOp::ALL, UnaryOp::name),
             Kernel::Binary => consts("BINARY", BinaryOp::ALL, BinaryOp::name),
             Kernel::Reduce => consts("REDUCE", ReduceOp::ALL, ReduceOp::name),
+            Kernel::Rows => consts("ROW", RowOp::ALL, RowOp::name),
             _ => String::new(),
         }
     }
@@ -368,6 +378,19 @@ pub(crate) mod params {
         pub x_off: u32,
         pub y_off: u32,
         pub _pad: [u32; 3],
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Pod, Zeroable, Debug)]
+    pub(crate) struct Rows {
+        pub rows: u32,
+        pub cols: u32,
+        pub x_off: u32,
+        pub y_off: u32,
+        pub g_off: u32,
+        pub b_off: u32,
+        pub flags: u32,
+        pub eps: f32,
     }
 
     #[repr(C)]

@@ -13,6 +13,7 @@ mod copy;
 mod elementwise;
 mod gemm;
 mod reduce;
+mod rows;
 
 use std::cell::Cell;
 

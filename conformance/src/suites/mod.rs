@@ -8,6 +8,7 @@ pub mod copy;
 pub mod elementwise;
 pub mod gemm;
 pub mod reduce;
+pub mod rows;
 
 use backend_api::ComputeBackend;
 use proptest::prelude::*;
