@@ -1,7 +1,7 @@
 //! The call language ([`Op`]) and how calls are drawn from a [`Source`] and the model's
 //! state ([`Machine::generate`]).
 
-use backend_api::{BackendTranspose, BinaryOp, ReduceOp, Retired, UnaryOp};
+use backend_api::{BackendTranspose, BinaryOp, ReduceOp, Retired, RowOp, UnaryOp};
 
 use super::machine::Machine;
 use super::rules::{HUGE_ALLOC, MAX_ALIASES, Where, trans};
@@ -51,6 +51,15 @@ pub enum Op {
         shape: Vec<usize>,
         axis: usize,
     },
+    /// `softmax`, `log_softmax`, `layer_norm` or `rms_norm` (no gamma or beta, eps
+    /// 1e-5): the elementwise rules over `rows * cols` values.
+    Rows {
+        op: RowOp,
+        x: u64,
+        y: u64,
+        rows: usize,
+        cols: usize,
+    },
     Gemm {
         trans_a: BackendTranspose,
         trans_b: BackendTranspose,
@@ -98,6 +107,7 @@ impl Op {
             Op::Unary { .. } => "unary",
             Op::Binary { .. } => "binary",
             Op::Reduce { .. } => "reduce",
+            Op::Rows { op, .. } => op.name(),
             Op::Gemm { .. } => "gemm",
             Op::Synchronize => "synchronize",
             Op::MemoryInfo => "memory_info",
@@ -117,6 +127,7 @@ impl Op {
             &Op::Unary { input, output, .. } => vec![input, output],
             &Op::Binary { a, b, output, .. } => vec![a, b, output],
             &Op::Reduce { input, output, .. } => vec![input, output],
+            &Op::Rows { x, y, .. } => vec![x, y],
             &Op::Gemm { a, b, c, .. } => vec![a, b, c],
             Op::ReadMany { reads } => reads.iter().map(|r| r.0).collect(),
             _ => Vec::new(),
@@ -478,7 +489,33 @@ impl Machine<'_> {
                     bytes: self.count(src, room_s.min(room_d), 1),
                 }
             }
-            134..166 => {
+            156..166 => {
+                let op = src.pick(RowOp::ALL);
+                let (x, room_x) = self.place(src);
+                let (y, room_y) = match src.u8() {
+                    0..80 => (x, room_x),
+                    80..90 => (x.wrapping_add(4), room_x.saturating_sub(4)),
+                    90..150 => self.twin_or_place(src, x),
+                    _ => self.place(src),
+                };
+                let n = self.count(src, room_x.min(room_y), 4);
+                // Mostly a divisor of n as the row length, so the call is valid.
+                let cols = match src.u8() {
+                    0..230 => {
+                        let most = (1 + src.below(64) as usize).min(n.max(1));
+                        (1..=most).rev().find(|c| n % c == 0).unwrap_or(1)
+                    }
+                    _ => 1 + src.below(8) as usize,
+                };
+                Op::Rows {
+                    op,
+                    x,
+                    y,
+                    rows: n / cols,
+                    cols,
+                }
+            }
+            134..156 => {
                 let op = src.pick(UnaryOp::ALL);
                 let (input, room_i) = self.place(src);
                 let (output, room_o) = match src.u8() {

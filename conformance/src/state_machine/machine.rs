@@ -3,18 +3,19 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use backend_api::{BackendError, BinaryOp, ComputeBackend, MemoryInfo};
+use backend_api::{BackendError, BinaryOp, ComputeBackend, MemoryInfo, RowOp};
 use backend_cpu::reference;
 
 use super::call::Op;
 use super::memory::{AliasRec, KNOWN, Live, Loc, ModelMem, Value};
 use super::rules::{
-    Expect, HUGE_ALLOC, ModelGemmCall, PHYSICAL, STALE_KEPT, Where, combine, tame, trans,
+    Expect, HUGE_ALLOC, ModelGemmCall, PHYSICAL, STALE_KEPT, Where, combine, tame, tame_finite,
+    trans,
 };
 use super::source::{Fill, Options, Source};
 use super::stats::{Digest, MachineFailure, Stats};
 use crate::suites::elementwise::{binary_tolerance, unary_tolerance};
-use crate::tolerance::check_value;
+use crate::tolerance::{check_value, row_tolerance};
 
 /// Runs `call`, turning a panic into an error message (see [`crate::catch_panic`]).
 fn guarded<R>(call: impl FnOnce() -> R) -> Result<R, String> {
@@ -392,6 +393,56 @@ impl<'b> Machine<'b> {
                     && let Some(p) = plan
                 {
                     self.apply_reduce(*f, &p);
+                }
+            }
+            &Op::Rows {
+                op: f,
+                x,
+                y,
+                rows,
+                cols,
+            } => {
+                const EPS: f64 = 1e-5;
+                let n = rows.saturating_mul(cols);
+                let plan = if rows.checked_mul(cols).is_none() {
+                    (None, Expect::Invalid("rows x cols overflows".into()))
+                } else {
+                    self.want_elementwise(&[("x", x)], y, n)
+                };
+                let got = guarded(|| match f {
+                    RowOp::Softmax => b.softmax(x, y, rows, cols),
+                    RowOp::LogSoftmax => b.log_softmax(x, y, rows, cols),
+                    RowOp::LayerNorm => b.layer_norm(x, None, None, y, rows, cols, EPS),
+                    RowOp::RmsNorm => b.rms_norm(x, None, y, rows, cols, EPS),
+                })?;
+                if self.judge(op, &got, &plan.1)?
+                    && let Some(locs) = plan.0
+                {
+                    let xs = self.read_f32s(locs[0], n);
+                    let (yi, yoff) = locs[1];
+                    let exact = self.opts.exact;
+                    for (r, row) in xs.chunks(cols).enumerate() {
+                        let known: Option<Vec<f32>> = row.iter().copied().collect();
+                        let values: Vec<Value> = match known {
+                            Some(v) if exact || v.iter().all(|&x| tame_finite(x)) => {
+                                let mut out = vec![0.0f32; cols];
+                                reference::rows(f, &v, &[], &[], &mut out, cols, EPS);
+                                out.iter()
+                                    .zip(&v)
+                                    .map(|(&o, &x)| match exact {
+                                        true => Value::Exact(o),
+                                        false => {
+                                            Value::Approx(o, row_tolerance(f, &v, x, 1.0, 0.0, EPS))
+                                        }
+                                    })
+                                    .collect()
+                            }
+                            _ => vec![Value::Unknown; cols],
+                        };
+                        for (e, v) in values.into_iter().enumerate() {
+                            self.live[yi].mem.write_value(yoff + 4 * (r * cols + e), v);
+                        }
+                    }
                 }
             }
             &Op::Gemm {

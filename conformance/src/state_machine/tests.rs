@@ -114,3 +114,21 @@ fn fuzzer_bytes_decode_to_runs_that_pass() {
         }
     }
 }
+
+#[test]
+fn row_ops_run_valid_and_invalid_and_a_wrong_one_is_caught() {
+    let a = run_seed(&cpu(), 7, &exact(3000)).unwrap_or_else(|f| panic!("{f}"));
+    let (valid, invalid) = ["softmax", "log_softmax", "layer_norm", "rms_norm"]
+        .iter()
+        .filter_map(|op| a.per_op.get(*op))
+        .fold((0, 0), |(v, i), &(dv, di)| (v + dv, i + di));
+    assert!(
+        valid > 0 && invalid > 0,
+        "{valid} valid, {invalid} invalid: {a}"
+    );
+    // The first seed that catches the fault passes without it: the fault is what failed.
+    let seed = (0..20)
+        .find(|&seed| run_seed(&wrong(Fault::LayerNormUnbiased), seed, &exact(2000)).is_err())
+        .expect("LayerNormUnbiased was not caught in 20 seeds");
+    run_seed(&wrong(Fault::None), seed, &exact(2000)).unwrap_or_else(|f| panic!("{f}"));
+}
