@@ -503,7 +503,7 @@ impl Machine<'_> {
                 let cols = match src.u8() {
                     0..230 => {
                         let most = (1 + src.below(64) as usize).min(n.max(1));
-                        (1..=most).rev().find(|c| n % c == 0).unwrap_or(1)
+                        (1..=most).rev().find(|c| n.is_multiple_of(*c)).unwrap_or(1)
                     }
                     _ => 1 + src.below(8) as usize,
                 };
