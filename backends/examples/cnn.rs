@@ -2,13 +2,12 @@
 //!
 //! ```text
 //! [2, 3, 16, 16] -> conv 3x3 (8) -> relu -> maxpool 2x2 -> conv 3x3 (16) -> relu -> maxpool 2x2
-//!                -> global mean pool -> linear (10) -> softmax
+//!                -> global mean pool -> linear (10) -> softmax (one call)
 //! ```
 //!
 //! Pooling is two `reduce(Max)` calls over a reshaped view (no data movement): the NCHW
 //! tensor `[N*C, H, W]` is `[N*C, H, W/2, 2]` (reduce axis 3), then `[N*C, H/2, 2, W/2]`
-//! (reduce axis 2). Biases and the softmax's row statistics are broadcast with outer
-//! products (a gemm with `k = 1`).
+//! (reduce axis 2). The bias is broadcast with an outer product (a gemm with `k = 1`).
 //!
 //! ```sh
 //! cargo run --release -p backends --example cnn                      # CPU
@@ -21,7 +20,7 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 
 use backends::backend_api::memory::ArenaPlan;
-use backends::{BackendResult, BinaryOp, ComputeBackend, ComputeBackendExt, ReduceOp, UnaryOp};
+use backends::{BackendResult, ComputeBackend, ComputeBackendExt, ReduceOp, UnaryOp};
 use common::{Arena, Row, values};
 
 /// Batch, input channels, image side, the two convolutions' filters, classes.
@@ -86,7 +85,6 @@ pub(crate) fn graph(ar: &mut Arena<'_>, input: &[f32]) -> BackendResult<Vec<f32>
     let wfc = ar.upload(&values(13, K2 * CLASSES, 16.0 / (K2 as f32).sqrt()))?;
     let bfc = ar.upload(&values(14, CLASSES, 0.1))?;
     let ones_n = ar.filled(N, 1.0)?;
-    let ones_classes = ar.filled(CLASSES, 1.0)?;
 
     let s = SIDE;
     let a1 = conv_relu(ar, x, f1, [N, C, s, s], K1)?;
@@ -110,18 +108,8 @@ pub(crate) fn graph(ar: &mut Arena<'_>, input: &[f32]) -> BackendResult<Vec<f32>
     ar.outer(ones_n, bfc, logits, N, CLASSES)?;
     ar.matmul(feat, wfc, logits, (N, K2, CLASSES), 1.0)?;
     ar.done(feat)?;
-    // Softmax over each row, stable: exp(x - max) / sum.
-    let stat = ar.alloc(N)?;
-    let wide = ar.alloc(N * CLASSES)?;
-    b.reduce(ReduceOp::Max, logits, stat, &[N, CLASSES], 1)?;
-    ar.outer(stat, ones_classes, wide, N, CLASSES)?;
-    b.binary(BinaryOp::Sub, logits, wide, logits, N * CLASSES)?;
-    b.unary(UnaryOp::Exp, logits, logits, N * CLASSES)?;
-    b.reduce(ReduceOp::Sum, logits, stat, &[N, CLASSES], 1)?;
-    ar.outer(stat, ones_classes, wide, N, CLASSES)?;
-    b.binary(BinaryOp::Div, logits, wide, logits, N * CLASSES)?;
-    ar.done(stat)?;
-    ar.done(wide)?;
+    // Softmax over each row (stable: the row maximum is subtracted first), in place.
+    b.softmax(logits, logits, N, CLASSES)?;
     b.copy_dtoh_vec(logits, N * CLASSES)
 }
 

@@ -2,7 +2,7 @@
 //! framework would lower it:
 //!
 //! ```text
-//! h   = layernorm(x)                      reduce(Mean) + broadcast (gemm, k = 1) + binary/unary
+//! h   = layernorm(x)                      layer_norm (one call, gamma and beta)
 //! Q,K,V per head = h * Wqkv               one batched_gemm (row-major recipe), heads as batches
 //! o   = causal_attention(Q, K, V)         attention, bottom-right causal mask
 //! x1  = x + sum_h o_h * Wo_h              gemm per head, accumulated with beta = 1
@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 
 use backends::backend_api::memory::ArenaPlan;
-use backends::{BackendResult, BinaryOp, ComputeBackend, ComputeBackendExt, ReduceOp, UnaryOp};
+use backends::{BackendResult, BinaryOp, ComputeBackend, ComputeBackendExt, UnaryOp};
 use common::{Arena, Row, values};
 
 /// Sequence length, model width, heads, MLP width.
@@ -73,43 +73,6 @@ impl Weights {
     }
 }
 
-/// Row-major layernorm over the last axis of `x[rows x cols]` into `out`, from reduce,
-/// broadcasts (outer products with a ones vector) and elementwise ops.
-fn layernorm(
-    ar: &mut Arena<'_>,
-    x: u64,
-    (gamma, beta): (u64, u64),
-    out: u64,
-    (rows, cols): (usize, usize),
-) -> BackendResult<()> {
-    let b = ar.b;
-    let n = rows * cols;
-    let ones_rows = ar.filled(rows, 1.0)?;
-    let ones_cols = ar.filled(cols, 1.0)?;
-    let eps = ar.filled(rows, 1e-5)?;
-    let stat = ar.alloc(rows)?;
-    let wide = ar.alloc(n)?;
-    let centered = ar.alloc(n)?;
-
-    b.reduce(ReduceOp::Mean, x, stat, &[rows, cols], 1)?;
-    ar.outer(stat, ones_cols, wide, rows, cols)?; // mean, broadcast along each row
-    b.binary(BinaryOp::Sub, x, wide, centered, n)?;
-    b.unary(UnaryOp::Square, centered, wide, n)?;
-    b.reduce(ReduceOp::Mean, wide, stat, &[rows, cols], 1)?; // variance
-    b.binary(BinaryOp::Add, stat, eps, stat, rows)?; // in place
-    b.unary(UnaryOp::Rsqrt, stat, stat, rows)?;
-    ar.outer(stat, ones_cols, wide, rows, cols)?;
-    b.binary(BinaryOp::Mul, centered, wide, centered, n)?;
-    ar.outer(ones_rows, gamma, wide, rows, cols)?; // gamma, broadcast down each column
-    b.binary(BinaryOp::Mul, centered, wide, centered, n)?;
-    ar.outer(ones_rows, beta, wide, rows, cols)?;
-    b.binary(BinaryOp::Add, centered, wide, out, n)?;
-    for p in [stat, wide, centered] {
-        ar.done(p)?;
-    }
-    Ok(())
-}
-
 /// One forward pass of the block on an arena; returns `x2`, row-major `[SEQ, D]`. Each
 /// activation ends (`done`) after the last op that reads it, which is what lets the
 /// planned arena reuse its bytes.
@@ -126,7 +89,7 @@ pub(crate) fn block(ar: &mut Arena<'_>, w: &Weights) -> BackendResult<Vec<f32>> 
 
     // Attention.
     let h = ar.alloc(SEQ * D)?;
-    layernorm(ar, x, ln1, h, (SEQ, D))?;
+    b.layer_norm(x, Some(ln1.0), Some(ln1.1), h, SEQ, D, 1e-5)?;
     // Per head i (3 * HEADS of them): row-major C_i[SEQ x HEAD_DIM] = h[SEQ x D] * W_i[D x
     // HEAD_DIM], i.e. column-major C_i^T = W_i^T * h^T. h is shared (stride 0), and the
     // outputs land as [3, HEADS, SEQ, HEAD_DIM]: exactly the layout attention reads.
@@ -173,7 +136,7 @@ pub(crate) fn block(ar: &mut Arena<'_>, w: &Weights) -> BackendResult<Vec<f32>> 
 
     // MLP: biases are broadcast into the output first, then the gemm adds (beta = 1).
     let h2 = ar.alloc(SEQ * D)?;
-    layernorm(ar, x1, ln2, h2, (SEQ, D))?;
+    b.layer_norm(x1, Some(ln2.0), Some(ln2.1), h2, SEQ, D, 1e-5)?;
     let f = ar.alloc(SEQ * FF)?;
     ar.outer(ones_seq, b1, f, SEQ, FF)?;
     ar.matmul(h2, w1, f, (SEQ, D, FF), 1.0)?;
