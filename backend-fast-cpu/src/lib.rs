@@ -36,6 +36,7 @@ mod conv;
 mod elementwise;
 pub mod gemm;
 mod reduce;
+mod rows;
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -43,7 +44,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use backend_api::executor::Executor;
 use backend_api::validate::{
     AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmPlan, HostCopyPlan, ReducePlan,
-    UnaryPlan,
+    RowPlan, UnaryPlan,
 };
 use backend_api::{
     AddressSpace, BackendError, BackendResult, BinaryOp, DType, MemoryInfo, Operand, ReduceOp,
@@ -306,6 +307,27 @@ impl Executor for FastCpuBackend {
         s.with_f32(p.op, &p.output, &[p.input.as_ref()], |out, ins| {
             reduce::reduce(op, ins.f32s(0), out, p.outer, p.len, p.inner)
         })
+    }
+
+    fn run_rows(&self, p: &RowPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        // In place, x is in y's allocation and so is read from a copy (`State::with`).
+        s.with_f32(
+            p.op,
+            &p.y,
+            &[Some(&p.x), p.gamma.as_ref(), p.beta.as_ref()],
+            |y, ins| {
+                rows::rows(
+                    p.kind,
+                    ins.f32s(0),
+                    ins.f32s(1),
+                    ins.f32s(2),
+                    y,
+                    p.cols,
+                    p.eps,
+                )
+            },
+        )
     }
 
     fn run_unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
