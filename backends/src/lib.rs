@@ -2,7 +2,8 @@
 //!
 //! | feature  | backend | runs on |
 //! |---|---|---|
-//! | `cpu` (default) | [`BackendKind::Cpu`]: `backend_cpu::CpuBackend`, the f64-accumulating oracle | everywhere |
+//! | `fast-cpu` (default) | [`BackendKind::FastCpu`]: `backend_fast_cpu::FastCpuBackend`, f32 on faer/gemm with rayon | native targets |
+//! | `cpu` (default) | [`BackendKind::Cpu`]: `backend_cpu::CpuBackend`, the f64-accumulating oracle every backend is held to | everywhere |
 //! | `webgpu` | [`BackendKind::WebGpu`]: `backend_webgpu::WebGpuBackend`, WGSL kernels on wgpu | Vulkan, Metal, DX12 |
 //! | `wasm` | [`BackendKind::Wasm`]: WebGPU in a browser (implies `webgpu`) | `wasm32-unknown-unknown`, with [`create_async`] |
 //!
@@ -12,8 +13,9 @@
 //! backends = { path = "../backends", features = ["webgpu"] }
 //! ```
 //!
-//! and, at run time, the environment variable [`BACKEND_ENV`] (`BACKEND=cpu`,
-//! `BACKEND=webgpu`, `BACKEND=wasm`; unset or `auto` lets [`default_backend`] choose).
+//! and, at run time, the environment variable [`BACKEND_ENV`] (`BACKEND=fast-cpu`,
+//! `BACKEND=cpu`, `BACKEND=webgpu`, `BACKEND=wasm`; unset or `auto` lets
+//! [`default_backend`] choose).
 //!
 //! Everything an ML framework needs is re-exported: the trait, its enums and errors
 //! ([`backend_api`]), and the typed copies of [`ComputeBackendExt`] (`upload`,
@@ -22,7 +24,7 @@
 //! ```
 //! use backends::{ComputeBackendExt, UnaryOp};
 //!
-//! let b = backends::default_backend()?; // GPU when there is one, else the CPU
+//! let b = backends::default_backend()?; // GPU when there is one, else the fast CPU backend
 //! let x = b.upload(&[-1.0f32, 2.0, -3.0])?;
 //! b.unary(UnaryOp::Relu, x, x, 3)?; // in place
 //! assert_eq!(b.copy_dtoh_vec::<f32>(x, 3)?, [0.0, 2.0, 0.0]);
@@ -70,7 +72,9 @@
 //!    adapter on Vulkan, Metal or DX12, or when `BACKEND_ADAPTER` names an adapter. A
 //!    software adapter (lavapipe, SwiftShader, WARP) is slower than the CPU backend, so it
 //!    is used only when asked for (`BACKEND=webgpu`).
-//! 3. Otherwise the CPU backend.
+//! 3. Otherwise the fast CPU backend (`fast-cpu`). The oracle (`cpu`) is chosen only when
+//!    it is the one CPU backend compiled in, or asked for with `BACKEND=cpu`: it is the
+//!    reference every backend is checked against, plain f64 loops, not what to run.
 //!
 //! [`select`] returns the same choice together with the reason, for logs.
 
@@ -83,6 +87,8 @@ pub use backend_api::{
 };
 #[cfg(feature = "cpu")]
 pub use backend_cpu;
+#[cfg(all(feature = "fast-cpu", not(target_arch = "wasm32")))]
+pub use backend_fast_cpu;
 #[cfg(feature = "wasm")]
 pub use backend_wasm;
 #[cfg(feature = "webgpu")]
@@ -101,6 +107,8 @@ pub const ADAPTER_ENV: &str = "BACKEND_ADAPTER";
 pub enum BackendKind {
     /// The CPU oracle (feature `cpu`).
     Cpu,
+    /// The fast CPU backend (feature `fast-cpu`, native targets).
+    FastCpu,
     /// wgpu on Vulkan, Metal or DX12 (feature `webgpu`).
     WebGpu,
     /// WebGPU in a browser (feature `wasm`, target `wasm32-unknown-unknown`).
@@ -109,12 +117,18 @@ pub enum BackendKind {
 
 impl BackendKind {
     /// Every kind, in order of preference when several could run.
-    pub const ALL: [BackendKind; 3] = [BackendKind::WebGpu, BackendKind::Wasm, BackendKind::Cpu];
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::WebGpu,
+        BackendKind::Wasm,
+        BackendKind::FastCpu,
+        BackendKind::Cpu,
+    ];
 
     /// The name used by [`BACKEND_ENV`], `FromStr` and the runner's `--backend`.
     pub const fn name(self) -> &'static str {
         match self {
             BackendKind::Cpu => "cpu",
+            BackendKind::FastCpu => "fast-cpu",
             BackendKind::WebGpu => "webgpu",
             BackendKind::Wasm => "wasm",
         }
@@ -129,6 +143,7 @@ impl BackendKind {
     pub const fn is_compiled(self) -> bool {
         match self {
             BackendKind::Cpu => cfg!(feature = "cpu"),
+            BackendKind::FastCpu => cfg!(all(feature = "fast-cpu", not(target_arch = "wasm32"))),
             BackendKind::WebGpu => cfg!(feature = "webgpu"),
             BackendKind::Wasm => cfg!(feature = "wasm"),
         }
@@ -170,14 +185,16 @@ impl fmt::Display for BackendKind {
 impl FromStr for BackendKind {
     type Err = BackendError;
 
-    /// `cpu`; `webgpu` (also `wgpu`, `gpu`); `wasm` (also `browser`). Case-insensitive.
+    /// `fast-cpu` (also `fast_cpu`, `fastcpu`); `cpu` (also `oracle`); `webgpu` (also
+    /// `wgpu`, `gpu`); `wasm` (also `browser`). Case-insensitive.
     fn from_str(s: &str) -> BackendResult<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "cpu" => Ok(BackendKind::Cpu),
+            "cpu" | "oracle" => Ok(BackendKind::Cpu),
+            "fast-cpu" | "fast_cpu" | "fastcpu" => Ok(BackendKind::FastCpu),
             "webgpu" | "wgpu" | "gpu" => Ok(BackendKind::WebGpu),
             "wasm" | "browser" => Ok(BackendKind::Wasm),
             _ => Err(BackendError::InvalidArgument(format!(
-                "unknown backend {s:?}: expected one of cpu, webgpu, wasm"
+                "unknown backend {s:?}: expected one of fast-cpu, cpu, webgpu, wasm"
             ))),
         }
     }
@@ -195,6 +212,7 @@ pub fn create(kind: BackendKind) -> BackendResult<Box<dyn ComputeBackend>> {
     }
     match kind {
         BackendKind::Cpu => create_cpu(),
+        BackendKind::FastCpu => create_fast_cpu(),
         BackendKind::WebGpu => create_webgpu(),
         BackendKind::Wasm => Err(BackendError::Unsupported(
             if cfg!(target_arch = "wasm32") {
@@ -220,6 +238,18 @@ fn create_cpu() -> BackendResult<Box<dyn ComputeBackend>> {
 #[cfg(not(feature = "cpu"))]
 fn create_cpu() -> BackendResult<Box<dyn ComputeBackend>> {
     Err(BackendKind::Cpu.not_compiled())
+}
+
+#[cfg(all(feature = "fast-cpu", not(target_arch = "wasm32")))]
+fn create_fast_cpu() -> BackendResult<Box<dyn ComputeBackend>> {
+    let mut b = backend_fast_cpu::FastCpuBackend::new();
+    b.init()?;
+    Ok(Box::new(b))
+}
+
+#[cfg(not(all(feature = "fast-cpu", not(target_arch = "wasm32"))))]
+fn create_fast_cpu() -> BackendResult<Box<dyn ComputeBackend>> {
+    Err(BackendKind::FastCpu.not_compiled())
 }
 
 #[cfg(all(feature = "webgpu", not(target_arch = "wasm32")))]
@@ -302,7 +332,7 @@ pub fn select_with(request: Option<&str>) -> BackendResult<Selection> {
     if let Some(r) = request.filter(|r| !r.eq_ignore_ascii_case("auto")) {
         let kind: BackendKind = r.parse().map_err(|_| {
             BackendError::InvalidArgument(format!(
-                "{BACKEND_ENV}={r:?}: expected one of cpu, webgpu, wasm, auto"
+                "{BACKEND_ENV}={r:?}: expected one of fast-cpu, cpu, webgpu, wasm, auto"
             ))
         })?;
         let backend = create(kind).map_err(|e| with_context(e, &format!("{BACKEND_ENV}={r}")))?;
@@ -419,21 +449,40 @@ fn plan(
             ));
         }
     }
-    if compiled.contains(&BackendKind::Cpu) {
+    let cpus: Vec<BackendKind> = [BackendKind::FastCpu, BackendKind::Cpu]
+        .into_iter()
+        .filter(|k| compiled.contains(k))
+        .collect();
+    if let Some(&first) = cpus.first() {
+        let name = first.name();
         let why = if !compiled.contains(&BackendKind::WebGpu) {
-            "cpu: the only backend compiled in (enable feature `webgpu` for GPUs)".to_string()
+            format!("{name}: no GPU backend compiled in (enable feature `webgpu` for GPUs)")
         } else if !plan.is_empty() {
-            "cpu: fallback".to_string()
+            format!("{name}: fallback")
         } else if probe.other.is_empty() {
-            "cpu: wgpu found no GPU adapter".to_string()
+            format!("{name}: wgpu found no GPU adapter")
         } else {
             format!(
-                "cpu: wgpu found only software or GL adapters ({}), slower than the CPU \
-                 backend; {BACKEND_ENV}=webgpu uses them",
+                "{name}: wgpu found only software or GL adapters ({}), slower than the CPU \
+                 backends; {BACKEND_ENV}=webgpu uses them",
                 probe.other.join(", ")
             )
         };
-        plan.push((BackendKind::Cpu, why));
+        let why = if first == BackendKind::Cpu {
+            format!(
+                "{why}; this is the oracle (plain f64 loops): enable feature `fast-cpu` for \
+                 the fast CPU backend"
+            )
+        } else {
+            why
+        };
+        plan.push((first, why));
+        if cpus.len() > 1 {
+            plan.push((
+                BackendKind::Cpu,
+                "cpu: the fast CPU backend did not start".into(),
+            ));
+        }
     } else if native_gpu && plan.is_empty() {
         // No CPU backend to fall back to: any adapter is better than none.
         plan.push((
@@ -459,7 +508,33 @@ mod tests {
         }
     }
 
-    use BackendKind::{Cpu, WebGpu};
+    use BackendKind::{Cpu, FastCpu, WebGpu};
+
+    #[test]
+    fn without_a_gpu_the_fast_cpu_backend_is_chosen_never_the_oracle_first() {
+        let software = probe(&[], &["llvmpipe (Vulkan)"]);
+        for compiled in [&[WebGpu, FastCpu, Cpu][..], &[FastCpu, Cpu]] {
+            let p = plan(compiled, &software, None);
+            assert_eq!(kinds(&p), [FastCpu, Cpu], "{p:?}");
+            assert!(p[0].1.starts_with("fast-cpu"), "{}", p[0].1);
+        }
+        let p = plan(
+            &[WebGpu, FastCpu, Cpu],
+            &probe(&["NVIDIA H200 (Vulkan)"], &[]),
+            None,
+        );
+        assert_eq!(kinds(&p), [WebGpu, FastCpu, Cpu]);
+        // The oracle alone is chosen, and says what it is.
+        let p = plan(&[WebGpu, Cpu], &software, None);
+        assert_eq!(kinds(&p), [Cpu]);
+        assert!(
+            p[0].1.contains("oracle") && p[0].1.contains("fast-cpu"),
+            "{}",
+            p[0].1
+        );
+        assert_eq!("fast_cpu".parse::<BackendKind>().unwrap(), FastCpu);
+        assert_eq!("oracle".parse::<BackendKind>().unwrap(), Cpu);
+    }
 
     #[test]
     fn names_parse_back_and_unknown_names_are_errors() {
@@ -470,7 +545,7 @@ mod tests {
         assert_eq!(" wgpu ".parse::<BackendKind>().unwrap(), WebGpu);
         let e = "cuda".parse::<BackendKind>().unwrap_err();
         assert!(matches!(e, BackendError::InvalidArgument(_)), "{e}");
-        assert!(e.to_string().contains("cpu, webgpu, wasm"), "{e}");
+        assert!(e.to_string().contains("fast-cpu, cpu, webgpu, wasm"), "{e}");
     }
 
     #[test]

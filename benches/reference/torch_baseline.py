@@ -86,6 +86,12 @@ def cases():
         if rows == 1 << 14:
             out[f"reduce_sum_{rows}x{cols}_axis0"] = lambda xr=xr: xr.sum(dim=0)
 
+    xr = rand(1 << 14, 4096)
+    gr, br = rand(4096), rand(4096)
+    out["softmax_16384x4096"] = lambda: torch.softmax(xr, dim=1)
+    out["layer_norm_16384x4096"] = lambda: F.layer_norm(xr, (4096,), gr, br, 1e-5)
+    out["rms_norm_16384x4096"] = lambda: F.rms_norm(xr, (4096,), gr, 1e-6)
+
     for e in (24, 26, 28):
         n = 1 << e
         ex, ey, ez = rand(n), rand(n), torch.empty(n, device=dev)

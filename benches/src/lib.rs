@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use backend_api::{
-    BackendResult, BackendTranspose, BinaryOp, ComputeBackend, DType, ReduceOp, UnaryOp,
+    BackendResult, BackendTranspose, BinaryOp, ComputeBackend, DType, ReduceOp, RowOp, UnaryOp,
 };
 
 /// How a case's work is counted.
@@ -59,7 +59,7 @@ type Build = Box<dyn Fn(&dyn ComputeBackend) -> BackendResult<Prepared>>;
 
 /// One benchmark.
 pub struct Case {
-    /// Op family: `gemm`, `batched_gemm`, `conv2d`, `attention`, `reduce`, `unary`,
+    /// Op family: `gemm`, `batched_gemm`, `conv2d`, `attention`, `reduce`, `rows`, `unary`,
     /// `binary`, `copy`, `dispatch`, `latency`.
     pub group: &'static str,
     /// Unique name, the key shared with the PyTorch baseline (e.g. `gemm_nn_4096`).
@@ -228,6 +228,31 @@ fn reduce_case(rows: usize, cols: usize, axis: usize) -> Case {
             Ok(Prepared {
                 buffers: v,
                 run: Box::new(move |b| b.reduce(ReduceOp::Sum, x, y, &[rows, cols], axis)),
+            })
+        }),
+    )
+}
+
+/// A row op over `[rows, cols]` (layer norm with gamma and beta): memory-bound, read
+/// once and written once.
+fn rows_case(op: RowOp, rows: usize, cols: usize) -> Case {
+    let work = Work::Bytes(4.0 * (2 * rows * cols) as f64);
+    let name = format!("{}_{rows}x{cols}", op.name());
+    Case::new(
+        "rows",
+        name,
+        work,
+        Box::new(move |b| {
+            let v = buffers(b, &[rows * cols, rows * cols, cols, cols])?;
+            let (x, y, g, bt) = (v[0], v[1], v[2], v[3]);
+            Ok(Prepared {
+                buffers: v,
+                run: Box::new(move |b| match op {
+                    RowOp::Softmax => b.softmax(x, y, rows, cols),
+                    RowOp::LogSoftmax => b.log_softmax(x, y, rows, cols),
+                    RowOp::LayerNorm => b.layer_norm(x, Some(g), Some(bt), y, rows, cols, 1e-5),
+                    RowOp::RmsNorm => b.rms_norm(x, Some(g), y, rows, cols, 1e-6),
+                }),
             })
         }),
     )
@@ -469,6 +494,11 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
     v.push(reduce_case(rows, cols, 0));
     if full {
         v.push(reduce_case(1 << 12, 1 << 12, 1));
+    }
+    // Row ops at model shapes: attention scores (softmax) and activations (norms).
+    let (r, c) = if full { (1 << 14, 4096) } else { (64, 256) };
+    for op in [RowOp::Softmax, RowOp::LayerNorm, RowOp::RmsNorm] {
+        v.push(rows_case(op, r, c));
     }
 
     let sizes: &[u32] = if full { &[24, 26, 28] } else { &[14] };

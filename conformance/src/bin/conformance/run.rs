@@ -27,7 +27,7 @@ use crate::targets::{self, OpenError, Target};
     conformance --json report.json --markdown report.md\n  \
     conformance --backend cpu --op gemm --replay '<a failure's case JSON>'")]
 pub(crate) struct Args {
-    /// Backends to run: cpu, webgpu (repeatable or comma-separated). Default: every backend
+    /// Backends to run: cpu, fast-cpu, webgpu (repeatable or comma-separated). Default: every backend
     /// compiled in; only webgpu when --adapter is given.
     #[arg(long, value_delimiter = ',', value_name = "NAME")]
     pub(crate) backend: Vec<String>,
@@ -39,8 +39,8 @@ pub(crate) struct Args {
     pub(crate) adapter: Vec<String>,
 
     /// Checks to run (repeatable or comma-separated); default: all. One of: gemm,
-    /// batched_gemm, gemm_ex, conv2d, attention, reduce, unary, binary, copy, cast,
-    /// misuse, ordering, threads.
+    /// batched_gemm, gemm_ex, conv2d, attention, reduce, rows, unary, binary, copy, cast,
+    /// misuse, memory, ordering, threads.
     #[arg(long = "op", value_delimiter = ',', value_name = "CHECK")]
     pub(crate) ops: Vec<String>,
 

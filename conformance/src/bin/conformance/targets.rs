@@ -1,4 +1,5 @@
-//! What to run on: the CPU backend and one target per wgpu adapter.
+//! What to run on: the CPU backends (the oracle, the fast one) and one target per wgpu
+//! adapter.
 
 use backends::backend_webgpu::{self, AdapterSummary, WebGpuBackend, WebGpuOptions};
 use backends::{BackendKind, ComputeBackend};
@@ -156,17 +157,19 @@ pub(crate) fn discover(kinds: Option<&[BackendKind]>, selectors: &[String]) -> D
         Some(k) => k.to_vec(),
         // An adapter selector alone means "this GPU", not "this GPU and the CPU".
         None if !selectors.is_empty() => vec![BackendKind::WebGpu],
-        None => vec![BackendKind::Cpu, BackendKind::WebGpu],
+        None => vec![BackendKind::Cpu, BackendKind::FastCpu, BackendKind::WebGpu],
     };
     let explicit_gpu = explicit_gpu || !selectors.is_empty();
 
-    if kinds.contains(&BackendKind::Cpu) {
-        d.targets.push(Target {
-            kind: BackendKind::Cpu,
-            adapter: None,
-            skip: None,
-            error: None,
-        });
+    for cpu in [BackendKind::Cpu, BackendKind::FastCpu] {
+        if kinds.contains(&cpu) && cpu.is_compiled() {
+            d.targets.push(Target {
+                kind: cpu,
+                adapter: None,
+                skip: None,
+                error: None,
+            });
+        }
     }
     if !kinds.contains(&BackendKind::WebGpu) {
         return d;
