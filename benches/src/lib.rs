@@ -667,6 +667,14 @@ pub fn open(backend: &str, adapter: Option<&str>) -> BackendResult<Opened> {
                 scale: Scale::Small,
             })
         }
+        "fast-cpu" => {
+            let mut b = backend_fast_cpu::FastCpuBackend::new();
+            b.init()?;
+            Ok(Opened {
+                backend: Box::new(b),
+                scale: Scale::Full,
+            })
+        }
         "webgpu" => {
             let env = backend_webgpu::WebGpuOptions::from_env();
             let mut b =
@@ -682,7 +690,7 @@ pub fn open(backend: &str, adapter: Option<&str>) -> BackendResult<Opened> {
             })
         }
         other => Err(backend_api::BackendError::InvalidArgument(format!(
-            "unknown backend {other:?}: use cpu or webgpu"
+            "unknown backend {other:?}: use cpu, fast-cpu or webgpu"
         ))),
     }
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Parser)]
 #[command(about = "Benchmark one backend; compare with a PyTorch baseline")]
 struct Args {
-    /// `cpu` or `webgpu`.
+    /// `cpu`, `fast-cpu` or `webgpu`.
     #[arg(long, default_value = "webgpu")]
     backend: String,
     /// Adapter name or backend substring (webgpu), e.g. `nvidia` or `llvmpipe`.
