@@ -66,11 +66,24 @@ fn backend_cpu_selects_the_cpu() {
 }
 
 #[test]
+fn backend_fast_cpu_selects_it_or_says_it_is_not_compiled_in() {
+    let out = with_backend("fast-cpu");
+    if backends::BackendKind::FastCpu.is_compiled() {
+        assert!(
+            out.contains("SELECTED kind=fast-cpu name=fast-cpu reason=BACKEND=fast-cpu"),
+            "{out}"
+        );
+    } else {
+        assert!(out.contains("not compiled in"), "{out}");
+    }
+}
+
+#[test]
 fn an_unknown_backend_is_an_error_naming_the_choices() {
     let out = with_backend("tpu");
     assert!(
         out.contains(
-            r#"ERROR invalid argument: BACKEND="tpu": expected one of cpu, webgpu, wasm, auto"#
+            r#"ERROR invalid argument: BACKEND="tpu": expected one of fast-cpu, cpu, webgpu, wasm, auto"#
         ),
         "{out}"
     );
