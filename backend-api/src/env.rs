@@ -45,6 +45,22 @@ fn is_on(v: &str) -> bool {
         .any(|on| v.eq_ignore_ascii_case(on))
 }
 
+/// The variable that caps the bytes a CPU backend (the oracle or the fast one) built with
+/// `from_env` may allocate.
+pub const CPU_MEMORY_LIMIT: &str = "CPU_BACKEND_MEMORY_LIMIT";
+
+/// The CPU backends' default cap: half of physical memory where it can be read, else 4 GiB,
+/// so that allocating until refusal ends in `OutOfMemory`, not in the kernel's OOM killer.
+/// Reads `/proc/meminfo` (not the environment).
+pub fn host_memory_limit() -> u64 {
+    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    });
+    total_kib.map_or(4 << 30, |kib| kib * 1024 / 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,7 @@ use backend_api::{
 
 /// Environment variable that caps the bytes a [`CpuBackend::from_env`] (and so
 /// [`CpuBackend::new`]) backend may allocate.
-pub const MEMORY_LIMIT_ENV: &str = "CPU_BACKEND_MEMORY_LIMIT";
+pub const MEMORY_LIMIT_ENV: &str = backend_api::env::CPU_MEMORY_LIMIT;
 
 /// The CPU backend. See the [crate documentation](crate).
 #[derive(Debug)]
@@ -52,19 +52,8 @@ struct State {
 /// variable (that is [`CpuBackend::from_env`]).
 impl Default for CpuBackend {
     fn default() -> Self {
-        Self::with_memory_limit(physical_memory_limit())
+        Self::with_memory_limit(backend_api::env::host_memory_limit())
     }
-}
-
-/// Half of physical memory where it can be read, else 4 GiB: allocating until refusal must
-/// end in `OutOfMemory`, not in the kernel's OOM killer.
-fn physical_memory_limit() -> u64 {
-    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    });
-    total_kib.map_or(4 << 30, |kib| kib * 1024 / 2)
 }
 
 impl CpuBackend {
