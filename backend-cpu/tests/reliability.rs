@@ -20,7 +20,7 @@ use backend_cpu::CpuBackend;
 use conformance::mutant::{Fault, Mutant};
 use conformance::state_machine::{
     self as sm, Options, assert_threads_match, env_u64, in_own_process, run_seed, run_threads,
-    soak, threaded, watchdog,
+    soak, state_machine_seeds, threaded, watchdog,
 };
 
 /// Live allocations the CPU backend may hold in these tests: far above what they use,
@@ -63,29 +63,9 @@ fn state_machine(
     seeds: u64,
 ) {
     watchdog(name, minutes(30), move || {
-        let start = Instant::now();
-        let mut total = sm::Stats::default();
-        for seed in 0..seeds {
-            let b = make();
-            match run_seed(b.as_ref(), seed, &opts) {
-                Ok(s) => total.add(&s),
-                Err(f) => panic!("{f}"),
-            }
-        }
-        eprintln!(
-            "{name}: {seeds} seeds x {} steps in {:.1} s: {total}\n  per op (valid, invalid): {:?}",
-            opts.steps,
-            start.elapsed().as_secs_f64(),
-            total.per_op
-        );
-        assert!(
-            total.valid > total.steps / 4,
-            "too few valid calls: {total}"
-        );
-        assert!(
-            total.invalid > total.steps / 10,
-            "too few invalid calls: {total}"
-        );
+        let total = state_machine_seeds(name, seeds, &opts, |seed| {
+            run_seed(make().as_ref(), seed, &opts)
+        });
         assert!(
             total.out_of_memory > 0 || cfg!(miri),
             "no absurd allocation was tried"

@@ -4,12 +4,13 @@
 //! so a deadlock fails instead of hanging. `RELIABILITY_STEPS`, `RELIABILITY_SEEDS` and
 //! `RELIABILITY_THREADS` size them.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backend_api::{BackendError, ComputeBackend, MemoryInfo};
 use backend_fast_cpu::FastCpuBackend;
 use conformance::state_machine::{
-    self as sm, Options, assert_threads_match, env_u64, run_seed, threaded, watchdog,
+    self as sm, Options, assert_threads_match, env_u64, run_seed, state_machine_seeds, threaded,
+    watchdog,
 };
 
 const LIMIT: u64 = 256 << 20;
@@ -32,26 +33,9 @@ fn state_machine() {
     };
     let seeds = env_u64("RELIABILITY_SEEDS", 4);
     watchdog("fast-cpu state machine", minutes(20), move || {
-        let start = Instant::now();
-        let mut total = sm::Stats::default();
-        for seed in 0..seeds {
-            let b = fast();
-            total.add(&run_seed(&b, seed, &opts).unwrap_or_else(|f| panic!("{f}")));
-        }
-        eprintln!(
-            "fast-cpu state machine: {seeds} seeds x {} steps in {:.1} s: {total}\n  per op (valid, invalid): {:?}",
-            opts.steps,
-            start.elapsed().as_secs_f64(),
-            total.per_op
-        );
-        assert!(
-            total.valid > total.steps / 4,
-            "too few valid calls: {total}"
-        );
-        assert!(
-            total.invalid > total.steps / 10,
-            "too few invalid calls: {total}"
-        );
+        let total = state_machine_seeds("fast-cpu state machine", seeds, &opts, |seed| {
+            run_seed(&fast(), seed, &opts)
+        });
         assert!(total.values_approx > 0 && total.bytes_exact > 0, "{total}");
         assert!(total.out_of_memory > 0, "no absurd allocation was tried");
     });

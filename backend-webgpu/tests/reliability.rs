@@ -18,8 +18,8 @@ use backend_api::{
 };
 use backend_webgpu::{WebGpuBackend, WebGpuOptions};
 use conformance::state_machine::{
-    self as sm, Options, assert_threads_match, env_u64, in_own_process, run_seed, soak, threaded,
-    watchdog,
+    self as sm, Options, assert_threads_match, env_u64, in_own_process, run_seed, soak,
+    state_machine_seeds, threaded, watchdog,
 };
 
 /// Device memory these tests may hold (lavapipe's device memory is host memory).
@@ -58,25 +58,10 @@ fn state_machine() {
     };
     let seeds = env_u64("RELIABILITY_SEEDS", 4);
     watchdog("webgpu state machine", minutes(30), move || {
-        let start = Instant::now();
-        let mut total = sm::Stats::default();
         // One backend for every seed: each run ends with everything freed and
         // memory_info at zero, which the next run checks again from scratch.
-        for seed in 0..seeds {
-            let s = run_seed(&b, seed, &opts).unwrap_or_else(|f| panic!("{f}"));
-            total.add(&s);
-        }
-        eprintln!(
-            "{}: state machine, {seeds} seeds x {} steps in {:.1} s: {total}\n  per op (valid, invalid): {:?}",
-            b.name(),
-            opts.steps,
-            start.elapsed().as_secs_f64(),
-            total.per_op
-        );
-        assert!(
-            total.valid > total.steps / 4,
-            "too few valid calls: {total}"
-        );
+        let name = format!("{}: state machine", b.name());
+        let total = state_machine_seeds(&name, seeds, &opts, |seed| run_seed(&b, seed, &opts));
         assert!(total.values_approx > 0 && total.bytes_exact > 0, "{total}");
         assert!(b.is_usable());
     });

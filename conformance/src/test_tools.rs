@@ -52,6 +52,39 @@ pub fn watchdog<T: Send + 'static>(
     }
 }
 
+/// Runs the state machine for seeds `0..seeds` (`run` runs one: on a fresh backend or a
+/// shared one), prints the totals under `name`, and checks the mix the generator is meant
+/// to give: over a quarter of the calls valid, over a tenth invalid. Panics with the
+/// first failure. Returns the totals for the caller's own checks.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn state_machine_seeds(
+    name: &str,
+    seeds: u64,
+    opts: &Options,
+    mut run: impl FnMut(u64) -> Result<Stats, Box<MachineFailure>>,
+) -> Stats {
+    let start = std::time::Instant::now();
+    let mut total = Stats::default();
+    for seed in 0..seeds {
+        total.add(&run(seed).unwrap_or_else(|f| panic!("{f}")));
+    }
+    eprintln!(
+        "{name}: {seeds} seeds x {} steps in {:.1} s: {total}\n  per op (valid, invalid): {:?}",
+        opts.steps,
+        start.elapsed().as_secs_f64(),
+        total.per_op
+    );
+    assert!(
+        total.valid > total.steps / 4,
+        "{name}: too few valid calls: {total}"
+    );
+    assert!(
+        total.invalid > total.steps / 10,
+        "{name}: too few invalid calls: {total}"
+    );
+    total
+}
+
 /// Options for machines that share one backend across threads: no made-up pointers
 /// that could hit another thread's allocation, no global memory counts, every
 /// allocation filled at once (so results do not depend on what another thread left in

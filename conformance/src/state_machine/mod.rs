@@ -56,5 +56,5 @@ pub use stats::{MachineFailure, Stats};
 
 pub use crate::test_tools::{
     SoakReport, assert_threads_match, assert_works_when_full, env_u64, in_own_process, rss_kib,
-    run_threads, same_results, soak, threaded, watchdog,
+    run_threads, same_results, soak, state_machine_seeds, threaded, watchdog,
 };
