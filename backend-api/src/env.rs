@@ -49,6 +49,13 @@ fn is_on(v: &str) -> bool {
 /// `from_env` may allocate.
 pub const CPU_MEMORY_LIMIT: &str = "CPU_BACKEND_MEMORY_LIMIT";
 
+/// The cap a CPU backend built with `from_env` gets: [`CPU_MEMORY_LIMIT`] where it is set
+/// (read first, so Miri's isolation never sees `/proc` when it is), else
+/// [`host_memory_limit`].
+pub fn cpu_memory_limit() -> u64 {
+    parse(CPU_MEMORY_LIMIT).unwrap_or_else(host_memory_limit)
+}
+
 /// The CPU backends' default cap: half of physical memory where it can be read, else 4 GiB,
 /// so that allocating until refusal ends in `OutOfMemory`, not in the kernel's OOM killer.
 /// Reads `/proc/meminfo` (not the environment).

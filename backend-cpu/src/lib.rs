@@ -65,12 +65,7 @@ impl CpuBackend {
     /// An uninitialised backend whose allocations may total at most the value of
     /// `CPU_BACKEND_MEMORY_LIMIT` (bytes) or, without it, half of physical memory.
     pub fn from_env() -> Self {
-        // The limit from the environment first: without it, physical memory is read
-        // (which Miri's isolation warns about).
-        match backend_api::env::parse(MEMORY_LIMIT_ENV) {
-            Some(limit) => Self::with_memory_limit(limit),
-            None => Self::default(),
-        }
+        Self::with_memory_limit(backend_api::env::cpu_memory_limit())
     }
 
     /// This backend with the limit of `CPU_BACKEND_MEMORY_LIMIT` where it is set.

@@ -84,10 +84,7 @@ impl FastCpuBackend {
     /// An uninitialised backend whose allocations may total at most the value of
     /// `CPU_BACKEND_MEMORY_LIMIT` (bytes) or, without it, half of physical memory.
     pub fn from_env() -> Self {
-        match backend_api::env::parse(MEMORY_LIMIT_ENV) {
-            Some(limit) => Self::with_memory_limit(limit),
-            None => Self::default(),
-        }
+        Self::with_memory_limit(backend_api::env::cpu_memory_limit())
     }
 
     /// An uninitialised backend whose live allocations may total at most `bytes`.
