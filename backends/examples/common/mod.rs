@@ -254,10 +254,7 @@ pub(crate) fn plan_and_run<W: ?Sized>(
     graph: Graph<W>,
     w: &W,
 ) -> BackendResult<PlanReport> {
-    let mut rec = Arena::new(b);
-    let unplanned = graph(&mut rec, w)?;
-    let plan = rec.plan()?;
-    drop(rec);
+    let (unplanned, plan) = record(b, graph, w)?;
     let planned = run_planned(b, graph, w, &plan)?;
     Ok(PlanReport {
         sum: plan.bytes.iter().sum(),
@@ -278,10 +275,20 @@ pub(crate) fn cached_plan<W: ?Sized>(
     if let Some(plan) = cell.get() {
         return Ok(plan);
     }
-    let mut rec = Arena::new(b);
-    graph(&mut rec, w)?;
-    let plan = rec.plan()?;
+    let (_, plan) = record(b, graph, w)?;
     Ok(cell.get_or_init(|| plan))
+}
+
+/// One run of `graph` in a recording arena (an allocation per activation, freed when the
+/// run ends): its output and the plan of its activations.
+fn record<W: ?Sized>(
+    b: &dyn ComputeBackend,
+    graph: Graph<W>,
+    w: &W,
+) -> BackendResult<(Vec<f32>, ArenaPlan)> {
+    let mut rec = Arena::new(b);
+    let out = graph(&mut rec, w)?;
+    Ok((out, rec.plan()?))
 }
 
 /// One run of `graph` with its activations in a planned arena.
