@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use crate::{BackendError, BackendResult, invalid};
+use crate::{BackendResult, invalid};
 
 /// Alignment of every address [`AddressSpace::insert`] hands out.
 pub const ALLOC_ALIGN: u64 = 256;
@@ -115,6 +115,10 @@ struct Alias {
 /// generic message (so that 10^5 frame resets do not grow the host's memory).
 const RETIRED_KEPT: usize = 1 << 14;
 
+/// How many freed allocations are remembered, so that a use after free says so; older
+/// ones still fail, as "not inside any live allocation".
+const FREED_KEPT: usize = 1 << 14;
+
 /// Hands out non-overlapping, 256-byte-aligned, never-reused address ranges and resolves
 /// pointers into them. `H` is the backend's handle to the memory behind an allocation.
 ///
@@ -135,6 +139,9 @@ pub struct AddressSpace<H> {
     /// Recently retired aliases: start to (length, why).
     retired: BTreeMap<u64, (u64, Retired)>,
     retired_order: VecDeque<u64>,
+    /// Recently freed allocations: start to size.
+    freed: BTreeMap<u64, u64>,
+    freed_order: VecDeque<u64>,
 }
 
 impl<H> Default for AddressSpace<H> {
@@ -154,6 +161,8 @@ impl<H> AddressSpace<H> {
             children: HashMap::new(),
             retired: BTreeMap::new(),
             retired_order: VecDeque::new(),
+            freed: BTreeMap::new(),
+            freed_order: VecDeque::new(),
         }
     }
 
@@ -164,12 +173,16 @@ impl<H> AddressSpace<H> {
         let span = size
             .checked_add(skew + ALLOC_ALIGN - 1)
             .map(|s| s / ALLOC_ALIGN * ALLOC_ALIGN)
-            .and_then(|s| s.checked_add(GUARD))
-            .ok_or(BackendError::OutOfMemory)?;
-        self.next = self
-            .next
-            .checked_add(span)
-            .ok_or(BackendError::OutOfMemory)?;
+            .and_then(|s| s.checked_add(GUARD));
+        let exhausted = || {
+            crate::oom!(
+                "{}: the 64-bit device address space has no room left",
+                crate::fmt_bytes(size)
+            )
+        };
+        self.next = span
+            .and_then(|span| self.next.checked_add(span))
+            .ok_or_else(exhausted)?;
         Ok(start)
     }
 
@@ -256,6 +269,17 @@ impl<H> AddressSpace<H> {
         })
     }
 
+    /// "... was freed" when `ptr` lies in a recently freed allocation.
+    fn freed(&self, ptr: u64) -> Option<String> {
+        let (&start, &size) = self.freed.range(..=ptr).next_back()?;
+        (ptr - start <= size).then(|| {
+            format!(
+                "{ptr:#x} points into the allocation {} that was freed (use after free)",
+                fmt_range(start, size)
+            )
+        })
+    }
+
     /// The allocation and byte offset that `operand` names, through an alias or not.
     fn locate(&self, op: &str, operand: &Operand) -> BackendResult<(u64, u64)> {
         let Operand { name, ptr, bytes } = *operand;
@@ -274,6 +298,9 @@ impl<H> AddressSpace<H> {
         let Some((base, a)) = self.containing(ptr) else {
             if let Some(stale) = self.stale(ptr) {
                 return Err(invalid!("{op}: operand {name} range {range}: {stale}"));
+            }
+            if let Some(freed) = self.freed(ptr) {
+                return Err(invalid!("{op}: operand {name} range {range}: {freed}"));
             }
             return Err(invalid!(
                 "{op}: operand {name} range {range} ({bytes} bytes) is not inside any live allocation"
@@ -355,6 +382,10 @@ impl<H> AddressSpace<H> {
                 fmt_range(base, a.size),
                 ptr - base
             ),
+            None if self.freed.contains_key(&ptr) => invalid!(
+                "free: {ptr:#x} was already freed (double free of the allocation {})",
+                fmt_range(ptr, self.freed[&ptr])
+            ),
             None => invalid!(
                 "free: {ptr:#x} is not a live allocation (never allocated, or already freed)"
             ),
@@ -373,6 +404,12 @@ impl<H> AddressSpace<H> {
         self.retire_tree(ptr, Retired::ParentRetired);
         let a = self.live.remove(&ptr).expect("checked above");
         self.allocated_bytes -= a.size;
+        self.freed.insert(ptr, a.size);
+        self.freed_order.push_back(ptr);
+        if self.freed_order.len() > FREED_KEPT {
+            let oldest = self.freed_order.pop_front().expect("non-empty");
+            self.freed.remove(&oldest);
+        }
         Ok(Some(a))
     }
 
@@ -500,19 +537,22 @@ mod tests {
         s.remove(p).unwrap();
         assert_eq!(s.allocated_bytes(), 0);
         let e = s.remove(p).unwrap_err();
-        assert!(e.to_string().contains("already freed"), "{e}");
-        // A stale pointer into freed memory is not silently resolved.
-        assert!(s.resolve("t", &op("x", p, 4)).is_err());
+        assert!(e.to_string().contains("double free"), "{e}");
+        // A pointer into freed memory is not silently resolved, and the error says why.
+        let e = s.resolve("t", &op("x", p + 8, 4)).unwrap_err().to_string();
+        assert!(e.contains("that was freed (use after free)"), "{e}");
+        assert!(e.contains(&fmt_range(p, 512)), "{e}");
+        // Never allocated: no such claim.
+        let e = s.resolve("t", &op("x", 0xdead_0000, 4)).unwrap_err().to_string();
+        assert!(e.contains("not inside any live allocation"), "{e}");
     }
 
     #[test]
     fn absurd_sizes_do_not_overflow() {
         let mut s = AddressSpace::<()>::new();
-        assert_eq!(s.insert(u64::MAX, ()), Err(BackendError::OutOfMemory));
-        assert_eq!(
-            s.insert(u64::MAX - 1000, ()),
-            Err(BackendError::OutOfMemory)
-        );
+        assert!(s.insert(u64::MAX, ()).unwrap_err().is_out_of_memory());
+        let e = s.insert(u64::MAX - 1000, ()).unwrap_err();
+        assert!(e.to_string().contains("address space has no room"), "{e}");
         // Still usable afterwards.
         s.insert(8, ()).unwrap();
     }
@@ -595,6 +635,15 @@ mod tests {
             s.retire(a, Retired::FrameReset).unwrap();
         }
         assert!(s.retired.len() <= RETIRED_KEPT && s.children.values().all(Vec::is_empty));
+        let freed_first = s.insert(8, ()).unwrap();
+        s.remove(freed_first).unwrap();
+        for _ in 0..FREED_KEPT + 10 {
+            let q = s.insert(8, ()).unwrap();
+            s.remove(q).unwrap();
+        }
+        assert!(s.freed.len() <= FREED_KEPT && s.freed_order.len() <= FREED_KEPT);
+        let e = s.resolve("t", &op("x", freed_first, 4)).unwrap_err();
+        assert!(e.to_string().contains("not inside any live allocation"), "{e}");
         // The oldest still fails, with the generic message.
         let e = s.resolve("t", &op("x", first, 4)).unwrap_err();
         assert!(

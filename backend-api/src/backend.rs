@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::row_major::RowMajor;
 use crate::{
     BackendError, BackendResult, BackendTranspose, BinaryOp, DType, MemoryInfo, ReduceOp, Retired,
     UnaryOp,
@@ -458,6 +459,158 @@ pub trait ComputeBackendExt: ComputeBackend {
                 .await?;
             Ok(out)
         }
+    }
+
+    /// Row-major `C = alpha * op(A) * op(B) + beta * C`, as `cblas_sgemm(CblasRowMajor, ..)`
+    /// states it: `op(A)` is `m x k` (A stored `m x k`, or `k x m` when `trans_a`), `op(B)`
+    /// is `k x n`, C is `m x n`; each leading dimension is at least the columns of its
+    /// matrix as stored. Runs as one column-major [`gemm`](ComputeBackend::gemm) with the
+    /// operands swapped ([`crate::row_major`]); errors name `a`, `b`, `c`, `lda`, `ldb`,
+    /// `ldc` as passed here.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_row_major(
+        &self,
+        trans_a: BackendTranspose,
+        trans_b: BackendTranspose,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f64,
+        a: u64,
+        lda: usize,
+        b: u64,
+        ldb: usize,
+        beta: f64,
+        c: u64,
+        ldc: usize,
+    ) -> BackendResult<()> {
+        RowMajor {
+            op: "gemm_row_major",
+            trans_a,
+            trans_b,
+            m,
+            n,
+            k,
+            lda,
+            ldb,
+            ldc,
+            strides: (0, 0, 0),
+            batch: 1,
+        }
+        .run(self, alpha, a, b, beta, c)
+    }
+
+    /// `C[m x n] = A[m x k] * B[k x n]`, all contiguous and row-major (numpy's `a @ b`).
+    ///
+    /// ```
+    /// # use backend_api::{BackendResult, Buffer, ComputeBackend, ComputeBackendExt};
+    /// fn matmul(be: &dyn ComputeBackend) -> BackendResult<Vec<f32>> {
+    ///     let a = Buffer::from_slice(be, &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0])?; // 2 x 3
+    ///     let b = Buffer::from_slice(be, &[1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0])?; // 3 x 2
+    ///     let c = Buffer::<f32>::uninit(be, 4)?;
+    ///     be.matmul_row_major(2, 3, 2, a.ptr(), b.ptr(), c.ptr())?;
+    ///     c.read() // [4, 5, 10, 11]
+    /// }
+    /// ```
+    fn matmul_row_major(
+        &self,
+        m: usize,
+        k: usize,
+        n: usize,
+        a: u64,
+        b: u64,
+        c: u64,
+    ) -> BackendResult<()> {
+        RowMajor {
+            op: "matmul_row_major",
+            trans_a: BackendTranspose::NoTrans,
+            trans_b: BackendTranspose::NoTrans,
+            m,
+            n,
+            k,
+            lda: k,
+            ldb: n,
+            ldc: n,
+            strides: (0, 0, 0),
+            batch: 1,
+        }
+        .run(self, 1.0, a, b, 0.0, c)
+    }
+
+    /// `y[m x n] = x[m x k] * w^T` with `w` stored `n x k` (a PyTorch `Linear` weight),
+    /// all contiguous and row-major. Errors name `x` as `a` and `w` as `b`.
+    fn linear_row_major(
+        &self,
+        m: usize,
+        k: usize,
+        n: usize,
+        x: u64,
+        w: u64,
+        y: u64,
+    ) -> BackendResult<()> {
+        RowMajor {
+            op: "linear_row_major",
+            trans_a: BackendTranspose::NoTrans,
+            trans_b: BackendTranspose::Trans,
+            m,
+            n,
+            k,
+            lda: k,
+            ldb: k,
+            ldc: n,
+            strides: (0, 0, 0),
+            batch: 1,
+        }
+        .run(self, 1.0, x, w, 0.0, y)
+    }
+
+    /// `batch` products `C_i[m x n] = A_i[m x k] * B_i[k x n]`, contiguous row-major, with
+    /// `A_i` at `a + 4 * i * stride_a` (likewise B, C; strides in elements, 0 shares A or
+    /// B). C strides smaller than `m * n` overlap and are refused.
+    #[allow(clippy::too_many_arguments)]
+    fn batched_matmul_row_major(
+        &self,
+        batch: usize,
+        m: usize,
+        k: usize,
+        n: usize,
+        a: u64,
+        stride_a: usize,
+        b: u64,
+        stride_b: usize,
+        c: u64,
+        stride_c: usize,
+    ) -> BackendResult<()> {
+        RowMajor {
+            op: "batched_matmul_row_major",
+            trans_a: BackendTranspose::NoTrans,
+            trans_b: BackendTranspose::NoTrans,
+            m,
+            n,
+            k,
+            lda: k,
+            ldb: n,
+            ldc: n,
+            strides: (stride_a, stride_b, stride_c),
+            batch,
+        }
+        .run(self, 1.0, a, b, 0.0, c)
+    }
+
+    /// A [`Buffer`](crate::Buffer) holding a copy of `src`, freed when dropped.
+    fn buffer_from<T: crate::memory::Element>(
+        &self,
+        src: &[T],
+    ) -> BackendResult<crate::Buffer<'_, T, Self>> {
+        crate::Buffer::from_slice(self, src)
+    }
+
+    /// A zeroed [`Buffer`](crate::Buffer) of `len` elements, freed when dropped.
+    fn buffer_zeros<T: crate::memory::Element>(
+        &self,
+        len: usize,
+    ) -> BackendResult<crate::Buffer<'_, T, Self>> {
+        crate::Buffer::zeros(self, len)
     }
 
     /// Allocates room for `src` and copies it there.

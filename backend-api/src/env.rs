@@ -1,14 +1,18 @@
 //! The one way this workspace reads its environment variables.
 //!
 //! Every variable follows the same rules: the value is trimmed, and an empty value counts
-//! as unset. A number that does not parse is ignored with a warning on stderr (a typo in
-//! a tuning knob should be visible, not silently become the default). A switch is on for
+//! as unset. A value that does not parse is refused: [`parse`] returns `InvalidArgument`
+//! naming the variable, the value and what was expected, and the constructors that read it
+//! hand that error on (the backends' `new()` stays infallible and `init()` returns it), so
+//! a typo never silently becomes the default. A switch is on for
 //! `1`, `true`, `yes` or `on` (any case) and off otherwise. Constructors never read the
 //! environment behind an explicit option: `Default` is pure, and the `from_env()` /
 //! `with_env()` constructors of each crate's options are where the variables apply. The
 //! table of every variable, with what it does, is in `docs/USAGE.md`.
 
 use std::str::FromStr;
+
+use crate::BackendResult;
 
 /// The trimmed value of `name`, or `None` when it is unset, empty or not Unicode.
 pub fn var(name: &str) -> Option<String> {
@@ -17,19 +21,32 @@ pub fn var(name: &str) -> Option<String> {
     (!v.is_empty()).then(|| v.to_string())
 }
 
-/// `name` parsed as a `T`; `None` when unset, and `None` with a warning when it does not
-/// parse.
-pub fn parse<T: FromStr>(name: &str) -> Option<T> {
-    let v = var(name)?;
-    match v.parse() {
-        Ok(x) => Some(x),
-        Err(_) => {
-            eprintln!(
-                "warning: ignoring {name}={v:?}: expected a {}",
-                std::any::type_name::<T>()
-            );
-            None
+/// `name` parsed as a `T`: `Ok(None)` when unset, `InvalidArgument` naming the variable,
+/// its value and the type expected when it does not parse.
+pub fn parse<T: FromStr>(name: &str) -> BackendResult<Option<T>> {
+    var(name).map(|v| parse_value(name, &v)).transpose()
+}
+
+/// The parsing rule of [`parse`], on a value.
+fn parse_value<T: FromStr>(name: &str, v: &str) -> BackendResult<T> {
+    v.parse().map_err(|_| {
+        crate::invalid!(
+            "environment variable {name}={v:?}: expected {}; unset it or fix the value",
+            expected::<T>()
+        )
+    })
+}
+
+/// What a `T` looks like, for [`parse`]'s error.
+fn expected<T>() -> String {
+    let name = std::any::type_name::<T>();
+    match name {
+        "u8" | "u16" | "u32" | "u64" | "usize" => {
+            format!("an unsigned integer ({name}), e.g. 1073741824")
         }
+        "i8" | "i16" | "i32" | "i64" | "isize" => format!("an integer ({name})"),
+        "f32" | "f64" => format!("a number ({name})"),
+        _ => format!("a {name}"),
     }
 }
 
@@ -51,9 +68,10 @@ pub const CPU_MEMORY_LIMIT: &str = "CPU_BACKEND_MEMORY_LIMIT";
 
 /// The cap a CPU backend built with `from_env` gets: [`CPU_MEMORY_LIMIT`] where it is set
 /// (read first, so Miri's isolation never sees `/proc` when it is), else
-/// [`host_memory_limit`].
-pub fn cpu_memory_limit() -> u64 {
-    parse(CPU_MEMORY_LIMIT).unwrap_or_else(host_memory_limit)
+/// [`host_memory_limit`]; `InvalidArgument` when it is set to something other than a
+/// byte count.
+pub fn cpu_memory_limit() -> BackendResult<u64> {
+    Ok(parse(CPU_MEMORY_LIMIT)?.unwrap_or_else(host_memory_limit))
 }
 
 /// The CPU backends' default cap: half of physical memory where it can be read, else 4 GiB,
@@ -85,7 +103,7 @@ mod tests {
     #[test]
     fn unset_variables_read_as_none() {
         assert_eq!(var("BACKEND_API_TEST_SURELY_UNSET_VARIABLE"), None);
-        assert_eq!(parse::<u64>("BACKEND_API_TEST_SURELY_UNSET_VARIABLE"), None);
+        assert_eq!(parse::<u64>("BACKEND_API_TEST_SURELY_UNSET_VARIABLE"), Ok(None));
         assert!(!flag("BACKEND_API_TEST_SURELY_UNSET_VARIABLE"));
     }
 
@@ -94,6 +112,20 @@ mod tests {
     fn set_variables_are_trimmed_and_parsed() {
         // PATH is set in every test environment and is not a number.
         assert!(var("PATH").is_some());
-        assert_eq!(parse::<u64>("PATH"), None);
+        let e = parse::<u64>("PATH").unwrap_err();
+        assert!(e.is_invalid_argument());
+        assert!(e.to_string().contains("PATH=") && e.to_string().contains("u64"), "{e}");
+    }
+
+    #[test]
+    fn values_that_do_not_parse_are_refused_with_what_was_expected() {
+        assert_eq!(parse_value::<u64>("X", "42"), Ok(42));
+        let e = parse_value::<u64>("CPU_BACKEND_MEMORY_LIMIT", "abc").unwrap_err();
+        let m = e.to_string();
+        assert!(e.is_invalid_argument(), "{m}");
+        assert!(m.contains("CPU_BACKEND_MEMORY_LIMIT=\"abc\""), "{m}");
+        assert!(m.contains("unsigned integer"), "{m}");
+        assert!(parse_value::<u32>("X", "-1").is_err());
+        assert!(parse_value::<u64>("X", "1e9").is_err());
     }
 }

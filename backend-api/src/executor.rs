@@ -59,7 +59,7 @@ use crate::{
 /// #   fn run_reduce(&self, _: backend_api::ReduceOp, _: &backend_api::validate::ReducePlan) -> BackendResult<()> { unimplemented!() }
 /// #   fn run_binary(&self, _: backend_api::BinaryOp, _: &backend_api::validate::BinaryPlan) -> BackendResult<()> { unimplemented!() }
 /// #   fn run_synchronize(&self) -> BackendResult<()> { Ok(()) }
-/// #   fn run_alloc(&self, _: usize) -> BackendResult<u64> { Err(BackendError::OutOfMemory) }
+/// #   fn run_alloc(&self, _: usize) -> BackendResult<u64> { Err(BackendError::OutOfMemory("none".into())) }
 /// #   fn run_free(&self, _: u64) -> BackendResult<()> { unimplemented!() }
 /// #   fn run_copy_htod(&self, _: &backend_api::validate::HostCopyPlan, _: &[u8]) -> BackendResult<()> { unimplemented!() }
 /// #   fn run_copy_dtoh(&self, _: &mut [u8], _: &backend_api::validate::HostCopyPlan) -> BackendResult<()> { unimplemented!() }

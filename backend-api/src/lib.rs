@@ -2,14 +2,17 @@
 
 mod address;
 mod backend;
+mod buffer;
 pub mod env;
 mod error;
 pub mod executor;
 pub mod memory;
+pub mod row_major;
 mod types;
 pub mod validate;
 
 pub use address::{ALLOC_ALIGN, AddressSpace, Allocation, Operand, Resolved, Retired, fmt_range};
 pub use backend::{BackendFuture, ComputeBackend, ComputeBackendExt};
-pub use error::{BackendError, BackendResult};
+pub use buffer::Buffer;
+pub use error::{BackendError, BackendResult, fmt_bytes};
 pub use types::{BackendTranspose, BinaryOp, DType, MemoryInfo, ReduceOp, RowOp, UnaryOp};

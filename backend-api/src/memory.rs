@@ -33,7 +33,7 @@ use std::marker::PhantomData;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{BackendError, BackendResult, ComputeBackend, ComputeBackendExt, Retired, invalid};
+use crate::{BackendResult, ComputeBackend, ComputeBackendExt, Retired, invalid};
 
 /// The backend a slice or arena works on (`Debug` prints its name).
 #[derive(Clone, Copy)]
@@ -401,7 +401,11 @@ impl<'b> Arena<'b> {
         // Offsets are aligned relative to the backing allocation, which is 256-aligned.
         let start = used.next_multiple_of(align);
         if start > self.capacity || bytes > self.capacity - start {
-            return Err(BackendError::OutOfMemory);
+            return Err(crate::oom!(
+                "arena alloc: {} at offset {start} do not fit the arena's {} ({used} bytes used); arenas never grow",
+                crate::fmt_bytes(bytes as u64),
+                crate::fmt_bytes(self.capacity as u64)
+            ));
         }
         let ptr = self.backend.alias(root + start as u64, bytes)?;
         st.1 = start + bytes;

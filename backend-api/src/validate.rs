@@ -58,14 +58,24 @@ fn required(op: &str, name: &'static str, ptr: u64, elems: u64) -> BackendResult
     Ok(operand(op, name, ptr, elems, DType::F32)?.expect("caller checked elems > 0"))
 }
 
+/// An operand as overlap errors name it: its role, then its name where that says more
+/// ("output C", "input b", but "input", not "input input").
+fn in_role(role: &str, operand: &Operand) -> String {
+    if operand.name == role {
+        role.to_string()
+    } else {
+        format!("{role} {}", operand.name)
+    }
+}
+
 /// Rejects an output that shares bytes with an input.
 fn disjoint(op: &str, output: &Operand, input: Option<&Operand>) -> BackendResult<()> {
     match input {
         Some(i) if output.overlaps(i) => Err(invalid!(
-            "{op}: output {} range {} overlaps input {} range {}; outputs must not alias inputs",
-            output.name,
+            "{op}: {} range {} overlaps {} range {}; outputs must not alias inputs",
+            in_role("output", output),
             fmt_range(output.ptr, output.bytes),
-            i.name,
+            in_role("input", i),
             fmt_range(i.ptr, i.bytes)
         )),
         _ => Ok(()),
@@ -700,9 +710,10 @@ impl UnaryPlan {
 fn same_or_disjoint(op: &str, output: &Operand, input: &Operand) -> BackendResult<()> {
     if output.overlaps(input) && !output.same_range(input) {
         return Err(invalid!(
-            "{op}: output range {} partially overlaps input {} range {}; an output may only alias an input exactly",
+            "{op}: {} range {} partially overlaps {} range {}; an output may only alias an input exactly",
+            in_role("output", output),
             fmt_range(output.ptr, output.bytes),
-            input.name,
+            in_role("input", input),
             fmt_range(input.ptr, input.bytes)
         ));
     }
@@ -1311,6 +1322,10 @@ mod tests {
         binary(0x1000, 0x1000, 0x1000, 8).unwrap();
         binary(0x1000, 0x1010, 0x2000, 8).unwrap(); // inputs may overlap each other
         assert!(err(binary(0x1000, 0x2000, 0x2004, 8)).contains("partially overlaps input b"));
+        // Role and name are not repeated when they are the same word.
+        let m = err(unary(0x1000, 0x1004, 8));
+        assert!(m.contains("unary: output range") && m.contains("overlaps input range"), "{m}");
+        assert!(!m.contains("input input") && !m.contains("output output"), "{m}");
     }
 
     #[test]

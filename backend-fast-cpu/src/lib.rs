@@ -60,6 +60,8 @@ pub const MEMORY_LIMIT_ENV: &str = backend_api::env::CPU_MEMORY_LIMIT;
 pub struct FastCpuBackend {
     state: Option<Mutex<State>>,
     memory_limit: u64,
+    /// A bad `CPU_BACKEND_MEMORY_LIMIT` seen by `from_env`: `init` returns it.
+    config_error: Option<BackendError>,
 }
 
 #[derive(Debug, Default)]
@@ -83,8 +85,17 @@ impl FastCpuBackend {
 
     /// An uninitialised backend whose allocations may total at most the value of
     /// `CPU_BACKEND_MEMORY_LIMIT` (bytes) or, without it, half of physical memory.
+    ///
+    /// A value that is not a byte count is refused: [`init`](ComputeBackend::init) returns
+    /// the `InvalidArgument` that names it.
     pub fn from_env() -> Self {
-        Self::with_memory_limit(backend_api::env::cpu_memory_limit())
+        match backend_api::env::cpu_memory_limit() {
+            Ok(limit) => Self::with_memory_limit(limit),
+            Err(e) => Self {
+                config_error: Some(e),
+                ..Self::default()
+            },
+        }
     }
 
     /// An uninitialised backend whose live allocations may total at most `bytes`.
@@ -92,6 +103,7 @@ impl FastCpuBackend {
         Self {
             state: None,
             memory_limit: bytes,
+            config_error: None,
         }
     }
 
@@ -249,6 +261,9 @@ impl Executor for FastCpuBackend {
     }
 
     fn run_init(&mut self) -> BackendResult<()> {
+        if let Some(e) = &self.config_error {
+            return Err(e.clone());
+        }
         if self.state.is_none() {
             self.state = Some(Mutex::new(State::default()));
         }
@@ -351,13 +366,25 @@ impl Executor for FastCpuBackend {
     fn run_alloc(&self, bytes: usize) -> BackendResult<u64> {
         let mut s = self.state()?;
         let bytes64 = bytes as u64;
-        if bytes64 > self.memory_limit.saturating_sub(s.space.allocated_bytes()) {
-            return Err(BackendError::OutOfMemory);
+        let held = s.space.allocated_bytes();
+        if bytes64 > self.memory_limit.saturating_sub(held) {
+            return Err(backend_api::oom!(
+                "alloc: {} asked with {} of the {} limit already allocated (the limit: {}, or half of physical memory)",
+                backend_api::fmt_bytes(bytes64),
+                backend_api::fmt_bytes(held),
+                backend_api::fmt_bytes(self.memory_limit),
+                backend_api::env::CPU_MEMORY_LIMIT
+            ));
         }
         let words = bytes.div_ceil(4);
         let mut mem = Vec::new();
         mem.try_reserve_exact(words)
-            .map_err(|_| BackendError::OutOfMemory)?;
+            .map_err(|_| {
+                backend_api::oom!(
+                    "alloc: the host refused {}",
+                    backend_api::fmt_bytes(bytes64)
+                )
+            })?;
         mem.resize(words, 0u32);
         s.space.insert(bytes64, mem)
     }

@@ -120,7 +120,10 @@ impl WasmBackend {
     /// [`init_from_canvas`](Self::init_from_canvas) /
     /// [`init_without_canvas`](Self::init_without_canvas).
     pub fn new() -> Self {
-        Self::with_options(WebGpuOptions::from_env())
+        Self {
+            inner: WebGpuBackend::new(),
+            ..Self::default()
+        }
     }
 
     /// An uninitialised backend with explicit adapter options (in a browser the browser

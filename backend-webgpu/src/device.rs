@@ -85,14 +85,15 @@ impl WebGpuOptions {
     }
 
     /// The defaults with the environment applied ([`with_env`](Self::with_env)).
-    pub fn from_env() -> Self {
+    pub fn from_env() -> BackendResult<Self> {
         Self::default().with_env()
     }
 
     /// These options with every variable that is set applied over them:
     /// `BACKEND_ADAPTER`, `BACKEND_TENSOR_CORES`, `BACKEND_GEMM_NARROW_BELOW`,
-    /// `BACKEND_READBACK_SPIN_US` (the rules: [`backend_api::env`]).
-    pub fn with_env(mut self) -> Self {
+    /// `BACKEND_READBACK_SPIN_US` (the rules: [`backend_api::env`]); `InvalidArgument`
+    /// naming the variable when a number does not parse.
+    pub fn with_env(mut self) -> BackendResult<Self> {
         use backend_api::env;
         if let Some(a) = env::var(ADAPTER_ENV) {
             self.adapter = Some(a);
@@ -100,13 +101,13 @@ impl WebGpuOptions {
         if env::var(TENSOR_CORES_ENV).is_some() {
             self.cooperative_matrix = env::flag(TENSOR_CORES_ENV);
         }
-        if let Some(n) = env::parse(NARROW_BELOW_ENV) {
+        if let Some(n) = env::parse(NARROW_BELOW_ENV)? {
             self.tuning.gemm_narrow_below = n;
         }
-        if let Some(us) = env::parse(READBACK_SPIN_ENV) {
+        if let Some(us) = env::parse(READBACK_SPIN_ENV)? {
             self.tuning.readback_spin = std::time::Duration::from_micros(us);
         }
-        self
+        Ok(self)
     }
 
     /// The adapter selector in effect (`self.adapter`, blank counting as none).

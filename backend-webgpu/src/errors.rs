@@ -31,7 +31,9 @@ impl ErrorSink {
 
     fn record(&self, e: wgpu::Error) {
         let err = match e {
-            wgpu::Error::OutOfMemory { .. } => BackendError::OutOfMemory,
+            wgpu::Error::OutOfMemory { source } => {
+                backend_api::oom!("queued work ran out of device memory: {source}")
+            }
             other => {
                 BackendError::DeviceError(format!("queued work failed: {}", with_sources(&other)))
             }
@@ -177,6 +179,6 @@ mod echo_tests {
         assert!(!is_echo(&BackendError::DeviceError(
             "queued work failed: binding size too small".into()
         )));
-        assert!(!is_echo(&BackendError::OutOfMemory));
+        assert!(!is_echo(&BackendError::OutOfMemory(String::new())));
     }
 }

@@ -69,6 +69,8 @@ pub struct WebGpuBackend {
     options: WebGpuOptions,
     ctx: Option<Arc<Ctx>>,
     name: String,
+    /// A bad environment variable seen by `new`: `init` returns it.
+    config_error: Option<BackendError>,
 }
 
 /// The device and everything recorded on it.
@@ -122,9 +124,16 @@ impl std::fmt::Debug for WebGpuBackend {
 
 impl WebGpuBackend {
     /// An uninitialised backend with [`WebGpuOptions::from_env`]: the best adapter, or
-    /// the one `BACKEND_ADAPTER` names.
+    /// the one `BACKEND_ADAPTER` names. A variable that does not parse is refused by
+    /// `init` (`InvalidArgument` naming it).
     pub fn new() -> Self {
-        Self::with_options(WebGpuOptions::from_env())
+        match WebGpuOptions::from_env() {
+            Ok(options) => Self::with_options(options),
+            Err(e) => Self {
+                config_error: Some(e),
+                ..Self::default()
+            },
+        }
     }
 
     /// An uninitialised backend with explicit adapter options.
@@ -133,6 +142,7 @@ impl WebGpuBackend {
             options,
             ctx: None,
             name: "webgpu".to_string(),
+            config_error: None,
         }
     }
 
@@ -140,6 +150,9 @@ impl WebGpuBackend {
     pub async fn init_async(&mut self) -> BackendResult<()> {
         if self.ctx.is_some() {
             return Ok(());
+        }
+        if let Some(e) = &self.config_error {
+            return Err(e.clone());
         }
         let adapter = device::choose_adapter(&self.options).await?;
         let summary = AdapterSummary::of(&adapter);

@@ -90,7 +90,11 @@ impl Pool {
                 max_buffer_size = self.max_buffer_size,
                 "allocation larger than max_buffer_size"
             );
-            return Err(BackendError::OutOfMemory);
+            return Err(backend_api::oom!(
+                "alloc: {} exceed the adapter's max_buffer_size of {}",
+                backend_api::fmt_bytes(size),
+                backend_api::fmt_bytes(self.max_buffer_size)
+            ));
         }
         if size > self.limit.saturating_sub(self.reserved) {
             tracing::warn!(
@@ -99,7 +103,12 @@ impl Pool {
                 limit = self.limit,
                 "allocation beyond the memory limit"
             );
-            return Err(BackendError::OutOfMemory);
+            return Err(backend_api::oom!(
+                "alloc: a {} buffer with {} already held of the {} limit (WebGpuOptions::memory_limit)",
+                backend_api::fmt_bytes(size),
+                backend_api::fmt_bytes(self.reserved),
+                backend_api::fmt_bytes(self.limit)
+            ));
         }
         let scope = ErrorScope::push(device);
         let buffer = device.create_buffer(&wgpu::BufferDescriptor {
@@ -110,7 +119,10 @@ impl Pool {
         });
         match scope.pop() {
             None => Ok(buffer),
-            Some(wgpu::Error::OutOfMemory { .. }) => Err(BackendError::OutOfMemory),
+            Some(wgpu::Error::OutOfMemory { .. }) => Err(backend_api::oom!(
+                "alloc: the device refused a {} buffer",
+                backend_api::fmt_bytes(size)
+            )),
             Some(e) => Err(BackendError::DeviceError(format!(
                 "creating a {size}-byte buffer failed: {e}"
             ))),
@@ -119,7 +131,8 @@ impl Pool {
 
     /// A block of at least `bytes` bytes (at least one `BLOCK_ALIGN`).
     pub(crate) fn alloc(&mut self, device: &wgpu::Device, bytes: u64) -> BackendResult<Block> {
-        let size = round_up(bytes.max(1), BLOCK_ALIGN).ok_or(BackendError::OutOfMemory)?;
+        let size = round_up(bytes.max(1), BLOCK_ALIGN)
+            .ok_or_else(|| backend_api::oom!("alloc: {} bytes", bytes))?;
         if size > self.small_max {
             let buffer = Arc::new(self.create_buffer(device, size, "allocation")?);
             self.reserved += size;

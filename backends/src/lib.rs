@@ -18,37 +18,47 @@
 //! [`default_backend`] choose).
 //!
 //! Everything an ML framework needs is re-exported: the trait, its enums and errors
-//! ([`backend_api`]), and the typed copies of [`ComputeBackendExt`] (`upload`,
-//! `copy_htod_slice`, `copy_dtoh_vec`), so raw bytes never need handling:
+//! ([`backend_api`]), the owned, typed [`Buffer`] (freed on drop), and the helpers of
+//! [`ComputeBackendExt`] (`upload`, `copy_htod_slice`, `copy_dtoh_vec`, the row-major
+//! matrix products), so raw bytes never need handling:
 //!
 //! ```
-//! use backends::{ComputeBackendExt, UnaryOp};
+//! use backends::{Buffer, UnaryOp};
 //!
-//! let b = backends::default_backend()?; // GPU when there is one, else the fast CPU backend
-//! let x = b.upload(&[-1.0f32, 2.0, -3.0])?;
-//! b.unary(UnaryOp::Relu, x, x, 3)?; // in place
-//! assert_eq!(b.copy_dtoh_vec::<f32>(x, 3)?, [0.0, 2.0, 0.0]);
-//! b.free(x)?;
-//! # Ok::<(), backends::BackendError>(())
-//! ```
-//!
-//! A row-major matrix product through the column-major gemm (the README's recipe: swap the
-//! operands and the sizes), on whichever backend [`default_backend`] picks:
-//!
-//! ```
-//! use backends::{BackendTranspose::NoTrans, ComputeBackendExt};
-//!
-//! let b = backends::default_backend()?;
-//! // C[2 x 2] = A[2 x 3] * B[3 x 2], all row-major.
-//! let a = b.upload(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0])?;
-//! let m = b.upload(&[1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0])?;
-//! let c = b.alloc(4 * std::mem::size_of::<f32>())?;
-//! b.gemm(NoTrans, NoTrans, 2, 2, 3, 1.0, m, 2, a, 3, 0.0, c, 2)?;
-//! assert_eq!(b.copy_dtoh_vec::<f32>(c, 4)?, [4.0, 5.0, 10.0, 11.0]);
-//! for p in [a, m, c] {
-//!     b.free(p)?;
+//! fn main() -> Result<(), backends::BackendError> {
+//!     let b = backends::default_backend()?; // GPU when there is one, else the fast CPU backend
+//!     let x = Buffer::from_slice(&*b, &[-1.0f32, 2.0, -3.0])?;
+//!     b.unary(UnaryOp::Relu, x.ptr(), x.ptr(), x.len())?; // in place
+//!     assert_eq!(x.read()?, [0.0, 2.0, 0.0]);
+//!     Ok(()) // x is freed when it goes out of scope
 //! }
-//! # Ok::<(), backends::BackendError>(())
+//! ```
+//!
+//! Row-major matrix products, with errors that name the operands as the caller passed
+//! them (the column-major `gemm` underneath takes them swapped):
+//!
+//! ```
+//! use backends::ComputeBackendExt;
+//!
+//! fn main() -> Result<(), backends::BackendError> {
+//!     let b = backends::default_backend()?;
+//!     // C[2 x 2] = A[2 x 3] * B[3 x 2], all row-major.
+//!     let a = b.buffer_from(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0])?;
+//!     let m = b.buffer_from(&[1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0])?;
+//!     let c = b.buffer_zeros::<f32>(4)?;
+//!     b.matmul_row_major(2, 3, 2, a.ptr(), m.ptr(), c.ptr())?;
+//!     assert_eq!(c.read()?, [4.0, 5.0, 10.0, 11.0]);
+//!
+//!     // A y = x W^T layer with a PyTorch-layout weight W [n x k]:
+//!     let w = b.buffer_from(&[1.0f32, 1.0, 1.0, 0.0, 0.0, 2.0])?; // 2 x 3
+//!     b.linear_row_major(2, 3, 2, a.ptr(), w.ptr(), c.ptr())?;
+//!     assert_eq!(c.read()?, [6.0, 6.0, 15.0, 12.0]);
+//!
+//!     // A wrong size is named in these terms: a is 2 x 3, so a 2 x 4 product reads past it.
+//!     let e = b.matmul_row_major(2, 4, 2, a.ptr(), m.ptr(), c.ptr()).unwrap_err();
+//!     assert!(e.to_string().contains("matmul_row_major: operand a"), "{e}");
+//!     Ok(())
+//! }
 //! ```
 //!
 //! A backend that is not compiled in, or cannot start, is an error that says why and how
@@ -81,9 +91,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+pub use backend_api::memory::{ElemType, Element};
 pub use backend_api::{
-    self, BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp, ComputeBackend,
-    ComputeBackendExt, DType, MemoryInfo, ReduceOp, UnaryOp,
+    self, BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp, Buffer,
+    ComputeBackend, ComputeBackendExt, DType, MemoryInfo, ReduceOp, RowOp, UnaryOp,
 };
 #[cfg(feature = "cpu")]
 pub use backend_cpu;
@@ -383,6 +394,7 @@ fn with_context(e: BackendError, context: &str) -> BackendError {
         BackendError::InvalidArgument(m) => {
             BackendError::InvalidArgument(format!("{context}: {m}"))
         }
+        BackendError::OutOfMemory(m) => BackendError::OutOfMemory(format!("{context}: {m}")),
         other => other,
     }
 }

@@ -7,6 +7,11 @@ const CHILD: &str = "child_reports_the_selection";
 
 /// Runs [`child_reports_the_selection`] with `BACKEND=value`; returns its stdout.
 fn with_backend(value: &str) -> String {
+    with_vars(&[(backends::BACKEND_ENV, value)])
+}
+
+/// Runs [`child_reports_the_selection`] with `vars` set; returns its stdout.
+fn with_vars(vars: &[(&str, &str)]) -> String {
     let exe = std::env::current_exe().expect("the test binary's path");
     let out = Command::new(exe)
         .args([
@@ -16,7 +21,7 @@ fn with_backend(value: &str) -> String {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(backends::BACKEND_ENV, value)
+        .envs(vars.iter().copied())
         .env_remove(backends::ADAPTER_ENV)
         .output()
         .expect("the test binary runs");
@@ -38,12 +43,18 @@ fn with_backend(value: &str) -> String {
 fn child_reports_the_selection() {
     println!("CHILD RAN");
     match backends::select() {
-        Ok(s) => println!(
-            "SELECTED kind={} name={} reason={}",
-            s.kind,
-            s.backend.name(),
-            s.reason
-        ),
+        Ok(s) => {
+            println!(
+                "SELECTED kind={} name={} reason={}",
+                s.kind,
+                s.backend.name(),
+                s.reason
+            );
+            match s.backend.alloc(8192) {
+                Ok(_) => println!("ALLOC8K ok"),
+                Err(e) => println!("ALLOC8K {e}"),
+            }
+        }
         Err(e) => println!("ERROR {e}"),
     }
     // default_backend() makes the same choice.
@@ -116,5 +127,53 @@ fn auto_lets_the_facade_choose() {
     assert!(
         !out.contains("reason=BACKEND="),
         "auto is no override: {out}"
+    );
+}
+
+#[test]
+fn a_memory_limit_that_is_not_a_number_is_refused_by_both_cpu_backends() {
+    for kind in ["cpu", "fast-cpu"] {
+        if kind == "fast-cpu" && !backends::BackendKind::FastCpu.is_compiled() {
+            eprintln!("SKIP fast-cpu: not compiled in");
+            continue;
+        }
+        let out = with_vars(&[
+            (backends::BACKEND_ENV, kind),
+            ("CPU_BACKEND_MEMORY_LIMIT", "abc"),
+        ]);
+        assert!(
+            out.contains(&format!(
+                r#"ERROR invalid argument: BACKEND={kind}: environment variable CPU_BACKEND_MEMORY_LIMIT="abc": expected an unsigned integer"#
+            )),
+            "{kind}: {out}"
+        );
+    }
+}
+
+#[test]
+fn a_memory_limit_that_parses_is_applied_and_named_when_it_refuses() {
+    let out = with_vars(&[
+        (backends::BACKEND_ENV, "cpu"),
+        ("CPU_BACKEND_MEMORY_LIMIT", " 4096 "),
+    ]);
+    assert!(
+        out.contains("ALLOC8K out of memory: alloc: 8192 bytes (8.00 KiB) asked with 0 bytes of the 4096 bytes (4.00 KiB) limit already allocated"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_webgpu_tuning_number_that_does_not_parse_is_refused() {
+    if !backends::BackendKind::WebGpu.is_compiled() {
+        eprintln!("SKIP: the webgpu backend is not compiled in");
+        return;
+    }
+    let out = with_vars(&[
+        (backends::BACKEND_ENV, "webgpu"),
+        ("BACKEND_GEMM_NARROW_BELOW", "sixteen"),
+    ]);
+    assert!(
+        out.contains(r#"environment variable BACKEND_GEMM_NARROW_BELOW="sixteen": expected an unsigned integer"#),
+        "{out}"
     );
 }

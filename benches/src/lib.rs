@@ -676,7 +676,7 @@ pub fn open(backend: &str, adapter: Option<&str>) -> BackendResult<Opened> {
             })
         }
         "webgpu" => {
-            let env = backend_webgpu::WebGpuOptions::from_env();
+            let env = backend_webgpu::WebGpuOptions::from_env().expect("the environment");
             let mut b =
                 backend_webgpu::WebGpuBackend::with_options(backend_webgpu::WebGpuOptions {
                     adapter: adapter.map(str::to_string).or(env.adapter.clone()),

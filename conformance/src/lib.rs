@@ -207,8 +207,10 @@ impl Config {
     /// environment where set, else `default_cases` and [`DEFAULT_SEED`].
     pub fn from_env(default_cases: u32) -> Self {
         use backend_api::env;
-        let mut c = Self::new(env::parse("CONFORMANCE_CASES").unwrap_or(default_cases));
-        if let Some(seed) = env::parse("CONFORMANCE_SEED") {
+        // A test knob that does not parse stops the run, naming the variable.
+        let cases = env::parse("CONFORMANCE_CASES").unwrap_or_else(|e| panic!("{e}"));
+        let mut c = Self::new(cases.unwrap_or(default_cases));
+        if let Some(seed) = env::parse("CONFORMANCE_SEED").unwrap_or_else(|e| panic!("{e}")) {
             c.seed = seed;
         }
         c

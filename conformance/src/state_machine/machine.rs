@@ -126,7 +126,7 @@ impl<'b> Machine<'b> {
         let outcome = match got {
             Ok(_) => 0,
             Err(BackendError::InvalidArgument(_)) => 1,
-            Err(BackendError::OutOfMemory) => 2,
+            Err(BackendError::OutOfMemory(_)) => 2,
             Err(_) => 3,
         };
         self.digest.u64(outcome);
@@ -165,7 +165,7 @@ impl<'b> Machine<'b> {
             (Expect::Invalid(why) | Expect::Stale(why), Err(e)) => Err(format!(
                 "wrong error for an invalid call ({why}): {e}; InvalidArgument required"
             )),
-            (Expect::OutOfMemory, Err(BackendError::OutOfMemory)) => {
+            (Expect::OutOfMemory, Err(BackendError::OutOfMemory(_))) => {
                 self.stats.out_of_memory += 1;
                 self.last_valid = false;
                 Ok(false)
