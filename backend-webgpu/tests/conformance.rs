@@ -250,6 +250,7 @@ fn gemm_ex_f16_whole_tiles() {
                         specials: false,
                         nan_c: beta == 0.0,
                         seed,
+                        row_major: false,
                     };
                     replay(
                         b,
@@ -313,6 +314,7 @@ fn gemm_tiled_wide_and_narrow() {
                     specials: false,
                     nan_c: beta == 0.0,
                     seed,
+                    row_major: false,
                 };
                 replay(
                     b,

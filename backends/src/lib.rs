@@ -54,9 +54,10 @@
 //!     b.linear_row_major(2, 3, 2, a.ptr(), w.ptr(), c.ptr())?;
 //!     assert_eq!(c.read()?, [6.0, 6.0, 15.0, 12.0]);
 //!
-//!     // A wrong size is named in these terms: a is 2 x 3, so a 2 x 4 product reads past it.
-//!     let e = b.matmul_row_major(2, 4, 2, a.ptr(), m.ptr(), c.ptr()).unwrap_err();
-//!     assert!(e.to_string().contains("matmul_row_major: operand a"), "{e}");
+//!     // Errors are in these terms: a holds 2 x 3, so k = 4 reads past its end.
+//!     let b4 = b.buffer_zeros::<f32>(4 * 2)?;
+//!     let e = b.matmul_row_major(2, 4, 2, a.ptr(), b4.ptr(), c.ptr()).unwrap_err();
+//!     assert!(e.to_string().contains("matmul_row_major: operand a range"), "{e}");
 //!     Ok(())
 //! }
 //! ```

@@ -2,7 +2,8 @@
 //! for ranges, the operand), never panic, never write, and leave the backend usable.
 
 use backend_api::{
-    BackendError, BackendTranspose, BinaryOp, ComputeBackend, DType, ReduceOp, Retired, UnaryOp,
+    BackendError, BackendTranspose, BinaryOp, Buffer, ComputeBackend, ComputeBackendExt, DType,
+    ReduceOp, Retired, UnaryOp,
 };
 
 use crate::Check;
@@ -560,6 +561,79 @@ pub(crate) async fn run(backend: &dyn ComputeBackend) -> CheckReport {
                 let mut buf = [0u8; 300];
                 b.copy_dtoh_many(&mut [(bb, &mut [0u8; 4][..]), (c, &mut buf[..])])
             }),
+        ),
+        // row-major helpers: errors in the caller's terms (a, b, c as passed), not gemm's
+        (
+            "matmul_row_major: a past the end",
+            Want::Invalid(&["matmul_row_major", "operand a range", "past the end"]),
+            Box::new(|| b.matmul_row_major(2, 600, 1, a, bb, c)),
+        ),
+        (
+            "matmul_row_major: b past the end",
+            Want::Invalid(&["matmul_row_major", "operand b range", "past the end"]),
+            // c (64 elements) ends the sentinels' allocation: as b it is too short.
+            Box::new(|| b.matmul_row_major(1, 10, 10, a, c, bb)),
+        ),
+        (
+            "matmul_row_major: c past the end",
+            Want::Invalid(&["matmul_row_major", "operand c range", "past the end"]),
+            Box::new(|| b.matmul_row_major(10, 2, 10, a, bb, c)),
+        ),
+        (
+            "matmul_row_major: c overlaps a",
+            Want::Invalid(&["matmul_row_major", "output c", "input a"]),
+            Box::new(|| b.matmul_row_major(2, 2, 2, a, bb, a + 4)),
+        ),
+        (
+            "gemm_row_major: lda below k",
+            Want::Invalid(&["gemm_row_major", "lda 3 < max(1, 4) columns of a"]),
+            Box::new(|| b.gemm_row_major(N, N, 2, 2, 4, 1.0, a, 3, bb, 2, 0.0, c, 2)),
+        ),
+        (
+            "gemm_row_major: ldb below k for a transposed b",
+            Want::Invalid(&["gemm_row_major", "ldb 3 < max(1, 4) columns of b"]),
+            Box::new(|| b.gemm_row_major(N, T, 2, 2, 4, 1.0, a, 4, bb, 3, 0.0, c, 2)),
+        ),
+        (
+            "linear_row_major: w past the end",
+            Want::Invalid(&["linear_row_major", "operand b range"]),
+            Box::new(|| b.linear_row_major(1, 10, 10, a, c, bb)),
+        ),
+        (
+            "batched_matmul_row_major: c batches overlap",
+            Want::Invalid(&["batched_matmul_row_major", "stride_c 3 < 4"]),
+            Box::new(|| b.batched_matmul_row_major(2, 2, 2, 2, a, 4, bb, 4, c, 3)),
+        ),
+        (
+            "matmul_row_major of freed",
+            Want::Invalid(&["matmul_row_major", "operand a", "was freed"]),
+            Box::new(|| b.matmul_row_major(2, 2, 2, freed, bb, c)),
+        ),
+        // Buffer<T>
+        (
+            "Buffer::write of the wrong length",
+            Want::Invalid(&["Buffer::write", "3 elements given for a buffer of 4"]),
+            Box::new(|| Buffer::<f32>::zeros(b, 4)?.write(&[1.0; 3])),
+        ),
+        (
+            "Buffer::write_at past the end",
+            Want::Invalid(&["Buffer::write_at", "[3, 5)", "4"]),
+            Box::new(|| Buffer::<f32>::zeros(b, 4)?.write_at(3, &[1.0; 2])),
+        ),
+        (
+            "Buffer::copy_from of another length",
+            Want::Invalid(&["Buffer::copy_from", "5 elements into a buffer of 4"]),
+            Box::new(|| Buffer::<f32>::zeros(b, 4)?.copy_from(&Buffer::<f32>::zeros(b, 5)?)),
+        ),
+        (
+            "Buffer over a freed allocation",
+            Want::Invalid(&["copy_dtoh", "was freed"]),
+            Box::new(|| Buffer::<f32>::from_raw(b, freed, 4).read().map(drop)),
+        ),
+        (
+            "Buffer::uninit of more elements than the address space",
+            Want::Invalid(&["Buffer::uninit", "overflow"]),
+            Box::new(|| Buffer::<f32>::uninit(b, usize::MAX / 2).map(drop)),
         ),
         // allocation
         (

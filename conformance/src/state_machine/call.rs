@@ -74,6 +74,9 @@ pub enum Op {
         beta: f64,
         c: u64,
         ldc: usize,
+        /// Made as the same product stated row-major, through `gemm_row_major` (A and B,
+        /// `lda` and `ldb`, `m` and `n` swapped, and so each transpose flag).
+        row_major: bool,
     },
     Synchronize,
     MemoryInfo,
@@ -108,6 +111,9 @@ impl Op {
             Op::Binary { .. } => "binary",
             Op::Reduce { .. } => "reduce",
             Op::Rows { op, .. } => op.name(),
+            Op::Gemm {
+                row_major: true, ..
+            } => "gemm_row_major",
             Op::Gemm { .. } => "gemm",
             Op::Synchronize => "synchronize",
             Op::MemoryInfo => "memory_info",
@@ -638,6 +644,7 @@ impl Machine<'_> {
                     beta,
                     c,
                     ldc,
+                    row_major: src.below(4) == 0,
                 }
             }
             228..240 => Op::Synchronize,

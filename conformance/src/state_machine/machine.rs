@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use backend_api::{BackendError, BinaryOp, ComputeBackend, MemoryInfo, RowOp};
+use backend_api::{BackendError, BinaryOp, ComputeBackend, ComputeBackendExt, MemoryInfo, RowOp};
 use backend_cpu::reference;
 
 use super::call::Op;
@@ -459,6 +459,7 @@ impl<'b> Machine<'b> {
                 beta,
                 c,
                 ldc,
+                row_major,
             } => {
                 let g = ModelGemmCall {
                     ta: trans(trans_a),
@@ -474,9 +475,15 @@ impl<'b> Machine<'b> {
                 };
                 let (plan, want) = self.want_gemm(&g, a, bp, c);
                 let got = guarded(|| {
-                    b.gemm(
-                        trans_a, trans_b, m, n, k, alpha, a, lda, bp, ldb, beta, c, ldc,
-                    )
+                    if row_major {
+                        b.gemm_row_major(
+                            trans_b, trans_a, n, m, k, alpha, bp, ldb, a, lda, beta, c, ldc,
+                        )
+                    } else {
+                        b.gemm(
+                            trans_a, trans_b, m, n, k, alpha, a, lda, bp, ldb, beta, c, ldc,
+                        )
+                    }
                 })?;
                 if self.judge(op, &got, &want)?
                     && let Some(p) = plan

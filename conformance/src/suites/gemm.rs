@@ -1,6 +1,6 @@
 //! gemm, batched_gemm and gemm_ex against the oracle.
 
-use backend_api::{BackendTranspose, ComputeBackend, DType};
+use backend_api::{BackendTranspose, ComputeBackend, ComputeBackendExt, DType};
 use backend_cpu::reference;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -55,6 +55,11 @@ pub struct GemmCase {
     pub nan_c: bool,
     /// Seed of the data.
     pub seed: u64,
+    /// Run a plain gemm through `gemm_row_major` instead: the same product stated
+    /// row-major (operands, leading dimensions and `m`/`n` swapped), so the same oracle
+    /// holds it.
+    #[serde(default)]
+    pub row_major: bool,
 }
 
 fn scalar() -> impl Strategy<Value = f64> {
@@ -174,7 +179,11 @@ impl Suite for GemmSuite {
         // Square problems are where reading A or B with the wrong transpose stays in
         // bounds; "aligned" problems (every size, leading dimension, offset and stride a
         // multiple of 4) are what fast vectorised kernels take.
-        let layout_flags = (prop::bool::weighted(0.25), prop::bool::weighted(0.4));
+        let layout_flags = (
+            prop::bool::weighted(0.25),
+            prop::bool::weighted(0.4),
+            prop::bool::weighted(if batched || ex { 0.0 } else { 0.3 }),
+        );
         (shape, scalars, batch, dtypes, rest, layout_flags)
             .prop_map(
                 |(
@@ -183,7 +192,7 @@ impl Suite for GemmSuite {
                     (batch, gap_a, gap_b, gap_c),
                     (a_dtype, b_dtype),
                     (offsets, specials, nan_c, seed),
-                    (square, aligned),
+                    (square, aligned, row_major),
                 )| {
                     let up = |v: usize| if aligned { v.div_ceil(4) * 4 } else { v };
                     let (n, k) = if square { (m, m) } else { (n, k) };
@@ -209,6 +218,7 @@ impl Suite for GemmSuite {
                         // NaN in C only where beta == 0 says it must not propagate.
                         nan_c: nan_c && beta == 0.0,
                         seed,
+                        row_major,
                     }
                 },
             )
@@ -226,6 +236,9 @@ impl Suite for GemmSuite {
         }
         if c.nan_c {
             t.push("nan-c-beta-0");
+        }
+        if c.row_major {
+            t.push("row-major");
         }
         if c.a_dtype == DType::F16 || c.b_dtype == DType::F16 {
             t.push("f16");
@@ -290,6 +303,10 @@ impl Suite for GemmSuite {
         let c_dev = dev.put_f32(&mut rng, &c0, c.offsets[2], 3)?;
         let (ta, tb, m, n, k) = (c.trans_a, c.trans_b, c.m, c.n, c.k);
         let result = match check {
+            // C^T = op(B)^T op(A)^T, stated row-major: the helper must swap back.
+            Check::Gemm if c.row_major => b.gemm_row_major(
+                tb, ta, n, m, k, c.alpha, b_dev.ptr, ldb, a_dev.ptr, lda, c.beta, c_dev.ptr, ldc,
+            ),
             Check::Gemm => b.gemm(
                 ta, tb, m, n, k, c.alpha, a_dev.ptr, lda, b_dev.ptr, ldb, c.beta, c_dev.ptr, ldc,
             ),
