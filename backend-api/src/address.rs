@@ -543,7 +543,10 @@ mod tests {
         assert!(e.contains("that was freed (use after free)"), "{e}");
         assert!(e.contains(&fmt_range(p, 512)), "{e}");
         // Never allocated: no such claim.
-        let e = s.resolve("t", &op("x", 0xdead_0000, 4)).unwrap_err().to_string();
+        let e = s
+            .resolve("t", &op("x", 0xdead_0000, 4))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not inside any live allocation"), "{e}");
     }
 
@@ -643,7 +646,10 @@ mod tests {
         }
         assert!(s.freed.len() <= FREED_KEPT && s.freed_order.len() <= FREED_KEPT);
         let e = s.resolve("t", &op("x", freed_first, 4)).unwrap_err();
-        assert!(e.to_string().contains("not inside any live allocation"), "{e}");
+        assert!(
+            e.to_string().contains("not inside any live allocation"),
+            "{e}"
+        );
         // The oldest still fails, with the generic message.
         let e = s.resolve("t", &op("x", first, 4)).unwrap_err();
         assert!(

@@ -178,7 +178,10 @@ impl<'b, T: Element, B: ComputeBackend + ?Sized> Buffer<'b, T, B> {
     }
 
     /// Copies every element of `src`, a buffer of the same length, into this one.
-    pub fn copy_from<C: ComputeBackend + ?Sized>(&self, src: &Buffer<'_, T, C>) -> BackendResult<()> {
+    pub fn copy_from<C: ComputeBackend + ?Sized>(
+        &self,
+        src: &Buffer<'_, T, C>,
+    ) -> BackendResult<()> {
         if src.len != self.len {
             return Err(invalid!(
                 "Buffer::copy_from: a source of {} elements into a buffer of {}",

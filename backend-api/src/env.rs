@@ -103,7 +103,10 @@ mod tests {
     #[test]
     fn unset_variables_read_as_none() {
         assert_eq!(var("BACKEND_API_TEST_SURELY_UNSET_VARIABLE"), None);
-        assert_eq!(parse::<u64>("BACKEND_API_TEST_SURELY_UNSET_VARIABLE"), Ok(None));
+        assert_eq!(
+            parse::<u64>("BACKEND_API_TEST_SURELY_UNSET_VARIABLE"),
+            Ok(None)
+        );
         assert!(!flag("BACKEND_API_TEST_SURELY_UNSET_VARIABLE"));
     }
 
@@ -114,7 +117,10 @@ mod tests {
         assert!(var("PATH").is_some());
         let e = parse::<u64>("PATH").unwrap_err();
         assert!(e.is_invalid_argument());
-        assert!(e.to_string().contains("PATH=") && e.to_string().contains("u64"), "{e}");
+        assert!(
+            e.to_string().contains("PATH=") && e.to_string().contains("u64"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -99,13 +99,20 @@ mod tests {
         assert_eq!(fmt_bytes(1023), "1023 bytes");
         assert_eq!(fmt_bytes(1024), "1024 bytes (1.00 KiB)");
         assert_eq!(fmt_bytes(3 << 29), "1610612736 bytes (1.50 GiB)");
-        assert_eq!(fmt_bytes(u64::MAX), "18446744073709551615 bytes (16384.00 PiB)");
+        assert_eq!(
+            fmt_bytes(u64::MAX),
+            "18446744073709551615 bytes (16384.00 PiB)"
+        );
     }
 
     #[test]
     fn kinds_name_their_variant() {
         assert_eq!(oom!("x").kind(), "OutOfMemory");
         assert_eq!(invalid!("x").kind(), "InvalidArgument");
-        assert!(oom!("alloc: 4 bytes").to_string().starts_with("out of memory: alloc"));
+        assert!(
+            oom!("alloc: 4 bytes")
+                .to_string()
+                .starts_with("out of memory: alloc")
+        );
     }
 }

@@ -37,7 +37,11 @@ impl RowMajor {
     fn check(&self) -> BackendResult<()> {
         let op = self.op;
         let stored = |t: BackendTranspose, rows: usize, cols: usize| {
-            if t.is_transposed() { (cols, rows) } else { (rows, cols) }
+            if t.is_transposed() {
+                (cols, rows)
+            } else {
+                (rows, cols)
+            }
         };
         let (_, cols_a) = stored(self.trans_a, self.m, self.k);
         let (_, cols_b) = stored(self.trans_b, self.k, self.n);
@@ -49,8 +53,18 @@ impl RowMajor {
             }
         };
         for (name, ld, cols, what) in [
-            ("lda", self.lda, cols_a, format!("a ({})", shape(self.trans_a, "m", "k"))),
-            ("ldb", self.ldb, cols_b, format!("b ({})", shape(self.trans_b, "k", "n"))),
+            (
+                "lda",
+                self.lda,
+                cols_a,
+                format!("a ({})", shape(self.trans_a, "m", "k")),
+            ),
+            (
+                "ldb",
+                self.ldb,
+                cols_b,
+                format!("b ({})", shape(self.trans_b, "k", "n")),
+            ),
             ("ldc", self.ldc, self.n, "c (m x n)".to_string()),
         ] {
             if ld < cols.max(1) {
@@ -88,14 +102,40 @@ impl RowMajor {
         self.check()?;
         let r = if self.batch == 1 {
             backend.gemm(
-                self.trans_b, self.trans_a, self.n, self.m, self.k, alpha, b, self.ldb, a,
-                self.lda, beta, c, self.ldc,
+                self.trans_b,
+                self.trans_a,
+                self.n,
+                self.m,
+                self.k,
+                alpha,
+                b,
+                self.ldb,
+                a,
+                self.lda,
+                beta,
+                c,
+                self.ldc,
             )
         } else {
             let (sa, sb, sc) = self.strides;
             backend.batched_gemm(
-                self.trans_b, self.trans_a, self.n, self.m, self.k, alpha, b, self.ldb, sb, a,
-                self.lda, sa, beta, c, self.ldc, sc, self.batch,
+                self.trans_b,
+                self.trans_a,
+                self.n,
+                self.m,
+                self.k,
+                alpha,
+                b,
+                self.ldb,
+                sb,
+                a,
+                self.lda,
+                sa,
+                beta,
+                c,
+                self.ldc,
+                sc,
+                self.batch,
             )
         };
         r.map_err(|e| self.in_callers_terms(e))
@@ -137,7 +177,13 @@ mod tests {
     use super::*;
     use BackendTranspose::{NoTrans, Trans};
 
-    fn rm(trans_a: BackendTranspose, trans_b: BackendTranspose, lda: usize, ldb: usize, ldc: usize) -> RowMajor {
+    fn rm(
+        trans_a: BackendTranspose,
+        trans_b: BackendTranspose,
+        lda: usize,
+        ldb: usize,
+        ldc: usize,
+    ) -> RowMajor {
         RowMajor {
             op: "gemm_row_major",
             trans_a,
@@ -157,11 +203,23 @@ mod tests {
     fn leading_dimensions_are_checked_against_row_major_columns() {
         rm(NoTrans, NoTrans, 4, 3, 3).check().unwrap();
         rm(Trans, Trans, 2, 4, 3).check().unwrap();
-        let e = rm(NoTrans, NoTrans, 3, 3, 3).check().unwrap_err().to_string();
-        assert!(e.contains("gemm_row_major: lda 3 < max(1, 4) columns of a (m x k)"), "{e}");
+        let e = rm(NoTrans, NoTrans, 3, 3, 3)
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("gemm_row_major: lda 3 < max(1, 4) columns of a (m x k)"),
+            "{e}"
+        );
         let e = rm(NoTrans, Trans, 4, 3, 3).check().unwrap_err().to_string();
-        assert!(e.contains("ldb 3 < max(1, 4) columns of b (n x k, transposed)"), "{e}");
-        let e = rm(NoTrans, NoTrans, 4, 3, 2).check().unwrap_err().to_string();
+        assert!(
+            e.contains("ldb 3 < max(1, 4) columns of b (n x k, transposed)"),
+            "{e}"
+        );
+        let e = rm(NoTrans, NoTrans, 4, 3, 2)
+            .check()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ldc 2 < max(1, 3) columns of c"), "{e}");
     }
 

@@ -1324,8 +1324,14 @@ mod tests {
         assert!(err(binary(0x1000, 0x2000, 0x2004, 8)).contains("partially overlaps input b"));
         // Role and name are not repeated when they are the same word.
         let m = err(unary(0x1000, 0x1004, 8));
-        assert!(m.contains("unary: output range") && m.contains("overlaps input range"), "{m}");
-        assert!(!m.contains("input input") && !m.contains("output output"), "{m}");
+        assert!(
+            m.contains("unary: output range") && m.contains("overlaps input range"),
+            "{m}"
+        );
+        assert!(
+            !m.contains("input input") && !m.contains("output output"),
+            "{m}"
+        );
     }
 
     #[test]

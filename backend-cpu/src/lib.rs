@@ -283,13 +283,12 @@ impl Executor for CpuBackend {
             ));
         }
         let mut mem = Vec::new();
-        mem.try_reserve_exact(bytes)
-            .map_err(|_| {
-                backend_api::oom!(
-                    "alloc: the host refused {}",
-                    backend_api::fmt_bytes(bytes64)
-                )
-            })?;
+        mem.try_reserve_exact(bytes).map_err(|_| {
+            backend_api::oom!(
+                "alloc: the host refused {}",
+                backend_api::fmt_bytes(bytes64)
+            )
+        })?;
         mem.resize(bytes, 0);
         s.space.insert(bytes64, mem)
     }

@@ -378,13 +378,12 @@ impl Executor for FastCpuBackend {
         }
         let words = bytes.div_ceil(4);
         let mut mem = Vec::new();
-        mem.try_reserve_exact(words)
-            .map_err(|_| {
-                backend_api::oom!(
-                    "alloc: the host refused {}",
-                    backend_api::fmt_bytes(bytes64)
-                )
-            })?;
+        mem.try_reserve_exact(words).map_err(|_| {
+            backend_api::oom!(
+                "alloc: the host refused {}",
+                backend_api::fmt_bytes(bytes64)
+            )
+        })?;
         mem.resize(words, 0u32);
         s.space.insert(bytes64, mem)
     }

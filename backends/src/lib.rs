@@ -92,7 +92,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-pub use backend_api::memory::{ElemType, Element};
+pub use backend_api::memory::{self, ElemType, Element};
 pub use backend_api::{
     self, BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp, Buffer,
     ComputeBackend, ComputeBackendExt, DType, MemoryInfo, ReduceOp, RowOp, UnaryOp,

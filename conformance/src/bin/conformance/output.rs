@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::machine::Machine;
 use crate::run::{DEFAULT_CASES, Outcome, Plan, SOFTWARE_CASES, Status, repro, shell_quote};
-use crate::targets::{AdapterInfo, Discovery, GL_SKIP, VULKAN_HINT};
+use crate::targets::{AdapterInfo, Discovery, GL_SKIP, NO_WEBGPU, VULKAN_HINT};
 
 /// Everything the reports need.
 pub(crate) struct Run<'a> {
@@ -329,7 +329,9 @@ pub(crate) fn markdown(run: &Run<'_>) -> String {
     }
 
     let _ = writeln!(s, "\n## Adapters\n");
-    if run.discovery.adapters.is_empty() {
+    if !backends::BackendKind::WebGpu.is_compiled() {
+        let _ = writeln!(s, "{NO_WEBGPU}.\n");
+    } else if run.discovery.adapters.is_empty() {
         let _ = writeln!(
             s,
             "wgpu found no adapter{}.\n",
@@ -526,6 +528,10 @@ pub(crate) fn listing(adapters: &[AdapterInfo]) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if !backends::BackendKind::WebGpu.is_compiled() {
+        let _ = writeln!(s, "\n{NO_WEBGPU}");
+        return s;
+    }
     if adapters.is_empty() {
         let _ = writeln!(s, "\nwgpu found no adapter: {VULKAN_HINT}");
         return s;

@@ -1,6 +1,7 @@
 //! What to run on: the CPU backends (the oracle, the fast one) and one target per wgpu
 //! adapter.
 
+#[cfg(feature = "webgpu")]
 use backends::backend_webgpu::{self, AdapterSummary, WebGpuBackend, WebGpuOptions};
 use backends::{BackendKind, ComputeBackend};
 use serde::Serialize;
@@ -9,6 +10,10 @@ use serde::Serialize;
 pub(crate) const VULKAN_HINT: &str = "no Vulkan adapter found. For a software Vulkan driver \
      (lavapipe, what CI uses): Debian/Ubuntu `sudo apt-get install mesa-vulkan-drivers \
      libvulkan1`, Fedora `sudo dnf install mesa-vulkan-drivers`; then run this again";
+
+/// What the CPU-only runner says where the default one would list adapters.
+pub(crate) const NO_WEBGPU: &str = "this is the CPU-only runner (built without the `webgpu` \
+     feature): no GPU is tested; `cargo run --release -p conformance` builds the full one";
 
 /// Why a GL adapter is not run by default when a native one is present.
 pub(crate) const GL_SKIP: &str = "GL is wgpu's compatibility path and this machine's GPUs \
@@ -34,6 +39,7 @@ pub(crate) struct AdapterInfo {
 }
 
 impl AdapterInfo {
+    #[cfg(feature = "webgpu")]
     fn of(a: &AdapterSummary) -> Self {
         Self {
             name: a.name.clone(),
@@ -97,6 +103,7 @@ impl Target {
     /// Opens the backend. For WebGPU, checks that the adapter opened is the one meant.
     pub(crate) fn open(&self) -> Result<Box<dyn ComputeBackend>, OpenError> {
         match (&self.adapter, self.kind) {
+            #[cfg(feature = "webgpu")]
             (Some(a), BackendKind::WebGpu) => {
                 let label = a.label();
                 let mut b = WebGpuBackend::with_options(WebGpuOptions::adapter(&label));
@@ -123,6 +130,10 @@ pub(crate) enum OpenError {
     /// The backend failed to start: a failure of the run.
     Failed(String),
     /// `BACKEND_ADAPTER` made wgpu open another adapter: this one cannot be tested here.
+    #[cfg_attr(
+        not(feature = "webgpu"),
+        expect(dead_code, reason = "only WebGPU targets")
+    )]
     Overridden(String),
 }
 
@@ -135,7 +146,14 @@ pub(crate) struct Discovery {
     pub(crate) adapters: Vec<AdapterInfo>,
 }
 
+/// Every adapter wgpu finds: none in the CPU-only runner.
+#[cfg(not(feature = "webgpu"))]
+pub(crate) fn adapters() -> Vec<AdapterInfo> {
+    Vec::new()
+}
+
 /// Every adapter wgpu finds, identical ones merged.
+#[cfg(feature = "webgpu")]
 pub(crate) fn adapters() -> Vec<AdapterInfo> {
     let mut out: Vec<AdapterInfo> = Vec::new();
     for a in backend_webgpu::list_adapters(&WebGpuOptions::default()) {
@@ -172,6 +190,19 @@ pub(crate) fn discover(kinds: Option<&[BackendKind]>, selectors: &[String]) -> D
         }
     }
     if !kinds.contains(&BackendKind::WebGpu) {
+        return d;
+    }
+    if !BackendKind::WebGpu.is_compiled() {
+        if explicit_gpu {
+            d.targets.push(Target {
+                kind: BackendKind::WebGpu,
+                adapter: None,
+                skip: None,
+                error: Some(NO_WEBGPU.to_string()),
+            });
+        } else {
+            d.notes.push(NO_WEBGPU.to_string());
+        }
         return d;
     }
 
