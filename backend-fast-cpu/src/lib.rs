@@ -86,7 +86,7 @@ impl FastCpuBackend {
     /// An uninitialised backend whose allocations may total at most the value of
     /// `CPU_BACKEND_MEMORY_LIMIT` (bytes) or, without it, half of physical memory.
     ///
-    /// A value that is not a byte count is refused: [`init`](ComputeBackend::init) returns
+    /// A value that is not a byte count is refused: [`init`](backend_api::ComputeBackend::init) returns
     /// the `InvalidArgument` that names it.
     pub fn from_env() -> Self {
         match backend_api::env::cpu_memory_limit() {
