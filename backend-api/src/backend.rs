@@ -521,20 +521,9 @@ pub trait ComputeBackendExt: ComputeBackend {
         b: u64,
         c: u64,
     ) -> BackendResult<()> {
-        RowMajor {
-            op: "matmul_row_major",
-            trans_a: BackendTranspose::NoTrans,
-            trans_b: BackendTranspose::NoTrans,
-            m,
-            n,
-            k,
-            lda: k,
-            ldb: n,
-            ldc: n,
-            strides: (0, 0, 0),
-            batch: 1,
-        }
-        .run(self, 1.0, a, b, 0.0, c)
+        use BackendTranspose::NoTrans;
+        RowMajor::contiguous("matmul_row_major", NoTrans, NoTrans, m, k, n)
+            .run(self, 1.0, a, b, 0.0, c)
     }
 
     /// `y[m x n] = x[m x k] * w^T` with `w` stored `n x k` (a PyTorch `Linear` weight),
@@ -548,20 +537,9 @@ pub trait ComputeBackendExt: ComputeBackend {
         w: u64,
         y: u64,
     ) -> BackendResult<()> {
-        RowMajor {
-            op: "linear_row_major",
-            trans_a: BackendTranspose::NoTrans,
-            trans_b: BackendTranspose::Trans,
-            m,
-            n,
-            k,
-            lda: k,
-            ldb: k,
-            ldc: n,
-            strides: (0, 0, 0),
-            batch: 1,
-        }
-        .run(self, 1.0, x, w, 0.0, y)
+        use BackendTranspose::{NoTrans, Trans};
+        RowMajor::contiguous("linear_row_major", NoTrans, Trans, m, k, n)
+            .run(self, 1.0, x, w, 0.0, y)
     }
 
     /// `batch` products `C_i[m x n] = A_i[m x k] * B_i[k x n]`, contiguous row-major, with
@@ -581,18 +559,11 @@ pub trait ComputeBackendExt: ComputeBackend {
         c: u64,
         stride_c: usize,
     ) -> BackendResult<()> {
+        use BackendTranspose::NoTrans;
         RowMajor {
-            op: "batched_matmul_row_major",
-            trans_a: BackendTranspose::NoTrans,
-            trans_b: BackendTranspose::NoTrans,
-            m,
-            n,
-            k,
-            lda: k,
-            ldb: n,
-            ldc: n,
             strides: (stride_a, stride_b, stride_c),
             batch,
+            ..RowMajor::contiguous("batched_matmul_row_major", NoTrans, NoTrans, m, k, n)
         }
         .run(self, 1.0, a, b, 0.0, c)
     }

@@ -74,6 +74,26 @@ pub fn cpu_memory_limit() -> BackendResult<u64> {
     Ok(parse(CPU_MEMORY_LIMIT)?.unwrap_or_else(host_memory_limit))
 }
 
+/// The CPU backends' allocation rule: `bytes` more may be allocated while `held` are
+/// when they fit under `limit`; otherwise the `OutOfMemory` that gives all three.
+pub fn check_cpu_limit(bytes: u64, held: u64, limit: u64) -> BackendResult<()> {
+    use crate::fmt_bytes;
+    if bytes > limit.saturating_sub(held) {
+        return Err(crate::oom!(
+            "alloc: {} asked with {} of the {} limit already allocated (the limit: {CPU_MEMORY_LIMIT}, or half of physical memory)",
+            fmt_bytes(bytes),
+            fmt_bytes(held),
+            fmt_bytes(limit),
+        ));
+    }
+    Ok(())
+}
+
+/// The `OutOfMemory` of a CPU backend whose host refused `bytes` under the cap.
+pub fn host_refused(bytes: u64) -> crate::BackendError {
+    crate::oom!("alloc: the host refused {}", crate::fmt_bytes(bytes))
+}
+
 /// The CPU backends' default cap: half of physical memory where it can be read, else 4 GiB,
 /// so that allocating until refusal ends in `OutOfMemory`, not in the kernel's OOM killer.
 /// Reads `/proc/meminfo` (not the environment).

@@ -32,6 +32,31 @@ pub(crate) struct RowMajor {
 }
 
 impl RowMajor {
+    /// One product of contiguous row-major matrices: every leading dimension is the
+    /// column count of its matrix as stored.
+    pub(crate) fn contiguous(
+        op: &'static str,
+        trans_a: BackendTranspose,
+        trans_b: BackendTranspose,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Self {
+        Self {
+            op,
+            trans_a,
+            trans_b,
+            m,
+            n,
+            k,
+            lda: if trans_a.is_transposed() { m } else { k },
+            ldb: if trans_b.is_transposed() { k } else { n },
+            ldc: n,
+            strides: (0, 0, 0),
+            batch: 1,
+        }
+    }
+
     /// Checks the shapes in row-major terms: each leading dimension against the columns
     /// of its matrix as stored, and the batch strides of c.
     fn check(&self) -> BackendResult<()> {

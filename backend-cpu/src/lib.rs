@@ -272,23 +272,10 @@ impl Executor for CpuBackend {
     fn run_alloc(&self, bytes: usize) -> BackendResult<u64> {
         let mut s = self.state()?;
         let bytes64 = bytes as u64;
-        let held = s.space.allocated_bytes();
-        if bytes64 > self.memory_limit.saturating_sub(held) {
-            return Err(backend_api::oom!(
-                "alloc: {} asked with {} of the {} limit already allocated (the limit: {}, or half of physical memory)",
-                backend_api::fmt_bytes(bytes64),
-                backend_api::fmt_bytes(held),
-                backend_api::fmt_bytes(self.memory_limit),
-                backend_api::env::CPU_MEMORY_LIMIT
-            ));
-        }
+        backend_api::env::check_cpu_limit(bytes64, s.space.allocated_bytes(), self.memory_limit)?;
         let mut mem = Vec::new();
-        mem.try_reserve_exact(bytes).map_err(|_| {
-            backend_api::oom!(
-                "alloc: the host refused {}",
-                backend_api::fmt_bytes(bytes64)
-            )
-        })?;
+        mem.try_reserve_exact(bytes)
+            .map_err(|_| backend_api::env::host_refused(bytes64))?;
         mem.resize(bytes, 0);
         s.space.insert(bytes64, mem)
     }
