@@ -329,7 +329,7 @@ pub(crate) fn markdown(run: &Run<'_>) -> String {
     }
 
     let _ = writeln!(s, "\n## Adapters\n");
-    if !backends::BackendKind::WebGpu.is_compiled() {
+    if !cfg!(feature = "webgpu") {
         let _ = writeln!(s, "{NO_WEBGPU}.\n");
     } else if run.discovery.adapters.is_empty() {
         let _ = writeln!(
@@ -528,7 +528,7 @@ pub(crate) fn listing(adapters: &[AdapterInfo]) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if !backends::BackendKind::WebGpu.is_compiled() {
+    if !cfg!(feature = "webgpu") {
         let _ = writeln!(s, "\n{NO_WEBGPU}");
         return s;
     }

@@ -208,11 +208,20 @@ fn plan(args: &Args) -> Result<Plan, String> {
     if selectors.is_empty()
         && let Some(env) = backend_api::env::var(backends::ADAPTER_ENV)
     {
-        eprintln!(
-            "note: {}={env} selects the adapters (as --adapter would)",
-            backends::ADAPTER_ENV
-        );
-        selectors.push(env.trim().to_string());
+        if cfg!(feature = "webgpu") {
+            eprintln!(
+                "note: {}={env} selects the adapters (as --adapter would)",
+                backends::ADAPTER_ENV
+            );
+            selectors.push(env.trim().to_string());
+        } else {
+            // The environment names a GPU for whichever runner reads it; this one has
+            // none to select (`--adapter`, an explicit request, is still an error).
+            eprintln!(
+                "note: {}={env} is ignored: this is the CPU-only runner",
+                backends::ADAPTER_ENV
+            );
+        }
     }
     Ok(Plan {
         kinds: (!kinds.is_empty()).then_some(kinds),

@@ -192,7 +192,7 @@ pub(crate) fn discover(kinds: Option<&[BackendKind]>, selectors: &[String]) -> D
     if !kinds.contains(&BackendKind::WebGpu) {
         return d;
     }
-    if !BackendKind::WebGpu.is_compiled() {
+    if !cfg!(feature = "webgpu") {
         if explicit_gpu {
             d.targets.push(Target {
                 kind: BackendKind::WebGpu,
