@@ -5,8 +5,8 @@ use std::pin::Pin;
 
 use crate::row_major::RowMajor;
 use crate::{
-    BackendError, BackendResult, BackendTranspose, BinaryOp, DType, MemoryInfo, ReduceOp, Retired,
-    UnaryOp,
+    AttentionArgs, BackendError, BackendResult, BackendTranspose, BinaryOp, DType, MemoryInfo,
+    ReduceOp, Retired, UnaryOp,
 };
 
 /// A boxed future returned by the async methods. Not `Send`: on the web the futures hold
@@ -138,6 +138,27 @@ pub trait ComputeBackend: Send + Sync {
         scale: f64,
         causal: bool,
     ) -> BackendResult<()>;
+
+    /// Attention with grouped key/value heads, strided operands, an additive mask, a
+    /// causal frontier, a sliding window and a soft cap, fused (no `seq_q x seq_kv`
+    /// matrix in device memory): see [`AttentionArgs`] for the semantics and layouts.
+    /// [`attention`](Self::attention) is the case of contiguous `[b, h, s, d]` operands
+    /// with `kv_heads == heads` and no mask.
+    ///
+    /// Errors: `InvalidArgument` when `heads % kv_heads != 0`, the mask does not
+    /// broadcast (its batch must be 1 or `batch`, its heads 1 or `heads`), `softcap` is
+    /// not finite and positive, `window` is 0 or given without `causal`, a row stride is
+    /// below its row length, O's rows overlap each other, O overlaps an input, or any
+    /// operand's extent leaves its allocation. No output elements: no-op.
+    ///
+    /// The default body returns `Unsupported`.
+    fn attention_ex(&self, args: &AttentionArgs) -> BackendResult<()> {
+        let _ = args;
+        Err(BackendError::Unsupported(format!(
+            "attention_ex: not implemented by {}",
+            self.name()
+        )))
+    }
 
     /// Reduces the row-major f32 tensor of `shape` over `axis`.
     ///

@@ -29,8 +29,8 @@ use crate::validate::{
     HostCopyPlan, Plan, ReducePlan, RowOp, RowPlan, UnaryPlan,
 };
 use crate::{
-    BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp, ComputeBackend, DType,
-    MemoryInfo, Operand, ReduceOp, Retired, UnaryOp,
+    AttentionArgs, BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp,
+    ComputeBackend, DType, MemoryInfo, Operand, ReduceOp, Retired, UnaryOp,
 };
 
 /// A backend in terms of checked plans. Implementing it gives the type
@@ -102,7 +102,7 @@ pub trait Executor: Send + Sync {
     /// [`ComputeBackend::conv2d_forward`].
     fn run_conv2d_forward(&self, plan: &Conv2dPlan) -> BackendResult<()>;
 
-    /// [`ComputeBackend::attention`].
+    /// [`ComputeBackend::attention`] and [`ComputeBackend::attention_ex`].
     fn run_attention(&self, plan: &AttentionPlan) -> BackendResult<()>;
 
     /// [`ComputeBackend::reduce`].
@@ -430,6 +430,13 @@ impl<E: Executor> ComputeBackend for E {
             q_ptr, k_ptr, v_ptr, o_ptr, batch, heads, seq_q, seq_kv, head_dim, scale, causal,
         );
         dispatch(self, plan, |p| self.run_attention(p))
+    }
+
+    fn attention_ex(&self, args: &AttentionArgs) -> BackendResult<()> {
+        self.ready()?;
+        dispatch(self, validate::attention_ex(args), |p| {
+            self.run_attention(p)
+        })
     }
 
     fn reduce(

@@ -1,6 +1,7 @@
 #![doc = include_str!("../CONTRACT.md")]
 
 mod address;
+mod attention;
 mod backend;
 mod buffer;
 pub mod env;
@@ -12,6 +13,7 @@ mod types;
 pub mod validate;
 
 pub use address::{ALLOC_ALIGN, AddressSpace, Allocation, Operand, Resolved, Retired, fmt_range};
+pub use attention::{AttentionArgs, AttentionMask, HeadTensor};
 pub use backend::{BackendFuture, ComputeBackend, ComputeBackendExt};
 pub use buffer::Buffer;
 pub use error::{BackendError, BackendResult, fmt_bytes};

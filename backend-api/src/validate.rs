@@ -12,7 +12,7 @@
 
 pub use crate::RowOp;
 use crate::address::fmt_range;
-use crate::{BackendResult, BackendTranspose, DType, Operand, invalid};
+use crate::{AttentionArgs, BackendResult, BackendTranspose, DType, HeadTensor, Operand, invalid};
 
 /// `a * b` in u64, or an `InvalidArgument` naming what overflowed.
 fn mul(op: &str, what: &str, a: u64, b: u64) -> BackendResult<u64> {
@@ -491,36 +491,100 @@ pub fn conv2d(
     })
 }
 
-/// A checked attention call.
+/// A checked attention call (`attention` and `attention_ex`; `attention` is the case of
+/// contiguous `[b, h, s, d]` operands, `kv_heads == heads` and no mask).
+///
+/// Element offsets: row `i` of head `h` of batch entry `b` of an operand starts at
+/// `b * strides[0] + h * strides[1] + i * strides[2]` elements past the operand's start
+/// ([`AttentionPlan::at`]); K and V are indexed by the key/value head
+/// ([`AttentionPlan::kv_head`]).
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionPlan {
-    /// The op that made the plan, as errors name it (`"gemm"`, `"batched_gemm"`, ...).
+    /// The op that made the plan, as errors name it (`"attention"`, `"attention_ex"`).
     pub op: &'static str,
     /// Batch size.
     pub batch: usize,
-    /// Heads per batch entry.
+    /// Query heads per batch entry.
     pub heads: usize,
+    /// Key/value heads per batch entry (divides `heads`).
+    pub kv_heads: usize,
     /// Query rows per head.
     pub seq_q: usize,
     /// Key/value rows per head.
     pub seq_kv: usize,
-    /// Elements per row.
+    /// Elements per Q and K row.
     pub head_dim: usize,
+    /// Elements per V and O row.
+    pub v_head_dim: usize,
     /// Multiplies Q*K^T before the softmax.
     pub scale: f64,
-    /// Bottom-right causal mask.
+    /// Bottom-right causal frontier.
     pub causal: bool,
-    /// Q `[batch, heads, seq_q, head_dim]`.
-    pub q: Operand,
-    /// K, `None` when `seq_kv == 0`.
+    /// `cap * tanh(s / cap)` of the scaled scores, before the mask.
+    pub softcap: Option<f64>,
+    /// Sliding window (only with `causal`).
+    pub window: Option<usize>,
+    /// Q, `None` when `head_dim == 0`.
+    pub q: Option<Operand>,
+    /// K, `None` when no key is read (`seq_kv == 0` or `head_dim == 0`).
     pub k: Option<Operand>,
     /// V, `None` when `seq_kv == 0`.
     pub v: Option<Operand>,
-    /// O, shaped like Q.
+    /// O.
     pub o: Operand,
+    /// The f32 mask, `None` without one (or when it has no elements).
+    pub mask: Option<Operand>,
+    /// Element strides `[batch, head, row]` of Q, K, V and O.
+    pub q_strides: [usize; 3],
+    /// See `q_strides`.
+    pub k_strides: [usize; 3],
+    /// See `q_strides`.
+    pub v_strides: [usize; 3],
+    /// See `q_strides`.
+    pub o_strides: [usize; 3],
+    /// Element strides of the mask between batch entries and heads (0 where it is
+    /// broadcast); its rows are `seq_kv` apart.
+    pub mask_strides: [usize; 2],
+}
+
+impl AttentionPlan {
+    /// Query heads per key/value head.
+    pub fn group(&self) -> usize {
+        self.heads / self.kv_heads.max(1)
+    }
+
+    /// The key/value head that query head `h` reads.
+    pub fn kv_head(&self, h: usize) -> usize {
+        h / self.group().max(1)
+    }
+
+    /// Element offset of row `i` of head `h` of batch entry `b` under `strides`.
+    pub fn at(strides: [usize; 3], b: usize, h: usize, i: usize) -> usize {
+        b * strides[0] + h * strides[1] + i * strides[2]
+    }
+
+    /// Element offset of mask row `i` for batch entry `b` and query head `h`.
+    pub fn mask_at(&self, b: usize, h: usize, i: usize) -> usize {
+        b * self.mask_strides[0] + h * self.mask_strides[1] + i * self.seq_kv
+    }
+
+    /// The keys query row `i` may see before the mask: all, or the causal frontier and
+    /// the window's start (an empty range when it sees none).
+    pub fn visible(&self, i: usize) -> std::ops::Range<usize> {
+        if !self.causal {
+            return 0..self.seq_kv;
+        }
+        // Keys j <= i + seq_kv - seq_q: that many plus one, or none.
+        let end = (i + self.seq_kv + 1)
+            .saturating_sub(self.seq_q)
+            .min(self.seq_kv);
+        let start = self.window.map_or(0, |w| end.saturating_sub(w));
+        start..end
+    }
 }
 
 /// Validates an attention call.
+#[allow(clippy::too_many_arguments)]
 pub fn attention(
     q_ptr: u64,
     k_ptr: u64,
@@ -535,28 +599,175 @@ pub fn attention(
     causal: bool,
 ) -> BackendResult<Option<AttentionPlan>> {
     const OP: &str = "attention";
-    let q_elems = product(OP, "the size of Q", &[batch, heads, seq_q, head_dim])?;
-    let kv_elems = product(OP, "the size of K", &[batch, heads, seq_kv, head_dim])?;
-    if q_elems == 0 {
-        return Ok(None);
-    }
-    let q = required(OP, "Q", q_ptr, q_elems)?;
-    let o = required(OP, "O", o_ptr, q_elems)?;
-    let k = operand(OP, "K", k_ptr, kv_elems, DType::F32)?;
-    let v = operand(OP, "V", v_ptr, kv_elems, DType::F32)?;
-    finish(AttentionPlan {
-        op: OP,
-        batch,
-        heads,
-        seq_q,
-        seq_kv,
-        head_dim,
+    // The sizes of the contiguous layout are checked before its strides are formed.
+    product(OP, "the size of Q", &[batch, heads, seq_q, head_dim])?;
+    product(OP, "the size of K", &[batch, heads, seq_kv, head_dim])?;
+    let args = AttentionArgs {
         scale,
         causal,
+        ..AttentionArgs::new(
+            batch,
+            heads,
+            heads.max(1),
+            seq_q,
+            seq_kv,
+            head_dim,
+            HeadTensor::bhsd(q_ptr, heads, seq_q, head_dim),
+            HeadTensor::bhsd(k_ptr, heads, seq_kv, head_dim),
+            HeadTensor::bhsd(v_ptr, heads, seq_kv, head_dim),
+            HeadTensor::bhsd(o_ptr, heads, seq_q, head_dim),
+        )
+    };
+    attention_plan(OP, &args)
+}
+
+/// Validates an `attention_ex` call.
+pub fn attention_ex(args: &AttentionArgs) -> BackendResult<Option<AttentionPlan>> {
+    attention_plan("attention_ex", args)
+}
+
+/// Elements spanned by `counts = [batch, heads, rows]` rows of `dim` elements under
+/// `strides`, or 0 when there are none. Several rows need a row stride of at least `dim`.
+fn head_extent(
+    op: &str,
+    name: &str,
+    counts: [usize; 3],
+    strides: [usize; 3],
+    dim: usize,
+) -> BackendResult<u64> {
+    if counts.contains(&0) || dim == 0 {
+        return Ok(0);
+    }
+    if counts[2] > 1 && strides[2] < dim {
+        return Err(invalid!(
+            "{op}: {name}'s row stride {} is less than its row length {dim}",
+            strides[2]
+        ));
+    }
+    let what = format!("the extent of {name}");
+    counts
+        .iter()
+        .zip(strides)
+        .try_fold(dim as u64, |acc, (&n, s)| {
+            let span = mul(op, &what, n as u64 - 1, s as u64)?;
+            acc.checked_add(span)
+                .ok_or_else(|| invalid!("{op}: size overflow computing {what}"))
+        })
+}
+
+/// True when no two of the `counts` rows of `dim` elements under `strides` share an
+/// element (sufficient: each dimension's stride clears everything below it).
+fn rows_disjoint(counts: [usize; 3], strides: [usize; 3], dim: usize) -> bool {
+    let mut dims: Vec<(usize, usize)> = counts
+        .into_iter()
+        .zip(strides)
+        .filter(|&(n, _)| n > 1)
+        .map(|(n, s)| (s, n))
+        .collect();
+    dims.sort_unstable();
+    let mut span = dim as u128;
+    for (stride, n) in dims {
+        if (stride as u128) < span {
+            return false;
+        }
+        span += stride as u128 * (n as u128 - 1);
+    }
+    true
+}
+
+fn attention_plan(op: &'static str, a: &AttentionArgs) -> BackendResult<Option<AttentionPlan>> {
+    let (batch, heads, kv_heads) = (a.batch, a.heads, a.kv_heads);
+    if heads > 0 && (kv_heads == 0 || !heads.is_multiple_of(kv_heads)) {
+        return Err(invalid!(
+            "{op}: heads {heads} is not a multiple of kv_heads {kv_heads}"
+        ));
+    }
+    if let Some(m) = &a.mask
+        && (![1, batch].contains(&m.batch) || ![1, heads].contains(&m.heads))
+    {
+        return Err(invalid!(
+            "{op}: mask shape [{}, {}, {}, {}] does not broadcast to [{batch}, {heads}, {}, {}] \
+             (its batch must be 1 or {batch}, its heads 1 or {heads})",
+            m.batch,
+            m.heads,
+            a.seq_q,
+            a.seq_kv,
+            a.seq_q,
+            a.seq_kv
+        ));
+    }
+    if let Some(cap) = a.softcap
+        && !(cap.is_finite() && cap > 0.0)
+    {
+        return Err(invalid!("{op}: softcap {cap} must be finite and positive"));
+    }
+    match a.window {
+        Some(0) => return Err(invalid!("{op}: window 0 must be at least 1")),
+        Some(w) if !a.causal => {
+            return Err(invalid!(
+                "{op}: window {w} needs causal (it counts back from the causal frontier)"
+            ));
+        }
+        _ => {}
+    }
+    let (d, dv) = (a.head_dim, a.v_head_dim);
+    let q_counts = [batch, heads, a.seq_q];
+    let kv_counts = [batch, kv_heads, a.seq_kv];
+    let o_elems = head_extent(op, "O", q_counts, a.o.strides(), dv)?;
+    if o_elems == 0 {
+        return Ok(None);
+    }
+    if !rows_disjoint(q_counts, a.o.strides(), dv) {
+        return Err(invalid!(
+            "{op}: O's strides {:?} make rows of {dv} elements overlap; every output row \
+             needs its own elements",
+            a.o.strides()
+        ));
+    }
+    let q_elems = head_extent(op, "Q", q_counts, a.q.strides(), d)?;
+    let k_elems = head_extent(op, "K", kv_counts, a.k.strides(), d)?;
+    let v_elems = head_extent(op, "V", kv_counts, a.v.strides(), dv)?;
+    let q = operand(op, "Q", a.q.ptr, q_elems, DType::F32)?;
+    let k = operand(op, "K", a.k.ptr, k_elems, DType::F32)?;
+    let v = operand(op, "V", a.v.ptr, v_elems, DType::F32)?;
+    let o = required(op, "O", a.o.ptr, o_elems)?;
+    let (mask, mask_strides) = match &a.mask {
+        Some(m) => {
+            let rows = mul(op, "the size of the mask", a.seq_q as u64, a.seq_kv as u64)?;
+            let elems = product(op, "the size of the mask", &[m.batch, m.heads])
+                .and_then(|bh| mul(op, "the size of the mask", bh, rows))?;
+            let per_head = a.seq_q * a.seq_kv;
+            let strides = [
+                if m.batch > 1 { m.heads * per_head } else { 0 },
+                if m.heads > 1 { per_head } else { 0 },
+            ];
+            (operand(op, "mask", m.ptr, elems, DType::F32)?, strides)
+        }
+        None => (None, [0, 0]),
+    };
+    finish(AttentionPlan {
+        op,
+        batch,
+        heads,
+        kv_heads,
+        seq_q: a.seq_q,
+        seq_kv: a.seq_kv,
+        head_dim: d,
+        v_head_dim: dv,
+        scale: a.scale,
+        causal: a.causal,
+        softcap: a.softcap,
+        window: a.window,
         q,
         k,
         v,
         o,
+        mask,
+        q_strides: a.q.strides(),
+        k_strides: a.k.strides(),
+        v_strides: a.v.strides(),
+        o_strides: a.o.strides(),
+        mask_strides,
     })
 }
 
@@ -972,15 +1183,21 @@ impl Plan for AttentionPlan {
 
     fn operands_mut(&mut self) -> Vec<&mut Operand> {
         present([
-            Some(&mut self.q),
+            self.q.as_mut(),
             self.k.as_mut(),
             self.v.as_mut(),
+            self.mask.as_mut(),
             Some(&mut self.o),
         ])
     }
 
     fn check_overlaps(&self) -> BackendResult<()> {
-        for input in [Some(&self.q), self.k.as_ref(), self.v.as_ref()] {
+        for input in [
+            self.q.as_ref(),
+            self.k.as_ref(),
+            self.v.as_ref(),
+            self.mask.as_ref(),
+        ] {
             disjoint(self.op, &self.o, input)?;
         }
         Ok(())
@@ -1112,6 +1329,7 @@ impl Plan for HostCopyPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::AttentionMask;
     use BackendTranspose::{NoTrans as N, Trans as T};
 
     fn g(ta: BackendTranspose, tb: BackendTranspose, m: usize, n: usize, k: usize) -> GemmArgs {
@@ -1387,5 +1605,89 @@ mod tests {
             ))
             .contains("overflow")
         );
+    }
+
+    fn gqa(heads: usize, kv_heads: usize) -> AttentionArgs {
+        AttentionArgs::new(
+            2,
+            heads,
+            kv_heads,
+            3,
+            5,
+            4,
+            HeadTensor::bhsd(0x10_0000, heads, 3, 4),
+            HeadTensor::bhsd(0x20_0000, kv_heads, 8, 4),
+            HeadTensor::bhsd(0x30_0000, kv_heads, 8, 4),
+            HeadTensor::bhsd(0x40_0000, heads, 3, 4),
+        )
+    }
+
+    #[test]
+    fn attention_ex_checks() {
+        let p = attention_ex(&gqa(8, 2)).unwrap().unwrap();
+        assert_eq!((p.group(), p.kv_head(3), p.kv_head(4)), (4, 0, 1));
+        // K spans the used rows of a cache of 8: (2 - 1) * 2 * 8 * 4 + (2 - 1) * 8 * 4
+        // + (5 - 1) * 4 + 4 elements.
+        assert_eq!(p.k.unwrap().bytes, 4 * (64 + 32 + 16 + 4));
+        assert!(err(attention_ex(&gqa(8, 3))).contains("heads 8 is not a multiple of kv_heads 3"));
+        assert!(err(attention_ex(&gqa(8, 0))).contains("kv_heads 0"));
+        let bad_mask = gqa(8, 2).mask(AttentionMask {
+            ptr: 0x50_0000,
+            batch: 3,
+            heads: 1,
+        });
+        assert!(err(attention_ex(&bad_mask)).contains("does not broadcast to [2, 8, 3, 5]"));
+        let mask = gqa(8, 2).mask(AttentionMask {
+            ptr: 0x50_0000,
+            batch: 1,
+            heads: 8,
+        });
+        let p = attention_ex(&mask).unwrap().unwrap();
+        assert_eq!(p.mask_strides, [0, 15]);
+        assert_eq!(p.mask.unwrap().bytes, 4 * 8 * 15);
+        assert!(err(attention_ex(&gqa(8, 2).softcap(0.0))).contains("softcap 0"));
+        assert!(err(attention_ex(&gqa(8, 2).softcap(f64::NAN))).contains("softcap NaN"));
+        assert!(err(attention_ex(&gqa(8, 2).window(0))).contains("window 0"));
+        let mut w = gqa(8, 2).window(2);
+        w.causal = false;
+        assert!(err(attention_ex(&w)).contains("needs causal"));
+        // Rows of O that share elements, and row strides below the row.
+        let mut o = gqa(8, 2);
+        o.o = HeadTensor::new(0x40_0000, [96, 4, 8]);
+        assert!(
+            err(attention_ex(&o))
+                .contains("O's strides [96, 4, 8] make rows of 4 elements overlap")
+        );
+        let mut q = gqa(8, 2);
+        q.q.row_stride = 3;
+        assert!(err(attention_ex(&q)).contains("Q's row stride 3 is less than its row length 4"));
+        // [b, s, h, d] rows interleave without overlapping.
+        let mut bshd = gqa(8, 2);
+        bshd.o = HeadTensor::bshd(0x40_0000, 8, 3, 4);
+        assert!(attention_ex(&bshd).unwrap().is_some());
+        // Broadcast inputs (stride 0) are fine; O overlapping the mask is not.
+        let mut shared = gqa(8, 2);
+        shared.k.batch_stride = 0;
+        assert!(attention_ex(&shared).unwrap().is_some());
+        let over = gqa(8, 2).mask(AttentionMask::shared(0x40_0010));
+        assert!(err(attention_ex(&over)).contains("overlaps input mask"));
+        // V and O with their own head size.
+        let mut dv = gqa(8, 2).v_head_dim(6);
+        dv.o = HeadTensor::bhsd(0x40_0000, 8, 3, 6);
+        dv.v = HeadTensor::bhsd(0x30_0000, 2, 8, 6);
+        let p = attention_ex(&dv).unwrap().unwrap();
+        assert_eq!(p.o.bytes, 4 * 2 * 8 * 3 * 6);
+        // No output elements: a no-op, even with garbage pointers.
+        let mut empty = gqa(8, 2);
+        empty.seq_q = 0;
+        empty.q.ptr = 3;
+        assert!(attention_ex(&empty).unwrap().is_none());
+        // Visible keys: causal frontier and window.
+        let mut c = attention_ex(&gqa(8, 2).causal(true)).unwrap().unwrap();
+        assert_eq!((c.visible(0), c.visible(2)), (0..3, 0..5));
+        c.window = Some(2);
+        assert_eq!((c.visible(0), c.visible(2)), (1..3, 3..5));
+        c.seq_q = 7;
+        assert_eq!(c.visible(0), 0..0);
     }
 }

@@ -213,14 +213,13 @@ impl Executor for CpuBackend {
 
     fn run_attention(&self, p: &AttentionPlan) -> BackendResult<()> {
         let mut s = self.state()?;
-        let q = s.read(p.op, Some(&p.q), DType::F32)?;
+        let q = s.read(p.op, p.q.as_ref(), DType::F32)?;
         let k = s.read(p.op, p.k.as_ref(), DType::F32)?;
         let v = s.read(p.op, p.v.as_ref(), DType::F32)?;
-        s.check(p.op, &p.o)?;
-        let mut o = vec![0.0f32; q.len()];
-        reference::attention(
-            &q, &k, &v, &mut o, p.batch, p.heads, p.seq_q, p.seq_kv, p.head_dim, p.scale, p.causal,
-        );
+        let mask = s.read(p.op, p.mask.as_ref(), DType::F32)?;
+        // O may be strided: the elements between its rows keep their values.
+        let mut o = s.read(p.op, Some(&p.o), DType::F32)?;
+        reference::attention(p, &q, &k, &v, &mask, &mut o);
         s.write(p.op, &p.o, &o)
     }
 

@@ -9,7 +9,7 @@
 //! Slices start at the operand's first element and must be at least as long as the
 //! operand's extent; callers (the backend, the conformance suite) guarantee that.
 
-use backend_api::validate::RowOp;
+use backend_api::validate::{AttentionPlan, RowOp};
 use backend_api::{BinaryOp, DType, ReduceOp, UnaryOp};
 
 use crate::parallel::for_chunks;
@@ -143,71 +143,74 @@ fn nan_min(a: f64, b: f64) -> f64 {
     }
 }
 
-/// `O = softmax(scale * Q K^T) V` per (batch, head), with the bottom-right causal mask:
-/// query `i` sees keys `j <= i + seq_kv - seq_q`; rows that see no key are zero.
-pub fn attention(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    o: &mut [f32],
-    batch: usize,
-    heads: usize,
-    seq_q: usize,
-    seq_kv: usize,
-    head_dim: usize,
-    scale: f64,
-    causal: bool,
-) {
-    let d = head_dim;
-    let rows = batch * heads * seq_q;
-    if rows == 0 || d == 0 {
+/// `O = softmax(mask + cap(scale * Q K^T)) V` per (batch, query head) as
+/// [`AttentionPlan`] describes it: query head `h` reads key/value head
+/// `plan.kv_head(h)`, query `i` sees the keys of `plan.visible(i)` whose mask entry is not
+/// `-inf`, and a row that sees none is zero. Each slice starts at its operand; `o` holds
+/// O's whole extent, of which only the output rows are written.
+pub fn attention(p: &AttentionPlan, q: &[f32], k: &[f32], v: &[f32], mask: &[f32], o: &mut [f32]) {
+    let (d, dv) = (p.head_dim, p.v_head_dim);
+    let rows = p.batch * p.heads * p.seq_q;
+    if rows == 0 || dv == 0 {
         return;
     }
-    let o = &mut o[..rows * d];
-    for_chunks(o, d, rows * seq_kv * d * 2, |first_row, out_rows| {
-        let mut scores = vec![0.0f64; seq_kv];
-        for (ri, out) in out_rows.chunks_mut(d).enumerate() {
+    let mut out = vec![0.0f32; rows * dv];
+    let work = rows * p.seq_kv * (d + dv);
+    for_chunks(&mut out, dv, work, |first_row, out_rows| {
+        let mut scores = vec![0.0f64; p.seq_kv];
+        let mut seen = vec![false; p.seq_kv];
+        for (ri, out) in out_rows.chunks_mut(dv).enumerate() {
             let row = first_row + ri;
-            let (bh, i) = (row / seq_q, row % seq_q);
-            let visible = if causal {
-                // Keys j <= i + seq_kv - seq_q: that many plus one, or none.
-                (i + seq_kv + 1).saturating_sub(seq_q).min(seq_kv)
-            } else {
-                seq_kv
-            };
-            if visible == 0 {
+            let (bh, i) = (row / p.seq_q, row % p.seq_q);
+            let (b, h) = (bh / p.heads, bh % p.heads);
+            let kvh = p.kv_head(h);
+            let qi = AttentionPlan::at(p.q_strides, b, h, i);
+            let mut any = false;
+            let mut max = f64::NEG_INFINITY;
+            for j in 0..p.seq_kv {
+                seen[j] = p.visible(i).contains(&j)
+                    && (p.mask.is_none() || mask[p.mask_at(b, h, i) + j] != f32::NEG_INFINITY);
+                if !seen[j] {
+                    continue;
+                }
+                any = true;
+                let kj = AttentionPlan::at(p.k_strides, b, kvh, j);
+                let dot = (0..d).fold(0.0, |acc, t| {
+                    acc + f64::from(q[qi + t]) * f64::from(k[kj + t])
+                });
+                let mut s = p.scale * dot;
+                if let Some(cap) = p.softcap {
+                    s = cap * (s / cap).tanh();
+                }
+                if p.mask.is_some() {
+                    s += f64::from(mask[p.mask_at(b, h, i) + j]);
+                }
+                scores[j] = s;
+                max = nan_max(max, s);
+            }
+            if !any {
                 out.fill(0.0);
                 continue;
             }
-            let qi = &q[row * d..][..d];
-            let kv_base = bh * seq_kv * d;
-            for (j, sc) in scores[..visible].iter_mut().enumerate() {
-                let kj = &k[kv_base + j * d..][..d];
-                *sc = scale
-                    * qi.iter()
-                        .zip(kj)
-                        .fold(0.0, |acc, (&x, &y)| acc + f64::from(x) * f64::from(y));
-            }
-            let max = scores[..visible]
-                .iter()
-                .copied()
-                .fold(f64::NEG_INFINITY, nan_max);
             let mut denom = 0.0;
-            for sc in &mut scores[..visible] {
-                *sc = (*sc - max).exp();
-                denom += *sc;
+            for j in (0..p.seq_kv).filter(|&j| seen[j]) {
+                scores[j] = (scores[j] - max).exp();
+                denom += scores[j];
             }
             for (t, out) in out.iter_mut().enumerate() {
-                let acc = scores[..visible]
-                    .iter()
-                    .enumerate()
-                    .fold(0.0, |acc, (j, &p)| {
-                        acc + p * f64::from(v[kv_base + j * d + t])
-                    });
+                let acc = (0..p.seq_kv).filter(|&j| seen[j]).fold(0.0, |acc, j| {
+                    let vj = AttentionPlan::at(p.v_strides, b, kvh, j);
+                    acc + scores[j] * f64::from(v[vj + t])
+                });
                 *out = (acc / denom) as f32;
             }
         }
     });
+    for (row, values) in out.chunks(dv).enumerate() {
+        let (bh, i) = (row / p.seq_q, row % p.seq_q);
+        let at = AttentionPlan::at(p.o_strides, bh / p.heads, bh % p.heads, i);
+        o[at..][..dv].copy_from_slice(values);
+    }
 }
 
 /// Reduces `input`, viewed as `[outer, len, inner]`, over `len` into `outer * inner`
@@ -447,8 +450,66 @@ mod tests {
         // seq_q 3 > seq_kv 1: query 0 and 1 see no key, query 2 sees key 0.
         let q = [1.0; 3];
         let mut o = [9.0; 3];
-        attention(&q, &[1.0], &[5.0], &mut o, 1, 1, 3, 1, 1, 1.0, true);
+        let p =
+            backend_api::validate::attention(0x100, 0x200, 0x300, 0x400, 1, 1, 3, 1, 1, 1.0, true)
+                .unwrap()
+                .unwrap();
+        attention(&p, &q, &[1.0], &[5.0], &[], &mut o);
         assert_eq!(o, [0.0, 0.0, 5.0]);
+    }
+
+    /// A plan for one batch entry of `heads` query heads over `kv_heads` key/value heads,
+    /// one query row and `seq_kv` keys of one element, contiguous.
+    fn gqa_plan(heads: usize, kv_heads: usize, seq_kv: usize) -> AttentionPlan {
+        use backend_api::{AttentionArgs, HeadTensor};
+        let args = AttentionArgs::new(
+            1,
+            heads,
+            kv_heads,
+            1,
+            seq_kv,
+            1,
+            HeadTensor::bhsd(0x1000, heads, 1, 1),
+            HeadTensor::bhsd(0x2000, kv_heads, seq_kv, 1),
+            HeadTensor::bhsd(0x3000, kv_heads, seq_kv, 1),
+            HeadTensor::bhsd(0x4000, heads, 1, 1),
+        )
+        .scale(1.0);
+        backend_api::validate::attention_ex(&args).unwrap().unwrap()
+    }
+
+    #[test]
+    fn grouped_heads_read_their_groups_kv_head() {
+        // 4 query heads over 2 KV heads of one key each: heads 0, 1 see V = 10, heads 2, 3
+        // see V = 20 (interleaving, h % 2, would give 10, 20, 10, 20).
+        let p = gqa_plan(4, 2, 1);
+        let mut o = [0.0; 4];
+        attention(&p, &[1.0; 4], &[1.0, 1.0], &[10.0, 20.0], &[], &mut o);
+        assert_eq!(o, [10.0, 10.0, 20.0, 20.0]);
+    }
+
+    #[test]
+    fn masked_keys_are_skipped_and_fully_masked_rows_are_zero() {
+        // Two keys; the mask excludes key 1, whose V is NaN, for head 0, and every key for
+        // head 1.
+        let mut p = gqa_plan(2, 1, 2);
+        p.mask = Some(backend_api::Operand {
+            name: "mask",
+            ptr: 0x5000,
+            bytes: 16,
+        });
+        p.mask_strides = [0, 2];
+        let inf = f32::NEG_INFINITY;
+        let mut o = [9.0; 2];
+        attention(
+            &p,
+            &[1.0; 2],
+            &[1.0, 1.0],
+            &[3.0, f32::NAN],
+            &[0.5, inf, inf, inf],
+            &mut o,
+        );
+        assert_eq!(o, [3.0, 0.0]);
     }
 
     #[test]

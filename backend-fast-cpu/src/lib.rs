@@ -298,8 +298,16 @@ impl Executor for FastCpuBackend {
         s.with_f32(
             p.op,
             &p.o,
-            &[Some(&p.q), p.k.as_ref(), p.v.as_ref()],
-            |o, ins| attention::attention(p, ins.f32s(0), ins.f32s(1), ins.f32s(2), o),
+            &[p.q.as_ref(), p.k.as_ref(), p.v.as_ref(), p.mask.as_ref()],
+            |o, ins| {
+                let operands = attention::Operands {
+                    q: ins.f32s(0),
+                    k: ins.f32s(1),
+                    v: ins.f32s(2),
+                    mask: ins.f32s(3),
+                };
+                attention::attention(p, &operands, o)
+            },
         )
     }
 

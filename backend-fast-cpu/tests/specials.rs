@@ -87,7 +87,10 @@ fn causal_attention_never_reads_masked_values() {
         .unwrap();
     let got = b.copy_dtoh_vec::<f32>(po, s * d).unwrap();
     let mut want = vec![0.0f32; s * d];
-    backend_cpu::reference::attention(&q, &k, &v, &mut want, 1, 1, s, s, d, scale, true);
+    let plan = backend_api::validate::attention(pq, pk, pv, po, 1, 1, s, s, d, scale, true)
+        .unwrap()
+        .unwrap();
+    backend_cpu::reference::attention(&plan, &q, &k, &v, &[], &mut want);
     assert!(want[..(s - 1) * d].iter().all(|w| w.is_finite()));
     same(&got, &want);
 }

@@ -36,7 +36,7 @@ pub(crate) const SMALL_READ: u64 = 256;
 /// `min_storage_buffer_offset_alignment` (at most 256 by the WebGPU spec).
 const PLACEHOLDER_SLOT: u64 = 256;
 /// Placeholders one dispatch can bind, each in its own slot so that none alias.
-const PLACEHOLDERS: u64 = 4;
+const PLACEHOLDERS: u64 = 8;
 
 /// A bump allocator over one buffer, reset at each submission.
 struct Arena {

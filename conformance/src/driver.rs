@@ -60,7 +60,9 @@ pub async fn run_check_async(
             run_suite::<GemmSuite>(backend, check, config, progress).await
         }
         Check::Conv2d => run_suite::<ConvSuite>(backend, check, config, progress).await,
-        Check::Attention => run_suite::<AttentionSuite>(backend, check, config, progress).await,
+        Check::Attention | Check::AttentionEx => {
+            run_suite::<AttentionSuite>(backend, check, config, progress).await
+        }
         Check::Reduce => run_suite::<ReduceSuite>(backend, check, config, progress).await,
         Check::Rows => run_suite::<RowsSuite>(backend, check, config, progress).await,
         Check::Unary => run_suite::<UnarySuite>(backend, check, config, progress).await,

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use backend_api::{
-    BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp, ComputeBackend, DType,
-    MemoryInfo, ReduceOp, UnaryOp,
+    AttentionArgs, BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp,
+    ComputeBackend, DType, HeadTensor, MemoryInfo, ReduceOp, UnaryOp,
 };
 use backend_cpu::CpuBackend;
 
@@ -116,6 +116,9 @@ pub enum Fault {
     /// 32. `layer_norm` divides the variance by `cols - 1` (its output scaled by
     ///     `sqrt((cols - 1) / cols)`).
     LayerNormUnbiased,
+    /// 33. `attention_ex` gives query head `h` key/value head `h % kv_heads` instead of
+    ///     `h / (heads / kv_heads)` (the two agree when `kv_heads` is 1 or `heads`).
+    AttentionExInterleavedGroups,
 }
 
 /// An op waiting in the queue of [`Fault::HtodOvertakesQueue`].
@@ -643,6 +646,43 @@ impl ComputeBackend for Mutant {
                 _ => bytes,
             };
             self.op(move |b| b.copy_dtod(dst, src, bytes_used))
+        })
+    }
+
+    fn attention_ex(&self, args: &AttentionArgs) -> BackendResult<()> {
+        let a = *args;
+        let interleave = self.fault == Fault::AttentionExInterleavedGroups
+            && a.kv_heads > 1
+            && a.kv_heads < a.heads
+            && a.heads.is_multiple_of(a.kv_heads)
+            // A mask per batch entry and head cannot be split by head with a pointer.
+            && !a.mask.is_some_and(|m| m.batch > 1 && m.heads > 1);
+        if !interleave {
+            return self.said_with(|| self.op(move |b| b.attention_ex(&a)));
+        }
+        // One call per query head, each with the wrong key/value head.
+        self.said_with(|| {
+            self.op(move |b| {
+                let elems = |t: &HeadTensor, head: usize| t.ptr + (4 * head * t.head_stride) as u64;
+                for h in 0..a.heads {
+                    let kvh = h % a.kv_heads;
+                    let mut one = a;
+                    one.heads = 1;
+                    one.kv_heads = 1;
+                    one.q.ptr = elems(&a.q, h);
+                    one.o.ptr = elems(&a.o, h);
+                    one.k.ptr = elems(&a.k, kvh);
+                    one.v.ptr = elems(&a.v, kvh);
+                    if let Some(m) = &mut one.mask
+                        && m.heads > 1
+                    {
+                        m.ptr += (4 * h * a.seq_q * a.seq_kv) as u64;
+                        m.heads = 1;
+                    }
+                    b.attention_ex(&one)?;
+                }
+                Ok(())
+            })
         })
     }
 

@@ -51,6 +51,7 @@ macro_rules! __for_each_check {
             gemm_ex GemmEx property "`gemm_ex`: f16/bf16/f32 inputs.",
             conv2d Conv2d property "`conv2d_forward`: stride, padding, any filter size.",
             attention Attention property "`attention`: causal and not, `seq_q != seq_kv`.",
+            attention_ex AttentionEx property "`attention_ex`: GQA/MQA, `[b, s, h, d]` strides, KV caches read in place, broadcast masks with `-inf` rows, soft cap, sliding window, its own V head size.",
             reduce Reduce property "`reduce`: every op and axis, empty axes, long rows.",
             rows Rows property "`softmax`, `log_softmax`, `layer_norm`, `rms_norm`: in place, gamma/beta, large means, long rows.",
             unary Unary property "`unary`: every op, in place and not, special values.",

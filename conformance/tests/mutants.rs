@@ -119,6 +119,15 @@ fn attention_ignoring_causal_when_rectangular_is_caught() {
 }
 
 #[test]
+fn attention_ex_interleaving_kv_groups_is_caught() {
+    assert_caught(
+        Fault::AttentionExInterleavedGroups,
+        Check::AttentionEx,
+        &["O["],
+    );
+}
+
+#[test]
 fn conv2d_flipping_the_filter_is_caught() {
     assert_caught(Fault::ConvFlipsFilter, Check::Conv2d, &["output["]);
 }
@@ -190,7 +199,7 @@ fn unmutated_wrapper_passes_every_check() {
 }
 
 /// Every fault, with the check meant to catch it.
-const FAULTS: [(Fault, Check); 17] = [
+const FAULTS: [(Fault, Check); 18] = [
     (Fault::GemmIgnoresBeta, Check::Gemm),
     (Fault::GemmReadsCWhenBetaZero, Check::Gemm),
     (Fault::GemmTransAAsNoTrans, Check::Gemm),
@@ -205,6 +214,7 @@ const FAULTS: [(Fault, Check); 17] = [
         Fault::AttentionCausalIgnoredWhenRectangular,
         Check::Attention,
     ),
+    (Fault::AttentionExInterleavedGroups, Check::AttentionEx),
     (Fault::ConvFlipsFilter, Check::Conv2d),
     (Fault::HtodOvertakesQueue, Check::Ordering),
     (Fault::FreeAcceptsInterior, Check::Misuse),

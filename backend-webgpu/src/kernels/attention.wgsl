@@ -1,5 +1,11 @@
-// Attention with an online softmax, never materialising the score matrix. Causal masking
-// is bottom-right: query i sees keys j <= i + seq_kv - seq_q. Two entry points:
+// Attention with an online softmax, never materialising the score matrix. Query head h
+// of batch entry b reads key/value head h / group; every operand is addressed through
+// its (batch, head, row) element strides, so [b, s, h, d] tensors and KV caches are read
+// in place. Query i sees key j when j lies in [lo, hi): hi = seq_kv, or the causal
+// frontier i + seq_kv - seq_q + 1 (bottom-right), and lo = hi - window with a sliding
+// window; and, with a mask, when its entry is not -inf. Scores are
+// mask + cap(scale * q.k), cap(s) = softcap * tanh(s / softcap) when soft-capped. Two
+// entry points:
 //
 // - `main`, any head size: one workgroup per query row walks the visible keys in blocks
 //   of 64, keeping the running maximum m, the running sum l and the output accumulator
@@ -7,33 +13,101 @@
 // - `fast`, head sizes up to 64 or 128 (override D): blocks of 64 query rows x 64 keys,
 //   S = Q K^T and O += P V as register-blocked products through workgroup memory (see
 //   below).
+//
+// A row that sees no key outputs zeros. Excluded keys add nothing, not even 0 * NaN.
 
 struct Params {
     rows: u32,
     seq_q: u32,
     seq_kv: u32,
     head_dim: u32,
+    v_dim: u32,
+    heads: u32,
+    group: u32,
+    flags: u32, // CAUSAL | MASKED | CAPPED | WINDOWED
     q_off: u32,
     k_off: u32,
     v_off: u32,
     o_off: u32,
+    m_off: u32,
+    window: u32,
     scale: f32,
-    causal: u32,
-    _pad0: u32,
-    _pad1: u32,
+    softcap: f32,
+    q_s: vec3<u32>, // (batch, head, row) element strides
+    _p0: u32,
+    k_s: vec3<u32>,
+    _p1: u32,
+    v_s: vec3<u32>,
+    _p2: u32,
+    o_s: vec3<u32>,
+    _p3: u32,
+    m_s: vec2<u32>, // (batch, head); mask rows are seq_kv apart
+    _p4: vec2<u32>,
 }
+
+const CAUSAL: u32 = 1u;
+const MASKED: u32 = 2u;
+const CAPPED: u32 = 4u;
+const WINDOWED: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read_write> q: array<f32>;
 @group(0) @binding(2) var<storage, read_write> k: array<f32>;
 @group(0) @binding(3) var<storage, read_write> v: array<f32>;
 @group(0) @binding(4) var<storage, read_write> o: array<f32>;
+@group(0) @binding(8) var<storage, read_write> mask: array<f32>;
+
+fn has(flag: u32) -> bool {
+    return (params.flags & flag) != 0u;
+}
+
+// The first element of row `row` of head `head` of batch entry `b` under strides `st`.
+fn at(off: u32, st: vec3<u32>, b: u32, head: u32, row: u32) -> u32 {
+    return off + b * st.x + head * st.y + row * st.z;
+}
+
+// The keys query row i may see before the mask: [lo, hi).
+fn key_range(i: u32) -> vec2<u32> {
+    var hi = params.seq_kv;
+    if (has(CAUSAL)) {
+        hi = min(params.seq_kv, max(i + params.seq_kv + 1u, params.seq_q) - params.seq_q);
+    }
+    var lo = 0u;
+    if (has(WINDOWED)) {
+        lo = max(hi, params.window) - params.window;
+    }
+    return vec2<u32>(lo, hi);
+}
+
+// The soft cap of a scaled score; NaN stays NaN (clamp of NaN is not specified; the bit
+// test survives fast-math), and
+// the clamp keeps tanh's argument where every implementation is exact to f32 (tanh(15)
+// rounds to 1).
+fn cap(s: f32) -> f32 {
+    let x = s / params.softcap;
+    return select(params.softcap * tanh(clamp(x, -15.0, 15.0)), s, is_nan(x));
+}
+
+// The score of a visible key from its scaled dot product and the mask's row start;
+// -inf when the mask excludes it.
+fn score(scaled: f32, m_row: u32, j: u32) -> f32 {
+    var s = scaled;
+    if (has(CAPPED)) {
+        s = cap(s);
+    }
+    if (has(MASKED)) {
+        let mv = mask[m_row + j];
+        s = select(s + mv, -inf_f32(), is_inf(mv) && mv < 0.0);
+    }
+    return s;
+}
 
 const WG: u32 = 64u;
 const PER_THREAD: u32 = 8u;
 const PASS_DIMS: u32 = 512u; // WG * PER_THREAD
 
 var<workgroup> scores: array<f32, WG>;
+var<workgroup> keep: array<u32, WG>; // the key is visible and not masked out
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -43,43 +117,47 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let d = params.head_dim;
+    let dv = params.v_dim;
     let i = row % params.seq_q;
-    let head = row / params.seq_q;
-    var visible = params.seq_kv;
-    if (params.causal != 0u) {
-        visible = min(params.seq_kv, max(i + params.seq_kv + 1u, params.seq_q) - params.seq_q);
-    }
-    let q_base = params.q_off + row * d;
-    let o_base = params.o_off + row * d;
-    let kv_base = head * params.seq_kv * d;
-    if (visible == 0u) {
-        for (var t = lid; t < d; t = t + WG) {
-            o[o_base + t] = 0.0;
-        }
-        return;
-    }
-    for (var d0 = 0u; d0 < d; d0 = d0 + PASS_DIMS) {
+    let bh = row / params.seq_q;
+    let b = bh / params.heads;
+    let h = bh % params.heads;
+    let kvh = h / params.group;
+    let range = key_range(i);
+    let q_base = at(params.q_off, params.q_s, b, h, i);
+    let o_base = at(params.o_off, params.o_s, b, h, i);
+    let k_head = at(params.k_off, params.k_s, b, kvh, 0u);
+    let v_head = at(params.v_off, params.v_s, b, kvh, 0u);
+    let m_row = params.m_off + b * params.m_s.x + h * params.m_s.y + i * params.seq_kv;
+    for (var d0 = 0u; d0 < max(dv, 1u); d0 = d0 + PASS_DIMS) {
         // Explicitly zeroed: Chrome does not re-zero an uninitialised var declared in a loop.
         var acc = array<f32, PER_THREAD>();
         var m = -inf_f32();
         var l = 0.0;
-        for (var j0 = 0u; j0 < visible; j0 = j0 + WG) {
+        var any = false;
+        for (var j0 = range.x; j0 < range.y; j0 = j0 + WG) {
             let j = j0 + lid;
             var s = -inf_f32();
-            if (j < visible) {
+            var kept = 0u;
+            if (j < range.y) {
                 var dot = 0.0;
-                let kr = params.k_off + kv_base + j * d;
+                let kr = k_head + j * params.k_s.z;
                 for (var t = 0u; t < d; t = t + 1u) {
                     dot = dot + q[q_base + t] * k[kr + t];
                 }
-                s = params.scale * dot;
+                s = score(params.scale * dot, m_row, j);
+                kept = select(1u, 0u, has(MASKED) && bitcast<u32>(s) == 0xff800000u);
             }
             scores[lid] = s;
+            keep[lid] = kept;
             workgroupBarrier();
-            let block = min(WG, visible - j0);
+            let block = min(WG, range.y - j0);
             var mb = m;
             for (var jj = 0u; jj < block; jj = jj + 1u) {
-                mb = max(mb, scores[jj]);
+                if (keep[jj] != 0u) {
+                    mb = max(mb, scores[jj]);
+                    any = true;
+                }
             }
             // exp(-inf - finite) is 0; written out because WGSL's exp promises nothing there.
             let corr = select(exp(m - mb), 0.0, is_inf(m) && m < 0.0);
@@ -88,12 +166,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 acc[u] = acc[u] * corr;
             }
             for (var jj = 0u; jj < block; jj = jj + 1u) {
+                if (keep[jj] == 0u) {
+                    continue;
+                }
                 let p = exp(scores[jj] - mb);
                 l = l + p;
-                let vr = params.v_off + kv_base + (j0 + jj) * d;
+                let vr = v_head + (j0 + jj) * params.v_s.z;
                 for (var u = 0u; u < PER_THREAD; u = u + 1u) {
                     let t = d0 + lid + u * WG;
-                    if (t < d) {
+                    if (t < dv) {
                         acc[u] = acc[u] + p * v[vr + t];
                     }
                 }
@@ -103,8 +184,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         for (var u = 0u; u < PER_THREAD; u = u + 1u) {
             let t = d0 + lid + u * WG;
-            if (t < d) {
-                o[o_base + t] = acc[u] / l;
+            if (t < dv) {
+                o[o_base + t] = select(0.0, acc[u] / l, any);
             }
         }
     }
@@ -165,13 +246,15 @@ fn fetch_qk(t: u32, q_base: u32, k_base: u32, q0: u32, j0: u32, d0: u32) -> Chun
     let row = t / 4u;
     let dim = d0 + 4u * (t % 4u);
     let d = params.head_dim;
+    let qa = q_base + row * params.q_s.z + dim;
+    let ka = k_base + row * params.k_s.z + dim;
     if (VEC_LOADS) {
         if (dim < d) {
             if (q0 + row < params.seq_q) {
-                c.q = q4[(q_base + row * d + dim) / 4u];
+                c.q = q4[qa / 4u];
             }
             if (j0 + row < params.seq_kv) {
-                c.k = k4[(k_base + row * d + dim) / 4u];
+                c.k = k4[ka / 4u];
             }
         }
         return c;
@@ -179,10 +262,10 @@ fn fetch_qk(t: u32, q_base: u32, k_base: u32, q0: u32, j0: u32, d0: u32) -> Chun
     for (var e = 0u; e < 4u; e = e + 1u) {
         if (dim + e < d) {
             if (q0 + row < params.seq_q) {
-                c.q[e] = q[q_base + row * d + dim + e];
+                c.q[e] = q[qa + e];
             }
             if (j0 + row < params.seq_kv) {
-                c.k[e] = k[k_base + row * d + dim + e];
+                c.k[e] = k[ka + e];
             }
         }
     }
@@ -190,22 +273,22 @@ fn fetch_qk(t: u32, q_base: u32, k_base: u32, q0: u32, j0: u32, d0: u32) -> Chun
 }
 
 // Quad e of a V chunk (16 keys from j0 + c0, [key][D / 4 quads]); keys past kv_end and
-// dims past d read as zero.
+// dims past v_dim read as zero. `kv_base`: the key/value head's first V element.
 fn fetch_v(e: u32, kv_base: u32, j0: u32, c0: u32, kv_end: u32) -> vec4<f32> {
-    let d = params.head_dim;
+    let d = params.v_dim;
     let key = j0 + c0 + e / (D / 4u);
     let dq = 4u * (e % (D / 4u));
     var val = vec4<f32>(0.0);
     if (key >= kv_end || dq >= d) {
         return val;
     }
-    let at = params.v_off + kv_base + key * d + dq;
+    let va = kv_base + key * params.v_s.z + dq;
     if (VEC_LOADS) {
-        return v4[at / 4u];
+        return v4[va / 4u];
     }
     for (var x = 0u; x < 4u; x = x + 1u) {
         if (dq + x < d) {
-            val[x] = v[at + x];
+            val[x] = v[va + x];
         }
     }
     return val;
@@ -248,21 +331,34 @@ fn store_qk(t: u32, stage: u32, c: Chunk) {
     }
 }
 
-// Row r's scores for keys 4tc..4tc+3, scaled and masked (-inf where the row must not see
-// the key: past its causal limit or past seq_kv).
-fn masked(s: vec4<f32>, j0: u32, tc: u32, lim: i32) -> vec4<f32> {
+// Row r's scores for keys 4tc..4tc+3, scaled, capped and masked (-inf where the row must
+// not see the key: outside [lo, lim], past seq_kv, or masked out). `m_row`: the row's
+// first mask element.
+fn masked(s: vec4<f32>, j0: u32, tc: u32, lo: i32, lim: i32, m_row: u32) -> vec4<f32> {
     let j = vec4<i32>(i32(j0 + 4u * tc)) + vec4<i32>(0, 1, 2, 3);
-    return select(vec4<f32>(neg_inf()), params.scale * s, j <= vec4<i32>(lim));
+    let seen = (j <= vec4<i32>(lim)) & (j >= vec4<i32>(lo));
+    var out = vec4<f32>(neg_inf());
+    for (var e = 0u; e < 4u; e = e + 1u) {
+        if (seen[e]) {
+            out[e] = score(params.scale * s[e], m_row, u32(j[e]));
+        }
+    }
+    return out;
 }
 
 fn hmax(v: vec4<f32>) -> f32 {
     return max(max(v.x, v.y), max(v.z, v.w));
 }
 
-// exp(s - m), and exactly 0 for masked keys (even where m is -inf too).
+// exp(s - m), and -0 for masked keys (even where m is -inf too): the P V loop skips keys
+// whose probability has that sign bit, so that they add nothing, not even 0 * NaN.
 fn probs(s: vec4<f32>, m: f32) -> vec4<f32> {
     let masked = (bitcast<vec4<u32>>(s) == vec4<u32>(0xff800000u));
-    return select(exp(s - vec4<f32>(m)), vec4<f32>(0.0), masked);
+    return select(exp(s - vec4<f32>(m)), vec4<f32>(-0.0), masked);
+}
+
+fn not_masked(p: vec4<f32>) -> vec4<bool> {
+    return bitcast<vec4<u32>>(p) != vec4<u32>(0x80000000u);
 }
 
 // The 16 partials of owned row (4 tr + r), combined: the maximum, or the sum.
@@ -279,21 +375,29 @@ fn row_sum(tr: u32, r: u32) -> f32 {
 
 @compute @workgroup_size(256)
 fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let d = params.head_dim;
-    let head = wid.y;
+    let b = wid.y / params.heads;
+    let h = wid.y % params.heads;
+    let kvh = h / params.group;
     let q0 = wid.x * FB;
-    let q_base = params.q_off + (head * params.seq_q + q0) * d;
-    let o_base = params.o_off + (head * params.seq_q + q0) * d;
-    let kv_base = head * params.seq_kv * d;
+    let q_base = at(params.q_off, params.q_s, b, h, q0);
+    let o_base = at(params.o_off, params.o_s, b, h, q0);
+    let k_head = at(params.k_off, params.k_s, b, kvh, 0u);
+    let kv_base = at(params.v_off, params.v_s, b, kvh, 0u);
+    let m_head = params.m_off + b * params.m_s.x + h * params.m_s.y;
     let shift = i32(params.seq_kv) - i32(params.seq_q);
     let tr = lid % 16u;
     let tc = lid / 16u;
-    let causal = params.causal != 0u;
+    let causal = has(CAUSAL);
     // Everything per owned row (x, y, z, w: rows 4tr .. 4tr + 3) lives in vec4 registers:
     // no arrays, so nothing can spill to local memory.
     let rows = vec4<i32>(i32(q0 + 4u * tr)) + vec4<i32>(0, 1, 2, 3);
     let last_key = vec4<i32>(i32(params.seq_kv) - 1);
     let lim = select(last_key, min(last_key, rows + vec4<i32>(shift)), causal);
+    // The window's first key per row (lo <= 0: from the start).
+    let lo = select(vec4<i32>(0), lim - vec4<i32>(i32(params.window)) + vec4<i32>(1), has(WINDOWED));
+    // Each owned row's first mask element (rows past seq_q, whose scores are never
+    // stored, read the last row's, so that every index stays in range).
+    let m_rows = vec4<u32>(m_head) + min(vec4<u32>(rows), vec4<u32>(params.seq_q - 1u)) * params.seq_kv;
     var m = vec4<f32>(neg_inf());
     var l = vec4<f32>(0.0);
     // Output accumulators: row r, dim quad u (u = 1 only when D = 128).
@@ -307,9 +411,15 @@ fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (causal) {
         kv_end = u32(clamp(i32(last_row) + shift + 1, 0, i32(params.seq_kv)));
     }
+    // With a window, keys before the block's first row's window are seen by no row. The
+    // loop holds barriers, so its bounds are the workgroup's, not this thread's rows'.
+    var j_start = 0u;
+    if (causal && has(WINDOWED)) {
+        j_start = u32(max(i32(q0) + shift - i32(params.window) + 1, 0));
+    }
     let chunks = D / FC;
-    for (var j0 = 0u; j0 < kv_end; j0 = j0 + FB) {
-        let k_base = params.k_off + kv_base + j0 * d;
+    for (var j0 = j_start; j0 < kv_end; j0 = j0 + FB) {
+        let k_base = k_head + j0 * params.k_s.z;
         // ---- S = Q K^T: rows 4tr.., keys 4tc.. ----
         var s0 = vec4<f32>(0.0);
         var s1 = vec4<f32>(0.0);
@@ -343,10 +453,10 @@ fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         // V's first chunk loads in flight during the softmax.
         var vnext = fetch_vq(lid, kv_base, j0, 0u, kv_end);
-        s0 = masked(s0, j0, tc, lim.x);
-        s1 = masked(s1, j0, tc, lim.y);
-        s2 = masked(s2, j0, tc, lim.z);
-        s3 = masked(s3, j0, tc, lim.w);
+        s0 = masked(s0, j0, tc, lo.x, lim.x, m_rows.x);
+        s1 = masked(s1, j0, tc, lo.y, lim.y, m_rows.y);
+        s2 = masked(s2, j0, tc, lo.z, lim.z, m_rows.z);
+        s3 = masked(s3, j0, tc, lo.w, lim.w, m_rows.w);
 
         // ---- row maxima across the 16 threads of each row ----
         let slot = tc / 4u;
@@ -388,7 +498,8 @@ fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         // ---- O += P V, FV keys of V at a time (in fqk) ----
         // Where every owned row sees every key of the block, no per-key check is needed;
         // otherwise a masked key (p = 0, but V possibly NaN) must be skipped.
-        let full = !causal || i32(j0 + FB) - 1 <= lim.x;
+        // A mask can exclude any key; a window the keys before lo.
+        let full = !has(MASKED) && (!causal || i32(j0 + FB) - 1 <= lim.x) && i32(j0) >= lo.w;
         // The first V chunk's loads were issued before the softmax work above.
         for (var c0 = 0u; c0 < FB; c0 = c0 + FV) {
             put_vq(lid, vnext);
@@ -421,7 +532,7 @@ fn fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                     let e0 = kk * (D / 4u) + tc * (DT / 4u);
                     let v0 = fqk[e0];
                     // Masked keys add nothing, not even 0 * NaN.
-                    let seen = vec4<i32>(i32(j0 + key)) <= lim;
+                    let seen = not_masked(p4);
                     o00 = select(o00, fma(vec4<f32>(p4.x), v0, o00), seen.x);
                     o10 = select(o10, fma(vec4<f32>(p4.y), v0, o10), seen.y);
                     o20 = select(o20, fma(vec4<f32>(p4.z), v0, o20), seen.z);
@@ -452,14 +563,15 @@ fn store_row(o_base: u32, q0: u32, tr: u32, tc: u32, r: u32, a: vec4<f32>, b: ve
     if (q0 + row >= params.seq_q) {
         return;
     }
-    let d = params.head_dim;
+    let d = params.v_dim;
+    let base = o_base + row * params.o_s.z;
     for (var x = 0u; x < 4u; x = x + 1u) {
         let dim = tc * DT + x;
         if (dim < d) {
-            o[o_base + row * d + dim] = a[x];
+            o[base + dim] = a[x];
         }
         if (DT == 8u && dim + 4u < d) {
-            o[o_base + row * d + dim + 4u] = b[x];
+            o[base + dim + 4u] = b[x];
         }
     }
 }

@@ -444,14 +444,32 @@ pub(crate) mod params {
         pub seq_q: u32,
         pub seq_kv: u32,
         pub head_dim: u32,
+        pub v_dim: u32,
+        pub heads: u32,
+        pub group: u32,
+        /// `ATTENTION_*` bits.
+        pub flags: u32,
         pub q_off: u32,
         pub k_off: u32,
         pub v_off: u32,
         pub o_off: u32,
+        pub m_off: u32,
+        pub window: u32,
         pub scale: f32,
-        pub causal: u32,
-        pub _pad: [u32; 2],
+        pub softcap: f32,
+        /// `(batch, head, row)` element strides of Q, K, V and O, each padded to a vec4.
+        pub q_s: [u32; 4],
+        pub k_s: [u32; 4],
+        pub v_s: [u32; 4],
+        pub o_s: [u32; 4],
+        /// The mask's `(batch, head)` element strides, padded to a vec4.
+        pub m_s: [u32; 4],
     }
+
+    pub(crate) const ATTENTION_CAUSAL: u32 = 1;
+    pub(crate) const ATTENTION_MASKED: u32 = 2;
+    pub(crate) const ATTENTION_CAPPED: u32 = 4;
+    pub(crate) const ATTENTION_WINDOWED: u32 = 8;
 }
 
 #[cfg(test)]

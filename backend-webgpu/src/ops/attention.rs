@@ -83,54 +83,91 @@ impl AttentionChoice {
     }
 }
 
+/// `[batch, head, row]` strides as the kernel's padded vec3.
+fn strides(s: [usize; 3]) -> [u32; 4] {
+    [
+        u32_saturating(s[0]),
+        u32_saturating(s[1]),
+        u32_saturating(s[2]),
+        0,
+    ]
+}
+
 impl Ctx {
     pub(crate) fn attention(&self, p: &AttentionPlan) -> BackendResult<()> {
         let _span = tracing::debug_span!(
             "attention",
             batch = p.batch,
             heads = p.heads,
+            kv_heads = p.kv_heads,
             seq_q = p.seq_q,
             seq_kv = p.seq_kv,
-            head_dim = p.head_dim
+            head_dim = p.head_dim,
+            v_head_dim = p.v_head_dim
         )
         .entered();
         let limits = &self.limits;
         let mut st = self.lock();
         let o = st.bind(limits, p.op, &p.o)?;
-        let q = st.bind16(limits, p.op, &p.q)?;
-        let k = match &p.k {
-            Some(k) => st.bind16(limits, p.op, k)?,
-            None => st.stream.unused(),
+        let bind16 = |operand: &Option<backend_api::Operand>| match operand {
+            Some(x) => st.bind16(limits, p.op, x),
+            None => Ok(st.stream.unused()),
         };
-        let v = match &p.v {
-            Some(v) => st.bind16(limits, p.op, v)?,
+        let q = bind16(&p.q)?;
+        let k = bind16(&p.k)?;
+        let v = bind16(&p.v)?;
+        let mask = match &p.mask {
+            Some(m) => st.bind(limits, p.op, m)?,
             None => st.stream.unused(),
         };
         let rows = p.batch * p.heads * p.seq_q;
+        let has_kv = p.v.is_some();
+        let flag = |on: bool, bit: u32| if on { bit } else { 0 };
         let prm = params::Attention {
             rows: u32_saturating(rows),
             seq_q: u32_saturating(p.seq_q),
-            seq_kv: if p.k.is_some() {
-                u32_saturating(p.seq_kv)
-            } else {
-                0
-            },
+            seq_kv: if has_kv { u32_saturating(p.seq_kv) } else { 0 },
             head_dim: u32_saturating(p.head_dim),
+            v_dim: u32_saturating(p.v_head_dim),
+            heads: u32_saturating(p.heads),
+            group: u32_saturating(p.group().max(1)),
+            flags: flag(p.causal, params::ATTENTION_CAUSAL)
+                | flag(p.mask.is_some(), params::ATTENTION_MASKED)
+                | flag(p.softcap.is_some(), params::ATTENTION_CAPPED)
+                | flag(p.window.is_some(), params::ATTENTION_WINDOWED),
             q_off: q.elem(4),
             k_off: k.elem(4),
             v_off: v.elem(4),
             o_off: o.elem(4),
+            m_off: mask.elem(4),
+            window: u32_saturating(p.window.unwrap_or(0)),
             scale: p.scale as f32,
-            causal: u32::from(p.causal),
-            _pad: [0; 2],
+            softcap: p.softcap.unwrap_or(1.0) as f32,
+            q_s: strides(p.q_strides),
+            k_s: strides(p.k_strides),
+            v_s: strides(p.v_strides),
+            o_s: strides(p.o_strides),
+            m_s: [
+                u32_saturating(p.mask_strides[0]),
+                u32_saturating(p.mask_strides[1]),
+                0,
+                0,
+            ],
         };
         let State { stream, .. } = &mut *st;
+        // 16-byte loads need every row of Q, K and V to start on a 16-byte boundary: the
+        // bindings' starts and every stride of the operands read.
+        let whole_quads = [p.q_strides, p.k_strides, p.v_strides]
+            .iter()
+            .flatten()
+            .all(|s| s.is_multiple_of(4))
+            && p.v_head_dim.is_multiple_of(4);
         let choice = choose(
-            p.head_dim,
+            p.head_dim.max(p.v_head_dim),
             (p.batch * p.heads) as u64,
             p.seq_q,
-            p.k.is_some(),
-            [&q, &k, &v].iter().all(|b| b.byte.is_multiple_of(16)),
+            has_kv,
+            whole_quads && [&q, &k, &v].iter().all(|b| b.byte.is_multiple_of(16)),
             limits,
         );
         let key = choice.key();
@@ -156,6 +193,7 @@ impl Ctx {
                     (5, v1),
                     (6, v2),
                     (7, v3),
+                    (8, &mask),
                     (4, &o),
                 ];
                 self.dispatch(
@@ -172,7 +210,7 @@ impl Ctx {
                     stream,
                     &key,
                     bytes_of(&prm),
-                    &[(1, &q), (2, &k), (3, &v), (4, &o)],
+                    &[(1, &q), (2, &k), (3, &v), (8, &mask), (4, &o)],
                     grid,
                 )
             }
