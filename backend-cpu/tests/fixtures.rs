@@ -715,6 +715,133 @@ fn run_attention(strict_zeros: bool) -> Report {
 }
 
 // ---------------------------------------------------------------------------------------------
+// attention_ex
+
+#[derive(Deserialize)]
+struct AttentionExFile {
+    cases: Vec<AttentionExCase>,
+}
+
+#[derive(Deserialize)]
+struct AttentionExCase {
+    name: String,
+    batch: usize,
+    heads: usize,
+    kv_heads: usize,
+    seq_q: usize,
+    seq_kv: usize,
+    head_dim: usize,
+    v_head_dim: usize,
+    scale: u64,
+    causal: bool,
+    softcap: Option<u64>,
+    window: Option<usize>,
+    q: Vec<u64>,
+    q_strides: [usize; 3],
+    k: Vec<u64>,
+    k_strides: [usize; 3],
+    v: Vec<u64>,
+    v_strides: [usize; 3],
+    o_len: usize,
+    o_strides: [usize; 3],
+    mask: Option<Vec<u64>>,
+    mask_dims: Option<[usize; 2]>,
+    /// Logical `[batch, heads, seq_q, v_head_dim]`.
+    want: Vec<u64>,
+    mag: Vec<u64>,
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
+fn attention_ex_matches_numpy() {
+    run_attention_ex(false).done("attention_ex.json");
+}
+
+fn run_attention_ex(strict_zeros: bool) -> Report {
+    use backend_api::{AttentionArgs, AttentionMask, HeadTensor};
+    let be = backend();
+    let fixture: AttentionExFile = load("attention_ex.json");
+    let mut report = Report::new(strict_zeros);
+    for (ci, case) in fixture.cases.iter().enumerate() {
+        report.cases += 1;
+        let mut mem = Placement::new(&be, ci % 2 == 0);
+        let pq = mem.put(&f32_bytes(&case.q), 4);
+        let pk = mem.put(&f32_bytes(&case.k), 4);
+        let pv = mem.put(&f32_bytes(&case.v), 4);
+        let pm = case.mask.as_ref().map(|m| mem.put(&f32_bytes(m), 4));
+        let po = mem.put_output(case.o_len);
+        mem.upload();
+        let mut args = AttentionArgs::new(
+            case.batch,
+            case.heads,
+            case.kv_heads,
+            case.seq_q,
+            case.seq_kv,
+            case.head_dim,
+            HeadTensor::new(mem.ptr(pq), case.q_strides),
+            HeadTensor::new(mem.ptr(pk), case.k_strides),
+            HeadTensor::new(mem.ptr(pv), case.v_strides),
+            HeadTensor::new(mem.ptr(po), case.o_strides),
+        )
+        .scale(f64_of(case.scale))
+        .causal(case.causal)
+        .v_head_dim(case.v_head_dim);
+        args.softcap = case.softcap.map(f64_of);
+        args.window = case.window;
+        args.mask = pm
+            .zip(case.mask_dims)
+            .map(|(pm, [batch, heads])| AttentionMask {
+                ptr: mem.ptr(pm),
+                batch,
+                heads,
+            });
+        if let Err(e) = be.attention_ex(&args) {
+            report.fail(&case.name, format!("returned {e}"));
+            continue;
+        }
+        match mem.finish(po) {
+            Ok(bytes) => {
+                let o = f32s(&bytes);
+                // The logical rows, gathered through O's strides; the rest must be as
+                // uploaded.
+                let dv = case.v_head_dim;
+                let mut got = Vec::with_capacity(case.want.len());
+                let mut written = vec![false; o.len()];
+                for b in 0..case.batch {
+                    for h in 0..case.heads {
+                        for i in 0..case.seq_q {
+                            let at = b * case.o_strides[0]
+                                + h * case.o_strides[1]
+                                + i * case.o_strides[2];
+                            got.extend_from_slice(&o[at..][..dv]);
+                            written[at..][..dv].fill(true);
+                        }
+                    }
+                }
+                if let Some(i) = (0..o.len()).find(|&i| !written[i] && o[i].to_bits() != UNWRITTEN)
+                {
+                    report.fail(
+                        &case.name,
+                        format!("O[{i}] outside the output rows was written"),
+                    );
+                    continue;
+                }
+                report.compare(
+                    &case.name,
+                    &got,
+                    &case.want,
+                    Some(&case.mag),
+                    Rule::Ulp1,
+                    0..got.len(),
+                );
+            }
+            Err(e) => report.fail(&case.name, e),
+        }
+    }
+    report
+}
+
+// ---------------------------------------------------------------------------------------------
 // reduce
 
 #[derive(Deserialize)]
@@ -1088,6 +1215,7 @@ fn signed_zeros_match_numpy() {
     report.merge(run_gemm_family("gemm_ex.json", GemmKind::Ex, true));
     report.merge(run_conv2d(true));
     report.merge(run_attention(true));
+    report.merge(run_attention_ex(true));
     report.merge(run_reduce(true));
     report.merge(run_rows(true));
     report.merge(run_unary(true));
