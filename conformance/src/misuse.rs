@@ -2,8 +2,8 @@
 //! for ranges, the operand), never panic, never write, and leave the backend usable.
 
 use backend_api::{
-    BackendError, BackendTranspose, BinaryOp, Buffer, ComputeBackend, ComputeBackendExt, DType,
-    ReduceOp, Retired, UnaryOp,
+    AttentionArgs, AttentionMask, BackendError, BackendTranspose, BinaryOp, Buffer, ComputeBackend,
+    ComputeBackendExt, DType, HeadTensor, ReduceOp, Retired, UnaryOp,
 };
 
 use crate::Check;
@@ -125,6 +125,20 @@ pub(crate) async fn run(backend: &dyn ComputeBackend) -> CheckReport {
     };
     let huge = usize::MAX / 2;
     let b = backend;
+    let ex = |q: u64, kv: u64, o: u64| {
+        AttentionArgs::new(
+            1,
+            4,
+            2,
+            2,
+            4,
+            4,
+            HeadTensor::bhsd(q, 4, 2, 4),
+            HeadTensor::bhsd(kv, 2, 4, 4),
+            HeadTensor::bhsd(kv + 4 * 64, 2, 4, 4),
+            HeadTensor::bhsd(o, 4, 2, 4),
+        )
+    };
     type Call<'a> = Box<dyn FnOnce() -> Result<(), BackendError> + 'a>;
     let cases: Vec<(&str, Want, Call<'_>)> = vec![
         // free
@@ -328,6 +342,98 @@ pub(crate) async fn run(backend: &dyn ComputeBackend) -> CheckReport {
             "attention O aliases Q",
             Want::Invalid(&["attention", "O"]),
             Box::new(|| b.attention(a, bb, bb, a + 16, 1, 1, 4, 4, 8, 0.35, true)),
+        ),
+        // attention_ex: 4 query heads over 2 KV heads, 2 queries, 4 keys of 4 elements;
+        // Q in a, K and V in b, O in c (all in range unless a case says otherwise).
+        (
+            "attention_ex heads not a multiple of kv_heads",
+            Want::InvalidOrUnsupported(&["attention_ex", "kv_heads 3"]),
+            Box::new(|| {
+                let mut x = ex(a, bb, c);
+                x.kv_heads = 3;
+                b.attention_ex(&x)
+            }),
+        ),
+        (
+            "attention_ex mask that does not broadcast",
+            Want::InvalidOrUnsupported(&[
+                "attention_ex",
+                "mask shape [1, 2, 2, 4]",
+                "[1, 4, 2, 4]",
+            ]),
+            Box::new(|| {
+                b.attention_ex(&ex(a, bb, c).mask(AttentionMask {
+                    ptr: a + 4 * 512,
+                    batch: 1,
+                    heads: 2,
+                }))
+            }),
+        ),
+        (
+            "attention_ex mask out of range",
+            Want::InvalidOrUnsupported(&["attention_ex", "mask", "0x"]),
+            Box::new(|| b.attention_ex(&ex(a, bb, c).mask(AttentionMask::shared(c + 4 * 60)))),
+        ),
+        (
+            "attention_ex O overlaps the mask",
+            Want::InvalidOrUnsupported(&["attention_ex", "overlaps input mask"]),
+            Box::new(|| b.attention_ex(&ex(a, bb, c).mask(AttentionMask::shared(c)))),
+        ),
+        (
+            "attention_ex KV cache past its allocation",
+            Want::InvalidOrUnsupported(&["attention_ex", "K", "0x"]),
+            Box::new(|| {
+                // A cache of capacity 4096 rows per head: the second head is far past b.
+                let mut x = ex(a, bb, c);
+                x.k = HeadTensor::bhsd(bb, 2, 4096, 4);
+                b.attention_ex(&x)
+            }),
+        ),
+        (
+            "attention_ex output rows overlapping",
+            Want::InvalidOrUnsupported(&["attention_ex", "O's strides", "overlap"]),
+            Box::new(|| {
+                let mut x = ex(a, bb, c);
+                x.o.head_stride = 0;
+                b.attention_ex(&x)
+            }),
+        ),
+        (
+            "attention_ex row stride below the row",
+            Want::InvalidOrUnsupported(&["attention_ex", "V's row stride 2"]),
+            Box::new(|| {
+                let mut x = ex(a, bb, c);
+                x.v.row_stride = 2;
+                b.attention_ex(&x)
+            }),
+        ),
+        (
+            "attention_ex extent overflow",
+            Want::InvalidOrUnsupported(&["attention_ex", "overflow", "Q"]),
+            Box::new(|| {
+                let mut x = ex(a, bb, c);
+                x.q.head_stride = usize::MAX / 2;
+                b.attention_ex(&x)
+            }),
+        ),
+        (
+            "attention_ex soft cap NaN",
+            Want::InvalidOrUnsupported(&["attention_ex", "softcap NaN"]),
+            Box::new(|| b.attention_ex(&ex(a, bb, c).softcap(f64::NAN))),
+        ),
+        (
+            "attention_ex window without causal",
+            Want::InvalidOrUnsupported(&["attention_ex", "window 2 needs causal"]),
+            Box::new(|| {
+                let mut x = ex(a, bb, c).window(2);
+                x.causal = false;
+                b.attention_ex(&x)
+            }),
+        ),
+        (
+            "attention_ex window 0",
+            Want::InvalidOrUnsupported(&["attention_ex", "window 0"]),
+            Box::new(|| b.attention_ex(&ex(a, bb, c).window(0))),
         ),
         // reduce
         (
@@ -808,6 +914,13 @@ pub fn check_uninitialized(b: &dyn ComputeBackend) -> Result<(), String> {
         (
             "unary n = 0",
             Box::new(|| b.unary(UnaryOp::Exp, 0x1_0000_0000, 0x2_0000_0000, 0)),
+        ),
+        (
+            "attention_ex",
+            Box::new(|| {
+                let t = HeadTensor::bhsd(0x1_0000_0000, 2, 2, 4);
+                b.attention_ex(&AttentionArgs::new(1, 2, 1, 2, 2, 4, t, t, t, t))
+            }),
         ),
     ];
     for (name, call) in calls {

@@ -1,7 +1,10 @@
 //! The call language ([`Op`]) and how calls are drawn from a [`Source`] and the model's
 //! state ([`Machine::generate`]).
 
-use backend_api::{BackendTranspose, BinaryOp, ReduceOp, Retired, RowOp, UnaryOp};
+use backend_api::{
+    AttentionArgs, AttentionMask, BackendTranspose, BinaryOp, HeadTensor, ReduceOp, Retired, RowOp,
+    UnaryOp,
+};
 
 use super::machine::Machine;
 use super::rules::{HUGE_ALLOC, MAX_ALIASES, Where, trans};
@@ -78,6 +81,11 @@ pub enum Op {
         /// `lda` and `ldb`, `m` and `n` swapped, and so each transpose flag).
         row_major: bool,
     },
+    /// `attention_ex` with small shapes, grouped heads, either layout, sometimes a mask,
+    /// a soft cap or a window, and sometimes bad scalars or strides.
+    AttentionEx {
+        args: AttentionArgs,
+    },
     Synchronize,
     MemoryInfo,
     /// Reads every live allocation back whole and checks it.
@@ -115,6 +123,7 @@ impl Op {
                 row_major: true, ..
             } => "gemm_row_major",
             Op::Gemm { .. } => "gemm",
+            Op::AttentionEx { .. } => "attention_ex",
             Op::Synchronize => "synchronize",
             Op::MemoryInfo => "memory_info",
             Op::CheckAll => "check_all",
@@ -135,6 +144,11 @@ impl Op {
             &Op::Reduce { input, output, .. } => vec![input, output],
             &Op::Rows { x, y, .. } => vec![x, y],
             &Op::Gemm { a, b, c, .. } => vec![a, b, c],
+            Op::AttentionEx { args: x } => {
+                let mut p = vec![x.q.ptr, x.k.ptr, x.v.ptr, x.o.ptr];
+                p.extend(x.mask.map(|m| m.ptr));
+                p
+            }
             Op::ReadMany { reads } => reads.iter().map(|r| r.0).collect(),
             _ => Vec::new(),
         }
@@ -561,7 +575,8 @@ impl Machine<'_> {
                     n: self.count(src, room_a.min(room_b).min(room_o), 4),
                 }
             }
-            194..210 => {
+            203..210 => self.gen_attention_ex(src),
+            194..203 => {
                 let op = src.pick(ReduceOp::ALL);
                 let rank = match src.u8() {
                     0..8 => 0,
@@ -651,5 +666,80 @@ impl Machine<'_> {
             240..248 => Op::MemoryInfo,
             _ => Op::CheckAll,
         }
+    }
+
+    /// An `attention_ex` call: mostly valid shapes over placed operands (which the model
+    /// then finds in range or not), sometimes a bad head count, mask or stride.
+    fn gen_attention_ex(&self, src: &mut Source<'_>) -> Op {
+        let batch = 1 + src.below(2) as usize;
+        let kv_heads = 1 + src.below(2) as usize;
+        let heads = kv_heads * (1 + src.below(3) as usize);
+        let (seq_q, seq_kv) = (src.below(5) as usize, src.below(7) as usize);
+        let d = 1 + src.below(8) as usize;
+        let dv = if src.below(4) == 0 {
+            1 + src.below(8) as usize
+        } else {
+            d
+        };
+        let spare = src.below(3) as usize;
+        let bshd = src.below(2) == 0;
+        let t = |ptr: u64, h: usize, rows: usize, dim: usize| {
+            if bshd {
+                HeadTensor::bshd(ptr, h, rows, dim)
+            } else {
+                HeadTensor::bhsd(ptr, h, rows, dim)
+            }
+        };
+        let (q, _) = self.place(src);
+        let (k, _) = self.place(src);
+        let (v, _) = if src.below(4) == 0 {
+            (k, 0)
+        } else {
+            self.place(src)
+        };
+        let (o, _) = match src.below(16) {
+            0 => (q, 0),
+            1 => self.twin_or_place(src, q),
+            _ => self.place(src),
+        };
+        let mut args = AttentionArgs::new(
+            batch,
+            heads,
+            kv_heads,
+            seq_q,
+            seq_kv,
+            d,
+            t(q, heads, seq_q, d),
+            t(k, kv_heads, seq_kv + spare, d),
+            t(v, kv_heads, seq_kv + spare, dv),
+            t(o, heads, seq_q + spare, dv),
+        )
+        .v_head_dim(dv)
+        .causal(src.below(2) == 0);
+        if src.below(3) == 0 {
+            let (m, _) = self.place(src);
+            let mb = if src.below(2) == 0 { 1 } else { batch };
+            let mh = if src.below(2) == 0 { 1 } else { heads };
+            args = args.mask(AttentionMask {
+                ptr: m,
+                batch: mb,
+                heads: mh,
+            });
+        }
+        if src.below(6) == 0 {
+            args = args.softcap(src.pick(&[0.5, 4.0, 30.0]));
+        }
+        if src.below(6) == 0 {
+            args = args.window(1 + src.below(4) as usize);
+        }
+        // Misuse, one call in ten.
+        match src.below(40) {
+            0 => args.kv_heads = heads + 1,
+            1 => args.o.head_stride = 0,
+            2 => args.k.row_stride = d.saturating_sub(1),
+            3 => args.softcap = Some(f64::NAN),
+            _ => {}
+        }
+        Op::AttentionEx { args }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use backend_api::validate::AttentionPlan;
 use backend_api::{BackendError, BinaryOp, ComputeBackend, ComputeBackendExt, MemoryInfo, RowOp};
 use backend_cpu::reference;
 
@@ -441,6 +442,25 @@ impl<'b> Machine<'b> {
                         };
                         for (e, v) in values.into_iter().enumerate() {
                             self.live[yi].mem.write_value(yoff + 4 * (r * cols + e), v);
+                        }
+                    }
+                }
+            }
+            Op::AttentionEx { args } => {
+                let (plan, want) = self.want_attention_ex(args);
+                let got = guarded(|| b.attention_ex(args))?;
+                if self.judge(op, &got, &want)?
+                    && let Some((p, (oi, ooff))) = plan
+                {
+                    // O's rows change (their values are the conformance suite's business);
+                    // everything between them must not.
+                    for row in 0..p.batch * p.heads * p.seq_q {
+                        let (bh, i) = (row / p.seq_q, row % p.seq_q);
+                        let at = AttentionPlan::at(p.o_strides, bh / p.heads, bh % p.heads, i);
+                        for e in 0..p.v_head_dim {
+                            self.live[oi]
+                                .mem
+                                .write_value(ooff + 4 * (at + e), Value::Unknown);
                         }
                     }
                 }

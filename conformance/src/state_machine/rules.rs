@@ -1,7 +1,8 @@
 //! The model's rules: whether a call is valid, and the effects the oracle predicts for
 //! the valid ones.
 
-use backend_api::{BackendTranspose, ReduceOp};
+use backend_api::validate::{self, AttentionPlan};
+use backend_api::{AttentionArgs, BackendTranspose, ReduceOp};
 use backend_cpu::reference;
 
 use super::machine::Machine;
@@ -321,6 +322,46 @@ impl Machine<'_> {
             }
         }
         (Some(locs), Expect::Ok)
+    }
+
+    /// `attention_ex`: the scalars, shapes, strides and the overlaps of the addresses as
+    /// given follow the shared validation (held to the contract by its unit tests and the
+    /// misuse suite); what the model adds is where the operands are: in live
+    /// allocations or aliases, not retired, and O physically disjoint from the inputs.
+    /// Returns the plan and O's location when the call is valid and writes something.
+    pub(super) fn want_attention_ex(
+        &self,
+        args: &AttentionArgs,
+    ) -> (Option<(AttentionPlan, Loc)>, Expect) {
+        let plan = match validate::attention_ex(args) {
+            Err(e) => return (None, Expect::Invalid(e.to_string())),
+            Ok(None) => return (None, Expect::Ok),
+            Ok(Some(p)) => p,
+        };
+        let inputs: Vec<_> = [plan.q, plan.k, plan.v, plan.mask]
+            .into_iter()
+            .flatten()
+            .collect();
+        let all: Vec<(&str, u64, u128, u64)> = inputs
+            .iter()
+            .chain([&plan.o])
+            .map(|o| (o.name, o.ptr, u128::from(o.bytes), 4))
+            .collect();
+        let locs = match self.locate_all(&all) {
+            Ok(l) => l,
+            Err(e) => return (None, e),
+        };
+        let o_loc = locs[inputs.len()];
+        let po = self.phys(o_loc);
+        for (input, &l) in inputs.iter().zip(&locs) {
+            if ranges_overlap(self.phys(l), po, input.bytes.into(), plan.o.bytes.into()) {
+                return (
+                    None,
+                    Expect::Invalid(format!("O overlaps {} {PHYSICAL}", input.name)),
+                );
+            }
+        }
+        (Some((plan, o_loc)), Expect::Ok)
     }
 
     pub(super) fn want_reduce(
