@@ -94,8 +94,9 @@ use std::str::FromStr;
 
 pub use backend_api::memory::{self, ElemType, Element};
 pub use backend_api::{
-    self, BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp, Buffer,
-    ComputeBackend, ComputeBackendExt, DType, MemoryInfo, ReduceOp, RowOp, UnaryOp,
+    self, AttentionArgs, AttentionMask, BackendError, BackendFuture, BackendResult,
+    BackendTranspose, BinaryOp, Buffer, ComputeBackend, ComputeBackendExt, DType, HeadTensor,
+    MemoryInfo, ReduceOp, RowOp, UnaryOp,
 };
 #[cfg(feature = "cpu")]
 pub use backend_cpu;

@@ -80,6 +80,31 @@ def cases():
             name = f"attention_b{bt}_h{h}_s{s}_d{d}" + ("_causal" if causal else "")
             out[name] = lambda q=q, k=k, v=v, causal=causal: F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
+    # Grouped-query attention, as `bench` names it: K/V heads shared by groups of query
+    # heads (SDPA's enable_gqa where this torch has it, else the heads repeated, which is
+    # what older versions of the models did), and decode steps over the first 4096 rows
+    # of a cache of 8192 (a view: the cache is read in place).
+    def gqa(q, k, v, causal):
+        try:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+        except TypeError:
+            rep = q.shape[1] // k.shape[1]
+            return F.scaled_dot_product_attention(
+                q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), is_causal=causal)
+
+    bt, h, kv, s, d = 8, 32, 8, 2048, 128
+    q, k, v = rand(bt, h, s, d), rand(bt, kv, s, d), rand(bt, kv, s, d)
+    for causal in (False, True):
+        name = f"attention_gqa_b{bt}_h{h}_kv{kv}_s{s}_d{d}" + ("_causal" if causal else "")
+        out[name] = lambda q=q, k=k, v=v, causal=causal: gqa(q, k, v, causal)
+    for bt in (1, 8):
+        h, kv, s, cap, d = 32, 8, 4096, 8192, 128
+        q = rand(bt, h, 1, d)
+        kc, vc = rand(bt, kv, cap, d), rand(bt, kv, cap, d)
+        name = f"attention_decode_b{bt}_h{h}_kv{kv}_s{s}_cap{cap}_d{d}"
+        # One query row: the causal frontier is the last key, so it sees them all.
+        out[name] = lambda q=q, kc=kc, vc=vc, s=s: gqa(q, kc[:, :, :s], vc[:, :, :s], False)
+
     for rows, cols in ((1 << 14, 1 << 14), (1 << 12, 1 << 12)):
         xr = rand(rows, cols)
         out[f"reduce_sum_{rows}x{cols}_axis1"] = lambda xr=xr: xr.sum(dim=1)

@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use backend_api::{
-    BackendResult, BackendTranspose, BinaryOp, ComputeBackend, DType, ReduceOp, RowOp, UnaryOp,
+    AttentionArgs, BackendResult, BackendTranspose, BinaryOp, ComputeBackend, DType, HeadTensor,
+    ReduceOp, RowOp, UnaryOp,
 };
 
 /// How a case's work is counted.
@@ -209,6 +210,65 @@ fn attention_case(batch: usize, heads: usize, seq: usize, d: usize, causal: bool
                 run: Box::new(move |b| {
                     b.attention(q, k, vv, o, batch, heads, seq, seq, d, scale, causal)
                 }),
+            })
+        }),
+    )
+}
+
+/// `attention_ex` with grouped heads: `heads` query heads over `kv_heads` K/V heads,
+/// `seq_q` queries over the first `seq_kv` rows of a `[batch, kv_heads, capacity, d]`
+/// cache read in place (causal, bottom-right). Prefill shapes count FLOP; decode
+/// (`seq_q == 1`) is memory-bound and counts the bytes of K, V, Q and O it must move.
+#[allow(clippy::too_many_arguments)]
+fn attention_gqa_case(
+    batch: usize,
+    heads: usize,
+    kv_heads: usize,
+    seq_q: usize,
+    seq_kv: usize,
+    capacity: usize,
+    d: usize,
+    causal: bool,
+) -> Case {
+    let decode = seq_q == 1;
+    let work = if decode {
+        Work::Bytes(4.0 * (batch * (2 * kv_heads * seq_kv + 2 * heads) * d) as f64)
+    } else {
+        let full = 4.0 * (batch * heads) as f64 * (seq_q * seq_kv) as f64 * d as f64;
+        Work::Flops(if causal { full / 2.0 } else { full })
+    };
+    let name = if decode {
+        format!("attention_decode_b{batch}_h{heads}_kv{kv_heads}_s{seq_kv}_cap{capacity}_d{d}")
+    } else {
+        format!(
+            "attention_gqa_b{batch}_h{heads}_kv{kv_heads}_s{seq_q}_d{d}{}",
+            if causal { "_causal" } else { "" }
+        )
+    };
+    Case::new(
+        "attention",
+        name,
+        work,
+        Box::new(move |b| {
+            let q_len = batch * heads * seq_q * d;
+            let kv_len = batch * kv_heads * capacity * d;
+            let v = buffers(b, &[q_len, kv_len, kv_len, q_len])?;
+            let args = AttentionArgs::new(
+                batch,
+                heads,
+                kv_heads,
+                seq_q,
+                seq_kv,
+                d,
+                HeadTensor::bhsd(v[0], heads, seq_q, d),
+                HeadTensor::bhsd(v[1], kv_heads, capacity, d),
+                HeadTensor::bhsd(v[2], kv_heads, capacity, d),
+                HeadTensor::bhsd(v[3], heads, seq_q, d),
+            )
+            .causal(causal);
+            Ok(Prepared {
+                buffers: v,
+                run: Box::new(move |b| b.attention_ex(&args)),
             })
         }),
     )
@@ -487,6 +547,21 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
         for causal in [false, true] {
             v.push(attention_case(bt, h, s, d, causal));
         }
+    }
+    // Grouped-query attention (Llama 3 8B's 32 query heads over 8 K/V heads): prefill,
+    // and one decode step over 4096 cached rows of a cache with room for 8192.
+    let (gqa, decode): (&[_], &[_]) = if full {
+        (&[(8, 32, 8, 2048, 128)], &[(1, 32, 8, 4096, 8192, 128), (8, 32, 8, 4096, 8192, 128)])
+    } else {
+        (&[(1, 4, 2, 64, 32)], &[(1, 4, 2, 64, 96, 32)])
+    };
+    for &(bt, h, kv, s, d) in gqa {
+        for causal in [false, true] {
+            v.push(attention_gqa_case(bt, h, kv, s, s, s, d, causal));
+        }
+    }
+    for &(bt, h, kv, s, cap, d) in decode {
+        v.push(attention_gqa_case(bt, h, kv, 1, s, cap, d, true));
     }
 
     let (rows, cols) = if full { (1 << 14, 1 << 14) } else { (256, 256) };
