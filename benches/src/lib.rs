@@ -551,7 +551,10 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
     // Grouped-query attention (Llama 3 8B's 32 query heads over 8 K/V heads): prefill,
     // and one decode step over 4096 cached rows of a cache with room for 8192.
     let (gqa, decode): (&[_], &[_]) = if full {
-        (&[(8, 32, 8, 2048, 128)], &[(1, 32, 8, 4096, 8192, 128), (8, 32, 8, 4096, 8192, 128)])
+        (
+            &[(8, 32, 8, 2048, 128)],
+            &[(1, 32, 8, 4096, 8192, 128), (8, 32, 8, 4096, 8192, 128)],
+        )
     } else {
         (&[(1, 4, 2, 64, 32)], &[(1, 4, 2, 64, 96, 32)])
     };

@@ -57,8 +57,12 @@ const WINDOWED: u32 = 8u;
 @group(0) @binding(4) var<storage, read_write> o: array<f32>;
 @group(0) @binding(8) var<storage, read_write> mask: array<f32>;
 
+// The call's features (CAUSAL | MASKED | CAPPED | WINDOWED), also a pipeline constant so
+// that a plain call's pipeline carries no mask, cap or window code.
+override FEATURES: u32 = 15u;
+
 fn has(flag: u32) -> bool {
-    return (params.flags & flag) != 0u;
+    return (FEATURES & params.flags & flag) != 0u;
 }
 
 // The first element of row `row` of head `head` of batch entry `b` under strides `st`.
@@ -337,6 +341,10 @@ fn store_qk(t: u32, stage: u32, c: Chunk) {
 fn masked(s: vec4<f32>, j0: u32, tc: u32, lo: i32, lim: i32, m_row: u32) -> vec4<f32> {
     let j = vec4<i32>(i32(j0 + 4u * tc)) + vec4<i32>(0, 1, 2, 3);
     let seen = (j <= vec4<i32>(lim)) & (j >= vec4<i32>(lo));
+    if ((FEATURES & params.flags & (MASKED | CAPPED)) == 0u) {
+        // The plain scores, as one vector select (a uniform branch).
+        return select(vec4<f32>(neg_inf()), params.scale * s, seen);
+    }
     var out = vec4<f32>(neg_inf());
     for (var e = 0u; e < 4u; e = e + 1u) {
         if (seen[e]) {

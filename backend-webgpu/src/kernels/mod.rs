@@ -141,7 +141,7 @@ kernels! {
         file: "attention.wgsl",
         math: false,
         entries: ["main", "fast"],
-        constants: ["D", "STAGES", "VEC_LOADS"],
+        constants: ["D", "STAGES", "VEC_LOADS", "FEATURES"],
         params: params::Attention,
     },
     /// gemm_ex on matrix units; built only where the adapter has cooperative matrices.

@@ -67,7 +67,9 @@ fn choose(
 }
 
 impl AttentionChoice {
-    fn key(self) -> PipelineKey {
+    /// The pipeline; the blocked kernel is specialised on the call's `features` (the
+    /// kernel's `ATTENTION_*` bits), so a plain call carries no mask, cap or window code.
+    fn key(self, features: u32) -> PipelineKey {
         match self {
             AttentionChoice::Blocked {
                 dims,
@@ -77,7 +79,8 @@ impl AttentionChoice {
             } => PipelineKey::new(Kernel::Attention, "fast")
                 .with("D", dims as f64)
                 .with("STAGES", stages as f64)
-                .with("VEC_LOADS", if vec_loads { 1.0 } else { 0.0 }),
+                .with("VEC_LOADS", if vec_loads { 1.0 } else { 0.0 })
+                .with("FEATURES", f64::from(features)),
             AttentionChoice::Rows => PipelineKey::new(Kernel::Attention, "main"),
         }
     }
@@ -170,7 +173,7 @@ impl Ctx {
             whole_quads && [&q, &k, &v].iter().all(|b| b.byte.is_multiple_of(16)),
             limits,
         );
-        let key = choice.key();
+        let key = choice.key(prm.flags);
         match choice {
             AttentionChoice::Blocked {
                 vec_loads,
@@ -329,13 +332,18 @@ mod tests {
             blocks: 1,
             heads: 1,
         }
-        .key();
+        .key(params::ATTENTION_CAUSAL);
         assert_eq!((fast.kernel, fast.entry), (Kernel::Attention, "fast"));
         assert_eq!(
             fast.constants,
-            [("D", f(128.0)), ("STAGES", f(1.0)), ("VEC_LOADS", f(0.0))]
+            [
+                ("D", f(128.0)),
+                ("STAGES", f(1.0)),
+                ("VEC_LOADS", f(0.0)),
+                ("FEATURES", f(1.0))
+            ]
         );
-        let rows = AttentionChoice::Rows.key();
+        let rows = AttentionChoice::Rows.key(params::ATTENTION_MASKED);
         assert_eq!((rows.kernel, rows.entry), (Kernel::Attention, "main"));
         assert!(rows.constants.is_empty());
     }
