@@ -198,6 +198,8 @@ pub(crate) struct Stream {
     small: Option<Arc<wgpu::Buffer>>,
     belt: wgpu::util::StagingBelt,
     dummy: Arc<wgpu::Buffer>,
+    /// Intermediate results of an op's passes (split-KV attention), reused by every call.
+    scratch: Option<Arc<wgpu::Buffer>>,
 }
 
 impl Stream {
@@ -233,6 +235,29 @@ impl Stream {
             small: None,
             belt: wgpu::util::StagingBelt::new(device.clone(), UPLOAD_CHUNK),
             dummy: Arc::new(dummy),
+            scratch: None,
+        }
+    }
+
+    /// A binding of at least `bytes` for an op's intermediate results. One buffer serves
+    /// every call: calls run in stream order, and wgpu orders the dispatches that write and
+    /// read it. It grows (to a multiple of 1 MiB) when a call needs more; the old one lives
+    /// as long as recorded work holds it.
+    pub(crate) fn scratch(&mut self, device: &wgpu::Device, bytes: u64) -> Bound {
+        let need = bytes.max(4).next_multiple_of(256);
+        if self.scratch.as_ref().is_none_or(|b| b.size() < need) {
+            self.scratch = Some(Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("op scratch"),
+                size: need.next_multiple_of(1 << 20),
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })));
+        }
+        Bound {
+            buffer: self.scratch.clone().expect("made above"),
+            offset: 0,
+            size: need,
+            byte: 0,
         }
     }
 

@@ -40,7 +40,8 @@ macro_rules! check_tests {
 /// entry is the check's name, its variant, its kind and its documentation. Kinds:
 /// `property` (generated cases, regressions in `regressions/NAME.json`), `plain`, `slow`
 /// (ignored under Miri) and `threads` (ignored under Miri, and not in a browser page,
-/// which has one thread).
+/// which has one thread). New checks go last: a check's position seeds its cases, so an
+/// insertion would change every later check's cases (and the printed case seeds).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __for_each_check {
@@ -51,7 +52,6 @@ macro_rules! __for_each_check {
             gemm_ex GemmEx property "`gemm_ex`: f16/bf16/f32 inputs.",
             conv2d Conv2d property "`conv2d_forward`: stride, padding, any filter size.",
             attention Attention property "`attention`: causal and not, `seq_q != seq_kv`.",
-            attention_ex AttentionEx property "`attention_ex`: GQA/MQA, `[b, s, h, d]` strides, KV caches read in place, broadcast masks with `-inf` rows, soft cap, sliding window, its own V head size.",
             reduce Reduce property "`reduce`: every op and axis, empty axes, long rows.",
             rows Rows property "`softmax`, `log_softmax`, `layer_norm`, `rms_norm`: in place, gamma/beta, large means, long rows.",
             unary Unary property "`unary`: every op, in place and not, special values.",
@@ -62,6 +62,7 @@ macro_rules! __for_each_check {
             memory Memory plain "Scoped memory: aliases, frame and heap arenas, handles, planned arenas, `copy_dtoh_many`.",
             ordering Ordering slow "Program order under batching.",
             threads Threads threads "Threads sharing one backend.",
+            attention_ex AttentionEx property "`attention_ex`: GQA/MQA, `[b, s, h, d]` strides, KV caches read in place, broadcast masks with `-inf` rows, soft cap, sliding window, its own V head size.",
         }
     };
 }

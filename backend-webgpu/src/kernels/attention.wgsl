@@ -10,6 +10,10 @@
 // - `main`, any head size: one workgroup per query row walks the visible keys in blocks
 //   of 64, keeping the running maximum m, the running sum l and the output accumulator
 //   (up to 512 dimensions per pass; wider heads take several passes over the keys).
+// - `split` then `combine`, for few query rows (decoding): `main`'s walk over one chunk of
+//   `chunk` keys per workgroup, `splits` workgroups per row, each writing its running
+//   maximum, sum and unnormalised accumulator to `scratch`; `combine` rescales the
+//   chunks to the row's maximum and divides once (flash-decoding).
 // - `fast`, head sizes up to 64 or 128 (override D): blocks of 64 query rows x 64 keys,
 //   S = Q K^T and O += P V as register-blocked products through workgroup memory (see
 //   below).
@@ -34,9 +38,9 @@ struct Params {
     scale: f32,
     softcap: f32,
     q_s: vec3<u32>, // (batch, head, row) element strides
-    _p0: u32,
+    splits: u32, // `split`: key chunks per row
     k_s: vec3<u32>,
-    _p1: u32,
+    chunk: u32, // `split`: keys per chunk
     v_s: vec3<u32>,
     _p2: u32,
     o_s: vec3<u32>,
@@ -113,13 +117,12 @@ const PASS_DIMS: u32 = 512u; // WG * PER_THREAD
 var<workgroup> scores: array<f32, WG>;
 var<workgroup> keep: array<u32, WG>; // the key is visible and not masked out
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
-    if (row >= params.rows) {
-        return;
-    }
+@group(0) @binding(9) var<storage, read_write> scratch: array<f32>;
+
+// One query row's walk over keys [j_lo, j_hi) (the caller keeps it inside the row's
+// visible range). With `to_scratch`, writes chunk `part`'s maximum, sum and
+// unnormalised accumulator to scratch instead of the normalised row of O.
+fn attend(row: u32, j_lo: u32, j_hi: u32, lid: u32, to_scratch: bool, part: u32) {
     let d = params.head_dim;
     let dv = params.v_dim;
     let i = row % params.seq_q;
@@ -127,23 +130,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let b = bh / params.heads;
     let h = bh % params.heads;
     let kvh = h / params.group;
-    let range = key_range(i);
     let q_base = at(params.q_off, params.q_s, b, h, i);
     let o_base = at(params.o_off, params.o_s, b, h, i);
     let k_head = at(params.k_off, params.k_s, b, kvh, 0u);
     let v_head = at(params.v_off, params.v_s, b, kvh, 0u);
     let m_row = params.m_off + b * params.m_s.x + h * params.m_s.y + i * params.seq_kv;
+    let s_base = (row * params.splits + part) * (dv + 2u);
     for (var d0 = 0u; d0 < max(dv, 1u); d0 = d0 + PASS_DIMS) {
         // Explicitly zeroed: Chrome does not re-zero an uninitialised var declared in a loop.
         var acc = array<f32, PER_THREAD>();
         var m = -inf_f32();
         var l = 0.0;
         var any = false;
-        for (var j0 = range.x; j0 < range.y; j0 = j0 + WG) {
+        for (var j0 = j_lo; j0 < j_hi; j0 = j0 + WG) {
             let j = j0 + lid;
             var s = -inf_f32();
             var kept = 0u;
-            if (j < range.y) {
+            if (j < j_hi) {
                 var dot = 0.0;
                 let kr = k_head + j * params.k_s.z;
                 for (var t = 0u; t < d; t = t + 1u) {
@@ -155,7 +158,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             scores[lid] = s;
             keep[lid] = kept;
             workgroupBarrier();
-            let block = min(WG, range.y - j0);
+            let block = min(WG, j_hi - j0);
             var mb = m;
             for (var jj = 0u; jj < block; jj = jj + 1u) {
                 if (keep[jj] != 0u) {
@@ -186,12 +189,98 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             m = mb;
             workgroupBarrier();
         }
-        for (var u = 0u; u < PER_THREAD; u = u + 1u) {
-            let t = d0 + lid + u * WG;
-            if (t < dv) {
-                o[o_base + t] = select(0.0, acc[u] / l, any);
+        if (to_scratch) {
+            // A chunk that kept no key leaves m = -inf, l = 0: it adds nothing.
+            if (lid == 0u) {
+                scratch[s_base] = select(-inf_f32(), m, any);
+                scratch[s_base + 1u] = select(0.0, l, any);
+            }
+            for (var u = 0u; u < PER_THREAD; u = u + 1u) {
+                let t = d0 + lid + u * WG;
+                if (t < dv) {
+                    scratch[s_base + 2u + t] = select(0.0, acc[u], any);
+                }
+            }
+        } else {
+            for (var u = 0u; u < PER_THREAD; u = u + 1u) {
+                let t = d0 + lid + u * WG;
+                if (t < dv) {
+                    o[o_base + t] = select(0.0, acc[u] / l, any);
+                }
             }
         }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= params.rows) {
+        return;
+    }
+    let range = key_range(row % params.seq_q);
+    attend(row, range.x, range.y, lid, false, 0u);
+}
+
+// Grid: x = the row's chunk, y = the row.
+@compute @workgroup_size(WG)
+fn split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = wid.y;
+    if (row >= params.rows) {
+        return;
+    }
+    let range = key_range(row % params.seq_q);
+    let lo = min(range.x + wid.x * params.chunk, range.y);
+    let hi = min(lo + params.chunk, range.y);
+    attend(row, lo, hi, lid, true, wid.x);
+}
+
+// A chunk's sum is exactly +0 when it kept no key (and NaN when a score was): a bit test,
+// since an ordered comparison with NaN may be compiled away.
+fn saw_keys(l: f32) -> bool {
+    return bitcast<u32>(l) != 0u;
+}
+
+// One workgroup per row: the chunks' maxima to the row's, their sums and accumulators
+// rescaled to it, one division. A row no chunk saw a key of is zeros.
+@compute @workgroup_size(WG)
+fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= params.rows) {
+        return;
+    }
+    let dv = params.v_dim;
+    let i = row % params.seq_q;
+    let bh = row / params.seq_q;
+    let o_base = at(params.o_off, params.o_s, bh / params.heads, bh % params.heads, i);
+    let base = row * params.splits * (dv + 2u);
+    var m = -inf_f32();
+    var any = false;
+    for (var c = 0u; c < params.splits; c = c + 1u) {
+        let at_c = base + c * (dv + 2u);
+        if (saw_keys(scratch[at_c + 1u])) {
+            m = max(m, scratch[at_c]);
+            any = true;
+        }
+    }
+    var l = 0.0;
+    for (var c = 0u; c < params.splits; c = c + 1u) {
+        let at_c = base + c * (dv + 2u);
+        if (saw_keys(scratch[at_c + 1u])) {
+            l = l + scratch[at_c + 1u] * exp(scratch[at_c] - m);
+        }
+    }
+    for (var t = lid; t < dv; t = t + WG) {
+        var acc = 0.0;
+        for (var c = 0u; c < params.splits; c = c + 1u) {
+            let at_c = base + c * (dv + 2u);
+            if (saw_keys(scratch[at_c + 1u])) {
+                acc = acc + scratch[at_c + 2u + t] * exp(scratch[at_c] - m);
+            }
+        }
+        o[o_base + t] = select(0.0, acc / l, any);
     }
 }
 

@@ -140,7 +140,7 @@ kernels! {
         name: "attention",
         file: "attention.wgsl",
         math: false,
-        entries: ["main", "fast"],
+        entries: ["main", "fast", "split", "combine"],
         constants: ["D", "STAGES", "VEC_LOADS", "FEATURES"],
         params: params::Attention,
     },
@@ -457,11 +457,18 @@ pub(crate) mod params {
         pub window: u32,
         pub scale: f32,
         pub softcap: f32,
-        /// `(batch, head, row)` element strides of Q, K, V and O, each padded to a vec4.
-        pub q_s: [u32; 4],
-        pub k_s: [u32; 4],
-        pub v_s: [u32; 4],
-        pub o_s: [u32; 4],
+        /// `(batch, head, row)` element strides of Q, K, V and O, each followed by one
+        /// word (`splits`, `chunk` or padding) as WGSL lays out a vec3 and a u32.
+        pub q_s: [u32; 3],
+        /// `split`: key chunks per row.
+        pub splits: u32,
+        pub k_s: [u32; 3],
+        /// `split`: keys per chunk.
+        pub chunk: u32,
+        pub v_s: [u32; 3],
+        pub _p2: u32,
+        pub o_s: [u32; 3],
+        pub _p3: u32,
         /// The mask's `(batch, head)` element strides, padded to a vec4.
         pub m_s: [u32; 4],
     }

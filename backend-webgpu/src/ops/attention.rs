@@ -25,25 +25,55 @@ enum AttentionChoice {
     },
     /// The row kernel (`attention::main`), one workgroup per query row.
     Rows,
+    /// Split-KV for few query rows (decoding): `attention::split` over `splits` chunks of
+    /// `chunk` keys for each of the `rows` query rows, then `attention::combine`.
+    Split { splits: u64, chunk: u64, rows: u64 },
 }
+
+/// Query rows per head up to which the keys are split across workgroups.
+const SPLIT_MAX_SEQ_Q: usize = 4;
+/// Workgroups the split kernel aims for (a few per SM on large GPUs).
+const SPLIT_TARGET_GROUPS: u64 = 1024;
 
 /// Picks the kernel for `heads` (batch x heads) heads of `seq_q` query rows of
 /// `head_dim` elements. `has_kv`: there are keys (`seq_kv > 0`); `aligned16`: Q, K and V
 /// each start on a 16-byte boundary of their bindings.
 fn choose(
     head_dim: usize,
+    v_dim: usize,
     heads: u64,
     seq_q: usize,
+    seq_kv: usize,
     has_kv: bool,
     aligned16: bool,
     limits: &Limits,
 ) -> AttentionChoice {
+    let max = u64::from(limits.max_groups);
+    if has_kv && seq_q <= SPLIT_MAX_SEQ_Q {
+        // One workgroup per (row, chunk of keys): enough workgroups to fill the GPU
+        // though there are few rows, each chunk a multiple of the walk's 64-key blocks.
+        let rows = heads * seq_q as u64;
+        let blocks = (seq_kv as u64).div_ceil(64);
+        let splits = SPLIT_TARGET_GROUPS
+            .div_ceil(rows.max(1))
+            .clamp(1, blocks.max(1));
+        let chunk = 64 * blocks.div_ceil(splits);
+        let splits = (seq_kv as u64).div_ceil(chunk).max(1);
+        let scratch = rows * splits * (v_dim as u64 + 2) * 4;
+        if rows <= max && splits <= max && scratch <= limits.max_binding {
+            return AttentionChoice::Split {
+                splits,
+                chunk,
+                rows,
+            };
+        }
+    }
     // The blocked kernel handles heads up to 128 dims in 64 x 64 blocks, with two
     // stages of workgroup memory where the adapter allows (36 KiB), else one (28 KiB);
     // other heads and small adapters (browsers default to 16 KiB) take the row kernel.
+    let head_dim = head_dim.max(v_dim);
     let dims = if head_dim <= 64 { 64 } else { 128 };
     let blocks = (seq_q as u64).div_ceil(64);
-    let max = u64::from(limits.max_groups);
     let storage = limits.workgroup_storage;
     let stages = if storage >= 36 << 10 { 2 } else { 1 };
     let blocked = head_dim <= 128
@@ -82,18 +112,14 @@ impl AttentionChoice {
                 .with("VEC_LOADS", if vec_loads { 1.0 } else { 0.0 })
                 .with("FEATURES", f64::from(features)),
             AttentionChoice::Rows => PipelineKey::new(Kernel::Attention, "main"),
+            AttentionChoice::Split { .. } => PipelineKey::new(Kernel::Attention, "split"),
         }
     }
 }
 
-/// `[batch, head, row]` strides as the kernel's padded vec3.
-fn strides(s: [usize; 3]) -> [u32; 4] {
-    [
-        u32_saturating(s[0]),
-        u32_saturating(s[1]),
-        u32_saturating(s[2]),
-        0,
-    ]
+/// `[batch, head, row]` strides as the kernel's vec3.
+fn strides(s: [usize; 3]) -> [u32; 3] {
+    s.map(u32_saturating)
 }
 
 impl Ctx {
@@ -147,9 +173,13 @@ impl Ctx {
             scale: p.scale as f32,
             softcap: p.softcap.unwrap_or(1.0) as f32,
             q_s: strides(p.q_strides),
+            splits: 0,
             k_s: strides(p.k_strides),
+            chunk: 0,
             v_s: strides(p.v_strides),
+            _p2: 0,
             o_s: strides(p.o_strides),
+            _p3: 0,
             m_s: [
                 u32_saturating(p.mask_strides[0]),
                 u32_saturating(p.mask_strides[1]),
@@ -166,14 +196,17 @@ impl Ctx {
             .all(|s| s.is_multiple_of(4))
             && p.v_head_dim.is_multiple_of(4);
         let choice = choose(
-            p.head_dim.max(p.v_head_dim),
+            p.head_dim,
+            p.v_head_dim,
             (p.batch * p.heads) as u64,
             p.seq_q,
+            p.seq_kv,
             has_kv,
             whole_quads && [&q, &k, &v].iter().all(|b| b.byte.is_multiple_of(16)),
             limits,
         );
         let key = choice.key(prm.flags);
+        let mut prm = prm;
         match choice {
             AttentionChoice::Blocked {
                 vec_loads,
@@ -209,11 +242,47 @@ impl Ctx {
             }
             AttentionChoice::Rows => {
                 let grid = limits.grid(rows as u64)?;
+                let unused = stream.unused();
                 self.dispatch(
                     stream,
                     &key,
                     bytes_of(&prm),
-                    &[(1, &q), (2, &k), (3, &v), (8, &mask), (4, &o)],
+                    &[(1, &q), (2, &k), (3, &v), (8, &mask), (9, &unused), (4, &o)],
+                    grid,
+                )
+            }
+            AttentionChoice::Split {
+                splits,
+                chunk,
+                rows,
+            } => {
+                prm.splits = splits as u32;
+                prm.chunk = chunk as u32;
+                let scratch =
+                    stream.scratch(&self.device, rows * splits * (p.v_head_dim as u64 + 2) * 4);
+                // The split pass writes the scratch (bound last); O is bound but not
+                // written. The combine pass reads the scratch and writes O.
+                self.dispatch(
+                    stream,
+                    &key,
+                    bytes_of(&prm),
+                    &[
+                        (1, &q),
+                        (2, &k),
+                        (3, &v),
+                        (8, &mask),
+                        (4, &o),
+                        (9, &scratch),
+                    ],
+                    [splits as u32, rows as u32, 1],
+                )?;
+                let combine = PipelineKey::new(Kernel::Attention, "combine");
+                let grid = limits.grid(rows)?;
+                self.dispatch(
+                    stream,
+                    &combine,
+                    bytes_of(&prm),
+                    &[(9, &scratch), (4, &o)],
                     grid,
                 )
             }
@@ -234,6 +303,50 @@ mod tests {
         max_invocations: 1024,
     };
 
+    /// `choose` for heads whose V rows match Q's, with 100 keys.
+    fn ch(
+        head_dim: usize,
+        heads: u64,
+        seq_q: usize,
+        has_kv: bool,
+        aligned16: bool,
+        limits: &Limits,
+    ) -> AttentionChoice {
+        choose(
+            head_dim, head_dim, heads, seq_q, 100, has_kv, aligned16, limits,
+        )
+    }
+
+    #[test]
+    fn few_query_rows_split_the_keys() {
+        // 32 rows of 4096 keys: 32 chunks of 128 keys each, 1024 workgroups.
+        assert_eq!(
+            choose(128, 128, 32, 1, 4096, true, true, &NATIVE),
+            AttentionChoice::Split {
+                splits: 32,
+                chunk: 128,
+                rows: 32
+            }
+        );
+        // Many rows already fill the GPU: one chunk of whole 64-key blocks per row.
+        assert_eq!(
+            choose(64, 64, 4096, 4, 100, true, true, &NATIVE),
+            AttentionChoice::Split {
+                splits: 1,
+                chunk: 128,
+                rows: 16384
+            }
+        );
+        // Up to 4 query rows per head; not without keys; not past the grid.
+        assert!(matches!(
+            ch(64, 1, 5, true, true, &NATIVE),
+            AttentionChoice::Blocked { .. }
+        ));
+        assert_eq!(ch(64, 1, 1, false, true, &NATIVE), AttentionChoice::Rows);
+        let small_grid = with(|l| l.max_groups = 8);
+        assert_eq!(ch(64, 9, 1, true, true, &small_grid), AttentionChoice::Rows);
+    }
+
     fn with(f: impl FnOnce(&mut Limits)) -> Limits {
         let mut l = NATIVE;
         f(&mut l);
@@ -243,7 +356,7 @@ mod tests {
     #[test]
     fn heads_up_to_128_take_the_blocked_kernel() {
         assert_eq!(
-            choose(64, 16, 1000, true, true, &NATIVE),
+            ch(64, 16, 1000, true, true, &NATIVE),
             AttentionChoice::Blocked {
                 dims: 64,
                 stages: 2,
@@ -253,7 +366,7 @@ mod tests {
             }
         );
         assert_eq!(
-            choose(96, 3, 64, true, true, &NATIVE),
+            ch(96, 3, 64, true, true, &NATIVE),
             AttentionChoice::Blocked {
                 dims: 128,
                 stages: 2,
@@ -263,11 +376,11 @@ mod tests {
             }
         );
         assert!(matches!(
-            choose(128, 1, 1, true, true, &NATIVE),
+            ch(128, 1, 5, true, true, &NATIVE),
             AttentionChoice::Blocked { dims: 128, .. }
         ));
         assert!(matches!(
-            choose(1, 1, 1, true, true, &NATIVE),
+            ch(1, 1, 5, true, true, &NATIVE),
             AttentionChoice::Blocked { dims: 64, .. }
         ));
     }
@@ -278,7 +391,7 @@ mod tests {
             let limits = with(|l| l.workgroup_storage = storage);
             assert!(
                 matches!(
-                    choose(64, 1, 64, true, true, &limits),
+                    ch(64, 1, 64, true, true, &limits),
                     AttentionChoice::Blocked { stages: s, .. } if s == stages
                 ),
                 "{storage}"
@@ -288,7 +401,7 @@ mod tests {
 
     #[test]
     fn vec_loads_need_whole_vec4_rows_and_aligned_operands() {
-        let vec = |head_dim, aligned16| match choose(head_dim, 1, 64, true, aligned16, &NATIVE) {
+        let vec = |head_dim, aligned16| match ch(head_dim, 1, 64, true, aligned16, &NATIVE) {
             AttentionChoice::Blocked { vec_loads, .. } => vec_loads,
             other => panic!("{other:?}"),
         };
@@ -311,13 +424,13 @@ mod tests {
             (64, 1, 64, false, &NATIVE),
         ] {
             assert_eq!(
-                choose(head_dim, heads, seq_q, has_kv, true, limits),
+                ch(head_dim, heads, seq_q, has_kv, true, limits),
                 AttentionChoice::Rows,
                 "{head_dim} {heads} {seq_q} {has_kv} {limits:?}"
             );
         }
         assert!(matches!(
-            choose(64, 8, 64 * 8, true, true, &small_grid),
+            ch(64, 8, 64 * 8, true, true, &small_grid),
             AttentionChoice::Blocked { .. }
         ));
     }
