@@ -165,11 +165,13 @@ pub fn attention(p: &AttentionPlan, q: &[f32], k: &[f32], v: &[f32], mask: &[f32
             let (b, h) = (bh / p.heads, bh % p.heads);
             let kvh = p.kv_head(h);
             let qi = AttentionPlan::at(p.q_strides, b, h, i);
+            let visible = p.visible(i);
+            let mask_row = p.mask.map(|_| &mask[p.mask_at(b, h, i)..][..p.seq_kv]);
             let mut any = false;
             let mut max = f64::NEG_INFINITY;
             for j in 0..p.seq_kv {
-                seen[j] = p.visible(i).contains(&j)
-                    && (p.mask.is_none() || mask[p.mask_at(b, h, i) + j] != f32::NEG_INFINITY);
+                seen[j] =
+                    visible.contains(&j) && mask_row.is_none_or(|m| m[j] != f32::NEG_INFINITY);
                 if !seen[j] {
                     continue;
                 }
@@ -182,8 +184,8 @@ pub fn attention(p: &AttentionPlan, q: &[f32], k: &[f32], v: &[f32], mask: &[f32
                 if let Some(cap) = p.softcap {
                     s = cap * (s / cap).tanh();
                 }
-                if p.mask.is_some() {
-                    s += f64::from(mask[p.mask_at(b, h, i) + j]);
+                if let Some(m) = mask_row {
+                    s += f64::from(m[j]);
                 }
                 scores[j] = s;
                 max = nan_max(max, s);

@@ -152,7 +152,7 @@ impl Ctx {
         let rows = p.batch * p.heads * p.seq_q;
         let has_kv = p.v.is_some();
         let flag = |on: bool, bit: u32| if on { bit } else { 0 };
-        let prm = params::Attention {
+        let mut prm = params::Attention {
             rows: u32_saturating(rows),
             seq_q: u32_saturating(p.seq_q),
             seq_kv: if has_kv { u32_saturating(p.seq_kv) } else { 0 },
@@ -206,7 +206,6 @@ impl Ctx {
             limits,
         );
         let key = choice.key(prm.flags);
-        let mut prm = prm;
         match choice {
             AttentionChoice::Blocked {
                 vec_loads,
