@@ -313,6 +313,55 @@ pub trait ComputeBackend: Send + Sync {
         )))
     }
 
+    /// `out = op(a, b)` with NumPy broadcasting over row-major contiguous f32 operands of
+    /// up to 6 dimensions ([`validate::MAX_BROADCAST_RANK`](crate::validate::MAX_BROADCAST_RANK)):
+    /// the shapes are aligned at their last dimension, missing leading dimensions count
+    /// as 1, and each pair of sizes must be equal or one of them 1. `out_shape` must be
+    /// the broadcast shape (an `InvalidArgument` says which it should be). Each element
+    /// is what [`binary`](Self::binary) computes. `out` may be exactly `a` or `b` when
+    /// that input is not broadcast (in place), else it must be disjoint from both. No
+    /// output elements: no-op.
+    ///
+    /// The default body returns `Unsupported`.
+    fn binary_broadcast(
+        &self,
+        op: BinaryOp,
+        a: u64,
+        a_shape: &[usize],
+        b: u64,
+        b_shape: &[usize],
+        out: u64,
+        out_shape: &[usize],
+    ) -> BackendResult<()> {
+        let _ = (a, a_shape, b, b_shape, out, out_shape);
+        Err(BackendError::Unsupported(format!(
+            "binary_broadcast {op}: not implemented by {}",
+            self.name()
+        )))
+    }
+
+    /// Embedding lookup: `out[i, :] = table[indices[i], :]` for `i < n`, with `table`
+    /// a row-major f32 `[rows x cols]`, `indices` `n` u32 values and `out` a row-major
+    /// f32 `[n x cols]`. An index `>= rows` reads nothing: that output row is zeros. `out`
+    /// must be disjoint from `table` and `indices`. No output elements: no-op.
+    ///
+    /// The default body returns `Unsupported`.
+    fn gather(
+        &self,
+        table: u64,
+        rows: usize,
+        cols: usize,
+        indices: u64,
+        n: usize,
+        out: u64,
+    ) -> BackendResult<()> {
+        let _ = (table, rows, cols, indices, n, out);
+        Err(BackendError::Unsupported(format!(
+            "gather: not implemented by {}",
+            self.name()
+        )))
+    }
+
     /// [`gemm`](Self::gemm) with A and B in `a_dtype` / `b_dtype` (f32, f16 or bf16),
     /// accumulation in (at least) f32, and C in f32. Same BLAS semantics; A and B must be
     /// aligned to their element size.

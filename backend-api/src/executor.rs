@@ -25,8 +25,8 @@
 
 use crate::backend::write_staged;
 use crate::validate::{
-    self, AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmArgs, GemmPlan,
-    HostCopyPlan, Plan, ReducePlan, RowOp, RowPlan, UnaryPlan,
+    self, AttentionPlan, BinaryPlan, BroadcastPlan, CastPlan, Conv2dPlan, CopyPlan, GatherPlan,
+    GemmArgs, GemmPlan, HostCopyPlan, Plan, ReducePlan, RowOp, RowPlan, UnaryPlan,
 };
 use crate::{
     AttentionArgs, BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp,
@@ -146,6 +146,24 @@ pub trait Executor: Send + Sync {
     /// [`ComputeBackend::softmax`], `log_softmax`, `layer_norm` and `rms_norm` (by
     /// `plan.kind`); the default returns `Unsupported`.
     fn run_rows(&self, plan: &RowPlan) -> BackendResult<()> {
+        Err(BackendError::Unsupported(format!(
+            "{}: not implemented by {}",
+            plan.op,
+            self.backend_name()
+        )))
+    }
+
+    /// [`ComputeBackend::binary_broadcast`]; the default returns `Unsupported`.
+    fn run_binary_broadcast(&self, op: BinaryOp, plan: &BroadcastPlan) -> BackendResult<()> {
+        Err(BackendError::Unsupported(format!(
+            "{} {op}: not implemented by {}",
+            plan.op,
+            self.backend_name()
+        )))
+    }
+
+    /// [`ComputeBackend::gather`]; the default returns `Unsupported`.
+    fn run_gather(&self, plan: &GatherPlan) -> BackendResult<()> {
         Err(BackendError::Unsupported(format!(
             "{}: not implemented by {}",
             plan.op,
@@ -544,6 +562,35 @@ impl<E: Executor> ComputeBackend for E {
         self.ready()?;
         let plan = validate::rows(RowOp::RmsNorm, x, gamma, None, y, rows, cols, eps);
         dispatch(self, plan, |p| self.run_rows(p))
+    }
+
+    fn binary_broadcast(
+        &self,
+        op: BinaryOp,
+        a: u64,
+        a_shape: &[usize],
+        b: u64,
+        b_shape: &[usize],
+        out: u64,
+        out_shape: &[usize],
+    ) -> BackendResult<()> {
+        self.ready()?;
+        let plan = validate::binary_broadcast(a, a_shape, b, b_shape, out, out_shape);
+        dispatch(self, plan, |p| self.run_binary_broadcast(op, p))
+    }
+
+    fn gather(
+        &self,
+        table: u64,
+        rows: usize,
+        cols: usize,
+        indices: u64,
+        n: usize,
+        out: u64,
+    ) -> BackendResult<()> {
+        self.ready()?;
+        let plan = validate::gather(table, rows, cols, indices, n, out);
+        dispatch(self, plan, |p| self.run_gather(p))
     }
 
     fn cast(

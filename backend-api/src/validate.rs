@@ -985,6 +985,226 @@ pub fn binary(
     })
 }
 
+/// The most dimensions a [`binary_broadcast`] shape may have.
+pub const MAX_BROADCAST_RANK: usize = 6;
+
+/// A checked [`ComputeBackend::binary_broadcast`](crate::ComputeBackend::binary_broadcast):
+/// the output's shape with its size-1 dimensions dropped and neighbours that broadcast
+/// alike merged (so `[8, 128, 64] + [64]` is `[1024, 64]` against `[0, 1]` strides), and
+/// each input's element strides over it, 0 along a broadcast dimension.
+#[derive(Debug, Clone, Copy)]
+pub struct BroadcastPlan {
+    /// The op that made the plan, as errors name it.
+    pub op: &'static str,
+    /// Output elements.
+    pub n: usize,
+    /// Dimensions in use in `shape` and the strides (1 to 6).
+    pub rank: usize,
+    /// The merged output shape; entries past `rank` are 1.
+    pub shape: [usize; MAX_BROADCAST_RANK],
+    /// `a`'s element stride along each merged dimension (0: broadcast).
+    pub a_strides: [usize; MAX_BROADCAST_RANK],
+    /// `b`'s element stride along each merged dimension (0: broadcast).
+    pub b_strides: [usize; MAX_BROADCAST_RANK],
+    /// First input.
+    pub a: Operand,
+    /// Second input.
+    pub b: Operand,
+    /// The output: exactly the range of an input that is not broadcast, or disjoint from
+    /// both.
+    pub output: Operand,
+}
+
+impl BroadcastPlan {
+    /// The elements of `a` and `b` that output element `i` reads.
+    pub fn sources(&self, i: usize) -> (usize, usize) {
+        let (mut rest, mut ia, mut ib) = (i, 0, 0);
+        for d in (0..self.rank).rev() {
+            let x = rest % self.shape[d];
+            rest /= self.shape[d];
+            ia += x * self.a_strides[d];
+            ib += x * self.b_strides[d];
+        }
+        (ia, ib)
+    }
+
+    /// The same op as a plain [`BinaryPlan`] when neither input is broadcast.
+    pub fn as_binary(&self) -> Option<BinaryPlan> {
+        let full = |bytes: u64| bytes == self.output.bytes;
+        (full(self.a.bytes) && full(self.b.bytes)).then_some(BinaryPlan {
+            op: self.op,
+            n: self.n,
+            a: self.a,
+            b: self.b,
+            output: self.output,
+        })
+    }
+}
+
+/// `[2, 3]`, as shapes print in errors.
+fn fmt_shape(shape: &[usize]) -> String {
+    format!("{shape:?}")
+}
+
+/// Validates a broadcasting binary op over row-major contiguous f32 operands: NumPy's
+/// rules (shapes aligned at the last dimension, each pair equal or one of them 1),
+/// `out_shape` the broadcast shape.
+pub fn binary_broadcast(
+    a_ptr: u64,
+    a_shape: &[usize],
+    b_ptr: u64,
+    b_shape: &[usize],
+    out_ptr: u64,
+    out_shape: &[usize],
+) -> BackendResult<Option<BroadcastPlan>> {
+    const OP: &str = "binary_broadcast";
+    for (name, s) in [
+        ("a_shape", a_shape),
+        ("b_shape", b_shape),
+        ("out_shape", out_shape),
+    ] {
+        if s.len() > MAX_BROADCAST_RANK {
+            return Err(invalid!(
+                "{OP}: {name} {} has {} dimensions, at most {MAX_BROADCAST_RANK}",
+                fmt_shape(s),
+                s.len()
+            ));
+        }
+    }
+    let rank = a_shape.len().max(b_shape.len());
+    // Each shape left-padded with 1s to `rank`.
+    let pad = |s: &[usize]| {
+        let mut p = [1usize; MAX_BROADCAST_RANK];
+        p[rank - s.len()..rank].copy_from_slice(s);
+        p
+    };
+    let (pa, pb) = (pad(a_shape), pad(b_shape));
+    let mut want = [1usize; MAX_BROADCAST_RANK];
+    for d in 0..rank {
+        want[d] = match (pa[d], pb[d]) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            (x, y) => {
+                return Err(invalid!(
+                    "{OP}: a_shape {} and b_shape {} do not broadcast: dimension {} is {x} \
+                     against {y} (each pair must be equal or one of them 1)",
+                    fmt_shape(a_shape),
+                    fmt_shape(b_shape),
+                    d as isize - rank as isize
+                ));
+            }
+        };
+    }
+    if out_shape != &want[..rank] {
+        return Err(invalid!(
+            "{OP}: out_shape {} is not the broadcast shape {} of a_shape {} and b_shape {}",
+            fmt_shape(out_shape),
+            fmt_shape(&want[..rank]),
+            fmt_shape(a_shape),
+            fmt_shape(b_shape)
+        ));
+    }
+    let n = product(OP, "the output's element count", out_shape)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let a = required(OP, "a", a_ptr, product(OP, "a's element count", a_shape)?)?;
+    let b = required(OP, "b", b_ptr, product(OP, "b's element count", b_shape)?)?;
+    let output = required(OP, "output", out_ptr, n)?;
+    // Merge: drop size-1 output dimensions, join neighbours whose inputs both broadcast
+    // (or both do not) alike.
+    let mut shape = [1usize; MAX_BROADCAST_RANK];
+    let mut full = [[false; 2]; MAX_BROADCAST_RANK];
+    let mut m = 0;
+    for d in 0..rank {
+        if want[d] == 1 {
+            continue;
+        }
+        let f = [pa[d] != 1, pb[d] != 1];
+        if m > 0 && full[m - 1] == f {
+            shape[m - 1] *= want[d];
+        } else {
+            shape[m] = want[d];
+            full[m] = f;
+            m += 1;
+        }
+    }
+    let rank = m.max(1);
+    let strides = |which: usize| {
+        let mut s = [0usize; MAX_BROADCAST_RANK];
+        let mut step = 1;
+        for d in (0..rank).rev() {
+            if full[d][which] {
+                s[d] = step;
+                step *= shape[d];
+            }
+        }
+        s
+    };
+    finish(BroadcastPlan {
+        op: OP,
+        n: n as usize,
+        rank,
+        shape,
+        a_strides: strides(0),
+        b_strides: strides(1),
+        a,
+        b,
+        output,
+    })
+}
+
+/// A checked [`ComputeBackend::gather`](crate::ComputeBackend::gather).
+#[derive(Debug, Clone, Copy)]
+pub struct GatherPlan {
+    /// The op that made the plan, as errors name it.
+    pub op: &'static str,
+    /// Rows of the table.
+    pub rows: usize,
+    /// Elements per row.
+    pub cols: usize,
+    /// Rows gathered.
+    pub n: usize,
+    /// The `rows x cols` f32 table; `None` when it has no rows (every index is out of
+    /// range).
+    pub table: Option<Operand>,
+    /// `n` u32 row indices.
+    pub indices: Operand,
+    /// The `n x cols` f32 output, disjoint from the table and the indices.
+    pub output: Operand,
+}
+
+/// Validates a gather of `n` rows of a `rows x cols` f32 table by `n` u32 indices.
+pub fn gather(
+    table_ptr: u64,
+    rows: usize,
+    cols: usize,
+    indices_ptr: u64,
+    n: usize,
+    out_ptr: u64,
+) -> BackendResult<Option<GatherPlan>> {
+    const OP: &str = "gather";
+    let table_elems = mul(OP, "rows x cols", rows as u64, cols as u64)?;
+    let out_elems = mul(OP, "n x cols", n as u64, cols as u64)?;
+    if out_elems == 0 {
+        return Ok(None);
+    }
+    let table = operand(OP, "table", table_ptr, table_elems, DType::F32)?;
+    // u32 indices: the size and alignment of f32.
+    let indices = required(OP, "indices", indices_ptr, n as u64)?;
+    let output = required(OP, "output", out_ptr, out_elems)?;
+    finish(GatherPlan {
+        op: OP,
+        rows,
+        cols,
+        n,
+        table,
+        indices,
+        output,
+    })
+}
+
 /// A checked copy between or within device ranges.
 #[derive(Debug, Clone, Copy)]
 pub struct CopyPlan {
@@ -1247,6 +1467,42 @@ impl Plan for BinaryPlan {
     }
 }
 
+impl Plan for BroadcastPlan {
+    fn op(&self) -> &'static str {
+        self.op
+    }
+
+    fn operands_mut(&mut self) -> Vec<&mut Operand> {
+        vec![&mut self.a, &mut self.b, &mut self.output]
+    }
+
+    fn check_overlaps(&self) -> BackendResult<()> {
+        // Sharing an input's exact range means that input has the output's element
+        // count, so it is not broadcast; any other overlap is partial.
+        same_or_disjoint(self.op, &self.output, &self.a)?;
+        same_or_disjoint(self.op, &self.output, &self.b)
+    }
+}
+
+impl Plan for GatherPlan {
+    fn op(&self) -> &'static str {
+        self.op
+    }
+
+    fn operands_mut(&mut self) -> Vec<&mut Operand> {
+        present([
+            self.table.as_mut(),
+            Some(&mut self.indices),
+            Some(&mut self.output),
+        ])
+    }
+
+    fn check_overlaps(&self) -> BackendResult<()> {
+        disjoint(self.op, &self.output, self.table.as_ref())?;
+        disjoint(self.op, &self.output, Some(&self.indices))
+    }
+}
+
 impl Plan for RowPlan {
     fn op(&self) -> &'static str {
         self.op
@@ -1363,6 +1619,117 @@ mod tests {
 
     fn err(r: BackendResult<impl std::fmt::Debug>) -> String {
         r.unwrap_err().to_string()
+    }
+
+    fn bc(a: &[usize], b: &[usize], out: &[usize]) -> BackendResult<Option<BroadcastPlan>> {
+        binary_broadcast(0x1000, a, 0x100000, b, 0x200000, out)
+    }
+
+    #[test]
+    fn broadcast_merges_dimensions_that_broadcast_alike() {
+        // [8, 128, 64] + [64]: rows of 64 against one row.
+        let p = bc(&[8, 128, 64], &[64], &[8, 128, 64]).unwrap().unwrap();
+        assert_eq!((p.rank, &p.shape[..2]), (2, &[1024, 64][..]));
+        assert_eq!(
+            (&p.a_strides[..2], &p.b_strides[..2]),
+            (&[64, 1][..], &[0, 1][..])
+        );
+        // Size-1 output dimensions are dropped; a column against a row.
+        let p = bc(&[1, 3, 1], &[1, 1, 4], &[1, 3, 4]).unwrap().unwrap();
+        assert_eq!((p.rank, &p.shape[..2]), (2, &[3, 4][..]));
+        assert_eq!(
+            (&p.a_strides[..2], &p.b_strides[..2]),
+            (&[1, 0][..], &[0, 1][..])
+        );
+        assert_eq!(p.sources(5), (1, 1));
+        // Scalars: one element, rank 1.
+        let p = bc(&[], &[], &[]).unwrap().unwrap();
+        assert_eq!((p.n, p.rank, p.a_strides[0], p.b_strides[0]), (1, 1, 0, 0));
+        // Equal shapes are a plain binary op.
+        assert!(
+            bc(&[2, 3], &[2, 3], &[2, 3])
+                .unwrap()
+                .unwrap()
+                .as_binary()
+                .is_some()
+        );
+        assert!(
+            bc(&[2, 3], &[3], &[2, 3])
+                .unwrap()
+                .unwrap()
+                .as_binary()
+                .is_none()
+        );
+        // Zero-size dimensions broadcast against 1 and make a no-op.
+        assert!(bc(&[0, 3], &[1, 3], &[0, 3]).unwrap().is_none());
+    }
+
+    #[test]
+    fn broadcast_sources_walk_numpy_order() {
+        // [2, 1, 3] op [4, 1]: out [2, 4, 3]; a repeats over the middle axis, b over the
+        // outer and the last.
+        let p = bc(&[2, 1, 3], &[4, 1], &[2, 4, 3]).unwrap().unwrap();
+        let mut i = 0;
+        for x in 0..2 {
+            for y in 0..4 {
+                for z in 0..3 {
+                    assert_eq!(p.sources(i), (x * 3 + z, y), "element {i}");
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn broadcast_errors_say_what_is_wrong() {
+        let e = err(bc(&[4, 3], &[5], &[4, 3]));
+        assert!(
+            e.contains("do not broadcast") && e.contains("3 against 5"),
+            "{e}"
+        );
+        let e = err(bc(&[2, 4], &[4], &[4, 4]));
+        assert!(
+            e.contains("out_shape [4, 4]") && e.contains("[2, 4]"),
+            "{e}"
+        );
+        let e = err(bc(&[1; 7], &[1], &[1; 7]));
+        assert!(e.contains("at most 6"), "{e}");
+        let e = err(bc(&[usize::MAX, 2], &[1], &[usize::MAX, 2]));
+        assert!(e.contains("overflow"), "{e}");
+        // In place only over an input that is not broadcast.
+        let e = err(binary_broadcast(
+            0x1000,
+            &[8, 4],
+            0x1000,
+            &[4],
+            0x1000,
+            &[8, 4],
+        ));
+        assert!(e.contains("partially overlaps"), "{e}");
+        assert!(binary_broadcast(0x1000, &[8, 4], 0x9000, &[4], 0x1000, &[8, 4]).is_ok());
+        assert!(binary_broadcast(0x1000, &[4], 0x9000, &[8, 4], 0x9000, &[8, 4]).is_ok());
+    }
+
+    #[test]
+    fn gather_checks_its_operands() {
+        let p = gather(0x1000, 10, 4, 0x2000, 3, 0x3000).unwrap().unwrap();
+        assert_eq!(
+            (p.table.unwrap().bytes, p.indices.bytes, p.output.bytes),
+            (160, 12, 48)
+        );
+        // No rows: nothing is read from the table.
+        let p = gather(0x1000, 0, 4, 0x2000, 3, 0x3000).unwrap().unwrap();
+        assert!(p.table.is_none());
+        assert!(gather(0x1000, 10, 0, 0x2000, 3, 0x3000).unwrap().is_none());
+        assert!(gather(0x1000, 10, 4, 0x2000, 0, 0x3000).unwrap().is_none());
+        let e = err(gather(0x1000, 10, 4, 0x2000, 3, 0x1010));
+        assert!(e.contains("overlaps") && e.contains("table"), "{e}");
+        let e = err(gather(0x1000, 10, 4, 0x2000, 3, 0x2004));
+        assert!(e.contains("overlaps") && e.contains("indices"), "{e}");
+        let e = err(gather(0x1000, 10, 4, 0x2002, 3, 0x3000));
+        assert!(e.contains("indices") && e.contains("aligned"), "{e}");
+        let e = err(gather(0x1000, usize::MAX, 4, 0x2000, 3, 0x3000));
+        assert!(e.contains("rows x cols"), "{e}");
     }
 
     #[test]

@@ -24,8 +24,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use backend_api::executor::Executor;
 use backend_api::validate::{
-    AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmPlan, HostCopyPlan, ReducePlan,
-    RowPlan, UnaryPlan,
+    AttentionPlan, BinaryPlan, BroadcastPlan, CastPlan, Conv2dPlan, CopyPlan, GatherPlan, GemmPlan,
+    HostCopyPlan, ReducePlan, RowPlan, UnaryPlan,
 };
 use backend_api::{
     AddressSpace, BackendError, BackendResult, BinaryOp, DType, MemoryInfo, Operand, ReduceOp,
@@ -262,6 +262,34 @@ impl Executor for CpuBackend {
             .map(|(&x, &y)| reference::binary(op, x, y))
             .collect();
         s.write(p.op, &p.output, &y)
+    }
+
+    fn run_binary_broadcast(&self, op: BinaryOp, p: &BroadcastPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        let a = s.read(p.op, Some(&p.a), DType::F32)?;
+        let b = s.read(p.op, Some(&p.b), DType::F32)?;
+        s.check(p.op, &p.output)?;
+        let y: Vec<f32> = (0..p.n)
+            .map(|i| {
+                let (ia, ib) = p.sources(i);
+                reference::binary(op, a[ia], b[ib])
+            })
+            .collect();
+        s.write(p.op, &p.output, &y)
+    }
+
+    fn run_gather(&self, p: &GatherPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        let table = s.read(p.op, p.table.as_ref(), DType::F32)?;
+        let indices: Vec<u32> = s
+            .bytes(p.op, &p.indices)?
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes")))
+            .collect();
+        s.check(p.op, &p.output)?;
+        let mut out = vec![0.0f32; p.n * p.cols];
+        reference::gather(&table, p.rows, p.cols, &indices, &mut out);
+        s.write(p.op, &p.output, &out)
     }
 
     fn run_synchronize(&self) -> BackendResult<()> {

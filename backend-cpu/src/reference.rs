@@ -339,6 +339,57 @@ pub fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
     r as f32
 }
 
+/// NumPy broadcasting of `op` over row-major `a` (`a_shape`) and `b` (`b_shape`) into
+/// `out_shape`, element by element from the unmerged shapes: output index `i` is split
+/// into coordinates of `out_shape`, and each input's coordinate along a dimension is 0
+/// where its (left-padded) size is 1.
+pub fn binary_broadcast(
+    op: BinaryOp,
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    out_shape: &[usize],
+) -> Vec<f32> {
+    let rank = out_shape.len();
+    let padded = |s: &[usize]| {
+        let mut p = vec![1; rank - s.len()];
+        p.extend_from_slice(s);
+        p
+    };
+    let (pa, pb) = (padded(a_shape), padded(b_shape));
+    let n: usize = out_shape.iter().product();
+    let mut coord = vec![0usize; rank];
+    (0..n)
+        .map(|i| {
+            let mut rest = i;
+            for d in (0..rank).rev() {
+                coord[d] = rest % out_shape[d];
+                rest /= out_shape[d];
+            }
+            // Row-major offset of the coordinate clamped to each input's extent.
+            let at = |p: &[usize]| {
+                (0..rank).fold(0, |acc, d| {
+                    acc * p[d] + if p[d] == 1 { 0 } else { coord[d] }
+                })
+            };
+            binary(op, a[at(&pa)], b[at(&pb)])
+        })
+        .collect()
+}
+
+/// `out[i, :] = table[indices[i], :]`, zeros for an index `>= rows`; `table` holds
+/// `rows x cols` values, `out` `indices.len() x cols`.
+pub fn gather(table: &[f32], rows: usize, cols: usize, indices: &[u32], out: &mut [f32]) {
+    for (i, &t) in indices.iter().enumerate() {
+        let dst = &mut out[i * cols..][..cols];
+        match usize::try_from(t) {
+            Ok(t) if t < rows => dst.copy_from_slice(&table[t * cols..][..cols]),
+            _ => dst.fill(0.0),
+        }
+    }
+}
+
 /// Decodes `n` elements of `dtype` from little-endian bytes to f32 (exactly).
 pub fn decode(dtype: DType, bytes: &[u8]) -> Vec<f32> {
     match dtype {

@@ -1114,6 +1114,129 @@ fn run_binary(strict_zeros: bool) -> Report {
 }
 
 // ---------------------------------------------------------------------------------------------
+// binary_broadcast, gather
+
+#[derive(Deserialize)]
+struct BroadcastFile {
+    cases: Vec<BroadcastCase>,
+}
+
+#[derive(Deserialize)]
+struct BroadcastCase {
+    op: String,
+    a_shape: Vec<usize>,
+    b_shape: Vec<usize>,
+    out_shape: Vec<usize>,
+    a: Vec<u64>,
+    b: Vec<u64>,
+    want: Vec<u64>,
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
+fn binary_broadcast_matches_numpy() {
+    run_broadcast(false).done("binary_broadcast.json");
+}
+
+fn run_broadcast(strict_zeros: bool) -> Report {
+    let be = backend();
+    let fixture: BroadcastFile = load("binary_broadcast.json");
+    let mut report = Report::new(strict_zeros);
+    let mut ranks = [false; 7];
+    for (ci, case) in fixture.cases.iter().enumerate() {
+        report.cases += 1;
+        let op = BinaryOp::from_name(&case.op).unwrap_or_else(|| panic!("binary op {:?}", case.op));
+        ranks[case.out_shape.len()] = true;
+        let name = format!(
+            "binary_broadcast {op} {:?} {:?} -> {:?}",
+            case.a_shape, case.b_shape, case.out_shape
+        );
+        let n: usize = case.out_shape.iter().product();
+        let mut mem = Placement::new(&be, ci % 2 == 0);
+        let pa = mem.put(&f32_bytes(&case.a), 4);
+        let pb = mem.put(&f32_bytes(&case.b), 4);
+        // In place over an input that is not broadcast, every third case where one is.
+        let po = match (ci % 3, case.a.len() == n, case.b.len() == n) {
+            (1, true, _) => pa,
+            (2, _, true) => pb,
+            _ => mem.put_output(n),
+        };
+        mem.upload();
+        let r = be.binary_broadcast(
+            op,
+            mem.ptr(pa),
+            &case.a_shape,
+            mem.ptr(pb),
+            &case.b_shape,
+            mem.ptr(po),
+            &case.out_shape,
+        );
+        if let Err(e) = r {
+            report.fail(&name, format!("returned {e}"));
+            continue;
+        }
+        match mem.finish(po) {
+            Ok(bytes) => {
+                let got = f32s(&bytes);
+                report.compare(&name, &got, &case.want, None, binary_rule(op), 0..n);
+            }
+            Err(e) => report.fail(&name, e),
+        }
+    }
+    assert_eq!(
+        ranks, [true; 7],
+        "binary_broadcast.json covers output ranks 0 to 6"
+    );
+    report
+}
+
+#[derive(Deserialize)]
+struct GatherFile {
+    cases: Vec<GatherCase>,
+}
+
+#[derive(Deserialize)]
+struct GatherCase {
+    rows: usize,
+    cols: usize,
+    table: Vec<u64>,
+    indices: Vec<u32>,
+    want: Vec<u64>,
+}
+
+/// Gathered values are copies: bit for bit (NaN payloads and -0 included).
+#[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
+fn gather_matches_numpy() {
+    let be = backend();
+    let fixture: GatherFile = load("gather.json");
+    let mut out_of_range = 0;
+    for (ci, case) in fixture.cases.iter().enumerate() {
+        let n = case.indices.len();
+        let mut mem = Placement::new(&be, ci % 2 == 0);
+        let pt = mem.put(&f32_bytes(&case.table), 4);
+        let index_bytes: Vec<u8> = case.indices.iter().flat_map(|i| i.to_le_bytes()).collect();
+        let pi = mem.put(&index_bytes, 4);
+        let po = mem.put_output(n * case.cols);
+        mem.upload();
+        let (rows, cols) = (case.rows, case.cols);
+        be.gather(mem.ptr(pt), rows, cols, mem.ptr(pi), n, mem.ptr(po))
+            .unwrap_or_else(|e| panic!("gather case {ci}: {e}"));
+        let got = mem
+            .finish(po)
+            .unwrap_or_else(|e| panic!("gather case {ci}: {e}"));
+        let want = f32_bytes(&case.want);
+        assert_eq!(
+            got, want,
+            "gather case {ci} ({rows} x {cols}, indices {:?})",
+            case.indices
+        );
+        out_of_range += case.indices.iter().filter(|&&i| i as usize >= rows).count();
+    }
+    assert!(out_of_range > 0, "gather.json has out-of-range indices");
+}
+
+// ---------------------------------------------------------------------------------------------
 // cast
 
 #[derive(Deserialize)]
@@ -1220,5 +1343,6 @@ fn signed_zeros_match_numpy() {
     report.merge(run_rows(true));
     report.merge(run_unary(true));
     report.merge(run_binary(true));
+    report.merge(run_broadcast(true));
     report.done("signed zeros");
 }

@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 mod attention;
+mod broadcast;
 mod conv;
 mod elementwise;
 pub mod gemm;
@@ -43,8 +44,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use backend_api::executor::Executor;
 use backend_api::validate::{
-    AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmPlan, HostCopyPlan, ReducePlan,
-    RowPlan, UnaryPlan,
+    AttentionPlan, BinaryPlan, BroadcastPlan, CastPlan, Conv2dPlan, CopyPlan, GatherPlan, GemmPlan,
+    HostCopyPlan, ReducePlan, RowPlan, UnaryPlan,
 };
 use backend_api::{
     AddressSpace, BackendError, BackendResult, BinaryOp, DType, MemoryInfo, Operand, ReduceOp,
@@ -365,6 +366,28 @@ impl Executor for FastCpuBackend {
                 (false, false) => elementwise::binary(op, ins.f32s(0), ins.f32s(1), y),
             }
         })
+    }
+
+    fn run_binary_broadcast(&self, op: BinaryOp, p: &BroadcastPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        let (a_is_out, b_is_out) = (p.a == p.output, p.b == p.output);
+        let a = (!a_is_out).then_some(&p.a);
+        let b = (!b_is_out).then_some(&p.b);
+        s.with_f32(p.op, &p.output, &[a, b], |y, ins| {
+            let a = (!a_is_out).then(|| ins.f32s(0));
+            let b = (!b_is_out).then(|| ins.f32s(1));
+            broadcast::binary_broadcast(op, p, a, b, y)
+        })
+    }
+
+    fn run_gather(&self, p: &GatherPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        s.with_f32(
+            p.op,
+            &p.output,
+            &[p.table.as_ref(), Some(&p.indices)],
+            |y, ins| broadcast::gather(p, ins.f32s(0), ins.bytes(1), y),
+        )
     }
 
     fn run_synchronize(&self) -> BackendResult<()> {

@@ -46,8 +46,8 @@ mod web;
 
 use backend_api::executor::Executor;
 use backend_api::validate::{
-    AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmPlan, HostCopyPlan, ReducePlan,
-    RowPlan, UnaryPlan,
+    AttentionPlan, BinaryPlan, BroadcastPlan, CastPlan, Conv2dPlan, CopyPlan, GatherPlan, GemmPlan,
+    HostCopyPlan, ReducePlan, RowPlan, UnaryPlan,
 };
 use backend_api::{
     BackendFuture, BackendResult, BinaryOp, ComputeBackend, MemoryInfo, Operand, ReduceOp, Retired,
@@ -296,6 +296,14 @@ impl Executor for WasmBackend {
 
     fn run_binary(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {
         self.inner.run_binary(op, p)
+    }
+
+    fn run_binary_broadcast(&self, op: BinaryOp, p: &BroadcastPlan) -> BackendResult<()> {
+        self.inner.run_binary_broadcast(op, p)
+    }
+
+    fn run_gather(&self, p: &GatherPlan) -> BackendResult<()> {
+        self.inner.run_gather(p)
     }
 
     /// Natively waits for the device; on `wasm32` returns `Unsupported` (use

@@ -44,8 +44,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use backend_api::executor::Executor;
 use backend_api::validate::{
-    AttentionPlan, BinaryPlan, CastPlan, Conv2dPlan, CopyPlan, GemmPlan, HostCopyPlan, ReducePlan,
-    RowPlan, UnaryPlan,
+    AttentionPlan, BinaryPlan, BroadcastPlan, CastPlan, Conv2dPlan, CopyPlan, GatherPlan, GemmPlan,
+    HostCopyPlan, ReducePlan, RowPlan, UnaryPlan,
 };
 use backend_api::{
     AddressSpace, BackendError, BackendFuture, BackendResult, BinaryOp, MemoryInfo, Operand,
@@ -414,6 +414,14 @@ impl Executor for WebGpuBackend {
 
     fn run_binary(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {
         self.ctx()?.outside_lock(|c| c.binary(op, p))
+    }
+
+    fn run_binary_broadcast(&self, op: BinaryOp, p: &BroadcastPlan) -> BackendResult<()> {
+        self.ctx()?.outside_lock(|c| c.binary_broadcast(op, p))
+    }
+
+    fn run_gather(&self, p: &GatherPlan) -> BackendResult<()> {
+        self.ctx()?.outside_lock(|c| c.gather(p))
     }
 
     fn run_synchronize(&self) -> BackendResult<()> {

@@ -160,7 +160,7 @@ pub(crate) fn run(reps: usize) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-#[cfg_attr(test, expect(dead_code, reason = "the test calls run(), not main"))]
+#[cfg_attr(test, allow(dead_code, reason = "the tests call run(), not main"))]
 fn main() -> ExitCode {
     match run(5) {
         Ok(_) => ExitCode::SUCCESS,

@@ -6,11 +6,13 @@
 
 #![expect(
     clippy::duplicate_mod,
-    reason = "each example binary includes the shared `common` module; here both examples do"
+    reason = "each example binary includes the shared `common` module; here all three do"
 )]
 
 #[path = "../examples/cnn.rs"]
 mod cnn;
+#[path = "../examples/llama.rs"]
+mod llama;
 #[path = "../examples/transformer.rs"]
 mod transformer;
 
@@ -226,4 +228,76 @@ fn a_planned_activation_used_after_done_is_stale() {
         matches!(e, backends::BackendError::InvalidArgument(ref m) if m.contains("stale")),
         "{e}"
     );
+}
+
+#[test]
+fn llama_block_agrees_across_backends() {
+    let rows = llama::run(1).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+    let tokens = llama::PREFILL + llama::DECODE;
+    assert!(rows.iter().all(|r| r.output.len() == tokens * llama::D));
+    assert!(
+        rows.iter()
+            .skip(1)
+            .all(|r| r.worst_ratio.is_some_and(|x| x <= 1.0))
+    );
+    expect_gpu_compared(&names);
+}
+
+/// Every token's output row against numpy (`examples/reference/llama.py`), after
+/// checking that both sides made the same weights and tokens.
+#[test]
+fn llama_block_matches_numpy() {
+    let text = include_str!("../examples/reference/llama.json");
+    let doc: serde_json::Value = serde_json::from_str(text).expect("llama.json parses");
+    let w = llama::Weights::new();
+    let heads = &doc["weights_head"];
+    for (name, v) in [
+        ("embed", &w.embed),
+        ("g_attn", &w.g_attn),
+        ("wq", &w.wq),
+        ("wk", &w.wk),
+        ("wv", &w.wv),
+        ("wo", &w.wo),
+        ("g_mlp", &w.g_mlp),
+        ("wg", &w.wg),
+        ("wu", &w.wu),
+        ("wd", &w.wd),
+    ] {
+        let want: Vec<u64> = serde_json::from_value(heads[name].clone()).expect(name);
+        let got: Vec<u64> = v[..4].iter().map(|x| u64::from(x.to_bits())).collect();
+        assert_eq!(got, want, "weight {name} differs from the reference's");
+    }
+    let toks: Vec<u32> = serde_json::from_value(doc["tokens"].clone()).expect("tokens");
+    assert_eq!(toks, llama::tokens());
+    let want: Vec<f64> = serde_json::from_value(doc["output"].clone()).expect("output");
+    let b = cpu();
+    let got = llama::forward(b.as_ref()).unwrap();
+    assert_eq!(got.len(), want.len());
+    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+        // f32 through ~10 ops per row against float64: a few 1e-6 relative in practice.
+        let tol = 1e-4 + 1e-4 * w.abs();
+        assert!(
+            (f64::from(g) - w).abs() <= tol,
+            "token {} element {}: {g} against numpy's {w}",
+            i / llama::D,
+            i % llama::D
+        );
+    }
+}
+
+/// Decoding one token at a time through the KV cache gives what a prefill of the whole
+/// sequence gives (the cache holds what a longer prefill would have computed).
+#[test]
+fn llama_decode_steps_equal_one_long_prefill() {
+    let b = cpu();
+    let stepped = llama::forward(b.as_ref()).unwrap();
+    let all = llama::forward_prefill_only(b.as_ref()).unwrap();
+    assert_eq!(stepped.len(), all.len());
+    for (i, (x, y)) in stepped.iter().zip(&all).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+            "element {i}: {x} vs {y}"
+        );
+    }
 }

@@ -132,6 +132,15 @@ def cases():
         out[f"copy_htod_{label}"] = lambda host=host, devb=devb: devb.copy_(host)
         out[f"copy_dtoh_{label}"] = lambda host=host, devb=devb: host.copy_(devb)
 
+    ba, bb, bz = rand(1 << 14, 4096), rand(4096), torch.empty(1 << 14, 4096, device=dev)
+    out["broadcast_add_bias_16384x4096"] = lambda: torch.add(ba, bb, out=bz)
+    ca, cb, cz = rand(4096, 1), rand(1, 4096), torch.empty(4096, 4096, device=dev)
+    out["broadcast_mul_outer_4096x4096"] = lambda: torch.mul(ca, cb, out=cz)
+    table = rand(128256, 4096)
+    idx = (torch.arange(512, device=dev) * 7919) % 128256
+    gz = torch.empty(512, 4096, device=dev)
+    out["gather_128256x4096_n512"] = lambda: torch.index_select(table, 0, idx, out=gz)
+
     tx, ty = rand(256), torch.empty(256, device=dev)
     out["dispatch_tiny_unary"] = lambda: torch.neg(tx, out=ty)
     out["latency_op_plus_4byte_readback"] = lambda: (torch.neg(tx, out=ty), ty[0].item())

@@ -680,7 +680,90 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
             })
         }),
     ));
+    // Broadcasting at model shapes: a bias over every row, and a column times a row.
+    let (r, c) = if full { (1 << 14, 4096) } else { (64, 256) };
+    v.push(broadcast_case(
+        "add_bias",
+        BinaryOp::Add,
+        &[r, c],
+        &[c],
+        &[r, c],
+    ));
+    v.push(broadcast_case(
+        "mul_outer",
+        BinaryOp::Mul,
+        &[c, 1],
+        &[1, c],
+        &[c, c],
+    ));
+    // An embedding lookup: Llama 3's vocabulary and width, 512 tokens.
+    let (rows, cols, n) = if full {
+        (128_256, 4096, 512)
+    } else {
+        (1000, 64, 16)
+    };
+    v.push(gather_case(rows, cols, n));
     v
+}
+
+/// `binary_broadcast` over the given shapes: memory-bound, each input read once (the
+/// broadcast one from cache) and the output written once.
+fn broadcast_case(
+    tag: &str,
+    op: BinaryOp,
+    a_shape: &[usize],
+    b_shape: &[usize],
+    out_shape: &[usize],
+) -> Case {
+    let count = |s: &[usize]| s.iter().product::<usize>();
+    let (na, nb, n) = (count(a_shape), count(b_shape), count(out_shape));
+    let dims = |s: &[usize]| {
+        s.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x")
+    };
+    let name = format!("broadcast_{tag}_{}", dims(out_shape));
+    let (a_shape, b_shape, out_shape) = (a_shape.to_vec(), b_shape.to_vec(), out_shape.to_vec());
+    Case::new(
+        "broadcast",
+        name,
+        Work::Bytes(4.0 * (na + nb + n) as f64),
+        Box::new(move |b| {
+            let v = buffers(b, &[na, nb, n])?;
+            let (x, y, z) = (v[0], v[1], v[2]);
+            let (a_shape, b_shape, out_shape) =
+                (a_shape.clone(), b_shape.clone(), out_shape.clone());
+            Ok(Prepared {
+                buffers: v,
+                run: Box::new(move |b| {
+                    b.binary_broadcast(op, x, &a_shape, y, &b_shape, z, &out_shape)
+                }),
+            })
+        }),
+    )
+}
+
+/// `gather` of `n` rows of a `rows x cols` table by indices spread over the table.
+fn gather_case(rows: usize, cols: usize, n: usize) -> Case {
+    let name = format!("gather_{rows}x{cols}_n{n}");
+    Case::new(
+        "gather",
+        name,
+        Work::Bytes(4.0 * (2 * n * cols + n) as f64),
+        Box::new(move |b| {
+            let v = buffers(b, &[rows * cols, n, n * cols])?;
+            let indices: Vec<u8> = (0..n)
+                .flat_map(|i| ((i * 7919 % rows) as u32).to_le_bytes())
+                .collect();
+            b.copy_htod(v[1], &indices)?;
+            let (t, idx, out) = (v[0], v[1], v[2]);
+            Ok(Prepared {
+                buffers: v,
+                run: Box::new(move |b| b.gather(t, rows, cols, idx, n, out)),
+            })
+        }),
+    )
 }
 
 /// Times `runs` back-to-back runs ending in one `synchronize`.

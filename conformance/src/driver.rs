@@ -10,6 +10,7 @@ use crate::data::Rng;
 use crate::report::{CheckReport, Failure, SuiteReport};
 use crate::suites::Suite;
 use crate::suites::attention::AttentionSuite;
+use crate::suites::broadcast::{BroadcastSuite, GatherSuite};
 use crate::suites::cast::CastSuite;
 use crate::suites::conv::ConvSuite;
 use crate::suites::copy::CopySuite;
@@ -69,6 +70,10 @@ pub async fn run_check_async(
         Check::Binary => run_suite::<BinarySuite>(backend, check, config, progress).await,
         Check::Copy => run_suite::<CopySuite>(backend, check, config, progress).await,
         Check::Cast => run_suite::<CastSuite>(backend, check, config, progress).await,
+        Check::BinaryBroadcast => {
+            run_suite::<BroadcastSuite>(backend, check, config, progress).await
+        }
+        Check::Gather => run_suite::<GatherSuite>(backend, check, config, progress).await,
         Check::Misuse => crate::misuse::run(backend).await,
         Check::Memory => crate::memory::run(backend).await,
         Check::Ordering => crate::ordering::run(backend).await,

@@ -590,6 +590,54 @@ pub(crate) async fn run(backend: &dyn ComputeBackend) -> CheckReport {
             Want::InvalidOrUnsupported(&["rms_norm"]),
             Box::new(|| b.rms_norm(a, None, bb, huge, 4, 1e-6)),
         ),
+        // binary_broadcast and gather
+        (
+            "binary_broadcast shapes that do not broadcast",
+            Want::InvalidOrUnsupported(&["binary_broadcast", "do not broadcast", "3 against 5"]),
+            Box::new(|| b.binary_broadcast(BinaryOp::Add, a, &[4, 3], bb, &[5], c, &[4, 3])),
+        ),
+        (
+            "binary_broadcast wrong out_shape",
+            Want::InvalidOrUnsupported(&["binary_broadcast", "out_shape", "[2, 4]"]),
+            Box::new(|| b.binary_broadcast(BinaryOp::Mul, a, &[2, 4], bb, &[4], c, &[4, 4])),
+        ),
+        (
+            "binary_broadcast seven dimensions",
+            Want::InvalidOrUnsupported(&["binary_broadcast", "at most 6"]),
+            Box::new(|| b.binary_broadcast(BinaryOp::Sub, a, &[1; 7], bb, &[1], c, &[1; 7])),
+        ),
+        (
+            "binary_broadcast b out of range",
+            Want::InvalidOrUnsupported(&["binary_broadcast", "b", "0x"]),
+            Box::new(|| {
+                b.binary_broadcast(BinaryOp::Add, a, &[8, 16], c + 200, &[16], bb, &[8, 16])
+            }),
+        ),
+        (
+            "binary_broadcast in place on a broadcast input",
+            Want::InvalidOrUnsupported(&["binary_broadcast", "overlap"]),
+            Box::new(|| b.binary_broadcast(BinaryOp::Add, bb, &[8, 16], a, &[16], a, &[8, 16])),
+        ),
+        (
+            "binary_broadcast element count overflow",
+            Want::InvalidOrUnsupported(&["binary_broadcast", "overflow"]),
+            Box::new(|| b.binary_broadcast(BinaryOp::Add, a, &[huge, 4], bb, &[1], c, &[huge, 4])),
+        ),
+        (
+            "gather indices out of range",
+            Want::InvalidOrUnsupported(&["gather", "indices", "0x"]),
+            Box::new(|| b.gather(a, 16, 8, c + 248, 4, bb)),
+        ),
+        (
+            "gather output overlaps the table",
+            Want::InvalidOrUnsupported(&["gather", "overlap", "table"]),
+            Box::new(|| b.gather(a, 16, 8, c, 4, a + 64)),
+        ),
+        (
+            "gather rows x cols overflow",
+            Want::InvalidOrUnsupported(&["gather", "rows x cols"]),
+            Box::new(|| b.gather(a, huge, 4, c, 4, bb)),
+        ),
         // aliases
         (
             "alias past the end",
@@ -916,6 +964,24 @@ pub fn check_uninitialized(b: &dyn ComputeBackend) -> Result<(), String> {
         (
             "unary n = 0",
             Box::new(|| b.unary(UnaryOp::Exp, 0x1_0000_0000, 0x2_0000_0000, 0)),
+        ),
+        (
+            "binary_broadcast",
+            Box::new(|| {
+                b.binary_broadcast(
+                    BinaryOp::Add,
+                    0x1_0000_0000,
+                    &[2, 2],
+                    0x2_0000_0000,
+                    &[2],
+                    0x3_0000_0000,
+                    &[2, 2],
+                )
+            }),
+        ),
+        (
+            "gather",
+            Box::new(|| b.gather(0x1_0000_0000, 2, 2, 0x2_0000_0000, 1, 0x3_0000_0000)),
         ),
         (
             "attention_ex",

@@ -119,6 +119,12 @@ pub enum Fault {
     /// 33. `attention_ex` gives query head `h` key/value head `h % kv_heads` instead of
     ///     `h / (heads / kv_heads)` (the two agree when `kv_heads` is 1 or `heads`).
     AttentionExInterleavedGroups,
+    /// 34. `binary_broadcast` passes `b` as the first input and `a` as the second
+    ///     (right for the commutative ops only).
+    BroadcastSwapsInputs,
+    /// 35. `gather` reads row `indices[i] + 1` (the table passed one row on, with one row
+    ///     fewer), so the last row's index reads zeros.
+    GatherReadsNextRow,
 }
 
 /// An op waiting in the queue of [`Fault::HtodOvertakesQueue`].
@@ -729,6 +735,51 @@ impl ComputeBackend for Mutant {
         eps: f64,
     ) -> BackendResult<()> {
         self.said_with(|| self.op(move |b| b.rms_norm(x, gamma, y, rows, cols, eps)))
+    }
+
+    fn binary_broadcast(
+        &self,
+        op: BinaryOp,
+        a: u64,
+        a_shape: &[usize],
+        b: u64,
+        b_shape: &[usize],
+        out: u64,
+        out_shape: &[usize],
+    ) -> BackendResult<()> {
+        let (a_shape, b_shape, out_shape) =
+            (a_shape.to_vec(), b_shape.to_vec(), out_shape.to_vec());
+        let swap = self.fault == Fault::BroadcastSwapsInputs;
+        self.said_with(|| {
+            self.op(move |m| {
+                if swap {
+                    m.binary_broadcast(op, b, &b_shape, a, &a_shape, out, &out_shape)
+                } else {
+                    m.binary_broadcast(op, a, &a_shape, b, &b_shape, out, &out_shape)
+                }
+            })
+        })
+    }
+
+    fn gather(
+        &self,
+        table: u64,
+        rows: usize,
+        cols: usize,
+        indices: u64,
+        n: usize,
+        out: u64,
+    ) -> BackendResult<()> {
+        let shift = self.fault == Fault::GatherReadsNextRow && rows > 1 && cols > 0;
+        self.said_with(|| {
+            self.op(move |m| {
+                if shift {
+                    m.gather(table + 4 * cols as u64, rows - 1, cols, indices, n, out)
+                } else {
+                    m.gather(table, rows, cols, indices, n, out)
+                }
+            })
+        })
     }
 
     fn cast(

@@ -128,6 +128,24 @@ fn attention_ex_interleaving_kv_groups_is_caught() {
 }
 
 #[test]
+fn binary_broadcast_swapping_its_inputs_is_caught() {
+    assert_caught(
+        Fault::BroadcastSwapsInputs,
+        Check::BinaryBroadcast,
+        &["output["],
+    );
+}
+
+#[test]
+fn gather_reading_the_next_row_is_caught() {
+    assert_caught(
+        Fault::GatherReadsNextRow,
+        Check::Gather,
+        &["gather output["],
+    );
+}
+
+#[test]
 fn conv2d_flipping_the_filter_is_caught() {
     assert_caught(Fault::ConvFlipsFilter, Check::Conv2d, &["output["]);
 }
@@ -199,7 +217,7 @@ fn unmutated_wrapper_passes_every_check() {
 }
 
 /// Every fault, with the check meant to catch it.
-const FAULTS: [(Fault, Check); 18] = [
+const FAULTS: [(Fault, Check); 20] = [
     (Fault::GemmIgnoresBeta, Check::Gemm),
     (Fault::GemmReadsCWhenBetaZero, Check::Gemm),
     (Fault::GemmTransAAsNoTrans, Check::Gemm),
@@ -221,6 +239,8 @@ const FAULTS: [(Fault, Check); 18] = [
     (Fault::CastF16Truncates, Check::Cast),
     (Fault::DtodOneByteShort, Check::Copy),
     (Fault::GemmDropsLastTerm, Check::Gemm),
+    (Fault::BroadcastSwapsInputs, Check::BinaryBroadcast),
+    (Fault::GatherReadsNextRow, Check::Gather),
 ];
 
 /// How robustly each fault is caught: failing cases (of 64) under the default seed for

@@ -23,19 +23,6 @@ override OP: u32 = 0u;
 
 const WG: u32 = 256u;
 
-fn apply(x: f32, y: f32) -> f32 {
-    switch OP {
-        case BINARY_ADD: { return x + y; }
-        case BINARY_SUB: { return x - y; }
-        case BINARY_MUL: { return x * y; }
-        case BINARY_DIV: { return div_acc(x, y); }
-        case BINARY_MAX: { return max_nan(x, y); }
-        case BINARY_MIN: { return min_nan(x, y); }
-        case BINARY_POW: { return pow_acc(x, y); }
-        default: { return nan_f32(); }
-    }
-}
-
 // The same value again, through an opaque identity. When both operands are provably
 // one value, shader compilers that treat float ops as inexact (Mesa's NIR, for one)
 // fold x - x to 0 and x / x to 1, which is wrong for infinities and NaN.

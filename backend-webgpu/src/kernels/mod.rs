@@ -88,6 +88,22 @@ kernels! {
         constants: ["OP"],
         params: params::Binary,
     },
+    Broadcast {
+        name: "broadcast",
+        file: "broadcast.wgsl",
+        math: true,
+        entries: ["main", "out_is_a", "out_is_b"],
+        constants: ["OP"],
+        params: params::Broadcast,
+    },
+    Gather {
+        name: "gather",
+        file: "gather.wgsl",
+        math: false,
+        entries: ["main"],
+        constants: [],
+        params: params::Gather,
+    },
     Copy {
         name: "copy",
         file: "copy.wgsl",
@@ -157,6 +173,7 @@ kernels! {
 
 const COMMON: &str = include_str!("common.wgsl");
 const MATH: &str = include_str!("math.wgsl");
+const BINARY_OP: &str = include_str!("binary_op.wgsl");
 
 impl Kernel {
     /// The complete WGSL source: the shared helpers, the math library where the kernel
@@ -171,6 +188,9 @@ impl Kernel {
             s.push_str(MATH);
         }
         s.push_str(&self.op_constants());
+        if matches!(self, Kernel::Binary | Kernel::Broadcast) {
+            s.push_str(BINARY_OP);
+        }
         s.push_str(self.file());
         s
     }
@@ -198,7 +218,7 @@ impl Kernel {
         use backend_api::{BinaryOp, ReduceOp, UnaryOp};
         match self {
             Kernel::Unary => consts("UNARY", UnaryOp::ALL, UnaryOp::name),
-            Kernel::Binary => consts("BINARY", BinaryOp::ALL, BinaryOp::name),
+            Kernel::Binary | Kernel::Broadcast => consts("BINARY", BinaryOp::ALL, BinaryOp::name),
             Kernel::Reduce => consts("REDUCE", ReduceOp::ALL, ReduceOp::name),
             Kernel::Rows => consts("ROW", RowOp::ALL, RowOp::name),
             _ => String::new(),
@@ -346,6 +366,37 @@ pub(crate) mod params {
         pub b_off: u32,
         pub out_off: u32,
         pub zero: u32,
+        pub _pad: [u32; 3],
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Pod, Zeroable, Debug)]
+    pub(crate) struct Broadcast {
+        pub n: u32,
+        pub rank: u32,
+        pub start: u32,
+        pub a_off: u32,
+        pub b_off: u32,
+        pub out_off: u32,
+        pub a_sub: u32,
+        pub b_sub: u32,
+        pub shape: [u32; 8],
+        pub a_strides: [u32; 8],
+        pub b_strides: [u32; 8],
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Pod, Zeroable, Debug)]
+    pub(crate) struct Gather {
+        pub n: u32,
+        pub cols: u32,
+        pub rows: u32,
+        pub row0: u32,
+        pub row1: u32,
+        pub first: u32,
+        pub t_off: u32,
+        pub i_off: u32,
+        pub out_off: u32,
         pub _pad: [u32; 3],
     }
 

@@ -7,6 +7,7 @@
 //! Host transfers are `transfer.rs`.
 
 mod attention;
+mod broadcast;
 mod cast;
 mod conv2d;
 mod copy;

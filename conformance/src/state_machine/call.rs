@@ -86,6 +86,26 @@ pub enum Op {
     AttentionEx {
         args: AttentionArgs,
     },
+    /// `binary_broadcast` over shapes of up to 4 dimensions cut from one base shape,
+    /// sometimes with a wrong output shape or too many dimensions.
+    Broadcast {
+        op: BinaryOp,
+        a: u64,
+        a_shape: Vec<usize>,
+        b: u64,
+        b_shape: Vec<usize>,
+        output: u64,
+        out_shape: Vec<usize>,
+    },
+    /// `gather` of small tables by indices drawn in and out of range.
+    Gather {
+        table: u64,
+        rows: usize,
+        cols: usize,
+        indices: u64,
+        n: usize,
+        output: u64,
+    },
     Synchronize,
     MemoryInfo,
     /// Reads every live allocation back whole and checks it.
@@ -124,6 +144,8 @@ impl Op {
             } => "gemm_row_major",
             Op::Gemm { .. } => "gemm",
             Op::AttentionEx { .. } => "attention_ex",
+            Op::Broadcast { .. } => "binary_broadcast",
+            Op::Gather { .. } => "gather",
             Op::Synchronize => "synchronize",
             Op::MemoryInfo => "memory_info",
             Op::CheckAll => "check_all",
@@ -149,6 +171,13 @@ impl Op {
                 p.extend(x.mask.map(|m| m.ptr));
                 p
             }
+            &Op::Broadcast { a, b, output, .. } => vec![a, b, output],
+            &Op::Gather {
+                table,
+                indices,
+                output,
+                ..
+            } => vec![table, indices, output],
             Op::ReadMany { reads } => reads.iter().map(|r| r.0).collect(),
             _ => Vec::new(),
         }
@@ -551,7 +580,9 @@ impl Machine<'_> {
                     n: self.count(src, room_i.min(room_o), 4),
                 }
             }
-            166..194 => {
+            186..190 => self.gen_broadcast(src),
+            190..194 => self.gen_gather(src),
+            166..186 => {
                 let op = src.pick(BinaryOp::ALL);
                 let (a, room_a) = self.place(src);
                 let (b, room_b) = if src.below(6) == 0 {
@@ -665,6 +696,100 @@ impl Machine<'_> {
             228..240 => Op::Synchronize,
             240..248 => Op::MemoryInfo,
             _ => Op::CheckAll,
+        }
+    }
+
+    /// A `binary_broadcast` call: a and b cut from one base shape of up to 4 dimensions
+    /// (leading dimensions dropped, some set to 1), the output shape their broadcast
+    /// shape; the output mostly its own placement, sometimes an input's (valid only
+    /// where that input is not broadcast). One call in ten is misuse: a wrong output
+    /// shape, shapes that do not broadcast, or seven dimensions.
+    fn gen_broadcast(&self, src: &mut Source<'_>) -> Op {
+        let op = src.pick(BinaryOp::ALL);
+        let rank = src.below(5) as usize;
+        let base: Vec<usize> = (0..rank)
+            .map(|_| match src.u8() {
+                0..20 => 0,
+                20..60 => 1,
+                _ => 2 + src.below(4) as usize,
+            })
+            .collect();
+        let mut cut = || -> Vec<usize> {
+            let drop = src.below(rank as u64 + 1) as usize;
+            base[drop..]
+                .iter()
+                .map(|&d| if src.below(3) == 0 { 1 } else { d })
+                .collect()
+        };
+        let (mut a_shape, b_shape) = (cut(), cut());
+        let r = a_shape.len().max(b_shape.len());
+        let at = |s: &[usize], d: usize| {
+            if d + s.len() < r {
+                1
+            } else {
+                s[d + s.len() - r]
+            }
+        };
+        let mut out_shape: Vec<usize> = (0..r)
+            .map(|d| match (at(&a_shape, d), at(&b_shape, d)) {
+                (1, y) => y,
+                (x, _) => x,
+            })
+            .collect();
+        match src.below(30) {
+            0 if !out_shape.is_empty() => out_shape[0] += 1,
+            1 => out_shape = vec![1; 7],
+            2 if !a_shape.is_empty() => a_shape[0] += 2,
+            _ => {}
+        }
+        let (a, room_a) = self.place(src);
+        let (b, _) = if src.below(6) == 0 {
+            (a, room_a)
+        } else {
+            self.place(src)
+        };
+        let (output, _) = match src.u8() {
+            0..40 => (a, 0),
+            40..60 => (b, 0),
+            60..80 => self.twin_or_place(src, a),
+            _ => self.place(src),
+        };
+        Op::Broadcast {
+            op,
+            a,
+            a_shape,
+            b,
+            b_shape,
+            output,
+            out_shape,
+        }
+    }
+
+    /// A `gather` call of a small table; now and then sizes that overflow, or an output
+    /// over the table or the indices.
+    fn gen_gather(&self, src: &mut Source<'_>) -> Op {
+        let mut rows = src.below(7) as usize;
+        let mut cols = src.below(7) as usize;
+        let n = src.below(7) as usize;
+        if src.below(40) == 0 {
+            rows = 1 << 40;
+            cols = 1 << 40;
+        }
+        let (table, _) = self.place(src);
+        let (indices, _) = self.place(src);
+        let (output, _) = match src.below(16) {
+            0 => (table, 0),
+            1 => (indices, 0),
+            2 => self.twin_or_place(src, table),
+            _ => self.place(src),
+        };
+        Op::Gather {
+            table,
+            rows,
+            cols,
+            indices,
+            n,
+            output,
         }
     }
 

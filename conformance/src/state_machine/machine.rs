@@ -446,6 +446,76 @@ impl<'b> Machine<'b> {
                     }
                 }
             }
+            Op::Broadcast {
+                op: f,
+                a,
+                a_shape,
+                b: bp,
+                b_shape,
+                output,
+                out_shape,
+            } => {
+                let (f, a, bp, output) = (*f, *a, *bp, *output);
+                let (plan, want) =
+                    self.want_broadcast((a, a_shape), (bp, b_shape), (output, out_shape));
+                let got =
+                    guarded(|| b.binary_broadcast(f, a, a_shape, bp, b_shape, output, out_shape))?;
+                if self.judge(op, &got, &want)?
+                    && let Some((p, locs)) = plan
+                {
+                    let xa = self.read_f32s(locs[0], (p.a.bytes / 4) as usize);
+                    let xb = self.read_f32s(locs[1], (p.b.bytes / 4) as usize);
+                    let (oi, ooff) = locs[2];
+                    let exact = self.opts.exact;
+                    let pow_ok = |x: f32, y: f32| {
+                        f != BinaryOp::Pow
+                            || (!x.is_finite() || x.abs() <= 4.0)
+                                && (!y.is_finite() || y.abs() <= 6.0)
+                    };
+                    for e in 0..p.n {
+                        let (ia, ib) = p.sources(e);
+                        let v = match (xa[ia], xb[ib]) {
+                            (Some(x), Some(y)) if exact => Value::Exact(reference::binary(f, x, y)),
+                            (Some(x), Some(y)) if tame(x) && tame(y) && pow_ok(x, y) => {
+                                Value::Approx(reference::binary(f, x, y), binary_tolerance(f))
+                            }
+                            _ => Value::Unknown,
+                        };
+                        self.live[oi].mem.write_value(ooff + 4 * e, v);
+                    }
+                }
+            }
+            &Op::Gather {
+                table,
+                rows,
+                cols,
+                indices,
+                n,
+                output,
+            } => {
+                let (plan, want) = self.want_gather(table, (rows, cols), indices, n, output);
+                let got = guarded(|| b.gather(table, rows, cols, indices, n, output))?;
+                if self.judge(op, &got, &want)?
+                    && let Some((p, locs)) = plan
+                {
+                    let idx = self.read_f32s(locs[1].expect("indices"), n);
+                    let t = locs[0].map(|l| self.read_f32s(l, rows * cols));
+                    let (oi, ooff) = locs[2].expect("output");
+                    for (r, i) in idx.into_iter().enumerate() {
+                        let row = i.map(|i| i.to_bits() as usize);
+                        for c in 0..p.cols {
+                            let v = match (row, &t) {
+                                (Some(i), _) if i >= rows => Value::Exact(0.0),
+                                (Some(i), Some(t)) => {
+                                    t[i * cols + c].map_or(Value::Unknown, Value::Exact)
+                                }
+                                _ => Value::Unknown,
+                            };
+                            self.live[oi].mem.write_value(ooff + 4 * (r * cols + c), v);
+                        }
+                    }
+                }
+            }
             Op::AttentionEx { args } => {
                 let (plan, want) = self.want_attention_ex(args);
                 let got = guarded(|| b.attention_ex(args))?;

@@ -1,13 +1,16 @@
 //! The model's rules: whether a call is valid, and the effects the oracle predicts for
 //! the valid ones.
 
-use backend_api::validate::{self, AttentionPlan};
+use backend_api::validate::{self, AttentionPlan, BroadcastPlan, GatherPlan};
 use backend_api::{AttentionArgs, BackendTranspose, ReduceOp};
 use backend_cpu::reference;
 
 use super::machine::Machine;
 use super::memory::{AliasRec, Loc, Value};
 use crate::tolerance::{Tol, reduce_tolerance};
+
+/// Where a `gather`'s table (`None` when it has no rows), indices and output are.
+pub(super) type GatherLocs = [Option<Loc>; 3];
 
 /// Allocation sizes from here up are refused by every device: `OutOfMemory` is required.
 pub const HUGE_ALLOC: u64 = 1 << 40;
@@ -362,6 +365,99 @@ impl Machine<'_> {
             }
         }
         (Some((plan, o_loc)), Expect::Ok)
+    }
+
+    /// `binary_broadcast`: shapes and the overlaps of the addresses as given follow the
+    /// shared validation; the model adds where the operands are, and that the output is
+    /// physically an input's exact range (one that is not broadcast) or disjoint from it.
+    /// Returns the plan and the locations of a, b and the output.
+    pub(super) fn want_broadcast(
+        &self,
+        a: (u64, &[usize]),
+        b: (u64, &[usize]),
+        out: (u64, &[usize]),
+    ) -> (Option<(BroadcastPlan, Vec<Loc>)>, Expect) {
+        let plan = match validate::binary_broadcast(a.0, a.1, b.0, b.1, out.0, out.1) {
+            Err(e) => return (None, Expect::Invalid(e.to_string())),
+            Ok(None) => return (None, Expect::Ok),
+            Ok(Some(p)) => p,
+        };
+        let ops = [plan.a, plan.b, plan.output];
+        let all: Vec<(&str, u64, u128, u64)> = ops
+            .iter()
+            .map(|o| (o.name, o.ptr, u128::from(o.bytes), 4))
+            .collect();
+        let locs = match self.locate_all(&all) {
+            Ok(l) => l,
+            Err(e) => return (None, e),
+        };
+        let po = self.phys(locs[2]);
+        for (input, &l) in ops[..2].iter().zip(&locs) {
+            let pi = self.phys(l);
+            let same = pi == po && input.bytes == plan.output.bytes;
+            if !same && ranges_overlap(pi, po, input.bytes.into(), plan.output.bytes.into()) {
+                return (
+                    None,
+                    Expect::Invalid(format!(
+                        "output partially overlaps {} {PHYSICAL}",
+                        input.name
+                    )),
+                );
+            }
+        }
+        (Some((plan, locs)), Expect::Ok)
+    }
+
+    /// `gather`: sizes and the overlaps as given follow the shared validation; the
+    /// model adds where the operands are and that the output is physically disjoint
+    /// from the table and the indices. Returns the plan and the locations of the table
+    /// (if it has rows), the indices and the output.
+    pub(super) fn want_gather(
+        &self,
+        table: u64,
+        (rows, cols): (usize, usize),
+        indices: u64,
+        n: usize,
+        output: u64,
+    ) -> (Option<(GatherPlan, GatherLocs)>, Expect) {
+        let plan = match validate::gather(table, rows, cols, indices, n, output) {
+            Err(e) => return (None, Expect::Invalid(e.to_string())),
+            Ok(None) => return (None, Expect::Ok),
+            Ok(Some(p)) => p,
+        };
+        let ops: Vec<_> = [plan.table, Some(plan.indices), Some(plan.output)]
+            .into_iter()
+            .flatten()
+            .collect();
+        let all: Vec<(&str, u64, u128, u64)> = ops
+            .iter()
+            .map(|o| (o.name, o.ptr, u128::from(o.bytes), 4))
+            .collect();
+        let locs = match self.locate_all(&all) {
+            Ok(l) => l,
+            Err(e) => return (None, e),
+        };
+        let out_loc = *locs.last().expect("the output");
+        let po = self.phys(out_loc);
+        for (input, &l) in ops.iter().zip(&locs).take(ops.len() - 1) {
+            if ranges_overlap(
+                self.phys(l),
+                po,
+                input.bytes.into(),
+                plan.output.bytes.into(),
+            ) {
+                return (
+                    None,
+                    Expect::Invalid(format!("output overlaps {} {PHYSICAL}", input.name)),
+                );
+            }
+        }
+        let mut named = [None; 3];
+        let first = usize::from(plan.table.is_none());
+        for (slot, l) in named.iter_mut().skip(first).zip(locs) {
+            *slot = Some(l);
+        }
+        (Some((plan, named)), Expect::Ok)
     }
 
     pub(super) fn want_reduce(

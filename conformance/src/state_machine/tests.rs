@@ -132,3 +132,21 @@ fn row_ops_run_valid_and_invalid_and_a_wrong_one_is_caught() {
         .expect("LayerNormUnbiased was not caught in 20 seeds");
     run_seed(&wrong(Fault::None), seed, &exact(2000)).unwrap_or_else(|f| panic!("{f}"));
 }
+
+#[test]
+fn broadcast_and_gather_run_valid_and_invalid_and_wrong_ones_are_caught() {
+    let a = run_seed(&cpu(), 7, &exact(3000)).unwrap_or_else(|f| panic!("{f}"));
+    for op in ["binary_broadcast", "gather"] {
+        let (valid, invalid) = a.per_op.get(op).copied().unwrap_or_default();
+        assert!(
+            valid > 0 && invalid > 0,
+            "{op}: {valid} valid, {invalid} invalid: {a}"
+        );
+    }
+    for fault in [Fault::BroadcastSwapsInputs, Fault::GatherReadsNextRow] {
+        let seed = (0..20)
+            .find(|&seed| run_seed(&wrong(fault), seed, &exact(2000)).is_err())
+            .unwrap_or_else(|| panic!("{fault:?} was not caught in 20 seeds"));
+        run_seed(&wrong(Fault::None), seed, &exact(2000)).unwrap_or_else(|f| panic!("{f}"));
+    }
+}

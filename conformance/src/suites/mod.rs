@@ -2,6 +2,7 @@
 //! printed and replayed), a proptest strategy, and an async check against the oracle.
 
 pub mod attention;
+pub mod broadcast;
 pub mod cast;
 pub mod conv;
 pub mod copy;

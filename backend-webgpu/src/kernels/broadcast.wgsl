@@ -1,0 +1,77 @@
+// out = f(a, b) with NumPy broadcasting: the plan's merged output shape (up to 6
+// dimensions) and each input's element strides over it, 0 along a broadcast dimension.
+// One thread per output element of this piece; `start` is the piece's first element in
+// the whole output. An input that is not broadcast is bound as the piece's own range
+// (its `*_sub` is `start`), a broadcast one whole (`*_sub` 0). The entry point says which
+// input is the output's own range (in place), read through the output's binding.
+
+struct Params {
+    n: u32,
+    rank: u32,
+    start: u32,
+    a_off: u32,
+    b_off: u32,
+    out_off: u32,
+    a_sub: u32,
+    b_sub: u32,
+    shape: array<vec4<u32>, 2>,
+    a_strides: array<vec4<u32>, 2>,
+    b_strides: array<vec4<u32>, 2>,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read_write> a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+override OP: u32 = 0u;
+
+const WG: u32 = 256u;
+
+// The elements of a and b (within their bindings) that output element `g` reads.
+fn sources(g: u32) -> vec2<u32> {
+    var rest = g;
+    var ia = 0u;
+    var ib = 0u;
+    for (var d = params.rank; d > 0u; d = d - 1u) {
+        let k = d - 1u;
+        let size = params.shape[k / 4u][k % 4u];
+        let x = rest % size;
+        rest = rest / size;
+        ia = ia + x * params.a_strides[k / 4u][k % 4u];
+        ib = ib + x * params.b_strides[k / 4u][k % 4u];
+    }
+    return vec2<u32>(params.a_off + ia - params.a_sub, params.b_off + ib - params.b_sub);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wid, nwg, lid, WG);
+    if (i < params.n) {
+        let s = sources(params.start + i);
+        out[params.out_off + i] = apply(a[s.x], b[s.y]);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn out_is_a(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wid, nwg, lid, WG);
+    if (i < params.n) {
+        let s = sources(params.start + i);
+        let o = params.out_off + i;
+        out[o] = apply(out[o], b[s.y]);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn out_is_b(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wid, nwg, lid, WG);
+    if (i < params.n) {
+        let s = sources(params.start + i);
+        let o = params.out_off + i;
+        out[o] = apply(a[s.x], out[o]);
+    }
+}

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""The numpy (float64) reference of `backends/examples/llama.rs`: one Llama-style decoder
+block (token embedding, RMSNorm, rotary embedding, grouped-query attention over a KV cache,
+SwiGLU MLP), a prefill of 8 tokens and then 32 decode steps of one token each.
+
+Run from anywhere (it writes next to itself), with Python 3 and numpy:
+
+    python3 backends/examples/reference/llama.py
+
+It writes `llama.json`: the first values of every weight (so the Rust side can check that
+it made the same weights), and the block's output for every token, in order. The weights
+come from the same splitmix64 generator as `common::values` in the examples, computed here
+with Python integers and float32 arithmetic, so they are bit-identical. Everything else is
+written from the model's definition, not from the Rust code: RoPE by rotate_half, attention
+by explicit softmax over the cached keys with the causal rule, the MLP as
+silu(h Wg) * (h Wu) Wd.
+"""
+
+import json
+import os
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+VOCAB, D, HEADS, KV_HEADS, HEAD_DIM, FF = 256, 64, 4, 2, 16, 128
+PREFILL, DECODE, CAP = 8, 32, 48
+EPS, THETA, SEED = 1e-5, 10000.0, 11
+M64 = (1 << 64) - 1
+
+
+def values(seed, n, scale):
+    """common::values: splitmix64, the top 24 bits as a unit in [0, 1), then f32 math."""
+    s = seed
+    units = []
+    for _ in range(n):
+        s = (s + 0x9E3779B97F4A7C15) & M64
+        z = s
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+        z ^= z >> 31
+        units.append((z >> 40) / float(1 << 24))
+    u = np.asarray(units, dtype=np.float32)
+    return (u * np.float32(2.0) - np.float32(1.0)) * np.float32(scale)
+
+
+def weights():
+    w_in = np.float32(1.0) / np.sqrt(np.float32(D))
+    w_ff = np.float32(1.0) / np.sqrt(np.float32(FF))
+    gain = lambda s: np.float32(1.0) + values(s, D, np.float32(0.1))
+    return {
+        "embed": values(SEED, VOCAB * D, np.float32(1.0)),
+        "g_attn": gain(SEED + 1),
+        "wq": values(SEED + 2, D * HEADS * HEAD_DIM, w_in),
+        "wk": values(SEED + 3, D * KV_HEADS * HEAD_DIM, w_in),
+        "wv": values(SEED + 4, D * KV_HEADS * HEAD_DIM, w_in),
+        "wo": values(SEED + 5, HEADS * HEAD_DIM * D, w_in),
+        "g_mlp": gain(SEED + 6),
+        "wg": values(SEED + 7, D * FF, w_in),
+        "wu": values(SEED + 8, D * FF, w_in),
+        "wd": values(SEED + 9, FF * D, w_ff),
+    }
+
+
+def tokens():
+    return [(7 * i + 3) % VOCAB for i in range(PREFILL)] + [(13 * t + 5) % VOCAB for t in range(DECODE)]
+
+
+def rms_norm(x, g):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + EPS) * g
+
+
+def rope(x, positions):
+    """x [T, heads, HEAD_DIM]: the half-split rotation, x * cos + rotate_half(x) * sin."""
+    half = HEAD_DIM // 2
+    inv_freq = THETA ** (-np.arange(half, dtype=np.float64) * 2.0 / HEAD_DIM)
+    angle = np.asarray(positions, dtype=np.float64)[:, None] * inv_freq[None, :]
+    cos = np.concatenate([np.cos(angle)] * 2, axis=-1)[:, None, :]
+    sin = np.concatenate([np.sin(angle)] * 2, axis=-1)[:, None, :]
+    rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
+
+
+def silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def step(w, toks, pos0, cache_k, cache_v):
+    t = len(toks)
+    x = w["embed"].reshape(VOCAB, D)[toks]
+    h = rms_norm(x, w["g_attn"])
+    q = (h @ w["wq"].reshape(D, -1)).reshape(t, HEADS, HEAD_DIM)
+    k = (h @ w["wk"].reshape(D, -1)).reshape(t, KV_HEADS, HEAD_DIM)
+    v = (h @ w["wv"].reshape(D, -1)).reshape(t, KV_HEADS, HEAD_DIM)
+    positions = list(range(pos0, pos0 + t))
+    q, k = rope(q, positions), rope(k, positions)
+    cache_k[pos0:pos0 + t] = k
+    cache_v[pos0:pos0 + t] = v
+    seen = pos0 + t
+    o = np.zeros((t, HEADS, HEAD_DIM))
+    group = HEADS // KV_HEADS
+    for head in range(HEADS):
+        kv = head // group
+        scores = q[:, head, :] @ cache_k[:seen, kv, :].T / np.sqrt(HEAD_DIM)
+        for i in range(t):
+            s = scores[i, : pos0 + i + 1]  # the causal rule: keys up to its own position
+            p = np.exp(s - s.max())
+            o[i, head] = (p / p.sum()) @ cache_v[: pos0 + i + 1, kv, :]
+    x1 = x + o.reshape(t, -1) @ w["wo"].reshape(HEADS * HEAD_DIM, D)
+    h2 = rms_norm(x1, w["g_mlp"])
+    act = silu(h2 @ w["wg"].reshape(D, FF)) * (h2 @ w["wu"].reshape(D, FF))
+    return x1 + act @ w["wd"].reshape(FF, D)
+
+
+def main():
+    w32 = weights()
+    w = {name: v.astype(np.float64) for name, v in w32.items()}
+    toks = tokens()
+    cache_k = np.zeros((CAP, KV_HEADS, HEAD_DIM))
+    cache_v = np.zeros((CAP, KV_HEADS, HEAD_DIM))
+    outs = [step(w, toks[:PREFILL], 0, cache_k, cache_v)]
+    for i in range(DECODE):
+        outs.append(step(w, [toks[PREFILL + i]], PREFILL + i, cache_k, cache_v))
+    out = np.concatenate(outs, axis=0)
+    doc = {
+        "shape": [len(toks), D],
+        "tokens": toks,
+        "weights_head": {name: v[:4].view(np.uint32).tolist() for name, v in w32.items()},
+        "output": out.reshape(-1).tolist(),
+    }
+    path = os.path.join(HERE, "llama.json")
+    with open(path, "w") as f:
+        json.dump(doc, f, separators=(",", ":"))
+        f.write("\n")
+    print(f"llama.json: {os.path.getsize(path)} bytes, output rms {np.sqrt(np.mean(out ** 2)):.4f}")
+
+
+if __name__ == "__main__":
+    main()
