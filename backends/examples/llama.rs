@@ -322,13 +322,42 @@ pub(crate) fn run(reps: usize) -> Result<Vec<Row>, String> {
     common::run_everywhere(&what, forward, reps)
 }
 
+/// Milliseconds per decode step on `b` (the model built and prefilled first, pipelines
+/// warm), each step ending with the output row read back, as a serving loop reads its
+/// logits: the mean over the 32 steps, best of `reps` passes.
+#[cfg_attr(test, allow(dead_code, reason = "the tests call run(), not main"))]
+fn decode_step_ms(b: &dyn ComputeBackend, reps: usize) -> BackendResult<f64> {
+    let toks = tokens();
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        let model = Model::new(b, &Weights::new(), PREFILL)?;
+        model.step(&toks[..PREFILL], 0)?;
+        let start = std::time::Instant::now();
+        for (i, &tok) in toks[PREFILL..].iter().enumerate() {
+            model.step(&[tok], PREFILL + i)?;
+        }
+        best = best.min(start.elapsed().as_secs_f64() * 1e3 / DECODE as f64);
+    }
+    Ok(best)
+}
+
 #[cfg_attr(test, allow(dead_code, reason = "the tests call run(), not main"))]
 fn main() -> ExitCode {
-    match run(3) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+    if let Err(e) = run(3) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    for kind in backends::BackendKind::compiled() {
+        let Ok(b) = backends::create(kind) else {
+            continue;
+        };
+        match decode_step_ms(b.as_ref(), 5) {
+            Ok(ms) => println!(
+                "{}: {ms:.3} ms per decode step (32 steps, output read each step)",
+                b.name()
+            ),
+            Err(e) => println!("{}: decode timing failed: {e}", b.name()),
         }
     }
+    ExitCode::SUCCESS
 }

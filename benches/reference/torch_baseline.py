@@ -116,6 +116,10 @@ def cases():
     out["softmax_16384x4096"] = lambda: torch.softmax(xr, dim=1)
     out["layer_norm_16384x4096"] = lambda: F.layer_norm(xr, (4096,), gr, br, 1e-5)
     out["rms_norm_16384x4096"] = lambda: F.rms_norm(xr, (4096,), gr, 1e-6)
+    xl = rand(1 << 16, 4096)
+    out["softmax_65536x4096"] = lambda: torch.softmax(xl, dim=1)
+    out["layer_norm_65536x4096"] = lambda: F.layer_norm(xl, (4096,), gr, br, 1e-5)
+    out["rms_norm_65536x4096"] = lambda: F.rms_norm(xl, (4096,), gr, 1e-6)
 
     for e in (24, 26, 28):
         n = 1 << e

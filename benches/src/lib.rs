@@ -577,6 +577,10 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
     let (r, c) = if full { (1 << 14, 4096) } else { (64, 256) };
     for op in [RowOp::Softmax, RowOp::LayerNorm, RowOp::RmsNorm] {
         v.push(rows_case(op, r, c));
+        if full {
+            // 2^28 elements, the size the targets are stated at.
+            v.push(rows_case(op, 1 << 16, 4096));
+        }
     }
 
     let sizes: &[u32] = if full { &[24, 26, 28] } else { &[14] };

@@ -75,3 +75,64 @@ fn out_is_b(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         out[o] = apply(a[s.x], out[o]);
     }
 }
+
+// ---- four outputs per thread --------------------------------------------------------
+// When the last merged dimension is a multiple of 4 and the output starts on a 16-byte
+// boundary of its binding: each thread finds the sources of its first element once and
+// steps along the row by the inputs' last strides (0 or 1), writing one vec4.
+
+@group(0) @binding(7) var<storage, read_write> out4: array<vec4<f32>>;
+
+fn last_strides() -> vec2<u32> {
+    let k = params.rank - 1u;
+    return vec2<u32>(params.a_strides[k / 4u][k % 4u], params.b_strides[k / 4u][k % 4u]);
+}
+
+@compute @workgroup_size(WG)
+fn main4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = 4u * flat_index(wid, nwg, lid, WG);
+    if (i < params.n) {
+        let s = sources(params.start + i);
+        let st = last_strides();
+        var r: vec4<f32>;
+        for (var e = 0u; e < 4u; e = e + 1u) {
+            r[e] = apply(a[s.x + e * st.x], b[s.y + e * st.y]);
+        }
+        out4[(params.out_off + i) / 4u] = r;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn out_is_a4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = 4u * flat_index(wid, nwg, lid, WG);
+    if (i < params.n) {
+        let s = sources(params.start + i);
+        let st = last_strides();
+        let o = (params.out_off + i) / 4u;
+        let x = out4[o];
+        var r: vec4<f32>;
+        for (var e = 0u; e < 4u; e = e + 1u) {
+            r[e] = apply(x[e], b[s.y + e * st.y]);
+        }
+        out4[o] = r;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn out_is_b4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = 4u * flat_index(wid, nwg, lid, WG);
+    if (i < params.n) {
+        let s = sources(params.start + i);
+        let st = last_strides();
+        let o = (params.out_off + i) / 4u;
+        let y = out4[o];
+        var r: vec4<f32>;
+        for (var e = 0u; e < 4u; e = e + 1u) {
+            r[e] = apply(a[s.x + e * st.x], y[e]);
+        }
+        out4[o] = r;
+    }
+}

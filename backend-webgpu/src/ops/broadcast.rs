@@ -10,12 +10,17 @@ use crate::kernels::{Kernel, PipelineKey, op_code, params};
 use crate::stream::Bound;
 use crate::{Ctx, State};
 
-/// The broadcast entry point: which input, if any, is the output's exact range.
-fn broadcast_entry(out_is_a: bool, out_is_b: bool) -> &'static str {
-    match (out_is_a, out_is_b) {
-        (true, _) => "out_is_a",
-        (false, true) => "out_is_b",
-        (false, false) => "main",
+/// The broadcast entry point: which input, if any, is the output's exact range, and
+/// whether each thread writes a vec4 (`vec4`: the last merged dimension is a multiple of
+/// 4 and the output starts on a 16-byte boundary of its binding).
+fn broadcast_entry(out_is_a: bool, out_is_b: bool, vec4: bool) -> &'static str {
+    match (out_is_a, out_is_b, vec4) {
+        (true, _, false) => "out_is_a",
+        (false, true, false) => "out_is_b",
+        (false, false, false) => "main",
+        (true, _, true) => "out_is_a4",
+        (false, true, true) => "out_is_b4",
+        (false, false, true) => "main4",
     }
 }
 
@@ -62,7 +67,7 @@ impl Ctx {
             .then(|| st.bind(limits, p.op, &p.b))
             .transpose()?;
         let piece = elementwise_piece(limits, 4);
-        let entry = broadcast_entry(out_is_a, out_is_b);
+        let rows_of_4 = p.shape[p.rank - 1].is_multiple_of(4);
         for start in (0..p.n).step_by(piece) {
             let n = piece.min(p.n - start);
             let a = match &whole_a {
@@ -73,7 +78,9 @@ impl Ctx {
                 Some(w) => w.clone(),
                 None => st.bind(limits, p.op, &sub(&p.b, start, n, 4))?,
             };
-            let out = st.bind(limits, p.op, &sub(&p.output, start, n, 4))?;
+            let out = st.bind16(limits, p.op, &sub(&p.output, start, n, 4))?;
+            let vec4 = rows_of_4 && out.byte.is_multiple_of(16);
+            let entry = broadcast_entry(out_is_a, out_is_b, vec4);
             let prm = params::Broadcast {
                 n: n as u32,
                 rank: p.rank as u32,
@@ -94,10 +101,11 @@ impl Ctx {
             if !out_is_b {
                 bindings.push((2, &b));
             }
-            bindings.push((3, &out));
+            bindings.push((if vec4 { 7 } else { 3 }, &out));
             let key = PipelineKey::new(Kernel::Broadcast, entry).with("OP", code);
             let State { stream, .. } = &mut *st;
-            let grid = limits.grid(groups_of_256(n as u64))?;
+            let threads = if vec4 { n.div_ceil(4) } else { n } as u64;
+            let grid = limits.grid(groups_of_256(threads))?;
             self.dispatch(stream, &key, bytes_of(&prm), &bindings, grid)?;
         }
         Ok(())
@@ -175,10 +183,20 @@ mod tests {
 
     #[test]
     fn entries() {
-        assert_eq!(broadcast_entry(false, false), "main");
-        assert_eq!(broadcast_entry(true, false), "out_is_a");
-        assert_eq!(broadcast_entry(false, true), "out_is_b");
-        for e in ["main", "out_is_a", "out_is_b"] {
+        assert_eq!(broadcast_entry(false, false, false), "main");
+        assert_eq!(broadcast_entry(true, false, false), "out_is_a");
+        assert_eq!(broadcast_entry(false, true, false), "out_is_b");
+        assert_eq!(broadcast_entry(false, false, true), "main4");
+        assert_eq!(broadcast_entry(true, false, true), "out_is_a4");
+        assert_eq!(broadcast_entry(false, true, true), "out_is_b4");
+        for e in [
+            "main",
+            "out_is_a",
+            "out_is_b",
+            "main4",
+            "out_is_a4",
+            "out_is_b4",
+        ] {
             assert!(Kernel::Broadcast.entries().contains(&e), "{e}");
         }
     }

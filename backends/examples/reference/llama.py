@@ -135,5 +135,62 @@ def main():
     print(f"llama.json: {os.path.getsize(path)} bytes, output rms {np.sqrt(np.mean(out ** 2)):.4f}")
 
 
+def torch_decode_step_ms(device="cuda", reps=5):
+    """PyTorch eager, float32, the same block: ms per decode step after the prefill, each
+    step's output copied to the host (as llama.rs reads its row back). Printed only."""
+    import time
+
+    import torch
+
+    w = {k: torch.tensor(v, device=device) for k, v in weights().items()}
+    embed = w["embed"].view(VOCAB, D)
+    wq, wk, wv = (w[n].view(D, -1) for n in ("wq", "wk", "wv"))
+    wo, wg, wu, wd = w["wo"].view(-1, D), w["wg"].view(D, FF), w["wu"].view(D, FF), w["wd"].view(FF, D)
+    half = HEAD_DIM // 2
+    inv_freq = THETA ** (-torch.arange(half, device=device, dtype=torch.float32) * 2.0 / HEAD_DIM)
+    ang = torch.arange(CAP, device=device, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    cos, sin = torch.cat([ang.cos()] * 2, -1), torch.cat([ang.sin()] * 2, -1)
+    F = torch.nn.functional
+
+    def rope(x, p0):
+        t = x.shape[0]
+        c, s = cos[p0:p0 + t, None, :], sin[p0:p0 + t, None, :]
+        return x * c + torch.cat([-x[..., half:], x[..., :half]], -1) * s
+
+    def step(ids, p0, kc, vc):
+        t = ids.shape[0]
+        x = embed[ids]
+        h = F.rms_norm(x, (D,), w["g_attn"], EPS)
+        q = rope((h @ wq).view(t, HEADS, HEAD_DIM), p0)
+        kc[p0:p0 + t] = rope((h @ wk).view(t, KV_HEADS, HEAD_DIM), p0)
+        vc[p0:p0 + t] = (h @ wv).view(t, KV_HEADS, HEAD_DIM)
+        k, v = kc[: p0 + t].transpose(0, 1), vc[: p0 + t].transpose(0, 1)
+        mask = torch.ones(t, p0 + t, dtype=torch.bool, device=device).tril(p0)
+        o = F.scaled_dot_product_attention(q.transpose(0, 1), k, v, attn_mask=mask, enable_gqa=True)
+        x1 = x + o.transpose(0, 1).reshape(t, -1) @ wo
+        h2 = F.rms_norm(x1, (D,), w["g_mlp"], EPS)
+        return x1 + (F.silu(h2 @ wg) * (h2 @ wu)) @ wd
+
+    toks = torch.tensor(tokens(), device=device)
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(reps):
+            kc = torch.zeros(CAP, KV_HEADS, HEAD_DIM, device=device)
+            vc = torch.zeros(CAP, KV_HEADS, HEAD_DIM, device=device)
+            step(toks[:PREFILL], 0, kc, vc).cpu()
+            start = time.perf_counter()
+            outs = [step(toks[PREFILL + i:PREFILL + i + 1], PREFILL + i, kc, vc).cpu() for i in range(DECODE)]
+            best = min(best, (time.perf_counter() - start) * 1e3 / DECODE)
+    ref = json.load(open(os.path.join(HERE, "llama.json")))["output"]
+    err = float(np.max(np.abs(torch.cat(outs).numpy().reshape(-1) - np.asarray(ref[PREFILL * D:]))))
+    print(f"torch eager ({torch.cuda.get_device_name()}): {best:.3f} ms per decode step "
+          f"(max |diff| against llama.json {err:.2e})")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if "--torch" in sys.argv:
+        torch_decode_step_ms()
+    else:
+        main()
