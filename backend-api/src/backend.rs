@@ -313,6 +313,27 @@ pub trait ComputeBackend: Send + Sync {
         )))
     }
 
+    /// [`conv2d_forward`](Self::conv2d_forward) with dilation, channel groups (depthwise
+    /// when `groups == C == K`), padding `[top, left, bottom, right]` and an optional
+    /// bias of `K` values: see [`Conv2dArgs`](crate::Conv2dArgs) for the shapes.
+    /// `conv2d_forward` is the case of one group, dilation 1, symmetric padding and no
+    /// bias, and keeps its exact behaviour.
+    ///
+    /// Errors: `InvalidArgument` when `groups` is 0 or does not divide C and K, the
+    /// filter's channels are not `C / groups`, a stride or dilation is 0, the dilated
+    /// filter is larger than the padded input, `output_shape` is not the expected one (the
+    /// message states it), the output overlaps an input, or an operand leaves its
+    /// allocation. No output elements: no-op; an empty input writes the bias (or zeros).
+    ///
+    /// The default body returns `Unsupported`.
+    fn conv2d_forward_ex(&self, args: &crate::Conv2dArgs) -> BackendResult<()> {
+        let _ = args;
+        Err(BackendError::Unsupported(format!(
+            "conv2d_forward_ex: not implemented by {}",
+            self.name()
+        )))
+    }
+
     /// `out = op(a, b)` with NumPy broadcasting over row-major contiguous f32 operands of
     /// up to 6 dimensions ([`validate::MAX_BROADCAST_RANK`](crate::validate::MAX_BROADCAST_RANK)):
     /// the shapes are aligned at their last dimension, missing leading dimensions count

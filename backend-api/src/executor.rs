@@ -99,7 +99,8 @@ pub trait Executor: Send + Sync {
     /// bf16 only for `gemm_ex`).
     fn run_gemm(&self, plan: &GemmPlan) -> BackendResult<()>;
 
-    /// [`ComputeBackend::conv2d_forward`].
+    /// [`ComputeBackend::conv2d_forward`] and [`ComputeBackend::conv2d_forward_ex`]
+    /// (`plan.is_plain()` for the former).
     fn run_conv2d_forward(&self, plan: &Conv2dPlan) -> BackendResult<()>;
 
     /// [`ComputeBackend::attention`] and [`ComputeBackend::attention_ex`].
@@ -562,6 +563,13 @@ impl<E: Executor> ComputeBackend for E {
         self.ready()?;
         let plan = validate::rows(RowOp::RmsNorm, x, gamma, None, y, rows, cols, eps);
         dispatch(self, plan, |p| self.run_rows(p))
+    }
+
+    fn conv2d_forward_ex(&self, args: &crate::Conv2dArgs) -> BackendResult<()> {
+        self.ready()?;
+        dispatch(self, validate::conv2d_ex(args), |p| {
+            self.run_conv2d_forward(p)
+        })
     }
 
     fn binary_broadcast(

@@ -4,6 +4,7 @@ mod address;
 mod attention;
 mod backend;
 mod buffer;
+mod conv;
 pub mod env;
 mod error;
 pub mod executor;
@@ -16,5 +17,6 @@ pub use address::{ALLOC_ALIGN, AddressSpace, Allocation, Operand, Resolved, Reti
 pub use attention::{AttentionArgs, AttentionMask, HeadTensor};
 pub use backend::{BackendFuture, ComputeBackend, ComputeBackendExt};
 pub use buffer::Buffer;
+pub use conv::Conv2dArgs;
 pub use error::{BackendError, BackendResult, fmt_bytes};
 pub use types::{BackendTranspose, BinaryOp, DType, MemoryInfo, ReduceOp, RowOp, UnaryOp};

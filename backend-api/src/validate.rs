@@ -375,16 +375,51 @@ pub struct Conv2dPlan {
     pub stride_h: usize,
     /// Horizontal stride.
     pub stride_w: usize,
-    /// Zero rows added above and below.
+    /// Zero rows added above (and, for `conv2d_forward`, below).
     pub pad_h: usize,
-    /// Zero columns added left and right.
+    /// Zero columns added on the left (and, for `conv2d_forward`, on the right).
     pub pad_w: usize,
+    /// Zero rows added below (only `OH` depends on it).
+    pub pad_bottom: usize,
+    /// Zero columns added on the right (only `OW` depends on it).
+    pub pad_right: usize,
+    /// Rows between the filter's taps (1: adjacent).
+    pub dil_h: usize,
+    /// Columns between the filter's taps.
+    pub dil_w: usize,
+    /// Channel groups: output channel `k` reads input channels `k / (K / groups) * (C /
+    /// groups) ..` and the filter holds `C / groups` channels.
+    pub groups: usize,
     /// The input, `None` when it has no elements.
     pub input: Option<Operand>,
     /// The filter, `None` when it has no elements.
     pub filter: Option<Operand>,
+    /// `K` values added to each output channel.
+    pub bias: Option<Operand>,
     /// The output.
     pub output: Operand,
+}
+
+impl Conv2dPlan {
+    /// `conv2d_forward`'s case: one group, no dilation, symmetric padding, no bias.
+    pub fn is_plain(&self) -> bool {
+        self.groups == 1
+            && self.dil_h == 1
+            && self.dil_w == 1
+            && self.bias.is_none()
+            && self.pad_bottom == self.pad_h
+            && self.pad_right == self.pad_w
+    }
+
+    /// Input channels per group (the filter's second dimension).
+    pub fn group_channels(&self) -> usize {
+        self.c / self.groups
+    }
+
+    /// Output channels per group.
+    pub fn group_filters(&self) -> usize {
+        self.k / self.groups
+    }
 }
 
 /// Validates a conv2d_forward (NCHW input, KCRS filter, NKOHOW output).
@@ -485,8 +520,123 @@ pub fn conv2d(
         stride_w: sw,
         pad_h: ph,
         pad_w: pw,
+        pad_bottom: ph,
+        pad_right: pw,
+        dil_h: 1,
+        dil_w: 1,
+        groups: 1,
         input,
         filter,
+        bias: None,
+        output,
+    })
+}
+
+/// Validates a [`ComputeBackend::conv2d_forward_ex`](crate::ComputeBackend::conv2d_forward_ex).
+pub fn conv2d_ex(args: &crate::Conv2dArgs) -> BackendResult<Option<Conv2dPlan>> {
+    const OP: &str = "conv2d_forward_ex";
+    let [n, c, h, w] = args.input_shape;
+    let [k, fc, r, s] = args.filter_shape;
+    let [sh, sw] = args.stride;
+    let [top, left, bottom, right] = args.padding;
+    let [dh, dw] = args.dilation;
+    let g = args.groups;
+    if g == 0 {
+        return Err(invalid!("{OP}: groups must be >= 1, got 0"));
+    }
+    if !c.is_multiple_of(g) || !k.is_multiple_of(g) {
+        return Err(invalid!(
+            "{OP}: groups {g} must divide the input channels C = {c} and the filters K = {k}"
+        ));
+    }
+    if fc != c / g {
+        return Err(invalid!(
+            "{OP}: filter has {fc} input channels (filter_shape[1]) but C / groups = {c} / {g} = {}",
+            c / g
+        ));
+    }
+    if sh == 0 || sw == 0 {
+        return Err(invalid!(
+            "{OP}: stride {:?} must be >= 1 in both dimensions",
+            args.stride
+        ));
+    }
+    if dh == 0 || dw == 0 {
+        return Err(invalid!(
+            "{OP}: dilation {:?} must be >= 1 in both dimensions",
+            args.dilation
+        ));
+    }
+    if r == 0 || s == 0 {
+        return Err(invalid!(
+            "{OP}: filter spatial size {r}x{s} must be at least 1x1"
+        ));
+    }
+    let overflow =
+        || invalid!("{OP}: size overflow computing the padded input or the dilated filter");
+    let padded = |x: usize, a: usize, b: usize| x.checked_add(a)?.checked_add(b);
+    let span = |f: usize, d: usize| (f - 1).checked_mul(d)?.checked_add(1);
+    let (hp, wp) = (
+        padded(h, top, bottom).ok_or_else(overflow)?,
+        padded(w, left, right).ok_or_else(overflow)?,
+    );
+    let (rs, ss) = (
+        span(r, dh).ok_or_else(overflow)?,
+        span(s, dw).ok_or_else(overflow)?,
+    );
+    if hp < rs || wp < ss {
+        return Err(invalid!(
+            "{OP}: the dilated filter {rs}x{ss} (filter {r}x{s}, dilation {:?}) is larger than the \
+             padded input {hp}x{wp} (input {h}x{w}, padding {:?})",
+            args.dilation,
+            args.padding
+        ));
+    }
+    let (oh, ow) = ((hp - rs) / sh + 1, (wp - ss) / sw + 1);
+    let expected = [n, k, oh, ow];
+    if args.output_shape != expected {
+        return Err(invalid!(
+            "{OP}: output_shape {:?} does not match the expected [N, K, OH, OW] = {expected:?} \
+             (OH = (H + top + bottom - dh * (R - 1) - 1) / stride_h + 1)",
+            args.output_shape
+        ));
+    }
+    let out_elems = product(OP, "the output size", &expected)?;
+    let in_elems = product(OP, "the input size", &args.input_shape)?;
+    let f_elems = product(OP, "the filter size", &args.filter_shape)?;
+    if out_elems == 0 {
+        return Ok(None);
+    }
+    let output = required(OP, "output", args.output, out_elems)?;
+    let input = operand(OP, "input", args.input, in_elems, DType::F32)?;
+    let filter = operand(OP, "filter", args.filter, f_elems, DType::F32)?;
+    let bias = args
+        .bias
+        .map(|b| required(OP, "bias", b, k as u64))
+        .transpose()?;
+    finish(Conv2dPlan {
+        op: OP,
+        n,
+        c,
+        h,
+        w,
+        k,
+        r,
+        s,
+        oh,
+        ow,
+        stride_h: sh,
+        stride_w: sw,
+        pad_h: top,
+        pad_w: left,
+        pad_bottom: bottom,
+        pad_right: right,
+        dil_h: dh,
+        dil_w: dw,
+        groups: g,
+        input,
+        filter,
+        bias,
         output,
     })
 }
@@ -1386,13 +1536,15 @@ impl Plan for Conv2dPlan {
         present([
             self.input.as_mut(),
             self.filter.as_mut(),
+            self.bias.as_mut(),
             Some(&mut self.output),
         ])
     }
 
     fn check_overlaps(&self) -> BackendResult<()> {
         disjoint(self.op, &self.output, self.input.as_ref())?;
-        disjoint(self.op, &self.output, self.filter.as_ref())
+        disjoint(self.op, &self.output, self.filter.as_ref())?;
+        disjoint(self.op, &self.output, self.bias.as_ref())
     }
 }
 

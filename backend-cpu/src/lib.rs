@@ -195,19 +195,25 @@ impl Executor for CpuBackend {
         let mut s = self.state()?;
         let input = s.read(p.op, p.input.as_ref(), DType::F32)?;
         let filter = s.read(p.op, p.filter.as_ref(), DType::F32)?;
+        let bias = s.read(p.op, p.bias.as_ref(), DType::F32)?;
         s.check(p.op, &p.output)?;
         let mut out = vec![0.0f32; p.n * p.k * p.oh * p.ow];
-        if p.c > 0 && p.h > 0 && p.w > 0 {
-            reference::conv2d(
-                &input,
-                [p.n, p.c, p.h, p.w],
-                &filter,
-                [p.k, p.c, p.r, p.s],
-                &mut out,
-                [p.stride_h, p.stride_w],
-                [p.pad_h, p.pad_w],
-            );
-        }
+        // An empty input reads nothing: every output is its channel's bias (or 0).
+        reference::conv2d_ex(
+            &input,
+            [p.n, p.c, p.h, p.w],
+            &filter,
+            [p.k, p.group_channels(), p.r, p.s],
+            &bias,
+            &mut out,
+            reference::Conv {
+                out_hw: [p.oh, p.ow],
+                stride: [p.stride_h, p.stride_w],
+                top_left: [p.pad_h, p.pad_w],
+                dilation: [p.dil_h, p.dil_w],
+                groups: p.groups,
+            },
+        );
         s.write(p.op, &p.output, &out)
     }
 

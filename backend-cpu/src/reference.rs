@@ -78,8 +78,8 @@ pub fn gemm(
     });
 }
 
-/// Cross-correlation of an NCHW input with a KCRS filter into an NKOHOW output, zero
-/// padding on both sides. `input = [N, C, H, W]`, `filter = [K, C, R, S]`.
+/// `conv2d_forward`: [`conv2d_ex`] with one group, no dilation, symmetric padding and no
+/// bias.
 pub fn conv2d(
     input: &[f32],
     input_shape: [usize; 4],
@@ -89,40 +89,98 @@ pub fn conv2d(
     stride: [usize; 2],
     padding: [usize; 2],
 ) {
-    let [n, c, h, w] = input_shape;
-    let [k, _, r, s] = filter_shape;
+    let [_, _, h, w] = input_shape;
+    let [_, _, r, s] = filter_shape;
     let oh = (h + 2 * padding[0] - r) / stride[0] + 1;
     let ow = (w + 2 * padding[1] - s) / stride[1] + 1;
+    conv2d_ex(
+        input,
+        input_shape,
+        filter,
+        filter_shape,
+        &[],
+        output,
+        Conv {
+            out_hw: [oh, ow],
+            stride,
+            top_left: padding,
+            dilation: [1, 1],
+            groups: 1,
+        },
+    );
+}
+
+/// The geometry of a [`conv2d_ex`].
+#[derive(Debug, Clone, Copy)]
+pub struct Conv {
+    /// `[OH, OW]` (bottom and right padding only shape these).
+    pub out_hw: [usize; 2],
+    /// `[sh, sw]`.
+    pub stride: [usize; 2],
+    /// Zeros above and on the left.
+    pub top_left: [usize; 2],
+    /// `[dh, dw]`.
+    pub dilation: [usize; 2],
+    /// Channel groups.
+    pub groups: usize,
+}
+
+/// 2-D cross-correlation with groups and dilation, accumulated in f64: output channel
+/// `k` of group `k / (K / groups)` reads that group's `C / groups` input channels, tap
+/// `(fy, fx)` reads input row `y * sh + fy * dh - top`; zeros outside the input. `bias`
+/// (empty, or `K` values) starts each output channel's sum.
+pub fn conv2d_ex(
+    input: &[f32],
+    input_shape: [usize; 4],
+    filter: &[f32],
+    filter_shape: [usize; 4],
+    bias: &[f32],
+    output: &mut [f32],
+    geo: Conv,
+) {
+    let [n, c, h, w] = input_shape;
+    let [k, cg, r, s] = filter_shape;
+    let [oh, ow] = geo.out_hw;
+    let kg = k / geo.groups;
     let plane = oh * ow;
     let output = &mut output[..n * k * plane];
-    for_chunks(output, plane, n * k * plane * c * r * s, |first, planes| {
-        for (pi, out) in planes.chunks_mut(plane).enumerate() {
-            let (b, kk) = ((first + pi) / k, (first + pi) % k);
-            for y in 0..oh {
-                for x in 0..ow {
-                    let mut acc = 0.0f64;
-                    for ch in 0..c {
-                        for fy in 0..r {
-                            let iy = (y * stride[0] + fy) as isize - padding[0] as isize;
-                            if iy < 0 || iy >= h as isize {
-                                continue;
-                            }
-                            for fx in 0..s {
-                                let ix = (x * stride[1] + fx) as isize - padding[1] as isize;
-                                if ix < 0 || ix >= w as isize {
+    for_chunks(
+        output,
+        plane,
+        n * k * plane * cg * r * s,
+        |first, planes| {
+            for (pi, out) in planes.chunks_mut(plane).enumerate() {
+                let (b, kk) = ((first + pi) / k, (first + pi) % k);
+                let c0 = kk / kg * cg;
+                for y in 0..oh {
+                    for x in 0..ow {
+                        let mut acc = bias.get(kk).map_or(0.0, |&v| f64::from(v));
+                        for ch in 0..cg {
+                            for fy in 0..r {
+                                let iy = (y * geo.stride[0] + fy * geo.dilation[0]) as isize
+                                    - geo.top_left[0] as isize;
+                                if iy < 0 || iy >= h as isize {
                                     continue;
                                 }
-                                let iv = input[((b * c + ch) * h + iy as usize) * w + ix as usize];
-                                let fv = filter[((kk * c + ch) * r + fy) * s + fx];
-                                acc += f64::from(iv) * f64::from(fv);
+                                for fx in 0..s {
+                                    let ix = (x * geo.stride[1] + fx * geo.dilation[1]) as isize
+                                        - geo.top_left[1] as isize;
+                                    if ix < 0 || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let iv = input
+                                        [((b * c + c0 + ch) * h + iy as usize) * w + ix as usize];
+                                    let fv = filter[((kk * cg + ch) * r + fy) * s + fx];
+                                    acc += f64::from(iv) * f64::from(fv);
+                                }
                             }
                         }
+                        out[y * ow + x] = acc as f32;
                     }
-                    out[y * ow + x] = acc as f32;
                 }
             }
-        }
-    });
+        },
+    );
 }
 
 /// Maximum that propagates NaN.

@@ -26,7 +26,9 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use backend_api::{BackendTranspose, BinaryOp, ComputeBackend, DType, ReduceOp, UnaryOp};
+use backend_api::{
+    BackendTranspose, BinaryOp, ComputeBackend, Conv2dArgs, DType, ReduceOp, UnaryOp,
+};
 use backend_cpu::CpuBackend;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -633,6 +635,86 @@ fn run_conv2d(strict_zeros: bool) -> Report {
             Err(e) => report.fail(&case.name, e),
         }
     }
+    report
+}
+
+#[derive(Deserialize)]
+struct ConvExFile {
+    cases: Vec<ConvExCase>,
+}
+
+#[derive(Deserialize)]
+struct ConvExCase {
+    name: String,
+    input_shape: [usize; 4],
+    filter_shape: [usize; 4],
+    output_shape: [usize; 4],
+    stride: [usize; 2],
+    padding: [usize; 4],
+    dilation: [usize; 2],
+    groups: usize,
+    input: Vec<u64>,
+    filter: Vec<u64>,
+    bias: Option<Vec<u64>>,
+    want: Vec<u64>,
+    mag: Vec<u64>,
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
+fn conv2d_ex_matches_numpy() {
+    run_conv2d_ex(false).done("conv2d_ex.json");
+}
+
+fn run_conv2d_ex(strict_zeros: bool) -> Report {
+    let be = backend();
+    let fixture: ConvExFile = load("conv2d_ex.json");
+    let mut report = Report::new(strict_zeros);
+    let mut depthwise = false;
+    for (ci, case) in fixture.cases.iter().enumerate() {
+        report.cases += 1;
+        depthwise |= case.groups > 1 && case.filter_shape[1] == 1;
+        let mut mem = Placement::new(&be, ci % 2 == 1);
+        let pi = mem.put(&f32_bytes(&case.input), 4);
+        let pf = mem.put(&f32_bytes(&case.filter), 4);
+        let pb = case.bias.as_ref().map(|b| mem.put(&f32_bytes(b), 4));
+        let po = mem.put_output(case.want.len());
+        mem.upload();
+        let mut args = Conv2dArgs::new(
+            mem.ptr(pi),
+            case.input_shape,
+            mem.ptr(pf),
+            case.filter_shape,
+            mem.ptr(po),
+            case.output_shape,
+        )
+        .stride(case.stride)
+        .padding(case.padding)
+        .dilation(case.dilation)
+        .groups(case.groups);
+        if let Some(pb) = pb {
+            args = args.bias(mem.ptr(pb));
+        }
+        if let Err(e) = be.conv2d_forward_ex(&args) {
+            report.fail(&case.name, format!("returned {e}"));
+            continue;
+        }
+        match mem.finish(po) {
+            Ok(bytes) => {
+                let got = f32s(&bytes);
+                report.compare(
+                    &case.name,
+                    &got,
+                    &case.want,
+                    Some(&case.mag),
+                    Rule::Ulp1,
+                    0..got.len(),
+                );
+            }
+            Err(e) => report.fail(&case.name, e),
+        }
+    }
+    assert!(depthwise, "conv2d_ex.json has a depthwise case");
     report
 }
 
@@ -1337,6 +1419,7 @@ fn signed_zeros_match_numpy() {
     ));
     report.merge(run_gemm_family("gemm_ex.json", GemmKind::Ex, true));
     report.merge(run_conv2d(true));
+    report.merge(run_conv2d_ex(true));
     report.merge(run_attention(true));
     report.merge(run_attention_ex(true));
     report.merge(run_reduce(true));

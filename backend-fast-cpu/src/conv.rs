@@ -18,16 +18,22 @@ use crate::gemm::sgemm;
 /// At most this many f32 in one col buffer (64 MiB).
 const COL_MAX: usize = 16 << 20;
 
-pub(crate) fn conv2d(p: &Conv2dPlan, input: &[f32], filter: &[f32], out: &mut [f32]) {
+pub(crate) fn conv2d(p: &Conv2dPlan, input: &[f32], filter: &[f32], bias: &[f32], out: &mut [f32]) {
     let plane = p.oh * p.ow;
     let out = &mut out[..p.n * p.k * plane];
+    if !p.is_plain() {
+        // Groups, dilation, a bias or asymmetric padding: the direct loop, one output
+        // plane per task (a depthwise filter is R * S taps per output, no gemm to win).
+        direct(p, input, filter, bias, out);
+        return;
+    }
     if input.is_empty() || filter.is_empty() || p.c == 0 || p.h == 0 || p.w == 0 {
         out.fill(0.0);
         return;
     }
     let padded = p.pad_h > 0 || p.pad_w > 0;
     if padded && filter.iter().any(|v| !v.is_finite()) {
-        direct(p, input, filter, out);
+        direct(p, input, filter, &[], out);
         return;
     }
     let crs = p.c * p.r * p.s;
@@ -104,29 +110,33 @@ fn im2col(p: &Conv2dPlan, x: &[f32], y0: usize, rows: usize, col: &mut [f32]) {
     });
 }
 
-/// The oracle's loop in f32: padding taps are skipped, not multiplied by zero.
-fn direct(p: &Conv2dPlan, input: &[f32], filter: &[f32], out: &mut [f32]) {
+/// The oracle's loop in f32 (groups, dilation, bias): padding taps are skipped, not
+/// multiplied by zero.
+fn direct(p: &Conv2dPlan, input: &[f32], filter: &[f32], bias: &[f32], out: &mut [f32]) {
     let plane = p.oh * p.ow;
+    let (cg, kg) = (p.group_channels(), p.group_filters());
     out.par_chunks_mut(plane).enumerate().for_each(|(pi, out)| {
         let (b, kk) = (pi / p.k, pi % p.k);
+        let c0 = kk / kg * cg;
+        let start = bias.get(kk).copied().unwrap_or(0.0);
         for y in 0..p.oh {
             for x in 0..p.ow {
-                let mut acc = 0.0f32;
-                for ch in 0..p.c {
+                let mut acc = start;
+                for ch in 0..cg {
+                    let image = &input[(b * p.c + c0 + ch) * p.h * p.w..];
+                    let taps = &filter[(kk * cg + ch) * p.r * p.s..];
                     for fy in 0..p.r {
-                        let iy = (y * p.stride_h + fy) as isize - p.pad_h as isize;
+                        let iy = (y * p.stride_h + fy * p.dil_h) as isize - p.pad_h as isize;
                         if iy < 0 || iy >= p.h as isize {
                             continue;
                         }
+                        let line = &image[iy as usize * p.w..][..p.w];
                         for fx in 0..p.s {
-                            let ix = (x * p.stride_w + fx) as isize - p.pad_w as isize;
+                            let ix = (x * p.stride_w + fx * p.dil_w) as isize - p.pad_w as isize;
                             if ix < 0 || ix >= p.w as isize {
                                 continue;
                             }
-                            let iv =
-                                input[((b * p.c + ch) * p.h + iy as usize) * p.w + ix as usize];
-                            let fv = filter[((kk * p.c + ch) * p.r + fy) * p.s + fx];
-                            acc += iv * fv;
+                            acc += line[ix as usize] * taps[fy * p.s + fx];
                         }
                     }
                 }

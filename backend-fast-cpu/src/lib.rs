@@ -289,8 +289,8 @@ impl Executor for FastCpuBackend {
         s.with_f32(
             p.op,
             &p.output,
-            &[p.input.as_ref(), p.filter.as_ref()],
-            |out, ins| conv::conv2d(p, ins.f32s(0), ins.f32s(1), out),
+            &[p.input.as_ref(), p.filter.as_ref(), p.bias.as_ref()],
+            |out, ins| conv::conv2d(p, ins.f32s(0), ins.f32s(1), ins.f32s(2), out),
         )
     }
 

@@ -28,7 +28,7 @@ import urllib.request
 # Every check of the conformance crate that a browser runs (threads needs threads).
 EXPECTED_CHECKS = [
     "gemm", "batched_gemm", "gemm_ex", "conv2d", "attention", "attention_ex", "reduce", "rows", "unary",
-    "binary", "copy", "cast", "misuse", "memory", "ordering", "binary_broadcast", "gather",
+    "binary", "copy", "cast", "misuse", "memory", "ordering", "binary_broadcast", "gather", "conv2d_ex",
 ]
 
 

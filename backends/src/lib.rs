@@ -95,8 +95,8 @@ use std::str::FromStr;
 pub use backend_api::memory::{self, ElemType, Element};
 pub use backend_api::{
     self, AttentionArgs, AttentionMask, BackendError, BackendFuture, BackendResult,
-    BackendTranspose, BinaryOp, Buffer, ComputeBackend, ComputeBackendExt, DType, HeadTensor,
-    MemoryInfo, ReduceOp, RowOp, UnaryOp,
+    BackendTranspose, BinaryOp, Buffer, ComputeBackend, ComputeBackendExt, Conv2dArgs, DType,
+    HeadTensor, MemoryInfo, ReduceOp, RowOp, UnaryOp,
 };
 #[cfg(feature = "cpu")]
 pub use backend_cpu;

@@ -12,7 +12,7 @@ use crate::suites::Suite;
 use crate::suites::attention::AttentionSuite;
 use crate::suites::broadcast::{BroadcastSuite, GatherSuite};
 use crate::suites::cast::CastSuite;
-use crate::suites::conv::ConvSuite;
+use crate::suites::conv::{ConvExSuite, ConvSuite};
 use crate::suites::copy::CopySuite;
 use crate::suites::elementwise::{BinarySuite, UnarySuite};
 use crate::suites::gemm::GemmSuite;
@@ -61,6 +61,7 @@ pub async fn run_check_async(
             run_suite::<GemmSuite>(backend, check, config, progress).await
         }
         Check::Conv2d => run_suite::<ConvSuite>(backend, check, config, progress).await,
+        Check::Conv2dEx => run_suite::<ConvExSuite>(backend, check, config, progress).await,
         Check::Attention | Check::AttentionEx => {
             run_suite::<AttentionSuite>(backend, check, config, progress).await
         }

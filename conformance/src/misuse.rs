@@ -3,7 +3,7 @@
 
 use backend_api::{
     AttentionArgs, AttentionMask, BackendError, BackendTranspose, BinaryOp, Buffer, ComputeBackend,
-    ComputeBackendExt, DType, HeadTensor, ReduceOp, Retired, UnaryOp,
+    ComputeBackendExt, Conv2dArgs, DType, HeadTensor, ReduceOp, Retired, UnaryOp,
 };
 
 use crate::Check;
@@ -11,6 +11,14 @@ use crate::data::{Rng, to_bytes};
 use crate::report::CheckReport;
 
 use BackendTranspose::{NoTrans as N, Trans as T};
+
+/// A valid depthwise 3x3 call over `[1, 4, 4, 4]` with "same" padding: input at `x`,
+/// filter `[4, 1, 3, 3]` at `f`, output `[1, 4, 4, 4]` at `y`.
+fn dw(x: u64, f: u64, y: u64) -> Conv2dArgs {
+    Conv2dArgs::new(x, [1, 4, 4, 4], f, [4, 1, 3, 3], y, [1, 4, 4, 4])
+        .padding([1, 1, 1, 1])
+        .groups(4)
+}
 
 /// The error a misuse must produce.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -590,6 +598,42 @@ pub(crate) async fn run(backend: &dyn ComputeBackend) -> CheckReport {
             Want::InvalidOrUnsupported(&["rms_norm"]),
             Box::new(|| b.rms_norm(a, None, bb, huge, 4, 1e-6)),
         ),
+        // conv2d_forward_ex: a depthwise 3x3 over [1, 4, 4, 4], "same" padding.
+        (
+            "conv2d_forward_ex groups 0",
+            Want::InvalidOrUnsupported(&["conv2d_forward_ex", "groups"]),
+            Box::new(|| b.conv2d_forward_ex(&dw(a, bb, c).groups(0))),
+        ),
+        (
+            "conv2d_forward_ex groups not dividing C",
+            Want::InvalidOrUnsupported(&["conv2d_forward_ex", "groups 3", "divide"]),
+            Box::new(|| b.conv2d_forward_ex(&dw(a, bb, c).groups(3))),
+        ),
+        (
+            "conv2d_forward_ex filter channels not C / groups",
+            Want::InvalidOrUnsupported(&["conv2d_forward_ex", "C / groups"]),
+            Box::new(|| b.conv2d_forward_ex(&dw(a, bb, c).groups(2))),
+        ),
+        (
+            "conv2d_forward_ex dilation 0",
+            Want::InvalidOrUnsupported(&["conv2d_forward_ex", "dilation"]),
+            Box::new(|| b.conv2d_forward_ex(&dw(a, bb, c).dilation([1, 0]))),
+        ),
+        (
+            "conv2d_forward_ex output shape ignoring the dilation",
+            Want::InvalidOrUnsupported(&["conv2d_forward_ex", "output_shape", "[1, 4, 2, 2]"]),
+            Box::new(|| b.conv2d_forward_ex(&dw(a, bb, c).dilation([2, 2]))),
+        ),
+        (
+            "conv2d_forward_ex bias out of range",
+            Want::InvalidOrUnsupported(&["conv2d_forward_ex", "bias", "0x"]),
+            Box::new(|| b.conv2d_forward_ex(&dw(a, bb, c).bias(c + 248))),
+        ),
+        (
+            "conv2d_forward_ex output overlaps the bias",
+            Want::InvalidOrUnsupported(&["conv2d_forward_ex", "overlap", "bias"]),
+            Box::new(|| b.conv2d_forward_ex(&dw(a, bb, c).bias(c + 16))),
+        ),
         // binary_broadcast and gather
         (
             "binary_broadcast shapes that do not broadcast",
@@ -982,6 +1026,10 @@ pub fn check_uninitialized(b: &dyn ComputeBackend) -> Result<(), String> {
         (
             "gather",
             Box::new(|| b.gather(0x1_0000_0000, 2, 2, 0x2_0000_0000, 1, 0x3_0000_0000)),
+        ),
+        (
+            "conv2d_forward_ex",
+            Box::new(|| b.conv2d_forward_ex(&dw(0x1_0000_0000, 0x2_0000_0000, 0x3_0000_0000))),
         ),
         (
             "attention_ex",

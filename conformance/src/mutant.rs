@@ -20,7 +20,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use backend_api::{
     AttentionArgs, BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp,
-    ComputeBackend, DType, HeadTensor, MemoryInfo, ReduceOp, UnaryOp,
+    ComputeBackend, Conv2dArgs, DType, HeadTensor, MemoryInfo, ReduceOp, UnaryOp,
 };
 use backend_cpu::CpuBackend;
 
@@ -125,6 +125,8 @@ pub enum Fault {
     /// 35. `gather` reads row `indices[i] + 1` (the table passed one row on, with one row
     ///     fewer), so the last row's index reads zeros.
     GatherReadsNextRow,
+    /// 36. `conv2d_forward_ex` ignores its bias.
+    ConvExDropsBias,
 }
 
 /// An op waiting in the queue of [`Fault::HtodOvertakesQueue`].
@@ -735,6 +737,14 @@ impl ComputeBackend for Mutant {
         eps: f64,
     ) -> BackendResult<()> {
         self.said_with(|| self.op(move |b| b.rms_norm(x, gamma, y, rows, cols, eps)))
+    }
+
+    fn conv2d_forward_ex(&self, args: &Conv2dArgs) -> BackendResult<()> {
+        let mut args = *args;
+        if self.fault == Fault::ConvExDropsBias {
+            args.bias = None;
+        }
+        self.said_with(|| self.op(move |m| m.conv2d_forward_ex(&args)))
     }
 
     fn binary_broadcast(

@@ -65,6 +65,7 @@ macro_rules! __for_each_check {
             attention_ex AttentionEx property "`attention_ex`: GQA/MQA, `[b, s, h, d]` strides, KV caches read in place, broadcast masks with `-inf` rows, soft cap, sliding window, its own V head size.",
             binary_broadcast BinaryBroadcast property "`binary_broadcast`: every op, NumPy broadcasting over 0 to 6 dimensions, zero-size dimensions, in place on an input that is not broadcast.",
             gather Gather property "`gather`: out-of-range indices (zero rows), empty tables, long rows, values copied bit for bit.",
+            conv2d_ex Conv2dEx property "`conv2d_forward_ex`: depthwise and grouped, dilation, asymmetric padding, bias, empty inputs.",
         }
     };
 }

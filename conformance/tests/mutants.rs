@@ -146,6 +146,11 @@ fn gather_reading_the_next_row_is_caught() {
 }
 
 #[test]
+fn conv2d_ex_dropping_its_bias_is_caught() {
+    assert_caught(Fault::ConvExDropsBias, Check::Conv2dEx, &["output["]);
+}
+
+#[test]
 fn conv2d_flipping_the_filter_is_caught() {
     assert_caught(Fault::ConvFlipsFilter, Check::Conv2d, &["output["]);
 }
@@ -217,7 +222,7 @@ fn unmutated_wrapper_passes_every_check() {
 }
 
 /// Every fault, with the check meant to catch it.
-const FAULTS: [(Fault, Check); 20] = [
+const FAULTS: [(Fault, Check); 21] = [
     (Fault::GemmIgnoresBeta, Check::Gemm),
     (Fault::GemmReadsCWhenBetaZero, Check::Gemm),
     (Fault::GemmTransAAsNoTrans, Check::Gemm),
@@ -241,6 +246,7 @@ const FAULTS: [(Fault, Check); 20] = [
     (Fault::GemmDropsLastTerm, Check::Gemm),
     (Fault::BroadcastSwapsInputs, Check::BinaryBroadcast),
     (Fault::GatherReadsNextRow, Check::Gather),
+    (Fault::ConvExDropsBias, Check::Conv2dEx),
 ];
 
 /// How robustly each fault is caught: failing cases (of 64) under the default seed for

@@ -152,6 +152,14 @@ kernels! {
         constants: ["F_IN_X", "F_VEC4", "NB"],
         params: params::Conv2d,
     },
+    Conv2dEx {
+        name: "conv2d_ex",
+        file: "conv2d_ex.wgsl",
+        math: false,
+        entries: ["main"],
+        constants: [],
+        params: params::Conv2dEx,
+    },
     Attention {
         name: "attention",
         file: "attention.wgsl",
@@ -486,6 +494,33 @@ pub(crate) mod params {
         pub x_off: u32,
         pub f_off: u32,
         pub y_off: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Pod, Zeroable, Debug)]
+    pub(crate) struct Conv2dEx {
+        pub n: u32,
+        pub c: u32,
+        pub h: u32,
+        pub w: u32,
+        pub k: u32,
+        pub r: u32,
+        pub s: u32,
+        pub oh: u32,
+        pub ow: u32,
+        pub stride_h: u32,
+        pub stride_w: u32,
+        pub pad_h: u32,
+        pub pad_w: u32,
+        pub dil_h: u32,
+        pub dil_w: u32,
+        pub groups: u32,
+        pub x_off: u32,
+        pub f_off: u32,
+        pub y_off: u32,
+        pub b_off: u32,
+        pub flags: u32,
+        pub _pad: [u32; 3],
     }
 
     #[repr(C)]

@@ -75,7 +75,66 @@ impl ConvChoice {
 }
 
 impl Ctx {
+    /// `conv2d_forward_ex` beyond `conv2d_forward`'s case (groups, dilation, a bias,
+    /// asymmetric padding): `kernels/conv2d_ex.wgsl`, one thread per output.
+    fn conv2d_ex(&self, p: &Conv2dPlan) -> BackendResult<()> {
+        let _span = tracing::debug_span!("conv2d_ex", n = p.n, c = p.c, k = p.k, groups = p.groups)
+            .entered();
+        let limits = &self.limits;
+        let mut st = self.lock();
+        let y = st.bind(limits, p.op, &p.output)?;
+        let x = st.bind_opt(limits, p.op, p.input.as_ref())?;
+        let f = st.bind_opt(limits, p.op, p.filter.as_ref())?;
+        let b = st.bind_opt(limits, p.op, p.bias.as_ref())?;
+        let empty_input = p.input.is_none() || p.filter.is_none();
+        let total = (p.n * p.k * p.oh * p.ow) as u64;
+        if total > u64::from(u32::MAX) {
+            return Err(BackendError::Unsupported(format!(
+                "{}: {total} outputs, more than the kernel's u32 indices",
+                p.op
+            )));
+        }
+        let prm = params::Conv2dEx {
+            n: u32_saturating(p.n),
+            // No input: every output is its bias.
+            c: if empty_input { 0 } else { u32_saturating(p.c) },
+            h: u32_saturating(p.h),
+            w: u32_saturating(p.w),
+            k: u32_saturating(p.k),
+            r: u32_saturating(p.r),
+            s: u32_saturating(p.s),
+            oh: u32_saturating(p.oh),
+            ow: u32_saturating(p.ow),
+            stride_h: u32_saturating(p.stride_h),
+            stride_w: u32_saturating(p.stride_w),
+            pad_h: u32_saturating(p.pad_h),
+            pad_w: u32_saturating(p.pad_w),
+            dil_h: u32_saturating(p.dil_h),
+            dil_w: u32_saturating(p.dil_w),
+            groups: u32_saturating(p.groups),
+            x_off: x.elem(4),
+            f_off: f.elem(4),
+            y_off: y.elem(4),
+            b_off: b.elem(4),
+            flags: u32::from(p.bias.is_some()),
+            _pad: [0; 3],
+        };
+        let State { stream, .. } = &mut *st;
+        let grid = limits.grid(groups_of_256(total))?;
+        let key = PipelineKey::new(Kernel::Conv2dEx, "main");
+        self.dispatch(
+            stream,
+            &key,
+            bytes_of(&prm),
+            &[(1, &x), (2, &f), (4, &b), (3, &y)],
+            grid,
+        )
+    }
+
     pub(crate) fn conv2d(&self, p: &Conv2dPlan) -> BackendResult<()> {
+        if !p.is_plain() {
+            return self.conv2d_ex(p);
+        }
         let _span =
             tracing::debug_span!("conv2d", n = p.n, c = p.c, k = p.k, h = p.h, w = p.w).entered();
         let limits = &self.limits;

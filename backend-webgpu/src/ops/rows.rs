@@ -20,7 +20,11 @@ const CACHED_COLS: usize = 4 * 256 * 4;
 /// The row kernel's entry: `cached4` when the row fits the registers as vec4s (whole
 /// vec4s, both operands on 16-byte boundaries of their bindings), else `main`.
 fn entry(cols: usize, x_byte: u64, y_byte: u64) -> &'static str {
-    if cols.is_multiple_of(4) && cols <= CACHED_COLS && x_byte % 16 == 0 && y_byte % 16 == 0 {
+    if cols.is_multiple_of(4)
+        && cols <= CACHED_COLS
+        && x_byte.is_multiple_of(16)
+        && y_byte.is_multiple_of(16)
+    {
         "cached4"
     } else {
         "main"

@@ -2,8 +2,8 @@
 //! state ([`Machine::generate`]).
 
 use backend_api::{
-    AttentionArgs, AttentionMask, BackendTranspose, BinaryOp, HeadTensor, ReduceOp, Retired, RowOp,
-    UnaryOp,
+    AttentionArgs, AttentionMask, BackendTranspose, BinaryOp, Conv2dArgs, HeadTensor, ReduceOp,
+    Retired, RowOp, UnaryOp,
 };
 
 use super::machine::Machine;
@@ -86,6 +86,11 @@ pub enum Op {
     AttentionEx {
         args: AttentionArgs,
     },
+    /// `conv2d_forward_ex`: small shapes, groups (depthwise often), dilation, asymmetric
+    /// padding, sometimes a bias, sometimes bad scalars or an output shape off by one.
+    Conv2dEx {
+        args: Conv2dArgs,
+    },
     /// `binary_broadcast` over shapes of up to 4 dimensions cut from one base shape,
     /// sometimes with a wrong output shape or too many dimensions.
     Broadcast {
@@ -144,6 +149,7 @@ impl Op {
             } => "gemm_row_major",
             Op::Gemm { .. } => "gemm",
             Op::AttentionEx { .. } => "attention_ex",
+            Op::Conv2dEx { .. } => "conv2d_forward_ex",
             Op::Broadcast { .. } => "binary_broadcast",
             Op::Gather { .. } => "gather",
             Op::Synchronize => "synchronize",
@@ -169,6 +175,11 @@ impl Op {
             Op::AttentionEx { args: x } => {
                 let mut p = vec![x.q.ptr, x.k.ptr, x.v.ptr, x.o.ptr];
                 p.extend(x.mask.map(|m| m.ptr));
+                p
+            }
+            Op::Conv2dEx { args: x } => {
+                let mut p = vec![x.input, x.filter, x.output];
+                p.extend(x.bias);
                 p
             }
             &Op::Broadcast { a, b, output, .. } => vec![a, b, output],
@@ -606,7 +617,8 @@ impl Machine<'_> {
                     n: self.count(src, room_a.min(room_b).min(room_o), 4),
                 }
             }
-            203..210 => self.gen_attention_ex(src),
+            203..207 => self.gen_attention_ex(src),
+            207..210 => self.gen_conv2d_ex(src),
             194..203 => {
                 let op = src.pick(ReduceOp::ALL);
                 let rank = match src.u8() {
@@ -697,6 +709,57 @@ impl Machine<'_> {
             240..248 => Op::MemoryInfo,
             _ => Op::CheckAll,
         }
+    }
+
+    /// A `conv2d_forward_ex` call over placed operands: groups of 1-2 input channels and
+    /// 1-2 filters each, filters up to 3x3, dilation up to 2, padding up to 2 per side;
+    /// one call in ten misuse.
+    fn gen_conv2d_ex(&self, src: &mut Source<'_>) -> Op {
+        let groups = 1 + src.below(3) as usize;
+        let (cg, kg) = (src.below(3) as usize, 1 + src.below(2) as usize);
+        let (c, k) = (groups * cg, groups * kg);
+        let (h, w) = (src.below(6) as usize, src.below(6) as usize);
+        let (r, s) = (1 + src.below(3) as usize, 1 + src.below(3) as usize);
+        let stride = [1 + src.below(2) as usize, 1 + src.below(2) as usize];
+        let dilation = [1 + src.below(2) as usize, 1 + src.below(2) as usize];
+        let padding = [0; 4].map(|_: usize| src.below(3) as usize);
+        let dim = |x: usize, a: usize, b: usize, f: usize, d: usize, st: usize| {
+            (x + a + b)
+                .checked_sub(d * (f - 1) + 1)
+                .map_or(0, |v| v / st + 1)
+        };
+        let oh = dim(h, padding[0], padding[2], r, dilation[0], stride[0]);
+        let ow = dim(w, padding[1], padding[3], s, dilation[1], stride[1]);
+        let (input, _) = self.place(src);
+        let (filter, _) = self.place(src);
+        let (output, _) = match src.below(16) {
+            0 => (input, 0),
+            1 => self.twin_or_place(src, filter),
+            _ => self.place(src),
+        };
+        let mut args = Conv2dArgs::new(
+            input,
+            [1, c, h, w],
+            filter,
+            [k, cg, r, s],
+            output,
+            [1, k, oh, ow],
+        )
+        .stride(stride)
+        .padding(padding)
+        .dilation(dilation)
+        .groups(groups);
+        if src.below(2) == 0 {
+            args = args.bias(self.place(src).0);
+        }
+        match src.below(40) {
+            0 => args.groups = 0,
+            1 => args.dilation = [0, 1],
+            2 => args.output_shape[3] += 1,
+            3 => args.filter_shape[1] += 1,
+            _ => {}
+        }
+        Op::Conv2dEx { args }
     }
 
     /// A `binary_broadcast` call: a and b cut from one base shape of up to 4 dimensions

@@ -2,7 +2,7 @@
 //! the valid ones.
 
 use backend_api::validate::{self, AttentionPlan, BroadcastPlan, GatherPlan};
-use backend_api::{AttentionArgs, BackendTranspose, ReduceOp};
+use backend_api::{AttentionArgs, BackendTranspose, Conv2dArgs, ReduceOp};
 use backend_cpu::reference;
 
 use super::machine::Machine;
@@ -365,6 +365,46 @@ impl Machine<'_> {
             }
         }
         (Some((plan, o_loc)), Expect::Ok)
+    }
+
+    /// `conv2d_forward_ex`: shapes, scalars and the overlaps as given follow the shared
+    /// validation; the model adds where the operands are and that the output is
+    /// physically disjoint from every input. Returns the output's location and size.
+    pub(super) fn want_conv2d_ex(&self, args: &Conv2dArgs) -> (Option<(Loc, usize)>, Expect) {
+        let plan = match validate::conv2d_ex(args) {
+            Err(e) => return (None, Expect::Invalid(e.to_string())),
+            Ok(None) => return (None, Expect::Ok),
+            Ok(Some(p)) => p,
+        };
+        let inputs: Vec<_> = [plan.input, plan.filter, plan.bias]
+            .into_iter()
+            .flatten()
+            .collect();
+        let all: Vec<(&str, u64, u128, u64)> = inputs
+            .iter()
+            .chain([&plan.output])
+            .map(|o| (o.name, o.ptr, u128::from(o.bytes), 4))
+            .collect();
+        let locs = match self.locate_all(&all) {
+            Ok(l) => l,
+            Err(e) => return (None, e),
+        };
+        let out_loc = locs[inputs.len()];
+        let po = self.phys(out_loc);
+        for (input, &l) in inputs.iter().zip(&locs) {
+            if ranges_overlap(
+                self.phys(l),
+                po,
+                input.bytes.into(),
+                plan.output.bytes.into(),
+            ) {
+                return (
+                    None,
+                    Expect::Invalid(format!("output overlaps {} {PHYSICAL}", input.name)),
+                );
+            }
+        }
+        (Some((out_loc, plan.output.bytes as usize)), Expect::Ok)
     }
 
     /// `binary_broadcast`: shapes and the overlaps of the addresses as given follow the

@@ -150,3 +150,17 @@ fn broadcast_and_gather_run_valid_and_invalid_and_wrong_ones_are_caught() {
         run_seed(&wrong(Fault::None), seed, &exact(2000)).unwrap_or_else(|f| panic!("{f}"));
     }
 }
+
+#[test]
+fn conv2d_ex_runs_valid_and_invalid() {
+    let a = run_seed(&cpu(), 7, &exact(3000)).unwrap_or_else(|f| panic!("{f}"));
+    let (valid, invalid) = a
+        .per_op
+        .get("conv2d_forward_ex")
+        .copied()
+        .unwrap_or_default();
+    assert!(
+        valid > 0 && invalid > 0,
+        "conv2d_forward_ex: {valid} valid, {invalid} invalid: {a}"
+    );
+}

@@ -1,0 +1,82 @@
+// conv2d_forward_ex: one thread per output element, output x fastest (so neighbouring
+// threads read neighbouring input columns). Output channel k of group k / kg reads the
+// group's cg input channels; tap (fy, fx) reads input row oy * sh + fy * dh - pad_top,
+// skipped outside the input (as the oracle skips it: 0 * inf never enters). The sum
+// starts at the channel's bias (flags bit 0) or 0.
+
+struct Params {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    k: u32,
+    r: u32,
+    s: u32,
+    oh: u32,
+    ow: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    dil_h: u32,
+    dil_w: u32,
+    groups: u32,
+    x_off: u32,
+    f_off: u32,
+    y_off: u32,
+    b_off: u32,
+    flags: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> f: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bias: array<f32>;
+
+const WG: u32 = 256u;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wid, nwg, lid, WG);
+    let total = params.n * params.k * params.oh * params.ow;
+    if (i >= total) {
+        return;
+    }
+    let ox = i % params.ow;
+    let oy = (i / params.ow) % params.oh;
+    let kk = (i / (params.ow * params.oh)) % params.k;
+    let b = i / (params.ow * params.oh * params.k);
+    let cg = params.c / params.groups;
+    let kg = params.k / params.groups;
+    let c0 = kk / kg * cg;
+    var acc = 0.0;
+    if ((params.flags & 1u) != 0u) {
+        acc = bias[params.b_off + kk];
+    }
+    let y0 = i32(oy * params.stride_h) - i32(params.pad_h);
+    let x0 = i32(ox * params.stride_w) - i32(params.pad_w);
+    for (var ch = 0u; ch < cg; ch = ch + 1u) {
+        let plane = params.x_off + ((b * params.c + c0 + ch) * params.h) * params.w;
+        let taps = params.f_off + (kk * cg + ch) * params.r * params.s;
+        for (var fy = 0u; fy < params.r; fy = fy + 1u) {
+            let iy = y0 + i32(fy * params.dil_h);
+            if (iy < 0 || iy >= i32(params.h)) {
+                continue;
+            }
+            let line = plane + u32(iy) * params.w;
+            for (var fx = 0u; fx < params.s; fx = fx + 1u) {
+                let ix = x0 + i32(fx * params.dil_w);
+                if (ix < 0 || ix >= i32(params.w)) {
+                    continue;
+                }
+                acc = acc + x[line + u32(ix)] * f[taps + fy * params.s + fx];
+            }
+        }
+    }
+    y[params.y_off + i] = acc;
+}
