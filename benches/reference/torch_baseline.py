@@ -136,6 +136,13 @@ def cases():
         out[f"copy_htod_{label}"] = lambda host=host, devb=devb: devb.copy_(host)
         out[f"copy_dtoh_{label}"] = lambda host=host, devb=devb: host.copy_(devb)
 
+    for tag, (n, c, h, w), st in (("mbv2_dw_96x112x112_s2", (32, 96, 112, 112), 2),
+                                  ("mbv2_dw_144x56x56", (32, 144, 56, 56), 1),
+                                  ("mbv2_dw_384x14x14", (32, 384, 14, 14), 1)):
+        dx, dwt, db = rand(n, c, h, w), rand(c, 1, 3, 3), rand(c)
+        out[f"conv2d_{tag}"] = lambda dx=dx, dwt=dwt, db=db, st=st, c=c: F.conv2d(
+            dx, dwt, db, stride=st, padding=1, groups=c)
+
     ba, bb, bz = rand(1 << 14, 4096), rand(4096), torch.empty(1 << 14, 4096, device=dev)
     out["broadcast_add_bias_16384x4096"] = lambda: torch.add(ba, bb, out=bz)
     ca, cb, cz = rand(4096, 1), rand(1, 4096), torch.empty(4096, 4096, device=dev)

@@ -700,6 +700,19 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
         &[1, c],
         &[c, c],
     ));
+    // MobileNetV2's depthwise 3x3 layers at batch 32 (with their bias), and one grouped,
+    // dilated conv.
+    if full {
+        v.push(depthwise_case(
+            "mbv2_dw_96x112x112_s2",
+            [32, 96, 112, 112],
+            2,
+        ));
+        v.push(depthwise_case("mbv2_dw_144x56x56", [32, 144, 56, 56], 1));
+        v.push(depthwise_case("mbv2_dw_384x14x14", [32, 384, 14, 14], 1));
+    } else {
+        v.push(depthwise_case("dw_8x16x16", [2, 8, 16, 16], 1));
+    }
     // An embedding lookup: Llama 3's vocabulary and width, 512 tokens.
     let (rows, cols, n) = if full {
         (128_256, 4096, 512)
@@ -708,6 +721,32 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
     };
     v.push(gather_case(rows, cols, n));
     v
+}
+
+/// A depthwise 3x3 `conv2d_forward_ex` ("same" padding, bias) over `input`: memory-bound,
+/// so its work is the bytes of input, output, filter and bias.
+fn depthwise_case(tag: &str, input: [usize; 4], stride: usize) -> Case {
+    let [n, c, h, w] = input;
+    let (oh, ow) = ((h + 2 - 3) / stride + 1, (w + 2 - 3) / stride + 1);
+    let bytes = 4 * (n * c * h * w + n * c * oh * ow + c * 9 + c);
+    Case::new(
+        "conv2d",
+        format!("conv2d_{tag}"),
+        Work::Bytes(bytes as f64),
+        Box::new(move |b| {
+            let v = buffers(b, &[n * c * h * w, c * 9, c, n * c * oh * ow])?;
+            let (x, f, bias, y) = (v[0], v[1], v[2], v[3]);
+            let args = backend_api::Conv2dArgs::new(x, input, f, [c, 1, 3, 3], y, [n, c, oh, ow])
+                .stride([stride, stride])
+                .padding([1, 1, 1, 1])
+                .groups(c)
+                .bias(bias);
+            Ok(Prepared {
+                buffers: v,
+                run: Box::new(move |b| b.conv2d_forward_ex(&args)),
+            })
+        }),
+    )
 }
 
 /// `binary_broadcast` over the given shapes: memory-bound, each input read once (the

@@ -80,3 +80,51 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     y[params.y_off + i] = acc;
 }
+
+// One input channel per group (depthwise, or a channel multiplier): each thread computes
+// four neighbouring outputs of one row, so each filter tap is loaded once for four
+// outputs and the index arithmetic is done once. Same taps, same order as `main`.
+@compute @workgroup_size(WG)
+fn depthwise4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let t = flat_index(wid, nwg, lid, WG);
+    let ow4 = (params.ow + 3u) / 4u;
+    if (t >= params.n * params.k * params.oh * ow4) {
+        return;
+    }
+    let ox0 = (t % ow4) * 4u;
+    let oy = (t / ow4) % params.oh;
+    let kk = (t / (ow4 * params.oh)) % params.k;
+    let b = t / (ow4 * params.oh * params.k);
+    let ch = kk / (params.k / params.groups);
+    var acc = vec4<f32>(0.0);
+    if ((params.flags & 1u) != 0u) {
+        acc = vec4<f32>(bias[params.b_off + kk]);
+    }
+    let y0 = i32(oy * params.stride_h) - i32(params.pad_h);
+    let x0 = i32(ox0 * params.stride_w) - i32(params.pad_w);
+    let plane = params.x_off + ((b * params.c + ch) * params.h) * params.w;
+    let taps = params.f_off + kk * params.r * params.s;
+    for (var fy = 0u; fy < params.r; fy = fy + 1u) {
+        let iy = y0 + i32(fy * params.dil_h);
+        if (iy < 0 || iy >= i32(params.h)) {
+            continue;
+        }
+        let line = plane + u32(iy) * params.w;
+        for (var fx = 0u; fx < params.s; fx = fx + 1u) {
+            let wv = f[taps + fy * params.s + fx];
+            for (var e = 0u; e < 4u; e = e + 1u) {
+                let ix = x0 + i32(e * params.stride_w + fx * params.dil_w);
+                if (ix >= 0 && ix < i32(params.w)) {
+                    acc[e] = acc[e] + x[line + u32(ix)] * wv;
+                }
+            }
+        }
+    }
+    let out = params.y_off + ((b * params.k + kk) * params.oh + oy) * params.ow + ox0;
+    for (var e = 0u; e < 4u; e = e + 1u) {
+        if (ox0 + e < params.ow) {
+            y[out + e] = acc[e];
+        }
+    }
+}

@@ -156,7 +156,7 @@ kernels! {
         name: "conv2d_ex",
         file: "conv2d_ex.wgsl",
         math: false,
-        entries: ["main"],
+        entries: ["main", "depthwise4"],
         constants: [],
         params: params::Conv2dEx,
     },

@@ -119,9 +119,16 @@ impl Ctx {
             flags: u32::from(p.bias.is_some()),
             _pad: [0; 3],
         };
+        // One input channel per group: four outputs of a row per thread.
+        let depthwise = !empty_input && p.group_channels() == 1;
+        let (entry, threads) = if depthwise {
+            ("depthwise4", (p.n * p.k * p.oh) as u64 * p.ow.div_ceil(4) as u64)
+        } else {
+            ("main", total)
+        };
         let State { stream, .. } = &mut *st;
-        let grid = limits.grid(groups_of_256(total))?;
-        let key = PipelineKey::new(Kernel::Conv2dEx, "main");
+        let grid = limits.grid(groups_of_256(threads))?;
+        let key = PipelineKey::new(Kernel::Conv2dEx, entry);
         self.dispatch(
             stream,
             &key,
