@@ -6,13 +6,15 @@
 
 #![expect(
     clippy::duplicate_mod,
-    reason = "each example binary includes the shared `common` module; here all three do"
+    reason = "each example binary includes the shared `common` module; here all four do"
 )]
 
 #[path = "../examples/cnn.rs"]
 mod cnn;
 #[path = "../examples/llama.rs"]
 mod llama;
+#[path = "../examples/mobilenet.rs"]
+mod mobilenet;
 #[path = "../examples/transformer.rs"]
 mod transformer;
 
@@ -244,15 +246,41 @@ fn llama_block_agrees_across_backends() {
     expect_gpu_compared(&names);
 }
 
+/// Checks that a numpy reference file (`examples/reference/*.json`) was made from the
+/// same weights (their first four values' bits), then `got` against its output:
+/// `|diff| <= 1e-4 + 1e-4 |want|` (f32 through a few ops against float64).
+fn matches_reference(text: &str, weights: &[(&str, &[f32])], got: &[f32], row: usize) {
+    let doc: serde_json::Value = serde_json::from_str(text).expect("the reference parses");
+    let heads = &doc["weights_head"];
+    for &(name, v) in weights {
+        let want: Vec<u64> = serde_json::from_value(heads[name].clone()).expect(name);
+        let got: Vec<u64> = v[..4].iter().map(|x| u64::from(x.to_bits())).collect();
+        assert_eq!(got, want, "weight {name} differs from the reference's");
+    }
+    let want: Vec<f64> = serde_json::from_value(doc["output"].clone()).expect("output");
+    assert_eq!(got.len(), want.len());
+    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+        let tol = 1e-4 + 1e-4 * w.abs();
+        assert!(
+            (f64::from(g) - w).abs() <= tol,
+            "row {} element {}: {g} against numpy's {w}",
+            i / row,
+            i % row
+        );
+    }
+}
+
 /// Every token's output row against numpy (`examples/reference/llama.py`), after
 /// checking that both sides made the same weights and tokens.
 #[test]
 fn llama_block_matches_numpy() {
     let text = include_str!("../examples/reference/llama.json");
     let doc: serde_json::Value = serde_json::from_str(text).expect("llama.json parses");
+    let toks: Vec<u32> = serde_json::from_value(doc["tokens"].clone()).expect("tokens");
+    assert_eq!(toks, llama::tokens());
     let w = llama::Weights::new();
-    let heads = &doc["weights_head"];
-    for (name, v) in [
+    let got = llama::forward(cpu().as_ref()).unwrap();
+    let weights: [(&str, &[f32]); 10] = [
         ("embed", &w.embed),
         ("g_attn", &w.g_attn),
         ("wq", &w.wq),
@@ -263,27 +291,40 @@ fn llama_block_matches_numpy() {
         ("wg", &w.wg),
         ("wu", &w.wu),
         ("wd", &w.wd),
-    ] {
-        let want: Vec<u64> = serde_json::from_value(heads[name].clone()).expect(name);
-        let got: Vec<u64> = v[..4].iter().map(|x| u64::from(x.to_bits())).collect();
-        assert_eq!(got, want, "weight {name} differs from the reference's");
-    }
-    let toks: Vec<u32> = serde_json::from_value(doc["tokens"].clone()).expect("tokens");
-    assert_eq!(toks, llama::tokens());
-    let want: Vec<f64> = serde_json::from_value(doc["output"].clone()).expect("output");
-    let b = cpu();
-    let got = llama::forward(b.as_ref()).unwrap();
-    assert_eq!(got.len(), want.len());
-    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
-        // f32 through ~10 ops per row against float64: a few 1e-6 relative in practice.
-        let tol = 1e-4 + 1e-4 * w.abs();
-        assert!(
-            (f64::from(g) - w).abs() <= tol,
-            "token {} element {}: {g} against numpy's {w}",
-            i / llama::D,
-            i % llama::D
-        );
-    }
+    ];
+    matches_reference(text, &weights, &got, llama::D);
+}
+
+#[test]
+fn mobilenet_block_agrees_across_backends() {
+    let rows = mobilenet::run(1).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+    let n = mobilenet::N * mobilenet::C * mobilenet::H * mobilenet::W;
+    assert!(rows.iter().all(|r| r.output.len() == n));
+    assert!(
+        rows.iter()
+            .skip(1)
+            .all(|r| r.worst_ratio.is_some_and(|x| x <= 1.0))
+    );
+    expect_gpu_compared(&names);
+}
+
+/// The block's output against numpy (`examples/reference/mobilenet.py`).
+#[test]
+fn mobilenet_block_matches_numpy() {
+    let w = mobilenet::Weights::new();
+    let got = mobilenet::forward(cpu().as_ref()).unwrap();
+    let weights: [(&str, &[f32]); 7] = [
+        ("x", &w.x),
+        ("w_expand", &w.w_expand),
+        ("b_expand", &w.b_expand),
+        ("w_dw", &w.w_dw),
+        ("b_dw", &w.b_dw),
+        ("w_project", &w.w_project),
+        ("b_project", &w.b_project),
+    ];
+    let text = include_str!("../examples/reference/mobilenet.json");
+    matches_reference(text, &weights, &got, mobilenet::W);
 }
 
 /// Decoding one token at a time through the KV cache gives what a prefill of the whole

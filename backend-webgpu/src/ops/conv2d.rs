@@ -122,7 +122,10 @@ impl Ctx {
         // One input channel per group: four outputs of a row per thread.
         let depthwise = !empty_input && p.group_channels() == 1;
         let (entry, threads) = if depthwise {
-            ("depthwise4", (p.n * p.k * p.oh) as u64 * p.ow.div_ceil(4) as u64)
+            (
+                "depthwise4",
+                (p.n * p.k * p.oh) as u64 * p.ow.div_ceil(4) as u64,
+            )
         } else {
             ("main", total)
         };

@@ -21,27 +21,13 @@ import os
 
 import numpy as np
 
+from common import values
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 VOCAB, D, HEADS, KV_HEADS, HEAD_DIM, FF = 256, 64, 4, 2, 16, 128
 PREFILL, DECODE, CAP = 8, 32, 48
 EPS, THETA, SEED = 1e-5, 10000.0, 11
-M64 = (1 << 64) - 1
-
-
-def values(seed, n, scale):
-    """common::values: splitmix64, the top 24 bits as a unit in [0, 1), then f32 math."""
-    s = seed
-    units = []
-    for _ in range(n):
-        s = (s + 0x9E3779B97F4A7C15) & M64
-        z = s
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-        z ^= z >> 31
-        units.append((z >> 40) / float(1 << 24))
-    u = np.asarray(units, dtype=np.float32)
-    return (u * np.float32(2.0) - np.float32(1.0)) * np.float32(scale)
 
 
 def weights():
