@@ -313,6 +313,42 @@ pub trait ComputeBackend: Send + Sync {
         )))
     }
 
+    /// Quantized matrix product `C = alpha * A * B + beta * C` with A the `m x k` weights
+    /// in GGML blocks of 32 along k ([`QuantFormat`](crate::QuantFormat): Q8_0 or
+    /// Q4_0), stored row by row as GGUF stores a tensor (each row's `k / 32` blocks
+    /// contiguous, row `i` at `i * (k / 32) * block_bytes`); B `k x n` column-major in
+    /// `b_dtype` (f32 or f16, each column one token's activations); C `m x n` column-major
+    /// f32. Accumulation in f32 or better; the weights dequantize exactly (`x = q * d`, `x =
+    /// (nibble - 8) * d`). `beta == 0` does not read C; `alpha == 0` or `k == 0` does not
+    /// read A or B. A must be 2-byte aligned (its scales are f16), B aligned to its dtype.
+    ///
+    /// Errors: `InvalidArgument` when `k % 32 != 0`, B is bf16, `alpha` or `beta` is not
+    /// finite, `ldb < k` or `ldc < m`, C overlaps A or B, or an operand leaves its
+    /// allocation. An empty C is a no-op.
+    ///
+    /// The default body returns `Unsupported`.
+    fn gemm_q(
+        &self,
+        format: crate::QuantFormat,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f64,
+        a: u64,
+        b: u64,
+        b_dtype: DType,
+        ldb: usize,
+        beta: f64,
+        c: u64,
+        ldc: usize,
+    ) -> BackendResult<()> {
+        let _ = (m, n, k, alpha, a, b, b_dtype, ldb, beta, c, ldc);
+        Err(BackendError::Unsupported(format!(
+            "gemm_q {format}: not implemented by {}",
+            self.name()
+        )))
+    }
+
     /// [`conv2d_forward`](Self::conv2d_forward) with dilation, channel groups (depthwise
     /// when `groups == C == K`), padding `[top, left, bottom, right]` and an optional
     /// bias of `K` values: see [`Conv2dArgs`](crate::Conv2dArgs) for the shapes.

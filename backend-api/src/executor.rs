@@ -26,7 +26,7 @@
 use crate::backend::write_staged;
 use crate::validate::{
     self, AttentionPlan, BinaryPlan, BroadcastPlan, CastPlan, Conv2dPlan, CopyPlan, GatherPlan,
-    GemmArgs, GemmPlan, HostCopyPlan, Plan, ReducePlan, RowOp, RowPlan, UnaryPlan,
+    GemmArgs, GemmPlan, GemmQPlan, HostCopyPlan, Plan, ReducePlan, RowOp, RowPlan, UnaryPlan,
 };
 use crate::{
     AttentionArgs, BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp,
@@ -150,6 +150,16 @@ pub trait Executor: Send + Sync {
         Err(BackendError::Unsupported(format!(
             "{}: not implemented by {}",
             plan.op,
+            self.backend_name()
+        )))
+    }
+
+    /// [`ComputeBackend::gemm_q`]; the default returns `Unsupported`.
+    fn run_gemm_q(&self, plan: &GemmQPlan) -> BackendResult<()> {
+        Err(BackendError::Unsupported(format!(
+            "{} {}: not implemented by {}",
+            plan.op,
+            plan.format,
             self.backend_name()
         )))
     }
@@ -563,6 +573,26 @@ impl<E: Executor> ComputeBackend for E {
         self.ready()?;
         let plan = validate::rows(RowOp::RmsNorm, x, gamma, None, y, rows, cols, eps);
         dispatch(self, plan, |p| self.run_rows(p))
+    }
+
+    fn gemm_q(
+        &self,
+        format: crate::QuantFormat,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f64,
+        a: u64,
+        b: u64,
+        b_dtype: DType,
+        ldb: usize,
+        beta: f64,
+        c: u64,
+        ldc: usize,
+    ) -> BackendResult<()> {
+        self.ready()?;
+        let plan = validate::gemm_q(format, m, n, k, alpha, a, b, b_dtype, ldb, beta, c, ldc);
+        dispatch(self, plan, |p| self.run_gemm_q(p))
     }
 
     fn conv2d_forward_ex(&self, args: &crate::Conv2dArgs) -> BackendResult<()> {

@@ -19,4 +19,6 @@ pub use backend::{BackendFuture, ComputeBackend, ComputeBackendExt};
 pub use buffer::Buffer;
 pub use conv::Conv2dArgs;
 pub use error::{BackendError, BackendResult, fmt_bytes};
-pub use types::{BackendTranspose, BinaryOp, DType, MemoryInfo, ReduceOp, RowOp, UnaryOp};
+pub use types::{
+    BackendTranspose, BinaryOp, DType, MemoryInfo, QuantFormat, ReduceOp, RowOp, UnaryOp,
+};

@@ -170,6 +170,31 @@ impl DType {
     }
 }
 
+op_enum! {
+    /// GGML block formats of [`gemm_q`](crate::ComputeBackend::gemm_q)'s weights: 32
+    /// values per block along k, bit-compatible with GGUF tensors of these types.
+    QuantFormat {
+        /// An f16 scale `d`, then 32 `i8`: `x = q * d` (34 bytes).
+        Q8_0 => "q8_0",
+        /// An f16 scale `d`, then 16 bytes: element `j < 16` is the low nibble of byte
+        /// `j`, element `j + 16` its high nibble; `x = (nibble - 8) * d` (18 bytes).
+        Q4_0 => "q4_0",
+    }
+}
+
+impl QuantFormat {
+    /// Values per block.
+    pub const BLOCK: usize = 32;
+
+    /// Bytes per block: the 2-byte scale and the quants.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            Self::Q8_0 => 34,
+            Self::Q4_0 => 18,
+        }
+    }
+}
+
 /// What a backend has allocated, from [`memory_info`](crate::ComputeBackend::memory_info).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MemoryInfo {

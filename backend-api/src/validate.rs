@@ -12,7 +12,10 @@
 
 pub use crate::RowOp;
 use crate::address::fmt_range;
-use crate::{AttentionArgs, BackendResult, BackendTranspose, DType, HeadTensor, Operand, invalid};
+use crate::{
+    AttentionArgs, BackendResult, BackendTranspose, DType, HeadTensor, Operand, QuantFormat,
+    invalid,
+};
 
 /// `a * b` in u64, or an `InvalidArgument` naming what overflowed.
 fn mul(op: &str, what: &str, a: u64, b: u64) -> BackendResult<u64> {
@@ -342,6 +345,133 @@ pub fn gemm(op: &'static str, g: &GemmArgs) -> BackendResult<Option<GemmPlan>> {
         a_dtype: g.a_dtype,
         b_dtype: g.b_dtype,
         batch: g.batch,
+        a,
+        b,
+        c,
+    })
+}
+
+/// A checked [`ComputeBackend::gemm_q`](crate::ComputeBackend::gemm_q).
+#[derive(Debug, Clone, Copy)]
+pub struct GemmQPlan {
+    /// The op that made the plan, as errors name it.
+    pub op: &'static str,
+    /// The weights' block format.
+    pub format: QuantFormat,
+    /// Rows of A and C.
+    pub m: usize,
+    /// Columns of B and C.
+    pub n: usize,
+    /// Columns of A, rows of B (a multiple of 32).
+    pub k: usize,
+    /// Scales the product.
+    pub alpha: f64,
+    /// Scales C; 0 means C is not read.
+    pub beta: f64,
+    /// B's element type (f32 or f16).
+    pub b_dtype: DType,
+    /// Leading dimension of B (column-major, `k x n`).
+    pub ldb: usize,
+    /// Leading dimension of C (column-major, `m x n`).
+    pub ldc: usize,
+    /// The weights, `m` rows of `k / 32` blocks; `None` when the product is not read
+    /// (`alpha == 0` or `k == 0`).
+    pub a: Option<Operand>,
+    /// The activations; `None` when the product is not read.
+    pub b: Option<Operand>,
+    /// The output.
+    pub c: Operand,
+}
+
+impl GemmQPlan {
+    /// Bytes of one row of A.
+    pub fn row_bytes(&self) -> usize {
+        self.k / QuantFormat::BLOCK * self.format.block_bytes()
+    }
+
+    /// True when the product is computed (A and B are read).
+    pub fn reads_ab(&self) -> bool {
+        self.a.is_some()
+    }
+}
+
+/// Validates a quantized gemm: `C = alpha * A * B + beta * C`, A `m x k` in `format`'s
+/// blocks (row by row), B `k x n` column-major in `b_dtype`, C `m x n` column-major f32.
+pub fn gemm_q(
+    format: QuantFormat,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f64,
+    a_ptr: u64,
+    b_ptr: u64,
+    b_dtype: DType,
+    ldb: usize,
+    beta: f64,
+    c_ptr: u64,
+    ldc: usize,
+) -> BackendResult<Option<GemmQPlan>> {
+    const OP: &str = "gemm_q";
+    if !k.is_multiple_of(QuantFormat::BLOCK) {
+        return Err(invalid!(
+            "{OP}: k = {k} is not a multiple of the {format} block size {}",
+            QuantFormat::BLOCK
+        ));
+    }
+    if b_dtype == DType::BF16 {
+        return Err(invalid!("{OP}: B must be f32 or f16, got {b_dtype}"));
+    }
+    if !alpha.is_finite() || !beta.is_finite() {
+        return Err(invalid!(
+            "{OP}: alpha {alpha} and beta {beta} must be finite"
+        ));
+    }
+    if ldb < k.max(1) {
+        return Err(invalid!("{OP}: ldb {ldb} < max(1, {k}) rows of B"));
+    }
+    if ldc < m.max(1) {
+        return Err(invalid!("{OP}: ldc {ldc} < max(1, {m}) rows of C"));
+    }
+    if m == 0 || n == 0 {
+        return Ok(None);
+    }
+    let overflow = || invalid!("{OP}: size overflow computing operand extents");
+    let c = required(
+        OP,
+        "C",
+        c_ptr,
+        matrix_extent(m, n, ldc).ok_or_else(overflow)?,
+    )?;
+    let (mut a, mut b) = (None, None);
+    if alpha != 0.0 && k != 0 {
+        let blocks = mul(
+            OP,
+            "the blocks of A",
+            m as u64,
+            (k / QuantFormat::BLOCK) as u64,
+        )?;
+        let bytes = mul(OP, "the bytes of A", blocks, format.block_bytes() as u64)?;
+        // Counted in 2-byte units: the block scale is an f16, so A is 2-byte aligned.
+        a = operand(OP, "A", a_ptr, bytes / 2, DType::F16)?;
+        b = operand(
+            OP,
+            "B",
+            b_ptr,
+            matrix_extent(k, n, ldb).ok_or_else(overflow)?,
+            b_dtype,
+        )?;
+    }
+    finish(GemmQPlan {
+        op: OP,
+        format,
+        m,
+        n,
+        k,
+        alpha,
+        beta,
+        b_dtype,
+        ldb,
+        ldc,
         a,
         b,
         c,
@@ -1513,6 +1643,21 @@ fn present<'a>(ops: impl IntoIterator<Item = Option<&'a mut Operand>>) -> Vec<&'
 }
 
 impl Plan for GemmPlan {
+    fn op(&self) -> &'static str {
+        self.op
+    }
+
+    fn operands_mut(&mut self) -> Vec<&mut Operand> {
+        present([self.a.as_mut(), self.b.as_mut(), Some(&mut self.c)])
+    }
+
+    fn check_overlaps(&self) -> BackendResult<()> {
+        disjoint(self.op, &self.c, self.a.as_ref())?;
+        disjoint(self.op, &self.c, self.b.as_ref())
+    }
+}
+
+impl Plan for GemmQPlan {
     fn op(&self) -> &'static str {
         self.op
     }

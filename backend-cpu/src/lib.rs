@@ -25,7 +25,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use backend_api::executor::Executor;
 use backend_api::validate::{
     AttentionPlan, BinaryPlan, BroadcastPlan, CastPlan, Conv2dPlan, CopyPlan, GatherPlan, GemmPlan,
-    HostCopyPlan, ReducePlan, RowPlan, UnaryPlan,
+    GemmQPlan, HostCopyPlan, ReducePlan, RowPlan, UnaryPlan,
 };
 use backend_api::{
     AddressSpace, BackendError, BackendResult, BinaryOp, DType, MemoryInfo, Operand, ReduceOp,
@@ -268,6 +268,20 @@ impl Executor for CpuBackend {
             .map(|(&x, &y)| reference::binary(op, x, y))
             .collect();
         s.write(p.op, &p.output, &y)
+    }
+
+    fn run_gemm_q(&self, p: &GemmQPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        let a = match &p.a {
+            Some(o) => s.bytes(p.op, o)?.to_vec(),
+            None => Vec::new(),
+        };
+        let b = s.read(p.op, p.b.as_ref(), p.b_dtype)?;
+        let mut c = s.read(p.op, Some(&p.c), DType::F32)?;
+        reference::gemm_q(
+            p.format, p.m, p.n, p.k, p.alpha, &a, &b, p.ldb, p.beta, &mut c, p.ldc,
+        );
+        s.write(p.op, &p.c, &c)
     }
 
     fn run_binary_broadcast(&self, op: BinaryOp, p: &BroadcastPlan) -> BackendResult<()> {

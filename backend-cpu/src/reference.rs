@@ -10,7 +10,7 @@
 //! operand's extent; callers (the backend, the conformance suite) guarantee that.
 
 use backend_api::validate::{AttentionPlan, RowOp};
-use backend_api::{BinaryOp, DType, ReduceOp, UnaryOp};
+use backend_api::{BinaryOp, DType, QuantFormat, ReduceOp, UnaryOp};
 
 use crate::parallel::for_chunks;
 
@@ -76,6 +76,69 @@ pub fn gemm(
             }
         }
     });
+}
+
+/// The `rows x k` values of GGML-quantized weights, row by row: each block's f16 scale `d`
+/// times its integers (`q` for Q8_0, `nibble - 8` for Q4_0). Every product is exact in
+/// f32 (at most 11 + 8 significant bits).
+pub fn dequantize(format: QuantFormat, bytes: &[u8], rows: usize, k: usize) -> Vec<f32> {
+    let per_row = k / QuantFormat::BLOCK;
+    let block = format.block_bytes();
+    let mut out = Vec::with_capacity(rows * k);
+    for blk in bytes[..rows * per_row * block].chunks_exact(block) {
+        let d = f64::from(half::f16::from_le_bytes([blk[0], blk[1]]));
+        let quants = &blk[2..];
+        match format {
+            QuantFormat::Q8_0 => {
+                out.extend(quants.iter().map(|&q| (f64::from(q as i8) * d) as f32));
+            }
+            QuantFormat::Q4_0 => {
+                let nibble = |j: usize| {
+                    let byte = quants[j % 16];
+                    f64::from(if j < 16 { byte & 15 } else { byte >> 4 }) - 8.0
+                };
+                out.extend((0..QuantFormat::BLOCK).map(|j| (nibble(j) * d) as f32));
+            }
+        }
+    }
+    out
+}
+
+/// `gemm_q`: the weights dequantized exactly, then [`gemm`] with A transposed (row-major
+/// `m x k` is column-major `k x m`). `a` is empty when the product is not read.
+pub fn gemm_q(
+    format: QuantFormat,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f64,
+    a: &[u8],
+    b: &[f32],
+    ldb: usize,
+    beta: f64,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let weights = if a.is_empty() {
+        Vec::new()
+    } else {
+        dequantize(format, a, m, k)
+    };
+    gemm(
+        true,
+        false,
+        m,
+        n,
+        k,
+        alpha,
+        &weights,
+        k.max(1),
+        b,
+        ldb,
+        beta,
+        c,
+        ldc,
+    );
 }
 
 /// `conv2d_forward`: [`conv2d_ex`] with one group, no dilation, symmetric padding and no

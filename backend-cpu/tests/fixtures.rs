@@ -27,7 +27,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use backend_api::{
-    BackendTranspose, BinaryOp, ComputeBackend, Conv2dArgs, DType, ReduceOp, UnaryOp,
+    BackendTranspose, BinaryOp, ComputeBackend, Conv2dArgs, DType, QuantFormat, ReduceOp, UnaryOp,
 };
 use backend_cpu::CpuBackend;
 use serde::Deserialize;
@@ -1193,6 +1193,87 @@ fn run_binary(strict_zeros: bool) -> Report {
         assert!(seen.contains(&op), "binary.json has no case for {op}");
     }
     report
+}
+
+// ---------------------------------------------------------------------------------------------
+// gemm_q (weights quantized by the `gguf` package: gen_quant_fixtures.py)
+
+#[derive(Deserialize)]
+struct GemmQFile {
+    cases: Vec<GemmQCase>,
+}
+
+#[derive(Deserialize)]
+struct GemmQCase {
+    name: String,
+    format: String,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f64,
+    beta: f64,
+    a: Vec<u8>,
+    b: Vec<u64>,
+    c: Vec<u64>,
+    want: Vec<u64>,
+    mag: Vec<u64>,
+    row0: Vec<u64>,
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
+fn gemm_q_matches_gguf() {
+    let be = backend();
+    let fixture: GemmQFile = load("gemm_q.json");
+    let mut report = Report::new(false);
+    for (ci, case) in fixture.cases.iter().enumerate() {
+        report.cases += 1;
+        let format = QuantFormat::from_name(&case.format).expect("q8_0 or q4_0");
+        // The oracle's dequantization against gguf's, value for value.
+        let row0 = backend_cpu::reference::dequantize(format, &case.a, 1, case.k);
+        for (j, (&got, &want)) in row0.iter().zip(&case.row0).enumerate() {
+            assert_eq!(f64::from(got), f64_of(want), "{}: A[0, {j}]", case.name);
+        }
+        let mut mem = Placement::new(&be, ci % 2 == 0);
+        let pa = mem.put(&case.a, 2);
+        let pb = mem.put(&f32_bytes(&case.b), 4);
+        let pc = mem.put(&f32_bytes(&case.c), 4);
+        mem.upload();
+        let (m, n, k) = (case.m, case.n, case.k);
+        let r = be.gemm_q(
+            format,
+            m,
+            n,
+            k,
+            case.alpha,
+            mem.ptr(pa),
+            mem.ptr(pb),
+            DType::F32,
+            k,
+            case.beta,
+            mem.ptr(pc),
+            m,
+        );
+        if let Err(e) = r {
+            report.fail(&case.name, format!("returned {e}"));
+            continue;
+        }
+        match mem.finish(pc) {
+            Ok(bytes) => {
+                let got = f32s(&bytes);
+                report.compare(
+                    &case.name,
+                    &got,
+                    &case.want,
+                    Some(&case.mag),
+                    Rule::Ulp1,
+                    0..m * n,
+                );
+            }
+            Err(e) => report.fail(&case.name, e),
+        }
+    }
+    report.done("gemm_q.json");
 }
 
 // ---------------------------------------------------------------------------------------------

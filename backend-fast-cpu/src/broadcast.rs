@@ -74,12 +74,18 @@ fn rows(
             (Src::Out, Src::Out) => o.iter_mut().for_each(|o| *o = f(*o, *o)),
         }
     };
+    for_rows(out, last, body);
+}
+
+/// `body((index, row))` for each row of `len` elements of `out`: on this thread when the
+/// call is small, else over rayon's pool in tasks of about [`CHUNK`] elements.
+fn for_rows(out: &mut [f32], len: usize, body: impl Fn((usize, &mut [f32])) + Send + Sync) {
     if out.len() < 2 * CHUNK {
-        out.chunks_mut(last).enumerate().for_each(body);
+        out.chunks_mut(len).enumerate().for_each(body);
     } else {
-        out.par_chunks_mut(last)
+        out.par_chunks_mut(len)
             .enumerate()
-            .with_min_len(CHUNK.div_ceil(last))
+            .with_min_len(CHUNK.div_ceil(len))
             .for_each(body);
     }
 }
@@ -113,12 +119,5 @@ pub(crate) fn gather(p: &GatherPlan, table: &[f32], indices: &[u8], out: &mut [f
             _ => o.fill(0.0),
         }
     };
-    if out.len() < 2 * CHUNK {
-        out.chunks_mut(cols).enumerate().for_each(body);
-    } else {
-        out.par_chunks_mut(cols)
-            .enumerate()
-            .with_min_len(CHUNK.div_ceil(cols))
-            .for_each(body);
-    }
+    for_rows(out, cols, body);
 }

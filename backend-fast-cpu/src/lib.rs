@@ -36,6 +36,7 @@ mod broadcast;
 mod conv;
 mod elementwise;
 pub mod gemm;
+mod quant;
 mod reduce;
 mod rows;
 
@@ -45,7 +46,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use backend_api::executor::Executor;
 use backend_api::validate::{
     AttentionPlan, BinaryPlan, BroadcastPlan, CastPlan, Conv2dPlan, CopyPlan, GatherPlan, GemmPlan,
-    HostCopyPlan, ReducePlan, RowPlan, UnaryPlan,
+    GemmQPlan, HostCopyPlan, ReducePlan, RowPlan, UnaryPlan,
 };
 use backend_api::{
     AddressSpace, BackendError, BackendResult, BinaryOp, DType, MemoryInfo, Operand, ReduceOp,
@@ -365,6 +366,14 @@ impl Executor for FastCpuBackend {
                 (false, true) => elementwise::binary_into_b(op, ins.f32s(0), y),
                 (false, false) => elementwise::binary(op, ins.f32s(0), ins.f32s(1), y),
             }
+        })
+    }
+
+    fn run_gemm_q(&self, p: &GemmQPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        s.with_f32(p.op, &p.c, &[p.a.as_ref(), p.b.as_ref()], |c, ins| {
+            let b = ins.widened(1, p.b_dtype);
+            quant::gemm_q(p, ins.bytes(0), &b, c)
         })
     }
 

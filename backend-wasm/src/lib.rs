@@ -47,7 +47,7 @@ mod web;
 use backend_api::executor::Executor;
 use backend_api::validate::{
     AttentionPlan, BinaryPlan, BroadcastPlan, CastPlan, Conv2dPlan, CopyPlan, GatherPlan, GemmPlan,
-    HostCopyPlan, ReducePlan, RowPlan, UnaryPlan,
+    GemmQPlan, HostCopyPlan, ReducePlan, RowPlan, UnaryPlan,
 };
 use backend_api::{
     BackendFuture, BackendResult, BinaryOp, ComputeBackend, MemoryInfo, Operand, ReduceOp, Retired,
@@ -304,6 +304,10 @@ impl Executor for WasmBackend {
 
     fn run_gather(&self, p: &GatherPlan) -> BackendResult<()> {
         self.inner.run_gather(p)
+    }
+
+    fn run_gemm_q(&self, p: &GemmQPlan) -> BackendResult<()> {
+        self.inner.run_gemm_q(p)
     }
 
     /// Natively waits for the device; on `wasm32` returns `Unsupported` (use

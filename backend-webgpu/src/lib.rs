@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use backend_api::executor::Executor;
 use backend_api::validate::{
     AttentionPlan, BinaryPlan, BroadcastPlan, CastPlan, Conv2dPlan, CopyPlan, GatherPlan, GemmPlan,
-    HostCopyPlan, ReducePlan, RowPlan, UnaryPlan,
+    GemmQPlan, HostCopyPlan, ReducePlan, RowPlan, UnaryPlan,
 };
 use backend_api::{
     AddressSpace, BackendError, BackendFuture, BackendResult, BinaryOp, MemoryInfo, Operand,
@@ -414,6 +414,10 @@ impl Executor for WebGpuBackend {
 
     fn run_binary(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {
         self.ctx()?.outside_lock(|c| c.binary(op, p))
+    }
+
+    fn run_gemm_q(&self, p: &GemmQPlan) -> BackendResult<()> {
+        self.ctx()?.outside_lock(|c| c.gemm_q(p))
     }
 
     fn run_binary_broadcast(&self, op: BinaryOp, p: &BroadcastPlan) -> BackendResult<()> {

@@ -162,11 +162,5 @@ pub(crate) fn run(reps: usize) -> Result<Vec<Row>, String> {
 
 #[cfg_attr(test, allow(dead_code, reason = "the tests call run(), not main"))]
 fn main() -> ExitCode {
-    match run(5) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit_code(run(5).map(drop))
 }

@@ -344,8 +344,7 @@ fn decode_step_ms(b: &dyn ComputeBackend, reps: usize) -> BackendResult<f64> {
 #[cfg_attr(test, allow(dead_code, reason = "the tests call run(), not main"))]
 fn main() -> ExitCode {
     if let Err(e) = run(3) {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
+        return common::exit_code(Err(e));
     }
     for kind in backends::BackendKind::compiled() {
         let Ok(b) = backends::create(kind) else {

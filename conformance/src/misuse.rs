@@ -3,7 +3,7 @@
 
 use backend_api::{
     AttentionArgs, AttentionMask, BackendError, BackendTranspose, BinaryOp, Buffer, ComputeBackend,
-    ComputeBackendExt, Conv2dArgs, DType, HeadTensor, ReduceOp, Retired, UnaryOp,
+    ComputeBackendExt, Conv2dArgs, DType, HeadTensor, QuantFormat, ReduceOp, Retired, UnaryOp,
 };
 
 use crate::Check;
@@ -598,6 +598,127 @@ pub(crate) async fn run(backend: &dyn ComputeBackend) -> CheckReport {
             Want::InvalidOrUnsupported(&["rms_norm"]),
             Box::new(|| b.rms_norm(a, None, bb, huge, 4, 1e-6)),
         ),
+        // gemm_q: 4 rows of Q4_0 weights over k = 64 (4 * 2 * 18 bytes at a), B [64 x 2].
+        (
+            "gemm_q k not a multiple of 32",
+            Want::InvalidOrUnsupported(&["gemm_q", "k = 48", "multiple of"]),
+            Box::new(|| {
+                b.gemm_q(
+                    QuantFormat::Q4_0,
+                    4,
+                    2,
+                    48,
+                    1.0,
+                    a,
+                    bb,
+                    DType::F32,
+                    48,
+                    0.0,
+                    c,
+                    4,
+                )
+            }),
+        ),
+        (
+            "gemm_q B in bf16",
+            Want::InvalidOrUnsupported(&["gemm_q", "bf16"]),
+            Box::new(|| {
+                b.gemm_q(
+                    QuantFormat::Q8_0,
+                    4,
+                    2,
+                    64,
+                    1.0,
+                    a,
+                    bb,
+                    DType::BF16,
+                    64,
+                    0.0,
+                    c,
+                    4,
+                )
+            }),
+        ),
+        (
+            "gemm_q A out of range",
+            Want::InvalidOrUnsupported(&["gemm_q", "A", "0x"]),
+            Box::new(|| {
+                b.gemm_q(
+                    QuantFormat::Q8_0,
+                    4,
+                    2,
+                    64,
+                    1.0,
+                    c + 8,
+                    bb,
+                    DType::F32,
+                    64,
+                    0.0,
+                    a,
+                    4,
+                )
+            }),
+        ),
+        (
+            "gemm_q A unaligned",
+            Want::InvalidOrUnsupported(&["gemm_q", "A", "aligned"]),
+            Box::new(|| {
+                b.gemm_q(
+                    QuantFormat::Q4_0,
+                    4,
+                    2,
+                    64,
+                    1.0,
+                    a + 1,
+                    bb,
+                    DType::F32,
+                    64,
+                    0.0,
+                    c,
+                    4,
+                )
+            }),
+        ),
+        (
+            "gemm_q C overlaps B",
+            Want::InvalidOrUnsupported(&["gemm_q", "overlap"]),
+            Box::new(|| {
+                b.gemm_q(
+                    QuantFormat::Q4_0,
+                    4,
+                    2,
+                    64,
+                    1.0,
+                    a,
+                    bb,
+                    DType::F32,
+                    64,
+                    0.0,
+                    bb + 64,
+                    4,
+                )
+            }),
+        ),
+        (
+            "gemm_q ldc below m",
+            Want::InvalidOrUnsupported(&["gemm_q", "ldc"]),
+            Box::new(|| {
+                b.gemm_q(
+                    QuantFormat::Q4_0,
+                    4,
+                    2,
+                    64,
+                    1.0,
+                    a,
+                    bb,
+                    DType::F32,
+                    64,
+                    0.0,
+                    c,
+                    3,
+                )
+            }),
+        ),
         // conv2d_forward_ex: a depthwise 3x3 over [1, 4, 4, 4], "same" padding.
         (
             "conv2d_forward_ex groups 0",
@@ -1030,6 +1151,25 @@ pub fn check_uninitialized(b: &dyn ComputeBackend) -> Result<(), String> {
         (
             "conv2d_forward_ex",
             Box::new(|| b.conv2d_forward_ex(&dw(0x1_0000_0000, 0x2_0000_0000, 0x3_0000_0000))),
+        ),
+        (
+            "gemm_q",
+            Box::new(|| {
+                b.gemm_q(
+                    QuantFormat::Q8_0,
+                    1,
+                    1,
+                    32,
+                    1.0,
+                    0x1_0000_0000,
+                    0x2_0000_0000,
+                    DType::F32,
+                    32,
+                    0.0,
+                    0x3_0000_0000,
+                    1,
+                )
+            }),
         ),
         (
             "attention_ex",

@@ -20,7 +20,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use backend_api::{
     AttentionArgs, BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp,
-    ComputeBackend, Conv2dArgs, DType, HeadTensor, MemoryInfo, ReduceOp, UnaryOp,
+    ComputeBackend, Conv2dArgs, DType, HeadTensor, MemoryInfo, QuantFormat, ReduceOp, UnaryOp,
 };
 use backend_cpu::CpuBackend;
 
@@ -127,6 +127,10 @@ pub enum Fault {
     GatherReadsNextRow,
     /// 36. `conv2d_forward_ex` ignores its bias.
     ConvExDropsBias,
+    /// 37. `gemm_q` reads a Q4_0 block's elements `j` and `j + 16` from the wrong
+    ///     nibbles (high for `j < 16`): it runs on a copy of A with every quant byte's
+    ///     nibbles swapped.
+    GemmQSwapsNibbles,
 }
 
 /// An op waiting in the queue of [`Fault::HtodOvertakesQueue`].
@@ -814,6 +818,46 @@ impl ComputeBackend for Mutant {
                 self.inner.copy_htod(dst, &bytes)?;
             }
             Ok(())
+        })
+    }
+
+    fn gemm_q(
+        &self,
+        format: QuantFormat,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f64,
+        a: u64,
+        b: u64,
+        b_dtype: DType,
+        ldb: usize,
+        beta: f64,
+        c: u64,
+        ldc: usize,
+    ) -> BackendResult<()> {
+        let swap = self.fault == Fault::GemmQSwapsNibbles && format == QuantFormat::Q4_0;
+        self.said_with(|| {
+            self.op(move |inner| {
+                let call =
+                    |a| inner.gemm_q(format, m, n, k, alpha, a, b, b_dtype, ldb, beta, c, ldc);
+                let bytes = m * (k / QuantFormat::BLOCK) * format.block_bytes();
+                if !swap || alpha == 0.0 || bytes == 0 || n == 0 {
+                    return call(a);
+                }
+                let mut host = vec![0u8; bytes];
+                if inner.copy_dtoh(&mut host, a).is_err() {
+                    // Not readable: the real call gives the real error.
+                    return call(a);
+                }
+                for block in host.chunks_exact_mut(format.block_bytes()) {
+                    block[2..].iter_mut().for_each(|q| *q = q.rotate_left(4));
+                }
+                let copy = inner.alloc(bytes)?;
+                let result = inner.copy_htod(copy, &host).and_then(|()| call(copy));
+                inner.free(copy)?;
+                result
+            })
         })
     }
 

@@ -66,6 +66,7 @@ macro_rules! __for_each_check {
             binary_broadcast BinaryBroadcast property "`binary_broadcast`: every op, NumPy broadcasting over 0 to 6 dimensions, zero-size dimensions, in place on an input that is not broadcast.",
             gather Gather property "`gather`: out-of-range indices (zero rows), empty tables, long rows, values copied bit for bit.",
             conv2d_ex Conv2dEx property "`conv2d_forward_ex`: depthwise and grouped, dilation, asymmetric padding, bias, empty inputs.",
+            gemm_q GemmQ property "`gemm_q`: Q8_0 and Q4_0 weights at any byte offset, B f32 or f16, alpha/beta, NaN in C with beta 0.",
         }
     };
 }

@@ -151,6 +151,11 @@ fn conv2d_ex_dropping_its_bias_is_caught() {
 }
 
 #[test]
+fn gemm_q_swapping_nibbles_is_caught() {
+    assert_caught(Fault::GemmQSwapsNibbles, Check::GemmQ, &["C["]);
+}
+
+#[test]
 fn conv2d_flipping_the_filter_is_caught() {
     assert_caught(Fault::ConvFlipsFilter, Check::Conv2d, &["output["]);
 }
@@ -222,7 +227,7 @@ fn unmutated_wrapper_passes_every_check() {
 }
 
 /// Every fault, with the check meant to catch it.
-const FAULTS: [(Fault, Check); 21] = [
+const FAULTS: [(Fault, Check); 22] = [
     (Fault::GemmIgnoresBeta, Check::Gemm),
     (Fault::GemmReadsCWhenBetaZero, Check::Gemm),
     (Fault::GemmTransAAsNoTrans, Check::Gemm),
@@ -247,6 +252,7 @@ const FAULTS: [(Fault, Check); 21] = [
     (Fault::BroadcastSwapsInputs, Check::BinaryBroadcast),
     (Fault::GatherReadsNextRow, Check::Gather),
     (Fault::ConvExDropsBias, Check::Conv2dEx),
+    (Fault::GemmQSwapsNibbles, Check::GemmQ),
 ];
 
 /// How robustly each fault is caught: failing cases (of 64) under the default seed for

@@ -152,6 +152,14 @@ kernels! {
         constants: ["F_IN_X", "F_VEC4", "NB"],
         params: params::Conv2d,
     },
+    GemmQ {
+        name: "gemm_q",
+        file: "gemm_q.wgsl",
+        math: false,
+        entries: ["main"],
+        constants: ["FORMAT", "B_F16"],
+        params: params::GemmQ,
+    },
     Conv2dEx {
         name: "conv2d_ex",
         file: "conv2d_ex.wgsl",
@@ -494,6 +502,23 @@ pub(crate) mod params {
         pub x_off: u32,
         pub f_off: u32,
         pub y_off: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Pod, Zeroable, Debug)]
+    pub(crate) struct GemmQ {
+        pub m: u32,
+        pub n: u32,
+        pub k: u32,
+        pub a_byte: u32,
+        pub b_off: u32,
+        pub c_off: u32,
+        pub ldb: u32,
+        pub ldc: u32,
+        pub alpha: f32,
+        pub beta: f32,
+        pub flags: u32,
+        pub _pad: u32,
     }
 
     #[repr(C)]

@@ -337,6 +337,18 @@ pub(crate) struct Row {
     pub(crate) output: Vec<f32>,
 }
 
+/// An example's exit: success, or the error printed and failure.
+#[cfg_attr(test, allow(dead_code, reason = "only the examples' main calls it"))]
+pub(crate) fn exit_code(r: Result<(), String>) -> std::process::ExitCode {
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// A model's forward pass: reads its weights, returns its output.
 pub(crate) type Forward = fn(&dyn ComputeBackend) -> BackendResult<Vec<f32>>;
 

@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from common import values
+from common import values, write_reference
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -108,17 +108,7 @@ def main():
     for i in range(DECODE):
         outs.append(step(w, [toks[PREFILL + i]], PREFILL + i, cache_k, cache_v))
     out = np.concatenate(outs, axis=0)
-    doc = {
-        "shape": [len(toks), D],
-        "tokens": toks,
-        "weights_head": {name: v[:4].view(np.uint32).tolist() for name, v in w32.items()},
-        "output": out.reshape(-1).tolist(),
-    }
-    path = os.path.join(HERE, "llama.json")
-    with open(path, "w") as f:
-        json.dump(doc, f, separators=(",", ":"))
-        f.write("\n")
-    print(f"llama.json: {os.path.getsize(path)} bytes, output rms {np.sqrt(np.mean(out ** 2)):.4f}")
+    write_reference(HERE, "llama.json", w32, out, shape=[len(toks), D], tokens=toks)
 
 
 def torch_decode_step_ms(device="cuda", reps=5):

@@ -10,12 +10,11 @@ convolutions are written here from their definition (np.pad, strided windows, on
 channel at a time for the depthwise one), not from the Rust code.
 """
 
-import json
 import os
 
 import numpy as np
 
-from common import values
+from common import values, write_reference
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -65,16 +64,7 @@ def main():
     h = relu6(pointwise(x, w["w_expand"].reshape(E, C), w["b_expand"]))
     h = relu6(depthwise3x3(h, w["w_dw"].reshape(E, 3, 3), w["b_dw"]))
     y = x + pointwise(h, w["w_project"].reshape(C, E), w["b_project"])
-    doc = {
-        "shape": [N, C, H, W],
-        "weights_head": {k: v[:4].view(np.uint32).tolist() for k, v in w32.items()},
-        "output": y.reshape(-1).tolist(),
-    }
-    path = os.path.join(HERE, "mobilenet.json")
-    with open(path, "w") as f:
-        json.dump(doc, f, separators=(",", ":"))
-        f.write("\n")
-    print(f"mobilenet.json: {os.path.getsize(path)} bytes, output rms {np.sqrt(np.mean(y ** 2)):.4f}")
+    write_reference(HERE, "mobilenet.json", w32, y, shape=[N, C, H, W])
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 //! state ([`Machine::generate`]).
 
 use backend_api::{
-    AttentionArgs, AttentionMask, BackendTranspose, BinaryOp, Conv2dArgs, HeadTensor, ReduceOp,
-    Retired, RowOp, UnaryOp,
+    AttentionArgs, AttentionMask, BackendTranspose, BinaryOp, Conv2dArgs, DType, HeadTensor,
+    QuantFormat, ReduceOp, Retired, RowOp, UnaryOp,
 };
 
 use super::machine::Machine;
@@ -86,6 +86,22 @@ pub enum Op {
     AttentionEx {
         args: AttentionArgs,
     },
+    /// `gemm_q` of a few rows and blocks, either format, B f32 or f16, sometimes `k` off
+    /// the block size or a short `ldc`.
+    GemmQ {
+        format: QuantFormat,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f64,
+        a: u64,
+        b: u64,
+        b_dtype: DType,
+        ldb: usize,
+        beta: f64,
+        c: u64,
+        ldc: usize,
+    },
     /// `conv2d_forward_ex`: small shapes, groups (depthwise often), dilation, asymmetric
     /// padding, sometimes a bias, sometimes bad scalars or an output shape off by one.
     Conv2dEx {
@@ -150,6 +166,7 @@ impl Op {
             Op::Gemm { .. } => "gemm",
             Op::AttentionEx { .. } => "attention_ex",
             Op::Conv2dEx { .. } => "conv2d_forward_ex",
+            Op::GemmQ { .. } => "gemm_q",
             Op::Broadcast { .. } => "binary_broadcast",
             Op::Gather { .. } => "gather",
             Op::Synchronize => "synchronize",
@@ -182,6 +199,7 @@ impl Op {
                 p.extend(x.bias);
                 p
             }
+            &Op::GemmQ { a, b, c, .. } => vec![a, b, c],
             &Op::Broadcast { a, b, output, .. } => vec![a, b, output],
             &Op::Gather {
                 table,
@@ -618,7 +636,8 @@ impl Machine<'_> {
                 }
             }
             203..207 => self.gen_attention_ex(src),
-            207..210 => self.gen_conv2d_ex(src),
+            207..209 => self.gen_conv2d_ex(src),
+            209..210 => self.gen_gemm_q(src),
             194..203 => {
                 let op = src.pick(ReduceOp::ALL);
                 let rank = match src.u8() {
@@ -708,6 +727,42 @@ impl Machine<'_> {
             228..240 => Op::Synchronize,
             240..248 => Op::MemoryInfo,
             _ => Op::CheckAll,
+        }
+    }
+
+    /// A `gemm_q` call over placed operands.
+    fn gen_gemm_q(&self, src: &mut Source<'_>) -> Op {
+        let format = src.pick(QuantFormat::ALL);
+        let (m, n) = (src.below(6) as usize, src.below(4) as usize);
+        let mut k = QuantFormat::BLOCK * src.below(4) as usize;
+        if src.below(20) == 0 {
+            k += 1 + src.below(31) as usize;
+        }
+        let b_dtype = src.pick(&[DType::F32, DType::F32, DType::F16]);
+        let ldb = k.max(1) + src.below(3) as usize;
+        let mut ldc = m.max(1) + src.below(3) as usize;
+        if src.below(20) == 0 {
+            ldc = m.saturating_sub(1);
+        }
+        let (a, _) = self.place(src);
+        let (b, _) = self.place(src);
+        let (c, _) = match src.below(16) {
+            0 => self.twin_or_place(src, b),
+            _ => self.place(src),
+        };
+        Op::GemmQ {
+            format,
+            m,
+            n,
+            k,
+            alpha: src.pick(&[1.0, 1.0, 0.0, -0.5]),
+            a,
+            b,
+            b_dtype,
+            ldb,
+            beta: src.pick(&[0.0, 0.0, 1.0, 0.5]),
+            c,
+            ldc,
         }
     }
 

@@ -446,6 +446,37 @@ impl<'b> Machine<'b> {
                     }
                 }
             }
+            &Op::GemmQ {
+                format,
+                m,
+                n,
+                k,
+                alpha,
+                a,
+                b: bp,
+                b_dtype,
+                ldb,
+                beta,
+                c,
+                ldc,
+            } => {
+                let (plan, want) = self.want_gemm_q(op);
+                let got = guarded(|| {
+                    b.gemm_q(format, m, n, k, alpha, a, bp, b_dtype, ldb, beta, c, ldc)
+                })?;
+                if self.judge(op, &got, &want)?
+                    && let Some((p, (ci, coff))) = plan
+                {
+                    // C's m rows of each column change; the rows between them must not.
+                    for col in 0..p.n {
+                        for row in 0..p.m {
+                            self.live[ci]
+                                .mem
+                                .write_value(coff + 4 * (row + col * p.ldc), Value::Unknown);
+                        }
+                    }
+                }
+            }
             Op::Conv2dEx { args } => {
                 let (plan, want) = self.want_conv2d_ex(args);
                 let got = guarded(|| b.conv2d_forward_ex(args))?;

@@ -1,10 +1,11 @@
 //! The model's rules: whether a call is valid, and the effects the oracle predicts for
 //! the valid ones.
 
-use backend_api::validate::{self, AttentionPlan, BroadcastPlan, GatherPlan};
-use backend_api::{AttentionArgs, BackendTranspose, Conv2dArgs, ReduceOp};
+use backend_api::validate::{self, AttentionPlan, BroadcastPlan, GatherPlan, GemmQPlan};
+use backend_api::{AttentionArgs, BackendTranspose, Conv2dArgs, Operand, ReduceOp};
 use backend_cpu::reference;
 
+use super::call::Op;
 use super::machine::Machine;
 use super::memory::{AliasRec, Loc, Value};
 use crate::tolerance::{Tol, reduce_tolerance};
@@ -345,26 +346,74 @@ impl Machine<'_> {
             .into_iter()
             .flatten()
             .collect();
+        match self.locate_disjoint(&inputs, &plan.o, "O") {
+            Ok((_, o_loc)) => (Some((plan, o_loc)), Expect::Ok),
+            Err(e) => (None, e),
+        }
+    }
+
+    /// Locates `inputs` and `output` (each in one live allocation or alias) and requires
+    /// the output physically disjoint from every input; `out_name` is how the refusal
+    /// names it. Returns the inputs' and the output's locations. Alignment is not checked
+    /// here: the shared validation that made the operands did (per dtype: A of `gemm_q` is
+    /// 2-byte aligned, f32 operands 4-byte).
+    fn locate_disjoint(
+        &self,
+        inputs: &[Operand],
+        output: &Operand,
+        out_name: &str,
+    ) -> Result<(Vec<Loc>, Loc), Expect> {
         let all: Vec<(&str, u64, u128, u64)> = inputs
             .iter()
-            .chain([&plan.o])
-            .map(|o| (o.name, o.ptr, u128::from(o.bytes), 4))
+            .chain([output])
+            .map(|o| (o.name, o.ptr, u128::from(o.bytes), 1))
             .collect();
-        let locs = match self.locate_all(&all) {
-            Ok(l) => l,
-            Err(e) => return (None, e),
-        };
-        let o_loc = locs[inputs.len()];
-        let po = self.phys(o_loc);
+        let mut locs = self.locate_all(&all)?;
+        let out_loc = locs.pop().expect("the output was located");
+        let po = self.phys(out_loc);
         for (input, &l) in inputs.iter().zip(&locs) {
-            if ranges_overlap(self.phys(l), po, input.bytes.into(), plan.o.bytes.into()) {
-                return (
-                    None,
-                    Expect::Invalid(format!("O overlaps {} {PHYSICAL}", input.name)),
-                );
+            if ranges_overlap(self.phys(l), po, input.bytes.into(), output.bytes.into()) {
+                return Err(Expect::Invalid(format!(
+                    "{out_name} overlaps {} {PHYSICAL}",
+                    input.name
+                )));
             }
         }
-        (Some((plan, o_loc)), Expect::Ok)
+        Ok((locs, out_loc))
+    }
+
+    /// `gemm_q`: sizes, scalars and the overlaps as given follow the shared validation;
+    /// the model adds where the operands are and that C is physically disjoint from A
+    /// and B. Returns the plan and C's location.
+    pub(super) fn want_gemm_q(&self, op: &Op) -> (Option<(GemmQPlan, Loc)>, Expect) {
+        let &Op::GemmQ {
+            format,
+            m,
+            n,
+            k,
+            alpha,
+            a,
+            b,
+            b_dtype,
+            ldb,
+            beta,
+            c,
+            ldc,
+        } = op
+        else {
+            unreachable!("want_gemm_q of another op")
+        };
+        let plan = match validate::gemm_q(format, m, n, k, alpha, a, b, b_dtype, ldb, beta, c, ldc)
+        {
+            Err(e) => return (None, Expect::Invalid(e.to_string())),
+            Ok(None) => return (None, Expect::Ok),
+            Ok(Some(p)) => p,
+        };
+        let inputs: Vec<_> = [plan.a, plan.b].into_iter().flatten().collect();
+        match self.locate_disjoint(&inputs, &plan.c, "C") {
+            Ok((_, c_loc)) => (Some((plan, c_loc)), Expect::Ok),
+            Err(e) => (None, e),
+        }
     }
 
     /// `conv2d_forward_ex`: shapes, scalars and the overlaps as given follow the shared
@@ -380,31 +429,10 @@ impl Machine<'_> {
             .into_iter()
             .flatten()
             .collect();
-        let all: Vec<(&str, u64, u128, u64)> = inputs
-            .iter()
-            .chain([&plan.output])
-            .map(|o| (o.name, o.ptr, u128::from(o.bytes), 4))
-            .collect();
-        let locs = match self.locate_all(&all) {
-            Ok(l) => l,
-            Err(e) => return (None, e),
-        };
-        let out_loc = locs[inputs.len()];
-        let po = self.phys(out_loc);
-        for (input, &l) in inputs.iter().zip(&locs) {
-            if ranges_overlap(
-                self.phys(l),
-                po,
-                input.bytes.into(),
-                plan.output.bytes.into(),
-            ) {
-                return (
-                    None,
-                    Expect::Invalid(format!("output overlaps {} {PHYSICAL}", input.name)),
-                );
-            }
+        match self.locate_disjoint(&inputs, &plan.output, "output") {
+            Ok((_, out_loc)) => (Some((out_loc, plan.output.bytes as usize)), Expect::Ok),
+            Err(e) => (None, e),
         }
-        (Some((out_loc, plan.output.bytes as usize)), Expect::Ok)
     }
 
     /// `binary_broadcast`: shapes and the overlaps of the addresses as given follow the
@@ -465,34 +493,15 @@ impl Machine<'_> {
             Ok(None) => return (None, Expect::Ok),
             Ok(Some(p)) => p,
         };
-        let ops: Vec<_> = [plan.table, Some(plan.indices), Some(plan.output)]
+        let inputs: Vec<_> = [plan.table, Some(plan.indices)]
             .into_iter()
             .flatten()
             .collect();
-        let all: Vec<(&str, u64, u128, u64)> = ops
-            .iter()
-            .map(|o| (o.name, o.ptr, u128::from(o.bytes), 4))
-            .collect();
-        let locs = match self.locate_all(&all) {
+        let (locs, out_loc) = match self.locate_disjoint(&inputs, &plan.output, "output") {
             Ok(l) => l,
             Err(e) => return (None, e),
         };
-        let out_loc = *locs.last().expect("the output");
-        let po = self.phys(out_loc);
-        for (input, &l) in ops.iter().zip(&locs).take(ops.len() - 1) {
-            if ranges_overlap(
-                self.phys(l),
-                po,
-                input.bytes.into(),
-                plan.output.bytes.into(),
-            ) {
-                return (
-                    None,
-                    Expect::Invalid(format!("output overlaps {} {PHYSICAL}", input.name)),
-                );
-            }
-        }
-        let mut named = [None; 3];
+        let mut named = [None, None, Some(out_loc)];
         let first = usize::from(plan.table.is_none());
         for (slot, l) in named.iter_mut().skip(first).zip(locs) {
             *slot = Some(l);

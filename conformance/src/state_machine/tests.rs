@@ -164,3 +164,13 @@ fn conv2d_ex_runs_valid_and_invalid() {
         "conv2d_forward_ex: {valid} valid, {invalid} invalid: {a}"
     );
 }
+
+#[test]
+fn gemm_q_runs_valid_and_invalid() {
+    let a = run_seed(&cpu(), 7, &exact(4000)).unwrap_or_else(|f| panic!("{f}"));
+    let (valid, invalid) = a.per_op.get("gemm_q").copied().unwrap_or_default();
+    assert!(
+        valid > 0 && invalid > 0,
+        "gemm_q: {valid} valid, {invalid} invalid: {a}"
+    );
+}

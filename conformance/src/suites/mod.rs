@@ -8,6 +8,7 @@ pub mod conv;
 pub mod copy;
 pub mod elementwise;
 pub mod gemm;
+pub mod gemm_q;
 pub mod reduce;
 pub mod rows;
 
