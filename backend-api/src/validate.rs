@@ -1386,12 +1386,19 @@ pub fn binary_broadcast(
         ));
     }
     let n = product(OP, "the output's element count", out_shape)?;
+    // The merged dimensions below multiply in usize: on 32-bit targets the count must fit.
+    let n = usize::try_from(n).map_err(|_| {
+        invalid!(
+            "{OP}: size overflow: out_shape {} has {n} elements, more than this target's usize",
+            fmt_shape(out_shape)
+        )
+    })?;
     if n == 0 {
         return Ok(None);
     }
     let a = required(OP, "a", a_ptr, product(OP, "a's element count", a_shape)?)?;
     let b = required(OP, "b", b_ptr, product(OP, "b's element count", b_shape)?)?;
-    let output = required(OP, "output", out_ptr, n)?;
+    let output = required(OP, "output", out_ptr, n as u64)?;
     // Merge: drop size-1 output dimensions, join neighbours whose inputs both broadcast
     // (or both do not) alike.
     let mut shape = [1usize; MAX_BROADCAST_RANK];
@@ -1424,7 +1431,7 @@ pub fn binary_broadcast(
     };
     finish(BroadcastPlan {
         op: OP,
-        n: n as usize,
+        n,
         rank,
         shape,
         a_strides: strides(0),
@@ -1465,7 +1472,7 @@ pub fn gather(
     out_ptr: u64,
 ) -> BackendResult<Option<GatherPlan>> {
     const OP: &str = "gather";
-    let table_elems = mul(OP, "rows x cols", rows as u64, cols as u64)?;
+    let table_elems = mul(OP, "the table's rows x cols", rows as u64, cols as u64)?;
     let out_elems = mul(OP, "n x cols", n as u64, cols as u64)?;
     if out_elems == 0 {
         return Ok(None);

@@ -143,6 +143,16 @@ def cases():
         out[f"conv2d_{tag}"] = lambda dx=dx, dwt=dwt, db=db, st=st, c=c: F.conv2d(
             dx, dwt, db, stride=st, padding=1, groups=c)
 
+    # gemm_q: decode is compared with a device copy of the weights' bytes (the bandwidth a
+    # memory-bound kernel can reach); prefill with an f16 matmul on the dequantized
+    # weights (cuBLAS on tensor cores).
+    for fmt, block in (("q4_0", 18), ("q8_0", 34)):
+        nbytes = 4096 * 4096 // 32 * block
+        src, dst = torch.empty(nbytes, dtype=torch.uint8, device=dev), torch.empty(nbytes, dtype=torch.uint8, device=dev)
+        out[f"gemm_q_{fmt}_4096x4096_n1"] = lambda src=src, dst=dst: dst.copy_(src)
+        wq, xq = rand(4096, 4096).half(), rand(4096, 512).half()
+        out[f"gemm_q_{fmt}_4096x4096_n512"] = lambda wq=wq, xq=xq: torch.mm(wq, xq)
+
     ba, bb, bz = rand(1 << 14, 4096), rand(4096), torch.empty(1 << 14, 4096, device=dev)
     out["broadcast_add_bias_16384x4096"] = lambda: torch.add(ba, bb, out=bz)
     ca, cb, cz = rand(4096, 1), rand(1, 4096), torch.empty(4096, 4096, device=dev)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use backend_api::{
     AttentionArgs, BackendResult, BackendTranspose, BinaryOp, ComputeBackend, DType, HeadTensor,
-    ReduceOp, RowOp, UnaryOp,
+    QuantFormat, ReduceOp, RowOp, UnaryOp,
 };
 
 /// How a case's work is counted.
@@ -713,6 +713,14 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
     } else {
         v.push(depthwise_case("dw_8x16x16", [2, 8, 16, 16], 1));
     }
+    // Quantized weights: a 4096 x 4096 projection, one token (decode: memory-bound on
+    // the weights) and 512 (prefill).
+    let (qm, qk) = if full { (4096, 4096) } else { (256, 256) };
+    for format in [QuantFormat::Q4_0, QuantFormat::Q8_0] {
+        for n in [1, if full { 512 } else { 16 }] {
+            v.push(gemm_q_case(format, qm, n, qk));
+        }
+    }
     // An embedding lookup: Llama 3's vocabulary and width, 512 tokens.
     let (rows, cols, n) = if full {
         (128_256, 4096, 512)
@@ -781,6 +789,47 @@ fn broadcast_case(
                 buffers: v,
                 run: Box::new(move |b| {
                     b.binary_broadcast(op, x, &a_shape, y, &b_shape, z, &out_shape)
+                }),
+            })
+        }),
+    )
+}
+
+/// `gemm_q` of `m x k` weights in `format` by `n` columns of f32 activations. Decode
+/// (`n == 1`) counts the bytes of the weights (the reference is a device copy of as many
+/// bytes); prefill counts flops.
+fn gemm_q_case(format: QuantFormat, m: usize, n: usize, k: usize) -> Case {
+    let a_bytes = m * k / QuantFormat::BLOCK * format.block_bytes();
+    let work = if n == 1 {
+        Work::Bytes(a_bytes as f64)
+    } else {
+        Work::Flops(2.0 * (m * n * k) as f64)
+    };
+    Case::new(
+        "gemm_q",
+        format!("gemm_q_{}_{m}x{k}_n{n}", format.name()),
+        work,
+        Box::new(move |b| {
+            let v = buffers(b, &[a_bytes.div_ceil(4), k * n, m * n])?;
+            // Valid blocks: a scale of 1/16 and random quants.
+            let mut s = 0x2545_f491_4f6c_dd1du64;
+            let mut host: Vec<u8> = (0..a_bytes)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    (s >> 32) as u8
+                })
+                .collect();
+            for block in host.chunks_exact_mut(format.block_bytes()) {
+                block[..2].copy_from_slice(&half::f16::from_f32(0.0625).to_le_bytes());
+            }
+            b.copy_htod(v[0], &host)?;
+            let (a, x, c) = (v[0], v[1], v[2]);
+            Ok(Prepared {
+                buffers: v,
+                run: Box::new(move |b| {
+                    b.gemm_q(format, m, n, k, 1.0, a, x, DType::F32, k, 0.0, c, m)
                 }),
             })
         }),

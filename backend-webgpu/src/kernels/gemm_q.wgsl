@@ -31,16 +31,14 @@ struct Params {
 
 override FORMAT: u32 = 0u;
 override B_F16: bool = false;
+// Columns per workgroup: 1, 2, 4 or 8 (the Rust side picks the smallest that holds n, up
+// to 8), so a decode call (n = 1) runs one column's loop.
+override COLS: u32 = 8u;
 
 const ROWS: u32 = 8u;
 const LANES: u32 = 32u;
-const COLS: u32 = 8u;
 
-var<workgroup> partial: array<f32, 2048>; // ROWS * LANES * COLS
-
-fn byte_at(p: u32) -> u32 {
-    return (a[p >> 2u] >> ((p & 3u) * 8u)) & 0xffu;
-}
+var<workgroup> partial: array<f32, 2048>; // ROWS * LANES * 8 columns at most
 
 // The f16 at even byte address p, as f32.
 fn scale_at(p: u32) -> f32 {
@@ -61,15 +59,42 @@ fn block_bytes() -> u32 {
     return select(18u, 34u, FORMAT == 0u);
 }
 
-// Value e of the block starting at byte p, times nothing (the scale is applied by the
-// caller): the integer q (Q8_0) or nibble - 8 (Q4_0).
-fn quant(p: u32, e: u32) -> f32 {
-    if (FORMAT == 0u) {
-        let q = byte_at(p + 2u + e);
-        return f32(i32(q) - select(0, 256, q >= 128u));
+// The 32-bit word of A starting at byte p (p even): two loads funnelled when p is not
+// on a word boundary.
+fn word_at(p: u32) -> u32 {
+    let i = p >> 2u;
+    if ((p & 2u) == 0u) {
+        return a[i];
     }
-    let byte = byte_at(p + 2u + (e & 15u));
-    return f32(select(byte & 15u, byte >> 4u, e >= 16u)) - 8.0;
+    return (a[i] >> 16u) | (a[i + 1u] << 16u);
+}
+
+// The block's 32 integers (q for Q8_0, nibble - 8 for Q4_0) dotted with column col of B
+// at rows l0.. (the scale is applied once by the caller).
+fn block_dot(p: u32, l0: u32, col: u32) -> f32 {
+    let bb = params.b_off + l0 + col * params.ldb;
+    var s = 0.0;
+    if (FORMAT == 0u) {
+        for (var wi = 0u; wi < 8u; wi = wi + 1u) {
+            let w = word_at(p + 2u + 4u * wi);
+            for (var e = 0u; e < 4u; e = e + 1u) {
+                let q = (w >> (8u * e)) & 0xffu;
+                let v = f32(i32(q) - select(0, 256, q >= 128u));
+                s = s + v * b_at(bb + 4u * wi + e);
+            }
+        }
+    } else {
+        for (var wi = 0u; wi < 4u; wi = wi + 1u) {
+            let w = word_at(p + 2u + 4u * wi);
+            for (var e = 0u; e < 4u; e = e + 1u) {
+                let byte = (w >> (8u * e)) & 0xffu;
+                let j = 4u * wi + e;
+                s = s + (f32(byte & 15u) - 8.0) * b_at(bb + j);
+                s = s + (f32(byte >> 4u) - 8.0) * b_at(bb + j + 16u);
+            }
+        }
+    }
+    return s;
 }
 
 @compute @workgroup_size(256)
@@ -85,13 +110,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var blk = lane; blk < blocks; blk = blk + LANES) {
             let p = row_base + blk * block_bytes();
             let d = scale_at(p);
-            for (var e = 0u; e < 32u; e = e + 1u) {
-                let w = quant(p, e) * d;
-                let l = blk * 32u + e;
-                for (var j = 0u; j < COLS; j = j + 1u) {
-                    if (col0 + j < params.n) {
-                        acc[j] = acc[j] + w * b_at(params.b_off + l + (col0 + j) * params.ldb);
-                    }
+            for (var j = 0u; j < COLS; j = j + 1u) {
+                if (col0 + j < params.n) {
+                    acc[j] = acc[j] + d * block_dot(p, blk * 32u, col0 + j);
                 }
             }
         }

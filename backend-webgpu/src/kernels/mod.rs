@@ -157,7 +157,7 @@ kernels! {
         file: "gemm_q.wgsl",
         math: false,
         entries: ["main"],
-        constants: ["FORMAT", "B_F16"],
+        constants: ["FORMAT", "B_F16", "COLS"],
         params: params::GemmQ,
     },
     Conv2dEx {

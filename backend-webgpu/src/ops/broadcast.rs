@@ -120,7 +120,7 @@ impl Ctx {
         }
         let indices = st.bind(limits, p.op, &p.indices)?;
         let out = st.bind(limits, p.op, &p.output)?;
-        let elems = p.n * p.cols;
+        let elems = p.n.saturating_mul(p.cols);
         if elems > u32::MAX as usize {
             return Err(BackendError::Unsupported(format!(
                 "{}: {elems} output elements, more than the kernel's u32 indices",

@@ -87,7 +87,10 @@ impl Ctx {
         let f = st.bind_opt(limits, p.op, p.filter.as_ref())?;
         let b = st.bind_opt(limits, p.op, p.bias.as_ref())?;
         let empty_input = p.input.is_none() || p.filter.is_none();
-        let total = (p.n * p.k * p.oh * p.ow) as u64;
+        let total = [p.n, p.k, p.oh, p.ow]
+            .iter()
+            .map(|&d| d as u64)
+            .product::<u64>();
         if total > u64::from(u32::MAX) {
             return Err(BackendError::Unsupported(format!(
                 "{}: {total} outputs, more than the kernel's u32 indices",
@@ -122,10 +125,7 @@ impl Ctx {
         // One input channel per group: four outputs of a row per thread.
         let depthwise = !empty_input && p.group_channels() == 1;
         let (entry, threads) = if depthwise {
-            (
-                "depthwise4",
-                (p.n * p.k * p.oh) as u64 * p.ow.div_ceil(4) as u64,
-            )
+            ("depthwise4", total / p.ow as u64 * p.ow.div_ceil(4) as u64)
         } else {
             ("main", total)
         };

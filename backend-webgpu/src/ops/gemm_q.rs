@@ -8,8 +8,13 @@ use super::u32_saturating;
 use crate::kernels::{Kernel, PipelineKey, params};
 use crate::{Ctx, State};
 
-/// Rows and columns of one workgroup's tile (`ROWS`, `COLS` in gemm_q.wgsl).
-const TILE: u64 = 8;
+/// Rows of one workgroup's tile (`ROWS` in gemm_q.wgsl).
+const ROWS: u64 = 8;
+
+/// Columns of one workgroup's tile (`COLS`): the smallest of 1, 2, 4, 8 that holds `n`.
+fn tile_columns(n: usize) -> u64 {
+    (n.max(1).next_power_of_two() as u64).min(8)
+}
 
 /// The `FORMAT` override of a block format.
 fn format_code(f: QuantFormat) -> f64 {
@@ -42,7 +47,8 @@ impl Ctx {
             flags: u32::from(p.reads_ab()) | (u32::from(p.beta != 0.0) << 1),
             _pad: 0,
         };
-        let (gx, gy) = ((p.m as u64).div_ceil(TILE), (p.n as u64).div_ceil(TILE));
+        let cols = tile_columns(p.n);
+        let (gx, gy) = ((p.m as u64).div_ceil(ROWS), (p.n as u64).div_ceil(cols));
         let max = u64::from(limits.max_groups);
         if gx > max || gy > max {
             return Err(BackendError::Unsupported(format!(
@@ -52,7 +58,8 @@ impl Ctx {
         }
         let key = PipelineKey::new(Kernel::GemmQ, "main")
             .with("FORMAT", format_code(p.format))
-            .with("B_F16", f64::from(u8::from(p.b_dtype == DType::F16)));
+            .with("B_F16", f64::from(u8::from(p.b_dtype == DType::F16)))
+            .with("COLS", cols as f64);
         let State { stream, .. } = &mut *st;
         self.dispatch(
             stream,
@@ -61,5 +68,16 @@ impl Ctx {
             &[(1, &a), (2, &b), (3, &c)],
             [gx as u32, gy as u32, 1],
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_tiles_hold_n_up_to_eight() {
+        let got: Vec<u64> = [0, 1, 2, 3, 4, 5, 8, 9, 512].map(tile_columns).to_vec();
+        assert_eq!(got, [1, 1, 2, 4, 4, 8, 8, 8, 8]);
     }
 }
