@@ -6,7 +6,7 @@ use std::pin::Pin;
 use crate::row_major::RowMajor;
 use crate::{
     AttentionArgs, BackendError, BackendResult, BackendTranspose, BinaryOp, DType, MemoryInfo,
-    ReduceOp, Retired, UnaryOp,
+    ReduceOp, Retired, UnaryOp, UnaryParamOp,
 };
 
 /// A boxed future returned by the async methods. Not `Send`: on the web the futures hold
@@ -393,6 +393,30 @@ pub trait ComputeBackend: Send + Sync {
         let _ = (a, a_shape, b, b_shape, out, out_shape);
         Err(BackendError::Unsupported(format!(
             "binary_broadcast {op}: not implemented by {}",
+            self.name()
+        )))
+    }
+
+    /// `output[i] = op(input[i]; a, b)` for `n` contiguous f32 elements: the parameterised
+    /// functions of [`UnaryParamOp`] (LeakyRelu, Elu, Selu, Celu, HardSigmoid, Clip).
+    ///
+    /// Aliasing and sizes as in [`unary`](Self::unary). A parameter the op uses must be
+    /// finite (Clip's bounds may be infinite, with `a <= b`; Celu's `a` non-zero), else
+    /// `InvalidArgument` naming it; one it does not use is ignored. NaN inputs give NaN.
+    ///
+    /// The default body returns `Unsupported`.
+    fn unary_param(
+        &self,
+        op: UnaryParamOp,
+        a: f32,
+        b: f32,
+        input_ptr: u64,
+        output_ptr: u64,
+        n: usize,
+    ) -> BackendResult<()> {
+        let _ = (a, b, input_ptr, output_ptr, n);
+        Err(BackendError::Unsupported(format!(
+            "unary_param {op}: not implemented by {}",
             self.name()
         )))
     }

@@ -30,7 +30,7 @@ use crate::validate::{
 };
 use crate::{
     AttentionArgs, BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp,
-    ComputeBackend, DType, MemoryInfo, Operand, ReduceOp, Retired, UnaryOp,
+    ComputeBackend, DType, MemoryInfo, Operand, ReduceOp, Retired, UnaryOp, UnaryParamOp,
 };
 
 /// A backend in terms of checked plans. Implementing it gives the type
@@ -166,6 +166,23 @@ pub trait Executor: Send + Sync {
 
     /// [`ComputeBackend::binary_broadcast`]; the default returns `Unsupported`.
     fn run_binary_broadcast(&self, op: BinaryOp, plan: &BroadcastPlan) -> BackendResult<()> {
+        Err(BackendError::Unsupported(format!(
+            "{} {op}: not implemented by {}",
+            plan.op,
+            self.backend_name()
+        )))
+    }
+
+    /// [`ComputeBackend::unary_param`] (parameters checked); the default returns
+    /// `Unsupported`.
+    fn run_unary_param(
+        &self,
+        op: UnaryParamOp,
+        a: f32,
+        b: f32,
+        plan: &UnaryPlan,
+    ) -> BackendResult<()> {
+        let _ = (a, b);
         Err(BackendError::Unsupported(format!(
             "{} {op}: not implemented by {}",
             plan.op,
@@ -615,6 +632,20 @@ impl<E: Executor> ComputeBackend for E {
         self.ready()?;
         let plan = validate::binary_broadcast(a, a_shape, b, b_shape, out, out_shape);
         dispatch(self, plan, |p| self.run_binary_broadcast(op, p))
+    }
+
+    fn unary_param(
+        &self,
+        op: UnaryParamOp,
+        a: f32,
+        b: f32,
+        input_ptr: u64,
+        output_ptr: u64,
+        n: usize,
+    ) -> BackendResult<()> {
+        self.ready()?;
+        let plan = validate::unary_param(op, a, b, input_ptr, output_ptr, n);
+        dispatch(self, plan, |p| self.run_unary_param(op, a, b, p))
     }
 
     fn gather(

@@ -21,4 +21,5 @@ pub use conv::Conv2dArgs;
 pub use error::{BackendError, BackendResult, fmt_bytes};
 pub use types::{
     BackendTranspose, BinaryOp, DType, MemoryInfo, QuantFormat, ReduceOp, RowOp, UnaryOp,
+    UnaryParamOp,
 };

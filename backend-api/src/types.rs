@@ -84,6 +84,15 @@ op_enum! {
         Mean => "mean",
         /// Product; 1 over an empty axis.
         Prod => "prod",
+        /// Sum of squares; 0 over an empty axis.
+        SumSquare => "sum_square",
+        /// Sum of absolute values (the L1 norm); 0 over an empty axis.
+        L1 => "l1",
+        /// Square root of the sum of squares (the L2 norm); 0 over an empty axis.
+        L2 => "l2",
+        /// `max + log(sum(exp(x - max)))`, stable; -inf over an empty axis, +inf when
+        /// any value is +inf (and no NaN).
+        LogSumExp => "logsumexp",
     }
 }
 
@@ -124,6 +133,67 @@ op_enum! {
         Floor => "floor",
         /// Round toward +inf.
         Ceil => "ceil",
+        /// The error function.
+        Erf => "erf",
+        /// `log(1 + exp(x))`, computed stably (`x` for large `x`, `exp(x)` for very
+        /// negative `x`).
+        Softplus => "softplus",
+        /// `x / (1 + |x|)`; +-1 at +-inf.
+        Softsign => "softsign",
+        /// `x * tanh(softplus(x))`; NaN at -inf, as IEEE arithmetic of the formula gives.
+        Mish => "mish",
+        /// `x * relu6(x + 3) / 6`: 0 for `x <= -3` (-inf included), `x` for `x >= 3`.
+        HardSwish => "hardswish",
+        /// Tangent.
+        Tan => "tan",
+        /// Arcsine; NaN outside [-1, 1].
+        Asin => "asin",
+        /// Arccosine; NaN outside [-1, 1].
+        Acos => "acos",
+        /// Arctangent.
+        Atan => "atan",
+        /// Hyperbolic sine.
+        Sinh => "sinh",
+        /// Hyperbolic cosine.
+        Cosh => "cosh",
+        /// Inverse hyperbolic sine.
+        Asinh => "asinh",
+        /// Inverse hyperbolic cosine; NaN below 1.
+        Acosh => "acosh",
+        /// Inverse hyperbolic tangent; +-inf at +-1, NaN outside [-1, 1].
+        Atanh => "atanh",
+        /// -1, 0 or 1 by the sign of `x`; +0 for both zeros (as NumPy and PyTorch); NaN
+        /// stays NaN.
+        Sign => "sign",
+        /// Round to the nearest integer, halves to even.
+        Round => "round",
+        /// GELU in its tanh approximation, `x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715
+        /// x^3)))`, computed as `x * sigmoid(2 * sqrt(2/pi) * (x + 0.044715 x^3))` (the
+        /// same function, without the cancellation of `1 + tanh` for negative `x`).
+        GeluTanh => "gelu_tanh",
+    }
+}
+
+op_enum! {
+    /// Elementwise functions of one f32 with one or two f32 parameters `a`, `b`, for
+    /// [`unary_param`](crate::ComputeBackend::unary_param). Parameters an op does not
+    /// use are ignored.
+    UnaryParamOp {
+        /// `x` for `x > 0`, else `a * x` (`a` the negative slope, finite).
+        LeakyRelu => "leaky_relu",
+        /// `x` for `x > 0`, else `a * (exp(x) - 1)` (`a` finite).
+        Elu => "elu",
+        /// `b * (x for x > 0, else a * (exp(x) - 1))`: ONNX's `Selu(alpha = a, gamma =
+        /// b)`, PyTorch's with `a = 1.6732632`, `b = 1.0507010` (both finite).
+        Selu => "selu",
+        /// `max(0, x) + min(0, a * (exp(x / a) - 1))` (`a` finite and non-zero).
+        Celu => "celu",
+        /// `max(0, min(1, a * x + b))` (both finite; ONNX's default is `a = 0.2, b =
+        /// 0.5`, PyTorch's `a = 1/6, b = 0.5`).
+        HardSigmoid => "hard_sigmoid",
+        /// `min(max(x, a), b)`, NaN propagating; `a <= b`, either may be infinite. A zero
+        /// clipped at a zero bound may keep either sign.
+        Clip => "clip",
     }
 }
 
@@ -144,6 +214,9 @@ op_enum! {
         Min => "min",
         /// `a^b` with IEEE `pow` special cases.
         Pow => "pow",
+        /// C `fmod`: `a - trunc(a / b) * b` computed exactly, with the sign of `a`; NaN
+        /// when `b` is 0 or `a` infinite, `a` when `b` is infinite and `a` finite.
+        Mod => "mod",
     }
 }
 

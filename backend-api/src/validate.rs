@@ -14,7 +14,7 @@ pub use crate::RowOp;
 use crate::address::fmt_range;
 use crate::{
     AttentionArgs, BackendResult, BackendTranspose, DType, HeadTensor, Operand, QuantFormat,
-    invalid,
+    UnaryParamOp, invalid,
 };
 
 /// `a * b` in u64, or an `InvalidArgument` naming what overflowed.
@@ -1214,6 +1214,57 @@ fn same_or_disjoint(op: &str, output: &Operand, input: &Operand) -> BackendResul
 /// Validates a unary op over `n` f32 elements.
 pub fn unary(input_ptr: u64, output_ptr: u64, n: usize) -> BackendResult<Option<UnaryPlan>> {
     const OP: &str = "unary";
+    if n == 0 {
+        return Ok(None);
+    }
+    let input = required(OP, "input", input_ptr, n as u64)?;
+    let output = required(OP, "output", output_ptr, n as u64)?;
+    finish(UnaryPlan {
+        op: OP,
+        n,
+        input,
+        output,
+    })
+}
+
+/// Validates a parameterised unary op over `n` f32 elements: the operands as
+/// [`unary`] checks them (the plan's op is `"unary_param"`), and the parameters `op` uses.
+pub fn unary_param(
+    op: UnaryParamOp,
+    a: f32,
+    b: f32,
+    input_ptr: u64,
+    output_ptr: u64,
+    n: usize,
+) -> BackendResult<Option<UnaryPlan>> {
+    const OP: &str = "unary_param";
+    let finite = |name: &str, v: f32| {
+        if v.is_finite() {
+            Ok(())
+        } else {
+            Err(invalid!("{OP} {op}: parameter {name} = {v} must be finite"))
+        }
+    };
+    match op {
+        UnaryParamOp::LeakyRelu | UnaryParamOp::Elu => finite("a", a)?,
+        UnaryParamOp::Selu | UnaryParamOp::HardSigmoid => {
+            finite("a", a)?;
+            finite("b", b)?;
+        }
+        UnaryParamOp::Celu => {
+            finite("a", a)?;
+            if a == 0.0 {
+                return Err(invalid!("{OP} {op}: parameter a must be non-zero"));
+            }
+        }
+        UnaryParamOp::Clip => {
+            if a.is_nan() || b.is_nan() || a > b {
+                return Err(invalid!(
+                    "{OP} {op}: bounds a = {a}, b = {b} must not be NaN and need a <= b"
+                ));
+            }
+        }
+    }
     if n == 0 {
         return Ok(None);
     }

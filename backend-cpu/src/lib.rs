@@ -29,7 +29,7 @@ use backend_api::validate::{
 };
 use backend_api::{
     AddressSpace, BackendError, BackendResult, BinaryOp, DType, MemoryInfo, Operand, ReduceOp,
-    Retired, UnaryOp,
+    Retired, UnaryOp, UnaryParamOp,
 };
 
 /// Environment variable that caps the bytes a [`CpuBackend::from_env`] (and so
@@ -254,6 +254,23 @@ impl Executor for CpuBackend {
         let x = s.read(p.op, Some(&p.input), DType::F32)?;
         s.check(p.op, &p.output)?;
         let y: Vec<f32> = x.iter().map(|&v| reference::unary(op, v)).collect();
+        s.write(p.op, &p.output, &y)
+    }
+
+    fn run_unary_param(
+        &self,
+        op: UnaryParamOp,
+        a: f32,
+        b: f32,
+        p: &UnaryPlan,
+    ) -> BackendResult<()> {
+        let mut s = self.state()?;
+        let x = s.read(p.op, Some(&p.input), DType::F32)?;
+        s.check(p.op, &p.output)?;
+        let y: Vec<f32> = x
+            .iter()
+            .map(|&v| reference::unary_param(op, a, b, v))
+            .collect();
         s.write(p.op, &p.output, &y)
     }
 

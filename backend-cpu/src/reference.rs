@@ -10,7 +10,7 @@
 //! operand's extent; callers (the backend, the conformance suite) guarantee that.
 
 use backend_api::validate::{AttentionPlan, RowOp};
-use backend_api::{BinaryOp, DType, QuantFormat, ReduceOp, UnaryOp};
+use backend_api::{BinaryOp, DType, QuantFormat, ReduceOp, UnaryOp, UnaryParamOp};
 
 use crate::parallel::for_chunks;
 
@@ -359,11 +359,25 @@ pub fn reduce(
                     ReduceOp::Prod => values.product(),
                     ReduceOp::Max => values.fold(f64::NEG_INFINITY, nan_max),
                     ReduceOp::Min => values.fold(f64::INFINITY, nan_min),
+                    ReduceOp::SumSquare => values.fold(0.0, |a, v| a + v * v),
+                    ReduceOp::L1 => values.fold(0.0, |a, v| a + v.abs()),
+                    ReduceOp::L2 => values.fold(0.0, |a, v| a + v * v).sqrt(),
+                    ReduceOp::LogSumExp => log_sum_exp(values),
                 };
                 *out = r as f32;
             }
         }
     });
+}
+
+/// `max + ln(sum(exp(v - max)))`: -inf for no values or only -inf, NaN with any NaN,
+/// +inf with any +inf.
+fn log_sum_exp(values: impl Iterator<Item = f64> + Clone) -> f64 {
+    let max = values.clone().fold(f64::NEG_INFINITY, nan_max);
+    if !max.is_finite() {
+        return max;
+    }
+    max + values.map(|v| (v - max).exp()).sum::<f64>().ln()
 }
 
 /// A row op over each row of `x[rows x cols]` into `y`, in f64 (two passes for the
@@ -441,6 +455,82 @@ pub fn unary(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::Cos => x.cos(),
         UnaryOp::Floor => x.floor(),
         UnaryOp::Ceil => x.ceil(),
+        UnaryOp::Erf => libm::erf(x),
+        UnaryOp::Softplus => softplus(x),
+        UnaryOp::Softsign => {
+            if x.is_infinite() {
+                x.signum()
+            } else {
+                x / (1.0 + x.abs())
+            }
+        }
+        UnaryOp::Mish => x * softplus(x).tanh(),
+        UnaryOp::HardSwish => {
+            if x <= -3.0 {
+                0.0
+            } else if x >= 3.0 {
+                x
+            } else {
+                x * (x + 3.0) / 6.0
+            }
+        }
+        UnaryOp::Tan => x.tan(),
+        UnaryOp::Asin => x.asin(),
+        UnaryOp::Acos => x.acos(),
+        UnaryOp::Atan => x.atan(),
+        UnaryOp::Sinh => x.sinh(),
+        UnaryOp::Cosh => x.cosh(),
+        UnaryOp::Asinh => x.asinh(),
+        UnaryOp::Acosh => x.acosh(),
+        UnaryOp::Atanh => x.atanh(),
+        UnaryOp::Sign => {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else if x.is_nan() {
+                x
+            } else {
+                0.0
+            }
+        }
+        UnaryOp::Round => x.round_ties_even(),
+        // 0.5 * (1 + tanh(z)) is sigmoid(2z): the same function without the cancellation.
+        UnaryOp::GeluTanh => {
+            let z = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+            x * sigmoid(2.0 * z)
+        }
+    };
+    r as f32
+}
+
+/// `ln(1 + e^x)` without overflow or cancellation.
+fn softplus(x: f64) -> f64 {
+    if x > 0.0 {
+        x + (-x).exp().ln_1p()
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+/// One parameterised unary op, computed in f64 and rounded to f32.
+pub fn unary_param(op: UnaryParamOp, a: f32, b: f32, x: f32) -> f32 {
+    let (a, b, x) = (f64::from(a), f64::from(b), f64::from(x));
+    // exp(x) - 1 for x <= 0 (the negative branch of the ELU family).
+    let elu = |x: f64, a: f64| if x > 0.0 { x } else { a * x.exp_m1() };
+    let r = match op {
+        UnaryParamOp::LeakyRelu => {
+            if x > 0.0 {
+                x
+            } else {
+                a * x
+            }
+        }
+        UnaryParamOp::Elu => elu(x, a),
+        UnaryParamOp::Selu => b * elu(x, a),
+        UnaryParamOp::Celu => nan_max(0.0, x) + nan_min(0.0, a * (x / a).exp_m1()),
+        UnaryParamOp::HardSigmoid => nan_max(0.0, nan_min(1.0, a * x + b)),
+        UnaryParamOp::Clip => nan_min(nan_max(x, a), b),
     };
     r as f32
 }
@@ -456,6 +546,8 @@ pub fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
         BinaryOp::Max => nan_max(a, b),
         BinaryOp::Min => nan_min(a, b),
         BinaryOp::Pow => a.powf(b),
+        // Rust's `%` is C's fmod: exact, with the dividend's sign.
+        BinaryOp::Mod => a % b,
     };
     r as f32
 }

@@ -28,6 +28,7 @@ use std::path::PathBuf;
 
 use backend_api::{
     BackendTranspose, BinaryOp, ComputeBackend, Conv2dArgs, DType, QuantFormat, ReduceOp, UnaryOp,
+    UnaryParamOp,
 };
 use backend_cpu::CpuBackend;
 use serde::Deserialize;
@@ -950,11 +951,14 @@ fn reduce_matches_numpy() {
 
 fn run_reduce(strict_zeros: bool) -> Report {
     let be = backend();
-    let fixture: ReduceFile = load("reduce.json");
+    let mut cases = load::<ReduceFile>("reduce.json").cases;
+    cases.extend(load::<ReduceFile>("reduce_ex.json").cases);
     let mut report = Report::new(strict_zeros);
-    for (ci, case) in fixture.cases.iter().enumerate() {
+    let mut seen = Vec::new();
+    for (ci, case) in cases.iter().enumerate() {
         report.cases += 1;
         let op = ReduceOp::from_name(&case.op).unwrap_or_else(|| panic!("reduce op {:?}", case.op));
+        seen.push(op);
         let rule = match op {
             ReduceOp::Max | ReduceOp::Min => Rule::ExactAnyZero,
             _ => Rule::Ulp1,
@@ -981,6 +985,9 @@ fn run_reduce(strict_zeros: bool) -> Report {
             }
             Err(e) => report.fail(&case.name, e),
         }
+    }
+    for &op in ReduceOp::ALL {
+        assert!(seen.contains(&op), "reduce*.json have no case for {op}");
     }
     report
 }
@@ -1094,7 +1101,9 @@ fn unary_rule(op: UnaryOp) -> Rule {
         | UnaryOp::Ceil
         | UnaryOp::Sqrt
         | UnaryOp::Recip
-        | UnaryOp::Square => Rule::Exact,
+        | UnaryOp::Square
+        | UnaryOp::Round => Rule::Exact,
+        UnaryOp::Sign | UnaryOp::HardSwish => Rule::ExactAnyZero,
         UnaryOp::Relu => Rule::ExactAnyZero,
         // sigmoid tanh exp log gelu silu rsqrt sin cos: libm-dependent in the last f64 bit.
         _ => Rule::Ulp1,
@@ -1108,11 +1117,21 @@ fn unary_matches_numpy() {
 }
 
 fn run_unary(strict_zeros: bool) -> Report {
-    let be = backend();
-    let fixture: UnaryFile = load("unary.json");
-    let n = fixture.input.len();
     let mut report = Report::new(strict_zeros);
     let mut seen = Vec::new();
+    for file in ["unary.json", "unary_ex.json"] {
+        run_unary_file(file, &mut report, &mut seen);
+    }
+    for &op in UnaryOp::ALL {
+        assert!(seen.contains(&op), "unary*.json have no case for {op}");
+    }
+    report
+}
+
+fn run_unary_file(file: &str, report: &mut Report, seen: &mut Vec<UnaryOp>) {
+    let be = backend();
+    let fixture: UnaryFile = load(file);
+    let n = fixture.input.len();
     for (ci, case) in fixture.cases.iter().enumerate() {
         report.cases += 1;
         let op = UnaryOp::from_name(&case.op).unwrap_or_else(|| panic!("unary op {:?}", case.op));
@@ -1135,15 +1154,70 @@ fn run_unary(strict_zeros: bool) -> Report {
             Err(e) => report.fail(&name, e),
         }
     }
-    for &op in UnaryOp::ALL {
-        assert!(seen.contains(&op), "unary.json has no case for {op}");
+}
+
+#[derive(Deserialize)]
+struct UnaryParamFile {
+    input: Vec<u64>,
+    cases: Vec<UnaryParamCase>,
+}
+
+#[derive(Deserialize)]
+struct UnaryParamCase {
+    op: String,
+    /// f32 bits.
+    a: u32,
+    b: u32,
+    want: Vec<u64>,
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
+fn unary_param_matches_numpy() {
+    let be = backend();
+    let fixture: UnaryParamFile = load("unary_param.json");
+    let n = fixture.input.len();
+    let mut report = Report::new(false);
+    let mut seen = Vec::new();
+    for (ci, case) in fixture.cases.iter().enumerate() {
+        report.cases += 1;
+        let op = UnaryParamOp::from_name(&case.op)
+            .unwrap_or_else(|| panic!("unary_param op {:?}", case.op));
+        seen.push(op);
+        let (a, b) = (f32::from_bits(case.a), f32::from_bits(case.b));
+        let name = format!("unary_param {op}({a}, {b})");
+        let mut mem = Placement::new(&be, ci % 3 != 2);
+        let pi = mem.put(&f32_bytes(&fixture.input), 4);
+        let po = if ci % 2 == 1 { pi } else { mem.put_output(n) };
+        mem.upload();
+        if let Err(e) = be.unary_param(op, a, b, mem.ptr(pi), mem.ptr(po), n) {
+            report.fail(&name, format!("returned {e}"));
+            continue;
+        }
+        let rule = match op {
+            // (Clip of -0 at a bound of +0 may give either zero.)
+            UnaryParamOp::Clip | UnaryParamOp::LeakyRelu | UnaryParamOp::HardSigmoid => {
+                Rule::ExactAnyZero
+            }
+            // expm1: libm-dependent in the last f64 bit.
+            _ => Rule::Ulp1,
+        };
+        match mem.finish(po) {
+            Ok(bytes) => report.compare(&name, &f32s(&bytes), &case.want, None, rule, 0..n),
+            Err(e) => report.fail(&name, e),
+        }
     }
-    report
+    for &op in UnaryParamOp::ALL {
+        assert!(seen.contains(&op), "unary_param.json has no case for {op}");
+    }
+    report.done("unary_param.json");
 }
 
 fn binary_rule(op: BinaryOp) -> Rule {
     match op {
-        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div => Rule::Exact,
+        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod => {
+            Rule::Exact
+        }
         BinaryOp::Max | BinaryOp::Min => Rule::ExactAnyZero,
         _ => Rule::Ulp1,
     }
@@ -1156,12 +1230,22 @@ fn binary_matches_numpy() {
 }
 
 fn run_binary(strict_zeros: bool) -> Report {
-    let be = backend();
-    let fixture: BinaryFile = load("binary.json");
-    let n = fixture.a.len();
-    assert_eq!(n, fixture.b.len());
     let mut report = Report::new(strict_zeros);
     let mut seen = Vec::new();
+    for file in ["binary.json", "binary_ex.json"] {
+        run_binary_file(file, &mut report, &mut seen);
+    }
+    for &op in BinaryOp::ALL {
+        assert!(seen.contains(&op), "binary*.json have no case for {op}");
+    }
+    report
+}
+
+fn run_binary_file(file: &str, report: &mut Report, seen: &mut Vec<BinaryOp>) {
+    let be = backend();
+    let fixture: BinaryFile = load(file);
+    let n = fixture.a.len();
+    assert_eq!(n, fixture.b.len());
     for (ci, case) in fixture.cases.iter().enumerate() {
         report.cases += 1;
         let op = BinaryOp::from_name(&case.op).unwrap_or_else(|| panic!("binary op {:?}", case.op));
@@ -1189,10 +1273,6 @@ fn run_binary(strict_zeros: bool) -> Report {
             Err(e) => report.fail(&name, e),
         }
     }
-    for &op in BinaryOp::ALL {
-        assert!(seen.contains(&op), "binary.json has no case for {op}");
-    }
-    report
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -106,6 +106,7 @@ pub(crate) fn binary_broadcast(
         BinaryOp::Max => rows(p, a, b, out, nan_max),
         BinaryOp::Min => rows(p, a, b, out, nan_min),
         BinaryOp::Pow => rows(p, a, b, out, f32::powf),
+        BinaryOp::Mod => rows(p, a, b, out, |a, b| a % b),
     }
 }
 

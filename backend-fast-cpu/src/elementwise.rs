@@ -1,7 +1,7 @@
 //! Unary, binary and cast: one function per op applied over chunks, so that the simple ops
 //! vectorise and large calls split over rayon's pool.
 
-use backend_api::{BinaryOp, DType, UnaryOp};
+use backend_api::{BinaryOp, DType, UnaryOp, UnaryParamOp};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
@@ -104,6 +104,56 @@ fn gelu(x: f32) -> f32 {
     0.5 * x * libm::erfcf(-x * std::f32::consts::FRAC_1_SQRT_2)
 }
 
+/// `ln(1 + e^x)` without overflow or cancellation.
+#[inline]
+fn softplus(x: f32) -> f32 {
+    if x > 0.0 {
+        x + (-x).exp().ln_1p()
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+#[inline]
+fn hardswish(x: f32) -> f32 {
+    if x <= -3.0 {
+        0.0
+    } else if x >= 3.0 {
+        x
+    } else {
+        x * (x + 3.0) / 6.0
+    }
+}
+
+#[inline]
+fn sign(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else if x.is_nan() {
+        x
+    } else {
+        0.0
+    }
+}
+
+/// GELU's tanh form as `x * sigmoid(2z)` (no cancellation of `1 + tanh(z)`).
+#[inline]
+fn gelu_tanh(x: f32) -> f32 {
+    let z = 0.797_884_6 * (x + 0.044715 * x * x * x);
+    x * sigmoid(2.0 * z)
+}
+
+#[inline]
+fn softsign(x: f32) -> f32 {
+    if x.is_infinite() {
+        x.signum()
+    } else {
+        x / (1.0 + x.abs())
+    }
+}
+
 /// Dispatches on `op` once, then runs `run` with the op's function.
 macro_rules! with_unary {
     ($op:expr, $run:ident($($arg:expr),*)) => {
@@ -125,6 +175,23 @@ macro_rules! with_unary {
             UnaryOp::Cos => $run($($arg,)* f32::cos),
             UnaryOp::Floor => $run($($arg,)* f32::floor),
             UnaryOp::Ceil => $run($($arg,)* f32::ceil),
+            UnaryOp::Erf => $run($($arg,)* libm::erff),
+            UnaryOp::Softplus => $run($($arg,)* softplus),
+            UnaryOp::Softsign => $run($($arg,)* softsign),
+            UnaryOp::Mish => $run($($arg,)* |x: f32| x * softplus(x).tanh()),
+            UnaryOp::HardSwish => $run($($arg,)* hardswish),
+            UnaryOp::Tan => $run($($arg,)* f32::tan),
+            UnaryOp::Asin => $run($($arg,)* f32::asin),
+            UnaryOp::Acos => $run($($arg,)* f32::acos),
+            UnaryOp::Atan => $run($($arg,)* f32::atan),
+            UnaryOp::Sinh => $run($($arg,)* f32::sinh),
+            UnaryOp::Cosh => $run($($arg,)* f32::cosh),
+            UnaryOp::Asinh => $run($($arg,)* libm::asinhf),
+            UnaryOp::Acosh => $run($($arg,)* libm::acoshf),
+            UnaryOp::Atanh => $run($($arg,)* libm::atanhf),
+            UnaryOp::Sign => $run($($arg,)* sign),
+            UnaryOp::Round => $run($($arg,)* f32::round_ties_even),
+            UnaryOp::GeluTanh => $run($($arg,)* gelu_tanh),
         }
     };
 }
@@ -139,8 +206,39 @@ macro_rules! with_binary {
             BinaryOp::Max => $run($($arg,)* nan_max),
             BinaryOp::Min => $run($($arg,)* nan_min),
             BinaryOp::Pow => $run($($arg,)* f32::powf),
+            // Rust's `%` is C's fmodf: exact.
+            BinaryOp::Mod => $run($($arg,)* |a: f32, b: f32| a % b),
         }
     };
+}
+
+/// As `with_unary!` for the parameterised ops, with `a` and `b` captured.
+macro_rules! with_unary_param {
+    ($op:expr, $a:expr, $b:expr, $run:ident($($arg:expr),*)) => {{
+        let (a, b): (f32, f32) = ($a, $b);
+        // exp(x) - 1 for the negative branch of the ELU family.
+        let elu = move |x: f32| if x > 0.0 { x } else { a * x.exp_m1() };
+        match $op {
+            UnaryParamOp::LeakyRelu => $run($($arg,)* move |x: f32| if x > 0.0 { x } else { a * x }),
+            UnaryParamOp::Elu => $run($($arg,)* elu),
+            UnaryParamOp::Selu => $run($($arg,)* move |x: f32| b * elu(x)),
+            UnaryParamOp::Celu => $run($($arg,)* move |x: f32| {
+                nan_max(0.0, x) + nan_min(0.0, a * (x / a).exp_m1())
+            }),
+            UnaryParamOp::HardSigmoid => {
+                $run($($arg,)* move |x: f32| nan_max(0.0, nan_min(1.0, a * x + b)))
+            }
+            UnaryParamOp::Clip => $run($($arg,)* move |x: f32| nan_min(nan_max(x, a), b)),
+        }
+    }};
+}
+
+pub(crate) fn unary_param(op: UnaryParamOp, a: f32, b: f32, x: &[f32], out: &mut [f32]) {
+    with_unary_param!(op, a, b, map1(x, out))
+}
+
+pub(crate) fn unary_param_in_place(op: UnaryParamOp, a: f32, b: f32, y: &mut [f32]) {
+    with_unary_param!(op, a, b, map1_in_place(y))
 }
 
 pub(crate) fn unary(op: UnaryOp, x: &[f32], out: &mut [f32]) {

@@ -50,7 +50,7 @@ use backend_api::validate::{
 };
 use backend_api::{
     AddressSpace, BackendError, BackendResult, BinaryOp, DType, MemoryInfo, Operand, ReduceOp,
-    Retired, UnaryOp,
+    Retired, UnaryOp, UnaryParamOp,
 };
 
 /// Environment variable that caps the bytes a [`FastCpuBackend::from_env`] backend may
@@ -350,6 +350,25 @@ impl Executor for FastCpuBackend {
         } else {
             s.with_f32(p.op, &p.output, &[Some(&p.input)], |y, ins| {
                 elementwise::unary(op, ins.f32s(0), y)
+            })
+        }
+    }
+
+    fn run_unary_param(
+        &self,
+        op: UnaryParamOp,
+        a: f32,
+        b: f32,
+        p: &UnaryPlan,
+    ) -> BackendResult<()> {
+        let mut s = self.state()?;
+        if p.in_place() {
+            s.with_f32(p.op, &p.output, &[], |y, _| {
+                elementwise::unary_param_in_place(op, a, b, y)
+            })
+        } else {
+            s.with_f32(p.op, &p.output, &[Some(&p.input)], |y, ins| {
+                elementwise::unary_param(op, a, b, ins.f32s(0), y)
             })
         }
     }

@@ -16,27 +16,64 @@ const TASK_ELEMENTS: usize = 1 << 16;
 
 const LANES: usize = 8;
 
+/// What each element adds to a sum-type reduction (Sum, Mean, SumSquare, L1, L2).
+#[inline]
+fn summand(op: ReduceOp, v: f32) -> f64 {
+    let v = f64::from(v);
+    match op {
+        ReduceOp::SumSquare | ReduceOp::L2 => v * v,
+        ReduceOp::L1 => v.abs(),
+        _ => v,
+    }
+}
+
+/// A sum-type reduction's result from its sum over `len` elements.
+fn finish_sum(op: ReduceOp, s: f64, len: usize) -> f32 {
+    (match op {
+        ReduceOp::Mean => s / len as f64,
+        ReduceOp::L2 => s.sqrt(),
+        _ => s,
+    }) as f32
+}
+
+/// `f` summed over a contiguous row in f64, with `LANES` independent accumulators.
+#[inline]
+fn sum_row(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    let mut acc = [0.0f64; LANES];
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    let mut s = acc.iter().sum::<f64>() + 0.0;
+    for &v in tail {
+        s += f(v);
+    }
+    s
+}
+
+/// `max + ln(sum(exp(v - max)))` given the row's NaN-propagating `max`.
+fn log_sum_exp(max: f32, sum_exp: impl FnOnce(f64) -> f64) -> f32 {
+    if !max.is_finite() {
+        return max;
+    }
+    let m = f64::from(max);
+    (m + sum_exp(m).ln()) as f32
+}
+
 /// One contiguous row reduced.
 fn row(op: ReduceOp, x: &[f32]) -> f32 {
     let chunks = x.chunks_exact(LANES);
     let tail = chunks.remainder();
     match op {
-        ReduceOp::Sum | ReduceOp::Mean => {
-            let mut acc = [0.0f64; LANES];
-            for c in chunks {
-                for (a, &v) in acc.iter_mut().zip(c) {
-                    *a += f64::from(v);
-                }
-            }
-            let mut s = acc.iter().sum::<f64>() + 0.0;
-            for &v in tail {
-                s += f64::from(v);
-            }
-            if op == ReduceOp::Mean {
-                s /= x.len() as f64;
-            }
-            s as f32
+        ReduceOp::Sum | ReduceOp::Mean | ReduceOp::SumSquare | ReduceOp::L1 | ReduceOp::L2 => {
+            finish_sum(op, sum_row(x, |v| summand(op, v)), x.len())
         }
+        ReduceOp::LogSumExp => log_sum_exp(row(ReduceOp::Max, x), |m| {
+            sum_row(x, |v| (f64::from(v) - m).exp())
+        }),
         ReduceOp::Prod => {
             let mut acc = [1.0f64; LANES];
             for c in chunks {
@@ -75,28 +112,41 @@ fn row(op: ReduceOp, x: &[f32]) -> f32 {
 /// `out[j] = op over l of x[l * inner + j]` for one outer index.
 fn strided(op: ReduceOp, x: &[f32], len: usize, inner: usize, out: &mut [f32]) {
     match op {
-        ReduceOp::Sum | ReduceOp::Mean | ReduceOp::Prod => {
-            let prod = op == ReduceOp::Prod;
-            let mut acc = vec![if prod { 1.0f64 } else { 0.0 }; inner];
+        ReduceOp::Prod => {
+            let mut acc = vec![1.0f64; inner];
             for l in 0..len {
                 let xs = &x[l * inner..][..inner];
-                if prod {
-                    acc.iter_mut()
-                        .zip(xs)
-                        .for_each(|(a, &v)| *a *= f64::from(v));
-                } else {
-                    acc.iter_mut()
-                        .zip(xs)
-                        .for_each(|(a, &v)| *a += f64::from(v));
+                acc.iter_mut()
+                    .zip(xs)
+                    .for_each(|(a, &v)| *a *= f64::from(v));
+            }
+            for (o, a) in out.iter_mut().zip(acc) {
+                *o = a as f32;
+            }
+        }
+        ReduceOp::Sum | ReduceOp::Mean | ReduceOp::SumSquare | ReduceOp::L1 | ReduceOp::L2 => {
+            let mut acc = vec![0.0f64; inner];
+            for l in 0..len {
+                let xs = &x[l * inner..][..inner];
+                acc.iter_mut()
+                    .zip(xs)
+                    .for_each(|(a, &v)| *a += summand(op, v));
+            }
+            for (o, a) in out.iter_mut().zip(acc) {
+                *o = finish_sum(op, a, len);
+            }
+        }
+        ReduceOp::LogSumExp => {
+            strided(ReduceOp::Max, x, len, inner, out);
+            let mut acc = vec![0.0f64; inner];
+            for l in 0..len {
+                let xs = &x[l * inner..][..inner];
+                for ((a, &v), &m) in acc.iter_mut().zip(xs).zip(out.iter()) {
+                    *a += (f64::from(v) - f64::from(m)).exp();
                 }
             }
-            let div = if op == ReduceOp::Mean {
-                len as f64
-            } else {
-                1.0
-            };
             for (o, a) in out.iter_mut().zip(acc) {
-                *o = (a / div) as f32;
+                *o = log_sum_exp(*o, |_| a);
             }
         }
         ReduceOp::Max | ReduceOp::Min => {
@@ -137,6 +187,8 @@ pub(crate) fn reduce(
             ReduceOp::Max => f32::NEG_INFINITY,
             ReduceOp::Min => f32::INFINITY,
             ReduceOp::Mean => f32::NAN,
+            ReduceOp::SumSquare | ReduceOp::L1 | ReduceOp::L2 => 0.0,
+            ReduceOp::LogSumExp => f32::NEG_INFINITY,
         };
         output.fill(v);
         return;
@@ -187,28 +239,19 @@ pub(crate) fn reduce(
 fn long_row(op: ReduceOp, x: &[f32]) -> f32 {
     let part = TASK_ELEMENTS;
     match op {
-        ReduceOp::Sum | ReduceOp::Mean => {
+        ReduceOp::Sum | ReduceOp::Mean | ReduceOp::SumSquare | ReduceOp::L1 | ReduceOp::L2 => {
             let s: f64 = x
                 .par_chunks(part)
-                .map(|c| {
-                    let mut acc = [0.0f64; LANES];
-                    let chunks = c.chunks_exact(LANES);
-                    let tail: f64 = chunks.remainder().iter().map(|&v| f64::from(v)).sum();
-                    for c in chunks {
-                        for (a, &v) in acc.iter_mut().zip(c) {
-                            *a += f64::from(v);
-                        }
-                    }
-                    acc.iter().sum::<f64>() + tail
-                })
+                .map(|c| sum_row(c, |v| summand(op, v)))
                 .sum::<f64>()
                 + 0.0;
-            if op == ReduceOp::Mean {
-                (s / x.len() as f64) as f32
-            } else {
-                s as f32
-            }
+            finish_sum(op, s, x.len())
         }
+        ReduceOp::LogSumExp => log_sum_exp(long_row(ReduceOp::Max, x), |m| {
+            x.par_chunks(part)
+                .map(|c| sum_row(c, |v| (f64::from(v) - m).exp()))
+                .sum::<f64>()
+        }),
         ReduceOp::Prod => x
             .par_chunks(part)
             .map(|c| c.iter().map(|&v| f64::from(v)).product::<f64>())

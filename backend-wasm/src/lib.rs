@@ -51,7 +51,7 @@ use backend_api::validate::{
 };
 use backend_api::{
     BackendFuture, BackendResult, BinaryOp, ComputeBackend, MemoryInfo, Operand, ReduceOp, Retired,
-    UnaryOp,
+    UnaryOp, UnaryParamOp,
 };
 pub use backend_webgpu::{AdapterSummary, WebGpuBackend, WebGpuOptions};
 pub use error::WebGpuError;
@@ -292,6 +292,16 @@ impl Executor for WasmBackend {
 
     fn run_unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
         self.inner.run_unary(op, p)
+    }
+
+    fn run_unary_param(
+        &self,
+        op: UnaryParamOp,
+        a: f32,
+        b: f32,
+        p: &UnaryPlan,
+    ) -> BackendResult<()> {
+        self.inner.run_unary_param(op, a, b, p)
     }
 
     fn run_binary(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {

@@ -49,7 +49,7 @@ use backend_api::validate::{
 };
 use backend_api::{
     AddressSpace, BackendError, BackendFuture, BackendResult, BinaryOp, MemoryInfo, Operand,
-    ReduceOp, Retired, UnaryOp,
+    ReduceOp, Retired, UnaryOp, UnaryParamOp,
 };
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -410,6 +410,16 @@ impl Executor for WebGpuBackend {
 
     fn run_unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
         self.ctx()?.outside_lock(|c| c.unary(op, p))
+    }
+
+    fn run_unary_param(
+        &self,
+        op: UnaryParamOp,
+        a: f32,
+        b: f32,
+        p: &UnaryPlan,
+    ) -> BackendResult<()> {
+        self.ctx()?.outside_lock(|c| c.unary_param(op, a, b, p))
     }
 
     fn run_binary(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {

@@ -14,7 +14,7 @@ use crate::suites::broadcast::{BroadcastSuite, GatherSuite};
 use crate::suites::cast::CastSuite;
 use crate::suites::conv::{ConvExSuite, ConvSuite};
 use crate::suites::copy::CopySuite;
-use crate::suites::elementwise::{BinarySuite, UnarySuite};
+use crate::suites::elementwise::{BinarySuite, UnaryParamSuite, UnarySuite};
 use crate::suites::gemm::GemmSuite;
 use crate::suites::gemm_q::GemmQSuite;
 use crate::suites::reduce::ReduceSuite;
@@ -64,6 +64,7 @@ pub async fn run_check_async(
         Check::Conv2d => run_suite::<ConvSuite>(backend, check, config, progress).await,
         Check::Conv2dEx => run_suite::<ConvExSuite>(backend, check, config, progress).await,
         Check::GemmQ => run_suite::<GemmQSuite>(backend, check, config, progress).await,
+        Check::UnaryParam => run_suite::<UnaryParamSuite>(backend, check, config, progress).await,
         Check::Attention | Check::AttentionEx => {
             run_suite::<AttentionSuite>(backend, check, config, progress).await
         }

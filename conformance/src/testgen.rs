@@ -67,6 +67,7 @@ macro_rules! __for_each_check {
             gather Gather property "`gather`: out-of-range indices (zero rows), empty tables, long rows, values copied bit for bit.",
             conv2d_ex Conv2dEx property "`conv2d_forward_ex`: depthwise and grouped, dilation, asymmetric padding, bias, empty inputs.",
             gemm_q GemmQ property "`gemm_q`: Q8_0 and Q4_0 weights at any byte offset, B f32 or f16, alpha/beta, NaN in C with beta 0.",
+            unary_param UnaryParam property "`unary_param`: LeakyRelu, Elu, Selu, Celu, HardSigmoid, Clip with random parameters, in place and not, special values.",
         }
     };
 }

@@ -136,6 +136,24 @@ pub fn reduce_tolerance(op: ReduceOp, len: usize, abs_sum: f64) -> Tol {
         ReduceOp::Prod => Tol::rel((len as f64 + 2.0) * EPS),
         // Selection is exact.
         ReduceOp::Max | ReduceOp::Min => Tol::EXACT,
+        // Sums of non-negative terms (one more rounding each for the square): relative to
+        // the result, plus each term's subnormal flushing.
+        ReduceOp::SumSquare | ReduceOp::L1 => Tol {
+            atol: (len as f64 + 1.0) * FTZ,
+            rtol: (len as f64 + 3.0) * EPS,
+        },
+        // The square root halves the sum's relative error (and of its absolute part).
+        ReduceOp::L2 => Tol {
+            atol: ((len as f64 + 1.0) * FTZ).sqrt(),
+            rtol: 0.5 * (len as f64 + 3.0) * EPS + 2.0 * EPS,
+        },
+        // m + log(s), s = sum exp(v - m) in [1, len]: s's relative error (the sum, each
+        // exp and its rounded argument, |t| e^-t <= 1/e ulp) is an absolute error of
+        // log(s); then log's and the addition's roundings.
+        ReduceOp::LogSumExp => Tol {
+            atol: (len as f64 + 8.0) * EPS + FTZ,
+            rtol: 4.0 * EPS,
+        },
     }
 }
 

@@ -10,6 +10,7 @@ fn apply(x: f32, y: f32) -> f32 {
         case BINARY_MAX: { return max_nan(x, y); }
         case BINARY_MIN: { return min_nan(x, y); }
         case BINARY_POW: { return pow_acc(x, y); }
+        case BINARY_MOD: { return fmod_acc(x, y); }
         default: { return nan_f32(); }
     }
 }

@@ -304,3 +304,305 @@ fn pow_acc(x: f32, y: f32) -> f32 {
     let r = exp_acc(y * log_acc(ax));
     return select(r, -r, negative);
 }
+
+// ---- The model-ops family: erf, softplus, inverse trigonometric and hyperbolic functions,
+// fmod. Each handles NaN, infinities and zeros explicitly and keeps the relative accuracy
+// of the contract's 1e-5 bound (see conformance's unary_tolerance) over the whole range.
+
+const LN2_F: f32 = 0.693147180559945;
+const PI_F: f32 = 3.14159265358979;
+const PIO2_F: f32 = 1.57079632679490;
+const PIO4_F: f32 = 0.785398163397448;
+
+// e^x - 1 with full relative accuracy near 0: a Taylor polynomial below 0.35 (the first
+// omitted term is < 1e-9 of the result), e^x - 1 above (exact subtraction, ~7 ulp).
+fn expm1_acc(x: f32) -> f32 {
+    if (abs(x) < 0.35) {
+        return x * (1.0 + x * (0.5 + x * (1.6666667e-1 + x * (4.1666668e-2 + x * (8.3333338e-3
+            + x * (1.3888889e-3 + x * (1.9841270e-4 + x * 2.4801587e-5)))))));
+    }
+    return exp_acc(x) - 1.0;
+}
+
+// log(1 + x) with full relative accuracy near 0: the log of the rounded 1 + x, corrected
+// by x / ((1 + x) - 1) for the rounding of the sum.
+fn log1p_acc(x: f32) -> f32 {
+    if (is_nan(x) || x < -1.0) {
+        return nan_f32();
+    }
+    if (x == -1.0) {
+        return -inf_f32();
+    }
+    if (is_inf(x)) {
+        return x;
+    }
+    let u = 1.0 + x;
+    if (u == 1.0) {
+        return x;
+    }
+    return log_acc(u) * (x / (u - 1.0));
+}
+
+// erf: its Maclaurin series below 0.5 (the first omitted term < 3e-11), 1 - erfc above,
+// +-1 from 4 on (erf(4) rounds to 1 in f32).
+fn erf_acc(x: f32) -> f32 {
+    if (is_nan(x)) {
+        return x;
+    }
+    let ax = abs(x);
+    if (ax < 0.5) {
+        let z = x * x;
+        var p = -1.3227513e-5; // -1 / (7! * 15)
+        p = p * z + 1.0683761e-4; // 1 / (6! * 13)
+        p = p * z - 7.5757576e-4; // -1 / (5! * 11)
+        p = p * z + 4.6296296e-3; // 1 / (4! * 9)
+        p = p * z - 2.3809524e-2; // -1 / (3! * 7)
+        p = p * z + 1.0e-1; // 1 / (2! * 5)
+        p = p * z - 3.3333333e-1; // -1 / 3
+        p = p * z + 1.0;
+        return 1.1283791670955126 * x * p;
+    }
+    if (ax >= 4.0) {
+        return select(1.0, -1.0, x < 0.0);
+    }
+    let r = 1.0 - erfc_acc(ax);
+    return select(r, -r, x < 0.0);
+}
+
+// log(1 + e^x): x + log1p(e^-x) above 0, log1p(e^x) below.
+fn softplus_acc(x: f32) -> f32 {
+    if (x > 0.0) {
+        return x + log1p_acc(exp_acc(-x));
+    }
+    return log1p_acc(exp_acc(x));
+}
+
+fn tan_acc(x: f32) -> f32 {
+    if (is_nan(x) || is_inf(x)) {
+        return nan_f32();
+    }
+    // tan has period pi: only whether the octant is 0 or 2 (mod 4) matters.
+    let q = reduce_quarter_pi(abs(x));
+    let z = q.r * q.r;
+    var t = 9.38540185543e-3;
+    t = t * z + 3.11992232697e-3;
+    t = t * z + 2.44301354525e-2;
+    t = t * z + 5.34112807005e-2;
+    t = t * z + 1.33387994085e-1;
+    t = t * z + 3.33331568548e-1;
+    t = t * z * q.r + q.r;
+    if (q.j == 2u) {
+        t = div_acc(-1.0, t);
+    }
+    return select(t, -t, x < 0.0);
+}
+
+// asin of 0 <= a <= 1: the odd polynomial below 0.5, pi/2 - 2 asin(sqrt((1 - a) / 2)) above.
+fn asin_pos(a: f32) -> f32 {
+    var x = a;
+    var z = a * a;
+    let big = a > 0.5;
+    if (big) {
+        z = 0.5 * (1.0 - a);
+        x = sqrt_acc(z);
+    }
+    var p = 4.2163199048e-2;
+    p = p * z + 2.4181311049e-2;
+    p = p * z + 4.5470025998e-2;
+    p = p * z + 7.4953002686e-2;
+    p = p * z + 1.6666752422e-1;
+    let r = p * z * x + x;
+    return select(r, PIO2_F - (r + r), big);
+}
+
+fn asin_acc(x: f32) -> f32 {
+    if (is_nan(x) || abs(x) > 1.0) {
+        return nan_f32();
+    }
+    let r = asin_pos(abs(x));
+    return select(r, -r, x < 0.0);
+}
+
+fn acos_acc(x: f32) -> f32 {
+    if (is_nan(x) || abs(x) > 1.0) {
+        return nan_f32();
+    }
+    if (x < -0.5) {
+        return PI_F - 2.0 * asin_pos(sqrt_acc(0.5 * (1.0 + x)));
+    }
+    if (x > 0.5) {
+        return 2.0 * asin_pos(sqrt_acc(0.5 * (1.0 - x)));
+    }
+    return PIO2_F - asin_acc(x);
+}
+
+fn atan_acc(x: f32) -> f32 {
+    if (is_nan(x)) {
+        return x;
+    }
+    var a = abs(x);
+    var base = 0.0;
+    if (a > 2.414213562373095) {
+        base = PIO2_F;
+        a = -div_acc(1.0, a);
+    } else if (a > 0.4142135623730950) {
+        base = PIO4_F;
+        a = (a - 1.0) / (a + 1.0);
+    }
+    let z = a * a;
+    var p = 8.05374449538e-2;
+    p = p * z - 1.38776856032e-1;
+    p = p * z + 1.99777106478e-1;
+    p = p * z - 3.33329491539e-1;
+    let r = base + (p * z * a + a);
+    return select(r, -r, x < 0.0);
+}
+
+// e^|x| / 2 for |x| where e^|x| overflows but the half does not: e^(|x|/2) squared, halved
+// first.
+fn half_exp_big(ax: f32) -> f32 {
+    let e = exp_acc(0.5 * ax);
+    return (0.5 * e) * e;
+}
+
+fn sinh_acc(x: f32) -> f32 {
+    if (is_nan(x)) {
+        return x;
+    }
+    let ax = abs(x);
+    var r: f32;
+    if (ax <= 1.0) {
+        let z = x * x;
+        return ((2.03721912945e-4 * z + 8.33028376239e-3) * z + 1.66667160211e-1) * z * x + x;
+    } else if (ax > 80.0) {
+        r = half_exp_big(ax);
+    } else {
+        let e = exp_acc(ax);
+        r = 0.5 * e - 0.5 / e;
+    }
+    return select(r, -r, x < 0.0);
+}
+
+fn cosh_acc(x: f32) -> f32 {
+    if (is_nan(x)) {
+        return x;
+    }
+    let ax = abs(x);
+    if (ax > 80.0) {
+        return half_exp_big(ax);
+    }
+    let e = exp_acc(ax);
+    return 0.5 * e + 0.5 / e;
+}
+
+fn asinh_acc(x: f32) -> f32 {
+    if (is_nan(x)) {
+        return x;
+    }
+    let ax = abs(x);
+    var r: f32;
+    if (ax > 1e10) {
+        r = log_acc(ax) + LN2_F;
+    } else if (ax < 0.5) {
+        let s = ax * ax;
+        r = log1p_acc(ax + s / (1.0 + sqrt_acc(1.0 + s)));
+    } else {
+        r = log_acc(ax + sqrt_acc(ax * ax + 1.0));
+    }
+    return select(r, -r, x < 0.0);
+}
+
+fn acosh_acc(x: f32) -> f32 {
+    if (is_nan(x) || x < 1.0) {
+        return nan_f32();
+    }
+    if (x > 1e10) {
+        return log_acc(x) + LN2_F;
+    }
+    if (x >= 2.0) {
+        return log_acc(x + sqrt_acc(x * x - 1.0));
+    }
+    // x - 1 is exact on [1, 2).
+    let t = x - 1.0;
+    return log1p_acc(t + sqrt_acc(2.0 * t + t * t));
+}
+
+fn atanh_acc(x: f32) -> f32 {
+    if (is_nan(x) || abs(x) > 1.0) {
+        return nan_f32();
+    }
+    let ax = abs(x);
+    if (ax == 1.0) {
+        return select(inf_f32(), -inf_f32(), x < 0.0);
+    }
+    // atanh(a) = log1p(2a / (1 - a)) / 2; below 0.5 as 2a + 2a^2 / (1 - a), no cancellation.
+    var r: f32;
+    if (ax < 0.5) {
+        r = 0.5 * log1p_acc(2.0 * ax + 2.0 * ax * ax / (1.0 - ax));
+    } else {
+        r = 0.5 * log1p_acc(2.0 * ax / (1.0 - ax));
+    }
+    return select(r, -r, x < 0.0);
+}
+
+// (mantissa with its leading one at bit 23, unbiased exponent + 127) of a finite, non-zero
+// magnitude's bits; subnormals are normalised (their exponent goes below 1).
+fn unpack_normal(bits: u32) -> vec2<i32> {
+    var e = i32(bits >> 23u);
+    var m = bits & 0x7fffffu;
+    if (e == 0) {
+        let s = countLeadingZeros(m) - 8u;
+        m = m << s;
+        e = 1 - i32(s);
+    } else {
+        m = m | 0x800000u;
+    }
+    return vec2<i32>(i32(m), e);
+}
+
+// C fmod, exactly: the remainder of the mantissas' long division, one bit per exponent
+// step (at most 277 steps), with the dividend's sign. The result is always representable.
+fn fmod_acc(a: f32, b: f32) -> f32 {
+    // Zero tested on the bits: a device that flushes subnormals may compare them equal to 0.
+    if (is_nan(a) || is_nan(b) || is_inf(a) || (bitcast<u32>(b) & 0x7fffffffu) == 0u) {
+        return nan_f32();
+    }
+    if (is_inf(b)) {
+        return a;
+    }
+    let sign = bitcast<u32>(a) & 0x80000000u;
+    let ia = bitcast<u32>(a) & 0x7fffffffu;
+    let ib = bitcast<u32>(b) & 0x7fffffffu;
+    if (ia < ib) {
+        return a;
+    }
+    if (ia == ib) {
+        return f32_from_bits(sign);
+    }
+    let pa = unpack_normal(ia);
+    let pb = unpack_normal(ib);
+    var m = u32(pa.x);
+    let mb = u32(pb.x);
+    for (var e = pa.y; e > pb.y; e = e - 1) {
+        if (m >= mb) {
+            m = m - mb;
+        }
+        m = m << 1u;
+    }
+    if (m >= mb) {
+        m = m - mb;
+    }
+    if (m == 0u) {
+        return f32_from_bits(sign);
+    }
+    // m < mb < 2^24: shift its leading one back to bit 23.
+    let s = countLeadingZeros(m) - 8u;
+    m = m << s;
+    var e = pb.y - i32(s);
+    if (e <= 0) {
+        // Subnormal: the bits shifted out are zeros (the remainder is representable).
+        m = m >> u32(1 - e);
+        e = 0;
+    }
+    return f32_from_bits(sign | (u32(e) << 23u) | (m & 0x7fffffu));
+}

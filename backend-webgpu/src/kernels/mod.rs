@@ -231,9 +231,19 @@ impl Kernel {
                 .collect()
         }
         use backend_api::validate::RowOp;
-        use backend_api::{BinaryOp, ReduceOp, UnaryOp};
+        use backend_api::{BinaryOp, ReduceOp, UnaryOp, UnaryParamOp};
         match self {
-            Kernel::Unary => consts("UNARY", UnaryOp::ALL, UnaryOp::name),
+            Kernel::Unary => {
+                let mut s = consts("UNARY", UnaryOp::ALL, UnaryOp::name);
+                for &op in UnaryParamOp::ALL {
+                    s.push_str(&format!(
+                        "const UNARY_PARAM_{}: u32 = {}u;\n",
+                        op.name().to_uppercase(),
+                        param_op_code(op)
+                    ));
+                }
+                s
+            }
             Kernel::Binary | Kernel::Broadcast => consts("BINARY", BinaryOp::ALL, BinaryOp::name),
             Kernel::Reduce => consts("REDUCE", ReduceOp::ALL, ReduceOp::name),
             Kernel::Rows => consts("ROW", RowOp::ALL, RowOp::name),
@@ -248,6 +258,15 @@ pub(crate) fn op_code<T: PartialEq>(all: &[T], op: T) -> u32 {
     all.iter()
         .position(|o| *o == op)
         .expect("ALL lists every variant") as u32
+}
+
+/// The unary kernel's `OP` for a parameterised op: after every [`UnaryOp`]'s code.
+///
+/// [`UnaryOp`]: backend_api::UnaryOp
+pub(crate) fn param_op_code(op: backend_api::UnaryParamOp) -> u32 {
+    const FIRST: u32 = 64;
+    const _: () = assert!(backend_api::UnaryOp::ALL.len() <= FIRST as usize);
+    FIRST + op_code(backend_api::UnaryParamOp::ALL, op)
 }
 
 /// A pipeline: kernel, entry point and override constants (values as f64 bits, so the
@@ -371,7 +390,13 @@ pub(crate) mod params {
         pub n: u32,
         pub x_off: u32,
         pub y_off: u32,
-        pub _pad: u32,
+        pub _pad0: u32,
+        /// The first parameter of a `UnaryParamOp`.
+        pub a: f32,
+        /// The second parameter of a `UnaryParamOp`.
+        pub b: f32,
+        pub _pad1: u32,
+        pub _pad2: u32,
     }
 
     #[repr(C)]

@@ -1,10 +1,15 @@
-// y = f(x) elementwise. OP selects f; `main` reads x and writes y, `in_place` updates y.
+// y = f(x) elementwise. OP selects f: a UNARY_* op, or a UNARY_PARAM_* op with its
+// parameters a and b; `main` reads x and writes y, `in_place` updates y.
 
 struct Params {
     n: u32,
     x_off: u32,
     y_off: u32,
-    _pad: u32,
+    _pad0: u32,
+    a: f32,
+    b: f32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -48,6 +53,60 @@ fn apply(v: f32) -> f32 {
         case UNARY_COS: { return cos_acc(v); }
         case UNARY_FLOOR: { return floor(v); }
         case UNARY_CEIL: { return ceil(v); }
+        case UNARY_ERF: { return erf_acc(v); }
+        case UNARY_SOFTPLUS: { return softplus_acc(v); }
+        case UNARY_SOFTSIGN: {
+            if (is_inf(v)) {
+                return select(1.0, -1.0, v < 0.0);
+            }
+            return div_acc(v, 1.0 + abs(v));
+        }
+        // -inf * tanh(0) is NaN, as the formula gives.
+        case UNARY_MISH: { return v * tanh_acc(softplus_acc(v)); }
+        case UNARY_HARDSWISH: {
+            if (v <= -3.0) {
+                return 0.0;
+            }
+            if (v >= 3.0) {
+                return v;
+            }
+            return v * (v + 3.0) / 6.0;
+        }
+        case UNARY_TAN: { return tan_acc(v); }
+        case UNARY_ASIN: { return asin_acc(v); }
+        case UNARY_ACOS: { return acos_acc(v); }
+        case UNARY_ATAN: { return atan_acc(v); }
+        case UNARY_SINH: { return sinh_acc(v); }
+        case UNARY_COSH: { return cosh_acc(v); }
+        case UNARY_ASINH: { return asinh_acc(v); }
+        case UNARY_ACOSH: { return acosh_acc(v); }
+        case UNARY_ATANH: { return atanh_acc(v); }
+        case UNARY_SIGN: {
+            if (is_nan(v)) {
+                return v;
+            }
+            return select(select(0.0, -1.0, v < 0.0), 1.0, v > 0.0);
+        }
+        case UNARY_ROUND: { return round(v); }
+        case UNARY_GELU_TANH: {
+            if (is_nan(v)) {
+                return v;
+            }
+            // x/2 (1 + tanh(z)) = x sigmoid(2z), z = sqrt(2/pi) (x + 0.044715 x^3).
+            return v * sigmoid_acc(1.5957691216057308 * (v + 0.044715 * v * v * v));
+        }
+        case UNARY_PARAM_LEAKY_RELU: { return select(params.a * v, v, v > 0.0); }
+        case UNARY_PARAM_ELU: { return select(params.a * expm1_acc(v), v, v > 0.0); }
+        case UNARY_PARAM_SELU: {
+            return params.b * select(params.a * expm1_acc(v), v, v > 0.0);
+        }
+        case UNARY_PARAM_CELU: {
+            return max_nan(0.0, v) + min_nan(0.0, params.a * expm1_acc(div_acc(v, params.a)));
+        }
+        case UNARY_PARAM_HARD_SIGMOID: {
+            return max_nan(0.0, min_nan(1.0, params.a * v + params.b));
+        }
+        case UNARY_PARAM_CLIP: { return min_nan(max_nan(v, params.a), params.b); }
         default: { return nan_f32(); }
     }
 }

@@ -2,11 +2,11 @@
 //! in pieces of at most one binding each.
 
 use backend_api::validate::{BinaryPlan, UnaryPlan};
-use backend_api::{BackendResult, BinaryOp, UnaryOp};
+use backend_api::{BackendResult, BinaryOp, UnaryOp, UnaryParamOp};
 use bytemuck::bytes_of;
 
 use super::{groups_of_256, sub};
-use crate::kernels::{Kernel, PipelineKey, op_code, params};
+use crate::kernels::{Kernel, PipelineKey, op_code, param_op_code, params};
 use crate::stream::{Bound, Limits};
 use crate::{Ctx, State};
 
@@ -122,7 +122,23 @@ fn choose_binary(
 impl Ctx {
     pub(crate) fn unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
         let _span = tracing::debug_span!("unary", op = op.name(), n = p.n).entered();
-        let code = f64::from(op_code(UnaryOp::ALL, op));
+        self.unary_code(op_code(UnaryOp::ALL, op), [0.0; 2], p)
+    }
+
+    pub(crate) fn unary_param(
+        &self,
+        op: UnaryParamOp,
+        a: f32,
+        b: f32,
+        p: &UnaryPlan,
+    ) -> BackendResult<()> {
+        let _span = tracing::debug_span!("unary_param", op = op.name(), n = p.n).entered();
+        self.unary_code(param_op_code(op), [a, b], p)
+    }
+
+    /// The unary kernel with `OP = code` and the parameters `[a, b]`.
+    fn unary_code(&self, code: u32, [a, b]: [f32; 2], p: &UnaryPlan) -> BackendResult<()> {
+        let code = f64::from(code);
         let limits = &self.limits;
         let mut st = self.lock();
         let piece = elementwise_piece(limits, 4);
@@ -137,7 +153,11 @@ impl Ctx {
                 n: n as u32,
                 x_off: x.elem(4),
                 y_off: y.elem(4),
-                _pad: 0,
+                _pad0: 0,
+                a,
+                b,
+                _pad1: 0,
+                _pad2: 0,
             };
             let choice = choose_unary(n, p.in_place(), x.byte, y.byte);
             let State { stream, .. } = &mut *st;

@@ -111,18 +111,26 @@ impl Ctx {
             y_off: y.elem(4),
             _pad: [0; 3],
         };
-        let code = f64::from(op_code(ReduceOp::ALL, op));
         let State { stream, .. } = &mut *st;
         let choice = choose(p.outer, p.len, p.inner, x.byte, y.byte);
         let grid = limits.grid(choice.groups())?;
         let (xs, ys) = choice.slots();
-        self.dispatch(
-            stream,
-            &choice.key(code),
-            bytes_of(&prm),
-            &[(xs, &x), (ys, &y)],
-            grid,
-        )
+        // LogSumExp: each output's maximum first, which the second pass reads back.
+        let passes: &[ReduceOp] = match op {
+            ReduceOp::LogSumExp => &[ReduceOp::Max, ReduceOp::LogSumExp],
+            _ => &[op],
+        };
+        for &pass in passes {
+            let code = f64::from(op_code(ReduceOp::ALL, pass));
+            self.dispatch(
+                stream,
+                &choice.key(code),
+                bytes_of(&prm),
+                &[(xs, &x), (ys, &y)],
+                grid,
+            )?;
+        }
+        Ok(())
     }
 }
 
