@@ -4,6 +4,7 @@
 use backend_api::{
     AttentionArgs, AttentionMask, BackendError, BackendTranspose, BinaryOp, Buffer, ComputeBackend,
     ComputeBackendExt, Conv2dArgs, DType, HeadTensor, QuantFormat, ReduceOp, Retired, UnaryOp,
+    UnaryParamOp,
 };
 
 use crate::Check;
@@ -486,6 +487,41 @@ pub(crate) async fn run(backend: &dyn ComputeBackend) -> CheckReport {
             "unary size overflow",
             Want::Invalid(&["unary"]),
             Box::new(|| b.unary(UnaryOp::Neg, a, bb, huge)),
+        ),
+        (
+            "unary_param past the end",
+            Want::Invalid(&["unary_param", "input", "0x"]),
+            Box::new(|| b.unary_param(UnaryParamOp::Clip, -1.0, 1.0, c, a, 65)),
+        ),
+        (
+            "unary_param partial overlap",
+            Want::Invalid(&["unary_param", "overlap"]),
+            Box::new(|| b.unary_param(UnaryParamOp::Elu, 1.0, 0.0, a, a + 4, 16)),
+        ),
+        (
+            "unary_param NaN parameter",
+            Want::Invalid(&["unary_param", "leaky_relu", "parameter a", "finite"]),
+            Box::new(|| b.unary_param(UnaryParamOp::LeakyRelu, f32::NAN, 0.0, a, bb, 4)),
+        ),
+        (
+            "unary_param infinite parameter",
+            Want::Invalid(&["unary_param", "selu", "parameter b", "finite"]),
+            Box::new(|| b.unary_param(UnaryParamOp::Selu, 1.67, f32::INFINITY, a, bb, 4)),
+        ),
+        (
+            "unary_param celu alpha 0",
+            Want::Invalid(&["unary_param", "celu", "non-zero"]),
+            Box::new(|| b.unary_param(UnaryParamOp::Celu, 0.0, 0.0, a, bb, 4)),
+        ),
+        (
+            "unary_param clip bounds reversed",
+            Want::Invalid(&["unary_param", "clip", "a <= b"]),
+            Box::new(|| b.unary_param(UnaryParamOp::Clip, 1.0, -1.0, a, bb, 4)),
+        ),
+        (
+            "unary_param clip NaN bound (even with n = 0)",
+            Want::Invalid(&["unary_param", "clip", "NaN"]),
+            Box::new(|| b.unary_param(UnaryParamOp::Clip, f32::NAN, 1.0, a, bb, 0)),
         ),
         (
             "binary partial overlap",
@@ -1091,6 +1127,19 @@ pub fn check_uninitialized(b: &dyn ComputeBackend) -> Result<(), String> {
         (
             "unary",
             Box::new(|| b.unary(UnaryOp::Exp, 0x1_0000_0000, 0x2_0000_0000, 1)),
+        ),
+        (
+            "unary_param",
+            Box::new(|| {
+                b.unary_param(
+                    UnaryParamOp::Clip,
+                    0.0,
+                    1.0,
+                    0x1_0000_0000,
+                    0x2_0000_0000,
+                    1,
+                )
+            }),
         ),
         (
             "binary",

@@ -21,6 +21,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use backend_api::{
     AttentionArgs, BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp,
     ComputeBackend, Conv2dArgs, DType, HeadTensor, MemoryInfo, QuantFormat, ReduceOp, UnaryOp,
+    UnaryParamOp,
 };
 use backend_cpu::CpuBackend;
 
@@ -131,6 +132,11 @@ pub enum Fault {
     ///     nibbles (high for `j < 16`): it runs on a copy of A with every quant byte's
     ///     nibbles swapped.
     GemmQSwapsNibbles,
+    /// 38. `unary_param` Selu ignores its scale `b` (runs with `b = 1`).
+    SeluIgnoresScale,
+    /// 39. `binary` Mod rounds the quotient to nearest (IEEE `remainder`) instead of
+    ///     truncating it (C `fmod`).
+    ModRoundsQuotient,
 }
 
 /// An op waiting in the queue of [`Fault::HtodOvertakesQueue`].
@@ -569,8 +575,42 @@ impl ComputeBackend for Mutant {
                 self.inner.binary(op, a_ptr, b_ptr, output_ptr, n)?;
                 return self.inner.binary(op, a_ptr, a_ptr, output_ptr, n);
             }
+            if self.fault == Fault::ModRoundsQuotient && op == BinaryOp::Mod {
+                // Read before the call: the output may be an input.
+                let inputs = (self.read_f32(a_ptr, n).ok(), self.read_f32(b_ptr, n).ok());
+                self.inner.binary(op, a_ptr, b_ptr, output_ptr, n)?;
+                if let (Some(x), Some(y)) = inputs {
+                    let r: Vec<f32> = x
+                        .iter()
+                        .zip(&y)
+                        .map(|(&x, &y)| {
+                            let (x, y) = (f64::from(x), f64::from(y));
+                            (x - y * (x / y).round_ties_even()) as f32
+                        })
+                        .collect();
+                    self.write_f32(output_ptr, &r)?;
+                }
+                return Ok(());
+            }
             self.op(move |b| b.binary(op, a_ptr, b_ptr, output_ptr, n))
         })
+    }
+
+    fn unary_param(
+        &self,
+        op: UnaryParamOp,
+        a: f32,
+        b: f32,
+        input_ptr: u64,
+        output_ptr: u64,
+        n: usize,
+    ) -> BackendResult<()> {
+        let b = if self.fault == Fault::SeluIgnoresScale && op == UnaryParamOp::Selu {
+            1.0
+        } else {
+            b
+        };
+        self.said_with(|| self.op(move |m| m.unary_param(op, a, b, input_ptr, output_ptr, n)))
     }
 
     fn synchronize(&self) -> BackendResult<()> {

@@ -156,6 +156,20 @@ fn gemm_q_swapping_nibbles_is_caught() {
 }
 
 #[test]
+fn selu_ignoring_its_scale_is_caught() {
+    assert_caught(
+        Fault::SeluIgnoresScale,
+        Check::UnaryParam,
+        &["selu", "output["],
+    );
+}
+
+#[test]
+fn mod_rounding_its_quotient_is_caught() {
+    assert_caught(Fault::ModRoundsQuotient, Check::Binary, &["mod output["]);
+}
+
+#[test]
 fn conv2d_flipping_the_filter_is_caught() {
     assert_caught(Fault::ConvFlipsFilter, Check::Conv2d, &["output["]);
 }
@@ -227,7 +241,7 @@ fn unmutated_wrapper_passes_every_check() {
 }
 
 /// Every fault, with the check meant to catch it.
-const FAULTS: [(Fault, Check); 22] = [
+const FAULTS: [(Fault, Check); 24] = [
     (Fault::GemmIgnoresBeta, Check::Gemm),
     (Fault::GemmReadsCWhenBetaZero, Check::Gemm),
     (Fault::GemmTransAAsNoTrans, Check::Gemm),
@@ -253,6 +267,8 @@ const FAULTS: [(Fault, Check); 22] = [
     (Fault::GatherReadsNextRow, Check::Gather),
     (Fault::ConvExDropsBias, Check::Conv2dEx),
     (Fault::GemmQSwapsNibbles, Check::GemmQ),
+    (Fault::SeluIgnoresScale, Check::UnaryParam),
+    (Fault::ModRoundsQuotient, Check::Binary),
 ];
 
 /// How robustly each fault is caught: failing cases (of 64) under the default seed for

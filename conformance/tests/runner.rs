@@ -326,3 +326,19 @@ fn without_a_gpu_driver_the_cpu_still_runs_and_the_fix_is_printed() {
     assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("no WebGPU adapter found"), "{stdout}");
 }
+
+#[test]
+fn the_help_names_every_check() {
+    let o = run(&["--help"]);
+    let (out, _) = text(&o);
+    assert!(o.status.success(), "{out}");
+    // clap folds the text; the names are separated by ", " or a line break.
+    let listed: String = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    for check in Check::ALL {
+        let name = check.name();
+        assert!(
+            listed.contains(&format!(" {name},")) || listed.contains(&format!(" {name}.")),
+            "--help does not list the check {name}:\n{out}"
+        );
+    }
+}

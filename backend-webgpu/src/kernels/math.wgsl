@@ -324,8 +324,10 @@ fn expm1_acc(x: f32) -> f32 {
     return exp_acc(x) - 1.0;
 }
 
-// log(1 + x) with full relative accuracy near 0: the log of the rounded 1 + x, corrected
-// by x / ((1 + x) - 1) for the rounding of the sum.
+// log(1 + x) with full relative accuracy near 0: 2 atanh(s), s = x / (2 + x), as its odd
+// series on [-0.3, 0.5] (|s| <= 0.2: the first omitted term is below 1e-10 of the
+// result), log(1 + x) elsewhere. (Correcting log(1 + x) by x / ((1 + x) - 1) does not
+// survive compilers that fold (1 + x) - 1 into x, as Mesa's does.)
 fn log1p_acc(x: f32) -> f32 {
     if (is_nan(x) || x < -1.0) {
         return nan_f32();
@@ -336,11 +338,18 @@ fn log1p_acc(x: f32) -> f32 {
     if (is_inf(x)) {
         return x;
     }
-    let u = 1.0 + x;
-    if (u == 1.0) {
-        return x;
+    if (x >= -0.3 && x <= 0.5) {
+        let s = x / (2.0 + x);
+        let z = s * s;
+        var p = 1.0 / 13.0;
+        p = p * z + 1.0 / 11.0;
+        p = p * z + 1.0 / 9.0;
+        p = p * z + 1.0 / 7.0;
+        p = p * z + 1.0 / 5.0;
+        p = p * z + 1.0 / 3.0;
+        return 2.0 * s + 2.0 * s * z * p;
     }
-    return log_acc(u) * (x / (u - 1.0));
+    return log_acc(1.0 + x);
 }
 
 // erf: its Maclaurin series below 0.5 (the first omitted term < 3e-11), 1 - erfc above,

@@ -3,7 +3,7 @@
 
 use backend_api::{
     AttentionArgs, AttentionMask, BackendTranspose, BinaryOp, Conv2dArgs, DType, HeadTensor,
-    QuantFormat, ReduceOp, Retired, RowOp, UnaryOp,
+    QuantFormat, ReduceOp, Retired, RowOp, UnaryOp, UnaryParamOp,
 };
 
 use super::machine::Machine;
@@ -34,8 +34,10 @@ pub enum Op {
         src: u64,
         bytes: usize,
     },
+    /// `unary`, or `unary_param` with its op and parameters when `param` is given.
     Unary {
         op: UnaryOp,
+        param: Option<(UnaryParamOp, f32, f32)>,
         input: u64,
         output: u64,
         n: usize,
@@ -156,7 +158,8 @@ impl Op {
             Op::CopyHtod { .. } => "copy_htod",
             Op::CopyDtoh { .. } => "copy_dtoh",
             Op::CopyDtod { .. } => "copy_dtod",
-            Op::Unary { .. } => "unary",
+            Op::Unary { param: None, .. } => "unary",
+            Op::Unary { .. } => "unary_param",
             Op::Binary { .. } => "binary",
             Op::Reduce { .. } => "reduce",
             Op::Rows { op, .. } => op.name(),
@@ -602,8 +605,21 @@ impl Machine<'_> {
                     90..150 => self.twin_or_place(src, input),
                     _ => self.place(src),
                 };
+                // A quarter of them parameterised, now and then with a bad parameter.
+                let param = (src.below(4) == 0).then(|| {
+                    let f = src.pick(UnaryParamOp::ALL);
+                    let mut v = || match src.below(16) {
+                        0 => f32::NAN,
+                        1 => f32::INFINITY,
+                        2 => 0.0,
+                        _ => (src.below(200) as f32 - 100.0) * 0.05,
+                    };
+                    let (a, b) = (v(), v());
+                    (f, a, b)
+                });
                 Op::Unary {
                     op,
+                    param,
                     input,
                     output,
                     n: self.count(src, room_i.min(room_o), 4),

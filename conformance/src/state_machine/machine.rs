@@ -10,12 +10,12 @@ use backend_cpu::reference;
 use super::call::Op;
 use super::memory::{AliasRec, KNOWN, Live, Loc, ModelMem, Value};
 use super::rules::{
-    Expect, HUGE_ALLOC, ModelGemmCall, PHYSICAL, STALE_KEPT, Where, combine, tame, tame_finite,
-    trans,
+    Expect, HUGE_ALLOC, ModelGemmCall, PHYSICAL, STALE_KEPT, Where, bad_param, combine, tame,
+    tame_finite, trans,
 };
 use super::source::{Fill, Options, Source};
 use super::stats::{Digest, MachineFailure, Stats};
-use crate::suites::elementwise::{binary_tolerance, unary_tolerance};
+use crate::suites::elementwise::{binary_tolerance, unary_param_tolerance, unary_tolerance};
 use crate::tolerance::{check_value, row_tolerance};
 
 /// Runs `call`, turning a panic into an error message (see [`crate::catch_panic`]).
@@ -324,12 +324,22 @@ impl<'b> Machine<'b> {
             }
             &Op::Unary {
                 op: f,
+                param,
                 input,
                 output,
                 n,
             } => {
-                let plan = self.want_elementwise(&[("input", input)], output, n);
-                let got = guarded(|| b.unary(f, input, output, n))?;
+                let mut plan = self.want_elementwise(&[("input", input)], output, n);
+                // Bad parameters are refused before the operands are looked at.
+                if let Some((g, pa, pb)) = param
+                    && let Some(why) = bad_param(g, pa, pb)
+                {
+                    plan = (None, Expect::Invalid(why));
+                }
+                let got = guarded(|| match param {
+                    Some((g, pa, pb)) => b.unary_param(g, pa, pb, input, output, n),
+                    None => b.unary(f, input, output, n),
+                })?;
                 if self.judge(op, &got, &plan.1)?
                     && let Some(locs) = plan.0
                 {
@@ -337,10 +347,20 @@ impl<'b> Machine<'b> {
                     let (oi, ooff) = locs[1];
                     let exact = self.opts.exact;
                     for (e, x) in x.into_iter().enumerate() {
-                        let v = match x {
-                            Some(x) if exact => Value::Exact(reference::unary(f, x)),
-                            Some(x) if tame(x) => {
+                        let v = match (x, param) {
+                            (Some(x), None) if exact => Value::Exact(reference::unary(f, x)),
+                            (Some(x), None) if tame(x) => {
                                 Value::Approx(reference::unary(f, x), unary_tolerance(f))
+                            }
+                            (Some(x), Some((g, pa, pb))) => {
+                                let want = reference::unary_param(g, pa, pb, x);
+                                if exact {
+                                    Value::Exact(want)
+                                } else if tame(x) {
+                                    Value::Approx(want, unary_param_tolerance(g, pa, pb, x))
+                                } else {
+                                    Value::Unknown
+                                }
                             }
                             _ => Value::Unknown,
                         };

@@ -2,7 +2,7 @@
 //! the valid ones.
 
 use backend_api::validate::{self, AttentionPlan, BroadcastPlan, GatherPlan, GemmQPlan};
-use backend_api::{AttentionArgs, BackendTranspose, Conv2dArgs, Operand, ReduceOp};
+use backend_api::{AttentionArgs, BackendTranspose, Conv2dArgs, Operand, ReduceOp, UnaryParamOp};
 use backend_cpu::reference;
 
 use super::call::Op;
@@ -21,6 +21,19 @@ pub const HUGE_ALLOC: u64 = 1 << 40;
 /// normal (subnormals may be flushed) and moderate.
 pub(super) fn tame(x: f32) -> bool {
     !x.is_finite() || x == 0.0 || (x.is_normal() && (2f32.powi(-60)..=64.0).contains(&x.abs()))
+}
+
+/// Why `unary_param` refuses these parameters, or `None` when it takes them.
+pub(super) fn bad_param(op: UnaryParamOp, a: f32, b: f32) -> Option<String> {
+    let finite = |name: &str, v: f32| (!v.is_finite()).then(|| format!("{op}: {name} = {v}"));
+    match op {
+        UnaryParamOp::LeakyRelu | UnaryParamOp::Elu => finite("a", a),
+        UnaryParamOp::Selu | UnaryParamOp::HardSigmoid => finite("a", a).or(finite("b", b)),
+        UnaryParamOp::Celu => finite("a", a).or((a == 0.0).then(|| format!("{op}: a = 0"))),
+        UnaryParamOp::Clip => {
+            (a.is_nan() || b.is_nan() || a > b).then(|| format!("{op}: bounds {a}, {b}"))
+        }
+    }
 }
 
 pub(super) fn tame_finite(x: f32) -> bool {
