@@ -421,6 +421,69 @@ pub trait ComputeBackend: Send + Sync {
         )))
     }
 
+    /// [`unary`](Self::unary) on `n` elements stored as `dtype` (f32, f16 or bf16): each
+    /// input widened exactly to f32, the function computed in f32 or better, the result
+    /// rounded once to `dtype` (to nearest even; overflow gives infinity, as IEEE
+    /// f16/bf16 do). Operands are aligned to `dtype`'s size; aliasing as in `unary`. With
+    /// `DType::F32` it is `unary`.
+    ///
+    /// The default body returns `Unsupported`.
+    fn unary_ex(
+        &self,
+        op: UnaryOp,
+        dtype: DType,
+        input_ptr: u64,
+        output_ptr: u64,
+        n: usize,
+    ) -> BackendResult<()> {
+        let _ = (input_ptr, output_ptr, n);
+        Err(BackendError::Unsupported(format!(
+            "unary_ex {op} {dtype}: not implemented by {}",
+            self.name()
+        )))
+    }
+
+    /// [`binary`](Self::binary) on `n` elements stored as `dtype`, computed in f32 or
+    /// better and rounded once at the store, as [`unary_ex`](Self::unary_ex) says.
+    ///
+    /// The default body returns `Unsupported`.
+    fn binary_ex(
+        &self,
+        op: BinaryOp,
+        dtype: DType,
+        a_ptr: u64,
+        b_ptr: u64,
+        output_ptr: u64,
+        n: usize,
+    ) -> BackendResult<()> {
+        let _ = (a_ptr, b_ptr, output_ptr, n);
+        Err(BackendError::Unsupported(format!(
+            "binary_ex {op} {dtype}: not implemented by {}",
+            self.name()
+        )))
+    }
+
+    /// [`reduce`](Self::reduce) of a tensor stored as `dtype` into outputs of `dtype`: the
+    /// accumulation in f32 or better (so a sum of f16 values whose partial sums pass
+    /// 65504 is right when the result fits), one rounding at the store.
+    ///
+    /// The default body returns `Unsupported`.
+    fn reduce_ex(
+        &self,
+        op: ReduceOp,
+        dtype: DType,
+        input_ptr: u64,
+        output_ptr: u64,
+        shape: &[usize],
+        axis: usize,
+    ) -> BackendResult<()> {
+        let _ = (input_ptr, output_ptr, shape, axis);
+        Err(BackendError::Unsupported(format!(
+            "reduce_ex {op} {dtype}: not implemented by {}",
+            self.name()
+        )))
+    }
+
     /// Embedding lookup: `out[i, :] = table[indices[i], :]` for `i < n`, with `table`
     /// a row-major f32 `[rows x cols]`, `indices` `n` u32 values and `out` a row-major
     /// f32 `[n x cols]`. An index `>= rows` reads nothing: that output row is zeros. `out`

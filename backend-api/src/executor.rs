@@ -190,6 +190,39 @@ pub trait Executor: Send + Sync {
         )))
     }
 
+    /// [`ComputeBackend::unary_ex`] with an f16 or bf16 `plan.dtype` (f32 calls go to
+    /// [`run_unary`](Self::run_unary)); the default returns `Unsupported`.
+    fn run_unary_ex(&self, op: UnaryOp, plan: &UnaryPlan) -> BackendResult<()> {
+        Err(BackendError::Unsupported(format!(
+            "{} {op} {}: not implemented by {}",
+            plan.op,
+            plan.dtype,
+            self.backend_name()
+        )))
+    }
+
+    /// [`ComputeBackend::binary_ex`] with an f16 or bf16 `plan.dtype`; the default
+    /// returns `Unsupported`.
+    fn run_binary_ex(&self, op: BinaryOp, plan: &BinaryPlan) -> BackendResult<()> {
+        Err(BackendError::Unsupported(format!(
+            "{} {op} {}: not implemented by {}",
+            plan.op,
+            plan.dtype,
+            self.backend_name()
+        )))
+    }
+
+    /// [`ComputeBackend::reduce_ex`] with an f16 or bf16 `plan.dtype`; the default
+    /// returns `Unsupported`.
+    fn run_reduce_ex(&self, op: ReduceOp, plan: &ReducePlan) -> BackendResult<()> {
+        Err(BackendError::Unsupported(format!(
+            "{} {op} {}: not implemented by {}",
+            plan.op,
+            plan.dtype,
+            self.backend_name()
+        )))
+    }
+
     /// [`ComputeBackend::gather`]; the default returns `Unsupported`.
     fn run_gather(&self, plan: &GatherPlan) -> BackendResult<()> {
         Err(BackendError::Unsupported(format!(
@@ -646,6 +679,56 @@ impl<E: Executor> ComputeBackend for E {
         self.ready()?;
         let plan = validate::unary_param(op, a, b, input_ptr, output_ptr, n);
         dispatch(self, plan, |p| self.run_unary_param(op, a, b, p))
+    }
+
+    fn unary_ex(
+        &self,
+        op: UnaryOp,
+        dtype: DType,
+        input_ptr: u64,
+        output_ptr: u64,
+        n: usize,
+    ) -> BackendResult<()> {
+        self.ready()?;
+        let plan = validate::unary_ex(dtype, input_ptr, output_ptr, n);
+        dispatch(self, plan, |p| match p.dtype {
+            DType::F32 => self.run_unary(op, p),
+            _ => self.run_unary_ex(op, p),
+        })
+    }
+
+    fn binary_ex(
+        &self,
+        op: BinaryOp,
+        dtype: DType,
+        a_ptr: u64,
+        b_ptr: u64,
+        output_ptr: u64,
+        n: usize,
+    ) -> BackendResult<()> {
+        self.ready()?;
+        let plan = validate::binary_ex(dtype, a_ptr, b_ptr, output_ptr, n);
+        dispatch(self, plan, |p| match p.dtype {
+            DType::F32 => self.run_binary(op, p),
+            _ => self.run_binary_ex(op, p),
+        })
+    }
+
+    fn reduce_ex(
+        &self,
+        op: ReduceOp,
+        dtype: DType,
+        input_ptr: u64,
+        output_ptr: u64,
+        shape: &[usize],
+        axis: usize,
+    ) -> BackendResult<()> {
+        self.ready()?;
+        let plan = validate::reduce_ex(dtype, input_ptr, output_ptr, shape, axis);
+        dispatch(self, plan, |p| match p.dtype {
+            DType::F32 => self.run_reduce(op, p),
+            _ => self.run_reduce_ex(op, p),
+        })
     }
 
     fn gather(

@@ -1066,6 +1066,8 @@ pub struct ReducePlan {
     pub input: Option<Operand>,
     /// The `outer * inner` results.
     pub output: Operand,
+    /// The storage type of input and output (f32 but for `reduce_ex`).
+    pub dtype: DType,
 }
 
 /// Validates a reduce over `axis` of the row-major `shape`.
@@ -1075,7 +1077,30 @@ pub fn reduce(
     shape: &[usize],
     axis: usize,
 ) -> BackendResult<Option<ReducePlan>> {
-    const OP: &str = "reduce";
+    reduce_typed("reduce", DType::F32, input_ptr, output_ptr, shape, axis)
+}
+
+/// Validates `reduce_ex`: a reduce whose input and output are stored as `dtype`.
+pub fn reduce_ex(
+    dtype: DType,
+    input_ptr: u64,
+    output_ptr: u64,
+    shape: &[usize],
+    axis: usize,
+) -> BackendResult<Option<ReducePlan>> {
+    reduce_typed("reduce_ex", dtype, input_ptr, output_ptr, shape, axis)
+}
+
+fn reduce_typed(
+    op: &'static str,
+    dtype: DType,
+    input_ptr: u64,
+    output_ptr: u64,
+    shape: &[usize],
+    axis: usize,
+) -> BackendResult<Option<ReducePlan>> {
+    #[expect(non_snake_case, reason = "the op name, as in the other validators")]
+    let OP = op;
     if shape.is_empty() {
         return Err(invalid!("{OP}: shape must have at least one dimension"));
     }
@@ -1094,8 +1119,8 @@ pub fn reduce(
     if out_elems == 0 {
         return Ok(None);
     }
-    let output = required(OP, "output", output_ptr, out_elems)?;
-    let input = operand(OP, "input", input_ptr, total, DType::F32)?;
+    let output = operand(OP, "output", output_ptr, out_elems, dtype)?.expect("non-empty");
+    let input = operand(OP, "input", input_ptr, total, dtype)?;
     finish(ReducePlan {
         op: OP,
         outer: as_usize(outer)?,
@@ -1103,6 +1128,7 @@ pub fn reduce(
         inner: as_usize(inner)?,
         input,
         output,
+        dtype,
     })
 }
 
@@ -1188,6 +1214,8 @@ pub struct UnaryPlan {
     pub input: Operand,
     /// The output: the input's exact range, or disjoint from it.
     pub output: Operand,
+    /// The storage type of input and output (f32 but for `unary_ex`).
+    pub dtype: DType,
 }
 
 impl UnaryPlan {
@@ -1213,17 +1241,38 @@ fn same_or_disjoint(op: &str, output: &Operand, input: &Operand) -> BackendResul
 
 /// Validates a unary op over `n` f32 elements.
 pub fn unary(input_ptr: u64, output_ptr: u64, n: usize) -> BackendResult<Option<UnaryPlan>> {
-    const OP: &str = "unary";
-    if n == 0 {
+    unary_typed("unary", DType::F32, input_ptr, output_ptr, n)
+}
+
+/// Validates `unary_ex`: a unary op over `n` elements stored as `dtype`.
+pub fn unary_ex(
+    dtype: DType,
+    input_ptr: u64,
+    output_ptr: u64,
+    n: usize,
+) -> BackendResult<Option<UnaryPlan>> {
+    unary_typed("unary_ex", dtype, input_ptr, output_ptr, n)
+}
+
+fn unary_typed(
+    op: &'static str,
+    dtype: DType,
+    input_ptr: u64,
+    output_ptr: u64,
+    n: usize,
+) -> BackendResult<Option<UnaryPlan>> {
+    let (Some(input), Some(output)) = (
+        operand(op, "input", input_ptr, n as u64, dtype)?,
+        operand(op, "output", output_ptr, n as u64, dtype)?,
+    ) else {
         return Ok(None);
-    }
-    let input = required(OP, "input", input_ptr, n as u64)?;
-    let output = required(OP, "output", output_ptr, n as u64)?;
+    };
     finish(UnaryPlan {
-        op: OP,
+        op,
         n,
         input,
         output,
+        dtype,
     })
 }
 
@@ -1275,6 +1324,7 @@ pub fn unary_param(
         n,
         input,
         output,
+        dtype: DType::F32,
     })
 }
 
@@ -1291,6 +1341,8 @@ pub struct BinaryPlan {
     pub b: Operand,
     /// The output: exactly `a`'s and/or `b`'s range, or disjoint from both.
     pub output: Operand,
+    /// The storage type of the operands (f32 but for `binary_ex`).
+    pub dtype: DType,
 }
 
 /// Validates a binary op over `n` f32 elements.
@@ -1300,19 +1352,42 @@ pub fn binary(
     output_ptr: u64,
     n: usize,
 ) -> BackendResult<Option<BinaryPlan>> {
-    const OP: &str = "binary";
-    if n == 0 {
+    binary_typed("binary", DType::F32, a_ptr, b_ptr, output_ptr, n)
+}
+
+/// Validates `binary_ex`: a binary op over `n` elements stored as `dtype`.
+pub fn binary_ex(
+    dtype: DType,
+    a_ptr: u64,
+    b_ptr: u64,
+    output_ptr: u64,
+    n: usize,
+) -> BackendResult<Option<BinaryPlan>> {
+    binary_typed("binary_ex", dtype, a_ptr, b_ptr, output_ptr, n)
+}
+
+fn binary_typed(
+    op: &'static str,
+    dtype: DType,
+    a_ptr: u64,
+    b_ptr: u64,
+    output_ptr: u64,
+    n: usize,
+) -> BackendResult<Option<BinaryPlan>> {
+    let (Some(a), Some(b), Some(output)) = (
+        operand(op, "a", a_ptr, n as u64, dtype)?,
+        operand(op, "b", b_ptr, n as u64, dtype)?,
+        operand(op, "output", output_ptr, n as u64, dtype)?,
+    ) else {
         return Ok(None);
-    }
-    let a = required(OP, "a", a_ptr, n as u64)?;
-    let b = required(OP, "b", b_ptr, n as u64)?;
-    let output = required(OP, "output", output_ptr, n as u64)?;
+    };
     finish(BinaryPlan {
-        op: OP,
+        op,
         n,
         a,
         b,
         output,
+        dtype,
     })
 }
 
@@ -1368,6 +1443,7 @@ impl BroadcastPlan {
             a: self.a,
             b: self.b,
             output: self.output,
+            dtype: DType::F32,
         })
     }
 }

@@ -238,6 +238,39 @@ impl Executor for CpuBackend {
         s.write(p.op, &p.output, &out)
     }
 
+    fn run_reduce_ex(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        let input = s.read(p.op, p.input.as_ref(), p.dtype)?;
+        s.check(p.op, &p.output)?;
+        let mut out = vec![0.0f64; p.outer * p.inner];
+        reference::reduce64(op, &input, &mut out, p.outer, p.len, p.inner);
+        s.write_bytes(p.op, &p.output, &reference::encode64(p.dtype, &out))
+    }
+
+    fn run_unary_ex(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        let x = s.read(p.op, Some(&p.input), p.dtype)?;
+        s.check(p.op, &p.output)?;
+        let y: Vec<f64> = x
+            .iter()
+            .map(|&v| reference::unary64(op, f64::from(v)))
+            .collect();
+        s.write_bytes(p.op, &p.output, &reference::encode64(p.dtype, &y))
+    }
+
+    fn run_binary_ex(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        let a = s.read(p.op, Some(&p.a), p.dtype)?;
+        let b = s.read(p.op, Some(&p.b), p.dtype)?;
+        s.check(p.op, &p.output)?;
+        let y: Vec<f64> = a
+            .iter()
+            .zip(&b)
+            .map(|(&x, &y)| reference::binary64(op, f64::from(x), f64::from(y)))
+            .collect();
+        s.write_bytes(p.op, &p.output, &reference::encode64(p.dtype, &y))
+    }
+
     fn run_rows(&self, p: &RowPlan) -> BackendResult<()> {
         let mut s = self.state()?;
         let x = s.read(p.op, Some(&p.x), DType::F32)?;

@@ -346,6 +346,23 @@ pub fn reduce(
     len: usize,
     inner: usize,
 ) {
+    let mut wide = vec![0.0f64; outer * inner];
+    reduce64(op, input, &mut wide, outer, len, inner);
+    for (o, w) in output.iter_mut().zip(wide) {
+        *o = w as f32;
+    }
+}
+
+/// [`reduce`] before the rounding to f32: the f64 results, for outputs stored in another
+/// type (rounded once, by [`encode64`]).
+pub fn reduce64(
+    op: ReduceOp,
+    input: &[f32],
+    output: &mut [f64],
+    outer: usize,
+    len: usize,
+    inner: usize,
+) {
     let output = &mut output[..outer * inner];
     for_chunks(output, inner.max(1), outer * len * inner, |first, rows| {
         for (oi, out_row) in rows.chunks_mut(inner.max(1)).enumerate() {
@@ -364,7 +381,7 @@ pub fn reduce(
                     ReduceOp::L2 => values.fold(0.0, |a, v| a + v * v).sqrt(),
                     ReduceOp::LogSumExp => log_sum_exp(values),
                 };
-                *out = r as f32;
+                *out = r;
             }
         }
     });
@@ -427,7 +444,11 @@ pub fn rows(
 
 /// One unary op, computed in f64 and rounded to f32.
 pub fn unary(op: UnaryOp, x: f32) -> f32 {
-    let x = f64::from(x);
+    unary64(op, f64::from(x)) as f32
+}
+
+/// One unary op in f64, not rounded (for outputs stored in another type).
+pub fn unary64(op: UnaryOp, x: f64) -> f64 {
     let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
     let r = match op {
         UnaryOp::Relu => {
@@ -501,7 +522,7 @@ pub fn unary(op: UnaryOp, x: f32) -> f32 {
             x * sigmoid(2.0 * z)
         }
     };
-    r as f32
+    r
 }
 
 /// `ln(1 + e^x)` without overflow or cancellation.
@@ -537,7 +558,11 @@ pub fn unary_param(op: UnaryParamOp, a: f32, b: f32, x: f32) -> f32 {
 
 /// One binary op, computed in f64 and rounded to f32.
 pub fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
-    let (a, b) = (f64::from(a), f64::from(b));
+    binary64(op, f64::from(a), f64::from(b)) as f32
+}
+
+/// One binary op in f64, not rounded (for outputs stored in another type).
+pub fn binary64(op: BinaryOp, a: f64, b: f64) -> f64 {
     let r = match op {
         BinaryOp::Add => a + b,
         BinaryOp::Sub => a - b,
@@ -549,7 +574,7 @@ pub fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
         // Rust's `%` is C's fmod: exact, with the dividend's sign.
         BinaryOp::Mod => a % b,
     };
-    r as f32
+    r
 }
 
 /// NumPy broadcasting of `op` over row-major `a` (`a_shape`) and `b` (`b_shape`) into
@@ -618,6 +643,47 @@ pub fn decode(dtype: DType, bytes: &[u8]) -> Vec<f32> {
             .chunks_exact(2)
             .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
+    }
+}
+
+/// Encodes f64 values as `dtype` little-endian bytes, each rounded once (to nearest
+/// even, overflow to infinity, NaN stays NaN): the oracle's store for outputs of f16 and
+/// bf16 storage, with no intermediate f32 rounding.
+pub fn encode64(dtype: DType, values: &[f64]) -> Vec<u8> {
+    // `half`'s own f64 conversions go through f32 or drop the low mantissa bits first
+    // (a double rounding at ties), so the value is rounded here and converted exactly.
+    match dtype {
+        DType::F32 => values
+            .iter()
+            .flat_map(|&v| (v as f32).to_le_bytes())
+            .collect(),
+        DType::F16 => values
+            .iter()
+            .flat_map(|&v| half::f16::from_f64(round_to(v, 11, -14, 15)).to_le_bytes())
+            .collect(),
+        DType::BF16 => values
+            .iter()
+            .flat_map(|&v| half::bf16::from_f64(round_to(v, 8, -126, 127)).to_le_bytes())
+            .collect(),
+    }
+}
+
+/// `x` rounded once to the nearest value (ties to even) of a binary format with `digits`
+/// significand bits and exponents `emin..=emax`, subnormals included; past the largest
+/// finite value it is infinite. The result is exact in f32, so converting it to the
+/// format's bits rounds nothing more.
+pub fn round_to(x: f64, digits: i32, emin: i32, emax: i32) -> f64 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    let e = (((x.to_bits() >> 52) & 0x7ff) as i32 - 1023).max(emin);
+    let quantum = 2f64.powi(e - (digits - 1));
+    let r = (x / quantum).round_ties_even() * quantum;
+    let max = (2.0 - 2f64.powi(1 - digits)) * 2f64.powi(emax);
+    if r.abs() > max {
+        x.signum() * f64::INFINITY
+    } else {
+        r
     }
 }
 
@@ -802,6 +868,31 @@ mod tests {
         let mut out = [0.0];
         reduce(ReduceOp::Max, &[1.0, f32::NAN, 3.0], &mut out, 1, 3, 1);
         assert!(out[0].is_nan());
+    }
+
+    #[test]
+    fn encode64_rounds_once_from_f64() {
+        // 1 + 2^-11 + 2^-40 is just above the f16 tie between 1 and 1 + 2^-10: rounding
+        // through f32 (or dropping the low bits) would see the tie and give 1.
+        let x = 1.0 + 2f64.powi(-11) + 2f64.powi(-40);
+        assert_eq!(
+            decode(DType::F16, &encode64(DType::F16, &[x]))[0],
+            1.0 + 2f32.powi(-10)
+        );
+        let y = 1.0 + 2f64.powi(-8) + 2f64.powi(-40);
+        assert_eq!(
+            decode(DType::BF16, &encode64(DType::BF16, &[y]))[0],
+            1.0 + 2f32.powi(-7)
+        );
+        // Ties to even, overflow, subnormals.
+        let f16 = |v: f64| decode(DType::F16, &encode64(DType::F16, &[v]))[0];
+        assert_eq!(f16(1.0 + 2f64.powi(-11)), 1.0);
+        assert_eq!(f16(65519.0), 65504.0);
+        assert_eq!(f16(65520.0), f32::INFINITY);
+        assert_eq!(f16(-70000.0), f32::NEG_INFINITY);
+        assert_eq!(f16(3.0 * 2f64.powi(-26)), 2f32.powi(-24)); // 0.75 of the spacing
+        assert_eq!(f16(2f64.powi(-26)), 0.0);
+        assert!(f16(f64::NAN).is_nan());
     }
 
     #[test]

@@ -320,6 +320,43 @@ impl Executor for FastCpuBackend {
         })
     }
 
+    // f16/bf16 storage: widened to f32 (exactly), the f32 op, one rounding at the store.
+
+    fn run_reduce_ex(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        s.with(p.op, &p.output, &[p.input.as_ref()], |dst, ins| {
+            let mut out = vec![0.0f32; p.outer * p.inner];
+            reduce::reduce(
+                op,
+                &ins.widened(0, p.dtype),
+                &mut out,
+                p.outer,
+                p.len,
+                p.inner,
+            );
+            elementwise::cast(DType::F32, bytemuck::cast_slice(&out), p.dtype, dst);
+        })
+    }
+
+    fn run_unary_ex(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        s.with(p.op, &p.output, &[Some(&p.input)], |dst, ins| {
+            let mut y = vec![0.0f32; p.n];
+            elementwise::unary(op, &ins.widened(0, p.dtype), &mut y);
+            elementwise::cast(DType::F32, bytemuck::cast_slice(&y), p.dtype, dst);
+        })
+    }
+
+    fn run_binary_ex(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        s.with(p.op, &p.output, &[Some(&p.a), Some(&p.b)], |dst, ins| {
+            let mut y = vec![0.0f32; p.n];
+            let (a, b) = (ins.widened(0, p.dtype), ins.widened(1, p.dtype));
+            elementwise::binary(op, &a, &b, &mut y);
+            elementwise::cast(DType::F32, bytemuck::cast_slice(&y), p.dtype, dst);
+        })
+    }
+
     fn run_rows(&self, p: &RowPlan) -> BackendResult<()> {
         let mut s = self.state()?;
         // In place, x is in y's allocation and so is read from a copy (`State::with`).

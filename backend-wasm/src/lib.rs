@@ -308,6 +308,18 @@ impl Executor for WasmBackend {
         self.inner.run_binary(op, p)
     }
 
+    fn run_unary_ex(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
+        self.inner.run_unary_ex(op, p)
+    }
+
+    fn run_binary_ex(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {
+        self.inner.run_binary_ex(op, p)
+    }
+
+    fn run_reduce_ex(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {
+        self.inner.run_reduce_ex(op, p)
+    }
+
     fn run_binary_broadcast(&self, op: BinaryOp, p: &BroadcastPlan) -> BackendResult<()> {
         self.inner.run_binary_broadcast(op, p)
     }

@@ -29,7 +29,7 @@ import urllib.request
 EXPECTED_CHECKS = [
     "gemm", "batched_gemm", "gemm_ex", "conv2d", "attention", "attention_ex", "reduce", "rows", "unary",
     "binary", "copy", "cast", "misuse", "memory", "ordering", "binary_broadcast", "gather", "conv2d_ex",
-    "gemm_q", "unary_param",
+    "gemm_q", "unary_param", "half_storage",
 ]
 
 

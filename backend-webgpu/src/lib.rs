@@ -426,6 +426,18 @@ impl Executor for WebGpuBackend {
         self.ctx()?.outside_lock(|c| c.binary(op, p))
     }
 
+    fn run_unary_ex(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
+        self.ctx()?.outside_lock(|c| c.unary_ex(op, p))
+    }
+
+    fn run_binary_ex(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {
+        self.ctx()?.outside_lock(|c| c.binary_ex(op, p))
+    }
+
+    fn run_reduce_ex(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {
+        self.ctx()?.outside_lock(|c| c.reduce(op, p))
+    }
+
     fn run_gemm_q(&self, p: &GemmQPlan) -> BackendResult<()> {
         self.ctx()?.outside_lock(|c| c.gemm_q(p))
     }

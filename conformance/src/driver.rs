@@ -17,6 +17,7 @@ use crate::suites::copy::CopySuite;
 use crate::suites::elementwise::{BinarySuite, UnaryParamSuite, UnarySuite};
 use crate::suites::gemm::GemmSuite;
 use crate::suites::gemm_q::GemmQSuite;
+use crate::suites::half::HalfSuite;
 use crate::suites::reduce::ReduceSuite;
 use crate::suites::rows::RowsSuite;
 use crate::tolerance::Closeness;
@@ -65,6 +66,7 @@ pub async fn run_check_async(
         Check::Conv2dEx => run_suite::<ConvExSuite>(backend, check, config, progress).await,
         Check::GemmQ => run_suite::<GemmQSuite>(backend, check, config, progress).await,
         Check::UnaryParam => run_suite::<UnaryParamSuite>(backend, check, config, progress).await,
+        Check::HalfStorage => run_suite::<HalfSuite>(backend, check, config, progress).await,
         Check::Attention | Check::AttentionEx => {
             run_suite::<AttentionSuite>(backend, check, config, progress).await
         }

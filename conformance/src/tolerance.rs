@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use backend_api::{ReduceOp, RowOp};
+use backend_api::{DType, ReduceOp, RowOp};
 
 /// 2^-23, one f32 ulp at 1.0 (twice the unit roundoff).
 pub const EPS: f64 = f32::EPSILON as f64;
@@ -57,6 +57,27 @@ impl Tol {
         Tol {
             atol: (len as f64 + 3.0) * EPS * abs_sum + FTZ,
             rtol: EPS,
+        }
+    }
+
+    /// The bound `self` (for a result computed in f32) once the result is stored as
+    /// `dtype`: the device rounds its f32 value to `dtype`, the oracle its exact value,
+    /// and two values within `self` of each other round at most one spacing of `dtype`
+    /// apart (`2u` relative, `u` the unit roundoff: 2^-11 for f16, 2^-8 for bf16, plus the
+    /// subnormal spacing). Exact results are exact in `dtype` too (they are one of its
+    /// inputs, or an integer of an input's magnitude), so [`EXACT`](Self::EXACT) stays.
+    pub fn stored(self, dtype: DType) -> Tol {
+        let (u, spacing) = match dtype {
+            DType::F32 => return self,
+            DType::F16 => (2f64.powi(-11), 2f64.powi(-24)),
+            DType::BF16 => (2f64.powi(-8), 2f64.powi(-133)),
+        };
+        if self == Tol::EXACT {
+            return self;
+        }
+        Tol {
+            atol: self.atol * (1.0 + 2.0 * u) + spacing,
+            rtol: self.rtol * (1.0 + 2.0 * u) + 2.0 * u,
         }
     }
 
@@ -127,9 +148,11 @@ pub fn reduce_tolerance(op: ReduceOp, len: usize, abs_sum: f64) -> Tol {
     match op {
         // Any summation order is within the dot bound of the absolute sum.
         ReduceOp::Sum => Tol::dot(len, abs_sum),
-        // The sum's bound, divided by len, plus the division.
+        // The sum's bound, divided by len, plus the division; and flushing of terms that
+        // a device scales by up to 2^-ceil(log2 len) (so that no partial sum overflows).
         ReduceOp::Mean => Tol {
-            atol: (len as f64 + 4.0) * EPS * abs_sum / len.max(1) as f64 + FTZ,
+            atol: (len as f64 + 4.0) * EPS * abs_sum / len.max(1) as f64
+                + (2.0 * len as f64 + 1.0) * FTZ,
             rtol: EPS,
         },
         // Each of the len - 1 products rounds once: (1 + u)^len - 1 <= len * EPS.
@@ -395,6 +418,21 @@ mod tests {
         for part in ["C[1]", "got 2.5e0", "want 2e0", "|diff| 5e-1", "2 of 4"] {
             assert!(text.contains(part), "{text} lacks {part}");
         }
+    }
+
+    #[test]
+    fn stored_bounds_allow_one_spacing_of_the_type() {
+        let t = Tol::rel(1e-5).stored(DType::F16);
+        // Two f32 values 1e-5 apart around 1.0 may round to neighbouring f16 values
+        // (spacing 2^-10 at 1.0): the bound must admit that, and no more than two.
+        assert!(t.bound(1.0) >= 2f64.powi(-10));
+        assert!(t.bound(1.0) < 2.0 * 2f64.powi(-10));
+        let b = Tol::ROUNDED.stored(DType::BF16);
+        assert!(b.bound(1.0) >= 2f64.powi(-7) && b.bound(1.0) < 2f64.powi(-6));
+        assert_eq!(Tol::EXACT.stored(DType::F16), Tol::EXACT);
+        assert_eq!(Tol::rel(0.5).stored(DType::F32), Tol::rel(0.5));
+        // f16's smallest subnormal spacing is allowed absolutely.
+        assert!(Tol::ROUNDED.stored(DType::F16).bound(0.0) >= 2f64.powi(-24));
     }
 
     #[test]

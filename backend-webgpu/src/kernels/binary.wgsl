@@ -9,7 +9,8 @@ struct Params {
     out_off: u32,
     // Always 0, but unknown to the shader compiler: see `second`.
     zero: u32,
-    _pad0: u32,
+    // Output words of the `packed16` entry (two 16-bit elements each).
+    words: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -180,4 +181,83 @@ fn a_is_b4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
             out4[o][e] = apply(v, second(v));
         }
     }
+}
+
+// ---- f16/bf16 storage (DTYPE): `packed16` --------------------------------------------
+// One 32-bit output word (two elements) per thread, the half-word outside the range kept;
+// offsets in elements from the start of the bindings. ALIAS says which operands share a
+// range (the values of `Aliasing` in ops/elementwise.rs): an aliased operand is read
+// through the binding it shares, and its own binding is a placeholder.
+
+@group(0) @binding(8) var<storage, read_write> ah: array<u32>;
+@group(0) @binding(9) var<storage, read_write> bh: array<u32>;
+@group(0) @binding(10) var<storage, read_write> outh: array<u32>;
+
+override DTYPE: u32 = 1u;
+override ALIAS: u32 = 0u;
+const ALIAS_DISTINCT: u32 = 0u;
+const ALIAS_OUT_IS_A: u32 = 1u;
+const ALIAS_OUT_IS_B: u32 = 2u;
+const ALIAS_ALL_SAME: u32 = 3u;
+const ALIAS_A_IS_B: u32 = 4u;
+
+fn store_half(v: f32) -> u32 {
+    if (DTYPE == DTYPE_F16) {
+        return f32_to_f16_bits(bitcast<u32>(v)) & 0xffffu;
+    }
+    return f32_to_bf16_bits(bitcast<u32>(v)) & 0xffffu;
+}
+
+fn half_of(arr_word: u32, e: u32) -> f32 {
+    return bitcast<f32>(decode_bits(arr_word, e, DTYPE));
+}
+
+@compute @workgroup_size(WG)
+fn packed16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let t = flat_index(wid, nwg, lid, WG);
+    if (t >= params.words) {
+        return;
+    }
+    let w = params.out_off / 2u + t;
+    let start = params.out_off;
+    let end = params.out_off + params.n;
+    let e0 = 2u * w;
+    let old = outh[w];
+    var word = old;
+    for (var h = 0u; h < 2u; h = h + 1u) {
+        let e = e0 + h;
+        if (e >= start && e < end) {
+            let i = e - start;
+            let ae = params.a_off + i;
+            let be = params.b_off + i;
+            var x: f32;
+            var y: f32;
+            switch ALIAS {
+                case ALIAS_OUT_IS_A: {
+                    x = half_of(old, e);
+                    y = half_of(bh[be >> 1u], be);
+                }
+                case ALIAS_OUT_IS_B: {
+                    x = half_of(ah[ae >> 1u], ae);
+                    y = half_of(old, e);
+                }
+                case ALIAS_ALL_SAME: {
+                    x = half_of(old, e);
+                    y = second(x);
+                }
+                case ALIAS_A_IS_B: {
+                    x = half_of(ah[ae >> 1u], ae);
+                    y = second(x);
+                }
+                default: {
+                    x = half_of(ah[ae >> 1u], ae);
+                    y = half_of(bh[be >> 1u], be);
+                }
+            }
+            let shift = h * 16u;
+            word = (word & ~(0xffffu << shift)) | (store_half(apply(x, y)) << shift);
+        }
+    }
+    outh[w] = word;
 }

@@ -73,8 +73,8 @@ kernels! {
         name: "unary",
         file: "unary.wgsl",
         math: true,
-        entries: ["main", "in_place", "main4", "in_place4"],
-        constants: ["OP"],
+        entries: ["main", "in_place", "main4", "in_place4", "packed16"],
+        constants: ["OP", "DTYPE", "IN_PLACE"],
         params: params::Unary,
     },
     Binary {
@@ -83,9 +83,9 @@ kernels! {
         math: true,
         entries: [
             "main", "out_is_a", "out_is_b", "all_same", "a_is_b", "main4", "out_is_a4",
-            "out_is_b4", "all_same4", "a_is_b4",
+            "out_is_b4", "all_same4", "a_is_b4", "packed16",
         ],
-        constants: ["OP"],
+        constants: ["OP", "DTYPE", "ALIAS"],
         params: params::Binary,
     },
     Broadcast {
@@ -125,7 +125,7 @@ kernels! {
         file: "reduce.wgsl",
         math: true,
         entries: ["rows", "rows4", "cols", "cols4"],
-        constants: ["OP", "COLS", "COLS4"],
+        constants: ["OP", "COLS", "COLS4", "DTYPE"],
         params: params::Reduce,
     },
     Rows {
@@ -390,7 +390,8 @@ pub(crate) mod params {
         pub n: u32,
         pub x_off: u32,
         pub y_off: u32,
-        pub _pad0: u32,
+        /// Output words of the `packed16` entry.
+        pub words: u32,
         /// The first parameter of a `UnaryParamOp`.
         pub a: f32,
         /// The second parameter of a `UnaryParamOp`.
@@ -407,7 +408,9 @@ pub(crate) mod params {
         pub b_off: u32,
         pub out_off: u32,
         pub zero: u32,
-        pub _pad: [u32; 3],
+        /// Output words of the `packed16` entry.
+        pub words: u32,
+        pub _pad: [u32; 2],
     }
 
     #[repr(C)]

@@ -32,6 +32,19 @@ struct Params {
 // OP is one of the REDUCE_* constants, which the Rust side generates from ReduceOp.
 override OP: u32 = 0u;
 
+// The input's storage (DTYPE_*): f16 and bf16 are read from `xh` (binding 5) by `rows` and
+// `cols`, each element widened exactly; the outputs are f32 (into a scratch buffer, which
+// a cast then rounds once into the output's type). Binding 1 or 5 is a placeholder.
+override DTYPE: u32 = 0u;
+@group(0) @binding(5) var<storage, read_write> xh: array<u32>;
+
+fn load(i: u32) -> f32 {
+    if (DTYPE == DTYPE_F32) {
+        return x[i];
+    }
+    return bitcast<f32>(decode_bits(xh[i >> 1u], i, DTYPE));
+}
+
 const WG: u32 = 256u;
 
 fn identity() -> f32 {
@@ -43,21 +56,45 @@ fn identity() -> f32 {
     }
 }
 
+// Not a ReduceOp: L2's first pass, the largest magnitude (see ops/reduce.rs).
+const REDUCE_ABS_MAX: u32 = 100u;
+
 fn combine(acc: f32, v: f32) -> f32 {
     switch OP {
-        case REDUCE_MAX: { return max_nan(acc, v); }
+        case REDUCE_MAX, REDUCE_ABS_MAX: { return max_nan(acc, v); }
         case REDUCE_MIN: { return min_nan(acc, v); }
         case REDUCE_PROD: { return acc * v; }
         default: { return acc + v; }
     }
 }
 
-// What one element adds: m is the output's maximum (LogSumExp's second pass only).
+// ceil(log2(len)): Mean sums v / 2^s, so that no partial sum of finite values
+// overflows (a mean of values near the f32 maximum, as bf16 storage holds, is finite).
+fn mean_shift() -> i32 {
+    if (params.len <= 1u) {
+        return 0;
+    }
+    return i32(32u - countLeadingZeros(params.len - 1u));
+}
+
+// The exponent of L2's scale for a largest magnitude m: elements scaled by 2^-e have
+// magnitudes below 4, so their squares neither overflow nor lose the small ones.
+fn l2_exp(m: f32) -> i32 {
+    return clamp(i32((bitcast<u32>(m) >> 23u) & 0xffu) - 127, -126, 126);
+}
+
+// What one element adds: m is the output's maximum (LogSumExp's second pass) or largest
+// magnitude (L2's), read back from the output.
 fn pre(v: f32, m: f32) -> f32 {
     switch OP {
-        case REDUCE_SUM_SQUARE, REDUCE_L2: { return v * v; }
-        case REDUCE_L1: { return abs(v); }
+        case REDUCE_SUM_SQUARE: { return v * v; }
+        case REDUCE_L2: {
+            let t = v * pow2i(-l2_exp(m));
+            return t * t;
+        }
+        case REDUCE_L1, REDUCE_ABS_MAX: { return abs(v); }
         case REDUCE_LOGSUMEXP: { return exp_acc(v - m); }
+        case REDUCE_MEAN: { return v * pow2i(-mean_shift()); }
         default: { return v; }
     }
 }
@@ -66,9 +103,10 @@ fn pre4(v: vec4<f32>, m: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(pre(v.x, m.x), pre(v.y, m.y), pre(v.z, m.z), pre(v.w, m.w));
 }
 
-// The maximum LogSumExp's first pass left in y[i]; unused (and not read) otherwise.
+// The maximum (or magnitude) the first pass of LogSumExp (or L2) left in y[i]; not read
+// otherwise.
 fn max_of(i: u32) -> f32 {
-    if (OP == REDUCE_LOGSUMEXP) {
+    if (OP == REDUCE_LOGSUMEXP || OP == REDUCE_L2) {
         return y[i];
     }
     return 0.0;
@@ -80,9 +118,14 @@ fn finish(acc: f32, m: f32) -> f32 {
             if (params.len == 0u) {
                 return nan_f32();
             }
-            return acc / f32(params.len);
+            return (acc / f32(params.len)) * pow2i(mean_shift());
         }
-        case REDUCE_L2: { return sqrt_acc(acc); }
+        case REDUCE_L2: {
+            if (is_nan(m) || is_inf(m) || m == 0.0) {
+                return m;
+            }
+            return sqrt_acc(acc) * pow2i(l2_exp(m));
+        }
         case REDUCE_LOGSUMEXP: {
             // NaN, +inf, and -inf (only -inf, or no values) are the result as they are.
             if (is_nan(m) || is_inf(m)) {
@@ -108,7 +151,7 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let base = params.x_off + row * params.len;
     let m = max_of(params.y_off + row);
     for (var l = lid; l < params.len; l = l + WG) {
-        acc = combine(acc, pre(x[base + l], m));
+        acc = combine(acc, pre(load(base + l), m));
     }
     let total = tree(lid, acc);
     if (lid == 0u) {
@@ -179,15 +222,15 @@ fn cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var l = l0;
         // Four loads in flight, combined in order (as in `cols4`).
         for (; l + 4u <= l1; l = l + 4u) {
-            let v0 = pre(x[idx], m);
-            let v1 = pre(x[idx + step], m);
-            let v2 = pre(x[idx + 2u * step], m);
-            let v3 = pre(x[idx + 3u * step], m);
+            let v0 = pre(load(idx), m);
+            let v1 = pre(load(idx + step), m);
+            let v2 = pre(load(idx + 2u * step), m);
+            let v3 = pre(load(idx + 3u * step), m);
             acc = combine(combine(combine(combine(acc, v0), v1), v2), v3);
             idx = idx + 4u * step;
         }
         for (; l < l1; l = l + 1u) {
-            acc = combine(acc, pre(x[idx], m));
+            acc = combine(acc, pre(load(idx), m));
             idx = idx + step;
         }
     }
@@ -226,7 +269,7 @@ fn cols4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     var acc = vec4<f32>(identity());
     var m = vec4<f32>(0.0);
     if (g < quads) {
-        if (OP == REDUCE_LOGSUMEXP) {
+        if (OP == REDUCE_LOGSUMEXP || OP == REDUCE_L2) {
             m = y4[params.y_off / 4u + g];
         }
         let o = (4u * g) / params.inner;

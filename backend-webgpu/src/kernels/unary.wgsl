@@ -5,7 +5,8 @@ struct Params {
     n: u32,
     x_off: u32,
     y_off: u32,
-    _pad0: u32,
+    // Output words of the `packed16` entry (two 16-bit elements each).
+    words: u32,
     a: f32,
     b: f32,
     _pad1: u32,
@@ -171,4 +172,53 @@ fn in_place4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
             y4[yo + t][e] = apply(y4[yo + t][e]);
         }
     }
+}
+
+// ---- f16/bf16 storage (DTYPE): `packed16` --------------------------------------------
+// One 32-bit output word (two elements) per thread, the half-word outside the range kept;
+// offsets in elements from the start of the bindings. Each element widened exactly, f(x)
+// in f32, rounded once to DTYPE at the store. In place (IN_PLACE), x is read from the
+// output's own word, and binding 5 is a placeholder.
+
+@group(0) @binding(5) var<storage, read_write> xh: array<u32>;
+@group(0) @binding(6) var<storage, read_write> yh: array<u32>;
+
+override DTYPE: u32 = 1u;
+override IN_PLACE: bool = false;
+
+fn store_half(v: f32) -> u32 {
+    if (DTYPE == DTYPE_F16) {
+        return f32_to_f16_bits(bitcast<u32>(v)) & 0xffffu;
+    }
+    return f32_to_bf16_bits(bitcast<u32>(v)) & 0xffffu;
+}
+
+@compute @workgroup_size(WG)
+fn packed16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let t = flat_index(wid, nwg, lid, WG);
+    if (t >= params.words) {
+        return;
+    }
+    let w = params.y_off / 2u + t;
+    let start = params.y_off;
+    let end = params.y_off + params.n;
+    let e0 = 2u * w;
+    let old = yh[w];
+    var word = old;
+    for (var h = 0u; h < 2u; h = h + 1u) {
+        let e = e0 + h;
+        if (e >= start && e < end) {
+            var bits: u32;
+            if (IN_PLACE) {
+                bits = decode_bits(old, e, DTYPE);
+            } else {
+                let xe = params.x_off + (e - start);
+                bits = decode_bits(xh[xe >> 1u], xe, DTYPE);
+            }
+            let shift = h * 16u;
+            word = (word & ~(0xffffu << shift)) | (store_half(apply(bitcast<f32>(bits))) << shift);
+        }
+    }
+    yh[w] = word;
 }

@@ -2,10 +2,10 @@
 //! in pieces of at most one binding each.
 
 use backend_api::validate::{BinaryPlan, UnaryPlan};
-use backend_api::{BackendResult, BinaryOp, UnaryOp, UnaryParamOp};
+use backend_api::{BackendResult, BinaryOp, DType, UnaryOp, UnaryParamOp};
 use bytemuck::bytes_of;
 
-use super::{groups_of_256, sub};
+use super::{dtype_code, groups_of_256, sub};
 use crate::kernels::{Kernel, PipelineKey, op_code, param_op_code, params};
 use crate::stream::{Bound, Limits};
 use crate::{Ctx, State};
@@ -16,6 +16,18 @@ pub(super) fn elementwise_piece(limits: &Limits, elem_bytes: u64) -> usize {
     let align = limits.storage_align.max(4);
     let bytes = (limits.max_binding - align) / align * align;
     (bytes / elem_bytes) as usize
+}
+
+/// Elements of 16-bit storage per dispatch: even, so that every piece but the last ends
+/// on a 32-bit word.
+fn piece16(limits: &Limits) -> usize {
+    elementwise_piece(limits, 4) & !1
+}
+
+/// The 32-bit words (one thread each) that `n` 16-bit elements written from element
+/// `off` of a binding touch.
+pub(super) fn words16(off: u32, n: u32) -> u32 {
+    (off + n).div_ceil(2) - off / 2
 }
 
 /// Threads for `n` elements: one per vec4 (and one for a partial last vec4), or one per
@@ -68,6 +80,17 @@ enum Aliasing {
 }
 
 impl Aliasing {
+    /// The `ALIAS` constant of `binary.wgsl::packed16`.
+    fn code(self) -> u32 {
+        match self {
+            Aliasing::Distinct => 0,
+            Aliasing::OutIsA => 1,
+            Aliasing::OutIsB => 2,
+            Aliasing::AllSame => 3,
+            Aliasing::AIsB => 4,
+        }
+    }
+
     fn of(out_a: bool, out_b: bool, a_b: bool) -> Self {
         match (out_a, out_b, a_b) {
             (true, true, _) => Aliasing::AllSame,
@@ -136,8 +159,19 @@ impl Ctx {
         self.unary_code(param_op_code(op), [a, b], p)
     }
 
+    /// `unary_ex` on f16 or bf16 storage.
+    pub(crate) fn unary_ex(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
+        let _span =
+            tracing::debug_span!("unary_ex", op = op.name(), dtype = p.dtype.name(), n = p.n)
+                .entered();
+        self.unary_code(op_code(UnaryOp::ALL, op), [0.0; 2], p)
+    }
+
     /// The unary kernel with `OP = code` and the parameters `[a, b]`.
     fn unary_code(&self, code: u32, [a, b]: [f32; 2], p: &UnaryPlan) -> BackendResult<()> {
+        if p.dtype != DType::F32 {
+            return self.unary_packed(f64::from(code), p);
+        }
         let code = f64::from(code);
         let limits = &self.limits;
         let mut st = self.lock();
@@ -153,7 +187,7 @@ impl Ctx {
                 n: n as u32,
                 x_off: x.elem(4),
                 y_off: y.elem(4),
-                _pad0: 0,
+                words: 0,
                 a,
                 b,
                 _pad1: 0,
@@ -166,6 +200,102 @@ impl Ctx {
             bindings.extend(choice.x_slot.map(|s| (s, &x)));
             bindings.push((choice.y_slot, &y));
             let key = PipelineKey::new(Kernel::Unary, choice.entry).with("OP", code);
+            self.dispatch(stream, &key, bytes_of(&prm), &bindings, grid)?;
+        }
+        Ok(())
+    }
+
+    /// `unary` on 16-bit storage: `unary.wgsl::packed16`, one output word per thread.
+    fn unary_packed(&self, code: f64, p: &UnaryPlan) -> BackendResult<()> {
+        let limits = &self.limits;
+        let mut st = self.lock();
+        st.check_range(p.op, &p.input)?;
+        st.check_range(p.op, &p.output)?;
+        let in_place = p.in_place();
+        let key = PipelineKey::new(Kernel::Unary, "packed16")
+            .with("OP", code)
+            .with("DTYPE", dtype_code(p.dtype))
+            .with("IN_PLACE", f64::from(u8::from(in_place)));
+        for start in (0..p.n).step_by(piece16(limits)) {
+            let n = piece16(limits).min(p.n - start);
+            let x = if in_place {
+                st.stream.unused()
+            } else {
+                st.bind(limits, p.op, &sub(&p.input, start, n, 2))?
+            };
+            let y = st.bind(limits, p.op, &sub(&p.output, start, n, 2))?;
+            let y_off = y.elem(2);
+            let words = words16(y_off, n as u32);
+            let prm = params::Unary {
+                n: n as u32,
+                x_off: if in_place { y_off } else { x.elem(2) },
+                y_off,
+                words,
+                a: 0.0,
+                b: 0.0,
+                _pad1: 0,
+                _pad2: 0,
+            };
+            let State { stream, .. } = &mut *st;
+            let grid = limits.grid(groups_of_256(u64::from(words)))?;
+            self.dispatch(stream, &key, bytes_of(&prm), &[(5, &x), (6, &y)], grid)?;
+        }
+        Ok(())
+    }
+
+    /// `binary_ex` on f16 or bf16 storage.
+    pub(crate) fn binary_ex(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {
+        let _span =
+            tracing::debug_span!("binary_ex", op = op.name(), dtype = p.dtype.name(), n = p.n)
+                .entered();
+        let aliasing = Aliasing::of(
+            p.output.same_range(&p.a),
+            p.output.same_range(&p.b),
+            p.a.same_range(&p.b),
+        );
+        let limits = &self.limits;
+        let mut st = self.lock();
+        for o in [&p.a, &p.b, &p.output] {
+            st.check_range(p.op, o)?;
+        }
+        let key = PipelineKey::new(Kernel::Binary, "packed16")
+            .with("OP", f64::from(op_code(BinaryOp::ALL, op)))
+            .with("DTYPE", dtype_code(p.dtype))
+            .with("ALIAS", f64::from(aliasing.code()));
+        // An operand read through another's binding is bound to the placeholder.
+        let (own_a, own_b) = match aliasing {
+            Aliasing::Distinct => (true, true),
+            Aliasing::OutIsA => (false, true),
+            Aliasing::OutIsB | Aliasing::AIsB => (true, false),
+            Aliasing::AllSame => (false, false),
+        };
+        for start in (0..p.n).step_by(piece16(limits)) {
+            let n = piece16(limits).min(p.n - start);
+            let a = if own_a {
+                st.bind(limits, p.op, &sub(&p.a, start, n, 2))?
+            } else {
+                st.stream.unused()
+            };
+            let b = if own_b {
+                st.bind(limits, p.op, &sub(&p.b, start, n, 2))?
+            } else {
+                st.stream.unused()
+            };
+            let out = st.bind(limits, p.op, &sub(&p.output, start, n, 2))?;
+            let out_off = out.elem(2);
+            let words = words16(out_off, n as u32);
+            let prm = params::Binary {
+                n: n as u32,
+                a_off: a.elem(2),
+                b_off: b.elem(2),
+                out_off,
+                zero: 0,
+                words,
+                _pad: [0; 2],
+            };
+            let State { stream, .. } = &mut *st;
+            let grid = limits.grid(groups_of_256(u64::from(words)))?;
+            let bindings = [(8, &a), (9, &b), (10, &out)];
             self.dispatch(stream, &key, bytes_of(&prm), &bindings, grid)?;
         }
         Ok(())
@@ -196,7 +326,8 @@ impl Ctx {
                 b_off: b.elem(4),
                 out_off: out.elem(4),
                 zero: 0,
-                _pad: [0; 3],
+                words: 0,
+                _pad: [0; 2],
             };
             let choice = choose_binary(n, aliasing, a.byte, b.byte, out.byte);
             let mut bindings: Vec<(u32, &Bound)> = Vec::with_capacity(3);

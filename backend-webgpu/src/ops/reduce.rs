@@ -1,10 +1,11 @@
 //! reduce (sum, max, ...) over one axis: `kernels/reduce.wgsl`.
 
 use backend_api::validate::ReducePlan;
-use backend_api::{BackendResult, ReduceOp};
+use backend_api::{BackendError, BackendResult, DType, ReduceOp};
 use bytemuck::bytes_of;
 
-use super::u32_saturating;
+use super::elementwise::words16;
+use super::{dtype_code, groups_of_256, u32_saturating};
 use crate::kernels::{Kernel, PipelineKey, op_code, params};
 use crate::{Ctx, State};
 
@@ -82,11 +83,16 @@ impl ReduceChoice {
     }
 }
 
+/// `reduce.wgsl`'s `OP` for L2's first pass (the largest magnitude of each output).
+const REDUCE_ABS_MAX: u32 = 100;
+const _: () = assert!(ReduceOp::ALL.len() < REDUCE_ABS_MAX as usize);
+
 impl Ctx {
     pub(crate) fn reduce(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {
         let _span = tracing::debug_span!(
             "reduce",
             op = op.name(),
+            dtype = p.dtype.name(),
             outer = p.outer,
             len = p.len,
             inner = p.inner
@@ -94,11 +100,35 @@ impl Ctx {
         .entered();
         let limits = &self.limits;
         let mut st = self.lock();
-        let y = st.bind16(limits, p.op, &p.output)?;
+        let half = p.dtype != DType::F32;
+        let outputs = (p.outer * p.inner) as u64;
+        if half && 4 * outputs > limits.max_binding {
+            return Err(BackendError::Unsupported(format!(
+                "{}: {outputs} outputs of {} storage need a {} f32 scratch binding, over the \
+                 adapter's {} limit",
+                p.op,
+                p.dtype,
+                backend_api::fmt_bytes(4 * outputs),
+                backend_api::fmt_bytes(limits.max_binding)
+            )));
+        }
+        // f16/bf16: the f32 results go to the stream's scratch, then a cast rounds them
+        // once into the output.
+        let out = if half {
+            Some(st.bind(limits, p.op, &p.output)?)
+        } else {
+            None
+        };
+        let y = match out {
+            Some(_) => st.stream.scratch(&self.device, 4 * outputs),
+            None => st.bind16(limits, p.op, &p.output)?,
+        };
         let x = match &p.input {
+            Some(i) if half => st.bind(limits, p.op, i)?,
             Some(i) => st.bind16(limits, p.op, i)?,
             None => st.stream.unused(),
         };
+        let elem = p.dtype.size_bytes() as u64;
         let prm = params::Reduce {
             outer: u32_saturating(p.outer),
             len: if p.input.is_some() {
@@ -107,28 +137,55 @@ impl Ctx {
                 0
             },
             inner: u32_saturating(p.inner),
-            x_off: x.elem(4),
+            x_off: x.elem(elem),
             y_off: y.elem(4),
             _pad: [0; 3],
         };
         let State { stream, .. } = &mut *st;
-        let choice = choose(p.outer, p.len, p.inner, x.byte, y.byte);
+        // 16-bit inputs take the scalar entries (as an unaligned f32 input would).
+        let x_byte = if half { 2 } else { x.byte };
+        let choice = choose(p.outer, p.len, p.inner, x_byte, y.byte);
         let grid = limits.grid(choice.groups())?;
         let (xs, ys) = choice.slots();
-        // LogSumExp: each output's maximum first, which the second pass reads back.
-        let passes: &[ReduceOp] = match op {
-            ReduceOp::LogSumExp => &[ReduceOp::Max, ReduceOp::LogSumExp],
-            _ => &[op],
+        // The scalar entries read f32 at 1 and 16-bit words at 5; the other is a placeholder.
+        let placeholder = stream.unused();
+        let mut bindings = vec![(ys, &y)];
+        match (xs, half) {
+            (1, false) => bindings.extend([(1, &x), (5, &placeholder)]),
+            (1, true) => bindings.extend([(1, &placeholder), (5, &x)]),
+            _ => bindings.push((xs, &x)),
+        }
+        // Inputs first, the written binding last.
+        bindings.rotate_left(1);
+        // LogSumExp: each output's maximum first, which the second pass reads back; L2
+        // likewise each output's largest magnitude (`REDUCE_ABS_MAX`, not a `ReduceOp`).
+        let code = |op| op_code(ReduceOp::ALL, op);
+        let passes: &[u32] = match op {
+            ReduceOp::LogSumExp => &[code(ReduceOp::Max), code(ReduceOp::LogSumExp)],
+            ReduceOp::L2 => &[REDUCE_ABS_MAX, code(ReduceOp::L2)],
+            _ => &[code(op)],
         };
         for &pass in passes {
-            let code = f64::from(op_code(ReduceOp::ALL, pass));
-            self.dispatch(
-                stream,
-                &choice.key(code),
-                bytes_of(&prm),
-                &[(xs, &x), (ys, &y)],
-                grid,
-            )?;
+            let mut key = choice.key(f64::from(pass));
+            if half {
+                key = key.with("DTYPE", dtype_code(p.dtype));
+            }
+            self.dispatch(stream, &key, bytes_of(&prm), &bindings, grid)?;
+        }
+        if let Some(out) = out {
+            let dst_off = out.elem(elem);
+            let words = words16(dst_off, outputs as u32);
+            let prm = params::Cast {
+                n: outputs as u32,
+                src_off: 0,
+                dst_off,
+                words,
+            };
+            let key = PipelineKey::new(Kernel::Cast, "main")
+                .with("SRC", dtype_code(DType::F32))
+                .with("DST", dtype_code(p.dtype));
+            let grid = limits.grid(groups_of_256(u64::from(words)))?;
+            self.dispatch(stream, &key, bytes_of(&prm), &[(1, &y), (2, &out)], grid)?;
         }
         Ok(())
     }

@@ -132,7 +132,7 @@ fn unit_interval(rng: &mut Rng) -> f32 {
     if rng.below(2) == 0 { -v } else { v }
 }
 
-fn unary_input(op: UnaryOp, rng: &mut Rng) -> f32 {
+pub(crate) fn unary_input(op: UnaryOp, rng: &mut Rng) -> f32 {
     match op {
         UnaryOp::Tan => loop {
             // 1e-4 away from the poles (see unary_tolerance).
@@ -217,7 +217,7 @@ fn unary_input(op: UnaryOp, rng: &mut Rng) -> f32 {
     }
 }
 
-fn binary_inputs(op: BinaryOp, rng: &mut Rng) -> (f32, f32) {
+pub(crate) fn binary_inputs(op: BinaryOp, rng: &mut Rng) -> (f32, f32) {
     match op {
         BinaryOp::Div => (general(rng), log_uniform(rng, -100.0, 100.0, true)),
         // Quotients from below 1 to 2^80 (long divisions), subnormal remainders included.
@@ -288,7 +288,7 @@ pub struct BinaryCase {
     pub seed: u64,
 }
 
-fn count(p: &Profile) -> impl Strategy<Value = usize> + use<> {
+pub(crate) fn count(p: &Profile) -> impl Strategy<Value = usize> + use<> {
     prop_oneof![2 => 0..=16usize, 3 => 0..=p.elementwise_max]
 }
 

@@ -9,6 +9,7 @@ pub mod copy;
 pub mod elementwise;
 pub mod gemm;
 pub mod gemm_q;
+pub mod half;
 pub mod reduce;
 pub mod rows;
 

@@ -103,6 +103,16 @@ impl Suite for ReduceSuite {
             ReduceOp::Max | ReduceOp::Min => rng.fill(total, -10.0, 10.0),
             _ => rng.fill(total, -1.0, 1.0),
         };
+        // Now and then magnitudes at the ends of the f32 range: a mean whose naive sum
+        // overflows, an L2 whose naive squares overflow or vanish.
+        if matches!(c.op, ReduceOp::Mean | ReduceOp::L2) && c.seed % 5 == 0 {
+            let scale = if c.seed % 10 == 0 {
+                2f32.powi(126)
+            } else {
+                2f32.powi(-100)
+            };
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
         if c.specials {
             rng.sprinkle(&mut x, &NON_FINITE_AND_ZEROS, 0.01);
         }

@@ -1,0 +1,294 @@
+//! f16 and bf16 storage: `unary_ex`, `binary_ex` and `reduce_ex` against the oracle, which
+//! computes in f64 and rounds once to the storage type.
+//!
+//! Besides the ops' usual inputs (rounded to the type), two kinds of data aim at the bugs
+//! peers keep shipping: values at the top of the type's range (65504 in f16), whose sums
+//! overflow the type while their mean does not, and long rows of ones, whose sum an f16
+//! accumulator stops growing at 2048. Operands start at odd elements (mid-word) and end
+//! mid-word, and the bytes around every output must keep their values.
+
+use backend_api::{BinaryOp, ComputeBackend, DType, ReduceOp, UnaryOp};
+use backend_cpu::reference;
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::Suite;
+use super::elementwise::{
+    Alias, binary_inputs, binary_tolerance, count, unary_input, unary_tolerance,
+};
+use crate::data::{NON_FINITE_AND_ZEROS, Rng};
+use crate::harness::{Dev, Region, op_failed};
+use crate::tolerance::{Closeness, Tol, compare, reduce_tolerance};
+use crate::{Check, Profile};
+
+/// The call of a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HalfCall {
+    /// `unary_ex`, in place or not.
+    Unary(UnaryOp, bool),
+    /// `binary_ex` with its operands' aliasing.
+    Binary(BinaryOp, Alias),
+    /// `reduce_ex`.
+    Reduce(ReduceOp),
+}
+
+/// The data of a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HalfData {
+    /// The op's usual inputs, rounded to the type.
+    Usual,
+    /// Magnitudes between half the largest finite value and it.
+    Largest,
+    /// Ones.
+    Ones,
+}
+
+/// One f16/bf16 storage case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HalfCase {
+    /// The storage type: f16 or bf16.
+    pub dtype: DType,
+    /// What is called.
+    pub call: HalfCall,
+    /// Elements of an elementwise call.
+    pub n: usize,
+    /// The reduce shape and axis.
+    pub shape: Vec<usize>,
+    /// The reduced axis.
+    pub axis: usize,
+    /// Interior-pointer offsets of the operands in elements (odd: mid-word).
+    pub offsets: [usize; 3],
+    /// The data.
+    pub data: HalfData,
+    /// NaN, infinities and zeros in the inputs.
+    pub specials: bool,
+    /// Seed of the data.
+    pub seed: u64,
+}
+
+/// `v` rounded to `dtype` (to nearest even, overflow to infinity).
+fn round16(dtype: DType, v: f32) -> f32 {
+    reference::decode(dtype, &reference::encode(dtype, &[v]))[0]
+}
+
+fn largest(dtype: DType) -> f32 {
+    match dtype {
+        DType::F16 => 65504.0,
+        DType::BF16 => f32::from_bits(0x7f7f_0000),
+        DType::F32 => f32::MAX,
+    }
+}
+
+pub(crate) struct HalfSuite;
+
+impl Suite for HalfSuite {
+    type Case = HalfCase;
+
+    fn strategy(_: Check, p: &Profile) -> BoxedStrategy<HalfCase> {
+        let dtype = prop_oneof![Just(DType::F16), Just(DType::BF16)];
+        let alias = prop_oneof![
+            3 => Just(Alias::None),
+            1 => Just(Alias::OutIsA),
+            1 => Just(Alias::OutIsB),
+            1 => Just(Alias::AllSame),
+            1 => Just(Alias::AIsB),
+        ];
+        let call = prop_oneof![
+            2 => (proptest::sample::select(UnaryOp::ALL), any::<bool>())
+                .prop_map(|(op, in_place)| HalfCall::Unary(op, in_place)),
+            2 => (proptest::sample::select(BinaryOp::ALL), alias)
+                .prop_map(|(op, a)| HalfCall::Binary(op, a)),
+            2 => proptest::sample::select(ReduceOp::ALL).prop_map(HalfCall::Reduce),
+        ];
+        let data = prop_oneof![
+            6 => Just(HalfData::Usual),
+            1 => Just(HalfData::Largest),
+            1 => Just(HalfData::Ones),
+        ];
+        let side = p.reduce_side;
+        let shape = prop_oneof![
+            3 => prop::collection::vec(0..=side, 1..=3usize),
+            1 => (1..=3usize, 0..=p.reduce_long, 1..=3usize).prop_map(|(a, b, c)| vec![a, b, c]),
+        ];
+        (
+            dtype,
+            call,
+            count(p),
+            (shape, 0..3usize),
+            prop::array::uniform3(0..4usize),
+            data,
+            prop::bool::weighted(0.2),
+            any::<u64>(),
+        )
+            .prop_map(
+                |(dtype, call, n, (mut shape, axis), offsets, data, specials, seed)| {
+                    let mut axis = axis % shape.len();
+                    if data == HalfData::Ones && matches!(call, HalfCall::Reduce(_)) {
+                        // Sums of 10^5 ones: past 2048, where f16 stops adding 1, and
+                        // past 65504 (the f16 result is +inf, the mean 1).
+                        (shape, axis) = match seed % 3 {
+                            0 => (vec![100_000], 0),
+                            1 => (vec![2, 50_000], 1),
+                            _ => (vec![40_000, 3], 0),
+                        };
+                    }
+                    HalfCase {
+                        dtype,
+                        call,
+                        n,
+                        shape,
+                        axis,
+                        offsets,
+                        data,
+                        specials,
+                        seed,
+                    }
+                },
+            )
+            .boxed()
+    }
+
+    fn kind(c: &HalfCase) -> String {
+        let call = match c.call {
+            HalfCall::Unary(op, _) => format!("unary {op}"),
+            HalfCall::Binary(op, _) => format!("binary {op}"),
+            HalfCall::Reduce(op) => format!("reduce {op}"),
+        };
+        format!("{} {call}", c.dtype)
+    }
+
+    fn tags(c: &HalfCase) -> Vec<&'static str> {
+        let mut t = vec![match c.dtype {
+            DType::BF16 => "bf16",
+            _ => "f16",
+        }];
+        if c.specials {
+            t.push("non-finite");
+        }
+        t
+    }
+
+    async fn run(b: &dyn ComputeBackend, _: Check, c: &HalfCase) -> Result<Closeness, String> {
+        let mut rng = Rng::new(c.seed);
+        let d = c.dtype;
+        let values = match c.call {
+            HalfCall::Reduce(_) => c.shape.iter().product::<usize>(),
+            _ => c.n,
+        };
+        let make = |rng: &mut Rng, second: bool| -> Vec<f32> {
+            let mut v: Vec<f32> = (0..values)
+                .map(|_| match (c.data, c.call) {
+                    (HalfData::Ones, _) => 1.0,
+                    (HalfData::Largest, _) => {
+                        let m = largest(d) * rng.uniform(0.5, 1.0);
+                        if rng.below(4) == 0 { -m } else { m }
+                    }
+                    (HalfData::Usual, HalfCall::Unary(op, _)) => unary_input(op, rng),
+                    (HalfData::Usual, HalfCall::Binary(op, _)) => {
+                        let (x, y) = binary_inputs(op, rng);
+                        if second { y } else { x }
+                    }
+                    (HalfData::Usual, HalfCall::Reduce(ReduceOp::Prod)) => rng.uniform(0.95, 1.05),
+                    (HalfData::Usual, HalfCall::Reduce(_)) => rng.uniform(-10.0, 10.0),
+                })
+                .map(|v| round16(d, v))
+                .collect();
+            if c.specials {
+                rng.inject(&mut v, &NON_FINITE_AND_ZEROS, 0.05);
+            }
+            v
+        };
+        let x = make(&mut rng, false);
+        let mut dev = Dev::new(b);
+        let put = |dev: &mut Dev<'_>, rng: &mut Rng, v: &[f32], off: usize| {
+            dev.put(rng, &reference::encode(d, v), 2 * off, 6)
+        };
+        let sentinels = |rng: &mut Rng, n: usize| -> Vec<f32> {
+            (0..n).map(|_| round16(d, rng.uniform(-1e3, 1e3))).collect()
+        };
+        let x_dev = put(&mut dev, &mut rng, &x, c.offsets[0])?;
+        let what = format!("{} {}", HalfSuite::kind(c), "output");
+        let (out_dev, want, tol): (Region, Vec<f64>, Box<dyn Fn(usize) -> Tol>) = match c.call {
+            HalfCall::Unary(op, in_place) => {
+                let out_dev = if in_place {
+                    x_dev.clone()
+                } else {
+                    let s = sentinels(&mut rng, c.n);
+                    put(&mut dev, &mut rng, &s, c.offsets[1])?
+                };
+                b.unary_ex(op, d, x_dev.ptr, out_dev.ptr, c.n)
+                    .map_err(|e| op_failed(&format!("unary_ex {op} {d}"), e))?;
+                let want = x
+                    .iter()
+                    .map(|&v| reference::unary64(op, f64::from(v)))
+                    .collect();
+                let t = unary_tolerance(op).stored(d);
+                (out_dev, want, Box::new(move |_| t))
+            }
+            HalfCall::Binary(op, alias) => {
+                let y = if matches!(alias, Alias::AllSame | Alias::AIsB) {
+                    x.clone()
+                } else {
+                    make(&mut rng, true)
+                };
+                let y_dev = match alias {
+                    Alias::AllSame | Alias::AIsB => x_dev.clone(),
+                    _ => put(&mut dev, &mut rng, &y, c.offsets[1])?,
+                };
+                let out_dev = match alias {
+                    Alias::OutIsA | Alias::AllSame => x_dev.clone(),
+                    Alias::OutIsB => y_dev.clone(),
+                    Alias::None | Alias::AIsB => {
+                        let s = sentinels(&mut rng, c.n);
+                        put(&mut dev, &mut rng, &s, c.offsets[2])?
+                    }
+                };
+                b.binary_ex(op, d, x_dev.ptr, y_dev.ptr, out_dev.ptr, c.n)
+                    .map_err(|e| op_failed(&format!("binary_ex {op} {d}"), e))?;
+                let want = x
+                    .iter()
+                    .zip(&y)
+                    .map(|(&p, &q)| reference::binary64(op, f64::from(p), f64::from(q)))
+                    .collect();
+                for (r, w) in [(&x_dev, "a"), (&y_dev, "b")] {
+                    if r.ptr != out_dev.ptr {
+                        dev.unchanged(r, w).await?;
+                    }
+                }
+                let t = binary_tolerance(op).stored(d);
+                (out_dev, want, Box::new(move |_| t))
+            }
+            HalfCall::Reduce(op) => {
+                let outer: usize = c.shape[..c.axis].iter().product();
+                let len = c.shape[c.axis];
+                let inner: usize = c.shape[c.axis + 1..].iter().product();
+                let s = sentinels(&mut rng, outer * inner);
+                let out_dev = put(&mut dev, &mut rng, &s, c.offsets[1])?;
+                b.reduce_ex(op, d, x_dev.ptr, out_dev.ptr, &c.shape, c.axis)
+                    .map_err(|e| op_failed(&format!("reduce_ex {op} {d}"), e))?;
+                let mut want = vec![0.0; outer * inner];
+                reference::reduce64(op, &x, &mut want, outer, len, inner);
+                let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+                let mut abs_sum = vec![0.0; outer * inner];
+                reference::reduce64(ReduceOp::Sum, &abs_x, &mut abs_sum, outer, len, inner);
+                dev.unchanged(&x_dev, "input").await?;
+                (
+                    out_dev,
+                    want,
+                    Box::new(move |i| reduce_tolerance(op, len, abs_sum[i]).stored(d)),
+                )
+            }
+        };
+        if let HalfCall::Unary(_, false) = c.call {
+            dev.unchanged(&x_dev, "input").await?;
+        }
+        let got = reference::decode(d, &dev.output(&out_dev, &what).await?);
+        let want = reference::decode(d, &reference::encode64(d, &want));
+        compare(&what, &got, &want, tol).map_err(|m| {
+            let input = x
+                .get(m.index)
+                .map_or(String::new(), |v| format!(" (input {v:e})"));
+            format!("{m}{input}")
+        })
+    }
+}
