@@ -524,6 +524,56 @@ pub(crate) async fn run(backend: &dyn ComputeBackend) -> CheckReport {
             Box::new(|| b.unary_param(UnaryParamOp::Clip, f32::NAN, 1.0, a, bb, 0)),
         ),
         (
+            "unary_ex f16 odd address",
+            Want::Invalid(&["unary_ex", "input", "2-byte aligned", "f16"]),
+            Box::new(|| b.unary_ex(UnaryOp::Exp, DType::F16, a + 1, bb, 4)),
+        ),
+        (
+            "unary_ex bf16 past the end",
+            Want::Invalid(&["unary_ex", "output", "0x"]),
+            Box::new(|| b.unary_ex(UnaryOp::Neg, DType::BF16, a, c, 129)),
+        ),
+        (
+            "unary_ex f16 partial overlap (one element in)",
+            Want::Invalid(&["unary_ex", "overlap"]),
+            Box::new(|| b.unary_ex(UnaryOp::Neg, DType::F16, a, a + 2, 16)),
+        ),
+        (
+            "unary_ex f32 misaligned",
+            Want::Invalid(&["unary_ex", "4-byte aligned"]),
+            Box::new(|| b.unary_ex(UnaryOp::Neg, DType::F32, a + 2, bb, 4)),
+        ),
+        (
+            "binary_ex bf16 b past the end",
+            Want::Invalid(&["binary_ex", "b", "0x"]),
+            Box::new(|| b.binary_ex(BinaryOp::Mul, DType::BF16, a, c, bb, 200)),
+        ),
+        (
+            "binary_ex f16 output overlaps a partially",
+            Want::Invalid(&["binary_ex", "overlap"]),
+            Box::new(|| b.binary_ex(BinaryOp::Add, DType::F16, a, bb, a + 6, 8)),
+        ),
+        (
+            "binary_ex size overflow",
+            Want::Invalid(&["binary_ex"]),
+            Box::new(|| b.binary_ex(BinaryOp::Add, DType::F16, a, bb, c, huge)),
+        ),
+        (
+            "reduce_ex f16 output past the end",
+            Want::Invalid(&["reduce_ex", "output", "0x"]),
+            Box::new(|| b.reduce_ex(ReduceOp::Sum, DType::F16, a, c, &[257, 2], 1)),
+        ),
+        (
+            "reduce_ex bf16 output overlaps the input",
+            Want::Invalid(&["reduce_ex", "overlap"]),
+            Box::new(|| b.reduce_ex(ReduceOp::Mean, DType::BF16, a, a + 2, &[4, 4], 1)),
+        ),
+        (
+            "reduce_ex axis out of range",
+            Want::Invalid(&["reduce_ex", "axis"]),
+            Box::new(|| b.reduce_ex(ReduceOp::Max, DType::F16, a, bb, &[4, 4], 2)),
+        ),
+        (
             "binary partial overlap",
             Want::Invalid(&["binary", "overlap"]),
             Box::new(|| b.binary(BinaryOp::Add, a, bb, bb + 8, 16)),
@@ -1127,6 +1177,36 @@ pub fn check_uninitialized(b: &dyn ComputeBackend) -> Result<(), String> {
         (
             "unary",
             Box::new(|| b.unary(UnaryOp::Exp, 0x1_0000_0000, 0x2_0000_0000, 1)),
+        ),
+        (
+            "unary_ex",
+            Box::new(|| b.unary_ex(UnaryOp::Exp, DType::F16, 0x1_0000_0000, 0x2_0000_0000, 1)),
+        ),
+        (
+            "binary_ex",
+            Box::new(|| {
+                b.binary_ex(
+                    BinaryOp::Add,
+                    DType::BF16,
+                    0x1_0000_0000,
+                    0x2_0000_0000,
+                    0x3_0000_0000,
+                    1,
+                )
+            }),
+        ),
+        (
+            "reduce_ex",
+            Box::new(|| {
+                b.reduce_ex(
+                    ReduceOp::Sum,
+                    DType::F16,
+                    0x1_0000_0000,
+                    0x2_0000_0000,
+                    &[2],
+                    0,
+                )
+            }),
         ),
         (
             "unary_param",

@@ -613,6 +613,44 @@ impl ComputeBackend for Mutant {
         self.said_with(|| self.op(move |m| m.unary_param(op, a, b, input_ptr, output_ptr, n)))
     }
 
+    fn unary_ex(
+        &self,
+        op: UnaryOp,
+        dtype: DType,
+        input_ptr: u64,
+        output_ptr: u64,
+        n: usize,
+    ) -> BackendResult<()> {
+        self.said_with(|| self.op(move |m| m.unary_ex(op, dtype, input_ptr, output_ptr, n)))
+    }
+
+    fn binary_ex(
+        &self,
+        op: BinaryOp,
+        dtype: DType,
+        a_ptr: u64,
+        b_ptr: u64,
+        output_ptr: u64,
+        n: usize,
+    ) -> BackendResult<()> {
+        self.said_with(|| self.op(move |m| m.binary_ex(op, dtype, a_ptr, b_ptr, output_ptr, n)))
+    }
+
+    fn reduce_ex(
+        &self,
+        op: ReduceOp,
+        dtype: DType,
+        input_ptr: u64,
+        output_ptr: u64,
+        shape: &[usize],
+        axis: usize,
+    ) -> BackendResult<()> {
+        let owned = shape.to_vec();
+        self.said_with(|| {
+            self.op(move |m| m.reduce_ex(op, dtype, input_ptr, output_ptr, &owned, axis))
+        })
+    }
+
     fn synchronize(&self) -> BackendResult<()> {
         self.flush()?;
         self.inner.synchronize()

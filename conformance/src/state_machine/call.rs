@@ -34,16 +34,20 @@ pub enum Op {
         src: u64,
         bytes: usize,
     },
-    /// `unary`, or `unary_param` with its op and parameters when `param` is given.
+    /// `unary`, or `unary_param` with its op and parameters when `param` is given, or
+    /// `unary_ex` when `dtype` is not f32.
     Unary {
         op: UnaryOp,
         param: Option<(UnaryParamOp, f32, f32)>,
+        dtype: DType,
         input: u64,
         output: u64,
         n: usize,
     },
+    /// `binary`, or `binary_ex` when `dtype` is not f32.
     Binary {
         op: BinaryOp,
+        dtype: DType,
         a: u64,
         b: u64,
         output: u64,
@@ -158,9 +162,17 @@ impl Op {
             Op::CopyHtod { .. } => "copy_htod",
             Op::CopyDtoh { .. } => "copy_dtoh",
             Op::CopyDtod { .. } => "copy_dtod",
-            Op::Unary { param: None, .. } => "unary",
+            Op::Unary {
+                param: None,
+                dtype: DType::F32,
+                ..
+            } => "unary",
+            Op::Unary { param: None, .. } => "unary_ex",
             Op::Unary { .. } => "unary_param",
-            Op::Binary { .. } => "binary",
+            Op::Binary {
+                dtype: DType::F32, ..
+            } => "binary",
+            Op::Binary { .. } => "binary_ex",
             Op::Reduce { .. } => "reduce",
             Op::Rows { op, .. } => op.name(),
             Op::Gemm {
@@ -605,8 +617,11 @@ impl Machine<'_> {
                     90..150 => self.twin_or_place(src, input),
                     _ => self.place(src),
                 };
-                // A quarter of them parameterised, now and then with a bad parameter.
-                let param = (src.below(4) == 0).then(|| {
+                // A quarter of them on f16/bf16 storage (now and then starting mid-word),
+                // a quarter of the rest parameterised, now and then with a bad parameter.
+                let (dtype, shift) = pick_dtype(src);
+                let (input, output) = (input.wrapping_add(shift), output.wrapping_add(shift));
+                let param = (dtype == DType::F32 && src.below(4) == 0).then(|| {
                     let f = src.pick(UnaryParamOp::ALL);
                     let mut v = || match src.below(16) {
                         0 => f32::NAN,
@@ -620,15 +635,17 @@ impl Machine<'_> {
                 Op::Unary {
                     op,
                     param,
+                    dtype,
                     input,
                     output,
-                    n: self.count(src, room_i.min(room_o), 4),
+                    n: self.count(src, room_i.min(room_o), dtype.size_bytes() as u64),
                 }
             }
             186..190 => self.gen_broadcast(src),
             190..194 => self.gen_gather(src),
             166..186 => {
                 let op = src.pick(BinaryOp::ALL);
+                let (dtype, shift) = pick_dtype(src);
                 let (a, room_a) = self.place(src);
                 let (b, room_b) = if src.below(6) == 0 {
                     (a, room_a)
@@ -645,10 +662,15 @@ impl Machine<'_> {
                 };
                 Op::Binary {
                     op,
-                    a,
-                    b,
-                    output,
-                    n: self.count(src, room_a.min(room_b).min(room_o), 4),
+                    dtype,
+                    a: a.wrapping_add(shift),
+                    b: b.wrapping_add(shift),
+                    output: output.wrapping_add(shift),
+                    n: self.count(
+                        src,
+                        room_a.min(room_b).min(room_o),
+                        dtype.size_bytes() as u64,
+                    ),
                 }
             }
             203..207 => self.gen_attention_ex(src),
@@ -1000,5 +1022,15 @@ impl Machine<'_> {
             _ => {}
         }
         Op::AttentionEx { args }
+    }
+}
+
+/// The storage of an elementwise call: f32 three times in four, else f16 or bf16, then
+/// half the time starting 2 bytes in (mid-word); returns the dtype and that shift.
+fn pick_dtype(src: &mut Source<'_>) -> (DType, u64) {
+    match src.below(8) {
+        0 => (DType::F16, 2 * src.below(2)),
+        1 => (DType::BF16, 2 * src.below(2)),
+        _ => (DType::F32, 0),
     }
 }

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use backend_api::validate::AttentionPlan;
-use backend_api::{BackendError, BinaryOp, ComputeBackend, ComputeBackendExt, MemoryInfo, RowOp};
+use backend_api::{
+    BackendError, BinaryOp, ComputeBackend, ComputeBackendExt, DType, MemoryInfo, RowOp,
+};
 use backend_cpu::reference;
 
 use super::call::Op;
@@ -19,6 +21,26 @@ use crate::suites::elementwise::{binary_tolerance, unary_param_tolerance, unary_
 use crate::tolerance::{check_value, row_tolerance};
 
 /// Runs `call`, turning a panic into an error message (see [`crate::catch_panic`]).
+impl Machine<'_> {
+    /// The model of a 16-bit output at `loc`: in exact mode (the oracle itself) the
+    /// oracle's values rounded once to `dtype`; otherwise (or for a NaN, whose payload is
+    /// unspecified, or an unknown input) the bytes become unknown.
+    fn store_typed(&mut self, (oi, off): Loc, dtype: DType, want: Vec<Option<f64>>) {
+        let size = dtype.size_bytes();
+        let exact = self.opts.exact;
+        for (e, w) in want.into_iter().enumerate() {
+            let at = off + size * e;
+            match w {
+                Some(w) if exact && !w.is_nan() => {
+                    let bytes = reference::encode64(dtype, &[w]);
+                    self.live[oi].mem.write_known(at, &bytes);
+                }
+                _ => self.live[oi].mem.forget(at, size),
+            }
+        }
+    }
+}
+
 fn guarded<R>(call: impl FnOnce() -> R) -> Result<R, String> {
     crate::catch_panic(call).map_err(|msg| format!("the backend panicked: {msg}"))
 }
@@ -324,10 +346,32 @@ impl<'b> Machine<'b> {
             }
             &Op::Unary {
                 op: f,
+                param: _,
+                dtype,
+                input,
+                output,
+                n,
+            } if dtype != DType::F32 => {
+                let size = dtype.size_bytes() as u64;
+                let plan = self.want_elementwise_typed(&[("input", input)], output, n, size);
+                let got = guarded(|| b.unary_ex(f, dtype, input, output, n))?;
+                if self.judge(op, &got, &plan.1)?
+                    && let Some(locs) = plan.0
+                {
+                    let x = self.read_typed(locs[0], n, dtype);
+                    let want = x
+                        .iter()
+                        .map(|x| x.map(|x| reference::unary64(f, f64::from(x))));
+                    self.store_typed(locs[1], dtype, want.collect());
+                }
+            }
+            &Op::Unary {
+                op: f,
                 param,
                 input,
                 output,
                 n,
+                ..
             } => {
                 let mut plan = self.want_elementwise(&[("input", input)], output, n);
                 // Bad parameters are refused before the operands are looked at.
@@ -370,10 +414,36 @@ impl<'b> Machine<'b> {
             }
             &Op::Binary {
                 op: f,
+                dtype,
                 a,
                 b: bp,
                 output,
                 n,
+            } if dtype != DType::F32 => {
+                let size = dtype.size_bytes() as u64;
+                let plan = self.want_elementwise_typed(&[("a", a), ("b", bp)], output, n, size);
+                let got = guarded(|| b.binary_ex(f, dtype, a, bp, output, n))?;
+                if self.judge(op, &got, &plan.1)?
+                    && let Some(locs) = plan.0
+                {
+                    let xa = self.read_typed(locs[0], n, dtype);
+                    let xb = self.read_typed(locs[1], n, dtype);
+                    let want = xa.iter().zip(&xb).map(|(x, y)| match (x, y) {
+                        (Some(x), Some(y)) => {
+                            Some(reference::binary64(f, f64::from(*x), f64::from(*y)))
+                        }
+                        _ => None,
+                    });
+                    self.store_typed(locs[2], dtype, want.collect());
+                }
+            }
+            &Op::Binary {
+                op: f,
+                a,
+                b: bp,
+                output,
+                n,
+                ..
             } => {
                 let plan = self.want_elementwise(&[("a", a), ("b", bp)], output, n);
                 let got = guarded(|| b.binary(f, a, bp, output, n))?;

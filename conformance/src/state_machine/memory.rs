@@ -97,6 +97,20 @@ impl ModelMem {
             .then(|| f32::from_le_bytes(self.bytes[off..off + 4].try_into().expect("4 bytes")))
     }
 
+    /// The `len` bytes at `off` when all are known.
+    pub(super) fn known_bytes(&self, off: usize, len: usize) -> Option<&[u8]> {
+        self.state[off..off + len]
+            .iter()
+            .all(|&s| s == KNOWN)
+            .then(|| &self.bytes[off..off + len])
+    }
+
+    /// Marks `[off, off + len)` unknown (written with values the model does not predict).
+    pub(super) fn forget(&mut self, off: usize, len: usize) {
+        self.clobber(off, off + len);
+        self.state[off..off + len].fill(UNKNOWN);
+    }
+
     pub(super) fn segment(&self, off: usize, len: usize) -> Segment {
         let mut state = self.state[off..off + len].to_vec();
         let mut approx = Vec::new();

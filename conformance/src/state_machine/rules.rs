@@ -2,7 +2,9 @@
 //! the valid ones.
 
 use backend_api::validate::{self, AttentionPlan, BroadcastPlan, GatherPlan, GemmQPlan};
-use backend_api::{AttentionArgs, BackendTranspose, Conv2dArgs, Operand, ReduceOp, UnaryParamOp};
+use backend_api::{
+    AttentionArgs, BackendTranspose, Conv2dArgs, DType, Operand, ReduceOp, UnaryParamOp,
+};
 use backend_cpu::reference;
 
 use super::call::Op;
@@ -250,6 +252,21 @@ impl Machine<'_> {
         (0..n).map(|e| mem.known_f32(off + 4 * e)).collect()
     }
 
+    /// `n` elements of `dtype` at `loc`, widened to f32; `None` where a byte is unknown.
+    pub(super) fn read_typed(&self, loc: Loc, n: usize, dtype: DType) -> Vec<Option<f32>> {
+        if dtype == DType::F32 {
+            return self.read_f32s(loc, n);
+        }
+        let mem = &self.live[loc.0].mem;
+        (0..n)
+            .map(|e| {
+                let at = loc.1 + 2 * e;
+                mem.known_bytes(at, 2)
+                    .map(|b| reference::decode(dtype, b)[0])
+            })
+            .collect()
+    }
+
     pub(super) fn want_of(loc: &Result<Option<Loc>, Expect>) -> Expect {
         match loc {
             Ok(_) => Expect::Ok,
@@ -298,21 +315,33 @@ impl Machine<'_> {
         output: u64,
         n: usize,
     ) -> (Option<Vec<Loc>>, Expect) {
+        self.want_elementwise_typed(inputs, output, n, 4)
+    }
+
+    /// [`want_elementwise`](Self::want_elementwise) for elements of `size` bytes (2: f16 and
+    /// bf16 storage).
+    pub(super) fn want_elementwise_typed(
+        &self,
+        inputs: &[(&str, u64)],
+        output: u64,
+        n: usize,
+        size: u64,
+    ) -> (Option<Vec<Loc>>, Expect) {
         if n == 0 {
             return (None, Expect::Ok);
         }
-        let bytes = 4 * n as u128;
+        let bytes = u128::from(size) * n as u128;
         let all: Vec<(&str, u64, u128, u64)> = inputs
             .iter()
             .chain(&[("output", output)])
-            .map(|&(name, p)| (name, p, bytes, 4))
+            .map(|&(name, p)| (name, p, bytes, size))
             .collect();
         // Alignment first, then overlap of the addresses as given, then the ranges.
         for &(name, p, _, _) in &all {
-            if !p.is_multiple_of(4) {
+            if !p.is_multiple_of(size) {
                 return (
                     None,
-                    Expect::Invalid(format!("{name} {p:#x} is not 4-byte aligned")),
+                    Expect::Invalid(format!("{name} {p:#x} is not {size}-byte aligned")),
                 );
             }
         }
