@@ -30,7 +30,7 @@ use backend_api::{
     BackendTranspose, BinaryOp, ComputeBackend, Conv2dArgs, DType, QuantFormat, ReduceOp, UnaryOp,
     UnaryParamOp,
 };
-use backend_cpu::CpuBackend;
+use backend_cpu::{CpuBackend, reference};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -1589,4 +1589,86 @@ fn signed_zeros_match_numpy() {
     report.merge(run_binary(true));
     report.merge(run_broadcast(true));
     report.done("signed zeros");
+}
+
+// ---------------------------------------------------------------------------------------------
+// f16/bf16 storage: unary_ex, binary_ex, reduce_ex (gen_fixtures.py, half_storage_cases)
+
+#[derive(Deserialize)]
+struct HalfFile {
+    cases: Vec<HalfCase>,
+}
+
+#[derive(Deserialize)]
+struct HalfCase {
+    name: String,
+    dtype: String,
+    call: String,
+    op: String,
+    /// 16-bit patterns; a reduce input of one repeated value is that value and `repeat`.
+    a: Vec<u16>,
+    #[serde(default)]
+    b: Vec<u16>,
+    #[serde(default)]
+    repeat: Option<usize>,
+    #[serde(default)]
+    shape: Vec<usize>,
+    #[serde(default)]
+    axis: usize,
+    want: Vec<u64>,
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
+fn half_storage_matches_numpy() {
+    let be = backend();
+    let fixture: HalfFile = load("half_storage.json");
+    let mut report = Report::new(false);
+    let half_bytes = |v: &[u16], repeat: usize| -> Vec<u8> {
+        v.iter()
+            .flat_map(|h| h.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .repeat(repeat)
+    };
+    for case in &fixture.cases {
+        report.cases += 1;
+        let dtype = DType::from_name(&case.dtype).expect("f16 or bf16");
+        let name = format!("{} ({})", case.name, case.call);
+        // Operands at 2 mod 4: they start mid-word.
+        let mut mem = Placement::new(&be, true);
+        let pa = mem.put(&half_bytes(&case.a, case.repeat.unwrap_or(1)), 2);
+        let n = case.want.len();
+        let po = mem.put(&vec![0xA5; 2 * n], 2);
+        let result = match case.call.as_str() {
+            "unary" => {
+                mem.upload();
+                let op = UnaryOp::from_name(&case.op).expect("a unary op");
+                be.unary_ex(op, dtype, mem.ptr(pa), mem.ptr(po), n)
+            }
+            "binary" => {
+                let pb = mem.put(&half_bytes(&case.b, 1), 2);
+                mem.upload();
+                let op = BinaryOp::from_name(&case.op).expect("a binary op");
+                be.binary_ex(op, dtype, mem.ptr(pa), mem.ptr(pb), mem.ptr(po), n)
+            }
+            _ => {
+                mem.upload();
+                let op = ReduceOp::from_name(&case.op).expect("a reduce op");
+                be.reduce_ex(op, dtype, mem.ptr(pa), mem.ptr(po), &case.shape, case.axis)
+            }
+        };
+        if let Err(e) = result {
+            report.fail(&name, format!("returned {e}"));
+            continue;
+        }
+        match mem.finish(po) {
+            Ok(bytes) => {
+                let got = reference::decode(dtype, &bytes);
+                // The want is already rounded to the type: equal, up to the sign of zero.
+                report.compare(&name, &got, &case.want, None, Rule::ExactAnyZero, 0..n);
+            }
+            Err(e) => report.fail(&name, e),
+        }
+    }
+    report.done("half_storage.json");
 }
