@@ -130,6 +130,17 @@ def cases():
             out[f"unary_gelu_2^{e}"] = lambda ex=ex: F.gelu(ex)
             out[f"unary_exp_2^{e}"] = lambda ex=ex, ez=ez: torch.exp(ex, out=ez)
 
+    # 16-bit storage at 2^28: PyTorch's own f16/bf16 kernels (reductions accumulate in f32).
+    n16 = 1 << 28
+    for tname, tdt in (("f16", torch.float16), ("bf16", torch.bfloat16)):
+        hx, hy, hz = rand(n16).to(tdt), rand(n16).to(tdt), torch.empty(n16, dtype=tdt, device=dev)
+        hr = torch.empty(n16 // 4096, dtype=tdt, device=dev)
+        out[f"unary_{tname}_relu_2^28"] = lambda hx=hx, hz=hz: torch.clamp_min(hx, 0.0, out=hz)
+        out[f"binary_{tname}_add_2^28"] = lambda hx=hx, hy=hy, hz=hz: torch.add(hx, hy, out=hz)
+        out[f"reduce_{tname}_sum_2^28"] = lambda hx=hx, hr=hr: torch.sum(hx.view(-1, 4096), dim=1, out=hr)
+        if tname == "f16":
+            out["unary_f16_gelu_2^28"] = lambda hx=hx: F.gelu(hx)
+
     for size, label in ((4 << 10, "4KiB"), (1 << 20, "1MiB"), (16 << 20, "16MiB"), (256 << 20, "256MiB")):
         host = torch.full((size,), 0x5A, dtype=torch.uint8)  # pageable, like a Rust Vec
         devb = torch.empty(size, dtype=torch.uint8, device=dev)

@@ -352,6 +352,68 @@ fn binary_case(op: BinaryOp, n: usize) -> Case {
     )
 }
 
+/// `n` elements of `dtype` filled from [`random_buffer`]'s f32 values by `cast`.
+fn typed_buffers(b: &dyn ComputeBackend, dtype: DType, sizes: &[usize]) -> BackendResult<Vec<u64>> {
+    let mut out = Vec::new();
+    let mut made = || -> BackendResult<()> {
+        for (i, &n) in sizes.iter().enumerate() {
+            let f = random_buffer(b, n, i as u64 + 1)?;
+            let p = b.alloc(dtype.size_bytes() * n);
+            let cast = p.and_then(|p| {
+                out.push(p);
+                b.cast(f, DType::F32, p, dtype, n)
+            });
+            b.free(f)?;
+            cast?;
+        }
+        Ok(())
+    };
+    if let Err(e) = made() {
+        for p in out {
+            let _ = b.free(p);
+        }
+        return Err(e);
+    }
+    Ok(out)
+}
+
+/// `unary_ex`, `binary_ex` or `reduce_ex` (sum over rows of `[n / 4096, 4096]`) on
+/// 16-bit storage: `{family}_{dtype}_{op}_2^{e}`.
+fn half_case(family: &'static str, dtype: DType, op: &'static str, n: usize) -> Case {
+    let name = format!("{family}_{}_{op}_2^{}", dtype.name(), n.trailing_zeros());
+    let (operands, bytes) = match family {
+        "unary" => (2, 4 * n),
+        "binary" => (3, 6 * n),
+        _ => (2, 2 * n + 2 * (n / 4096)),
+    };
+    Case::new(
+        family,
+        name,
+        Work::Bytes(bytes as f64),
+        Box::new(move |b| {
+            let sizes: Vec<usize> = (0..operands)
+                .map(|i| if family == "reduce" && i == 1 { n / 4096 } else { n })
+                .collect();
+            let v = typed_buffers(b, dtype, &sizes)?;
+            let p = v.clone();
+            Ok(Prepared {
+                buffers: v,
+                run: Box::new(move |b| match family {
+                    "unary" => b.unary_ex(UnaryOp::from_name(op).expect("op"), dtype, p[0], p[1], n),
+                    "binary" => {
+                        let op = BinaryOp::from_name(op).expect("op");
+                        b.binary_ex(op, dtype, p[0], p[1], p[2], n)
+                    }
+                    _ => {
+                        let op = ReduceOp::from_name(op).expect("op");
+                        b.reduce_ex(op, dtype, p[0], p[1], &[n / 4096, 4096], 1)
+                    }
+                }),
+            })
+        }),
+    )
+}
+
 fn copy_case(dir: &'static str, bytes: usize) -> Case {
     let name = format!("copy_{dir}_{}", human(bytes));
     Case::new(
@@ -596,6 +658,14 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
         UnaryOp::Exp,
         if full { 1 << 28 } else { 1 << 14 },
     ));
+    // 16-bit storage at 2^28 (the size) and the same in bf16.
+    let n16 = if full { 1 << 28 } else { 1 << 14 };
+    for dtype in [DType::F16, DType::BF16] {
+        v.push(half_case("unary", dtype, "relu", n16));
+        v.push(half_case("binary", dtype, "add", n16));
+        v.push(half_case("reduce", dtype, "sum", n16));
+    }
+    v.push(half_case("unary", DType::F16, "gelu", n16));
 
     let copies: &[usize] = if full {
         &[4 << 10, 1 << 20, 16 << 20, 256 << 20]
