@@ -49,6 +49,10 @@ pub struct Tuning {
     /// How long a small readback polls the device before it blocks (zero: block at
     /// once). `BACKEND_READBACK_SPIN_US`, in microseconds.
     pub readback_spin: std::time::Duration,
+    /// Depthwise convolutions load their input tile into workgroup memory
+    /// (`conv2d_ex.wgsl::tiled`) where it fits; off: four outputs of a row per thread
+    /// from global memory. `BACKEND_DEPTHWISE_TILED` (`0` turns it off).
+    pub depthwise_tiled: bool,
 }
 
 impl Default for Tuning {
@@ -56,6 +60,7 @@ impl Default for Tuning {
         Self {
             gemm_narrow_below: 192,
             readback_spin: std::time::Duration::from_micros(500),
+            depthwise_tiled: true,
         }
     }
 }
@@ -91,7 +96,7 @@ impl WebGpuOptions {
 
     /// These options with every variable that is set applied over them:
     /// `BACKEND_ADAPTER`, `BACKEND_TENSOR_CORES`, `BACKEND_GEMM_NARROW_BELOW`,
-    /// `BACKEND_READBACK_SPIN_US` (the rules: [`backend_api::env`]); `InvalidArgument`
+    /// `BACKEND_READBACK_SPIN_US`, `BACKEND_DEPTHWISE_TILED` (the rules: [`backend_api::env`]); `InvalidArgument`
     /// naming the variable when a number does not parse.
     pub fn with_env(mut self) -> BackendResult<Self> {
         use backend_api::env;
@@ -106,6 +111,9 @@ impl WebGpuOptions {
         }
         if let Some(us) = env::parse(READBACK_SPIN_ENV)? {
             self.tuning.readback_spin = std::time::Duration::from_micros(us);
+        }
+        if env::var(DEPTHWISE_TILED_ENV).is_some() {
+            self.tuning.depthwise_tiled = env::flag(DEPTHWISE_TILED_ENV);
         }
         Ok(self)
     }
@@ -126,6 +134,8 @@ pub const TENSOR_CORES_ENV: &str = "BACKEND_TENSOR_CORES";
 pub const NARROW_BELOW_ENV: &str = "BACKEND_GEMM_NARROW_BELOW";
 /// `BACKEND_READBACK_SPIN_US`: see [`Tuning::readback_spin`].
 pub const READBACK_SPIN_ENV: &str = "BACKEND_READBACK_SPIN_US";
+/// `BACKEND_DEPTHWISE_TILED`: see [`Tuning::depthwise_tiled`].
+pub const DEPTHWISE_TILED_ENV: &str = "BACKEND_DEPTHWISE_TILED";
 
 /// What an adapter is and can do, for listings and reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

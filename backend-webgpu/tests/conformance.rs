@@ -407,3 +407,17 @@ fn reduce_long_columns() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Depthwise convolutions on the kernel `tiled` does not take: with it turned off, the
+/// conv2d_ex check runs on `depthwise4` (and `main` for the grouped cases).
+#[test]
+fn conv2d_ex_without_the_tiled_depthwise_kernel() {
+    let Some(tiled) = backend() else {
+        return;
+    };
+    let mut options = backend_webgpu::WebGpuOptions::from_env().expect("valid variables");
+    options.tuning.depthwise_tiled = false;
+    let mut b = WebGpuBackend::with_options(options);
+    b.init().expect("the adapter the other tests use");
+    conformance::assert_check(&b, b.name(), Check::Conv2dEx, &config(tiled));
+}

@@ -392,14 +392,22 @@ fn half_case(family: &'static str, dtype: DType, op: &'static str, n: usize) -> 
         Work::Bytes(bytes as f64),
         Box::new(move |b| {
             let sizes: Vec<usize> = (0..operands)
-                .map(|i| if family == "reduce" && i == 1 { n / 4096 } else { n })
+                .map(|i| {
+                    if family == "reduce" && i == 1 {
+                        n / 4096
+                    } else {
+                        n
+                    }
+                })
                 .collect();
             let v = typed_buffers(b, dtype, &sizes)?;
             let p = v.clone();
             Ok(Prepared {
                 buffers: v,
                 run: Box::new(move |b| match family {
-                    "unary" => b.unary_ex(UnaryOp::from_name(op).expect("op"), dtype, p[0], p[1], n),
+                    "unary" => {
+                        b.unary_ex(UnaryOp::from_name(op).expect("op"), dtype, p[0], p[1], n)
+                    }
                     "binary" => {
                         let op = BinaryOp::from_name(op).expect("op");
                         b.binary_ex(op, dtype, p[0], p[1], p[2], n)

@@ -128,3 +128,75 @@ fn depthwise4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         }
     }
 }
+
+// ---- `tiled`: one input channel per group, the input tile in workgroup memory ---------
+// A workgroup computes a TH x TW tile of one output plane (TH = 256 / TW), one output per
+// thread, after loading every input element its taps reach once, in coalesced rows
+// (zeros outside the input, never used: each tap's bounds are checked as in `main`, so
+// 0 * inf never enters). Same taps, same order as `main`: the same sums.
+
+override TW: u32 = 32u;
+const TILE_MAX: u32 = 2048u;
+var<workgroup> tile: array<f32, TILE_MAX>;
+
+@compute @workgroup_size(WG)
+fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let th = WG / TW;
+    let tiles_x = (params.ow + TW - 1u) / TW;
+    let tiles_y = (params.oh + th - 1u) / th;
+    let g = wid.x + wid.y * nwg.x;
+    // Uniform per workgroup, so the barrier below is reached by all or none.
+    if (g >= params.n * params.k * tiles_x * tiles_y) {
+        return;
+    }
+    let tx0 = (g % tiles_x) * TW;
+    let ty0 = ((g / tiles_x) % tiles_y) * th;
+    let plane_out = g / (tiles_x * tiles_y);
+    let kk = plane_out % params.k;
+    let b = plane_out / params.k;
+    let ch = kk / (params.k / params.groups);
+    let iw = (TW - 1u) * params.stride_w + (params.s - 1u) * params.dil_w + 1u;
+    let ih = (th - 1u) * params.stride_h + (params.r - 1u) * params.dil_h + 1u;
+    let iy0 = i32(ty0 * params.stride_h) - i32(params.pad_h);
+    let ix0 = i32(tx0 * params.stride_w) - i32(params.pad_w);
+    let plane = params.x_off + ((b * params.c + ch) * params.h) * params.w;
+    for (var e = lid; e < ih * iw; e = e + WG) {
+        let iy = iy0 + i32(e / iw);
+        let ix = ix0 + i32(e % iw);
+        var v = 0.0;
+        if (iy >= 0 && iy < i32(params.h) && ix >= 0 && ix < i32(params.w)) {
+            v = x[plane + u32(iy) * params.w + u32(ix)];
+        }
+        tile[e] = v;
+    }
+    workgroupBarrier();
+    let ox = tx0 + lid % TW;
+    let oy = ty0 + lid / TW;
+    if (ox >= params.ow || oy >= params.oh) {
+        return;
+    }
+    var acc = 0.0;
+    if ((params.flags & 1u) != 0u) {
+        acc = bias[params.b_off + kk];
+    }
+    let taps = params.f_off + kk * params.r * params.s;
+    let ly = (lid / TW) * params.stride_h;
+    let lx = (lid % TW) * params.stride_w;
+    for (var fy = 0u; fy < params.r; fy = fy + 1u) {
+        let ty = ly + fy * params.dil_h;
+        let iy = iy0 + i32(ty);
+        if (iy < 0 || iy >= i32(params.h)) {
+            continue;
+        }
+        for (var fx = 0u; fx < params.s; fx = fx + 1u) {
+            let tx = lx + fx * params.dil_w;
+            let ix = ix0 + i32(tx);
+            if (ix < 0 || ix >= i32(params.w)) {
+                continue;
+            }
+            acc = acc + tile[ty * iw + tx] * f[taps + fy * params.s + fx];
+        }
+    }
+    y[params.y_off + (plane_out * params.oh + oy) * params.ow + ox] = acc;
+}

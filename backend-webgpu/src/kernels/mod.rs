@@ -164,8 +164,8 @@ kernels! {
         name: "conv2d_ex",
         file: "conv2d_ex.wgsl",
         math: false,
-        entries: ["main", "depthwise4"],
-        constants: [],
+        entries: ["main", "depthwise4", "tiled"],
+        constants: ["TW"],
         params: params::Conv2dEx,
     },
     Attention {

@@ -74,6 +74,41 @@ impl ConvChoice {
     }
 }
 
+/// The `conv2d_ex.wgsl` entry for a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExChoice {
+    /// One input channel per group, the input tile in workgroup memory: `TW` outputs
+    /// wide, `256 / TW` high.
+    Tiled { tw: usize },
+    /// One input channel per group: four outputs of a row per thread.
+    Depthwise4,
+    /// One thread per output.
+    Main,
+}
+
+/// The input elements `tiled` can hold (`TILE_MAX` in `conv2d_ex.wgsl`).
+const TILE_MAX: usize = 2048;
+
+/// Picks the kernel: `tiled` for one input channel per group when its input tile fits
+/// (16 wide for planes up to 16 outputs wide, else 32) and `tiled` is on, else
+/// `depthwise4`; `main` for everything else.
+fn choose_ex(p: &Conv2dPlan, depthwise: bool, tiled: bool) -> ExChoice {
+    if !depthwise {
+        return ExChoice::Main;
+    }
+    let tw = if p.ow <= 16 { 16 } else { 32 };
+    let th = 256 / tw;
+    let span = |n: usize, stride: usize, taps: usize, dil: usize| {
+        (n - 1) * stride + (taps.max(1) - 1) * dil + 1
+    };
+    let elems = span(tw, p.stride_w, p.s, p.dil_w) * span(th, p.stride_h, p.r, p.dil_h);
+    if tiled && elems <= TILE_MAX {
+        ExChoice::Tiled { tw }
+    } else {
+        ExChoice::Depthwise4
+    }
+}
+
 impl Ctx {
     /// `conv2d_forward_ex` beyond `conv2d_forward`'s case (groups, dilation, a bias,
     /// asymmetric padding): `kernels/conv2d_ex.wgsl`, one thread per output.
@@ -122,16 +157,26 @@ impl Ctx {
             flags: u32::from(p.bias.is_some()),
             _pad: [0; 3],
         };
-        // One input channel per group: four outputs of a row per thread.
         let depthwise = !empty_input && p.group_channels() == 1;
-        let (entry, threads) = if depthwise {
-            ("depthwise4", total / p.ow as u64 * p.ow.div_ceil(4) as u64)
-        } else {
-            ("main", total)
+        let (key, groups) = match choose_ex(p, depthwise, self.tuning.depthwise_tiled) {
+            ExChoice::Tiled { tw } => {
+                let tiles =
+                    (p.n * p.k) as u64 * p.oh.div_ceil(256 / tw) as u64 * p.ow.div_ceil(tw) as u64;
+                let key = PipelineKey::new(Kernel::Conv2dEx, "tiled").with("TW", tw as f64);
+                (key, tiles)
+            }
+            // Four outputs of a row per thread.
+            ExChoice::Depthwise4 => (
+                PipelineKey::new(Kernel::Conv2dEx, "depthwise4"),
+                groups_of_256(total / p.ow as u64 * p.ow.div_ceil(4) as u64),
+            ),
+            ExChoice::Main => (
+                PipelineKey::new(Kernel::Conv2dEx, "main"),
+                groups_of_256(total),
+            ),
         };
         let State { stream, .. } = &mut *st;
-        let grid = limits.grid(groups_of_256(threads))?;
-        let key = PipelineKey::new(Kernel::Conv2dEx, entry);
+        let grid = limits.grid(groups)?;
         self.dispatch(
             stream,
             &key,
@@ -247,6 +292,52 @@ impl Ctx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn depthwise_plan(hw: usize, stride: usize, r: usize, dil: usize) -> Conv2dPlan {
+        let pad = r / 2 * dil;
+        let o = (hw + 2 * pad - dil * (r - 1) - 1) / stride + 1;
+        let args = backend_api::Conv2dArgs::new(
+            0x1000,
+            [1, 8, hw, hw],
+            0x100_0000,
+            [8, 1, r, r],
+            0x200_0000,
+            [1, 8, o, o],
+        )
+        .stride([stride; 2])
+        .padding([pad; 4])
+        .dilation([dil; 2])
+        .groups(8);
+        backend_api::validate::conv2d_ex(&args)
+            .expect("valid")
+            .expect("not empty")
+    }
+
+    #[test]
+    fn depthwise_tiles_fit_workgroup_memory_or_fall_back() {
+        // MobileNetV2's depthwise layers: 16 wide for small planes, else 32.
+        assert_eq!(
+            choose_ex(&depthwise_plan(14, 1, 3, 1), true, true),
+            ExChoice::Tiled { tw: 16 }
+        );
+        assert_eq!(
+            choose_ex(&depthwise_plan(112, 2, 3, 1), true, true),
+            ExChoice::Tiled { tw: 32 }
+        );
+        // A 7x7 filter at dilation 6 reaches 68 x 44 inputs: too many for the tile.
+        assert_eq!(
+            choose_ex(&depthwise_plan(64, 1, 7, 6), true, true),
+            ExChoice::Depthwise4
+        );
+        assert_eq!(
+            choose_ex(&depthwise_plan(14, 1, 3, 1), true, false),
+            ExChoice::Depthwise4
+        );
+        assert_eq!(
+            choose_ex(&depthwise_plan(14, 1, 3, 1), false, true),
+            ExChoice::Main
+        );
+    }
 
     const NARROW: usize = 192;
 
