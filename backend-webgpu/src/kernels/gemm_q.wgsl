@@ -145,3 +145,79 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         c[ci] = v;
     }
 }
+
+// ---- `decode`: few columns (n <= 4) -----------------------------------------------
+// The same tile of 8 rows x 32 lanes, but 8 lanes share a block, 4 quants each, so that
+// neighbouring lanes read neighbouring bytes of A and neighbouring rows of B (coalesced
+// loads, where `main`'s lanes read B 32 floats apart); the 4 groups of 8 lanes take the
+// row's blocks g, g + 4, .... Q4_0: lane t reads quant bytes 2t and 2t + 1 (elements 2t,
+// 2t + 1 and, from their high nibbles, 2t + 16, 2t + 17); Q8_0: bytes 4t to 4t + 3.
+
+// The 16 bits at even byte address p.
+fn half_at(p: u32) -> u32 {
+    let w = a[p >> 2u];
+    return select(w & 0xffffu, w >> 16u, (p & 2u) != 0u);
+}
+
+@compute @workgroup_size(256)
+fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = lid / LANES;
+    let lane = lid % LANES;
+    let group = lane / 8u;
+    let t = lane % 8u;
+    let row = wid.x * ROWS + r;
+    let col0 = wid.y * COLS;
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    let blocks = params.k / 32u;
+    if ((params.flags & 1u) != 0u && row < params.m) {
+        let row_base = params.a_byte + row * blocks * block_bytes();
+        for (var blk = group; blk < blocks; blk = blk + 4u) {
+            let p = row_base + blk * block_bytes();
+            let d = scale_at(p);
+            var q: vec4<f32>;
+            var at: vec4<u32>;
+            if (FORMAT == 0u) {
+                let w = word_at(p + 2u + 4u * t);
+                let qb = vec4<u32>(w & 0xffu, (w >> 8u) & 0xffu, (w >> 16u) & 0xffu, w >> 24u);
+                q = vec4<f32>(vec4<i32>(qb) - select(vec4<i32>(0), vec4<i32>(256), qb >= vec4<u32>(128u)));
+                at = vec4<u32>(4u * t) + vec4<u32>(0u, 1u, 2u, 3u);
+            } else {
+                let h = half_at(p + 2u + 2u * t);
+                q = vec4<f32>(f32(h & 15u), f32((h >> 8u) & 15u), f32((h >> 4u) & 15u), f32(h >> 12u))
+                    - vec4<f32>(8.0);
+                at = vec4<u32>(2u * t, 2u * t + 1u, 2u * t + 16u, 2u * t + 17u);
+            }
+            for (var j = 0u; j < COLS; j = j + 1u) {
+                if (col0 + j < params.n) {
+                    let bb = params.b_off + blk * 32u + (col0 + j) * params.ldb;
+                    let bv = vec4<f32>(b_at(bb + at.x), b_at(bb + at.y), b_at(bb + at.z), b_at(bb + at.w));
+                    acc[j] = acc[j] + d * dot(q, bv);
+                }
+            }
+        }
+    }
+    for (var j = 0u; j < COLS; j = j + 1u) {
+        partial[(r * LANES + lane) * COLS + j] = acc[j];
+    }
+    workgroupBarrier();
+    let j = lane;
+    let col = col0 + j;
+    if (lane < COLS && row < params.m && col < params.n) {
+        var sum = 0.0;
+        for (var l = 0u; l < LANES; l = l + 1u) {
+            sum = sum + partial[(r * LANES + l) * COLS + j];
+        }
+        let ci = params.c_off + row + col * params.ldc;
+        let product = (params.flags & 1u) != 0u;
+        let read_c = (params.flags & 2u) != 0u;
+        var v = 0.0;
+        if (product && read_c) {
+            v = params.alpha * sum + params.beta * c[ci];
+        } else if (product) {
+            v = params.alpha * sum;
+        } else if (read_c) {
+            v = params.beta * c[ci];
+        }
+        c[ci] = v;
+    }
+}

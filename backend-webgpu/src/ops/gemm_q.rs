@@ -16,6 +16,12 @@ fn tile_columns(n: usize) -> u64 {
     (n.max(1).next_power_of_two() as u64).min(8)
 }
 
+/// The kernel: `decode` (8 lanes per block, coalesced reads of A and B) for up to 4
+/// columns, `main` (a lane per block, each block dequantized once for 8 columns) above.
+fn entry(n: usize) -> &'static str {
+    if n <= 4 { "decode" } else { "main" }
+}
+
 /// The `FORMAT` override of a block format.
 fn format_code(f: QuantFormat) -> f64 {
     match f {
@@ -56,7 +62,7 @@ impl Ctx {
                 p.op
             )));
         }
-        let key = PipelineKey::new(Kernel::GemmQ, "main")
+        let key = PipelineKey::new(Kernel::GemmQ, entry(p.n))
             .with("FORMAT", format_code(p.format))
             .with("B_F16", f64::from(u8::from(p.b_dtype == DType::F16)))
             .with("COLS", cols as f64);
@@ -74,6 +80,14 @@ impl Ctx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn few_columns_take_the_decode_kernel() {
+        assert_eq!(
+            [1, 4, 5, 512].map(entry),
+            ["decode", "decode", "main", "main"]
+        );
+    }
 
     #[test]
     fn column_tiles_hold_n_up_to_eight() {
