@@ -19,6 +19,9 @@ pub use backend::{BackendFuture, ComputeBackend, ComputeBackendExt};
 pub use buffer::Buffer;
 pub use conv::Conv2dArgs;
 pub use error::{BackendError, BackendResult, fmt_bytes};
+/// The `half` crate, whose `f16` and `bf16` are the element types of f16/bf16 storage
+/// ([`Buffer`]`<f16>`, the `_ex` ops), re-exported so callers use the same version.
+pub use half;
 pub use types::{
     BackendTranspose, BinaryOp, DType, MemoryInfo, QuantFormat, ReduceOp, RowOp, UnaryOp,
     UnaryParamOp,

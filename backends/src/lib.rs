@@ -92,6 +92,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+pub use backend_api::half;
 pub use backend_api::memory::{self, ElemType, Element};
 pub use backend_api::{
     self, AttentionArgs, AttentionMask, BackendError, BackendFuture, BackendResult,
