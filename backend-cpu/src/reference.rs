@@ -450,7 +450,7 @@ pub fn unary(op: UnaryOp, x: f32) -> f32 {
 /// One unary op in f64, not rounded (for outputs stored in another type).
 pub fn unary64(op: UnaryOp, x: f64) -> f64 {
     let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
-    let r = match op {
+    match op {
         UnaryOp::Relu => {
             if x.is_nan() {
                 x
@@ -521,8 +521,7 @@ pub fn unary64(op: UnaryOp, x: f64) -> f64 {
             let z = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
             x * sigmoid(2.0 * z)
         }
-    };
-    r
+    }
 }
 
 /// `ln(1 + e^x)` without overflow or cancellation.
@@ -563,7 +562,7 @@ pub fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
 
 /// One binary op in f64, not rounded (for outputs stored in another type).
 pub fn binary64(op: BinaryOp, a: f64, b: f64) -> f64 {
-    let r = match op {
+    match op {
         BinaryOp::Add => a + b,
         BinaryOp::Sub => a - b,
         BinaryOp::Mul => a * b,
@@ -573,8 +572,7 @@ pub fn binary64(op: BinaryOp, a: f64, b: f64) -> f64 {
         BinaryOp::Pow => a.powf(b),
         // Rust's `%` is C's fmod: exact, with the dividend's sign.
         BinaryOp::Mod => a % b,
-    };
-    r
+    }
 }
 
 /// NumPy broadcasting of `op` over row-major `a` (`a_shape`) and `b` (`b_shape`) into

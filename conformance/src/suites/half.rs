@@ -66,6 +66,9 @@ pub struct HalfCase {
     pub seed: u64,
 }
 
+/// Each output element's bound.
+type Bound = Box<dyn Fn(usize) -> Tol>;
+
 /// `v` rounded to `dtype` (to nearest even, overflow to infinity).
 fn round16(dtype: DType, v: f32) -> f32 {
     reference::decode(dtype, &reference::encode(dtype, &[v]))[0]
@@ -208,7 +211,7 @@ impl Suite for HalfSuite {
         };
         let x_dev = put(&mut dev, &mut rng, &x, c.offsets[0])?;
         let what = format!("{} {}", HalfSuite::kind(c), "output");
-        let (out_dev, want, tol): (Region, Vec<f64>, Box<dyn Fn(usize) -> Tol>) = match c.call {
+        let (out_dev, want, tol): (Region, Vec<f64>, Bound) = match c.call {
             HalfCall::Unary(op, in_place) => {
                 let out_dev = if in_place {
                     x_dev.clone()
