@@ -121,7 +121,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         partial[(r * LANES + lane) * COLS + j] = acc[j];
     }
     workgroupBarrier();
-    // Lanes 0..7 of each row finish one column each.
+    store_c(r, lane, row, col0);
+}
+
+// After the barrier: lanes 0..COLS-1 of each row sum the row's 32 partial results of one
+// column, in lane order, and store C = alpha * sum + beta * C. As BLAS: without a product
+// C becomes beta * C (keeping -0), and with beta == 0 C is never read.
+fn store_c(r: u32, lane: u32, row: u32, col0: u32) {
     let j = lane;
     let col = col0 + j;
     if (lane < COLS && row < params.m && col < params.n) {
@@ -132,8 +138,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let ci = params.c_off + row + col * params.ldc;
         let product = (params.flags & 1u) != 0u;
         let read_c = (params.flags & 2u) != 0u;
-        // As BLAS: without a product C becomes beta * C (keeping -0), and with beta == 0
-        // C is never read.
         var v = 0.0;
         if (product && read_c) {
             v = params.alpha * sum + params.beta * c[ci];
@@ -200,24 +204,5 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         partial[(r * LANES + lane) * COLS + j] = acc[j];
     }
     workgroupBarrier();
-    let j = lane;
-    let col = col0 + j;
-    if (lane < COLS && row < params.m && col < params.n) {
-        var sum = 0.0;
-        for (var l = 0u; l < LANES; l = l + 1u) {
-            sum = sum + partial[(r * LANES + l) * COLS + j];
-        }
-        let ci = params.c_off + row + col * params.ldc;
-        let product = (params.flags & 1u) != 0u;
-        let read_c = (params.flags & 2u) != 0u;
-        var v = 0.0;
-        if (product && read_c) {
-            v = params.alpha * sum + params.beta * c[ci];
-        } else if (product) {
-            v = params.alpha * sum;
-        } else if (read_c) {
-            v = params.beta * c[ci];
-        }
-        c[ci] = v;
-    }
+    store_c(r, lane, row, col0);
 }
