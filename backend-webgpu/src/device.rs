@@ -50,8 +50,10 @@ pub struct Tuning {
     /// once). `BACKEND_READBACK_SPIN_US`, in microseconds.
     pub readback_spin: std::time::Duration,
     /// Depthwise convolutions load their input tile into workgroup memory
-    /// (`conv2d_ex.wgsl::tiled`) where it fits; off: four outputs of a row per thread
-    /// from global memory. `BACKEND_DEPTHWISE_TILED` (`0` turns it off).
+    /// (`conv2d_ex.wgsl::tiled`) where it fits, instead of computing four outputs of a
+    /// row per thread from global memory. Off by default: on an H100 it took 1.3 to 1.8
+    /// times as long on MobileNetV2's layers (docs/PERFORMANCE.md).
+    /// `BACKEND_DEPTHWISE_TILED=1` turns it on.
     pub depthwise_tiled: bool,
 }
 
@@ -60,7 +62,7 @@ impl Default for Tuning {
         Self {
             gemm_narrow_below: 192,
             readback_spin: std::time::Duration::from_micros(500),
-            depthwise_tiled: true,
+            depthwise_tiled: false,
         }
     }
 }

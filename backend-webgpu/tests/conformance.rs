@@ -408,16 +408,57 @@ fn reduce_long_columns() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Depthwise convolutions on the kernel `tiled` does not take: with it turned off, the
-/// conv2d_ex check runs on `depthwise4` (and `main` for the grouped cases).
+/// Depthwise convolutions on the kernel that is off by default (`tiled`, the input tile
+/// in workgroup memory): the conv2d_ex check with it turned on.
 #[test]
-fn conv2d_ex_without_the_tiled_depthwise_kernel() {
+fn conv2d_ex_with_the_tiled_depthwise_kernel() {
     let Some(tiled) = backend() else {
         return;
     };
     let mut options = backend_webgpu::WebGpuOptions::from_env().expect("valid variables");
-    options.tuning.depthwise_tiled = false;
+    options.tuning.depthwise_tiled = true;
     let mut b = WebGpuBackend::with_options(options);
     b.init().expect("the adapter the other tests use");
     conformance::assert_check(&b, b.name(), Check::Conv2dEx, &config(tiled));
+}
+
+/// f16/bf16 reductions over long rows of whole 16-byte groups (`reduce.wgsl::rows8h`), the
+/// two-pass ones (LogSumExp, L2) included, and the same rows one element off (scalar path).
+#[test]
+fn half_reductions_over_aligned_rows() {
+    use backend_api::{DType, ReduceOp};
+    use conformance::suites::half::{HalfCall, HalfCase, HalfData};
+    let Some(b) = backend() else {
+        return;
+    };
+    let mut failures = Vec::new();
+    for (i, (dtype, op, shape, offset)) in [
+        (DType::F16, ReduceOp::Sum, vec![3, 4096], 0),
+        (DType::BF16, ReduceOp::Mean, vec![2, 1000], 0),
+        (DType::F16, ReduceOp::LogSumExp, vec![2, 800], 0),
+        (DType::BF16, ReduceOp::L2, vec![2, 512], 0),
+        (DType::F16, ReduceOp::Max, vec![2, 512], 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let case = HalfCase {
+            dtype,
+            call: HalfCall::Reduce(op),
+            n: 0,
+            shape,
+            axis: 1,
+            offsets: [offset, 0, 0],
+            data: HalfData::Usual,
+            specials: i == 4,
+            seed: 90 + i as u64,
+        };
+        replay(
+            b,
+            Check::HalfStorage,
+            serde_json::to_string(&case).unwrap(),
+            &mut failures,
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

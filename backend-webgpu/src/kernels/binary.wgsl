@@ -212,17 +212,53 @@ fn half_of(arr_word: u32, e: u32) -> f32 {
     return bitcast<f32>(decode_bits(arr_word, e, DTYPE));
 }
 
-@compute @workgroup_size(WG)
-fn packed16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let t = flat_index(wid, nwg, lid, WG);
-    if (t >= params.words) {
+// Output words per thread, grid-strided (each pass over the words coalesced).
+const PW: u32 = 4u;
+
+fn packed_word(w: u32, start: u32, end: u32) {
+    let e0 = 2u * w;
+    let i0 = e0 - start;
+    // Fast path: both halves in range and every operand's words line up with the
+    // output's: one load per distinct operand, no merge.
+    if (e0 >= start && e0 + 2u <= end && ((params.a_off ^ start) & 1u) == 0u
+        && ((params.b_off ^ start) & 1u) == 0u) {
+        var aw: u32;
+        var bw: u32;
+        switch ALIAS {
+            case ALIAS_OUT_IS_A: {
+                aw = outh[w];
+                bw = bh[(params.b_off + i0) >> 1u];
+            }
+            case ALIAS_OUT_IS_B: {
+                aw = ah[(params.a_off + i0) >> 1u];
+                bw = outh[w];
+            }
+            case ALIAS_ALL_SAME: {
+                aw = outh[w];
+                bw = aw;
+            }
+            case ALIAS_A_IS_B: {
+                aw = ah[(params.a_off + i0) >> 1u];
+                bw = aw;
+            }
+            default: {
+                aw = ah[(params.a_off + i0) >> 1u];
+                bw = bh[(params.b_off + i0) >> 1u];
+            }
+        }
+        let same = ALIAS == ALIAS_ALL_SAME || ALIAS == ALIAS_A_IS_B;
+        var r = 0u;
+        for (var h = 0u; h < 2u; h = h + 1u) {
+            let x = half_of(aw, h);
+            var y = half_of(bw, h);
+            if (same) {
+                y = second(x);
+            }
+            r = r | (store_half(apply(x, y)) << (16u * h));
+        }
+        outh[w] = r;
         return;
     }
-    let w = params.out_off / 2u + t;
-    let start = params.out_off;
-    let end = params.out_off + params.n;
-    let e0 = 2u * w;
     let old = outh[w];
     var word = old;
     for (var h = 0u; h < 2u; h = h + 1u) {
@@ -260,4 +296,22 @@ fn packed16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         }
     }
     outh[w] = word;
+}
+
+@compute @workgroup_size(WG)
+fn packed16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let t = flat_index(wid, nwg, lid, WG);
+    let threads = (params.words + PW - 1u) / PW;
+    if (t >= threads) {
+        return;
+    }
+    let start = params.out_off;
+    let end = params.out_off + params.n;
+    for (var i = 0u; i < PW; i = i + 1u) {
+        let tw = t + i * threads;
+        if (tw < params.words) {
+            packed_word(params.out_off / 2u + tw, start, end);
+        }
+    }
 }

@@ -124,7 +124,7 @@ kernels! {
         name: "reduce",
         file: "reduce.wgsl",
         math: true,
-        entries: ["rows", "rows4", "cols", "cols4"],
+        entries: ["rows", "rows4", "cols", "cols4", "rows8h"],
         constants: ["OP", "COLS", "COLS4", "DTYPE"],
         params: params::Reduce,
     },

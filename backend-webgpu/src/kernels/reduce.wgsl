@@ -307,3 +307,34 @@ fn cols4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
             vec4<f32>(finish(r.x, m.x), finish(r.y, m.y), finish(r.z, m.z), finish(r.w, m.w));
     }
 }
+
+// `rows8h`: `rows` for 16-bit inputs (DTYPE) whose rows are whole groups of 8 elements
+// starting on 16-byte boundaries: 16-byte loads of 8 elements each.
+@group(0) @binding(6) var<storage, read_write> xh8: array<vec4<u32>>;
+
+fn combine_word(acc: f32, w: u32, m: f32) -> f32 {
+    let lo = pre(bitcast<f32>(decode_bits(w, 0u, DTYPE)), m);
+    let hi = pre(bitcast<f32>(decode_bits(w, 1u, DTYPE)), m);
+    return combine(combine(acc, lo), hi);
+}
+
+@compute @workgroup_size(WG)
+fn rows8h(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= params.outer) {
+        return;
+    }
+    var acc = identity();
+    let octets = params.len / 8u;
+    let base = (params.x_off + row * params.len) / 8u;
+    let m = max_of(params.y_off + row);
+    for (var q = lid; q < octets; q = q + WG) {
+        let v = xh8[base + q];
+        acc = combine_word(combine_word(combine_word(combine_word(acc, v.x, m), v.y, m), v.z, m), v.w, m);
+    }
+    let total = tree(lid, acc);
+    if (lid == 0u) {
+        y[params.y_off + row] = finish(total, m);
+    }
+}

@@ -193,17 +193,25 @@ fn store_half(v: f32) -> u32 {
     return f32_to_bf16_bits(bitcast<u32>(v)) & 0xffffu;
 }
 
-@compute @workgroup_size(WG)
-fn packed16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let t = flat_index(wid, nwg, lid, WG);
-    if (t >= params.words) {
+// Output words per thread, grid-strided (each pass over the words coalesced).
+const PW: u32 = 4u;
+
+fn packed_word(w: u32, start: u32, end: u32) {
+    let e0 = 2u * w;
+    // Fast path: both halves in range and the input's words line up with the output's
+    // (or in place): one load, no merge.
+    if (e0 >= start && e0 + 2u <= end && (IN_PLACE || ((params.x_off ^ start) & 1u) == 0u)) {
+        var src: u32;
+        if (IN_PLACE) {
+            src = yh[w];
+        } else {
+            src = xh[(params.x_off + e0 - start) >> 1u];
+        }
+        let lo = store_half(apply(bitcast<f32>(decode_bits(src, 0u, DTYPE))));
+        let hi = store_half(apply(bitcast<f32>(decode_bits(src, 1u, DTYPE))));
+        yh[w] = lo | (hi << 16u);
         return;
     }
-    let w = params.y_off / 2u + t;
-    let start = params.y_off;
-    let end = params.y_off + params.n;
-    let e0 = 2u * w;
     let old = yh[w];
     var word = old;
     for (var h = 0u; h < 2u; h = h + 1u) {
@@ -221,4 +229,22 @@ fn packed16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         }
     }
     yh[w] = word;
+}
+
+@compute @workgroup_size(WG)
+fn packed16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let t = flat_index(wid, nwg, lid, WG);
+    let threads = (params.words + PW - 1u) / PW;
+    if (t >= threads) {
+        return;
+    }
+    let start = params.y_off;
+    let end = params.y_off + params.n;
+    for (var i = 0u; i < PW; i = i + 1u) {
+        let tw = t + i * threads;
+        if (tw < params.words) {
+            packed_word(params.y_off / 2u + tw, start, end);
+        }
+    }
 }

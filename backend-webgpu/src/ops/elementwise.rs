@@ -18,6 +18,9 @@ pub(super) fn elementwise_piece(limits: &Limits, elem_bytes: u64) -> usize {
     (bytes / elem_bytes) as usize
 }
 
+/// Output words per thread of the `packed16` entries (`PW` in their WGSL).
+const PACKED_WORDS: u32 = 4;
+
 /// Elements of 16-bit storage per dispatch: even, so that every piece but the last ends
 /// on a 32-bit word.
 fn piece16(limits: &Limits) -> usize {
@@ -237,7 +240,7 @@ impl Ctx {
                 _pad2: 0,
             };
             let State { stream, .. } = &mut *st;
-            let grid = limits.grid(groups_of_256(u64::from(words)))?;
+            let grid = limits.grid(groups_of_256(u64::from(words.div_ceil(PACKED_WORDS))))?;
             self.dispatch(stream, &key, bytes_of(&prm), &[(5, &x), (6, &y)], grid)?;
         }
         Ok(())
@@ -294,7 +297,7 @@ impl Ctx {
                 _pad: [0; 2],
             };
             let State { stream, .. } = &mut *st;
-            let grid = limits.grid(groups_of_256(u64::from(words)))?;
+            let grid = limits.grid(groups_of_256(u64::from(words.div_ceil(PACKED_WORDS))))?;
             let bindings = [(8, &a), (9, &b), (10, &out)];
             self.dispatch(stream, &key, bytes_of(&prm), &bindings, grid)?;
         }

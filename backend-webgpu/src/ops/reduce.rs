@@ -142,15 +142,27 @@ impl Ctx {
             _pad: [0; 3],
         };
         let State { stream, .. } = &mut *st;
-        // 16-bit inputs take the scalar entries (as an unaligned f32 input would).
+        // 16-bit inputs take the scalar entries (as an unaligned f32 input would), or
+        // `rows8h` for long rows of whole 16-byte groups.
         let x_byte = if half { 2 } else { x.byte };
-        let choice = choose(p.outer, p.len, p.inner, x_byte, y.byte);
+        let mut choice = choose(p.outer, p.len, p.inner, x_byte, y.byte);
+        let rows8h = half
+            && matches!(choice, ReduceChoice::Rows { .. })
+            && x.byte.is_multiple_of(16)
+            && p.len.is_multiple_of(8);
+        if rows8h {
+            choice = ReduceChoice::Rows {
+                vec4: false,
+                groups: p.outer as u64,
+            };
+        }
         let grid = limits.grid(choice.groups())?;
         let (xs, ys) = choice.slots();
         // The scalar entries read f32 at 1 and 16-bit words at 5; the other is a placeholder.
         let placeholder = stream.unused();
         let mut bindings = vec![(ys, &y)];
         match (xs, half) {
+            _ if rows8h => bindings.push((6, &x)),
             (1, false) => bindings.extend([(1, &x), (5, &placeholder)]),
             (1, true) => bindings.extend([(1, &placeholder), (5, &x)]),
             _ => bindings.push((xs, &x)),
@@ -166,7 +178,11 @@ impl Ctx {
             _ => &[code(op)],
         };
         for &pass in passes {
-            let mut key = choice.key(f64::from(pass));
+            let mut key = if rows8h {
+                PipelineKey::new(Kernel::Reduce, "rows8h").with("OP", f64::from(pass))
+            } else {
+                choice.key(f64::from(pass))
+            };
             if half {
                 key = key.with("DTYPE", dtype_code(p.dtype));
             }
