@@ -55,6 +55,10 @@ pub struct Tuning {
     /// times as long on MobileNetV2's layers (docs/PERFORMANCE.md).
     /// `BACKEND_DEPTHWISE_TILED=1` turns it on.
     pub depthwise_tiled: bool,
+    /// Depthwise convolutions run the general kernel, one thread per output
+    /// (`conv2d_ex.wgsl::main`), for measuring it against the others.
+    /// `BACKEND_DEPTHWISE_DIRECT=1`.
+    pub depthwise_direct: bool,
 }
 
 impl Default for Tuning {
@@ -63,6 +67,7 @@ impl Default for Tuning {
             gemm_narrow_below: 192,
             readback_spin: std::time::Duration::from_micros(500),
             depthwise_tiled: false,
+            depthwise_direct: false,
         }
     }
 }
@@ -98,7 +103,7 @@ impl WebGpuOptions {
 
     /// These options with every variable that is set applied over them:
     /// `BACKEND_ADAPTER`, `BACKEND_TENSOR_CORES`, `BACKEND_GEMM_NARROW_BELOW`,
-    /// `BACKEND_READBACK_SPIN_US`, `BACKEND_DEPTHWISE_TILED` (the rules: [`backend_api::env`]); `InvalidArgument`
+    /// `BACKEND_READBACK_SPIN_US`, `BACKEND_DEPTHWISE_TILED`, `BACKEND_DEPTHWISE_DIRECT` (the rules: [`backend_api::env`]); `InvalidArgument`
     /// naming the variable when a number does not parse.
     pub fn with_env(mut self) -> BackendResult<Self> {
         use backend_api::env;
@@ -116,6 +121,9 @@ impl WebGpuOptions {
         }
         if env::var(DEPTHWISE_TILED_ENV).is_some() {
             self.tuning.depthwise_tiled = env::flag(DEPTHWISE_TILED_ENV);
+        }
+        if env::var(DEPTHWISE_DIRECT_ENV).is_some() {
+            self.tuning.depthwise_direct = env::flag(DEPTHWISE_DIRECT_ENV);
         }
         Ok(self)
     }
@@ -138,6 +146,8 @@ pub const NARROW_BELOW_ENV: &str = "BACKEND_GEMM_NARROW_BELOW";
 pub const READBACK_SPIN_ENV: &str = "BACKEND_READBACK_SPIN_US";
 /// `BACKEND_DEPTHWISE_TILED`: see [`Tuning::depthwise_tiled`].
 pub const DEPTHWISE_TILED_ENV: &str = "BACKEND_DEPTHWISE_TILED";
+/// `BACKEND_DEPTHWISE_DIRECT`: see [`Tuning::depthwise_direct`].
+pub const DEPTHWISE_DIRECT_ENV: &str = "BACKEND_DEPTHWISE_DIRECT";
 
 /// What an adapter is and can do, for listings and reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,6 +24,11 @@ fn is_inf(x: f32) -> bool {
 
 // f16 bits (low 16 bits of h) to f32 bits, exactly: subnormals become normal f32.
 fn f16_to_f32_bits(h: u32) -> u32 {
+    // Normal values (the common case): rebias the exponent, no further branch.
+    let ef = (h >> 10u) & 0x1fu;
+    if (ef != 0u && ef != 31u) {
+        return ((h & 0x8000u) << 16u) | (((h & 0x7fffu) << 13u) + 0x38000000u);
+    }
     let sign = (h & 0x8000u) << 16u;
     let e = (h >> 10u) & 0x1fu;
     let m = h & 0x3ffu;
@@ -45,6 +50,14 @@ fn f16_to_f32_bits(h: u32) -> u32 {
 // f32 bits to f16 bits, rounding to nearest even; overflow gives infinity, NaN stays NaN.
 fn f32_to_f16_bits(x: u32) -> u32 {
     let sign = (x >> 16u) & 0x8000u;
+    // The normal f16 range, 2^-14 <= |x| < 65520 (what rounds to 65504 at most): rebias
+    // the exponent and round to nearest even on the low 13 bits; a carry into the
+    // exponent is the correctly rounded result.
+    let a = x & 0x7fffffffu;
+    if (a >= 0x38800000u && a < 0x477ff000u) {
+        let b = a - 0x38000000u;
+        return sign | ((b + 0xfffu + ((b >> 13u) & 1u)) >> 13u);
+    }
     let e = i32((x >> 23u) & 0xffu);
     var m = x & 0x7fffffu;
     if (e == 255) {

@@ -157,7 +157,7 @@ impl Ctx {
             flags: u32::from(p.bias.is_some()),
             _pad: [0; 3],
         };
-        let depthwise = !empty_input && p.group_channels() == 1;
+        let depthwise = !empty_input && p.group_channels() == 1 && !self.tuning.depthwise_direct;
         let (key, groups) = match choose_ex(p, depthwise, self.tuning.depthwise_tiled) {
             ExChoice::Tiled { tw } => {
                 let tiles =
