@@ -146,8 +146,15 @@ pub fn row_tolerance(op: RowOp, row: &[f32], x: f32, gamma: f32, beta: f32, eps:
 /// both use it.
 pub fn reduce_tolerance(op: ReduceOp, len: usize, abs_sum: f64) -> Tol {
     match op {
-        // Any summation order is within the dot bound of the absolute sum.
-        ReduceOp::Sum => Tol::dot(len, abs_sum),
+        // Any summation order is within the dot bound of the absolute sum; plus flushing
+        // of terms a device scales by up to 2^-ceil(log2 len), as for Mean.
+        ReduceOp::Sum => {
+            let t = Tol::dot(len, abs_sum);
+            Tol {
+                atol: t.atol + 2.0 * len as f64 * FTZ,
+                ..t
+            }
+        }
         // The sum's bound, divided by len, plus the division; and flushing of terms that
         // a device scales by up to 2^-ceil(log2 len) (so that no partial sum overflows).
         ReduceOp::Mean => Tol {

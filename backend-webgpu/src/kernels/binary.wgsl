@@ -315,3 +315,68 @@ fn packed16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         }
     }
 }
+
+// `packed16x8`: as `packed16` when every operand starts at the same element offset
+// modulo 8 (same 16-byte phase): one 16-byte load per distinct operand and one store of 8
+// elements per thread; a quad only partly in range keeps its other elements.
+@group(0) @binding(11) var<storage, read_write> aq: array<vec4<u32>>;
+@group(0) @binding(12) var<storage, read_write> bq: array<vec4<u32>>;
+@group(0) @binding(13) var<storage, read_write> outq: array<vec4<u32>>;
+
+@compute @workgroup_size(WG)
+fn packed16x8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let t = flat_index(wid, nwg, lid, WG);
+    if (t >= params.words) {
+        return;
+    }
+    let start = params.out_off;
+    let end = params.out_off + params.n;
+    let q = start / 8u + t;
+    let e0 = 8u * q;
+    let whole = e0 >= start && e0 + 8u <= end;
+    // The output's quad is read only where it is an input or keeps elements.
+    var old = vec4<u32>(0u);
+    if (!whole || ALIAS == ALIAS_OUT_IS_A || ALIAS == ALIAS_OUT_IS_B || ALIAS == ALIAS_ALL_SAME) {
+        old = outq[q];
+    }
+    var av: vec4<u32>;
+    var bv: vec4<u32>;
+    switch ALIAS {
+        case ALIAS_OUT_IS_A: {
+            av = old;
+            bv = bq[params.b_off / 8u + t];
+        }
+        case ALIAS_OUT_IS_B: {
+            av = aq[params.a_off / 8u + t];
+            bv = old;
+        }
+        case ALIAS_ALL_SAME: {
+            av = old;
+            bv = old;
+        }
+        case ALIAS_A_IS_B: {
+            av = aq[params.a_off / 8u + t];
+            bv = av;
+        }
+        default: {
+            av = aq[params.a_off / 8u + t];
+            bv = bq[params.b_off / 8u + t];
+        }
+    }
+    let same = ALIAS == ALIAS_ALL_SAME || ALIAS == ALIAS_A_IS_B;
+    var out = old;
+    for (var e = 0u; e < 8u; e = e + 1u) {
+        let g = e0 + e;
+        if (g >= start && g < end) {
+            let x = half_of(av[e / 2u], e);
+            var y = half_of(bv[e / 2u], e);
+            if (same) {
+                y = second(x);
+            }
+            let shift = (e & 1u) * 16u;
+            out[e / 2u] = (out[e / 2u] & ~(0xffffu << shift)) | (store_half(apply(x, y)) << shift);
+        }
+    }
+    outq[q] = out;
+}

@@ -73,7 +73,7 @@ kernels! {
         name: "unary",
         file: "unary.wgsl",
         math: true,
-        entries: ["main", "in_place", "main4", "in_place4", "packed16"],
+        entries: ["main", "in_place", "main4", "in_place4", "packed16", "packed16x8"],
         constants: ["OP", "DTYPE", "IN_PLACE"],
         params: params::Unary,
     },
@@ -83,7 +83,7 @@ kernels! {
         math: true,
         entries: [
             "main", "out_is_a", "out_is_b", "all_same", "a_is_b", "main4", "out_is_a4",
-            "out_is_b4", "all_same4", "a_is_b4", "packed16",
+            "out_is_b4", "all_same4", "a_is_b4", "packed16", "packed16x8",
         ],
         constants: ["OP", "DTYPE", "ALIAS"],
         params: params::Binary,

@@ -68,8 +68,11 @@ fn combine(acc: f32, v: f32) -> f32 {
     }
 }
 
-// ceil(log2(len)): Mean sums v / 2^s, so that no partial sum of finite values
-// overflows (a mean of values near the f32 maximum, as bf16 storage holds, is finite).
+// ceil(log2(len)): Sum and Mean add v / 2^s, so that no partial sum of finite values
+// overflows (a mean of values near the f32 maximum, as bf16 storage holds, is finite, and
+// so is a sum whose partial sums pass the maximum but whose result does not). Scaling by
+// a power of two is exact: the sums round as unscaled ones would, but for terms that
+// fall below the normal range.
 fn mean_shift() -> i32 {
     if (params.len <= 1u) {
         return 0;
@@ -94,7 +97,7 @@ fn pre(v: f32, m: f32) -> f32 {
         }
         case REDUCE_L1, REDUCE_ABS_MAX: { return abs(v); }
         case REDUCE_LOGSUMEXP: { return exp_acc(v - m); }
-        case REDUCE_MEAN: { return v * pow2i(-mean_shift()); }
+        case REDUCE_MEAN, REDUCE_SUM: { return v * pow2i(-mean_shift()); }
         default: { return v; }
     }
 }
@@ -120,6 +123,7 @@ fn finish(acc: f32, m: f32) -> f32 {
             }
             return (acc / f32(params.len)) * pow2i(mean_shift());
         }
+        case REDUCE_SUM: { return acc * pow2i(mean_shift()); }
         case REDUCE_L2: {
             if (is_nan(m) || is_inf(m) || m == 0.0) {
                 return m;

@@ -248,3 +248,49 @@ fn packed16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         }
     }
 }
+
+// `packed16x8`: as `packed16` when input and output start at the same element offset
+// modulo 8 (same 16-byte phase) or in place: one 16-byte load and store of 8 elements per
+// thread. A quad only partly in range keeps its other elements (a whole-quad
+// read-modify-write, which no other thread touches).
+@group(0) @binding(7) var<storage, read_write> xq: array<vec4<u32>>;
+@group(0) @binding(8) var<storage, read_write> yq: array<vec4<u32>>;
+
+fn apply_word(w: u32) -> u32 {
+    let lo = store_half(apply(bitcast<f32>(decode_bits(w, 0u, DTYPE))));
+    let hi = store_half(apply(bitcast<f32>(decode_bits(w, 1u, DTYPE))));
+    return lo | (hi << 16u);
+}
+
+@compute @workgroup_size(WG)
+fn packed16x8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let t = flat_index(wid, nwg, lid, WG);
+    if (t >= params.words) {
+        return;
+    }
+    let start = params.y_off;
+    let end = params.y_off + params.n;
+    let q = start / 8u + t;
+    var src: vec4<u32>;
+    if (IN_PLACE) {
+        src = yq[q];
+    } else {
+        src = xq[params.x_off / 8u + t];
+    }
+    let e0 = 8u * q;
+    if (e0 >= start && e0 + 8u <= end) {
+        yq[q] = vec4<u32>(apply_word(src.x), apply_word(src.y), apply_word(src.z), apply_word(src.w));
+        return;
+    }
+    var out = yq[q];
+    for (var e = 0u; e < 8u; e = e + 1u) {
+        let g = e0 + e;
+        if (g >= start && g < end) {
+            let v = store_half(apply(bitcast<f32>(decode_bits(src[e / 2u], e, DTYPE))));
+            let shift = (e & 1u) * 16u;
+            out[e / 2u] = (out[e / 2u] & ~(0xffffu << shift)) | (v << shift);
+        }
+    }
+    yq[q] = out;
+}

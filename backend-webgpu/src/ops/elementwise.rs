@@ -33,6 +33,12 @@ pub(super) fn words16(off: u32, n: u32) -> u32 {
     (off + n).div_ceil(2) - off / 2
 }
 
+/// The 16-byte quads (8 16-bit elements, one thread each of `packed16x8`) that `n`
+/// elements written from element `off` of a binding touch.
+fn quads16(off: u32, n: u32) -> u32 {
+    (off + n).div_ceil(8) - off / 8
+}
+
 /// Threads for `n` elements: one per vec4 (and one for a partial last vec4), or one per
 /// element.
 fn threads(n: usize, vec4: bool) -> u64 {
@@ -215,20 +221,26 @@ impl Ctx {
         st.check_range(p.op, &p.input)?;
         st.check_range(p.op, &p.output)?;
         let in_place = p.in_place();
-        let key = PipelineKey::new(Kernel::Unary, "packed16")
-            .with("OP", code)
-            .with("DTYPE", dtype_code(p.dtype))
-            .with("IN_PLACE", f64::from(u8::from(in_place)));
         for start in (0..p.n).step_by(piece16(limits)) {
             let n = piece16(limits).min(p.n - start);
             let x = if in_place {
                 st.stream.unused()
             } else {
-                st.bind(limits, p.op, &sub(&p.input, start, n, 2))?
+                st.bind16(limits, p.op, &sub(&p.input, start, n, 2))?
             };
-            let y = st.bind(limits, p.op, &sub(&p.output, start, n, 2))?;
+            let y = st.bind16(limits, p.op, &sub(&p.output, start, n, 2))?;
             let y_off = y.elem(2);
-            let words = words16(y_off, n as u32);
+            // Same 16-byte phase: 8 elements per thread with 16-byte accesses.
+            let x8 = in_place || x.byte % 16 == y.byte % 16;
+            let (entry, slots, words) = if x8 {
+                ("packed16x8", (7, 8), quads16(y_off, n as u32))
+            } else {
+                ("packed16", (5, 6), words16(y_off, n as u32))
+            };
+            let key = PipelineKey::new(Kernel::Unary, entry)
+                .with("OP", code)
+                .with("DTYPE", dtype_code(p.dtype))
+                .with("IN_PLACE", f64::from(u8::from(in_place)));
             let prm = params::Unary {
                 n: n as u32,
                 x_off: if in_place { y_off } else { x.elem(2) },
@@ -240,8 +252,14 @@ impl Ctx {
                 _pad2: 0,
             };
             let State { stream, .. } = &mut *st;
-            let grid = limits.grid(groups_of_256(u64::from(words.div_ceil(PACKED_WORDS))))?;
-            self.dispatch(stream, &key, bytes_of(&prm), &[(5, &x), (6, &y)], grid)?;
+            let threads = if x8 {
+                words
+            } else {
+                words.div_ceil(PACKED_WORDS)
+            };
+            let grid = limits.grid(groups_of_256(u64::from(threads)))?;
+            let bindings = [(slots.0, &x), (slots.1, &y)];
+            self.dispatch(stream, &key, bytes_of(&prm), &bindings, grid)?;
         }
         Ok(())
     }
@@ -261,10 +279,7 @@ impl Ctx {
         for o in [&p.a, &p.b, &p.output] {
             st.check_range(p.op, o)?;
         }
-        let key = PipelineKey::new(Kernel::Binary, "packed16")
-            .with("OP", f64::from(op_code(BinaryOp::ALL, op)))
-            .with("DTYPE", dtype_code(p.dtype))
-            .with("ALIAS", f64::from(aliasing.code()));
+        let code = f64::from(op_code(BinaryOp::ALL, op));
         // An operand read through another's binding is bound to the placeholder.
         let (own_a, own_b) = match aliasing {
             Aliasing::Distinct => (true, true),
@@ -275,18 +290,29 @@ impl Ctx {
         for start in (0..p.n).step_by(piece16(limits)) {
             let n = piece16(limits).min(p.n - start);
             let a = if own_a {
-                st.bind(limits, p.op, &sub(&p.a, start, n, 2))?
+                st.bind16(limits, p.op, &sub(&p.a, start, n, 2))?
             } else {
                 st.stream.unused()
             };
             let b = if own_b {
-                st.bind(limits, p.op, &sub(&p.b, start, n, 2))?
+                st.bind16(limits, p.op, &sub(&p.b, start, n, 2))?
             } else {
                 st.stream.unused()
             };
-            let out = st.bind(limits, p.op, &sub(&p.output, start, n, 2))?;
+            let out = st.bind16(limits, p.op, &sub(&p.output, start, n, 2))?;
             let out_off = out.elem(2);
-            let words = words16(out_off, n as u32);
+            // Every operand in the output's 16-byte phase: 8 elements per thread.
+            let phase = out.byte % 16;
+            let x8 = (!own_a || a.byte % 16 == phase) && (!own_b || b.byte % 16 == phase);
+            let (entry, first_slot, words) = if x8 {
+                ("packed16x8", 11, quads16(out_off, n as u32))
+            } else {
+                ("packed16", 8, words16(out_off, n as u32))
+            };
+            let key = PipelineKey::new(Kernel::Binary, entry)
+                .with("OP", code)
+                .with("DTYPE", dtype_code(p.dtype))
+                .with("ALIAS", f64::from(aliasing.code()));
             let prm = params::Binary {
                 n: n as u32,
                 a_off: a.elem(2),
@@ -297,8 +323,17 @@ impl Ctx {
                 _pad: [0; 2],
             };
             let State { stream, .. } = &mut *st;
-            let grid = limits.grid(groups_of_256(u64::from(words.div_ceil(PACKED_WORDS))))?;
-            let bindings = [(8, &a), (9, &b), (10, &out)];
+            let threads = if x8 {
+                words
+            } else {
+                words.div_ceil(PACKED_WORDS)
+            };
+            let grid = limits.grid(groups_of_256(u64::from(threads)))?;
+            let bindings = [
+                (first_slot, &a),
+                (first_slot + 1, &b),
+                (first_slot + 2, &out),
+            ];
             self.dispatch(stream, &key, bytes_of(&prm), &bindings, grid)?;
         }
         Ok(())

@@ -105,7 +105,8 @@ impl Suite for ReduceSuite {
         };
         // Now and then magnitudes at the ends of the f32 range: a mean whose naive sum
         // overflows, an L2 whose naive squares overflow or vanish.
-        if matches!(c.op, ReduceOp::Mean | ReduceOp::L2) && c.seed.is_multiple_of(5) {
+        if matches!(c.op, ReduceOp::Mean | ReduceOp::Sum | ReduceOp::L2) && c.seed.is_multiple_of(5)
+        {
             let scale = if c.seed.is_multiple_of(10) {
                 2f32.powi(126)
             } else {
