@@ -97,7 +97,8 @@ fn pre(v: f32, m: f32) -> f32 {
         }
         case REDUCE_L1, REDUCE_ABS_MAX: { return abs(v); }
         case REDUCE_LOGSUMEXP: { return exp_acc(v - m); }
-        case REDUCE_MEAN, REDUCE_SUM: { return v * pow2i(-mean_shift()); }
+        // m is the scale 2^-ceil(log2 len) here (`max_of`), computed once per thread.
+        case REDUCE_MEAN, REDUCE_SUM: { return v * m; }
         default: { return v; }
     }
 }
@@ -106,11 +107,14 @@ fn pre4(v: vec4<f32>, m: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(pre(v.x, m.x), pre(v.y, m.y), pre(v.z, m.z), pre(v.w, m.w));
 }
 
-// The maximum (or magnitude) the first pass of LogSumExp (or L2) left in y[i]; not read
-// otherwise.
+// What `pre` needs besides the element: the maximum (or magnitude) the first pass of
+// LogSumExp (or L2) left in y[i], or Sum's and Mean's scale; y is not read otherwise.
 fn max_of(i: u32) -> f32 {
     if (OP == REDUCE_LOGSUMEXP || OP == REDUCE_L2) {
         return y[i];
+    }
+    if (OP == REDUCE_SUM || OP == REDUCE_MEAN) {
+        return pow2i(-mean_shift());
     }
     return 0.0;
 }
@@ -275,6 +279,9 @@ fn cols4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     if (g < quads) {
         if (OP == REDUCE_LOGSUMEXP || OP == REDUCE_L2) {
             m = y4[params.y_off / 4u + g];
+        } else if (OP == REDUCE_SUM || OP == REDUCE_MEAN) {
+            // (Not through max_of: this entry binds y as y4 only.)
+            m = vec4<f32>(pow2i(-mean_shift()));
         }
         let o = (4u * g) / params.inner;
         let i = (4u * g) % params.inner;
