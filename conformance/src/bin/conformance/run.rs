@@ -40,8 +40,8 @@ pub(crate) struct Args {
 
     /// Checks to run (repeatable or comma-separated); default: all. One of: gemm,
     /// batched_gemm, gemm_ex, conv2d, conv2d_ex, attention, attention_ex, reduce, rows,
-    /// unary, unary_param, binary, binary_broadcast, gather, gemm_q, copy, cast, misuse,
-    /// memory, ordering, threads.
+    /// unary, unary_param, binary, binary_broadcast, gather, gemm_q, half_storage, copy,
+    /// cast, misuse, memory, ordering, threads.
     #[arg(long = "op", value_delimiter = ',', value_name = "CHECK")]
     pub(crate) ops: Vec<String>,
 
