@@ -675,14 +675,21 @@ pub fn round_to(x: f64, digits: i32, emin: i32, emax: i32) -> f64 {
         return x;
     }
     let e = (((x.to_bits() >> 52) & 0x7ff) as i32 - 1023).max(emin);
-    let quantum = 2f64.powi(e - (digits - 1));
+    let quantum = pow2(e - (digits - 1));
     let r = (x / quantum).round_ties_even() * quantum;
-    let max = (2.0 - 2f64.powi(1 - digits)) * 2f64.powi(emax);
+    let max = (2.0 - pow2(1 - digits)) * pow2(emax);
     if r.abs() > max {
         x.signum() * f64::INFINITY
     } else {
         r
     }
+}
+
+/// `2^e` for `e` in the normal range of f64, built from its bits: exact everywhere
+/// (`powi` need not be, and under Miri it is not).
+fn pow2(e: i32) -> f64 {
+    debug_assert!((-1022..=1023).contains(&e));
+    f64::from_bits(((e + 1023) as u64) << 52)
 }
 
 /// Encodes f32 values as `dtype` little-endian bytes: round to nearest-even, overflow to
@@ -872,24 +879,24 @@ mod tests {
     fn encode64_rounds_once_from_f64() {
         // 1 + 2^-11 + 2^-40 is just above the f16 tie between 1 and 1 + 2^-10: rounding
         // through f32 (or dropping the low bits) would see the tie and give 1.
-        let x = 1.0 + 2f64.powi(-11) + 2f64.powi(-40);
+        let x = 1.0 + pow2(-11) + pow2(-40);
         assert_eq!(
             decode(DType::F16, &encode64(DType::F16, &[x]))[0],
-            1.0 + 2f32.powi(-10)
+            1.0 + pow2(-10) as f32
         );
-        let y = 1.0 + 2f64.powi(-8) + 2f64.powi(-40);
+        let y = 1.0 + pow2(-8) + pow2(-40);
         assert_eq!(
             decode(DType::BF16, &encode64(DType::BF16, &[y]))[0],
-            1.0 + 2f32.powi(-7)
+            1.0 + pow2(-7) as f32
         );
         // Ties to even, overflow, subnormals.
         let f16 = |v: f64| decode(DType::F16, &encode64(DType::F16, &[v]))[0];
-        assert_eq!(f16(1.0 + 2f64.powi(-11)), 1.0);
+        assert_eq!(f16(1.0 + pow2(-11)), 1.0);
         assert_eq!(f16(65519.0), 65504.0);
         assert_eq!(f16(65520.0), f32::INFINITY);
         assert_eq!(f16(-70000.0), f32::NEG_INFINITY);
-        assert_eq!(f16(3.0 * 2f64.powi(-26)), 2f32.powi(-24)); // 0.75 of the spacing
-        assert_eq!(f16(2f64.powi(-26)), 0.0);
+        assert_eq!(f16(3.0 * pow2(-26)), pow2(-24) as f32); // 0.75 of the spacing
+        assert_eq!(f16(pow2(-26)), 0.0);
         assert!(f16(f64::NAN).is_nan());
     }
 

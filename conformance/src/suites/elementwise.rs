@@ -337,27 +337,51 @@ impl Suite for UnarySuite {
             rng.inject(&mut x, &NON_FINITE_AND_ZEROS, 0.05);
             rng.sprinkle(&mut x, &[-1.0, -2.5, 1.0], 0.02);
         }
-        let mut dev = Dev::new(b);
-        let x_dev = dev.put_f32(&mut rng, &x, c.offsets[0], 2)?;
-        let out_dev = if c.in_place {
-            x_dev.clone()
-        } else {
-            let s = rng.sentinels(c.n);
-            dev.put_f32(&mut rng, &s, c.offsets[1], 2)?
-        };
-        b.unary(c.op, x_dev.ptr, out_dev.ptr, c.n)
-            .map_err(|e| op_failed(&format!("unary {}", c.op), e))?;
         let want: Vec<f32> = x.iter().map(|&v| reference::unary(c.op, v)).collect();
-        let got = from_bytes(&dev.output(&out_dev, "output").await?);
-        let close = compare(&format!("{} output", c.op), &got, &want, |_| {
-            unary_tolerance(c.op)
-        })
-        .map_err(|m| format!("{m} (input {:e})", x[m.index]))?;
-        if !c.in_place {
-            dev.unchanged(&x_dev, "input").await?;
-        }
-        Ok(close)
+        let call = |i, o| b.unary(c.op, i, o, c.n);
+        let tol = |_| unary_tolerance(c.op);
+        let what = format!("unary {}", c.op);
+        one_input(
+            b, &mut rng, &x, c.in_place, c.offsets, &what, call, &want, tol,
+        )
+        .await
     }
+}
+
+/// Places `x` at `offsets[0]` (and the output in place, or as sentinels at
+/// `offsets[1]`), runs `call(input, output)`, and compares the output with `want` under
+/// `tol`; the input must be untouched when the call is not in place.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one case's parts, named at each call"
+)]
+async fn one_input(
+    b: &dyn ComputeBackend,
+    rng: &mut Rng,
+    x: &[f32],
+    in_place: bool,
+    offsets: [usize; 2],
+    what: &str,
+    call: impl FnOnce(u64, u64) -> backend_api::BackendResult<()>,
+    want: &[f32],
+    tol: impl Fn(usize) -> Tol,
+) -> Result<Closeness, String> {
+    let mut dev = Dev::new(b);
+    let x_dev = dev.put_f32(rng, x, offsets[0], 2)?;
+    let out_dev = if in_place {
+        x_dev.clone()
+    } else {
+        let s = rng.sentinels(x.len());
+        dev.put_f32(rng, &s, offsets[1], 2)?
+    };
+    call(x_dev.ptr, out_dev.ptr).map_err(|e| op_failed(what, e))?;
+    let got = from_bytes(&dev.output(&out_dev, "output").await?);
+    let close = compare(&format!("{what} output"), &got, want, tol)
+        .map_err(|m| format!("{m} (input {:e})", x[m.index]))?;
+    if !in_place {
+        dev.unchanged(&x_dev, "input").await?;
+    }
+    Ok(close)
 }
 
 /// One unary_param case.
@@ -471,30 +495,17 @@ impl Suite for UnaryParamSuite {
         if c.specials {
             rng.inject(&mut x, &NON_FINITE_AND_ZEROS, 0.05);
         }
-        let mut dev = Dev::new(b);
-        let x_dev = dev.put_f32(&mut rng, &x, c.offsets[0], 2)?;
-        let out_dev = if c.in_place {
-            x_dev.clone()
-        } else {
-            let s = rng.sentinels(c.n);
-            dev.put_f32(&mut rng, &s, c.offsets[1], 2)?
-        };
         let what = format!("unary_param {}({:e}, {:e})", c.op, c.a, c.b);
-        b.unary_param(c.op, c.a, c.b, x_dev.ptr, out_dev.ptr, c.n)
-            .map_err(|e| op_failed(&what, e))?;
         let want: Vec<f32> = x
             .iter()
             .map(|&v| reference::unary_param(c.op, c.a, c.b, v))
             .collect();
-        let got = from_bytes(&dev.output(&out_dev, "output").await?);
-        let close = compare(&format!("{what} output"), &got, &want, |i| {
-            unary_param_tolerance(c.op, c.a, c.b, x[i])
-        })
-        .map_err(|m| format!("{m} (input {:e})", x[m.index]))?;
-        if !c.in_place {
-            dev.unchanged(&x_dev, "input").await?;
-        }
-        Ok(close)
+        let call = |i, o| b.unary_param(c.op, c.a, c.b, i, o, c.n);
+        let tol = |i: usize| unary_param_tolerance(c.op, c.a, c.b, x[i]);
+        one_input(
+            b, &mut rng, &x, c.in_place, c.offsets, &what, call, &want, tol,
+        )
+        .await
     }
 }
 
