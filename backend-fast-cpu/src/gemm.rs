@@ -67,12 +67,24 @@ pub fn sgemm(
         MatRef::from_column_major_slice_with_stride(&b[..ldb * (n - 1) + k], k, n, ldb)
     };
     let dst = MatMut::from_column_major_slice_with_stride_mut(c, m, n, ldc);
-    let par = if par && m * n * k >= PAR_MIN_WORK {
+    let par = parallelism(par && m * n * k >= PAR_MIN_WORK);
+    faer::linalg::matmul::matmul(dst, accum, op_a, op_b, alpha, par);
+}
+
+/// faer's parallelism: rayon's pool natively, one thread on wasm32 (faer's pool has no
+/// wasm32 port).
+#[cfg(not(target_arch = "wasm32"))]
+fn parallelism(par: bool) -> Par {
+    if par {
         Par::rayon(0)
     } else {
         Par::Seq
-    };
-    faer::linalg::matmul::matmul(dst, accum, op_a, op_b, alpha, par);
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn parallelism(_par: bool) -> Par {
+    Par::Seq
 }
 
 /// Every batch of a checked gemm plan; `a`, `b` (f32, widened if need be) and `c` start

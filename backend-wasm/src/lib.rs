@@ -53,20 +53,58 @@ use backend_api::{
     BackendFuture, BackendResult, BinaryOp, ComputeBackend, MemoryInfo, Operand, ReduceOp, Retired,
     UnaryOp, UnaryParamOp,
 };
+pub use backend_fast_cpu::FastCpuBackend;
 pub use backend_webgpu::{AdapterSummary, WebGpuBackend, WebGpuOptions};
 pub use error::WebGpuError;
 
 /// The name of a backend before `init`.
 const UNINIT_NAME: &str = "wasm";
 
-/// The WebGPU backend for browsers. See the [crate documentation](crate).
+/// The backend for browsers. See the [crate documentation](crate).
 #[derive(Debug)]
 pub struct WasmBackend {
-    inner: WebGpuBackend,
+    inner: Inner,
     name: String,
     canvas_id: Option<String>,
     browser_adapter: Option<BrowserAdapterInfo>,
+    fallback_reason: Option<String>,
 }
+
+/// What runs the ops.
+#[derive(Debug)]
+enum Inner {
+    WebGpu(WebGpuBackend),
+    FastCpu(FastCpuBackend),
+}
+
+/// What a [`WasmBackend`] runs its ops on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// The browser's WebGPU (natively: wgpu's adapter).
+    WebGpu,
+    /// [`FastCpuBackend`] compiled into the module (`simd128` when the module was built
+    /// with it, one thread): the fallback where there is no WebGPU.
+    FastCpu,
+}
+
+/// The call, forwarded to whichever engine runs the ops.
+macro_rules! engine {
+    ($self:ident, $b:ident => $call:expr) => {
+        match &$self.inner {
+            Inner::WebGpu($b) => $call,
+            Inner::FastCpu($b) => $call,
+        }
+    };
+}
+
+/// The instruction set the fast CPU engine was compiled for, as its name shows it.
+const CPU_FLAVOUR: &str = if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
+    "wasm simd128, one thread"
+} else if cfg!(target_arch = "wasm32") {
+    "wasm scalar, one thread"
+} else {
+    "native"
+};
 
 /// The adapter as the browser describes it (`GPUAdapterInfo`), which wgpu does not pass
 /// on: in a browser [`AdapterSummary::name`] is empty. Browsers may leave fields empty
@@ -121,7 +159,7 @@ impl WasmBackend {
     /// [`init_without_canvas`](Self::init_without_canvas).
     pub fn new() -> Self {
         Self {
-            inner: WebGpuBackend::new(),
+            inner: Inner::WebGpu(WebGpuBackend::new()),
             ..Self::default()
         }
     }
@@ -130,11 +168,61 @@ impl WasmBackend {
     /// picks the adapter; a selector in `options` must then match it).
     pub fn with_options(options: WebGpuOptions) -> Self {
         Self {
-            inner: WebGpuBackend::with_options(options),
+            inner: Inner::WebGpu(WebGpuBackend::with_options(options)),
             name: UNINIT_NAME.to_string(),
             canvas_id: None,
             browser_adapter: None,
+            fallback_reason: None,
         }
+    }
+
+    /// An initialised backend on [`FastCpuBackend`], whatever the browser has: the
+    /// engine [`open`](Self::open) falls back to. Every call works on it, the blocking
+    /// ones included, since none of them waits for anything.
+    pub fn fast_cpu() -> Result<Self, WebGpuError> {
+        let mut b = Self::new();
+        b.use_fast_cpu(None)?;
+        Ok(b)
+    }
+
+    /// The backend a page or a worker should use: WebGPU when the browser has it and
+    /// gives an adapter and a device, otherwise [`FastCpuBackend`] (then
+    /// [`fallback_reason`](Self::fallback_reason) says why). With `Some(canvas_id)` the
+    /// canvas is checked first, as [`init_from_canvas`](Self::init_from_canvas) does,
+    /// and its errors are returned whatever the engine: they are the page's mistakes.
+    pub async fn open(canvas_id: Option<&str>) -> Result<Self, WebGpuError> {
+        Self::new().init_or_fall_back(canvas_id).await
+    }
+
+    /// [`open`](Self::open) on this uninitialised backend (whose options pick the
+    /// adapter); an initialised one is returned as it is.
+    pub async fn init_or_fall_back(mut self, canvas_id: Option<&str>) -> Result<Self, WebGpuError> {
+        if self.is_initialized() {
+            return Ok(self);
+        }
+        if let Some(id) = canvas_id {
+            find_canvas(id)?;
+            self.canvas_id = Some(id.to_string());
+        }
+        match self.init_async().await {
+            Ok(()) => Ok(self),
+            Err(e @ (WebGpuError::WebGpuUnavailable | WebGpuError::Init(_))) => {
+                self.use_fast_cpu(Some(e.to_string()))?;
+                Ok(self)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Switches an uninitialised backend to the fast CPU engine and initialises it.
+    fn use_fast_cpu(&mut self, reason: Option<String>) -> Result<(), WebGpuError> {
+        let mut cpu = FastCpuBackend::new();
+        cpu.init().map_err(WebGpuError::Init)?;
+        self.inner = Inner::FastCpu(cpu);
+        self.browser_adapter = None;
+        self.fallback_reason = reason;
+        self.after_init();
+        Ok(())
     }
 
     /// Finds the `<canvas>` with id `canvas_id` in the page, then opens the browser's
@@ -168,12 +256,16 @@ impl WasmBackend {
 
     /// Opens the adapter and device without blocking; a no-op once initialised.
     pub async fn init_async(&mut self) -> Result<(), WebGpuError> {
-        if self.inner.is_initialized() {
+        if self.is_initialized() {
             return Ok(());
         }
+        let gpu = match &mut self.inner {
+            Inner::WebGpu(gpu) => gpu,
+            Inner::FastCpu(_) => return self.use_fast_cpu(self.fallback_reason.clone()),
+        };
         #[cfg(target_arch = "wasm32")]
         web::check_webgpu()?;
-        self.inner.init_async().await.map_err(WebGpuError::Init)?;
+        gpu.init_async().await.map_err(WebGpuError::Init)?;
         #[cfg(target_arch = "wasm32")]
         {
             self.browser_adapter = web::adapter_info().await;
@@ -183,18 +275,42 @@ impl WasmBackend {
     }
 
     fn after_init(&mut self) {
-        self.name = match (self.inner.adapter(), &self.browser_adapter) {
-            (Some(a), Some(info)) if a.name.is_empty() => {
-                format!("wasm: webgpu ({}, {})", a.backend, info.label())
+        self.name = match (&self.inner, &self.browser_adapter) {
+            (Inner::WebGpu(gpu), Some(info))
+                if gpu.adapter().is_some_and(|a| a.name.is_empty()) =>
+            {
+                let backend = gpu.adapter().map(|a| a.backend.clone()).unwrap_or_default();
+                format!("wasm: webgpu ({backend}, {})", info.label())
             }
-            _ => format!("wasm: {}", self.inner.name()),
+            (Inner::WebGpu(gpu), _) => format!("wasm: {}", gpu.name()),
+            (Inner::FastCpu(cpu), _) => format!("wasm: {} ({CPU_FLAVOUR})", cpu.name()),
         };
-        tracing::info!(backend = %self.name, canvas = ?self.canvas_id, "wasm backend initialised");
+        tracing::info!(
+            backend = %self.name,
+            canvas = ?self.canvas_id,
+            fallback = ?self.fallback_reason,
+            "wasm backend initialised"
+        );
     }
 
-    /// The adapter in use, once initialised.
+    /// What runs the ops: WebGPU until [`open`](Self::open) falls back or
+    /// [`fast_cpu`](Self::fast_cpu) is asked for.
+    pub fn engine(&self) -> Engine {
+        match self.inner {
+            Inner::WebGpu(_) => Engine::WebGpu,
+            Inner::FastCpu(_) => Engine::FastCpu,
+        }
+    }
+
+    /// Why [`open`](Self::open) fell back to the fast CPU engine (no `navigator.gpu`,
+    /// no adapter, no device); `None` on WebGPU or when the CPU was asked for.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
+    }
+
+    /// The adapter in use, once initialised on WebGPU.
     pub fn adapter(&self) -> Option<&AdapterSummary> {
-        self.inner.adapter()
+        self.webgpu().and_then(WebGpuBackend::adapter)
     }
 
     /// The adapter as the browser describes it, once initialised in a browser (`None`
@@ -210,12 +326,18 @@ impl WasmBackend {
 
     /// True while the device works; false after it was lost (then create a new backend).
     pub fn is_usable(&self) -> bool {
-        self.inner.is_usable()
+        match &self.inner {
+            Inner::WebGpu(gpu) => gpu.is_usable(),
+            Inner::FastCpu(cpu) => cpu.is_initialized(),
+        }
     }
 
-    /// The wrapped WebGPU backend.
-    pub fn webgpu(&self) -> &WebGpuBackend {
-        &self.inner
+    /// The wrapped WebGPU backend, unless the engine is the CPU.
+    pub fn webgpu(&self) -> Option<&WebGpuBackend> {
+        match &self.inner {
+            Inner::WebGpu(gpu) => Some(gpu),
+            Inner::FastCpu(_) => None,
+        }
     }
 }
 
@@ -234,64 +356,71 @@ fn find_canvas(canvas_id: &str) -> Result<(), WebGpuError> {
     }
 }
 
-/// Every op goes to the wrapped [`WebGpuBackend`]'s executor: the call was validated once,
-/// by this type's own `ComputeBackend` layer.
+/// Every op goes to the engine's executor (the wrapped [`WebGpuBackend`] or
+/// [`FastCpuBackend`]): the call was validated once, by this type's own
+/// `ComputeBackend` layer.
 impl Executor for WasmBackend {
     fn backend_name(&self) -> &str {
         &self.name
     }
 
     fn run_init(&mut self) -> BackendResult<()> {
-        if self.inner.is_initialized() {
+        if self.initialized() {
             return Ok(());
         }
+        let gpu = match &mut self.inner {
+            Inner::WebGpu(gpu) => gpu,
+            Inner::FastCpu(_) => return Ok(self.use_fast_cpu(self.fallback_reason.clone())?),
+        };
         #[cfg(not(target_arch = "wasm32"))]
         {
-            self.inner.init()?;
+            gpu.init()?;
             self.after_init();
             Ok(())
         }
         #[cfg(target_arch = "wasm32")]
         {
+            let _ = gpu;
             Err(backend_api::BackendError::Unsupported(
                 "init would block, and a browser's main thread cannot block: use \
-                 WasmBackend::init_from_canvas(id).await, WasmBackend::init_without_canvas().await \
-                 or init_async().await"
+                 WasmBackend::open(canvas).await, WasmBackend::init_from_canvas(id).await, \
+                 WasmBackend::init_without_canvas().await, init_async().await, or \
+                 WasmBackend::fast_cpu() for the CPU engine"
                     .into(),
             ))
         }
     }
 
     fn initialized(&self) -> bool {
-        self.inner.is_initialized()
+        engine!(self, b => b.is_initialized())
     }
 
     fn ready(&self) -> BackendResult<()> {
-        self.inner.ready()
+        engine!(self, b => b.ready())
     }
 
     fn run_gemm(&self, p: &GemmPlan) -> BackendResult<()> {
-        self.inner.run_gemm(p)
+        engine!(self, b => b.run_gemm(p))
     }
 
     fn run_conv2d_forward(&self, p: &Conv2dPlan) -> BackendResult<()> {
-        self.inner.run_conv2d_forward(p)
+        engine!(self, b => b.run_conv2d_forward(p))
     }
 
     fn run_attention(&self, p: &AttentionPlan) -> BackendResult<()> {
-        self.inner.run_attention(p)
+        engine!(self, b => b.run_attention(p))
     }
 
     fn run_reduce(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {
-        self.inner.run_reduce(op, p)
+        engine!(self, b => b.run_reduce(op, p))
     }
 
     fn run_rows(&self, p: &RowPlan) -> BackendResult<()> {
-        self.inner.run_rows(p)
+        engine!(self, b => b.run_rows(p))
     }
 
     fn run_unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
-        self.inner.run_unary(op, p)
+        engine!(self, b => b.run_unary(op, p))
     }
 
     fn run_unary_param(
@@ -301,79 +430,79 @@ impl Executor for WasmBackend {
         b: f32,
         p: &UnaryPlan,
     ) -> BackendResult<()> {
-        self.inner.run_unary_param(op, a, b, p)
+        engine!(self, e => e.run_unary_param(op, a, b, p))
     }
 
     fn run_binary(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {
-        self.inner.run_binary(op, p)
+        engine!(self, b => b.run_binary(op, p))
     }
 
     fn run_unary_ex(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
-        self.inner.run_unary_ex(op, p)
+        engine!(self, b => b.run_unary_ex(op, p))
     }
 
     fn run_binary_ex(&self, op: BinaryOp, p: &BinaryPlan) -> BackendResult<()> {
-        self.inner.run_binary_ex(op, p)
+        engine!(self, b => b.run_binary_ex(op, p))
     }
 
     fn run_reduce_ex(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {
-        self.inner.run_reduce_ex(op, p)
+        engine!(self, b => b.run_reduce_ex(op, p))
     }
 
     fn run_binary_broadcast(&self, op: BinaryOp, p: &BroadcastPlan) -> BackendResult<()> {
-        self.inner.run_binary_broadcast(op, p)
+        engine!(self, b => b.run_binary_broadcast(op, p))
     }
 
     fn run_gather(&self, p: &GatherPlan) -> BackendResult<()> {
-        self.inner.run_gather(p)
+        engine!(self, b => b.run_gather(p))
     }
 
     fn run_gemm_q(&self, p: &GemmQPlan) -> BackendResult<()> {
-        self.inner.run_gemm_q(p)
+        engine!(self, b => b.run_gemm_q(p))
     }
 
     /// Natively waits for the device; on `wasm32` returns `Unsupported` (use
     /// [`synchronize_async`](ComputeBackend::synchronize_async)).
     fn run_synchronize(&self) -> BackendResult<()> {
-        self.inner.run_synchronize()
+        engine!(self, b => b.run_synchronize())
     }
 
     fn run_alloc(&self, bytes: usize) -> BackendResult<u64> {
-        self.inner.run_alloc(bytes)
+        engine!(self, b => b.run_alloc(bytes))
     }
 
     fn run_free(&self, ptr: u64) -> BackendResult<()> {
-        self.inner.run_free(ptr)
+        engine!(self, b => b.run_free(ptr))
     }
 
     fn run_alias(&self, ptr: u64, bytes: usize) -> BackendResult<u64> {
-        self.inner.run_alias(ptr, bytes)
+        engine!(self, b => b.run_alias(ptr, bytes))
     }
 
     fn run_retire(&self, alias: u64, why: Retired) -> BackendResult<()> {
-        self.inner.run_retire(alias, why)
+        engine!(self, b => b.run_retire(alias, why))
     }
 
     fn physical(&self, op: &'static str, operands: Vec<&mut Operand>) -> BackendResult<bool> {
-        self.inner.physical(op, operands)
+        engine!(self, b => b.physical(op, operands))
     }
 
     fn run_copy_htod(&self, p: &HostCopyPlan, src: &[u8]) -> BackendResult<()> {
-        self.inner.run_copy_htod(p, src)
+        engine!(self, b => b.run_copy_htod(p, src))
     }
 
     /// Natively waits for the data; on `wasm32` returns `Unsupported` (use
     /// [`copy_dtoh_async`](ComputeBackend::copy_dtoh_async)).
     fn run_copy_dtoh(&self, dst: &mut [u8], p: &HostCopyPlan) -> BackendResult<()> {
-        self.inner.run_copy_dtoh(dst, p)
+        engine!(self, b => b.run_copy_dtoh(dst, p))
     }
 
     fn run_copy_dtod(&self, p: &CopyPlan) -> BackendResult<()> {
-        self.inner.run_copy_dtod(p)
+        engine!(self, b => b.run_copy_dtod(p))
     }
 
     fn run_cast(&self, p: &CastPlan) -> BackendResult<()> {
-        self.inner.run_cast(p)
+        engine!(self, b => b.run_cast(p))
     }
 
     fn run_copy_dtoh_async<'a>(
@@ -381,26 +510,26 @@ impl Executor for WasmBackend {
         dst: &'a mut [u8],
         p: HostCopyPlan,
     ) -> BackendFuture<'a, ()> {
-        self.inner.run_copy_dtoh_async(dst, p)
+        engine!(self, b => b.run_copy_dtoh_async(dst, p))
     }
 
     fn run_copy_dtoh_many(&self, reads: &mut [(HostCopyPlan, &mut [u8])]) -> BackendResult<()> {
-        self.inner.run_copy_dtoh_many(reads)
+        engine!(self, b => b.run_copy_dtoh_many(reads))
     }
 
     fn run_copy_dtoh_many_async<'a>(
         &'a self,
         reads: Vec<(HostCopyPlan, &'a mut [u8])>,
     ) -> BackendFuture<'a, ()> {
-        self.inner.run_copy_dtoh_many_async(reads)
+        engine!(self, b => b.run_copy_dtoh_many_async(reads))
     }
 
     fn run_synchronize_async(&self) -> BackendFuture<'_, ()> {
-        self.inner.run_synchronize_async()
+        engine!(self, b => b.run_synchronize_async())
     }
 
     fn run_memory_info(&self) -> BackendResult<MemoryInfo> {
-        self.inner.run_memory_info()
+        engine!(self, b => b.run_memory_info())
     }
 }
 

@@ -13,7 +13,7 @@ mod support;
 use std::sync::OnceLock;
 
 use backend_api::{BackendError, ComputeBackend, ComputeBackendExt, UnaryOp};
-use backend_wasm::{WasmBackend, WebGpuError};
+use backend_wasm::{Engine, WasmBackend, WebGpuError, WebGpuOptions};
 use conformance::Check;
 
 /// One initialised backend shared by the tests, or `None` (after a loud message) when
@@ -45,6 +45,58 @@ fn check(check: Check) {
 }
 
 conformance::check_tests!(mod wasm_native, check);
+
+/// The fast CPU engine (the browser's fallback) behind the same wrapper, with the
+/// browser's configuration: every check, so a call the wrapper forwards to the wrong
+/// engine, or not at all, fails here as well as in Chromium without WebGPU.
+fn check_cpu(check: Check) {
+    static CPU: OnceLock<WasmBackend> = OnceLock::new();
+    let b = CPU.get_or_init(|| WasmBackend::fast_cpu().expect("the CPU engine always opens"));
+    let config = support::config(b, support::NATIVE_CASES);
+    conformance::assert_check(b, b.name(), check, &config);
+}
+
+conformance::check_tests!(mod wasm_native_fast_cpu, check_cpu);
+
+#[test]
+fn fast_cpu_engine_says_what_it_is_and_serves_blocking_calls() {
+    let b = WasmBackend::fast_cpu().unwrap();
+    assert_eq!(b.engine(), Engine::FastCpu);
+    assert_eq!(b.name(), "wasm: fast-cpu (native)");
+    assert!(b.adapter().is_none() && b.webgpu().is_none() && b.browser_adapter().is_none());
+    assert_eq!(b.fallback_reason(), None);
+    assert!(b.is_usable());
+    let x = b.upload(&[1.0f32, 4.0, 9.0]).unwrap();
+    b.unary(UnaryOp::Sqrt, x, x, 3).unwrap();
+    b.synchronize().unwrap();
+    assert_eq!(b.copy_dtoh_vec::<f32>(x, 3).unwrap(), [1.0, 2.0, 3.0]);
+    let v: Vec<f32> = pollster::block_on(b.copy_dtoh_vec_async(x, 3)).unwrap();
+    assert_eq!(v, [1.0, 2.0, 3.0]);
+}
+
+/// No adapter matches: `init_or_fall_back` opens the CPU engine and says why, where
+/// `init_async` fails.
+#[test]
+fn without_an_adapter_open_falls_back_to_the_cpu() {
+    let options = || WebGpuOptions::adapter("no adapter is called this");
+    let mut strict = WasmBackend::with_options(options());
+    let e = pollster::block_on(strict.init_async()).unwrap_err();
+    assert!(matches!(e, WebGpuError::Init(_)), "{e:?}");
+    assert!(!strict.is_initialized());
+
+    let b = pollster::block_on(WasmBackend::with_options(options()).init_or_fall_back(None))
+        .unwrap();
+    assert_eq!(b.engine(), Engine::FastCpu);
+    let reason = b.fallback_reason().expect("a fallback says why");
+    assert!(reason.contains("no adapter is called this"), "{reason}");
+    let x = b.upload(&[2.0f32]).unwrap();
+    b.binary(backend_api::BinaryOp::Mul, x, x, x, 1).unwrap();
+    assert_eq!(b.copy_dtoh_vec::<f32>(x, 1).unwrap(), [4.0]);
+
+    // A page's mistake is not a reason to fall back.
+    let e = pollster::block_on(WasmBackend::open(Some("gpu-canvas"))).unwrap_err();
+    assert!(matches!(e, WebGpuError::NoDocument(_)), "{e:?}");
+}
 
 #[test]
 fn uninitialized_backend_refuses_every_call() {
@@ -98,7 +150,9 @@ fn async_init_then_blocking_calls_work_natively() {
     b.free(x).unwrap();
     assert_eq!(b.memory_info().unwrap().live_allocations, 0);
     assert!(b.is_usable());
-    assert!(b.webgpu().is_initialized());
+    assert!(b.webgpu().expect("the WebGPU engine").is_initialized());
+    assert_eq!(b.engine(), Engine::WebGpu);
+    assert_eq!(b.fallback_reason(), None);
 }
 
 #[test]
