@@ -75,11 +75,7 @@ pub fn sgemm(
 /// wasm32 port).
 #[cfg(not(target_arch = "wasm32"))]
 fn parallelism(par: bool) -> Par {
-    if par {
-        Par::rayon(0)
-    } else {
-        Par::Seq
-    }
+    if par { Par::rayon(0) } else { Par::Seq }
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -84,8 +84,8 @@ fn without_an_adapter_open_falls_back_to_the_cpu() {
     assert!(matches!(e, WebGpuError::Init(_)), "{e:?}");
     assert!(!strict.is_initialized());
 
-    let b = pollster::block_on(WasmBackend::with_options(options()).init_or_fall_back(None))
-        .unwrap();
+    let b =
+        pollster::block_on(WasmBackend::with_options(options()).init_or_fall_back(None)).unwrap();
     assert_eq!(b.engine(), Engine::FastCpu);
     let reason = b.fallback_reason().expect("a fallback says why");
     assert!(reason.contains("no adapter is called this"), "{reason}");
