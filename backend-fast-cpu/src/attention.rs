@@ -20,6 +20,8 @@ use rayon::prelude::*;
 
 use crate::elementwise::nan_max;
 use crate::gemm::sgemm;
+use crate::math::exp_f32;
+use crate::reduce::LANES;
 
 /// Queries per block.
 const QB: usize = 64;
@@ -149,15 +151,13 @@ fn block(
             } else {
                 m_new
             };
-            let corr = (m[r] - off).exp();
-            let mut sum = 0.0f32;
+            let corr = exp_f32(m[r] - off);
+            // Unseen keys hold 0 and stay 0; the sum runs in LANES lanes (vectorised).
             for (x, &sn) in sr.iter_mut().zip(seen_r.iter()) {
-                if sn {
-                    *x = (*x - off).exp();
-                    sum += *x;
-                }
+                let e = exp_f32(*x - off);
+                *x = if sn { e } else { 0.0 };
             }
-            l[r] = l[r] * corr + sum;
+            l[r] = l[r] * corr + lane_sum(sr);
             m[r] = m_new;
             if corr != 1.0 {
                 out[r * dv..][..dv].iter_mut().for_each(|x| *x *= corr);
@@ -202,4 +202,17 @@ fn block(
             o_row.fill(0.0);
         }
     }
+}
+
+/// The sum of `x` in f32, in `LANES` independent lanes.
+fn lane_sum(x: &[f32]) -> f32 {
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    let mut acc = [0.0f32; LANES];
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
 }

@@ -36,6 +36,7 @@ mod broadcast;
 mod conv;
 mod elementwise;
 pub mod gemm;
+mod math;
 mod quant;
 mod reduce;
 mod rows;

@@ -14,7 +14,7 @@ use crate::elementwise::{nan_max, nan_min};
 /// Input elements per parallel task.
 const TASK_ELEMENTS: usize = 1 << 16;
 
-const LANES: usize = 8;
+pub(crate) const LANES: usize = 8;
 
 /// What each element adds to a sum-type reduction (Sum, Mean, SumSquare, L1, L2).
 #[inline]
@@ -38,7 +38,7 @@ fn finish_sum(op: ReduceOp, s: f64, len: usize) -> f32 {
 
 /// `f` summed over a contiguous row in f64, with `LANES` independent accumulators.
 #[inline]
-fn sum_row(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+pub(crate) fn sum_row(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
     let chunks = x.chunks_exact(LANES);
     let tail = chunks.remainder();
     let mut acc = [0.0f64; LANES];

@@ -53,8 +53,10 @@ pub enum Op {
         output: u64,
         n: usize,
     },
+    /// `reduce`, or `reduce_ex` when `dtype` is not f32.
     Reduce {
         op: ReduceOp,
+        dtype: DType,
         input: u64,
         output: u64,
         shape: Vec<usize>,
@@ -173,7 +175,10 @@ impl Op {
                 dtype: DType::F32, ..
             } => "binary",
             Op::Binary { .. } => "binary_ex",
-            Op::Reduce { .. } => "reduce",
+            Op::Reduce {
+                dtype: DType::F32, ..
+            } => "reduce",
+            Op::Reduce { .. } => "reduce_ex",
             Op::Rows { op, .. } => op.name(),
             Op::Gemm {
                 row_major: true, ..
@@ -703,10 +708,13 @@ impl Machine<'_> {
                 } else {
                     self.place(src)
                 };
+                // A quarter on f16/bf16 storage (`reduce_ex`), now and then mid-word.
+                let (dtype, shift) = pick_dtype(src);
                 Op::Reduce {
                     op,
-                    input,
-                    output,
+                    dtype,
+                    input: input.wrapping_add(shift),
+                    output: output.wrapping_add(shift),
                     shape,
                     axis,
                 }

@@ -473,17 +473,29 @@ impl<'b> Machine<'b> {
             }
             Op::Reduce {
                 op: f,
+                dtype,
                 input,
                 output,
                 shape,
                 axis,
             } => {
-                let (plan, want) = self.want_reduce(*input, *output, shape, *axis);
-                let got = guarded(|| b.reduce(*f, *input, *output, shape, *axis))?;
+                let size = dtype.size_bytes() as u64;
+                let (plan, want) = self.want_reduce(*input, *output, shape, *axis, size);
+                let got = guarded(|| match dtype {
+                    DType::F32 => b.reduce(*f, *input, *output, shape, *axis),
+                    _ => b.reduce_ex(*f, *dtype, *input, *output, shape, *axis),
+                })?;
                 if self.judge(op, &got, &want)?
                     && let Some(p) = plan
                 {
-                    self.apply_reduce(*f, &p);
+                    if *dtype == DType::F32 {
+                        self.apply_reduce(*f, &p);
+                    } else {
+                        // The oracle's f64 result rounded once to `dtype` (exact mode);
+                        // otherwise the output bytes become unknown.
+                        let (out, want) = self.want_reduce_typed(*f, *dtype, &p);
+                        self.store_typed(out, *dtype, want);
+                    }
                 }
             }
             &Op::Rows {

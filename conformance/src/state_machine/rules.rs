@@ -557,6 +557,7 @@ impl Machine<'_> {
         output: u64,
         shape: &[usize],
         axis: usize,
+        size: u64,
     ) -> (Option<ModelReduce>, Expect) {
         let invalid = |why: String| (None, Expect::Invalid(why));
         if shape.is_empty() {
@@ -574,15 +575,17 @@ impl Machine<'_> {
         if out == 0 {
             return (None, Expect::Ok);
         }
-        let mut ops = vec![("output", output, 4 * out, 4)];
+        let size128 = u128::from(size);
+        let (out_bytes, in_bytes) = (size128 * out, size128 * total);
+        let mut ops = vec![("output", output, out_bytes, size)];
         if total > 0 {
-            ops.push(("input", input, 4 * total, 4));
+            ops.push(("input", input, in_bytes, size));
             for &(name, p, _, _) in &ops {
-                if !p.is_multiple_of(4) {
-                    return invalid(format!("{name} {p:#x} is not 4-byte aligned"));
+                if !p.is_multiple_of(size) {
+                    return invalid(format!("{name} {p:#x} is not {size}-byte aligned"));
                 }
             }
-            if ranges_overlap(input, output, 4 * total, 4 * out) {
+            if ranges_overlap(input, output, in_bytes, out_bytes) {
                 return invalid("output overlaps input".into());
             }
         }
@@ -593,7 +596,7 @@ impl Machine<'_> {
         let o = locs[0];
         let i = locs.get(1).copied();
         if let Some(i) = i
-            && ranges_overlap(self.phys(i), self.phys(o), 4 * total, 4 * out)
+            && ranges_overlap(self.phys(i), self.phys(o), in_bytes, out_bytes)
         {
             return invalid(format!("output overlaps input {PHYSICAL}"));
         }
@@ -605,6 +608,34 @@ impl Machine<'_> {
             inner: inner as usize,
         };
         (Some(plan), Expect::Ok)
+    }
+
+    /// `reduce_ex`'s outputs: where they go, and the oracle's f64 result of each (`None`
+    /// where an input byte is unknown), for `store_typed` to round once to `dtype`.
+    pub(super) fn want_reduce_typed(
+        &self,
+        f: ReduceOp,
+        dtype: DType,
+        p: &ModelReduce,
+    ) -> (Loc, Vec<Option<f64>>) {
+        let x = match p.input {
+            Some(l) => self.read_typed(l, p.outer * p.len * p.inner, dtype),
+            None => Vec::new(),
+        };
+        let mut want = Vec::with_capacity(p.outer * p.inner);
+        for o in 0..p.outer {
+            for ii in 0..p.inner {
+                let vals: Option<Vec<f32>> = (0..p.len)
+                    .map(|l| x[(o * p.len + l) * p.inner + ii])
+                    .collect();
+                want.push(vals.map(|v| {
+                    let mut out = [0.0f64];
+                    reference::reduce64(f, &v, &mut out, 1, p.len, 1);
+                    out[0]
+                }));
+            }
+        }
+        (p.output, want)
     }
 
     pub(super) fn apply_reduce(&mut self, f: ReduceOp, p: &ModelReduce) {
