@@ -1,4 +1,4 @@
-//! Row ops, attention and conv on the fast CPU backend, through the trait: softmax,
+//! Row ops, unary ops, attention and conv on the fast CPU backend, through the trait: softmax,
 //! log_softmax, layer_norm (with gamma and beta), rms_norm over 1024 x 4096 (throughput
 //! in bytes read and written); attention b1 h8 s1024 d64, full and causal (throughput:
 //! the `4 b h s^2 d` FLOPs of QK^T and PV, also for causal); the 3x3 and 7x7 ResNet-50
@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use backend_api::{ComputeBackend, ComputeBackendExt};
+use backend_api::{ComputeBackend, ComputeBackendExt, UnaryOp};
 use backend_fast_cpu::FastCpuBackend;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -68,6 +68,20 @@ fn rows(c: &mut Criterion) {
             })
         })
     });
+    group.finish();
+
+    // Elementwise at 2^24 (bytes read and written): exp and silu were libm calls per element.
+    let n = 1 << 24;
+    let x = b.upload(&values(n)).unwrap();
+    let y = b.alloc(4 * n).unwrap();
+    let mut group = c.benchmark_group("unary_2^24");
+    group.sample_size(20);
+    group.throughput(Throughput::Bytes(8 * n as u64));
+    for op in [UnaryOp::Relu, UnaryOp::Exp, UnaryOp::Sigmoid, UnaryOp::Silu] {
+        group.bench_function(op.to_string(), |bench| {
+            bench.iter_custom(|it| timed(&b, it, || b.unary(op, x, y, n).unwrap()))
+        });
+    }
     group.finish();
 
     let (heads, s, d) = (8, 1024, 64);

@@ -5,6 +5,8 @@ use backend_api::{BinaryOp, DType, UnaryOp, UnaryParamOp};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use crate::math::exp_f32;
+
 /// Elements per parallel task; below two of them a call runs on the calling thread.
 const CHUNK: usize = 1 << 15;
 
@@ -95,7 +97,7 @@ pub(crate) fn nan_min(a: f32, b: f32) -> f32 {
 
 #[inline]
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + exp_f32(-x))
 }
 
 /// Gelu in its erf form, written with erfc (full relative accuracy for large negative x).
@@ -161,7 +163,7 @@ macro_rules! with_unary {
             UnaryOp::Relu => $run($($arg,)* |x: f32| if x.is_nan() || x > 0.0 { x } else { 0.0 }),
             UnaryOp::Sigmoid => $run($($arg,)* sigmoid),
             UnaryOp::Tanh => $run($($arg,)* f32::tanh),
-            UnaryOp::Exp => $run($($arg,)* f32::exp),
+            UnaryOp::Exp => $run($($arg,)* exp_f32),
             UnaryOp::Log => $run($($arg,)* f32::ln),
             UnaryOp::Sqrt => $run($($arg,)* f32::sqrt),
             UnaryOp::Abs => $run($($arg,)* f32::abs),
