@@ -20,6 +20,12 @@
 //! - **Natively it is the WebGPU backend.** On other targets every call, the blocking
 //!   ones included, works as on [`WebGpuBackend`] (blocking through `pollster`), so the
 //!   wrapper's logic is tested natively on lavapipe as well as in headless Chromium.
+//! - **A CPU fallback in the same module.** [`WasmBackend::open`] uses WebGPU when the
+//!   browser gives an adapter and a device, and otherwise [`FastCpuBackend`] compiled
+//!   to WebAssembly (SIMD128 with this workspace's `.cargo/config.toml`, one thread):
+//!   [`engine`](WasmBackend::engine) says which, [`fallback_reason`](WasmBackend::fallback_reason)
+//!   why. On the CPU engine every call works, the blocking ones included, since nothing
+//!   waits for the event loop; [`WasmBackend::fast_cpu`] asks for it directly.
 //!
 //! Everything else — validation, errors, numerics — is the WebGPU backend's: see the
 //! `backend-webgpu` and `backend-api` crate docs for the contract. In a browser, errors
@@ -32,7 +38,8 @@
 //! use backend_api::{ComputeBackend, ComputeBackendExt, UnaryOp};
 //! use backend_wasm::WasmBackend;
 //!
-//! let b = WasmBackend::init_from_canvas("gpu-canvas").await?;
+//! // WebGPU, or the CPU engine in a browser without it:
+//! let b = WasmBackend::open(Some("gpu-canvas")).await?;
 //! let x = b.upload(&[1.0f32, 4.0, 9.0])?;
 //! b.unary(UnaryOp::Sqrt, x, x, 3)?;
 //! let v: Vec<f32> = b.copy_dtoh_vec_async(x, 3).await?; // never `copy_dtoh` on the web

@@ -5,7 +5,7 @@
 //! | `fast-cpu` (default) | [`BackendKind::FastCpu`]: `backend_fast_cpu::FastCpuBackend`, f32 on faer/gemm with rayon | native targets |
 //! | `cpu` (default) | [`BackendKind::Cpu`]: `backend_cpu::CpuBackend`, the f64-accumulating oracle every backend is held to | everywhere |
 //! | `webgpu` | [`BackendKind::WebGpu`]: `backend_webgpu::WebGpuBackend`, WGSL kernels on wgpu | Vulkan, Metal, DX12 |
-//! | `wasm` | [`BackendKind::Wasm`]: WebGPU in a browser (implies `webgpu`) | `wasm32-unknown-unknown`, with [`create_async`] |
+//! | `wasm` | [`BackendKind::Wasm`]: WebGPU in a browser, else the fast CPU engine compiled into the module (implies `webgpu`) | `wasm32-unknown-unknown`, with [`create_async`] |
 //!
 //! Switching backend is one line in the caller's `Cargo.toml`:
 //!
@@ -287,13 +287,14 @@ fn create_webgpu() -> BackendResult<Box<dyn ComputeBackend>> {
 }
 
 /// Creates and initialises a backend of `kind` without blocking: the way to start a GPU
-/// backend in a browser, where `Wasm` is `backend_wasm::WasmBackend` (opened without a
-/// canvas) and `WebGpu` the plain `WebGpuBackend`. Natively it is [`create`] (and `Wasm`
-/// is `Unsupported`).
+/// backend in a browser, where `Wasm` is `backend_wasm::WasmBackend::open(None)` (WebGPU
+/// without a canvas, or the fast CPU engine when the browser has no WebGPU adapter: its
+/// name says which) and `WebGpu` the plain `WebGpuBackend`. Natively it is [`create`]
+/// (and `Wasm` is `Unsupported`).
 pub async fn create_async(kind: BackendKind) -> BackendResult<Box<dyn ComputeBackend>> {
     #[cfg(all(feature = "wasm", target_arch = "wasm32"))]
     if kind == BackendKind::Wasm {
-        let b = backend_wasm::WasmBackend::init_without_canvas()
+        let b = backend_wasm::WasmBackend::open(None)
             .await
             .map_err(BackendError::from)?;
         return Ok(Box::new(b));
