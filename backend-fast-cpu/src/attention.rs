@@ -128,22 +128,29 @@ fn block(
             let sr = &mut s[r * cols..][..cols];
             let seen_r = &mut seen[r * cols..][..cols];
             let mask_row = p.mask.map(|_| &ins.mask[p.mask_at(b, h, i) + j0..][..cols]);
-            let mut mb = f32::NEG_INFINITY;
-            for (j, (x, sn)) in sr.iter_mut().zip(seen_r.iter_mut()).enumerate() {
-                let mask = mask_row.map_or(0.0, |mr| mr[j]);
-                *sn = vis.contains(&(j0 + j)) && mask != f32::NEG_INFINITY;
-                if !*sn {
-                    excluded = true;
-                    *x = 0.0;
-                    continue;
+            let all_seen =
+                mask_row.is_none() && softcap.is_none() && vis.start <= j0 && j0 + cols <= vis.end;
+            if all_seen {
+                // The common block: every key seen, nothing but the scale (vectorised).
+                sr.iter_mut().for_each(|x| *x *= scale);
+                seen_r.fill(true);
+            } else {
+                for (j, (x, sn)) in sr.iter_mut().zip(seen_r.iter_mut()).enumerate() {
+                    let mask = mask_row.map_or(0.0, |mr| mr[j]);
+                    *sn = vis.contains(&(j0 + j)) && mask != f32::NEG_INFINITY;
+                    if !*sn {
+                        excluded = true;
+                        *x = 0.0;
+                        continue;
+                    }
+                    let mut v = *x * scale;
+                    if let Some(cap) = softcap {
+                        v = cap * (v / cap).tanh();
+                    }
+                    *x = v + mask;
                 }
-                let mut v = *x * scale;
-                if let Some(cap) = softcap {
-                    v = cap * (v / cap).tanh();
-                }
-                *x = v + mask;
-                mb = nan_max(mb, *x);
             }
+            let mb = seen_max(sr, seen_r);
             any[r] |= seen_r.iter().any(|&x| x);
             let m_new = nan_max(m[r], mb);
             let off = if m_new == f32::NEG_INFINITY {
@@ -215,4 +222,21 @@ fn lane_sum(x: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+/// The NaN-propagating maximum of the seen entries of `x` (-inf if none), in `LANES`
+/// independent lanes.
+fn seen_max(x: &[f32], seen: &[bool]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let (xc, sc) = (x.chunks_exact(LANES), seen.chunks_exact(LANES));
+    let tail = xc.remainder().iter().zip(sc.remainder());
+    for (xs, ss) in xc.zip(sc) {
+        for ((a, &v), &sn) in acc.iter_mut().zip(xs).zip(ss) {
+            *a = nan_max(*a, if sn { v } else { f32::NEG_INFINITY });
+        }
+    }
+    tail.fold(
+        acc.into_iter().fold(f32::NEG_INFINITY, nan_max),
+        |m, (&v, &sn)| nan_max(m, if sn { v } else { f32::NEG_INFINITY }),
+    )
 }
