@@ -107,8 +107,11 @@ fn rows(c: &mut Criterion) {
     group.finish();
 }
 
-/// ResNet-50's conv layers at batch 1: (name, input NCHW, filter KCRS, stride, padding).
-const CONVS: [(&str, [usize; 4], [usize; 4], usize, usize); 6] = [
+/// A conv layer: name, input NCHW, filter KCRS, stride, padding.
+type ConvLayer = (&'static str, [usize; 4], [usize; 4], usize, usize);
+
+/// ResNet-50's conv layers at batch 1.
+const CONVS: [ConvLayer; 6] = [
     ("conv1_7x7s2", [1, 3, 224, 224], [64, 3, 7, 7], 2, 3),
     ("res2_3x3", [1, 64, 56, 56], [64, 64, 3, 3], 1, 1),
     ("res3_3x3", [1, 128, 28, 28], [128, 128, 3, 3], 1, 1),

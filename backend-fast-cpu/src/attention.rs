@@ -22,6 +22,7 @@ use crate::elementwise::nan_max;
 use crate::gemm::sgemm;
 use crate::math::exp_f32;
 use crate::reduce::LANES;
+use crate::simd::vectorized;
 
 /// Queries per block.
 const QB: usize = 64;
@@ -52,7 +53,10 @@ pub(crate) fn attention(p: &AttentionPlan, ins: &Operands<'_>, o: &mut [f32]) {
             let rows = QB.min(p.seq_q - i0);
             let mut out = vec![0.0f32; rows * dv];
             if p.seq_kv > 0 {
-                block(p, ins, b, h, i0, rows, &mut out);
+                vectorized(
+                    #[inline(always)]
+                    || block(p, ins, b, h, i0, rows, &mut out),
+                );
             }
             out
         })
@@ -67,6 +71,7 @@ pub(crate) fn attention(p: &AttentionPlan, ins: &Operands<'_>, o: &mut [f32]) {
 
 /// One block of `rows` queries of head `h` of batch entry `b`, starting at query `i0`;
 /// `out` is their contiguous output rows.
+#[inline(always)]
 fn block(
     p: &AttentionPlan,
     ins: &Operands<'_>,
@@ -212,6 +217,7 @@ fn block(
 }
 
 /// The sum of `x` in f32, in `LANES` independent lanes.
+#[inline(always)]
 fn lane_sum(x: &[f32]) -> f32 {
     let chunks = x.chunks_exact(LANES);
     let tail = chunks.remainder();
@@ -226,6 +232,7 @@ fn lane_sum(x: &[f32]) -> f32 {
 
 /// The NaN-propagating maximum of the seen entries of `x` (-inf if none), in `LANES`
 /// independent lanes.
+#[inline(always)]
 fn seen_max(x: &[f32], seen: &[bool]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let (xc, sc) = (x.chunks_exact(LANES), seen.chunks_exact(LANES));

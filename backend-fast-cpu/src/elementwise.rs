@@ -6,6 +6,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::math::exp_f32;
+use crate::simd::vectorized;
 
 /// Elements per parallel task; below two of them a call runs on the calling thread.
 const CHUNK: usize = 1 << 15;
@@ -13,9 +14,14 @@ const CHUNK: usize = 1 << 15;
 /// Applies `f` to matching chunks of `out` and `x`.
 fn map1(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
     let body = |(o, x): (&mut [f32], &[f32])| {
-        for (o, &x) in o.iter_mut().zip(x) {
-            *o = f(x);
-        }
+        vectorized(
+            #[inline(always)]
+            || {
+                for (o, &x) in o.iter_mut().zip(x) {
+                    *o = f(x);
+                }
+            },
+        );
     };
     if out.len() < 2 * CHUNK {
         body((out, x));
@@ -27,7 +33,12 @@ fn map1(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
 }
 
 fn map1_in_place(y: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
-    let body = |o: &mut [f32]| o.iter_mut().for_each(|v| *v = f(*v));
+    let body = |o: &mut [f32]| {
+        vectorized(
+            #[inline(always)]
+            || o.iter_mut().for_each(|v| *v = f(*v)),
+        )
+    };
     if y.len() < 2 * CHUNK {
         body(y);
     } else {
@@ -72,7 +83,7 @@ fn map_same(y: &mut [f32], f: impl Fn(f32, f32) -> f32 + Sync) {
 }
 
 /// Maximum that propagates NaN.
-#[inline]
+#[inline(always)]
 pub(crate) fn nan_max(a: f32, b: f32) -> f32 {
     if a.is_nan() || b.is_nan() {
         f32::NAN

@@ -40,6 +40,7 @@ mod math;
 mod quant;
 mod reduce;
 mod rows;
+mod simd;
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Mutex, MutexGuard, PoisonError};

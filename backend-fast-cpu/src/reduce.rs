@@ -37,7 +37,7 @@ fn finish_sum(op: ReduceOp, s: f64, len: usize) -> f32 {
 }
 
 /// `f` summed over a contiguous row in f64, with `LANES` independent accumulators.
-#[inline]
+#[inline(always)]
 pub(crate) fn sum_row(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
     let chunks = x.chunks_exact(LANES);
     let tail = chunks.remainder();

@@ -11,7 +11,8 @@ use rayon::prelude::*;
 
 use crate::elementwise::nan_max;
 use crate::math::exp_f32;
-use crate::reduce::{LANES, sum_row};
+use crate::reduce::sum_row;
+use crate::simd::vectorized;
 
 /// Rows per parallel task: about 32768 elements.
 fn rows_per_task(cols: usize) -> usize {
@@ -32,9 +33,14 @@ pub(crate) fn rows(
     }
     let per = rows_per_task(cols);
     let body = |(yc, xc): (&mut [f32], &[f32])| {
-        for (yr, xr) in yc.chunks_exact_mut(cols).zip(xc.chunks_exact(cols)) {
-            row(op, xr, gamma, beta, yr, eps);
-        }
+        vectorized(
+            #[inline(always)]
+            || {
+                for (yr, xr) in yc.chunks_exact_mut(cols).zip(xc.chunks_exact(cols)) {
+                    row(op, xr, gamma, beta, yr, eps);
+                }
+            },
+        );
     };
     let n = y.len().min(x.len());
     if n < 2 * per * cols {
@@ -47,6 +53,7 @@ pub(crate) fn rows(
     }
 }
 
+#[inline(always)]
 fn row(op: RowOp, x: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32], eps: f64) {
     let n = x.len() as f64;
     match op {
@@ -82,7 +89,7 @@ fn row(op: RowOp, x: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32], eps: f6
 
 /// `y = f(x) * gamma + beta` in f64, one rounding at the store; an empty `gamma` is 1 and
 /// an empty `beta` 0. One loop per case, so that each vectorises.
-#[inline]
+#[inline(always)]
 fn affine(x: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32], f: impl Fn(f32) -> f64) {
     let xy = y.iter_mut().zip(x);
     match (gamma.is_empty(), beta.is_empty()) {
@@ -101,15 +108,23 @@ fn affine(x: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32], f: impl Fn(f32)
     }
 }
 
-/// The row's maximum (NaN if any element is), in `LANES` independent lanes.
-fn row_max(x: &[f32]) -> f32 {
-    let chunks = x.chunks_exact(LANES);
+/// The row's maximum (NaN if any element is): 16 lanes of plain `max` with the NaNs
+/// counted beside them (a NaN-propagating max in every lane is a longer dependency chain).
+#[inline(always)]
+pub(crate) fn row_max(x: &[f32]) -> f32 {
+    const W: usize = 16;
+    let chunks = x.chunks_exact(W);
     let tail = chunks.remainder();
-    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut acc = [f32::NEG_INFINITY; W];
+    let mut nans = [0u32; W];
     for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a = nan_max(*a, v);
+        for ((a, n), &v) in acc.iter_mut().zip(nans.iter_mut()).zip(c) {
+            *a = a.max(v);
+            *n += u32::from(v.is_nan());
         }
+    }
+    if nans.iter().any(|&n| n > 0) {
+        return f32::NAN;
     }
     acc.into_iter()
         .chain(tail.iter().copied())
