@@ -75,6 +75,9 @@ pub struct WasmBackend {
     canvas_id: Option<String>,
     browser_adapter: Option<BrowserAdapterInfo>,
     fallback_reason: Option<String>,
+    /// The options (or `BACKEND_ADAPTER`) name an adapter: `open` then keeps it even when
+    /// it is a software one.
+    adapter_named: bool,
 }
 
 /// What runs the ops.
@@ -167,6 +170,10 @@ impl WasmBackend {
     pub fn new() -> Self {
         Self {
             inner: Inner::WebGpu(WebGpuBackend::new()),
+            adapter_named: WebGpuOptions::from_env()
+                .ok()
+                .and_then(|o| o.selector())
+                .is_some(),
             ..Self::default()
         }
     }
@@ -175,6 +182,7 @@ impl WasmBackend {
     /// picks the adapter; a selector in `options` must then match it).
     pub fn with_options(options: WebGpuOptions) -> Self {
         Self {
+            adapter_named: options.selector().is_some(),
             inner: Inner::WebGpu(WebGpuBackend::with_options(options)),
             name: UNINIT_NAME.to_string(),
             canvas_id: None,
@@ -192,11 +200,16 @@ impl WasmBackend {
         Ok(b)
     }
 
-    /// The backend a page or a worker should use: WebGPU when the browser has it and
-    /// gives an adapter and a device, otherwise [`FastCpuBackend`] (then
-    /// [`fallback_reason`](Self::fallback_reason) says why). With `Some(canvas_id)` the
-    /// canvas is checked first, as [`init_from_canvas`](Self::init_from_canvas) does,
-    /// and its errors are returned whatever the engine: they are the page's mistakes.
+    /// The backend a page or a worker should use: WebGPU when the browser gives a
+    /// hardware adapter and a device, otherwise [`FastCpuBackend`] (then
+    /// [`fallback_reason`](Self::fallback_reason) says why): without `navigator.gpu`,
+    /// without an adapter or device, and when the adapter is a software one (SwiftShader,
+    /// `isFallbackAdapter`; lavapipe natively), on which the CPU engine is 16-21x faster
+    /// at SGEMM (docs/PERFORMANCE.md). A software adapter is kept when the options (or
+    /// `BACKEND_ADAPTER`) name an adapter, and [`init_without_canvas`](Self::init_without_canvas)
+    /// / [`init_from_canvas`](Self::init_from_canvas) always give WebGPU. With
+    /// `Some(canvas_id)` the canvas is checked first, as `init_from_canvas` does, and its
+    /// errors are returned whatever the engine: they are the page's mistakes.
     pub async fn open(canvas_id: Option<&str>) -> Result<Self, WebGpuError> {
         Self::new().init_or_fall_back(canvas_id).await
     }
@@ -212,7 +225,14 @@ impl WasmBackend {
             self.canvas_id = Some(id.to_string());
         }
         match self.init_async().await {
-            Ok(()) => Ok(self),
+            Ok(()) => {
+                if !self.adapter_named
+                    && let Some(why) = self.software_adapter()
+                {
+                    self.use_fast_cpu(Some(why))?;
+                }
+                Ok(self)
+            }
             Err(e @ (WebGpuError::WebGpuUnavailable | WebGpuError::Init(_))) => {
                 self.use_fast_cpu(Some(e.to_string()))?;
                 Ok(self)
@@ -221,7 +241,24 @@ impl WasmBackend {
         }
     }
 
-    /// Switches an uninitialised backend to the fast CPU engine and initialises it.
+    /// Why the WebGPU adapter in use is not worth running on, if it is a software one.
+    fn software_adapter(&self) -> Option<String> {
+        let why = "the CPU engine is faster there (docs/PERFORMANCE.md); \
+                   init_without_canvas keeps WebGPU";
+        if let Some(info) = self.browser_adapter.as_ref().filter(|i| i.is_fallback) {
+            return Some(format!(
+                "the browser's WebGPU adapter is a software fallback ({}): {why}",
+                info.label()
+            ));
+        }
+        let adapter = self.adapter().filter(|a| a.is_software())?;
+        Some(format!(
+            "the WebGPU adapter is a software one ({}): {why}",
+            adapter.label()
+        ))
+    }
+
+    /// Switches a backend to the fast CPU engine and initialises it.
     fn use_fast_cpu(&mut self, reason: Option<String>) -> Result<(), WebGpuError> {
         let mut cpu = FastCpuBackend::new();
         cpu.init().map_err(WebGpuError::Init)?;

@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use backend_api::{BackendError, ComputeBackend, ComputeBackendExt, UnaryOp};
-use backend_wasm::{WasmBackend, WebGpuError};
+use backend_wasm::{Engine, WasmBackend, WebGpuError};
 use conformance::{Check, SuiteReport};
 use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
 
@@ -110,6 +110,28 @@ async fn the_browser_has_a_webgpu_adapter() {
         "{}",
         b.name()
     );
+}
+
+/// `open` leaves a software adapter (SwiftShader here) for the CPU engine and says why;
+/// `init_without_canvas` keeps it. On a browser with a hardware adapter `open` keeps that.
+#[wasm_bindgen_test]
+async fn open_prefers_the_cpu_engine_to_a_software_adapter() {
+    let gpu = WasmBackend::init_without_canvas().await.expect("WebGPU");
+    let software = gpu.browser_adapter().is_some_and(|i| i.is_fallback)
+        || gpu.adapter().is_some_and(|a| a.is_software());
+    let b = WasmBackend::open(None).await.expect("open");
+    console_log!("open(None): {} ({:?})", b.name(), b.fallback_reason());
+    if software {
+        assert_eq!(b.engine(), Engine::FastCpu);
+        let reason = b.fallback_reason().expect("a fallback says why");
+        assert!(reason.contains("software"), "{reason}");
+        let x = b.upload(&[3.0f32]).unwrap();
+        b.unary(UnaryOp::Sqrt, x, x, 1).unwrap();
+        let v: Vec<f32> = b.copy_dtoh_vec_async(x, 1).await.unwrap();
+        assert_eq!(v, [3.0f32.sqrt()]);
+    } else {
+        assert_eq!(b.engine(), Engine::WebGpu, "{:?}", b.fallback_reason());
+    }
 }
 
 /// Operands packed into one allocation closer than the 256-byte binding alignment, and

@@ -98,6 +98,53 @@ fn without_an_adapter_open_falls_back_to_the_cpu() {
     assert!(matches!(e, WebGpuError::NoDocument(_)), "{e:?}");
 }
 
+/// With no adapter named, `open` keeps a hardware adapter and leaves a software one
+/// (lavapipe in CI) for the CPU engine, saying why; `init_async` keeps whatever it found.
+#[test]
+fn open_prefers_the_cpu_engine_to_a_software_adapter() {
+    let opened = pollster::block_on(
+        WasmBackend::with_options(WebGpuOptions::default()).init_or_fall_back(None),
+    )
+    .unwrap();
+    let mut gpu = WasmBackend::with_options(WebGpuOptions::default());
+    let reason = opened.fallback_reason().unwrap_or_default().to_string();
+    match pollster::block_on(gpu.init_async()) {
+        Err(e) => {
+            eprintln!("no adapter here ({e}): open must have fallen back for that");
+            assert_eq!(opened.engine(), Engine::FastCpu);
+            assert!(!reason.contains("software"), "{reason}");
+        }
+        Ok(()) => {
+            let adapter = gpu.adapter().expect("initialised");
+            eprintln!("adapter {}: open gave {}", adapter.label(), opened.name());
+            if adapter.is_software() {
+                assert_eq!(opened.engine(), Engine::FastCpu);
+                assert!(reason.contains("software one"), "{reason}");
+                assert!(reason.contains(&adapter.label()), "{reason}");
+            } else {
+                assert_eq!(opened.engine(), Engine::WebGpu, "{reason}");
+            }
+        }
+    }
+    // A named adapter is kept, software or not.
+    if let Some(named) = gpu
+        .adapter()
+        .filter(|a| a.is_software())
+        .map(|a| a.name.clone())
+    {
+        let kept = pollster::block_on(
+            WasmBackend::with_options(WebGpuOptions::adapter(&named)).init_or_fall_back(None),
+        )
+        .unwrap();
+        assert_eq!(
+            kept.engine(),
+            Engine::WebGpu,
+            "{:?}",
+            kept.fallback_reason()
+        );
+    }
+}
+
 #[test]
 fn uninitialized_backend_refuses_every_call() {
     conformance::check_uninitialized(&WasmBackend::new()).unwrap();

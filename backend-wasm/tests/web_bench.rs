@@ -1,5 +1,5 @@
 //! SGEMM in a browser, three ways, in one page: the fast CPU engine (`WasmBackend::fast_cpu`,
-//! the fallback without WebGPU), the browser's WebGPU (`WasmBackend::open`, SwiftShader in
+//! the fallback without WebGPU), the browser's WebGPU (`WasmBackend::init_without_canvas`, SwiftShader in
 //! headless Chromium here) and a plain i-k-j triple loop in the same module. Run by
 //! `scripts/bench-web` (release build, with and without `simd128`), not by CI: timings
 //! are no test. What it does assert is that every engine's product matches the loop's,
@@ -143,7 +143,14 @@ async fn sgemm_fast_cpu_webgpu_and_a_plain_loop() {
     let simd = cfg!(target_feature = "simd128");
     let build = if simd { "simd128" } else { "scalar" };
     let cpu = WasmBackend::fast_cpu().unwrap();
-    let gpu = WasmBackend::open(None).await.unwrap();
+    // WebGPU whatever the adapter (`open` would leave a software one for the CPU).
+    let gpu = match WasmBackend::init_without_canvas().await {
+        Ok(b) => b,
+        Err(e) => {
+            console_log!("no WebGPU here ({e}): timing the CPU engine and the loop only");
+            WasmBackend::fast_cpu().unwrap()
+        }
+    };
     console_log!(
         "BENCH-INFO build={build} cpu={:?} gpu={:?} (engine {:?})",
         cpu.name(),
