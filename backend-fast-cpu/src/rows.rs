@@ -67,7 +67,11 @@ fn row(op: RowOp, x: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32], eps: f6
         }
         RowOp::LogSoftmax => {
             let max = row_max(x);
-            let log_sum = sum_row(x, |v| f64::from(exp_f32(v - max))).ln();
+            // The exponentials go through y (one vectorised pass, as for softmax).
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = exp_f32(v - max);
+            }
+            let log_sum = sum_row(y, f64::from).ln();
             let m = f64::from(max);
             for (o, &v) in y.iter_mut().zip(x) {
                 *o = (f64::from(v) - m - log_sum) as f32;
