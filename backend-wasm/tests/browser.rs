@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use backend_api::{BackendError, ComputeBackend, ComputeBackendExt, UnaryOp};
 use backend_wasm::{Engine, WasmBackend, WebGpuError};
-use conformance::{Check, SuiteReport};
+use conformance::Check;
 use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -68,13 +68,7 @@ async fn backend() -> Rc<WasmBackend> {
 /// Runs one check of the conformance suite (the crate's async driver) and fails with its
 /// report unless it passed.
 async fn check(check: Check) {
-    let b = backend().await;
-    let config = support::config(&b, support::BROWSER_CASES);
-    let report = conformance::run_check_async(&*b, check, &config, &mut |_| {}).await;
-    let suite = SuiteReport {
-        backend: b.name().to_string(),
-        checks: vec![report],
-    };
+    let suite = support::run_one(&*backend().await, check).await;
     console_log!("{}", suite.summary());
     suite.assert_ok();
 }

@@ -8,7 +8,7 @@
 )]
 
 use backend_wasm::WasmBackend;
-use conformance::{Check, Config, Expectation, Profile};
+use conformance::{Check, Config, Expectation, Profile, SuiteReport};
 
 /// Cases per property check in the browser tests and the page (plus the committed
 /// regression cases, which always run): as many as native lavapipe runs, with the small
@@ -52,4 +52,15 @@ pub(crate) fn expectations(b: &WasmBackend) -> Vec<Expectation> {
         &format!("{label} {browser}"),
         &driver,
     )
+}
+
+/// One check of the suite on `b` through the crate's async driver, with
+/// [`BROWSER_CASES`] cases: the report the browser tests log and assert.
+pub(crate) async fn run_one(b: &WasmBackend, check: Check) -> SuiteReport {
+    let config = config(b, BROWSER_CASES);
+    let report = conformance::run_check_async(b, check, &config, &mut |_| {}).await;
+    SuiteReport {
+        backend: backend_api::ComputeBackend::name(b).to_string(),
+        checks: vec![report],
+    }
 }
