@@ -21,7 +21,8 @@ use rayon::prelude::*;
 use crate::elementwise::nan_max;
 use crate::gemm::sgemm;
 use crate::math::exp_f32;
-use crate::reduce::LANES;
+use crate::reduce::sum_row;
+use crate::rows::row_max;
 use crate::simd::vectorized;
 
 /// Queries per block.
@@ -144,8 +145,9 @@ fn block(
                     let mask = mask_row.map_or(0.0, |mr| mr[j]);
                     *sn = vis.contains(&(j0 + j)) && mask != f32::NEG_INFINITY;
                     if !*sn {
+                        // -inf: out of the maximum, and 0 once exponentiated.
                         excluded = true;
-                        *x = 0.0;
+                        *x = f32::NEG_INFINITY;
                         continue;
                     }
                     let mut v = *x * scale;
@@ -155,7 +157,7 @@ fn block(
                     *x = v + mask;
                 }
             }
-            let mb = seen_max(sr, seen_r);
+            let mb = row_max(sr);
             any[r] |= seen_r.iter().any(|&x| x);
             let m_new = nan_max(m[r], mb);
             let off = if m_new == f32::NEG_INFINITY {
@@ -164,12 +166,9 @@ fn block(
                 m_new
             };
             let corr = exp_f32(m[r] - off);
-            // Unseen keys hold 0 and stay 0; the sum runs in LANES lanes (vectorised).
-            for (x, &sn) in sr.iter_mut().zip(seen_r.iter()) {
-                let e = exp_f32(*x - off);
-                *x = if sn { e } else { 0.0 };
-            }
-            l[r] = l[r] * corr + lane_sum(sr);
+            // Unseen keys hold -inf and become 0 (`off` is finite or +inf, never -inf).
+            sr.iter_mut().for_each(|x| *x = exp_f32(*x - off));
+            l[r] = l[r] * corr + sum_row(sr, f64::from) as f32;
             m[r] = m_new;
             if corr != 1.0 {
                 out[r * dv..][..dv].iter_mut().for_each(|x| *x *= corr);
@@ -214,36 +213,4 @@ fn block(
             o_row.fill(0.0);
         }
     }
-}
-
-/// The sum of `x` in f32, in `LANES` independent lanes.
-#[inline(always)]
-fn lane_sum(x: &[f32]) -> f32 {
-    let chunks = x.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    let mut acc = [0.0f32; LANES];
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += v;
-        }
-    }
-    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
-}
-
-/// The NaN-propagating maximum of the seen entries of `x` (-inf if none), in `LANES`
-/// independent lanes.
-#[inline(always)]
-fn seen_max(x: &[f32], seen: &[bool]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let (xc, sc) = (x.chunks_exact(LANES), seen.chunks_exact(LANES));
-    let tail = xc.remainder().iter().zip(sc.remainder());
-    for (xs, ss) in xc.zip(sc) {
-        for ((a, &v), &sn) in acc.iter_mut().zip(xs).zip(ss) {
-            *a = nan_max(*a, if sn { v } else { f32::NEG_INFINITY });
-        }
-    }
-    tail.fold(
-        acc.into_iter().fold(f32::NEG_INFINITY, nan_max),
-        |m, (&v, &sn)| nan_max(m, if sn { v } else { f32::NEG_INFINITY }),
-    )
 }

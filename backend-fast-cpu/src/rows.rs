@@ -58,20 +58,13 @@ fn row(op: RowOp, x: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32], eps: f6
     let n = x.len() as f64;
     match op {
         RowOp::Softmax => {
-            let max = row_max(x);
-            for (o, &v) in y.iter_mut().zip(x) {
-                *o = exp_f32(v - max);
-            }
-            let inv = (1.0 / sum_row(y, f64::from)) as f32;
+            let (_, sum) = exps(x, y);
+            let inv = (1.0 / sum) as f32;
             y.iter_mut().for_each(|o| *o *= inv);
         }
         RowOp::LogSoftmax => {
-            let max = row_max(x);
-            // The exponentials go through y (one vectorised pass, as for softmax).
-            for (o, &v) in y.iter_mut().zip(x) {
-                *o = exp_f32(v - max);
-            }
-            let log_sum = sum_row(y, f64::from).ln();
+            let (max, sum) = exps(x, y);
+            let log_sum = sum.ln();
             let m = f64::from(max);
             for (o, &v) in y.iter_mut().zip(x) {
                 *o = (f64::from(v) - m - log_sum) as f32;
@@ -89,6 +82,17 @@ fn row(op: RowOp, x: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32], eps: f6
             affine(x, gamma, &[], y, |v| f64::from(v) * inv);
         }
     }
+}
+
+/// `y = exp(x - max)` in one vectorised pass: the row's maximum and the exponentials' sum
+/// (in f64).
+#[inline(always)]
+fn exps(x: &[f32], y: &mut [f32]) -> (f32, f64) {
+    let max = row_max(x);
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = exp_f32(v - max);
+    }
+    (max, sum_row(y, f64::from))
 }
 
 /// `y = f(x) * gamma + beta` in f64, one rounding at the store; an empty `gamma` is 1 and

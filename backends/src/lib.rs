@@ -289,8 +289,8 @@ fn create_webgpu() -> BackendResult<Box<dyn ComputeBackend>> {
 /// Creates and initialises a backend of `kind` without blocking: the way to start a GPU
 /// backend in a browser, where `Wasm` is `backend_wasm::WasmBackend::open(None)` (WebGPU
 /// without a canvas, or the fast CPU engine when the browser has no WebGPU adapter or
-/// only a software one: its name says which) and `WebGpu` the plain `WebGpuBackend`. Natively it is [`create`]
-/// (and `Wasm` is `Unsupported`).
+/// only a software one: its name says which) and `WebGpu` the plain `WebGpuBackend`.
+/// Natively it is [`create`] (and `Wasm` is `Unsupported`).
 pub async fn create_async(kind: BackendKind) -> BackendResult<Box<dyn ComputeBackend>> {
     #[cfg(all(feature = "wasm", target_arch = "wasm32"))]
     if kind == BackendKind::Wasm {

@@ -618,61 +618,60 @@ impl Machine<'_> {
         dtype: DType,
         p: &ModelReduce,
     ) -> (Loc, Vec<Option<f64>>) {
+        let want = self
+            .reduce_inputs(p, dtype)
+            .into_iter()
+            .map(|vals| {
+                vals.map(|v| {
+                    let mut out = [0.0f64];
+                    reference::reduce64(f, &v, &mut out, 1, p.len, 1);
+                    out[0]
+                })
+            })
+            .collect();
+        (p.output, want)
+    }
+
+    /// The `len` inputs of each output of a reduce, in output order (`None` where an input
+    /// byte is unknown).
+    fn reduce_inputs(&self, p: &ModelReduce, dtype: DType) -> Vec<Option<Vec<f32>>> {
         let x = match p.input {
             Some(l) => self.read_typed(l, p.outer * p.len * p.inner, dtype),
             None => Vec::new(),
         };
-        let mut want = Vec::with_capacity(p.outer * p.inner);
-        for o in 0..p.outer {
-            for ii in 0..p.inner {
-                let vals: Option<Vec<f32>> = (0..p.len)
+        (0..p.outer * p.inner)
+            .map(|oi| {
+                let (o, ii) = (oi / p.inner, oi % p.inner);
+                (0..p.len)
                     .map(|l| x[(o * p.len + l) * p.inner + ii])
-                    .collect();
-                want.push(vals.map(|v| {
-                    let mut out = [0.0f64];
-                    reference::reduce64(f, &v, &mut out, 1, p.len, 1);
-                    out[0]
-                }));
-            }
-        }
-        (p.output, want)
+                    .collect()
+            })
+            .collect()
     }
 
     pub(super) fn apply_reduce(&mut self, f: ReduceOp, p: &ModelReduce) {
-        let x = match p.input {
-            Some(l) => self.read_f32s(l, p.outer * p.len * p.inner),
-            None => Vec::new(),
-        };
         let exact = self.opts.exact;
-        for o in 0..p.outer {
-            for ii in 0..p.inner {
-                let vals: Option<Vec<f32>> = (0..p.len)
-                    .map(|l| x[(o * p.len + l) * p.inner + ii])
-                    .collect();
-                let v = match vals {
-                    Some(vals)
-                        if exact
-                            || vals.iter().all(|&v| {
-                                tame(v)
-                                    && (f != ReduceOp::Prod || !(v.abs() > 2.0 && v.is_finite()))
-                            }) =>
-                    {
-                        let mut out = [0.0f32];
-                        reference::reduce(f, &vals, &mut out, 1, p.len, 1);
-                        if exact {
-                            Value::Exact(out[0])
-                        } else {
-                            let abs: f64 = vals.iter().map(|v| f64::from(v.abs())).sum();
-                            Value::Approx(out[0], reduce_tolerance(f, p.len, abs))
-                        }
+        for (oi, vals) in self.reduce_inputs(p, DType::F32).into_iter().enumerate() {
+            let v = match vals {
+                Some(vals)
+                    if exact
+                        || vals.iter().all(|&v| {
+                            tame(v) && (f != ReduceOp::Prod || !(v.abs() > 2.0 && v.is_finite()))
+                        }) =>
+                {
+                    let mut out = [0.0f32];
+                    reference::reduce(f, &vals, &mut out, 1, p.len, 1);
+                    if exact {
+                        Value::Exact(out[0])
+                    } else {
+                        let abs: f64 = vals.iter().map(|v| f64::from(v.abs())).sum();
+                        Value::Approx(out[0], reduce_tolerance(f, p.len, abs))
                     }
-                    _ => Value::Unknown,
-                };
-                let (oi, ooff) = p.output;
-                self.live[oi]
-                    .mem
-                    .write_value(ooff + 4 * (o * p.inner + ii), v);
-            }
+                }
+                _ => Value::Unknown,
+            };
+            let (li, ooff) = p.output;
+            self.live[li].mem.write_value(ooff + 4 * oi, v);
         }
     }
 
