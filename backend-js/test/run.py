@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Runs the JS API tests of backend-js (test/index.html + tests.js) in headless Chromium,
+once per engine, and fails unless every test passes on each.
+
+Serves a folder holding the built package in pkg/ (scripts/build-js) and this folder's
+page, opens it through ChromeDriver with the flags of the given webdriver.json (the same
+file the wasm-bindgen tests use), and prints each test's outcome. Standard library only;
+the WebDriver and server helpers are the conformance page test's (backend-wasm/www/page_test.py).
+
+    run.py --pkg target/js-pkg --webdriver-json target/test-web/webdriver.json --engine webgpu --engine cpu
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "backend-wasm", "www"))
+from page_test import WebDriver, chrome_options, free_port, serve  # noqa: E402
+
+
+def run_page(wd, session, url, timeout):
+    wd.call("POST", f"/session/{session}/url", {"url": url}, timeout=120)
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        state, status = wd.call("POST", f"/session/{session}/execute/sync", {
+            "script": "return [document.body.dataset.state, document.getElementById('status').textContent]",
+            "args": [],
+        })
+        if status != last:
+            print(f"js tests: [{state}] {status}", flush=True)
+            last = status
+        if state in ("done", "error"):
+            break
+        if time.monotonic() > deadline:
+            return {"ok": False, "error": f"the page did not finish in {timeout:.0f} s (last status: {status})"}
+        time.sleep(0.3)
+    text = wd.call("POST", f"/session/{session}/execute/sync", {
+        "script": "return document.getElementById('report-json').textContent", "args": [],
+    })
+    return json.loads(text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pkg", required=True, help="the built package (scripts/build-js)")
+    ap.add_argument("--webdriver-json", required=True)
+    ap.add_argument("--chromedriver", default=os.environ.get("CHROMEDRIVER", "chromedriver"))
+    ap.add_argument("--engine", action="append", help="webgpu, cpu or auto (repeatable)")
+    ap.add_argument("--timeout", type=float, default=300, help="seconds per engine")
+    ap.add_argument("--driver-log", default=None)
+    args = ap.parse_args()
+    engines = args.engine or ["webgpu", "cpu"]
+
+    site = tempfile.mkdtemp(prefix="backend-js-tests-")
+    shutil.copytree(args.pkg, os.path.join(site, "pkg"))
+    for f in ("index.html", "tests.js", "fixture.json"):
+        shutil.copy(os.path.join(HERE, f), site)
+
+    server = serve(site)
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    port = free_port()
+    log = open(args.driver_log, "w") if args.driver_log else subprocess.DEVNULL
+    driver = subprocess.Popen([args.chromedriver, f"--port={port}"], stdout=log, stderr=log)
+    wd = WebDriver(f"http://127.0.0.1:{port}")
+    session = None
+    reports = {}
+    try:
+        start = time.monotonic()
+        while True:
+            try:
+                wd.call("GET", "/status", timeout=2)
+                break
+            except (OSError, RuntimeError):
+                if time.monotonic() - start > 20 or driver.poll() is not None:
+                    sys.exit("js tests: chromedriver did not start")
+                time.sleep(0.2)
+        caps = {"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": chrome_options(args.webdriver_json),
+        }}}
+        session = wd.call("POST", "/session", caps, timeout=120)["sessionId"]
+        for engine in engines:
+            print(f"js tests: engine {engine}", flush=True)
+            reports[engine] = run_page(wd, session, f"{base}?engine={engine}", args.timeout)
+    finally:
+        if session:
+            try:
+                wd.call("DELETE", f"/session/{session}", timeout=30)
+            except (OSError, RuntimeError) as e:
+                print(f"js tests: closing the session failed: {e}", file=sys.stderr)
+        driver.terminate()
+        try:
+            driver.wait(10)
+        except subprocess.TimeoutExpired:
+            driver.kill()
+        server.shutdown()
+        shutil.rmtree(site, ignore_errors=True)
+
+    failed = []
+    for engine, r in reports.items():
+        if "error" in r:
+            failed.append(f"{engine}: {r['error']}")
+            continue
+        print(f"js tests on {r['backend']} (engine {r['engine']}):")
+        for t in r["tests"]:
+            print(f"  {'ok  ' if t['ok'] else 'FAIL'} {t['name']}")
+            if not t["ok"]:
+                print(f"       {t['error']}")
+                failed.append(f"{engine}: {t['name']}")
+        if r["engine"] != engine and engine != "auto":
+            failed.append(f"{engine}: the page ran on {r['engine']}")
+        if not r["tests"]:
+            failed.append(f"{engine}: no test ran")
+    if failed:
+        print("js tests FAILED:\n  " + "\n  ".join(failed))
+        sys.exit(1)
+    print(f"js tests passed on {', '.join(engines)}")
+
+
+if __name__ == "__main__":
+    main()
