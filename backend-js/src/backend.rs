@@ -128,10 +128,9 @@ impl Backend {
     /// engine); leave it out in a worker.
     #[wasm_bindgen(unchecked_return_type = "Promise<Backend>")]
     pub fn create(
-        canvas: Option<String>,
-        #[wasm_bindgen(unchecked_param_type = "\"auto\" | \"webgpu\" | \"cpu\"")] engine: Option<
-            String,
-        >,
+        #[wasm_bindgen(unchecked_optional_param_type = "string")] canvas: Option<String>,
+        #[wasm_bindgen(unchecked_optional_param_type = "\"auto\" | \"webgpu\" | \"cpu\"")]
+        engine: Option<String>,
     ) -> js_sys::Promise {
         future_to_promise(async move {
             let engine = engine.unwrap_or_else(|| "auto".to_string());
@@ -346,7 +345,11 @@ impl Backend {
 
     /// Copies a live host slice to the device at `devicePtr`, straight from linear memory
     /// (no JS-side copy).
-    pub fn upload(&self, slice: &WasmSlice, device_ptr: f64) -> JsResult<()> {
+    pub fn upload(
+        &self,
+        slice: &WasmSlice,
+        #[wasm_bindgen(js_name = devicePtr)] device_ptr: f64,
+    ) -> JsResult<()> {
         let dst = ptr("upload", "devicePtr", device_ptr)?;
         slice.with_bytes(|b| self.inner.copy_htod(dst, b))?.js()
     }
@@ -354,7 +357,11 @@ impl Backend {
     /// Resolves once the slice's bytes hold the device bytes at `devicePtr`. Rejects
     /// (writing nothing) if the slice died while the copy was in flight.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
-    pub fn download(&self, device_ptr: f64, slice: &WasmSlice) -> js_sys::Promise {
+    pub fn download(
+        &self,
+        #[wasm_bindgen(js_name = devicePtr)] device_ptr: f64,
+        slice: &WasmSlice,
+    ) -> js_sys::Promise {
         let inner = self.inner.clone();
         let slice = slice.clone();
         future_to_promise(async move {
@@ -391,13 +398,21 @@ impl Backend {
 
     /// A device frame arena of `capBytes` bytes: slices are aliases that die at `reset()`.
     #[wasm_bindgen(js_name = createFrameArena)]
-    pub fn create_frame_arena(&self, cap_bytes: f64, align: Option<f64>) -> JsResult<DeviceArena> {
+    pub fn create_frame_arena(
+        &self,
+        #[wasm_bindgen(js_name = capBytes)] cap_bytes: f64,
+        align: Option<f64>,
+    ) -> JsResult<DeviceArena> {
         DeviceArena::new(self.inner.clone(), true, cap_bytes, align)
     }
 
     /// A caller-managed device arena (slices die at its `reset()` or `release()`).
     #[wasm_bindgen(js_name = createHeapArena)]
-    pub fn create_heap_arena(&self, cap_bytes: f64, align: Option<f64>) -> JsResult<DeviceArena> {
+    pub fn create_heap_arena(
+        &self,
+        #[wasm_bindgen(js_name = capBytes)] cap_bytes: f64,
+        align: Option<f64>,
+    ) -> JsResult<DeviceArena> {
         DeviceArena::new(self.inner.clone(), false, cap_bytes, align)
     }
 
@@ -756,11 +771,11 @@ impl Backend {
         &self,
         op: String,
         a: f64,
-        #[wasm_bindgen(unchecked_param_type = "number[]")] a_shape: JsValue,
+        #[wasm_bindgen(js_name = aShape, unchecked_param_type = "number[]")] a_shape: JsValue,
         b: f64,
-        #[wasm_bindgen(unchecked_param_type = "number[]")] b_shape: JsValue,
+        #[wasm_bindgen(js_name = bShape, unchecked_param_type = "number[]")] b_shape: JsValue,
         out: f64,
-        #[wasm_bindgen(unchecked_param_type = "number[]")] out_shape: JsValue,
+        #[wasm_bindgen(js_name = outShape, unchecked_param_type = "number[]")] out_shape: JsValue,
     ) -> JsResult<()> {
         let name = "binaryBroadcast";
         let o = parse!(name, "binary op", BinaryOp, op)?;
@@ -906,9 +921,9 @@ impl Backend {
     pub fn cast(
         &self,
         src: f64,
-        src_dtype: String,
+        #[wasm_bindgen(js_name = srcDtype)] src_dtype: String,
         dst: f64,
-        dst_dtype: String,
+        #[wasm_bindgen(js_name = dstDtype)] dst_dtype: String,
         n: f64,
     ) -> JsResult<()> {
         let op = "cast";

@@ -345,7 +345,11 @@ impl Driver {
     /// A caller-managed arena of `capBytes` bytes whose slices start at multiples of
     /// `align` (a power of two, default 16): slices die at its `reset()` or `release()`.
     #[wasm_bindgen(js_name = createHeapArena)]
-    pub fn create_heap_arena(&self, cap_bytes: f64, align: Option<f64>) -> JsResult<Arena> {
+    pub fn create_heap_arena(
+        &self,
+        #[wasm_bindgen(js_name = capBytes)] cap_bytes: f64,
+        align: Option<f64>,
+    ) -> JsResult<Arena> {
         let op = "createHeapArena";
         let cap = args::size(op, "capBytes", cap_bytes)?;
         let align = match align {
@@ -539,7 +543,7 @@ impl Arena {
 
     /// Resets the frame arena and gives it `capBytes` bytes (frame only: a heap arena's
     /// size is fixed at creation).
-    pub fn reserve(&self, cap_bytes: f64) -> JsResult<()> {
+    pub fn reserve(&self, #[wasm_bindgen(js_name = capBytes)] cap_bytes: f64) -> JsResult<()> {
         let op = "frame.reserve";
         let cap = args::size(op, "capBytes", cap_bytes)?;
         HOST.with_borrow_mut(|h| {
@@ -721,8 +725,8 @@ impl WasmSlice {
     pub fn write(
         &self,
         #[wasm_bindgen(unchecked_param_type = "ArrayLike<number>")] src: JsValue,
-        src_offset: Option<f64>,
-        zero_fill: Option<bool>,
+        #[wasm_bindgen(js_name = srcOffset)] src_offset: Option<f64>,
+        #[wasm_bindgen(js_name = zeroFill)] zero_fill: Option<bool>,
     ) -> JsResult<()> {
         let op = "slice.write";
         self.assert_alive()?;

@@ -22,7 +22,6 @@
 //!
 //! Natively the crate is empty, apart from the tests that make the JS tests' fixture.
 
-
 #[cfg(target_arch = "wasm32")]
 mod args;
 #[cfg(target_arch = "wasm32")]

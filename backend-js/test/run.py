@@ -60,7 +60,7 @@ def main():
 
     site = tempfile.mkdtemp(prefix="backend-js-tests-")
     shutil.copytree(args.pkg, os.path.join(site, "pkg"))
-    for f in ("index.html", "tests.js", "fixture.json"):
+    for f in ("index.html", "tests.js", "worker.js", "fixture.json"):
         shutil.copy(os.path.join(HERE, f), site)
 
     server = serve(site)

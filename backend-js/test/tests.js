@@ -82,6 +82,20 @@ test("create refuses an unknown engine and a missing canvas", async () => {
   await throwsKind(() => Backend.create("no-such-canvas", "cpu"), InvalidArgumentError, "InvalidArgument", "no-such-canvas", "missing canvas");
 });
 
+test("Backend.create in a dedicated worker, without a canvas", async () => {
+  const w = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+  const reply = await new Promise((resolve, reject) => {
+    w.onmessage = (e) => resolve(e.data);
+    w.onerror = (e) => reject(new Failure(`the worker failed: ${e.message}`));
+    w.postMessage({ engine: b.engine });
+  });
+  w.terminate();
+  assert(!reply.error, `the worker: ${reply.error}`);
+  eq(reply.engine, b.engine, "the worker's engine");
+  close(reply.out, [1, 0, 3, 0], 0, "relu in the worker");
+  eq(reply.canvasError, "InvalidArgument", "a canvas asked for in a worker");
+});
+
 test("alloc, write, read, readF32, copy, free, memoryInfo", async () => {
   const before = b.memoryInfo();
   const p = b.alloc(64);

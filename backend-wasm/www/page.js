@@ -1,10 +1,12 @@
-// Runs the conformance suite through the `conformance_page` wasm module (built by
-// scripts/serve-web into ./pkg) and shows the adapter and one row per check.
+// Runs the conformance suite through the JS package (backend-js, built by scripts/serve-web
+// into ./pkg with its `conformance` feature): Backend.create, then backend.runConformance.
+// Shows the adapter and one row per check. Query: ?engine=webgpu (default) | cpu | auto,
+// cases=N, checks=a,b, seed=S.
 //
 // State for tests that drive the page: <body data-state="loading|running|done|error"
 // data-ok="true|false">, and the whole report as JSON in #report-json.
 
-import init, { run_conformance } from "./pkg/conformance_page.js";
+import init, { Backend } from "./pkg/index.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -133,17 +135,14 @@ function draw() {
 async function main() {
   await init();
   setState("running");
-  $("status").textContent = "Opening the WebGPU adapter…";
-  const result = await run_conformance(
-    "gpu-canvas",
-    Number(params.get("cases") ?? 0),
-    params.get("checks") ?? "",
-    params.get("seed") ?? "",
-    (json) => showStart(JSON.parse(json)),
-    showProgress,
-    (json) => showCheck(JSON.parse(json)),
+  const engine = params.get("engine") ?? "webgpu";
+  $("status").textContent = engine === "cpu" ? "Opening the CPU engine…" : "Opening the WebGPU adapter…";
+  const backend = await Backend.create("gpu-canvas", engine);
+  const report = await backend.runConformance(
+    { cases: Number(params.get("cases") ?? 0), checks: params.get("checks") ?? "", seed: params.get("seed") ?? "" },
+    { onStart: showStart, onProgress: showProgress, onCheck: showCheck },
   );
-  const report = JSON.parse(result);
+  const result = JSON.stringify(report);
   $("report-json").textContent = result;
   const failed = report.checks.filter((c) => c.failed > 0).map((c) => c.check);
   const total = report.checks.reduce((s, c) => s + c.millis, 0) / 1000;

@@ -143,7 +143,7 @@ def main():
     ap.add_argument("--driver-log", default=None)
     args = ap.parse_args()
 
-    if not os.path.exists(os.path.join(args.dist, "pkg", "conformance_page.js")):
+    if not os.path.exists(os.path.join(args.dist, "pkg", "index.js")):
         sys.exit(f"page test: {args.dist}/pkg is missing; run scripts/serve-web --build-only")
 
     server = serve(args.dist)

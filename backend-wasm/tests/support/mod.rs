@@ -1,5 +1,5 @@
 //! The conformance configuration `WasmBackend` is held to, shared by the native tests,
-//! the browser tests and the page (`examples/conformance_page.rs` includes this file),
+//! the browser tests and the page (`backend-js/src/conformance_run.rs` includes this file),
 //! so all of them run the same cases with the same expectations.
 
 #![allow(
