@@ -278,4 +278,11 @@ pub struct MemoryInfo {
     pub reserved_bytes: u64,
     /// Number of live allocations.
     pub live_allocations: u64,
+    /// Bytes this backend has copied through intermediate host-visible buffers since
+    /// `init` (staging belts, readback staging, temporaries), counted once per copy. A
+    /// transfer that reads or writes device memory in place (the CPU backends, mapped
+    /// unified memory, a browser's `writeBuffer` on a view of linear memory) adds 0, so
+    /// "zero copies" is a measured claim. Copies a driver or browser makes internally are
+    /// not visible here.
+    pub staged_bytes: u64,
 }

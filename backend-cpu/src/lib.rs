@@ -429,6 +429,8 @@ impl Executor for CpuBackend {
             allocated_bytes: allocated,
             reserved_bytes: allocated,
             live_allocations: s.space.len() as u64,
+            // Device memory is host memory: copies go straight to the allocation.
+            staged_bytes: 0,
         })
     }
 }

@@ -260,7 +260,8 @@ fn allocating_until_refused_leaves_the_backend_usable() {
             MemoryInfo {
                 allocated_bytes: 0,
                 reserved_bytes: 0,
-                live_allocations: 0
+                live_allocations: 0,
+                staged_bytes: 0,
             }
         );
         // The memory is back.

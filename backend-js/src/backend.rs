@@ -259,7 +259,8 @@ impl Backend {
             .js()
     }
 
-    /// `{ allocatedBytes, reservedBytes, liveAllocations }`.
+    /// `{ allocatedBytes, reservedBytes, liveAllocations, stagedBytes }` (`stagedBytes`:
+    /// bytes copied through intermediate buffers since `create`; see docs/WEB.md).
     #[wasm_bindgen(js_name = memoryInfo, unchecked_return_type = "MemoryInfo")]
     pub fn memory_info(&self) -> JsResult<JsValue> {
         let m = self.inner.memory_info().js()?;
@@ -267,6 +268,7 @@ impl Backend {
         set(&o, "allocatedBytes", m.allocated_bytes as f64);
         set(&o, "reservedBytes", m.reserved_bytes as f64);
         set(&o, "liveAllocations", m.live_allocations as f64);
+        set(&o, "stagedBytes", m.staged_bytes as f64);
         Ok(o.into())
     }
 

@@ -62,6 +62,8 @@ export interface MemoryInfo {
   allocatedBytes: number;
   reservedBytes: number;
   liveAllocations: number;
+  /** Bytes copied through intermediate buffers since create (0: transfers in place). */
+  stagedBytes: number;
 }
 
 /** BLAS sgemm: C = alpha * op(A) * op(B) + beta * C, column-major f32. */

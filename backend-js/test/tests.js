@@ -450,6 +450,33 @@ test("upload(slice, ptr) and download(ptr, slice): linear memory to the device a
   b.free(p);
 });
 
+test("copies: an upload from linear memory stages nothing, a download one copy (WebGPU) or none (CPU)", async () => {
+  const d = b.driver;
+  const n = 1 << 16;
+  const src = d.heap.allocF32(n);
+  src.write(input(7, n));
+  const p = b.alloc(4 * n);
+  await b.synchronize();
+  const s0 = b.memoryInfo().stagedBytes;
+  b.upload(src, p);
+  await b.synchronize();
+  const s1 = b.memoryInfo().stagedBytes;
+  eq(s1 - s0, 0, "bytes staged by upload(slice, ptr)");
+  const dst = d.heap.allocF32(n);
+  await b.download(p, dst);
+  const s2 = b.memoryInfo().stagedBytes;
+  // WebGPU: the readback staging buffer, copied once from the mapped ArrayBuffer into
+  // linear memory. The CPU engine reads its device memory in place.
+  eq(s2 - s1, b.engine === "webgpu" ? 4 * n : 0, "bytes staged by download(ptr, slice)");
+  close(dst.view(), src.view(), 0, "the round trip");
+  b.write(p, new Float32Array(n));
+  await b.synchronize();
+  eq(b.memoryInfo().stagedBytes - s2, 0, "bytes staged by write(ptr, Float32Array)");
+  src.free();
+  dst.free();
+  b.free(p);
+});
+
 test("device arenas: slices are aliases that die at reset", async () => {
   const arena = b.createFrameArena(4096);
   eq(arena.kind, "frame", "kind");

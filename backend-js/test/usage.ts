@@ -29,6 +29,7 @@ export async function usage(canvas: HTMLCanvasElement): Promise<number> {
   const alias: number = b.alias(x, 8);
   b.retire(alias);
   const mem: MemoryInfo = b.memoryInfo();
+  const staged: number = mem.stagedBytes;
   const back: Float32Array = await b.readF32(y, 4);
   await b.read(y, new Uint8Array(16));
   await b.synchronize();
@@ -139,6 +140,6 @@ export async function usage(canvas: HTMLCanvasElement): Promise<number> {
   }
   b.free(x);
   b.free(y);
-  console.log(worker, cpu, auto, engine, name, why, features, mem, back, v, v2, u, i, c, kind, dtype, sizes, sv, alive, sb, hv, again, f, stats, hostBytes, dh, dAlive, dk);
+  console.log(staged, worker, cpu, auto, engine, name, why, features, mem, back, v, v2, u, i, c, kind, dtype, sizes, sv, alive, sb, hv, again, f, stats, hostBytes, dh, dAlive, dk);
   return back[0];
 }

@@ -92,6 +92,8 @@ pub(crate) struct Ctx {
         expect(dead_code, reason = "browsers have no mappable device memory")
     )]
     mappable: bool,
+    /// Bytes copied through intermediate host-visible buffers (`MemoryInfo::staged_bytes`).
+    staged: std::sync::atomic::AtomicU64,
     /// The recording state. Lock order: this lock first, then `pipelines`.
     state: Mutex<State>,
     /// Compiled kernels, built on first use; locked only inside the state lock, briefly
@@ -188,6 +190,7 @@ impl WebGpuBackend {
             tuning: self.options.tuning,
             limits: Limits::of(&limits),
             mappable,
+            staged: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(state),
             pipelines: Mutex::new(Pipelines::default()),
         }));
@@ -564,6 +567,7 @@ impl Executor for WebGpuBackend {
             allocated_bytes: st.space.allocated_bytes(),
             reserved_bytes: st.pool.reserved(),
             live_allocations: st.space.len() as u64,
+            staged_bytes: ctx.staged.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 }

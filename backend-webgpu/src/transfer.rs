@@ -13,6 +13,12 @@ use crate::stream::{MapDone, Readback};
 use crate::{Ctx, State};
 
 impl Ctx {
+    /// Counts `bytes` copied through an intermediate host-visible buffer.
+    fn count_staged(&self, bytes: usize) {
+        self.staged
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub(crate) fn copy_htod(&self, plan: &HostCopyPlan, data: &[u8]) -> BackendResult<()> {
         const OP: &str = "copy_htod";
         let operand = plan.device;
@@ -26,6 +32,17 @@ impl Ctx {
             // Unified memory with nothing recorded that this write could overtake.
             return write_mapped(self, &mut st.stream, &block, abs, data);
         }
+        #[cfg(target_arch = "wasm32")]
+        if aligned {
+            // In a browser, `writeBuffer` takes a view of linear memory: the bytes go from
+            // the caller's slice to the browser with no copy of ours (the staging belt
+            // would copy them into a temporary, then into its mapped buffer). Recorded work
+            // is submitted first, so that the write cannot overtake it.
+            st.stream.flush(&self.queue);
+            self.queue.write_buffer(&block.buffer, abs, data);
+            return Ok(());
+        }
+        self.count_staged(data.len());
         if aligned {
             let mut in_flight = std::collections::VecDeque::new();
             for (i, chunk) in data
@@ -99,6 +116,7 @@ impl Ctx {
             #[cfg(not(target_arch = "wasm32"))]
             if dst.len() as u64 > 2 * READBACK_CHUNK {
                 read_pipelined(self, stream, r.handle, r.offset, dst)?;
+                self.count_staged(dst.len());
                 return self.errors.take();
             }
             stream.readback_many(
@@ -152,7 +170,16 @@ impl Ctx {
                 .map_err(mapping_failed)?;
             for (dst, &start) in dsts.iter_mut().zip(&starts) {
                 let n = dst.len();
+                // In a browser, straight from the mapped ArrayBuffer into the destination
+                // (dereferencing the view would first copy the whole mapping into a
+                // temporary in linear memory).
+                #[cfg(target_arch = "wasm32")]
+                view.as_uint8array()
+                    .subarray(start as u32, (start as usize + n) as u32)
+                    .copy_to(dst);
+                #[cfg(not(target_arch = "wasm32"))]
                 copy_out(dst, &view[start as usize..][..n]);
+                self.count_staged(n);
             }
             Ok(())
         });
@@ -174,7 +201,9 @@ const SPIN_MAX: u64 = 1 << 20;
 const READBACK_CHUNK: u64 = 16 << 20;
 
 /// Copies mapped device memory to the caller's buffer, on several threads when it is
-/// large (one thread does not saturate the memory system).
+/// large (one thread does not saturate the memory system). (Native: a browser copies
+/// from the mapped `ArrayBuffer` directly.)
+#[cfg(not(target_arch = "wasm32"))]
 fn copy_out(dst: &mut [u8], src: &[u8]) {
     #[cfg(not(target_arch = "wasm32"))]
     if dst.len() >= 8 << 20 {

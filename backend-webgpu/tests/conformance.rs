@@ -462,3 +462,45 @@ fn half_reductions_over_aligned_rows() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `memory_info().staged_bytes` counts the copies through intermediate buffers: none for a
+/// round trip on unified memory mapped in place (lavapipe, integrated GPUs), one each way
+/// (the staging belt, the readback staging buffer) with mapping off or on a discrete GPU.
+#[test]
+fn staged_bytes_count_the_copies() {
+    let Some(shared) = backend() else {
+        return;
+    };
+    let a = shared
+        .adapter()
+        .expect("an initialised backend has an adapter");
+    let can_map = a.features.iter().any(|f| f == "mappable-primary-buffers")
+        && matches!(a.device_type.as_str(), "Cpu" | "IntegratedGpu");
+    let n = 1usize << 20;
+    let data: Vec<u8> = (0..n).map(|i| (i * 13 + i / 509) as u8).collect();
+    for unified in [true, false] {
+        let mut b = WebGpuBackend::with_options(backend_webgpu::WebGpuOptions {
+            unified_memory: unified,
+            ..backend_webgpu::WebGpuOptions::from_env().expect("the environment")
+        });
+        b.init().unwrap();
+        let p = b.alloc(n).unwrap();
+        b.synchronize().unwrap();
+        let s0 = b.memory_info().unwrap().staged_bytes;
+        b.copy_htod(p, &data).unwrap();
+        let s1 = b.memory_info().unwrap().staged_bytes;
+        let mut back = vec![0u8; n];
+        b.copy_dtoh(&mut back, p).unwrap();
+        let s2 = b.memory_info().unwrap().staged_bytes;
+        assert!(back == data, "the round trip (unified_memory {unified})");
+        let per_copy = if unified && can_map { 0 } else { n as u64 };
+        eprintln!(
+            "staged bytes on {} (unified_memory {unified}, mappable {can_map}): upload {}, readback {}",
+            b.name(),
+            s1 - s0,
+            s2 - s1
+        );
+        assert_eq!(s1 - s0, per_copy, "bytes staged by copy_htod");
+        assert_eq!(s2 - s1, per_copy, "bytes staged by copy_dtoh");
+    }
+}
