@@ -281,16 +281,25 @@ impl Driver {
         memory_buffer().is_instance_of::<js_sys::SharedArrayBuffer>()
     }
 
-    /// Throws `UnsupportedError` unless the memory is shared.
+    /// Whether the page (or worker) is cross-origin isolated (served with
+    /// `Cross-Origin-Opener-Policy: same-origin` and `Cross-Origin-Embedder-Policy:
+    /// require-corp`), the condition for a `SharedArrayBuffer` memory.
+    #[wasm_bindgen(js_name = crossOriginIsolated)]
+    pub fn cross_origin_isolated(&self) -> bool {
+        js_sys::Reflect::get(&js_sys::global(), &"crossOriginIsolated".into())
+            .ok()
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    }
+
+    /// Throws `UnsupportedError` unless the memory is shared; the message says whether
+    /// the page is cross-origin isolated.
     #[wasm_bindgen(js_name = requireSharedMemory)]
     pub fn require_shared_memory(&self) -> JsResult<()> {
         if self.is_shared_memory() {
             return Ok(());
         }
-        let isolated = js_sys::Reflect::get(&js_sys::global(), &"crossOriginIsolated".into())
-            .ok()
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
+        let isolated = self.cross_origin_isolated();
         Err(unsupported(format!(
             "requireSharedMemory: this module's memory is not shared (built without threads; the page is {}cross-origin isolated)",
             if isolated { "" } else { "not " }

@@ -21,7 +21,34 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "backend-wasm", "www"))
-from page_test import WebDriver, chrome_options, free_port, serve  # noqa: E402
+from page_test import Handler, WebDriver, chrome_options, free_port  # noqa: E402
+import functools  # noqa: E402
+import http.server  # noqa: E402
+import threading  # noqa: E402
+
+
+class IsolatingHandler(Handler):
+    """Serves with COOP/COEP for paths under /isolated/ (the same files), so one server
+    gives the page both ways."""
+
+    def translate_path(self, path):
+        if path.startswith("/isolated/"):
+            path = path[len("/isolated"):]
+        return super().translate_path(path)
+
+    def end_headers(self):
+        if self.path.startswith("/isolated/"):
+            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+            self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        super().end_headers()
+
+
+def serve(directory):
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(IsolatingHandler, directory=directory)
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def run_page(wd, session, url, timeout):
@@ -54,6 +81,8 @@ def main():
     ap.add_argument("--chromedriver", default=os.environ.get("CHROMEDRIVER", "chromedriver"))
     ap.add_argument("--engine", action="append", help="webgpu, cpu or auto (repeatable)")
     ap.add_argument("--timeout", type=float, default=300, help="seconds per engine")
+    ap.add_argument("--isolated", action="store_true",
+                    help="also run the first engine's page served with COOP/COEP headers")
     ap.add_argument("--driver-log", default=None)
     args = ap.parse_args()
     engines = args.engine or ["webgpu", "cpu"]
@@ -89,6 +118,12 @@ def main():
         for engine in engines:
             print(f"js tests: engine {engine}", flush=True)
             reports[engine] = run_page(wd, session, f"{base}?engine={engine}", args.timeout)
+        if args.isolated:
+            # The same page served cross-origin isolated (COOP/COEP), on the first engine.
+            engine = engines[0]
+            print(f"js tests: engine {engine}, cross-origin isolated", flush=True)
+            reports[f"{engine}, isolated"] = run_page(
+                wd, session, f"{base}isolated/?engine={engine}&isolated=1", args.timeout)
     finally:
         if session:
             try:
@@ -114,14 +149,14 @@ def main():
             if not t["ok"]:
                 print(f"       {t['error']}")
                 failed.append(f"{engine}: {t['name']}")
-        if r["engine"] != engine and engine != "auto":
+        if r["engine"] != engine.split(",")[0] and engine != "auto":
             failed.append(f"{engine}: the page ran on {r['engine']}")
         if not r["tests"]:
             failed.append(f"{engine}: no test ran")
     if failed:
         print("js tests FAILED:\n  " + "\n  ".join(failed))
         sys.exit(1)
-    print(f"js tests passed on {', '.join(engines)}")
+    print(f"js tests passed on {', '.join(reports)}")
 
 
 if __name__ == "__main__":

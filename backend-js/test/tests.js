@@ -14,6 +14,8 @@ import init, {
 const params = new URLSearchParams(location.search);
 const engine = params.get("engine") ?? "auto";
 const only = params.get("only");
+// run.py serves the page with COOP/COEP headers when it passes isolated=1.
+const isolated = params.get("isolated") === "1";
 const tests = [];
 const test = (name, fn) => tests.push({ name, fn });
 
@@ -287,6 +289,17 @@ test("synchronize resolves, and a device error of queued work rejects with its k
 });
 
 // ---- the driver: linear memory -----------------------------------------------------
+
+test("driver: cross-origin isolation is reported as the page is served", async () => {
+  const d = b.driver;
+  eq(d.crossOriginIsolated(), isolated, "crossOriginIsolated()");
+  eq(globalThis.crossOriginIsolated, isolated, "the browser's crossOriginIsolated");
+  // This build's memory is never shared (no threads), isolated or not; the error says
+  // which the page is.
+  eq(d.isSharedMemory(), false, "isSharedMemory()");
+  const e = await throwsKind(() => d.requireSharedMemory(), UnsupportedError, "Unsupported", "not shared", "requireSharedMemory");
+  assert(e.message.includes(isolated ? "page is cross-origin isolated" : "page is not cross-origin isolated"), `requireSharedMemory's message: ${e.message}`);
+});
 
 test("driver: buffer, bytes, isSharedMemory, view and viewOn", async () => {
   const d = b.driver;

@@ -69,6 +69,7 @@ export async function usage(canvas: HTMLCanvasElement): Promise<number> {
   const buf: ArrayBuffer | SharedArrayBuffer = d.buffer();
   const bytes: Uint8Array = d.bytes();
   const shared: boolean = d.isSharedMemory();
+  const isolated: boolean = d.crossOriginIsolated();
   if (!shared) {
     try {
       d.requireSharedMemory();
@@ -140,6 +141,6 @@ export async function usage(canvas: HTMLCanvasElement): Promise<number> {
   }
   b.free(x);
   b.free(y);
-  console.log(staged, worker, cpu, auto, engine, name, why, features, mem, back, v, v2, u, i, c, kind, dtype, sizes, sv, alive, sb, hv, again, f, stats, hostBytes, dh, dAlive, dk);
+  console.log(isolated, staged, worker, cpu, auto, engine, name, why, features, mem, back, v, v2, u, i, c, kind, dtype, sizes, sv, alive, sb, hv, again, f, stats, hostBytes, dh, dAlive, dk);
   return back[0];
 }
