@@ -98,6 +98,16 @@ impl Retired {
     }
 }
 
+/// A live host view's bytes: `[start, end)` of the allocation at `base`.
+#[derive(Debug, Clone, Copy)]
+struct View {
+    base: u64,
+    start: u64,
+    end: u64,
+    /// The backend lent the whole allocation: every byte of it is refused.
+    whole: bool,
+}
+
 /// A live alias: a fresh address range naming bytes of a live allocation.
 #[derive(Debug, Clone, Copy)]
 struct Alias {
@@ -142,6 +152,9 @@ pub struct AddressSpace<H> {
     /// Recently freed allocations: start to size.
     freed: BTreeMap<u64, u64>,
     freed_order: VecDeque<u64>,
+    /// Live host views, by id.
+    views: BTreeMap<u64, View>,
+    next_view: u64,
 }
 
 impl<H> Default for AddressSpace<H> {
@@ -163,6 +176,8 @@ impl<H> AddressSpace<H> {
             retired_order: VecDeque::new(),
             freed: BTreeMap::new(),
             freed_order: VecDeque::new(),
+            views: BTreeMap::new(),
+            next_view: 0,
         }
     }
 
@@ -293,6 +308,7 @@ impl<H> AddressSpace<H> {
                     fmt_range(start, a.bytes)
                 ));
             }
+            self.check_views(op, operand, a.root, a.offset + offset)?;
             return Ok((a.root, a.offset + offset));
         }
         let Some((base, a)) = self.containing(ptr) else {
@@ -314,7 +330,66 @@ impl<H> AddressSpace<H> {
                 fmt_range(base, a.size)
             ));
         }
+        self.check_views(op, operand, base, offset)?;
         Ok((base, offset))
+    }
+
+    /// Refuses an operand whose bytes a live host view covers.
+    fn check_views(
+        &self,
+        op: &str,
+        operand: &Operand,
+        base: u64,
+        offset: u64,
+    ) -> BackendResult<()> {
+        if self.views.is_empty() || operand.bytes == 0 {
+            return Ok(());
+        }
+        let end = offset + operand.bytes;
+        for v in self.views.values() {
+            if v.base == base && (v.whole || (offset < v.end && v.start < end)) {
+                return Err(invalid!(
+                    "{op}: operand {} range {} touches bytes under a live host view ({} of the allocation at {base:#x}{}); end the view (drop or finish it) first",
+                    operand.name,
+                    fmt_range(operand.ptr, operand.bytes),
+                    fmt_range(base + v.start, v.end - v.start),
+                    if v.whole {
+                        ", which this backend lends whole"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a live host view of `bytes` bytes at `offset` in the allocation at
+    /// `base`: until [`end_view`](Self::end_view), every operand touching those bytes (every
+    /// byte of the allocation, with `whole`) is refused, and the allocation cannot be
+    /// freed. Returns the view's id.
+    pub fn add_view(&mut self, base: u64, offset: u64, bytes: u64, whole: bool) -> u64 {
+        self.next_view += 1;
+        self.views.insert(
+            self.next_view,
+            View {
+                base,
+                start: offset,
+                end: offset + bytes,
+                whole,
+            },
+        );
+        self.next_view
+    }
+
+    /// Ends the host view `id` (a no-op for an unknown id).
+    pub fn end_view(&mut self, id: u64) {
+        self.views.remove(&id);
+    }
+
+    /// Number of live host views.
+    pub fn view_count(&self) -> usize {
+        self.views.len()
     }
 
     /// `operand` with its address rewritten through any alias to the allocation's own
@@ -364,6 +439,13 @@ impl<H> AddressSpace<H> {
     /// may need to validate before it can release device memory).
     pub fn check_free(&self, ptr: u64) -> BackendResult<&Allocation<H>> {
         if let Some(a) = self.live.get(&ptr) {
+            if let Some(v) = self.views.values().find(|v| v.base == ptr) {
+                return Err(invalid!(
+                    "free: the allocation {} has a live host view of {}; end the view first",
+                    fmt_range(ptr, a.size),
+                    fmt_range(ptr + v.start, v.end - v.start)
+                ));
+            }
             return Ok(a);
         }
         if let Some(stale) = self.stale(ptr) {

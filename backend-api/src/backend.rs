@@ -8,6 +8,7 @@ use crate::{
     AttentionArgs, BackendError, BackendResult, BackendTranspose, BinaryOp, DType, MemoryInfo,
     ReduceOp, Retired, UnaryOp, UnaryParamOp,
 };
+use crate::{HostView, MapMode};
 
 /// A boxed future returned by the async methods. Not `Send`: on the web the futures hold
 /// browser objects, and natively they are driven on the calling thread.
@@ -624,6 +625,31 @@ pub trait ComputeBackend: Send + Sync {
             "memory_info: not implemented by {}",
             self.name()
         )))
+    }
+
+    /// A host view of the `bytes` bytes at `ptr` (docs/ZERO-COPY.md): a `[u8]` over device
+    /// memory itself where the host shares it (the CPU backends), otherwise a staged copy
+    /// (read from the device for `Read`/`ReadWrite`, written back when a `Write`/`ReadWrite`
+    /// view ends, both counted in [`MemoryInfo::staged_bytes`]).
+    ///
+    /// While the view lives, every other call touching its bytes is `InvalidArgument`
+    /// (never a race), and so is freeing its allocation; a backend that lends the whole
+    /// allocation (the CPU backends) refuses every byte of it. End the view with
+    /// [`HostView::finish`] (which reports a failed write-back) or by dropping it.
+    /// Errors: as `copy_dtoh` for the range (out of range, freed, stale alias), plus
+    /// bytes already under a live view. The default returns `Unsupported`.
+    fn map_host(&self, ptr: u64, bytes: usize, mode: MapMode) -> BackendResult<HostView<'_>> {
+        let _ = (ptr, bytes, mode);
+        Err(BackendError::Unsupported(format!(
+            "map_host: not implemented by {}",
+            self.name()
+        )))
+    }
+
+    /// True when [`map_host`](Self::map_host) views device memory itself (no copy); a
+    /// capability query without side effects.
+    fn host_view_is_zero_copy(&self) -> bool {
+        false
     }
 }
 

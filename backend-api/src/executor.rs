@@ -32,6 +32,7 @@ use crate::{
     AttentionArgs, BackendError, BackendFuture, BackendResult, BackendTranspose, BinaryOp,
     ComputeBackend, DType, MemoryInfo, Operand, ReduceOp, Retired, UnaryOp, UnaryParamOp,
 };
+use crate::{HostView, MapMode};
 
 /// A backend in terms of checked plans. Implementing it gives the type
 /// [`ComputeBackend`] through the blanket implementation in this module; see the
@@ -305,6 +306,23 @@ pub trait Executor: Send + Sync {
             "retire: not implemented by {}",
             self.backend_name()
         )))
+    }
+
+    /// [`ComputeBackend::map_host`] on a checked, non-empty range (rewritten to physical
+    /// bytes); the default returns `Unsupported`. The backend registers the view in its
+    /// address space ([`AddressSpace::add_view`](crate::AddressSpace::add_view)) so that
+    /// other calls touching the bytes are refused while it lives.
+    fn run_map_host(&self, p: &HostCopyPlan, mode: MapMode) -> BackendResult<HostView<'_>> {
+        let _ = (p, mode);
+        Err(BackendError::Unsupported(format!(
+            "map_host: not implemented by {}",
+            self.backend_name()
+        )))
+    }
+
+    /// [`ComputeBackend::host_view_is_zero_copy`]; the default says no.
+    fn zero_copy_views(&self) -> bool {
+        false
     }
 
     /// [`ComputeBackend::memory_info`]; the default returns `Unsupported`.
@@ -815,6 +833,18 @@ impl<E: Executor> ComputeBackend for E {
     fn memory_info(&self) -> BackendResult<MemoryInfo> {
         self.ready()?;
         self.run_memory_info()
+    }
+
+    fn map_host(&self, ptr: u64, bytes: usize, mode: MapMode) -> BackendResult<HostView<'_>> {
+        self.ready()?;
+        match physical_plan(self, validate::host_copy("map_host", "ptr", ptr, bytes))? {
+            Some(p) => self.run_map_host(&p, mode),
+            None => Ok(HostView::empty(ptr, mode)),
+        }
+    }
+
+    fn host_view_is_zero_copy(&self) -> bool {
+        self.zero_copy_views()
     }
 }
 

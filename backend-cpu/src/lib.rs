@@ -28,8 +28,8 @@ use backend_api::validate::{
     GemmQPlan, HostCopyPlan, ReducePlan, RowPlan, UnaryPlan,
 };
 use backend_api::{
-    AddressSpace, BackendError, BackendResult, BinaryOp, DType, MemoryInfo, Operand, ReduceOp,
-    Retired, UnaryOp, UnaryParamOp,
+    AddressSpace, BackendError, BackendResult, BinaryOp, DType, HostView, LentVec, MapMode,
+    MemoryInfo, Operand, ReduceOp, Retired, UnaryOp, UnaryParamOp,
 };
 
 /// Environment variable that caps the bytes a [`CpuBackend::from_env`] (and so
@@ -420,6 +420,31 @@ impl Executor for CpuBackend {
             return Ok(());
         }
         s.write_bytes(p.op, &p.dst, &reference::encode(p.dst_dtype, &values))
+    }
+
+    /// The allocation itself, lent whole: its memory leaves the address space while the
+    /// view lives, so every call touching any byte of it is refused until the view ends.
+    fn run_map_host(&self, p: &HostCopyPlan, mode: MapMode) -> BackendResult<HostView<'_>> {
+        let mut s = self.state()?;
+        let r = s.space.resolve(p.op, &p.device)?;
+        let (base, offset, len) = (r.base, r.offset, r.bytes);
+        let (start, bytes) = (offset as usize, len as usize);
+        let id = s.space.add_view(base, offset, len, true);
+        let buf = std::mem::take(&mut s.space.get_mut(base).expect("resolved above").handle);
+        drop(s);
+        let lent = LentVec::new(buf, start, start + bytes, move |buf| {
+            let mut s = self.state()?;
+            if let Some(a) = s.space.get_mut(base) {
+                a.handle = buf;
+            }
+            s.space.end_view(id);
+            Ok(())
+        });
+        Ok(HostView::new(p.device.ptr, mode, Box::new(lent)))
+    }
+
+    fn zero_copy_views(&self) -> bool {
+        true
     }
 
     fn run_memory_info(&self) -> BackendResult<MemoryInfo> {

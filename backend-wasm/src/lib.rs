@@ -575,6 +575,18 @@ impl Executor for WasmBackend {
     fn run_memory_info(&self) -> BackendResult<MemoryInfo> {
         engine!(self, b => b.run_memory_info())
     }
+
+    fn run_map_host(
+        &self,
+        p: &HostCopyPlan,
+        mode: backend_api::MapMode,
+    ) -> BackendResult<backend_api::HostView<'_>> {
+        engine!(self, b => b.run_map_host(p, mode))
+    }
+
+    fn zero_copy_views(&self) -> bool {
+        engine!(self, b => b.zero_copy_views())
+    }
 }
 
 #[cfg(test)]

@@ -48,8 +48,8 @@ use backend_api::validate::{
     GemmQPlan, HostCopyPlan, ReducePlan, RowPlan, UnaryPlan,
 };
 use backend_api::{
-    AddressSpace, BackendError, BackendFuture, BackendResult, BinaryOp, MemoryInfo, Operand,
-    ReduceOp, Retired, UnaryOp, UnaryParamOp,
+    AddressSpace, BackendError, BackendFuture, BackendResult, BinaryOp, HostView, MapMode,
+    MemoryInfo, Operand, ReduceOp, Retired, UnaryOp, UnaryParamOp, ViewMemory,
 };
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -499,6 +499,35 @@ impl Executor for WebGpuBackend {
         self.ctx()?.copy_htod(p, src)
     }
 
+    /// A staged view: the bytes are copied into a host buffer (for modes that read) and
+    /// written back when the view ends (modes that write), each copy counted in
+    /// `staged_bytes`. Only the viewed bytes are refused to other calls meanwhile. (Mapping
+    /// unified memory in place would map the pool's whole shared buffer, which other
+    /// allocations live in; not done.) In a browser a `Read`/`ReadWrite` view would block
+    /// on the readback: `Unsupported`, as `copy_dtoh` there.
+    fn run_map_host(&self, p: &HostCopyPlan, mode: MapMode) -> BackendResult<HostView<'_>> {
+        let ctx = self.ctx()?;
+        let bytes = p.device.bytes as usize;
+        let mut buf = vec![0u8; bytes];
+        if mode.reads() {
+            self.run_copy_dtoh(&mut buf, p)?;
+            ctx.count_staged(bytes);
+        }
+        let id = {
+            let mut st = ctx.lock();
+            let r = st.space.resolve(p.op, &p.device)?;
+            let (base, offset) = (r.base, r.offset);
+            st.space.add_view(base, offset, p.device.bytes, false)
+        };
+        let staged = StagedView {
+            backend: self,
+            plan: *p,
+            id,
+            buf,
+        };
+        Ok(HostView::new(p.device.ptr, mode, Box::new(staged)))
+    }
+
     fn run_copy_dtoh(&self, dst: &mut [u8], p: &HostCopyPlan) -> BackendResult<()> {
         let ctx = self.ctx()?;
         #[cfg(not(target_arch = "wasm32"))]
@@ -569,5 +598,34 @@ impl Executor for WebGpuBackend {
             live_allocations: st.space.len() as u64,
             staged_bytes: ctx.staged.load(std::sync::atomic::Ordering::Relaxed),
         })
+    }
+}
+
+/// The memory of a staged host view (`map_host` on the WebGPU backend).
+struct StagedView<'a> {
+    backend: &'a WebGpuBackend,
+    plan: HostCopyPlan,
+    /// Its registration in the address space.
+    id: u64,
+    buf: Vec<u8>,
+}
+
+impl ViewMemory for StagedView<'_> {
+    fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    fn end(&mut self, publish: bool) -> BackendResult<()> {
+        let ctx = self.backend.ctx()?;
+        ctx.lock().space.end_view(self.id);
+        if publish {
+            ctx.copy_htod(&self.plan, &self.buf)?;
+            ctx.count_staged(self.buf.len());
+        }
+        Ok(())
     }
 }

@@ -14,7 +14,7 @@ use crate::{Ctx, State};
 
 impl Ctx {
     /// Counts `bytes` copied through an intermediate host-visible buffer.
-    fn count_staged(&self, bytes: usize) {
+    pub(crate) fn count_staged(&self, bytes: usize) {
         self.staged
             .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
     }

@@ -6,7 +6,8 @@ use backend_api::memory::{
     FrameArena, Heap, HeapArena, PlannedArena, SliceHandle, SliceKind, TensorLife, plan_arena,
 };
 use backend_api::{
-    ALLOC_ALIGN, BackendError, BackendTranspose, BinaryOp, ComputeBackend, DType, ReduceOp, UnaryOp,
+    ALLOC_ALIGN, BackendError, BackendTranspose, BinaryOp, ComputeBackend, DType, MapMode,
+    ReduceOp, UnaryOp,
 };
 
 use crate::Check;
@@ -420,6 +421,157 @@ async fn dtoh_many(b: &dyn ComputeBackend) -> Probe {
     r
 }
 
+/// Host views (`map_host`, docs/ZERO-COPY.md): fill A and B through views, gemm, read C
+/// through a view; the bytes staged by each view (0 where the backend says its views are
+/// zero-copy, at least the viewed bytes otherwise); and what a live view refuses. A backend
+/// without views (or, in a browser, without blocking reads) is noted, not failed.
+async fn host_views(b: &dyn ComputeBackend) -> Result<Option<String>, String> {
+    let n = 8;
+    let bytes = 4 * n * n;
+    let a = ok("alloc", b.alloc(bytes))?;
+    let bm = ok("alloc", b.alloc(bytes))?;
+    let c = ok("alloc", b.alloc(bytes))?;
+    let run = async {
+        match b.map_host(a, 4, MapMode::Read) {
+            Err(BackendError::Unsupported(m)) => {
+                return Ok(Some(format!("host views not offered here: {m}")));
+            }
+            r => ok("map_host Read", r)?
+                .finish()
+                .map_err(|e| format!("finish: {e}"))?,
+        }
+        let zero_copy = b.host_view_is_zero_copy();
+        let staged =
+            || -> Result<u64, String> { Ok(ok("memory_info", b.memory_info())?.staged_bytes) };
+        let check_staged = |what: &str, delta: u64| -> Probe {
+            if zero_copy && delta != 0 {
+                return Err(format!(
+                    "{what}: the backend says its views are zero-copy, yet it staged {delta} bytes"
+                ));
+            }
+            if !zero_copy && delta < bytes as u64 {
+                return Err(format!(
+                    "{what}: a staged view of {bytes} bytes counted only {delta} staged bytes"
+                ));
+            }
+            Ok(())
+        };
+        // A through a Write view.
+        let av: Vec<f32> = (0..n * n).map(|i| (i as f32) * 0.5 - 7.0).collect();
+        let s0 = staged()?;
+        let mut view = ok("map_host A Write", b.map_host(a, bytes, MapMode::Write))?;
+        ok("bytes_mut", view.bytes_mut())?.copy_from_slice(&to_bytes(&av));
+        ok("finish A", view.finish())?;
+        check_staged("A's Write view", staged()? - s0)?;
+        // B = 2 I: written with copy_htod, then seen and changed through a ReadWrite view.
+        let two_i: Vec<f32> = (0..n * n)
+            .map(|i| if i % (n + 1) == 0 { 2.0 } else { 0.0 })
+            .collect();
+        ok("copy_htod B", b.copy_htod(bm, &to_bytes(&two_i)))?;
+        let mut view = ok(
+            "map_host B ReadWrite",
+            b.map_host(bm, bytes, MapMode::ReadWrite),
+        )?;
+        if from_bytes(&view) != two_i {
+            return Err("a ReadWrite view does not show the device bytes".into());
+        }
+        ok("bytes_mut", view.bytes_mut())?[..4].copy_from_slice(&3f32.to_le_bytes());
+        ok("finish B", view.finish())?;
+        ok(
+            "gemm",
+            b.gemm(
+                BackendTranspose::NoTrans,
+                BackendTranspose::NoTrans,
+                n,
+                n,
+                n,
+                1.0,
+                a,
+                n,
+                bm,
+                n,
+                0.0,
+                c,
+                n,
+            ),
+        )?;
+        // C = A * B: column j of C is 2 * column j of A, and column 0 is 3 * column 0.
+        let want: Vec<f32> = (0..n * n)
+            .map(|i| av[i] * if i < n { 3.0 } else { 2.0 })
+            .collect();
+        let s1 = staged()?;
+        let mut view = ok("map_host C Read", b.map_host(c, bytes, MapMode::Read))?;
+        check_staged("C's Read view", staged()? - s1)?;
+        if from_bytes(&view) != want {
+            return Err(format!(
+                "C through a Read view: {:?}, want {want:?}",
+                from_bytes(&view)
+            ));
+        }
+        // While the view lives: its bytes are refused to every other use.
+        refused(
+            "unary on bytes under a live view",
+            b.unary(UnaryOp::Relu, c, c, n * n),
+            &["host view"],
+        )?;
+        refused(
+            "copy_htod into bytes under a live view",
+            b.copy_htod(c + 8, &[0; 4]),
+            &["host view"],
+        )?;
+        refused(
+            "free of an allocation under a live view",
+            b.free(c),
+            &["host view"],
+        )?;
+        refused(
+            "a second view of the same bytes",
+            b.map_host(c + 4, 4, MapMode::Read).map(drop),
+            &["host view"],
+        )?;
+        refused(
+            "bytes_mut of a Read view",
+            view.bytes_mut().map(drop),
+            &["Read"],
+        )?;
+        ok("finish C", view.finish())?;
+        // Afterwards the bytes are usable again, and unchanged.
+        if read(b, c, n * n).await? != want {
+            return Err("C after its view ended".into());
+        }
+        ok("unary after the view", b.unary(UnaryOp::Neg, c, c, n * n))?;
+        // Views are checked like any other range.
+        refused(
+            "a view past the allocation",
+            b.map_host(a + 4, bytes, MapMode::Read).map(drop),
+            &["map_host", "past the end"],
+        )?;
+        let al = ok("alias", b.alias(a, 64))?;
+        ok("retire", b.retire(al, backend_api::Retired::FrameReset))?;
+        refused(
+            "a view through a stale alias",
+            b.map_host(al, 4, MapMode::Read).map(drop),
+            &["stale"],
+        )?;
+        let gone = ok("alloc", b.alloc(64))?;
+        ok("free", b.free(gone))?;
+        refused(
+            "a view of a freed pointer",
+            b.map_host(gone, 4, MapMode::Write).map(drop),
+            &["freed"],
+        )?;
+        // A view that is dropped instead of finished ends too.
+        drop(ok("map_host", b.map_host(a, 4, MapMode::Write))?);
+        ok("unary after a dropped view", b.unary(UnaryOp::Neg, a, a, 1))?;
+        Ok(None)
+    };
+    let r = run.await;
+    for p in [a, bm, c] {
+        let _ = b.free(p);
+    }
+    r
+}
+
 pub(crate) async fn run(b: &dyn ComputeBackend) -> CheckReport {
     let mut report = CheckReport::new(Check::Memory);
     let results = [
@@ -429,6 +581,11 @@ pub(crate) async fn run(b: &dyn ComputeBackend) -> CheckReport {
         ("arenas and handles", arenas_and_handles(b).await),
         ("copy_dtoh_many", dtoh_many(b).await),
     ];
+    match host_views(b).await {
+        Ok(None) => report.passed += 1,
+        Ok(Some(note)) => report.notes.push(note),
+        Err(m) => report.fail(format!("host views: {m}")),
+    }
     for (name, r) in results {
         match r {
             Ok(()) => report.passed += 1,

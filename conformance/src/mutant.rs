@@ -1030,4 +1030,17 @@ impl ComputeBackend for Mutant {
         }
         Ok(info)
     }
+
+    fn map_host(
+        &self,
+        ptr: u64,
+        bytes: usize,
+        mode: backend_api::MapMode,
+    ) -> BackendResult<backend_api::HostView<'_>> {
+        self.inner.map_host(ptr, bytes, mode)
+    }
+
+    fn host_view_is_zero_copy(&self) -> bool {
+        self.inner.host_view_is_zero_copy()
+    }
 }
