@@ -153,6 +153,13 @@ pub enum Op {
     ReadMany {
         reads: Vec<(u64, usize)>,
     },
+    /// `map_host` of `len` bytes at `ptr`, ended in the same step: a `Read` view compared
+    /// with the model, or a `Write` view filled with `fill` (as `copy_htod` would write).
+    MapHost {
+        ptr: u64,
+        len: usize,
+        write: Option<Fill>,
+    },
 }
 
 impl Op {
@@ -195,6 +202,7 @@ impl Op {
             Op::Alias { .. } => "alias",
             Op::Retire { .. } => "retire",
             Op::ReadMany { .. } => "copy_dtoh_many",
+            Op::MapHost { .. } => "map_host",
         }
     }
 
@@ -228,6 +236,7 @@ impl Op {
                 ..
             } => vec![table, indices, output],
             Op::ReadMany { reads } => reads.iter().map(|r| r.0).collect(),
+            &Op::MapHost { ptr, .. } => vec![ptr],
             _ => Vec::new(),
         }
     }
@@ -520,6 +529,17 @@ impl Machine<'_> {
                 }
                 0..12 if aliases && self.aliases.len() < MAX_ALIASES => self.gen_alias(src),
                 12..20 if aliases && !self.no_retire => self.gen_retire(src),
+                20..26 if !self.no_views => {
+                    let (ptr, room) = self.place(src);
+                    Op::MapHost {
+                        ptr,
+                        len: self.host_len(src, room),
+                        write: (src.u8() < 128).then(|| Fill {
+                            seed: src.u64(),
+                            raw: src.below(5) == 0,
+                        }),
+                    }
+                }
                 _ => self.gen_read_many(src),
             };
         }

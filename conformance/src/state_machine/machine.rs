@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use backend_api::validate::AttentionPlan;
 use backend_api::{
-    BackendError, BinaryOp, ComputeBackend, ComputeBackendExt, DType, MemoryInfo, RowOp,
+    BackendError, BinaryOp, ComputeBackend, ComputeBackendExt, DType, MapMode, MemoryInfo, RowOp,
 };
 use backend_cpu::reference;
 
@@ -72,6 +72,8 @@ pub struct Machine<'b> {
     pub(super) no_alias: bool,
     /// Likewise for `retire`.
     pub(super) no_retire: bool,
+    /// The backend has no host views (`map_host` was `Unsupported`): stop generating them.
+    pub(super) no_views: bool,
     /// Some `alias` call succeeded (after which `Unsupported` is a failure).
     alias_made: bool,
     /// Every address range ever handed out: start -> one past the end.
@@ -107,6 +109,7 @@ impl<'b> Machine<'b> {
             retired_recent: VecDeque::new(),
             no_alias: false,
             no_retire: false,
+            no_views: false,
             alias_made: false,
             handed_out: BTreeMap::new(),
             live_bytes: 0,
@@ -308,6 +311,41 @@ impl<'b> Machine<'b> {
                 }
             }
             Op::ReadMany { reads } => self.read_many(op, reads)?,
+            &Op::MapHost { ptr, len, write } => {
+                let loc = (len > 0)
+                    .then(|| self.locate("ptr", ptr, len as u128, 1))
+                    .transpose();
+                let mode = if write.is_some() {
+                    MapMode::Write
+                } else {
+                    MapMode::Read
+                };
+                let data = write.map(|f| f.bytes(len));
+                // The view lives only inside this step: read or fill it, then end it.
+                let got = guarded(|| {
+                    let mut view = b.map_host(ptr, len, mode)?;
+                    let seen = view.to_vec();
+                    if let Some(d) = &data {
+                        view.bytes_mut()?.copy_from_slice(d);
+                    }
+                    view.finish().map(|()| seen)
+                })?;
+                if let Err(BackendError::Unsupported(_)) = got {
+                    self.unsupported("map_host");
+                    self.no_views = true;
+                    return Ok(());
+                }
+                let want = Self::want_of(&loc);
+                let seen = got.as_ref().ok().cloned();
+                if self.judge(op, &got.map(drop), &want)?
+                    && let Ok(Some(l)) = loc
+                {
+                    match data {
+                        Some(d) => self.live[l.0].mem.write_known(l.1, &d),
+                        None => self.verify(l, &seen.unwrap_or_default(), "map_host")?,
+                    }
+                }
+            }
             &Op::CopyHtod { dst, len, fill } => {
                 let loc = (len > 0)
                     .then(|| self.locate("dst", dst, len as u128, 1))
