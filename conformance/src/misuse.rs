@@ -3,8 +3,8 @@
 
 use backend_api::{
     AttentionArgs, AttentionMask, BackendError, BackendTranspose, BinaryOp, Buffer, ComputeBackend,
-    ComputeBackendExt, Conv2dArgs, DType, HeadTensor, QuantFormat, ReduceOp, Retired, UnaryOp,
-    UnaryParamOp,
+    ComputeBackendExt, Conv2dArgs, DType, HeadTensor, MapMode, QuantFormat, ReduceOp, Retired,
+    UnaryOp, UnaryParamOp,
 };
 
 use crate::Check;
@@ -969,6 +969,33 @@ pub(crate) async fn run(backend: &dyn ComputeBackend) -> CheckReport {
             Box::new(|| {
                 let mut buf = [0u8; 300];
                 b.copy_dtoh_many(&mut [(bb, &mut [0u8; 4][..]), (c, &mut buf[..])])
+            }),
+        ),
+        // host views: checked like copies; while one lives, its bytes are refused
+        (
+            "map_host past the end",
+            Want::InvalidOrUnsupported(&["map_host", "past the end"]),
+            Box::new(|| b.map_host(c, 300, MapMode::Read).map(drop)),
+        ),
+        (
+            "map_host of a freed pointer",
+            Want::InvalidOrUnsupported(&["map_host", "freed"]),
+            Box::new(|| b.map_host(freed, 4, MapMode::Write).map(drop)),
+        ),
+        (
+            "map_host of more bytes than the address space",
+            Want::InvalidOrUnsupported(&["map_host"]),
+            Box::new(|| b.map_host(a, usize::MAX, MapMode::Write).map(drop)),
+        ),
+        (
+            "an op on bytes under a live host view",
+            Want::InvalidOrUnsupported(&["unary", "host view"]),
+            Box::new(|| {
+                // ReadWrite publishes the bytes it read, so the data survives either way.
+                let view = b.map_host(a, 16, MapMode::ReadWrite)?;
+                let r = b.unary(UnaryOp::Neg, a, a, 4);
+                view.finish()?;
+                r
             }),
         ),
         // row-major helpers: errors in the caller's terms (a, b, c as passed), not gemm's
