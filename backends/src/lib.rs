@@ -97,7 +97,7 @@ pub use backend_api::memory::{self, ElemType, Element};
 pub use backend_api::{
     self, AttentionArgs, AttentionMask, BackendError, BackendFuture, BackendResult,
     BackendTranspose, BinaryOp, Buffer, ComputeBackend, ComputeBackendExt, Conv2dArgs, DType,
-    HeadTensor, MemoryInfo, QuantFormat, ReduceOp, RowOp, UnaryOp, UnaryParamOp,
+    HeadTensor, HostView, MapMode, MemoryInfo, QuantFormat, ReduceOp, RowOp, UnaryOp, UnaryParamOp,
 };
 #[cfg(feature = "cpu")]
 pub use backend_cpu;

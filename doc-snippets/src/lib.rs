@@ -17,6 +17,7 @@ pub const PAGES: &[&str] = &[
     "docs/RELIABILITY.md",
     "docs/USAGE.md",
     "docs/WEB.md",
+    "docs/ZERO-COPY.md",
 ];
 
 /// Stamps one item per page with the page as its documentation.
@@ -43,6 +44,7 @@ pages! {
     Reliability => "docs/RELIABILITY.md",
     Usage => "docs/USAGE.md",
     Web => "docs/WEB.md",
+    ZeroCopy => "docs/ZERO-COPY.md",
 }
 
 #[cfg(test)]
