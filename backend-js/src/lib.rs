@@ -4,12 +4,12 @@
 //! (which writes the TypeScript types) and assembles the npm package (`backend-js/package/`
 //! holds its `package.json` and README). From JavaScript:
 //!
-//! - [`Backend`](backend::Backend): `await Backend.create(canvas?, engine?)`, every op of the
+//! - `Backend`: `await Backend.create(canvas?, engine?)`, every op of the
 //!   `ComputeBackend` trait and its extensions on device pointers that are JS numbers
 //!   (device addresses stay below 2^53; one that would not is refused, never rounded),
 //!   `write`/`read`/`readF32`, `upload(slice, ptr)`/`download(ptr, slice)` straight from
 //!   and into linear memory, device frame and heap arenas.
-//! - [`Driver`](driver::Driver) (`backend.driver`): the seed WasmGPU.driver's surface over
+//! - `Driver` (`backend.driver`): the seed WasmGPU.driver's surface over
 //!   the module's linear memory — typed views, heap slices, the frame arena whose slices
 //!   die at `reset()`, heap arenas, handles.
 //! - Errors: every failure is a `BackendError` (an `Error` subclass per kind:
