@@ -327,6 +327,59 @@ impl Backend {
         })
     }
 
+    /// Several reads in one submission and one wait (`copy_dtoh_many`), all or nothing:
+    /// `reads` is an array of `[src, dst]` pairs (`dst` any typed array, `DataView` or
+    /// `ArrayBuffer`, its whole byte length); a bad entry rejects the promise and no
+    /// destination is written.
+    #[wasm_bindgen(js_name = readMany, unchecked_return_type = "Promise<void>")]
+    pub fn read_many(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Array<[number, ArrayBufferView | ArrayBuffer]>")]
+        reads: JsValue,
+    ) -> js_sys::Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let op = "readMany";
+            if !js_sys::Array::is_array(&reads) {
+                return Err(invalid(format!(
+                    "{op}: reads must be an array of [src, dst] pairs"
+                )));
+            }
+            let mut plan = Vec::new();
+            for (i, entry) in js_sys::Array::from(&reads).iter().enumerate() {
+                let pair = js_sys::Array::from(&entry);
+                if !js_sys::Array::is_array(&entry) || pair.length() != 2 {
+                    return Err(invalid(format!(
+                        "{op}: reads[{i}] must be a [src, dst] pair"
+                    )));
+                }
+                let src = pair
+                    .get(0)
+                    .as_f64()
+                    .ok_or_else(|| invalid(format!("{op}: reads[{i}][0] must be a number")))?;
+                let src = ptr(op, &format!("reads[{i}] src"), src)?;
+                let dst = bytes_of(op, &format!("reads[{i}] dst"), &pair.get(1))?;
+                plan.push((src, dst));
+            }
+            let mut bufs: Vec<Vec<u8>> = plan
+                .iter()
+                .map(|(_, d)| vec![0u8; d.length() as usize])
+                .collect();
+            {
+                let mut list: Vec<(u64, &mut [u8])> = plan
+                    .iter()
+                    .zip(bufs.iter_mut())
+                    .map(|((src, _), b)| (*src, b.as_mut_slice()))
+                    .collect();
+                inner.copy_dtoh_many_async(&mut list).await.js()?;
+            }
+            for ((_, dst), buf) in plan.iter().zip(&bufs) {
+                dst.copy_from(buf);
+            }
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
     /// Resolves to a new `Float32Array` of the `len` floats at `src`.
     #[wasm_bindgen(js_name = readF32, unchecked_return_type = "Promise<Float32Array>")]
     pub fn read_f32(&self, src: f64, len: f64) -> js_sys::Promise {

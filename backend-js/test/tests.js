@@ -120,6 +120,20 @@ test("alloc, write, read, readF32, copy, free, memoryInfo", async () => {
   await throwsKind(() => b.readF32(p, 1), InvalidArgumentError, "InvalidArgument", "", "read after free");
 });
 
+test("readMany: several reads at once, all or nothing", async () => {
+  const p = b.uploadF32([1, 2, 3, 4, 5, 6, 7, 8]);
+  const a = new Float32Array(2);
+  const c = new Uint8Array(4);
+  await b.readMany([[p + 8, a], [p + 28, c]]);
+  close(a, [3, 4], 0, "the first read");
+  eq(new Float32Array(c.buffer)[0], 8, "the second read");
+  const untouched = new Float32Array([9, 9]);
+  await throwsKind(() => b.readMany([[p, untouched], [p + 28, new Float32Array(4)]]), InvalidArgumentError, "InvalidArgument", "copy_dtoh", "a read past the end");
+  close(untouched, [9, 9], 0, "no destination written after a refused readMany");
+  await throwsKind(() => b.readMany([[p]]), InvalidArgumentError, "InvalidArgument", "pair", "a malformed entry");
+  b.free(p);
+});
+
 test("alias and retire: a retired alias is refused", async () => {
   const p = b.uploadF32([5, 6, 7, 8]);
   const a = b.alias(p + 4, 8);

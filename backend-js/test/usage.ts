@@ -32,6 +32,7 @@ export async function usage(canvas: HTMLCanvasElement): Promise<number> {
   const staged: number = mem.stagedBytes;
   const back: Float32Array = await b.readF32(y, 4);
   await b.read(y, new Uint8Array(16));
+  await b.readMany([[x, new Float32Array(1)], [y, new Uint8Array(4)]]);
   await b.synchronize();
 
   // Ops.
