@@ -81,6 +81,7 @@ def main():
     ap.add_argument("--chromedriver", default=os.environ.get("CHROMEDRIVER", "chromedriver"))
     ap.add_argument("--engine", action="append", help="webgpu, cpu or auto (repeatable)")
     ap.add_argument("--timeout", type=float, default=300, help="seconds per engine")
+    ap.add_argument("--page", default="", help="another page of this folder, e.g. bench.html")
     ap.add_argument("--isolated", action="store_true",
                     help="also run the first engine's page served with COOP/COEP headers")
     ap.add_argument("--driver-log", default=None)
@@ -89,7 +90,7 @@ def main():
 
     site = tempfile.mkdtemp(prefix="backend-js-tests-")
     shutil.copytree(args.pkg, os.path.join(site, "pkg"))
-    for f in ("index.html", "tests.js", "worker.js", "fixture.json"):
+    for f in ("index.html", "tests.js", "worker.js", "fixture.json", "bench.html", "bench.js"):
         shutil.copy(os.path.join(HERE, f), site)
 
     server = serve(site)
@@ -117,7 +118,7 @@ def main():
         session = wd.call("POST", "/session", caps, timeout=120)["sessionId"]
         for engine in engines:
             print(f"js tests: engine {engine}", flush=True)
-            reports[engine] = run_page(wd, session, f"{base}?engine={engine}", args.timeout)
+            reports[engine] = run_page(wd, session, f"{base}{args.page}?engine={engine}", args.timeout)
         if args.isolated:
             # The same page served cross-origin isolated (COOP/COEP), on the first engine.
             engine = engines[0]
@@ -144,6 +145,8 @@ def main():
             failed.append(f"{engine}: {r['error']}")
             continue
         print(f"js tests on {r['backend']} (engine {r['engine']}):")
+        for row in r.get("bench", []):
+            print(f"  {row['op']:<26} {row['mib']:>3} MiB {row['ms']:>9.2f} ms {row['gbps']:>7.2f} GB/s  staged {row['staged']}")
         for t in r["tests"]:
             print(f"  {'ok  ' if t['ok'] else 'FAIL'} {t['name']}")
             if not t["ok"]:
@@ -151,7 +154,7 @@ def main():
                 failed.append(f"{engine}: {t['name']}")
         if r["engine"] != engine.split(",")[0] and engine != "auto":
             failed.append(f"{engine}: the page ran on {r['engine']}")
-        if not r["tests"]:
+        if not r["tests"] and not r.get("bench"):
             failed.append(f"{engine}: no test ran")
     if failed:
         print("js tests FAILED:\n  " + "\n  ".join(failed))
