@@ -507,6 +507,27 @@ impl Executor for WebGpuBackend {
     /// on the readback: `Unsupported`, as `copy_dtoh` there.
     fn run_map_host(&self, p: &HostCopyPlan, mode: MapMode) -> BackendResult<HostView<'_>> {
         let ctx = self.ctx()?;
+        // A Read view of an allocation with a buffer of its own, on unified memory: the
+        // buffer mapped in place, no copy. The whole allocation is refused meanwhile (a
+        // mapped buffer may not be used by any submission).
+        #[cfg(not(target_arch = "wasm32"))]
+        if mode == MapMode::Read && ctx.mappable {
+            let mut st = ctx.lock();
+            let State { space, stream, .. } = &mut *st;
+            let r = space.resolve(p.op, &p.device)?;
+            if r.handle.own_buffer() {
+                let (base, offset, block) = (r.base, r.offset, r.handle.clone());
+                let mapped =
+                    transfer::MappedRead::new(ctx, stream, &block, offset, p.device.bytes)?;
+                let id = space.add_view(base, offset, p.device.bytes, true);
+                let view = InPlaceRead {
+                    backend: self,
+                    id,
+                    mapped,
+                };
+                return Ok(HostView::new(p.device.ptr, mode, Box::new(view)));
+            }
+        }
         let bytes = p.device.bytes as usize;
         let mut buf = vec![0u8; bytes];
         if mode.reads() {
@@ -626,6 +647,32 @@ impl ViewMemory for StagedView<'_> {
             ctx.copy_htod(&self.plan, &self.buf)?;
             ctx.count_staged(self.buf.len());
         }
+        Ok(())
+    }
+}
+
+/// The memory of an in-place `Read` host view (unified memory, native).
+#[cfg(not(target_arch = "wasm32"))]
+struct InPlaceRead<'a> {
+    backend: &'a WebGpuBackend,
+    id: u64,
+    mapped: transfer::MappedRead,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl ViewMemory for InPlaceRead<'_> {
+    fn bytes(&self) -> &[u8] {
+        self.mapped.bytes()
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // Never called: `HostView` refuses `bytes_mut` on a Read view.
+        &mut []
+    }
+
+    fn end(&mut self, _publish: bool) -> BackendResult<()> {
+        self.mapped.unmap();
+        self.backend.ctx()?.lock().space.end_view(self.id);
         Ok(())
     }
 }

@@ -31,6 +31,17 @@ pub(crate) struct Block {
     chunk: Option<usize>,
 }
 
+impl Block {
+    /// True for a block with a `wgpu::Buffer` of its own (not carved out of a chunk).
+    #[cfg_attr(
+        target_arch = "wasm32",
+        expect(dead_code, reason = "browsers have no mappable device memory")
+    )]
+    pub(crate) fn own_buffer(&self) -> bool {
+        self.chunk.is_none()
+    }
+}
+
 struct Chunk {
     buffer: Arc<wgpu::Buffer>,
     /// Free ranges: offset -> length, coalesced.

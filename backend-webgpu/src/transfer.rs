@@ -341,6 +341,62 @@ fn map_blocking<'a>(
     }
 }
 
+/// Device memory mapped for reading in place: the memory of a `Read` host view of an
+/// allocation with a buffer of its own, on unified memory (native).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) struct MappedRead {
+    view: Option<wgpu::BufferView>,
+    buffer: std::sync::Arc<wgpu::Buffer>,
+    /// The viewed bytes inside the mapped range.
+    skip: usize,
+    len: usize,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl MappedRead {
+    /// Maps `len` bytes at `offset` of `block` once the recorded work is done.
+    pub(crate) fn new(
+        ctx: &Ctx,
+        stream: &mut Stream,
+        block: &Block,
+        offset: u64,
+        len: u64,
+    ) -> BackendResult<Self> {
+        let index = stream.flush(&ctx.queue);
+        let abs = block.offset + offset;
+        let (start, end) = (abs / 8 * 8, (abs + len).div_ceil(4) * 4);
+        let mut mapping = map_blocking(ctx, &block.buffer, start..end, wgpu::MapMode::Read, index)?;
+        let view = block
+            .buffer
+            .slice(start..end)
+            .get_mapped_range()
+            .map_err(mapping_failed)?;
+        // The view now owns the mapping; `end` unmaps.
+        mapping.armed = false;
+        Ok(Self {
+            view: Some(view),
+            buffer: block.buffer.clone(),
+            skip: (abs - start) as usize,
+            len: len as usize,
+        })
+    }
+
+    /// The viewed bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match &self.view {
+            Some(v) => &v[self.skip..self.skip + self.len],
+            None => &[],
+        }
+    }
+
+    /// Drops the view and unmaps.
+    pub(crate) fn unmap(&mut self) {
+        if self.view.take().is_some() {
+            self.buffer.unmap();
+        }
+    }
+}
+
 /// Reads device memory by mapping it (unified-memory adapters): one copy, no staging.
 #[cfg(not(target_arch = "wasm32"))]
 fn read_mapped(

@@ -504,3 +504,57 @@ fn staged_bytes_count_the_copies() {
         assert_eq!(s2 - s1, per_copy, "bytes staged by copy_dtoh");
     }
 }
+
+/// On unified memory (lavapipe, integrated GPUs) a `Read` view of an allocation with a
+/// buffer of its own (above 1 MiB) maps it in place: no staged bytes, and the whole
+/// allocation is refused to other calls while the view lives. Elsewhere the view is
+/// staged and counts its copy.
+#[test]
+fn a_large_read_view_maps_unified_memory_in_place() {
+    let Some(b) = backend() else {
+        return;
+    };
+    let a = b.adapter().expect("an initialised backend has an adapter");
+    let in_place = a.features.iter().any(|f| f == "mappable-primary-buffers")
+        && matches!(a.device_type.as_str(), "Cpu" | "IntegratedGpu");
+    let n = 2usize << 20;
+    let data: Vec<u8> = (0..n).map(|i| (i * 31 + i / 4093) as u8).collect();
+    let p = b.alloc(n).unwrap();
+    b.copy_htod(p, &data).unwrap();
+    b.synchronize().unwrap();
+    let s0 = b.memory_info().unwrap().staged_bytes;
+    let view = b
+        .map_host(p + 4096, n - 8192, backend_api::MapMode::Read)
+        .unwrap();
+    let staged = b.memory_info().unwrap().staged_bytes - s0;
+    assert!(
+        *view == data[4096..n - 4096],
+        "the view shows the device bytes"
+    );
+    if in_place {
+        assert_eq!(staged, 0, "an in-place view stages nothing");
+        // The whole allocation is mapped, so even bytes outside the view are refused.
+        let e = b.unary(backend_api::UnaryOp::Neg, p, p, 4).unwrap_err();
+        assert!(e.to_string().contains("host view"), "{e}");
+    } else {
+        assert!(
+            staged >= (n - 8192) as u64,
+            "a staged view counts its copy: {staged}"
+        );
+    }
+    view.finish().unwrap();
+    b.unary(backend_api::UnaryOp::Neg, p, p, 4).unwrap();
+    let mut back = vec![0u8; 16];
+    b.copy_dtoh(&mut back, p).unwrap();
+    let want: Vec<u8> = data[..16]
+        .chunks(4)
+        .flat_map(|c| (-f32::from_le_bytes(c.try_into().unwrap())).to_le_bytes())
+        .collect();
+    assert_eq!(back, want, "the allocation is usable again after the view");
+    eprintln!(
+        "a Read view of {} bytes on {}: staged {staged} bytes (in place: {in_place})",
+        n - 8192,
+        b.name()
+    );
+    b.free(p).unwrap();
+}
