@@ -10,7 +10,7 @@
 
 use std::ops::Deref;
 
-use crate::{BackendError, BackendResult, invalid};
+use crate::{AddressSpace, BackendError, BackendResult, Operand, invalid};
 
 /// What a view may do with the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -174,7 +174,49 @@ pub struct LentVec<'a, T: bytemuck::Pod + Send = u8> {
 
 type GiveBack<'a, T> = Box<dyn FnOnce(Vec<T>) -> BackendResult<()> + Send + 'a>;
 
+/// Where a lent allocation goes back to: its address space, its start and the view's id.
+#[derive(Debug, Clone, Copy)]
+pub struct Lent {
+    /// The allocation's start.
+    pub base: u64,
+    /// The view's registration ([`AddressSpace::add_view`]).
+    pub id: u64,
+}
+
+impl Lent {
+    /// Puts `buf` back as the allocation's memory and ends the view.
+    pub fn give_back<T>(self, space: &mut AddressSpace<Vec<T>>, buf: Vec<T>) {
+        if let Some(a) = space.get_mut(self.base) {
+            a.handle = buf;
+        }
+        space.end_view(self.id);
+    }
+}
+
 impl<'a, T: bytemuck::Pod + Send> LentVec<'a, T> {
+    /// The CPU backends' `map_host`: takes the allocation that `device` lies in out of
+    /// `space` (registering a view of the whole allocation) and lends its bytes to a
+    /// view; `give_back` receives the memory when the view ends and must return it
+    /// ([`Lent::give_back`]).
+    pub fn lend(
+        space: &mut AddressSpace<Vec<T>>,
+        op: &str,
+        device: &Operand,
+        mode: MapMode,
+        give_back: impl FnOnce(Lent, Vec<T>) -> BackendResult<()> + Send + 'a,
+    ) -> BackendResult<HostView<'a>> {
+        let r = space.resolve(op, device)?;
+        let (base, offset, len) = (r.base, r.offset, r.bytes);
+        let id = space.add_view(base, offset, len, true);
+        let buf = std::mem::take(&mut space.get_mut(base).expect("resolved above").handle);
+        let lent = Lent { base, id };
+        let start = offset as usize;
+        let memory = LentVec::new(buf, start, start + len as usize, move |buf| {
+            give_back(lent, buf)
+        });
+        Ok(HostView::new(device.ptr, mode, Box::new(memory)))
+    }
+
     /// Lends bytes `start..end` of `buf`; `give_back` receives `buf` when the view ends.
     pub fn new(
         buf: Vec<T>,

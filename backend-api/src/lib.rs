@@ -23,7 +23,7 @@ pub use error::{BackendError, BackendResult, fmt_bytes};
 /// The `half` crate, whose `f16` and `bf16` are the element types of f16/bf16 storage
 /// ([`Buffer`]`<f16>`, the `_ex` ops), re-exported so callers use the same version.
 pub use half;
-pub use host_view::{HostView, LentVec, MapMode, ViewMemory};
+pub use host_view::{HostView, Lent, LentVec, MapMode, ViewMemory};
 pub use types::{
     BackendTranspose, BinaryOp, DType, MemoryInfo, QuantFormat, ReduceOp, RowOp, UnaryOp,
     UnaryParamOp,

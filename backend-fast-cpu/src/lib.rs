@@ -540,21 +540,10 @@ impl Executor for FastCpuBackend {
     /// view lives, so every call touching any byte of it is refused until the view ends.
     fn run_map_host(&self, p: &HostCopyPlan, mode: MapMode) -> BackendResult<HostView<'_>> {
         let mut s = self.state()?;
-        let r = s.space.resolve(p.op, &p.device)?;
-        let (base, offset, len) = (r.base, r.offset, r.bytes);
-        let (start, bytes) = (offset as usize, len as usize);
-        let id = s.space.add_view(base, offset, len, true);
-        let buf = std::mem::take(&mut s.space.get_mut(base).expect("resolved above").handle);
-        drop(s);
-        let lent = LentVec::new(buf, start, start + bytes, move |buf| {
-            let mut s = self.state()?;
-            if let Some(a) = s.space.get_mut(base) {
-                a.handle = buf;
-            }
-            s.space.end_view(id);
+        LentVec::lend(&mut s.space, p.op, &p.device, mode, move |lent, buf| {
+            lent.give_back(&mut self.state()?.space, buf);
             Ok(())
-        });
-        Ok(HostView::new(p.device.ptr, mode, Box::new(lent)))
+        })
     }
 
     fn zero_copy_views(&self) -> bool {

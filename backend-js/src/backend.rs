@@ -112,6 +112,52 @@ fn check_canvas(id: &str) -> JsResult<()> {
     Ok(())
 }
 
+/// The fields every gemm flavour shares, with the trait's defaults (dense leading
+/// dimensions, `alpha` 1, `beta` 0).
+struct GemmFields {
+    ta: BackendTranspose,
+    tb: BackendTranspose,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f64,
+    a: u64,
+    lda: usize,
+    b: u64,
+    ldb: usize,
+    beta: f64,
+    c: u64,
+    ldc: usize,
+}
+
+impl GemmFields {
+    fn read(op: &str, o: &JsValue) -> JsResult<Self> {
+        let (m, n, k) = (
+            args::size_field(op, o, "m")?,
+            args::size_field(op, o, "n")?,
+            args::size_field(op, o, "k")?,
+        );
+        let (ta, tb) = (transpose(op, o, "transA")?, transpose(op, o, "transB")?);
+        let rows_a = if ta.is_transposed() { k } else { m };
+        let rows_b = if tb.is_transposed() { n } else { k };
+        Ok(Self {
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            alpha: args::f64_field_or(op, o, "alpha", 1.0)?,
+            a: args::ptr_field(op, o, "a")?,
+            lda: args::size_field_or(op, o, "lda", rows_a.max(1))?,
+            b: args::ptr_field(op, o, "b")?,
+            ldb: args::size_field_or(op, o, "ldb", rows_b.max(1))?,
+            beta: args::f64_field_or(op, o, "beta", 0.0)?,
+            c: args::ptr_field(op, o, "c")?,
+            ldc: args::size_field_or(op, o, "ldc", m.max(1))?,
+        })
+    }
+}
+
 fn transpose(op: &str, obj: &JsValue, name: &str) -> JsResult<BackendTranspose> {
     if args::bool_field_or(op, obj, name, false)? {
         Ok(BackendTranspose::Trans)
@@ -478,33 +524,10 @@ impl Backend {
         &self,
         #[wasm_bindgen(unchecked_param_type = "GemmArgs")] a: JsValue,
     ) -> JsResult<()> {
-        let op = "gemm";
-        let (m, n, k) = (
-            args::size_field(op, &a, "m")?,
-            args::size_field(op, &a, "n")?,
-            args::size_field(op, &a, "k")?,
-        );
-        let (ta, tb) = (transpose(op, &a, "transA")?, transpose(op, &a, "transB")?);
-        let lda =
-            args::size_field_or(op, &a, "lda", if ta.is_transposed() { k } else { m }.max(1))?;
-        let ldb =
-            args::size_field_or(op, &a, "ldb", if tb.is_transposed() { n } else { k }.max(1))?;
-        let ldc = args::size_field_or(op, &a, "ldc", m.max(1))?;
+        let g = GemmFields::read("gemm", &a)?;
         self.inner
             .gemm(
-                ta,
-                tb,
-                m,
-                n,
-                k,
-                args::f64_field_or(op, &a, "alpha", 1.0)?,
-                args::ptr_field(op, &a, "a")?,
-                lda,
-                args::ptr_field(op, &a, "b")?,
-                ldb,
-                args::f64_field_or(op, &a, "beta", 0.0)?,
-                args::ptr_field(op, &a, "c")?,
-                ldc,
+                g.ta, g.tb, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, g.c, g.ldc,
             )
             .js()
     }
@@ -516,34 +539,24 @@ impl Backend {
         #[wasm_bindgen(unchecked_param_type = "BatchedGemmArgs")] a: JsValue,
     ) -> JsResult<()> {
         let op = "batchedGemm";
-        let (m, n, k) = (
-            args::size_field(op, &a, "m")?,
-            args::size_field(op, &a, "n")?,
-            args::size_field(op, &a, "k")?,
-        );
-        let (ta, tb) = (transpose(op, &a, "transA")?, transpose(op, &a, "transB")?);
-        let lda =
-            args::size_field_or(op, &a, "lda", if ta.is_transposed() { k } else { m }.max(1))?;
-        let ldb =
-            args::size_field_or(op, &a, "ldb", if tb.is_transposed() { n } else { k }.max(1))?;
-        let ldc = args::size_field_or(op, &a, "ldc", m.max(1))?;
+        let g = GemmFields::read(op, &a)?;
         self.inner
             .batched_gemm(
-                ta,
-                tb,
-                m,
-                n,
-                k,
-                args::f64_field_or(op, &a, "alpha", 1.0)?,
-                args::ptr_field(op, &a, "a")?,
-                lda,
+                g.ta,
+                g.tb,
+                g.m,
+                g.n,
+                g.k,
+                g.alpha,
+                g.a,
+                g.lda,
                 args::size_field(op, &a, "strideA")?,
-                args::ptr_field(op, &a, "b")?,
-                ldb,
+                g.b,
+                g.ldb,
                 args::size_field(op, &a, "strideB")?,
-                args::f64_field_or(op, &a, "beta", 0.0)?,
-                args::ptr_field(op, &a, "c")?,
-                ldc,
+                g.beta,
+                g.c,
+                g.ldc,
                 args::size_field(op, &a, "strideC")?,
                 args::size_field(op, &a, "batch")?,
             )
@@ -557,17 +570,7 @@ impl Backend {
         #[wasm_bindgen(unchecked_param_type = "GemmExArgs")] a: JsValue,
     ) -> JsResult<()> {
         let op = "gemmEx";
-        let (m, n, k) = (
-            args::size_field(op, &a, "m")?,
-            args::size_field(op, &a, "n")?,
-            args::size_field(op, &a, "k")?,
-        );
-        let (ta, tb) = (transpose(op, &a, "transA")?, transpose(op, &a, "transB")?);
-        let lda =
-            args::size_field_or(op, &a, "lda", if ta.is_transposed() { k } else { m }.max(1))?;
-        let ldb =
-            args::size_field_or(op, &a, "ldb", if tb.is_transposed() { n } else { k }.max(1))?;
-        let ldc = args::size_field_or(op, &a, "ldc", m.max(1))?;
+        let g = GemmFields::read(op, &a)?;
         let ad = parse!(
             op,
             "dtype",
@@ -582,21 +585,8 @@ impl Backend {
         )?;
         self.inner
             .gemm_ex(
-                ta,
-                tb,
-                m,
-                n,
-                k,
-                args::f64_field_or(op, &a, "alpha", 1.0)?,
-                args::ptr_field(op, &a, "a")?,
-                ad,
-                lda,
-                args::ptr_field(op, &a, "b")?,
-                bd,
-                ldb,
-                args::f64_field_or(op, &a, "beta", 0.0)?,
-                args::ptr_field(op, &a, "c")?,
-                ldc,
+                g.ta, g.tb, g.m, g.n, g.k, g.alpha, g.a, ad, g.lda, g.b, bd, g.ldb, g.beta, g.c,
+                g.ldc,
             )
             .js()
     }

@@ -11,20 +11,19 @@ the WebDriver and server helpers are the conformance page test's (backend-wasm/w
 """
 
 import argparse
+import functools
+import http.server
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "backend-wasm", "www"))
-from page_test import Handler, WebDriver, chrome_options, free_port  # noqa: E402
-import functools  # noqa: E402
-import http.server  # noqa: E402
-import threading  # noqa: E402
+from page_test import Handler, browser  # noqa: E402
 
 
 class IsolatingHandler(Handler):
@@ -95,47 +94,19 @@ def main():
 
     server = serve(site)
     base = f"http://127.0.0.1:{server.server_address[1]}/"
-    port = free_port()
-    log = open(args.driver_log, "w") if args.driver_log else subprocess.DEVNULL
-    driver = subprocess.Popen([args.chromedriver, f"--port={port}"], stdout=log, stderr=log)
-    wd = WebDriver(f"http://127.0.0.1:{port}")
-    session = None
     reports = {}
     try:
-        start = time.monotonic()
-        while True:
-            try:
-                wd.call("GET", "/status", timeout=2)
-                break
-            except (OSError, RuntimeError):
-                if time.monotonic() - start > 20 or driver.poll() is not None:
-                    sys.exit("js tests: chromedriver did not start")
-                time.sleep(0.2)
-        caps = {"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": chrome_options(args.webdriver_json),
-        }}}
-        session = wd.call("POST", "/session", caps, timeout=120)["sessionId"]
-        for engine in engines:
-            print(f"js tests: engine {engine}", flush=True)
-            reports[engine] = run_page(wd, session, f"{base}{args.page}?engine={engine}", args.timeout)
-        if args.isolated:
-            # The same page served cross-origin isolated (COOP/COEP), on the first engine.
-            engine = engines[0]
-            print(f"js tests: engine {engine}, cross-origin isolated", flush=True)
-            reports[f"{engine}, isolated"] = run_page(
-                wd, session, f"{base}isolated/?engine={engine}&isolated=1", args.timeout)
+        with browser(args.webdriver_json, args.chromedriver, args.driver_log) as (wd, session):
+            for engine in engines:
+                print(f"js tests: engine {engine}", flush=True)
+                reports[engine] = run_page(wd, session, f"{base}{args.page}?engine={engine}", args.timeout)
+            if args.isolated:
+                # The same page served cross-origin isolated (COOP/COEP), on the first engine.
+                engine = engines[0]
+                print(f"js tests: engine {engine}, cross-origin isolated", flush=True)
+                reports[f"{engine}, isolated"] = run_page(
+                    wd, session, f"{base}isolated/{args.page}?engine={engine}&isolated=1", args.timeout)
     finally:
-        if session:
-            try:
-                wd.call("DELETE", f"/session/{session}", timeout=30)
-            except (OSError, RuntimeError) as e:
-                print(f"js tests: closing the session failed: {e}", file=sys.stderr)
-        driver.terminate()
-        try:
-            driver.wait(10)
-        except subprocess.TimeoutExpired:
-            driver.kill()
         server.shutdown()
         shutil.rmtree(site, ignore_errors=True)
 

@@ -13,6 +13,7 @@ never downloads a browser.
 """
 
 import argparse
+import contextlib
 import functools
 import http.server
 import json
@@ -90,6 +91,44 @@ def chrome_options(webdriver_json):
     return {**options, "args": args}
 
 
+@contextlib.contextmanager
+def browser(webdriver_json, chromedriver, driver_log=None):
+    """Starts ChromeDriver and a Chromium session with the flags of `webdriver_json`;
+    yields (WebDriver, session id); closes both afterwards, whatever happened."""
+    port = free_port()
+    log = open(driver_log, "w") if driver_log else subprocess.DEVNULL
+    driver = subprocess.Popen([chromedriver, f"--port={port}"], stdout=log, stderr=log)
+    wd = WebDriver(f"http://127.0.0.1:{port}")
+    session = None
+    try:
+        start = time.monotonic()
+        while True:
+            try:
+                wd.call("GET", "/status", timeout=2)
+                break
+            except (OSError, RuntimeError):
+                if time.monotonic() - start > 20 or driver.poll() is not None:
+                    sys.exit("chromedriver did not start")
+                time.sleep(0.2)
+        caps = {"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": chrome_options(webdriver_json),
+        }}}
+        session = wd.call("POST", "/session", caps, timeout=120)["sessionId"]
+        yield wd, session
+    finally:
+        if session:
+            try:
+                wd.call("DELETE", f"/session/{session}", timeout=30)
+            except (OSError, RuntimeError) as e:
+                print(f"closing the browser session failed: {e}", file=sys.stderr)
+        driver.terminate()
+        try:
+            driver.wait(10)
+        except subprocess.TimeoutExpired:
+            driver.kill()
+
+
 def print_report(report):
     print(f"backend: {report.get('backend')}")
     if report.get("browser_adapter"):
@@ -148,64 +187,36 @@ def main():
 
     server = serve(args.dist)
     url = f"http://127.0.0.1:{server.server_address[1]}/" + (f"?{args.query}" if args.query else "")
-    port = free_port()
-    log = open(args.driver_log, "w") if args.driver_log else subprocess.DEVNULL
-    driver = subprocess.Popen([args.chromedriver, f"--port={port}"], stdout=log, stderr=log)
-    wd = WebDriver(f"http://127.0.0.1:{port}")
-    session = None
-    report = None
     try:
-        start = time.monotonic()
-        while True:
-            try:
-                wd.call("GET", "/status", timeout=2)
-                break
-            except (OSError, RuntimeError):
-                if time.monotonic() - start > 20 or driver.poll() is not None:
-                    sys.exit("page test: chromedriver did not start")
-                time.sleep(0.2)
-        caps = {"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": chrome_options(args.webdriver_json),
-        }}}
-        session = wd.call("POST", "/session", caps, timeout=120)["sessionId"]
-        print(f"page test: opening {url}", flush=True)
-        wd.call("POST", f"/session/{session}/url", {"url": url}, timeout=120)
-        deadline = time.monotonic() + args.timeout
-        last = None
-        while True:
-            state, status = wd.call("POST", f"/session/{session}/execute/sync", {
-                "script": "return [document.body.dataset.state, "
-                          "document.getElementById('status').textContent]",
+        with browser(args.webdriver_json, args.chromedriver, args.driver_log) as (wd, session):
+            start = time.monotonic()
+            print(f"page test: opening {url}", flush=True)
+            wd.call("POST", f"/session/{session}/url", {"url": url}, timeout=120)
+            deadline = time.monotonic() + args.timeout
+            last = None
+            while True:
+                state, status = wd.call("POST", f"/session/{session}/execute/sync", {
+                    "script": "return [document.body.dataset.state, "
+                              "document.getElementById('status').textContent]",
+                    "args": [],
+                })
+                key = (state, status.split(":")[0])
+                if key != last:
+                    print(f"page test: [{state}] {status}", flush=True)
+                    last = key
+                if state in ("done", "error"):
+                    break
+                if time.monotonic() > deadline:
+                    sys.exit(f"page test: the page did not finish in {args.timeout:.0f} s "
+                             f"(last status: {status})")
+                time.sleep(0.5)
+            text = wd.call("POST", f"/session/{session}/execute/sync", {
+                "script": "return document.getElementById('report-json').textContent",
                 "args": [],
             })
-            key = (state, status.split(":")[0])
-            if key != last:
-                print(f"page test: [{state}] {status}", flush=True)
-                last = key
-            if state in ("done", "error"):
-                break
-            if time.monotonic() > deadline:
-                sys.exit(f"page test: the page did not finish in {args.timeout:.0f} s "
-                         f"(last status: {status})")
-            time.sleep(0.5)
-        text = wd.call("POST", f"/session/{session}/execute/sync", {
-            "script": "return document.getElementById('report-json').textContent",
-            "args": [],
-        })
-        report = json.loads(text)
-        print(f"page test: finished in {time.monotonic() - start:.1f} s", flush=True)
+            report = json.loads(text)
+            print(f"page test: finished in {time.monotonic() - start:.1f} s", flush=True)
     finally:
-        if session:
-            try:
-                wd.call("DELETE", f"/session/{session}", timeout=30)
-            except (OSError, RuntimeError) as e:
-                print(f"page test: closing the session failed: {e}", file=sys.stderr)
-        driver.terminate()
-        try:
-            driver.wait(10)
-        except subprocess.TimeoutExpired:
-            driver.kill()
         server.shutdown()
 
     if "error" not in report:

@@ -529,6 +529,14 @@ impl Executor for WebGpuBackend {
             }
         }
         let bytes = p.device.bytes as usize;
+        #[cfg(target_arch = "wasm32")]
+        if mode.reads() {
+            ctx.lock().space.resolve(p.op, &p.device)?;
+            return Err(BackendError::Unsupported(format!(
+                "{}: a {mode:?} view would block on the readback, and a browser's main thread cannot block; read with copy_dtoh_async, or map with MapMode::Write",
+                p.op
+            )));
+        }
         let mut buf = vec![0u8; bytes];
         if mode.reads() {
             self.run_copy_dtoh(&mut buf, p)?;
