@@ -64,9 +64,10 @@ fn dtype_arg(op: &str, dtype: Option<String>) -> JsResult<DType> {
     }
 }
 
-/// A `HeadTensor` from `{ ptr, batchStride?, headStride?, rowStride? }` or a bare
-/// address (then contiguous `[b, h, s, d]` with the given defaults).
-fn head_tensor(op: &str, v: &JsValue, name: &str, dense: HeadTensor) -> JsResult<HeadTensor> {
+/// The `HeadTensor` in field `name` of `obj`: `{ ptr, batchStride?, headStride?,
+/// rowStride? }` or a bare address (then contiguous `[b, h, s, d]`, `dense`'s strides).
+fn head_tensor(op: &str, obj: &JsValue, name: &str, dense: HeadTensor) -> JsResult<HeadTensor> {
+    let v = &args::object_field(op, obj, name)?;
     if let Some(p) = v.as_f64() {
         return Ok(HeadTensor {
             ptr: ptr(op, name, p)?,
@@ -719,30 +720,10 @@ impl Backend {
             seq_kv,
             head_dim,
             v_head_dim,
-            q: head_tensor(
-                op,
-                &args::object_field(op, &a, "q")?,
-                "q",
-                dense(heads, seq_q, head_dim),
-            )?,
-            k: head_tensor(
-                op,
-                &args::object_field(op, &a, "k")?,
-                "k",
-                dense(kv_heads, seq_kv, head_dim),
-            )?,
-            v: head_tensor(
-                op,
-                &args::object_field(op, &a, "v")?,
-                "v",
-                dense(kv_heads, seq_kv, v_head_dim),
-            )?,
-            o: head_tensor(
-                op,
-                &args::object_field(op, &a, "o")?,
-                "o",
-                dense(heads, seq_q, v_head_dim),
-            )?,
+            q: head_tensor(op, &a, "q", dense(heads, seq_q, head_dim))?,
+            k: head_tensor(op, &a, "k", dense(kv_heads, seq_kv, head_dim))?,
+            v: head_tensor(op, &a, "v", dense(kv_heads, seq_kv, v_head_dim))?,
+            o: head_tensor(op, &a, "o", dense(heads, seq_q, v_head_dim))?,
             scale: args::f64_field_or(op, &a, "scale", 1.0 / (head_dim.max(1) as f64).sqrt())?,
             causal: args::bool_field_or(op, &a, "causal", false)?,
             mask,
