@@ -84,6 +84,33 @@ pub enum ElemType {
 }
 
 impl ElemType {
+    /// Every element type, in declaration order.
+    pub const ALL: [ElemType; 6] = [
+        ElemType::F32,
+        ElemType::F16,
+        ElemType::BF16,
+        ElemType::U32,
+        ElemType::I32,
+        ElemType::U8,
+    ];
+
+    /// The lower-case name (`"f32"`, `"bf16"`, ...), as error messages and the JS API say it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ElemType::F32 => "f32",
+            ElemType::F16 => "f16",
+            ElemType::BF16 => "bf16",
+            ElemType::U32 => "u32",
+            ElemType::I32 => "i32",
+            ElemType::U8 => "u8",
+        }
+    }
+
+    /// The type whose [`name`](Self::name) is `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
     /// Bytes per element.
     pub const fn size_bytes(self) -> usize {
         match self {

@@ -25,7 +25,7 @@ pub(crate) fn ptr(op: &str, name: &str, v: f64) -> JsResult<u64> {
 
 /// A device address as a JS number, refused (never rounded) past 2^53 - 1.
 pub(crate) fn ptr_out(op: &str, p: u64) -> JsResult<f64> {
-    if p as f64 <= MAX_SAFE && p <= MAX_SAFE as u64 {
+    if p <= MAX_SAFE as u64 {
         Ok(p as f64)
     } else {
         Err(invalid(format!(
@@ -61,14 +61,26 @@ fn number(op: &str, obj: &JsValue, name: &str) -> JsResult<f64> {
         .ok_or_else(|| invalid(format!("{op}: {name} must be a number (got {v:?})")))
 }
 
-/// A number field, `default` when absent (`undefined` or `null`).
-fn number_or(op: &str, obj: &JsValue, name: &str, default: f64) -> JsResult<f64> {
-    let v = field(op, obj, name)?;
+/// `v` as a number, `None` when it is absent (`undefined` or `null`).
+fn opt_number_value(op: &str, name: &str, v: &JsValue) -> JsResult<Option<f64>> {
     if v.is_undefined() || v.is_null() {
-        return Ok(default);
+        return Ok(None);
     }
-    v.as_f64()
-        .ok_or_else(|| invalid(format!("{op}: {name} must be a number (got {v:?})")))
+    v.as_f64().map(Some).ok_or_else(|| {
+        invalid(format!(
+            "{op}: {name} must be a number, null or absent (got {v:?})"
+        ))
+    })
+}
+
+/// A number field, `None` when absent; the field is read once.
+fn opt_number(op: &str, obj: &JsValue, name: &str) -> JsResult<Option<f64>> {
+    opt_number_value(op, name, &field(op, obj, name)?)
+}
+
+/// A number field, `default` when absent.
+fn number_or(op: &str, obj: &JsValue, name: &str, default: f64) -> JsResult<f64> {
+    Ok(opt_number(op, obj, name)?.unwrap_or(default))
 }
 
 /// A required device-address field.
@@ -78,22 +90,16 @@ pub(crate) fn ptr_field(op: &str, obj: &JsValue, name: &str) -> JsResult<u64> {
 
 /// An optional device-address field (`undefined` or `null`: none).
 pub(crate) fn opt_ptr_field(op: &str, obj: &JsValue, name: &str) -> JsResult<Option<u64>> {
-    let v = field(op, obj, name)?;
-    if v.is_undefined() || v.is_null() {
-        return Ok(None);
-    }
-    ptr(op, name, number(op, obj, name)?).map(Some)
+    opt_number(op, obj, name)?
+        .map(|n| ptr(op, name, n))
+        .transpose()
 }
 
-/// An optional number `v` (`undefined` or `null`: none) given as an argument.
+/// An optional device address `v` (`undefined` or `null`: none) given as an argument.
 pub(crate) fn opt_ptr(op: &str, name: &str, v: &JsValue) -> JsResult<Option<u64>> {
-    if v.is_undefined() || v.is_null() {
-        return Ok(None);
-    }
-    let n = v
-        .as_f64()
-        .ok_or_else(|| invalid(format!("{op}: {name} must be a number or null")))?;
-    ptr(op, name, n).map(Some)
+    opt_number_value(op, name, v)?
+        .map(|n| ptr(op, name, n))
+        .transpose()
 }
 
 /// A required size field.
@@ -113,11 +119,9 @@ pub(crate) fn size_field_or(
 
 /// An optional size field.
 pub(crate) fn opt_size_field(op: &str, obj: &JsValue, name: &str) -> JsResult<Option<usize>> {
-    let v = field(op, obj, name)?;
-    if v.is_undefined() || v.is_null() {
-        return Ok(None);
-    }
-    size(op, name, number(op, obj, name)?).map(Some)
+    opt_number(op, obj, name)?
+        .map(|n| size(op, name, n))
+        .transpose()
 }
 
 /// A float field, `default` when absent.
@@ -127,11 +131,7 @@ pub(crate) fn f64_field_or(op: &str, obj: &JsValue, name: &str, default: f64) ->
 
 /// An optional float field.
 pub(crate) fn opt_f64_field(op: &str, obj: &JsValue, name: &str) -> JsResult<Option<f64>> {
-    let v = field(op, obj, name)?;
-    if v.is_undefined() || v.is_null() {
-        return Ok(None);
-    }
-    number(op, obj, name).map(Some)
+    opt_number(op, obj, name)
 }
 
 /// A boolean field, `default` when absent.

@@ -5,8 +5,8 @@
 use std::rc::Rc;
 
 use backend_api::{
-    AttentionArgs, AttentionMask, BackendTranspose, BinaryOp, ComputeBackend, Conv2dArgs, DType,
-    HeadTensor, QuantFormat, ReduceOp, UnaryOp, UnaryParamOp,
+    AttentionArgs, AttentionMask, BackendTranspose, BinaryOp, ComputeBackend, ComputeBackendExt,
+    Conv2dArgs, DType, HeadTensor, QuantFormat, ReduceOp, UnaryOp, UnaryParamOp,
 };
 use backend_wasm::{Engine, WasmBackend};
 use js_sys::{Object, Reflect};
@@ -346,12 +346,7 @@ impl Backend {
                 "uploadF32: data must be a Float32Array or an array of numbers",
             ));
         };
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let p = self.inner.alloc(bytes.len()).js()?;
-        if let Err(e) = self.inner.copy_htod(p, &bytes) {
-            let _ = self.inner.free(p);
-            return Err(to_js(e));
-        }
+        let p = self.inner.upload(&v).js()?;
         ptr_out("uploadF32", p)
     }
 

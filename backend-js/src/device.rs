@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use backend_api::memory::ElemType;
 use backend_api::{ComputeBackend, Retired};
 use backend_wasm::WasmBackend;
 use js_sys::{Object, Reflect};
@@ -119,16 +120,14 @@ impl DeviceArena {
     /// contents unspecified, at a multiple of `align`; `OutOfMemoryError` when full.
     pub fn alloc(&self, dtype: String, len: f64, align: Option<f64>) -> JsResult<DeviceSlice> {
         let op = "deviceArena.alloc";
-        let (size, name) = match dtype.as_str() {
-            "f32" | "u32" | "i32" => (4, dtype.clone()),
-            "f16" | "bf16" => (2, dtype.clone()),
-            "u8" => (1, dtype.clone()),
-            d => {
-                return Err(invalid(format!(
-                    "{op}: unknown dtype {d:?}; known: f32, f16, bf16, u32, i32, u8"
-                )));
-            }
-        };
+        let elem = ElemType::from_name(&dtype).ok_or_else(|| {
+            let known: Vec<&str> = ElemType::ALL.iter().map(|t| t.name()).collect();
+            invalid(format!(
+                "{op}: unknown dtype {dtype:?}; known: {}",
+                known.join(", ")
+            ))
+        })?;
+        let size = elem.size_bytes();
         let len = args::size(op, "len", len)?;
         let align = match align {
             None => 1,
@@ -159,10 +158,9 @@ impl DeviceArena {
         Ok(DeviceSlice {
             state: self.state.clone(),
             kind: self.kind(),
-            dtype: name,
+            dtype: elem,
             ptr: p,
             len,
-            size,
             epoch: st.epoch,
         })
     }
@@ -200,10 +198,9 @@ impl DeviceArena {
 pub struct DeviceSlice {
     state: Rc<RefCell<State>>,
     kind: String,
-    dtype: String,
+    dtype: ElemType,
     ptr: u64,
     len: usize,
-    size: usize,
     epoch: u64,
 }
 
@@ -218,7 +215,7 @@ impl DeviceSlice {
     /// The element type.
     #[wasm_bindgen(getter)]
     pub fn dtype(&self) -> String {
-        self.dtype.clone()
+        self.dtype.name().to_string()
     }
 
     /// The device address (a fresh alias: never reused).
@@ -236,7 +233,7 @@ impl DeviceSlice {
     /// Bytes.
     #[wasm_bindgen(getter, js_name = byteLength)]
     pub fn byte_length(&self) -> f64 {
-        (self.len * self.size) as f64
+        (self.len * self.dtype.size_bytes()) as f64
     }
 
     /// The arena epoch it belongs to.
@@ -275,7 +272,7 @@ impl DeviceSlice {
             let _ = Reflect::set(&o, &k.into(), &v);
         };
         set("kind", self.kind.as_str().into());
-        set("dtype", self.dtype.as_str().into());
+        set("dtype", self.dtype.name().into());
         set("ptr", self.ptr()?.into());
         set("length", (self.len as f64).into());
         set("epoch", (self.epoch as f64).into());

@@ -13,6 +13,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use backend_api::memory::ElemType;
 use js_sys::{Array, Object, Reflect};
 use wasm_bindgen::prelude::*;
 
@@ -31,20 +32,22 @@ pub(crate) enum HostDType {
 impl HostDType {
     const ALL: [HostDType; 4] = [Self::F32, Self::U32, Self::I32, Self::U8];
 
-    pub(crate) const fn size(self) -> usize {
+    /// The storage type it is (host slices hold the types that have a typed array).
+    const fn elem(self) -> ElemType {
         match self {
-            Self::U8 => 1,
-            _ => 4,
+            Self::F32 => ElemType::F32,
+            Self::U32 => ElemType::U32,
+            Self::I32 => ElemType::I32,
+            Self::U8 => ElemType::U8,
         }
     }
 
+    pub(crate) const fn size(self) -> usize {
+        self.elem().size_bytes()
+    }
+
     pub(crate) const fn name(self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::U32 => "u32",
-            Self::I32 => "i32",
-            Self::U8 => "u8",
-        }
+        self.elem().name()
     }
 
     fn from_name(op: &str, name: &str) -> JsResult<Self> {

@@ -341,8 +341,9 @@ fn map_blocking<'a>(
     }
 }
 
-/// Device memory mapped for reading in place: the memory of a `Read` host view of an
-/// allocation with a buffer of its own, on unified memory (native).
+/// Device memory mapped for reading in place (native, unified memory): `copy_dtoh`'s
+/// mapped read, and the memory of a `Read` host view of an allocation with a buffer of
+/// its own.
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) struct MappedRead {
     view: Option<wgpu::BufferView>,
@@ -389,11 +390,18 @@ impl MappedRead {
         }
     }
 
-    /// Drops the view and unmaps.
+    /// Drops the view and unmaps (once; dropping does it too).
     pub(crate) fn unmap(&mut self) {
         if self.view.take().is_some() {
             self.buffer.unmap();
         }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Drop for MappedRead {
+    fn drop(&mut self) {
+        self.unmap();
     }
 }
 
@@ -406,19 +414,9 @@ fn read_mapped(
     offset: u64,
     dst: &mut [u8],
 ) -> BackendResult<()> {
-    let index = stream.flush(&ctx.queue);
-    let abs = block.offset + offset;
-    let (start, end) = (abs / 8 * 8, (abs + dst.len() as u64).div_ceil(4) * 4);
-    let _mapping = map_blocking(ctx, &block.buffer, start..end, wgpu::MapMode::Read, index)?;
-    {
-        let view = block
-            .buffer
-            .slice(start..end)
-            .get_mapped_range()
-            .map_err(mapping_failed)?;
-        dst.copy_from_slice(&view[(abs - start) as usize..][..dst.len()]);
-    }
-    drop(_mapping);
+    let mut mapped = MappedRead::new(ctx, stream, block, offset, dst.len() as u64)?;
+    dst.copy_from_slice(mapped.bytes());
+    mapped.unmap();
     ctx.errors.take()
 }
 
