@@ -29,13 +29,18 @@
 //! # Ok::<(), backend_api::BackendError>(())
 //! ```
 
-#![forbid(unsafe_code)]
+// Unsafe code is refused everywhere but in `import` (feature `host-import`), whose blocks
+// each carry a SAFETY comment.
+#![deny(unsafe_code)]
 
 mod attention;
 mod broadcast;
 mod conv;
 mod elementwise;
 pub mod gemm;
+#[cfg(feature = "host-import")]
+#[allow(unsafe_code)]
+mod import;
 mod math;
 mod quant;
 mod reduce;
@@ -71,6 +76,27 @@ pub struct FastCpuBackend {
 #[derive(Debug, Default)]
 struct State {
     space: AddressSpace<Vec<u32>>,
+    /// Host memory lent by [`FastCpuBackend::with_host_memory`], by the base address of the
+    /// allocation that stands for it (whose own `Vec` stays empty).
+    #[cfg(feature = "host-import")]
+    imports: std::collections::BTreeMap<u64, import::HostRange>,
+}
+
+/// An allocation's bytes, taken out of the state while an op writes them.
+enum Taken {
+    Owned(Vec<u32>),
+    #[cfg(feature = "host-import")]
+    Imported(import::HostRange),
+}
+
+impl Taken {
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Taken::Owned(v) => bytes_of_mut(v),
+            #[cfg(feature = "host-import")]
+            Taken::Imported(r) => r.bytes_mut(),
+        }
+    }
 }
 
 /// An uninitialised backend capped at half of physical memory; reads no environment
@@ -114,6 +140,65 @@ impl FastCpuBackend {
     /// The cap on live allocated bytes.
     pub fn memory_limit(&self) -> u64 {
         self.memory_limit
+    }
+
+    /// Runs `f` with `memory` lent to the backend as one allocation, whose base address
+    /// `f` receives: every op reads and writes those bytes where they lie, with no copy
+    /// (`memory_info().staged_bytes` stays 0). This is how a Wasm guest's linear memory,
+    /// a memory-mapped file or a framework's own buffer becomes device memory.
+    ///
+    /// The allocation leaves the address space when `f` returns or unwinds (aliases of it
+    /// are then stale, its address is never reused); meanwhile it cannot be freed or
+    /// mapped with `map_host` (`InvalidArgument`). `memory` must be 4-byte aligned, as
+    /// every allocation is (`InvalidArgument` otherwise); its bytes count as allocated
+    /// while lent, but not against the memory limit.
+    ///
+    /// ```
+    /// use backend_api::{BinaryOp, ComputeBackend};
+    /// let mut b = backend_fast_cpu::FastCpuBackend::new();
+    /// b.init()?;
+    /// let mut words = [1.0f32, 2.0, 10.0, 20.0, 0.0, 0.0];
+    /// b.with_host_memory(bytemuck::cast_slice_mut(&mut words), |base| {
+    ///     b.binary(BinaryOp::Add, base, base + 8, base + 16, 2)
+    /// })??;
+    /// assert_eq!(words[4..], [11.0, 22.0]);
+    /// # Ok::<(), backend_api::BackendError>(())
+    /// ```
+    #[cfg(feature = "host-import")]
+    pub fn with_host_memory<R>(
+        &self,
+        memory: &mut [u8],
+        f: impl FnOnce(u64) -> R,
+    ) -> BackendResult<R> {
+        /// Ends the import however `f` ends: after this, nothing holds the pointer.
+        struct Import<'b> {
+            backend: &'b FastCpuBackend,
+            base: u64,
+        }
+        impl Drop for Import<'_> {
+            fn drop(&mut self) {
+                // `state()` fails only before `init`, which cannot have been undone while
+                // `&self` is borrowed; `remove` cannot refuse (no view of it exists).
+                if let Ok(mut s) = self.backend.state() {
+                    s.imports.remove(&self.base);
+                    let _ = s.space.remove(self.base);
+                }
+            }
+        }
+        let range = import::HostRange::new(memory)?;
+        let base = {
+            let mut s = self.state()?;
+            let base = s.space.insert(range.len() as u64, Vec::new())?;
+            s.imports.insert(base, range);
+            base
+        };
+        let import = Import {
+            backend: self,
+            base,
+        };
+        let result = f(base);
+        drop(import);
+        Ok(result)
     }
 
     fn state(&self) -> BackendResult<MutexGuard<'_, State>> {
@@ -193,7 +278,7 @@ impl State {
 
     fn bytes(&self, op: &str, operand: &Operand) -> BackendResult<&[u8]> {
         let r = self.space.resolve(op, operand)?;
-        Ok(&bytes_of(r.handle)[r.offset as usize..][..r.bytes as usize])
+        Ok(&self.alloc_bytes(r.base)[r.offset as usize..][..r.bytes as usize])
     }
 
     /// Runs `f` on the bytes of `output` (writable) and of `inputs` (read-only; `None` for
@@ -213,36 +298,111 @@ impl State {
             .iter()
             .map(|o| o.map(|o| self.place(op, o)).transpose())
             .collect::<BackendResult<Vec<_>>>()?;
-        let alloc = self.space.get_mut(out.base).expect("resolved above");
-        let mut taken = std::mem::take(&mut alloc.handle);
+        let mut taken = self.take(out.base);
         let result = {
-            let space = &self.space;
+            let this = &*self;
+            let whole = taken.bytes_mut();
+            let out_end = out.offset + out.bytes;
+            // An input overlapping the output (exactly in place) is read from a copy made
+            // before anything is written; every other input is borrowed where it lies,
+            // those in the output's allocation from the bytes on either side of it.
+            let mut copies: Vec<Option<Input<'_>>> = places
+                .iter()
+                .map(|p| match p {
+                    Some(p)
+                        if p.base == out.base
+                            && p.offset < out_end
+                            && out.offset < p.offset + p.bytes =>
+                    {
+                        let src = &whole[p.offset..][..p.bytes];
+                        let mut copy = vec![0u32; p.bytes.div_ceil(4)];
+                        bytes_of_mut(&mut copy)[..p.bytes].copy_from_slice(src);
+                        Some(Input::Owned(copy, p.bytes))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let (head, rest) = whole.split_at_mut(out.offset);
+            let (dst, tail) = rest.split_at_mut(out.bytes);
+            let (head, tail): (&[u8], &[u8]) = (head, tail);
             let ins = Inputs(
                 places
                     .iter()
-                    .map(|p| {
-                        p.map(|p| {
-                            if p.base == out.base {
-                                let src = &bytes_of(&taken)[p.offset..][..p.bytes];
-                                let mut copy = vec![0u32; p.bytes.div_ceil(4)];
-                                bytes_of_mut(&mut copy)[..p.bytes].copy_from_slice(src);
-                                Input::Owned(copy, p.bytes)
-                            } else {
-                                let h = &space.get(p.base).expect("resolved above").handle;
-                                Input::Borrowed(&bytes_of(h)[p.offset..][..p.bytes])
+                    .zip(copies.iter_mut())
+                    .map(|(p, copy)| {
+                        let p = (*p)?;
+                        Some(match copy.take() {
+                            Some(owned) => owned,
+                            None if p.base != out.base => {
+                                Input::Borrowed(&this.alloc_bytes(p.base)[p.offset..][..p.bytes])
                             }
+                            None if p.offset < out.offset => {
+                                Input::Borrowed(&head[p.offset..][..p.bytes])
+                            }
+                            None => Input::Borrowed(&tail[p.offset - out_end..][..p.bytes]),
                         })
                     })
                     .collect(),
             );
-            let dst = &mut bytes_of_mut(&mut taken)[out.offset..][..out.bytes];
             catch_unwind(AssertUnwindSafe(|| f(dst, &ins)))
         };
-        self.space.get_mut(out.base).expect("still there").handle = taken;
+        self.put_back(out.base, taken);
         match result {
             Ok(r) => Ok(r),
             Err(panic) => resume_unwind(panic),
         }
+    }
+
+    /// The bytes of the allocation at `base` out of the state, for an op to write.
+    fn take(&mut self, base: u64) -> Taken {
+        #[cfg(feature = "host-import")]
+        if let Some(range) = self.imports.remove(&base) {
+            return Taken::Imported(range);
+        }
+        let alloc = self.space.get_mut(base).expect("resolved above");
+        Taken::Owned(std::mem::take(&mut alloc.handle))
+    }
+
+    fn put_back(&mut self, base: u64, taken: Taken) {
+        match taken {
+            Taken::Owned(v) => self.space.get_mut(base).expect("still there").handle = v,
+            #[cfg(feature = "host-import")]
+            Taken::Imported(range) => {
+                self.imports.insert(base, range);
+            }
+        }
+    }
+
+    /// All the bytes of the live allocation at `base`.
+    fn alloc_bytes(&self, base: u64) -> &[u8] {
+        #[cfg(feature = "host-import")]
+        if let Some(range) = self.imports.get(&base) {
+            return range.bytes();
+        }
+        bytes_of(&self.space.get(base).expect("resolved above").handle)
+    }
+
+    /// Bytes lent by `with_host_memory` (counted as allocated, not against the limit).
+    fn imported_bytes(&self) -> u64 {
+        #[cfg(feature = "host-import")]
+        return self.imports.values().map(|r| r.len() as u64).sum();
+        #[cfg(not(feature = "host-import"))]
+        0
+    }
+
+    /// Refuses an allocation that is imported host memory, for calls that need one of
+    /// the backend's own.
+    fn check_owned(&self, op: &str, base: u64) -> BackendResult<()> {
+        #[cfg(feature = "host-import")]
+        if let Some(range) = self.imports.get(&base) {
+            return Err(BackendError::InvalidArgument(format!(
+                "{op}: {} is host memory imported by with_host_memory; it is freed by \
+                 nobody and cannot be mapped (its owner holds it already)",
+                backend_api::fmt_range(base, range.len() as u64)
+            )));
+        }
+        let _ = (op, base);
+        Ok(())
     }
 
     /// [`State::with`] for an op whose output is f32.
@@ -464,7 +624,8 @@ impl Executor for FastCpuBackend {
     fn run_alloc(&self, bytes: usize) -> BackendResult<u64> {
         let mut s = self.state()?;
         let bytes64 = bytes as u64;
-        backend_api::env::check_cpu_limit(bytes64, s.space.allocated_bytes(), self.memory_limit)?;
+        let own = s.space.allocated_bytes() - s.imported_bytes();
+        backend_api::env::check_cpu_limit(bytes64, own, self.memory_limit)?;
         let words = bytes.div_ceil(4);
         let mut mem = Vec::new();
         mem.try_reserve_exact(words)
@@ -474,7 +635,9 @@ impl Executor for FastCpuBackend {
     }
 
     fn run_free(&self, ptr: u64) -> BackendResult<()> {
-        self.state()?.space.remove(ptr).map(drop)
+        let mut s = self.state()?;
+        s.check_owned("free", ptr)?;
+        s.space.remove(ptr).map(drop)
     }
 
     fn run_alias(&self, ptr: u64, bytes: usize) -> BackendResult<u64> {
@@ -540,6 +703,8 @@ impl Executor for FastCpuBackend {
     /// view lives, so every call touching any byte of it is refused until the view ends.
     fn run_map_host(&self, p: &HostCopyPlan, mode: MapMode) -> BackendResult<HostView<'_>> {
         let mut s = self.state()?;
+        let base = s.place(p.op, &p.device)?.base;
+        s.check_owned(p.op, base)?;
         LentVec::lend(&mut s.space, p.op, &p.device, mode, move |lent, buf| {
             lent.give_back(&mut self.state()?.space, buf);
             Ok(())
