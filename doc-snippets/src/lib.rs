@@ -18,6 +18,7 @@ pub const PAGES: &[&str] = &[
     "docs/USAGE.md",
     "docs/WEB.md",
     "docs/ZERO-COPY.md",
+    "wasm-host/README.md",
 ];
 
 /// Stamps one item per page with the page as its documentation.
@@ -45,6 +46,7 @@ pages! {
     Usage => "docs/USAGE.md",
     Web => "docs/WEB.md",
     ZeroCopy => "docs/ZERO-COPY.md",
+    WasmHostReadme => "wasm-host/README.md",
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ pub mod code {
 /// The backend a guest's calls run on, and how its memory reaches it.
 pub enum Device {
     /// The guest's memory is the device memory: no copies.
-    InPlace(FastCpuBackend),
+    InPlace(Box<FastCpuBackend>),
     /// Operands copied to device allocations and outputs back: any backend.
     Staged(Box<dyn ComputeBackend>),
 }
@@ -78,7 +78,7 @@ impl Device {
     pub fn in_place() -> BackendResult<Self> {
         let mut b = FastCpuBackend::new();
         b.init()?;
-        Ok(Device::InPlace(b))
+        Ok(Device::InPlace(Box::new(b)))
     }
 
     /// `backend` (initialised), reached by copying operands in and results out.
@@ -89,7 +89,7 @@ impl Device {
     /// The backend itself.
     pub fn backend(&self) -> &dyn ComputeBackend {
         match self {
-            Device::InPlace(b) => b,
+            Device::InPlace(b) => b.as_ref(),
             Device::Staged(b) => b.as_ref(),
         }
     }
@@ -387,7 +387,7 @@ fn host_call(
                 .and_then(|spans| match &state.device {
                     Device::InPlace(fast) => fast.with_host_memory(bytes, |base| {
                         let ptrs: Vec<u64> = spans.iter().map(|s| base + s.ptr).collect();
-                        run(fast, &ptrs)
+                        run(fast.as_ref(), &ptrs)
                     })?,
                     Device::Staged(backend) => {
                         staged(backend.as_ref(), &spans, bytes, &mut state.copies, run)

@@ -274,8 +274,8 @@ pub extern "C" fn hostile_last_error() -> i32 {
 
 /// Grows memory by `pages`, negates 16 values placed in the new pages in place and
 /// checks them; then aims an op at the last 4 bytes with 2 values (past the new end).
-/// Returns the first code, then 10 + the second (want 0 and 11), or -1 if the values
-/// were wrong.
+/// Returns `100 * first + 10 + second` of the two codes (want 11: 0, then refused), -1 if
+/// the values were wrong, -2 if the memory could not grow.
 #[unsafe(no_mangle)]
 pub extern "C" fn grow_and_use(pages: i32) -> i32 {
     let old = core::arch::wasm32::memory_grow(0, pages as usize);
@@ -322,4 +322,33 @@ pub extern "C" fn spin() -> i32 {
     loop {
         i = core::hint::black_box(i.wrapping_add(1));
     }
+}
+
+/// `reps` row-major `n x n` gemms on buffers filled once, for timing the round trip.
+/// Returns the first non-zero code, or 0.
+#[unsafe(no_mangle)]
+pub extern "C" fn gemm_round_trips(n: i32, reps: i32) -> i32 {
+    let len = (n as usize) * (n as usize);
+    let mut a = vec![0.0f32; len];
+    let mut b = vec![0.0f32; len];
+    fill(&mut a, 6);
+    fill(&mut b, 7);
+    let mut c = vec![0.0f32; len];
+    for _ in 0..reps {
+        // SAFETY: three live buffers of n * n f32; only `c` is written.
+        let code = unsafe {
+            gemm(
+                n,
+                n,
+                n,
+                addr(a.as_ptr()),
+                addr(b.as_ptr()),
+                addr(c.as_mut_ptr()),
+            )
+        };
+        if code != 0 {
+            return code;
+        }
+    }
+    0
 }
