@@ -34,6 +34,9 @@
 
 mod device;
 mod errors;
+#[cfg(all(feature = "host-import", not(target_arch = "wasm32")))]
+#[allow(unsafe_code)]
+mod import;
 mod kernels;
 mod memory;
 mod ops;
@@ -83,6 +86,12 @@ pub(crate) struct Ctx {
     coop: bool,
     /// The options' tuning knobs.
     tuning: Tuning,
+    /// The device was opened with VK_EXT_external_memory_host (`with_host_memory`).
+    #[cfg_attr(
+        not(all(feature = "host-import", not(target_arch = "wasm32"))),
+        expect(dead_code, reason = "read only by with_host_memory")
+    )]
+    host_import: bool,
     /// The adapter limits recording checks against (fixed at initialisation, so outside
     /// the state lock).
     limits: Limits,
@@ -159,17 +168,32 @@ impl WebGpuBackend {
         let adapter = device::choose_adapter(&self.options).await?;
         let summary = AdapterSummary::of(&adapter);
         let features = device::wanted_features(&adapter, &self.options);
-        let (device, queue) = adapter
-            .request_device(&wgpu::DeviceDescriptor {
-                label: Some("backend-webgpu"),
-                required_features: features,
-                required_limits: adapter.limits(),
-                experimental_features: experimental(features),
-                memory_hints: wgpu::MemoryHints::Performance,
-                trace: wgpu::Trace::Off,
-            })
-            .await
-            .map_err(|e| BackendError::DeviceError(format!("opening {}: {e}", summary.label())))?;
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("backend-webgpu"),
+            required_features: features,
+            required_limits: adapter.limits(),
+            experimental_features: experimental(features),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        // With `host-import`, a Vulkan adapter offering VK_EXT_external_memory_host is
+        // opened with it (wgpu does not enable it by itself).
+        #[cfg(all(feature = "host-import", not(target_arch = "wasm32")))]
+        let host_import = import::supported(&adapter);
+        #[cfg(not(all(feature = "host-import", not(target_arch = "wasm32"))))]
+        let host_import = false;
+        let (device, queue) = if host_import {
+            #[cfg(all(feature = "host-import", not(target_arch = "wasm32")))]
+            {
+                import::open(&adapter, &desc)?
+            }
+            #[cfg(not(all(feature = "host-import", not(target_arch = "wasm32"))))]
+            unreachable!("host_import is false without the feature")
+        } else {
+            adapter.request_device(&desc).await.map_err(|e| {
+                BackendError::DeviceError(format!("opening {}: {e}", summary.label()))
+            })?
+        };
         let errors = ErrorSink::install(&device);
         let limits = device.limits();
         let mappable = features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
@@ -190,11 +214,98 @@ impl WebGpuBackend {
             tuning: self.options.tuning,
             limits: Limits::of(&limits),
             mappable,
+            host_import,
             staged: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(state),
             pipelines: Mutex::new(Pipelines::default()),
         }));
         Ok(())
+    }
+
+    /// Whether [`with_host_memory`](Self::with_host_memory) can import host memory here:
+    /// a Vulkan device opened with `VK_EXT_external_memory_host` (feature `host-import`).
+    pub fn host_import_supported(&self) -> bool {
+        #[cfg(all(feature = "host-import", not(target_arch = "wasm32")))]
+        return self.ctx.as_deref().is_some_and(|c| c.host_import);
+        #[cfg(not(all(feature = "host-import", not(target_arch = "wasm32"))))]
+        false
+    }
+
+    /// Runs `f` with `memory` imported as device memory (`VK_EXT_external_memory_host`):
+    /// one allocation, whose base address `f` receives, that kernels read and write in
+    /// place: on unified memory (lavapipe, integrated GPUs) no byte is copied; on a
+    /// discrete GPU kernels reach the host pages over the bus. Native Vulkan only, with the
+    /// feature `host-import`; elsewhere `Unsupported` ([`host_import_supported`](Self::host_import_supported)).
+    ///
+    /// When `f` returns or unwinds the backend waits for all recorded work
+    /// (`synchronize`), removes the allocation (its aliases turn stale) and frees the
+    /// import, so afterwards no device work can touch `memory`. Meanwhile it cannot be
+    /// freed or mapped (`InvalidArgument`); `copy_htod`/`copy_dtoh` on it go through the
+    /// usual staged path. `memory` must start 4-byte aligned and hold a multiple of 4
+    /// bytes (kernels write whole 4-byte words); the pages around it are imported whole
+    /// (Vulkan's `minImportedHostPointerAlignment`), but only its own bytes are addressable.
+    /// An error of the final `synchronize` is returned instead of `f`'s result.
+    #[cfg(all(feature = "host-import", not(target_arch = "wasm32")))]
+    pub fn with_host_memory<R>(
+        &self,
+        memory: &mut [u8],
+        f: impl FnOnce(u64) -> R,
+    ) -> BackendResult<R> {
+        /// Ends the import however `f` ends.
+        struct Import<'b> {
+            ctx: &'b Ctx,
+            base: u64,
+            imported: Option<import::Imported>,
+        }
+        impl Import<'_> {
+            fn end(&mut self) -> BackendResult<()> {
+                let Some(imported) = self.imported.take() else {
+                    return Ok(());
+                };
+                let synced = pollster::block_on(self.ctx.synchronize());
+                let removed = self.ctx.lock().space.remove(self.base);
+                drop(removed);
+                imported.release(&self.ctx.device);
+                synced
+            }
+        }
+        impl Drop for Import<'_> {
+            fn drop(&mut self) {
+                let _ = self.end();
+            }
+        }
+        let ctx = self.ctx()?;
+        if !ctx.host_import {
+            return Err(BackendError::Unsupported(format!(
+                "with_host_memory: {} has no VK_EXT_external_memory_host (or is not Vulkan)",
+                ctx.adapter.label()
+            )));
+        }
+        let (addr, len) = (memory.as_ptr() as usize, memory.len());
+        if !addr.is_multiple_of(4) || !len.is_multiple_of(4) {
+            return Err(BackendError::InvalidArgument(format!(
+                "with_host_memory: host memory at {addr:#x} ({len} bytes) must start 4-byte \
+                 aligned and hold a multiple of 4 bytes"
+            )));
+        }
+        let usage = ctx.lock().pool.usage();
+        let imported = import::Imported::new(&ctx.device, usage, memory)?;
+        let block = Block::imported_at(imported.buffer.clone(), imported.offset, imported.size);
+        let base = match ctx.lock().space.insert(len as u64, block) {
+            Ok(base) => base,
+            Err(e) => {
+                imported.release(&ctx.device);
+                return Err(e);
+            }
+        };
+        let mut guard = Import {
+            ctx,
+            base,
+            imported: Some(imported),
+        };
+        let result = f(base);
+        guard.end()?;
+        Ok(result)
     }
 
     /// The adapter in use, once initialised.
@@ -351,6 +462,15 @@ fn experimental(features: wgpu::Features) -> wgpu::ExperimentalFeatures {
     }
 }
 
+/// The refusal of `free`/`map_host` on imported host memory.
+fn imported_refused(op: &str, base: u64, bytes: u64) -> BackendError {
+    BackendError::InvalidArgument(format!(
+        "{op}: {} is host memory imported by with_host_memory; it is freed by nobody and \
+         cannot be mapped (its owner holds it already)",
+        backend_api::fmt_range(base, bytes)
+    ))
+}
+
 /// The error a blocking call gives in a browser, where blocking would hang the page.
 #[cfg(target_arch = "wasm32")]
 fn would_block(what: &str) -> BackendError {
@@ -476,6 +596,11 @@ impl Executor for WebGpuBackend {
     fn run_free(&self, ptr: u64) -> BackendResult<()> {
         let ctx = self.ctx()?;
         let mut st = ctx.lock();
+        if let Some(a) = st.space.get(ptr)
+            && a.handle.imported()
+        {
+            return Err(imported_refused("free", ptr, a.size));
+        }
         // `None`: `ptr` was an alias (backend-api's address space), which holds no memory.
         if let Some(a) = st.space.remove(ptr)? {
             st.pool.free(a.handle);
@@ -507,6 +632,13 @@ impl Executor for WebGpuBackend {
     /// on the readback: `Unsupported`, as `copy_dtoh` there.
     fn run_map_host(&self, p: &HostCopyPlan, mode: MapMode) -> BackendResult<HostView<'_>> {
         let ctx = self.ctx()?;
+        {
+            let st = ctx.lock();
+            let r = st.space.resolve(p.op, &p.device)?;
+            if r.handle.imported() {
+                return Err(imported_refused(p.op, r.base, r.handle.size));
+            }
+        }
         // A Read view of an allocation with a buffer of its own, on unified memory: the
         // buffer mapped in place, no copy. The whole allocation is refused meanwhile (a
         // mapped buffer may not be used by any submission).

@@ -29,6 +29,9 @@ pub(crate) struct Block {
     pub size: u64,
     /// The chunk it came from, or `None` for a buffer of its own.
     chunk: Option<usize>,
+    /// Host memory imported by `with_host_memory` (a buffer wgpu cannot map, which the
+    /// pool neither counts nor frees).
+    imported: bool,
 }
 
 impl Block {
@@ -38,7 +41,24 @@ impl Block {
         expect(dead_code, reason = "browsers have no mappable device memory")
     )]
     pub(crate) fn own_buffer(&self) -> bool {
-        self.chunk.is_none()
+        self.chunk.is_none() && !self.imported
+    }
+
+    /// True for imported host memory: never mapped through wgpu, never returned to the pool.
+    pub(crate) fn imported(&self) -> bool {
+        self.imported
+    }
+
+    /// The block standing for imported host memory: `size` bytes from `offset` of `buffer`.
+    #[cfg(all(feature = "host-import", not(target_arch = "wasm32")))]
+    pub(crate) fn imported_at(buffer: Arc<wgpu::Buffer>, offset: u64, size: u64) -> Self {
+        Block {
+            buffer,
+            offset,
+            size,
+            chunk: None,
+            imported: true,
+        }
     }
 }
 
@@ -140,6 +160,12 @@ impl Pool {
         }
     }
 
+    /// The usage of every buffer the pool creates.
+    #[cfg(all(feature = "host-import", not(target_arch = "wasm32")))]
+    pub(crate) fn usage(&self) -> wgpu::BufferUsages {
+        self.usage
+    }
+
     /// A block of at least `bytes` bytes (at least one `BLOCK_ALIGN`).
     pub(crate) fn alloc(&mut self, device: &wgpu::Device, bytes: u64) -> BackendResult<Block> {
         let size = round_up(bytes.max(1), BLOCK_ALIGN)
@@ -152,6 +178,7 @@ impl Pool {
                 offset: 0,
                 size,
                 chunk: None,
+                imported: false,
             });
         }
         for (i, slot) in self.chunks.iter_mut().enumerate() {
@@ -164,6 +191,7 @@ impl Pool {
                     offset,
                     size,
                     chunk: Some(i),
+                    imported: false,
                 });
             }
         }
@@ -191,12 +219,16 @@ impl Pool {
             offset: 0,
             size,
             chunk: Some(index),
+            imported: false,
         })
     }
 
     /// Returns a block. An empty chunk is released when another empty one is kept, so
     /// memory goes back to the device after a burst.
     pub(crate) fn free(&mut self, block: Block) {
+        if block.imported {
+            return;
+        }
         let Some(i) = block.chunk else {
             self.reserved -= block.size;
             return;

@@ -28,7 +28,7 @@ impl Ctx {
         let abs = block.offset + off;
         let aligned = abs.is_multiple_of(4) && data.len().is_multiple_of(4);
         #[cfg(not(target_arch = "wasm32"))]
-        if aligned && self.mappable && st.stream.is_empty() {
+        if aligned && self.mappable && !block.imported() && st.stream.is_empty() {
             // Unified memory with nothing recorded that this write could overtake.
             return write_mapped(self, &mut st.stream, &block, abs, data);
         }
@@ -110,7 +110,7 @@ impl Ctx {
             let r = space.resolve(plan.op, &operand)?;
             let _span = tracing::debug_span!("copy_dtoh", bytes = dst.len()).entered();
             #[cfg(not(target_arch = "wasm32"))]
-            if self.mappable {
+            if self.mappable && !r.handle.imported() {
                 return read_mapped(self, stream, r.handle, r.offset, dst);
             }
             #[cfg(not(target_arch = "wasm32"))]
