@@ -19,6 +19,10 @@ fn devices() -> Vec<(String, Device)> {
         Ok(d) => out.push(("fast-cpu, in place".to_string(), d)),
         Err(e) => eprintln!("fast-cpu: {e}"),
     }
+    match Device::in_place_webgpu() {
+        Ok(d) => out.push((format!("{}, in place", d.backend().name()), d)),
+        Err(e) => eprintln!("webgpu in place: not run: {e}"),
+    }
     let mut fast = FastCpuBackend::new();
     match backend_api::ComputeBackend::init(&mut fast) {
         Ok(()) => out.push((

@@ -5,6 +5,9 @@
 //! - On the fast CPU backend ([`Device::in_place`]) the guest's memory is lent to the
 //!   backend for each call ([`FastCpuBackend::with_host_memory`]): guest address `p` is
 //!   device address `base + p`, and nothing is copied ([`Copies::bytes`] stays 0).
+//! - On a Vulkan adapter with `VK_EXT_external_memory_host` ([`Device::in_place_webgpu`])
+//!   the guest's pages are imported as device memory for each call
+//!   ([`WebGpuBackend::with_host_memory`]): kernels read and write them in place.
 //! - On any other backend ([`Device::staged`]) each operand is copied to a device
 //!   allocation and each output back: the fallback, whose bytes [`Copies`] counts, with the
 //!   backend's own staging copies (`memory_info().staged_bytes`) on top.
@@ -35,6 +38,7 @@ use backend_api::{
     HeadTensor, UnaryOp,
 };
 pub use backend_fast_cpu::FastCpuBackend;
+pub use backend_webgpu::WebGpuBackend;
 use wasmi::{Caller, Config, Engine, Extern, Instance, Linker, Memory, Module, Store};
 
 /// What host functions return to the guest.
@@ -65,10 +69,38 @@ pub mod code {
     }
 }
 
+/// A backend that can use host memory in place for the length of a call.
+pub trait LendMemory: Send + Sync {
+    /// The backend.
+    fn backend(&self) -> &dyn ComputeBackend;
+    /// Runs `f` with `memory` lent as one allocation at the address `f` receives.
+    fn lend(&self, memory: &mut [u8], f: &mut dyn FnMut(u64)) -> BackendResult<()>;
+}
+
+impl LendMemory for FastCpuBackend {
+    fn backend(&self) -> &dyn ComputeBackend {
+        self
+    }
+
+    fn lend(&self, memory: &mut [u8], f: &mut dyn FnMut(u64)) -> BackendResult<()> {
+        self.with_host_memory(memory, f)
+    }
+}
+
+impl LendMemory for WebGpuBackend {
+    fn backend(&self) -> &dyn ComputeBackend {
+        self
+    }
+
+    fn lend(&self, memory: &mut [u8], f: &mut dyn FnMut(u64)) -> BackendResult<()> {
+        self.with_host_memory(memory, f)
+    }
+}
+
 /// The backend a guest's calls run on, and how its memory reaches it.
 pub enum Device {
     /// The guest's memory is the device memory: no copies.
-    InPlace(Box<FastCpuBackend>),
+    InPlace(Box<dyn LendMemory>),
     /// Operands copied to device allocations and outputs back: any backend.
     Staged(Box<dyn ComputeBackend>),
 }
@@ -81,6 +113,21 @@ impl Device {
         Ok(Device::InPlace(Box::new(b)))
     }
 
+    /// The WebGPU backend on the adapter the environment selects, importing the guest's
+    /// pages as device memory; `Unsupported` where the adapter cannot import host memory
+    /// (not Vulkan, or no `VK_EXT_external_memory_host`).
+    pub fn in_place_webgpu() -> BackendResult<Self> {
+        let mut b = WebGpuBackend::new();
+        b.init()?;
+        if !b.host_import_supported() {
+            return Err(BackendError::Unsupported(format!(
+                "{}: cannot import host memory (VK_EXT_external_memory_host)",
+                b.name()
+            )));
+        }
+        Ok(Device::InPlace(Box::new(b)))
+    }
+
     /// `backend` (initialised), reached by copying operands in and results out.
     pub fn staged(backend: Box<dyn ComputeBackend>) -> Self {
         Device::Staged(backend)
@@ -89,7 +136,7 @@ impl Device {
     /// The backend itself.
     pub fn backend(&self) -> &dyn ComputeBackend {
         match self {
-            Device::InPlace(b) => b.as_ref(),
+            Device::InPlace(b) => b.backend(),
             Device::Staged(b) => b.as_ref(),
         }
     }
@@ -385,10 +432,20 @@ fn host_call(
                     Ok(spans)
                 })
                 .and_then(|spans| match &state.device {
-                    Device::InPlace(fast) => fast.with_host_memory(bytes, |base| {
-                        let ptrs: Vec<u64> = spans.iter().map(|s| base + s.ptr).collect();
-                        run(fast.as_ref(), &ptrs)
-                    })?,
+                    Device::InPlace(lender) => {
+                        let staged_before = lender.backend().memory_info()?.staged_bytes;
+                        let mut run = Some(run);
+                        let mut result = Ok(());
+                        lender.lend(bytes, &mut |base| {
+                            let ptrs: Vec<u64> = spans.iter().map(|s| base + s.ptr).collect();
+                            if let Some(run) = run.take() {
+                                result = run(lender.backend(), &ptrs);
+                            }
+                        })?;
+                        let staged_after = lender.backend().memory_info()?.staged_bytes;
+                        state.copies.staged += staged_after.saturating_sub(staged_before);
+                        result
+                    }
                     Device::Staged(backend) => {
                         staged(backend.as_ref(), &spans, bytes, &mut state.copies, run)
                     }

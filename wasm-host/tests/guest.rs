@@ -61,6 +61,51 @@ fn in_place_on_the_fast_cpu_backend_copies_nothing() {
     assert_eq!(info.live_allocations, 0, "each call's import ended with it");
 }
 
+/// The WebGPU backend importing the guest's pages, or `None` after saying why (a failure
+/// where an adapter is required: lavapipe and NVIDIA's Vulkan driver both import).
+fn webgpu_in_place() -> Option<Device> {
+    match Device::in_place_webgpu() {
+        Ok(d) => Some(d),
+        Err(e) => {
+            assert!(
+                !backend_api::env::flag("BACKEND_REQUIRE_ADAPTER"),
+                "BACKEND_REQUIRE_ADAPTER=1 but no WebGPU backend that imports host memory: {e}"
+            );
+            eprintln!("SKIPPED the guest chain in place on WebGPU: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn in_place_on_webgpu_copies_nothing() {
+    let Some(device) = webgpu_in_place() else {
+        return;
+    };
+    let mut g = Guest::load(demo(), device).unwrap();
+    assert!(g.device().is_zero_copy());
+    let err: f32 = g.call("run", ()).unwrap();
+    assert!((0.0..1e-4).contains(&err), "largest difference {err}");
+    assert_eq!(
+        g.copies(),
+        Copies {
+            calls: 5,
+            ..Copies::default()
+        }
+    );
+    assert_eq!(
+        g.device().backend().memory_info().unwrap().live_allocations,
+        0
+    );
+}
+
+#[test]
+fn hostile_guests_are_refused_in_place_on_webgpu() {
+    if let Some(device) = webgpu_in_place() {
+        hostile(device);
+    }
+}
+
 #[test]
 fn staged_on_the_oracle_copies_each_operand_once() {
     let mut g = Guest::load(demo(), staged_on(BackendKind::Cpu)).unwrap();
