@@ -47,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<_, _>>()?;
     let n = args.first().copied().unwrap_or(512);
     let reps = args.get(1).copied().unwrap_or(20);
-    let wasm = wasm_host::build_guest(&wasm_host::demo_guest_dir(), None)?;
+    let wasm = wasm_host::demo_guest()?;
     println!(
         "demo guest: {} bytes of wasm; `run` = gemm 16x32x24, relu in place, softmax, add, GQA attention (4/2 heads)",
         wasm.len()

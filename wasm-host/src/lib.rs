@@ -272,6 +272,19 @@ impl Guest {
     }
 }
 
+/// Environment variable naming a prebuilt demo guest (`.wasm`) that [`demo_guest`] reads
+/// instead of building one (for machines without cargo, such as a lent GPU host).
+pub const DEMO_GUEST_ENV: &str = "WASM_HOST_DEMO_GUEST";
+
+/// The demo guest's module: the file `WASM_HOST_DEMO_GUEST` names, else
+/// [`build_guest`] of [`demo_guest_dir`].
+pub fn demo_guest() -> std::io::Result<Vec<u8>> {
+    match std::env::var_os(DEMO_GUEST_ENV) {
+        Some(path) => std::fs::read(path),
+        None => build_guest(&demo_guest_dir(), None),
+    }
+}
+
 /// The demo guest's crate (`wasm-host/guest`), built by [`build_guest`].
 pub fn demo_guest_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("guest")

@@ -10,8 +10,7 @@ use wasm_host::{Copies, Device, Guest, GuestError, code};
 fn demo() -> &'static [u8] {
     static WASM: OnceLock<Vec<u8>> = OnceLock::new();
     WASM.get_or_init(|| {
-        wasm_host::build_guest(&wasm_host::demo_guest_dir(), None)
-            .unwrap_or_else(|e| panic!("building the demo guest: {e}"))
+        wasm_host::demo_guest().unwrap_or_else(|e| panic!("building the demo guest: {e}"))
     })
 }
 

@@ -324,18 +324,35 @@ pub extern "C" fn spin() -> i32 {
     }
 }
 
-/// `reps` row-major `n x n` gemms on buffers filled once, for timing the round trip.
-/// Returns the first non-zero code, or 0.
+/// Four f32 at a 16-byte aligned address: the WebGPU backend's vectorised gemm wants its
+/// operands 16-byte aligned, and in place it sees the guest's own addresses (a `Vec<f32>`
+/// is only 8-byte aligned here).
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct Quad([f32; 4]);
+
+fn quads(len: usize, seed: usize) -> Vec<Quad> {
+    let mut flat = vec![0.0f32; len];
+    fill(&mut flat, seed);
+    flat.chunks(4)
+        .map(|c| {
+            let mut q = [0.0; 4];
+            q[..c.len()].copy_from_slice(c);
+            Quad(q)
+        })
+        .collect()
+}
+
+/// `reps` row-major `n x n` gemms on 16-byte aligned buffers filled once, for timing the
+/// round trip. Returns the first non-zero code, or 0.
 #[unsafe(no_mangle)]
 pub extern "C" fn gemm_round_trips(n: i32, reps: i32) -> i32 {
     let len = (n as usize) * (n as usize);
-    let mut a = vec![0.0f32; len];
-    let mut b = vec![0.0f32; len];
-    fill(&mut a, 6);
-    fill(&mut b, 7);
-    let mut c = vec![0.0f32; len];
+    let a = quads(len, 6);
+    let b = quads(len, 7);
+    let mut c = quads(len, 0);
     for _ in 0..reps {
-        // SAFETY: three live buffers of n * n f32; only `c` is written.
+        // SAFETY: three live buffers of at least n * n f32; only `c` is written.
         let code = unsafe {
             gemm(
                 n,
