@@ -86,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let x = b.upload(&vec![0.25f32; m * k])?;
         let c = b.alloc(m * n * 4)?;
         let mut want = vec![0.0f32; m * n];
-        let mut row = |name: &str, ms: f64| {
+        let row = |name: &str, ms: f64| {
             println!("{m:>3} {name:>22} {ms:>10.3} {:>12.1}", w_bytes / ms / 1e6);
         };
         row(
