@@ -314,6 +314,34 @@ pub trait ComputeBackend: Send + Sync {
         )))
     }
 
+    /// A row op ([`softmax`](Self::softmax), [`log_softmax`](Self::log_softmax),
+    /// [`layer_norm`](Self::layer_norm), [`rms_norm`](Self::rms_norm), as `op` says) with
+    /// x, gamma, beta and y stored as `dtype`: values widened exactly, the statistics and
+    /// arithmetic in f32 or better, one rounding to `dtype` at the store (a result past
+    /// the type's range is ±inf). `gamma` only for the norms and `beta` only for the layer
+    /// norm (`InvalidArgument` otherwise); f16/bf16 operands 2-byte aligned. `DType::F32`
+    /// is the f32 op itself.
+    ///
+    /// The default body returns `Unsupported`.
+    fn rows_ex(
+        &self,
+        op: crate::RowOp,
+        dtype: DType,
+        x: u64,
+        gamma: Option<u64>,
+        beta: Option<u64>,
+        y: u64,
+        rows: usize,
+        cols: usize,
+        eps: f64,
+    ) -> BackendResult<()> {
+        let _ = (x, gamma, beta, y, rows, cols, eps);
+        Err(BackendError::Unsupported(format!(
+            "rows_ex {op} {dtype}: not implemented by {}",
+            self.name()
+        )))
+    }
+
     /// Quantized matrix product `C = alpha * A * B + beta * C` with A the `m x k` weights
     /// in GGML blocks of 32 along k ([`QuantFormat`](crate::QuantFormat): Q8_0 or
     /// Q4_0), stored row by row as GGUF stores a tensor (each row's `k / 32` blocks

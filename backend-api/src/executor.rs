@@ -155,6 +155,18 @@ pub trait Executor: Send + Sync {
         )))
     }
 
+    /// [`ComputeBackend::rows_ex`] on f16/bf16 storage (f32 goes to `run_rows`); the
+    /// default returns `Unsupported`.
+    fn run_rows_ex(&self, plan: &RowPlan) -> BackendResult<()> {
+        Err(BackendError::Unsupported(format!(
+            "{} {} {}: not implemented by {}",
+            plan.op,
+            plan.kind,
+            plan.dtype,
+            self.backend_name()
+        )))
+    }
+
     /// [`ComputeBackend::gemm_q`]; the default returns `Unsupported`.
     fn run_gemm_q(&self, plan: &GemmQPlan) -> BackendResult<()> {
         Err(BackendError::Unsupported(format!(
@@ -641,6 +653,26 @@ impl<E: Executor> ComputeBackend for E {
         self.ready()?;
         let plan = validate::rows(RowOp::RmsNorm, x, gamma, None, y, rows, cols, eps);
         dispatch(self, plan, |p| self.run_rows(p))
+    }
+
+    fn rows_ex(
+        &self,
+        op: RowOp,
+        dtype: DType,
+        x: u64,
+        gamma: Option<u64>,
+        beta: Option<u64>,
+        y: u64,
+        rows: usize,
+        cols: usize,
+        eps: f64,
+    ) -> BackendResult<()> {
+        self.ready()?;
+        let plan = validate::rows_ex(op, dtype, x, gamma, beta, y, rows, cols, eps);
+        dispatch(self, plan, |p| match p.dtype {
+            DType::F32 => self.run_rows(p),
+            _ => self.run_rows_ex(p),
+        })
     }
 
     fn gemm_q(

@@ -1153,6 +1153,8 @@ pub struct RowPlan {
     pub beta: Option<Operand>,
     /// The output: the input's exact range, or disjoint from it.
     pub y: Operand,
+    /// The storage type of x, gamma, beta and y (f32 but for `rows_ex`).
+    pub dtype: DType,
 }
 
 impl RowPlan {
@@ -1174,7 +1176,56 @@ pub fn rows(
     cols: usize,
     eps: f64,
 ) -> BackendResult<Option<RowPlan>> {
-    let op = kind.name();
+    rows_typed(
+        kind.name(),
+        kind,
+        DType::F32,
+        x_ptr,
+        gamma,
+        beta,
+        y_ptr,
+        rows,
+        cols,
+        eps,
+    )
+}
+
+/// Validates `rows_ex`: a row op whose operands are stored as `dtype`; `gamma` only for
+/// the norms, `beta` only for the layer norm.
+pub fn rows_ex(
+    kind: RowOp,
+    dtype: DType,
+    x_ptr: u64,
+    gamma: Option<u64>,
+    beta: Option<u64>,
+    y_ptr: u64,
+    rows: usize,
+    cols: usize,
+    eps: f64,
+) -> BackendResult<Option<RowPlan>> {
+    const OP: &str = "rows_ex";
+    let takes_gamma = matches!(kind, RowOp::LayerNorm | RowOp::RmsNorm);
+    if gamma.is_some() && !takes_gamma {
+        return Err(invalid!("{OP}: {kind} takes no gamma"));
+    }
+    if beta.is_some() && kind != RowOp::LayerNorm {
+        return Err(invalid!("{OP}: {kind} takes no beta"));
+    }
+    rows_typed(OP, kind, dtype, x_ptr, gamma, beta, y_ptr, rows, cols, eps)
+}
+
+fn rows_typed(
+    op: &'static str,
+    kind: RowOp,
+    dtype: DType,
+    x_ptr: u64,
+    gamma: Option<u64>,
+    beta: Option<u64>,
+    y_ptr: u64,
+    rows: usize,
+    cols: usize,
+    eps: f64,
+) -> BackendResult<Option<RowPlan>> {
     if !eps.is_finite() || eps < 0.0 {
         return Err(invalid!("{op}: eps {eps} must be finite and >= 0"));
     }
@@ -1182,14 +1233,13 @@ pub fn rows(
     if n == 0 {
         return Ok(None);
     }
-    let x = required(op, "x", x_ptr, n)?;
-    let y = required(op, "y", y_ptr, n)?;
-    let gamma = gamma
-        .map(|g| required(op, "gamma", g, cols as u64))
-        .transpose()?;
-    let beta = beta
-        .map(|b| required(op, "beta", b, cols as u64))
-        .transpose()?;
+    let typed = |name: &'static str, ptr: u64, elems: u64| -> BackendResult<Operand> {
+        Ok(operand(op, name, ptr, elems, dtype)?.expect("elems > 0"))
+    };
+    let x = typed("x", x_ptr, n)?;
+    let y = typed("y", y_ptr, n)?;
+    let gamma = gamma.map(|g| typed("gamma", g, cols as u64)).transpose()?;
+    let beta = beta.map(|b| typed("beta", b, cols as u64)).transpose()?;
     finish(RowPlan {
         op,
         kind,
@@ -1200,6 +1250,7 @@ pub fn rows(
         gamma,
         beta,
         y,
+        dtype,
     })
 }
 

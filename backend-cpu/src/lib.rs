@@ -282,6 +282,17 @@ impl Executor for CpuBackend {
         s.write(p.op, &p.y, &y)
     }
 
+    fn run_rows_ex(&self, p: &RowPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        let x = s.read(p.op, Some(&p.x), p.dtype)?;
+        let gamma = s.read(p.op, p.gamma.as_ref(), p.dtype)?;
+        let beta = s.read(p.op, p.beta.as_ref(), p.dtype)?;
+        s.check(p.op, &p.y)?;
+        let mut y = vec![0.0f64; p.rows * p.cols];
+        reference::rows64(p.kind, &x, &gamma, &beta, &mut y, p.cols, p.eps);
+        s.write_bytes(p.op, &p.y, &reference::encode64(p.dtype, &y))
+    }
+
     fn run_unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
         let mut s = self.state()?;
         let x = s.read(p.op, Some(&p.input), DType::F32)?;

@@ -408,6 +408,23 @@ pub fn rows(
     cols: usize,
     eps: f64,
 ) {
+    let mut y64 = vec![0.0f64; y.len()];
+    rows64(op, x, gamma, beta, &mut y64, cols, eps);
+    for (o, v) in y.iter_mut().zip(y64) {
+        *o = v as f32;
+    }
+}
+
+/// [`rows`] in f64, not rounded (for outputs stored in another type).
+pub fn rows64(
+    op: RowOp,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f64],
+    cols: usize,
+    eps: f64,
+) {
     let at = |v: &[f32], j: usize, default: f64| v.get(j).map_or(default, |&g| f64::from(g));
     for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
         let row = || xr.iter().map(|&v| f64::from(v));
@@ -420,7 +437,7 @@ pub fn rows(
                     *o = match op {
                         RowOp::Softmax => (v - max).exp() / sum,
                         _ => v - max - sum.ln(),
-                    } as f32;
+                    };
                 }
             }
             RowOp::LayerNorm => {
@@ -428,14 +445,14 @@ pub fn rows(
                 let var = row().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
                 let inv = 1.0 / (var + eps).sqrt();
                 for (j, (o, v)) in yr.iter_mut().zip(row()).enumerate() {
-                    *o = ((v - mean) * inv * at(gamma, j, 1.0) + at(beta, j, 0.0)) as f32;
+                    *o = (v - mean) * inv * at(gamma, j, 1.0) + at(beta, j, 0.0);
                 }
             }
             RowOp::RmsNorm => {
                 let ms = row().map(|v| v * v).sum::<f64>() / n;
                 let inv = 1.0 / (ms + eps).sqrt();
                 for (j, (o, v)) in yr.iter_mut().zip(row()).enumerate() {
-                    *o = (v * inv * at(gamma, j, 1.0)) as f32;
+                    *o = v * inv * at(gamma, j, 1.0);
                 }
             }
         }

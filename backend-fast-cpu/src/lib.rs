@@ -540,6 +540,29 @@ impl Executor for FastCpuBackend {
         )
     }
 
+    fn run_rows_ex(&self, p: &RowPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        // In place, x is in y's allocation and so is read from a copy (`State::with`).
+        s.with(
+            p.op,
+            &p.y,
+            &[Some(&p.x), p.gamma.as_ref(), p.beta.as_ref()],
+            |dst, ins| {
+                let mut y = vec![0.0f32; p.rows * p.cols];
+                rows::rows(
+                    p.kind,
+                    &ins.widened(0, p.dtype),
+                    &ins.widened(1, p.dtype),
+                    &ins.widened(2, p.dtype),
+                    &mut y,
+                    p.cols,
+                    p.eps,
+                );
+                elementwise::cast(DType::F32, bytemuck::cast_slice(&y), p.dtype, dst);
+            },
+        )
+    }
+
     fn run_unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
         let mut s = self.state()?;
         if p.in_place() {

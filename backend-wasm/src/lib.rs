@@ -463,6 +463,10 @@ impl Executor for WasmBackend {
         engine!(self, b => b.run_rows(p))
     }
 
+    fn run_rows_ex(&self, p: &RowPlan) -> BackendResult<()> {
+        engine!(self, b => b.run_rows_ex(p))
+    }
+
     fn run_unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
         engine!(self, b => b.run_unary(op, p))
     }

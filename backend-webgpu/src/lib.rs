@@ -531,6 +531,44 @@ impl Executor for WebGpuBackend {
         self.ctx()?.outside_lock(|c| c.rows(p))
     }
 
+    /// f16/bf16 rows through f32: x, gamma and beta widened (exactly) into temporaries,
+    /// the f32 row kernel, y rounded once on the way back: three casts more than f32, on
+    /// adapters with and without `shader-f16` alike (the casts read and write packed
+    /// words). A kernel of its own would save the casts' traffic; not written yet.
+    fn run_rows_ex(&self, p: &RowPlan) -> BackendResult<()> {
+        use backend_api::{ComputeBackend as _, DType, RowOp};
+        let n = p.rows * p.cols;
+        let mut temps: Vec<u64> = Vec::new();
+        let result = (|| {
+            let mut widened = |src: Option<&backend_api::Operand>, elems: usize| {
+                src.map(|o| -> BackendResult<u64> {
+                    let t = self.alloc(elems * 4)?;
+                    temps.push(t);
+                    self.cast(o.ptr, p.dtype, t, DType::F32, elems)?;
+                    Ok(t)
+                })
+                .transpose()
+            };
+            let x = widened(Some(&p.x), n)?.expect("x is always there");
+            let gamma = widened(p.gamma.as_ref(), p.cols)?;
+            let beta = widened(p.beta.as_ref(), p.cols)?;
+            // In place (y = x), the f32 op runs in place on the widened copy.
+            let (eps, rows, cols) = (p.eps, p.rows, p.cols);
+            match p.kind {
+                RowOp::Softmax => self.softmax(x, x, rows, cols)?,
+                RowOp::LogSoftmax => self.log_softmax(x, x, rows, cols)?,
+                RowOp::LayerNorm => self.layer_norm(x, gamma, beta, x, rows, cols, eps)?,
+                RowOp::RmsNorm => self.rms_norm(x, gamma, x, rows, cols, eps)?,
+            }
+            self.cast(x, DType::F32, p.y.ptr, p.dtype, n)
+        })();
+        for t in temps {
+            // Frees only fail for a device error, which the result reports already.
+            let _ = self.free(t);
+        }
+        result
+    }
+
     fn run_unary(&self, op: UnaryOp, p: &UnaryPlan) -> BackendResult<()> {
         self.ctx()?.outside_lock(|c| c.unary(op, p))
     }

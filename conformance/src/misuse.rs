@@ -4,7 +4,7 @@
 use backend_api::{
     AttentionArgs, AttentionMask, BackendError, BackendTranspose, BinaryOp, Buffer, ComputeBackend,
     ComputeBackendExt, Conv2dArgs, DType, HeadTensor, MapMode, QuantFormat, ReduceOp, Retired,
-    UnaryOp, UnaryParamOp,
+    RowOp, UnaryOp, UnaryParamOp,
 };
 
 use crate::Check;
@@ -537,6 +537,72 @@ pub(crate) async fn run(backend: &dyn ComputeBackend) -> CheckReport {
             "unary_ex f16 partial overlap (one element in)",
             Want::Invalid(&["unary_ex", "overlap"]),
             Box::new(|| b.unary_ex(UnaryOp::Neg, DType::F16, a, a + 2, 16)),
+        ),
+        (
+            "rows_ex softmax given a gamma",
+            Want::Invalid(&["rows_ex", "softmax", "gamma"]),
+            Box::new(|| b.rows_ex(RowOp::Softmax, DType::F16, a, Some(bb), None, c, 1, 4, 0.0)),
+        ),
+        (
+            "rows_ex rms_norm given a beta",
+            Want::Invalid(&["rows_ex", "rms_norm", "beta"]),
+            Box::new(|| {
+                b.rows_ex(
+                    RowOp::RmsNorm,
+                    DType::BF16,
+                    a,
+                    None,
+                    Some(bb),
+                    c,
+                    1,
+                    4,
+                    1e-5,
+                )
+            }),
+        ),
+        (
+            "rows_ex f16 odd address",
+            Want::Invalid(&["rows_ex", "x", "2-byte aligned", "f16"]),
+            Box::new(|| {
+                b.rows_ex(
+                    RowOp::LayerNorm,
+                    DType::F16,
+                    a + 1,
+                    None,
+                    None,
+                    bb,
+                    1,
+                    4,
+                    1e-5,
+                )
+            }),
+        ),
+        (
+            "rows_ex bf16 y past the end",
+            Want::Invalid(&["rows_ex", "y", "0x"]),
+            Box::new(|| b.rows_ex(RowOp::Softmax, DType::BF16, a, None, None, c, 1, 129, 0.0)),
+        ),
+        (
+            "rows_ex f16 partial overlap (one element in)",
+            Want::Invalid(&["rows_ex", "overlap"]),
+            Box::new(|| b.rows_ex(RowOp::Softmax, DType::F16, a, None, None, a + 2, 1, 16, 0.0)),
+        ),
+        (
+            "rows_ex layer_norm NaN eps",
+            Want::Invalid(&["rows_ex", "eps"]),
+            Box::new(|| {
+                b.rows_ex(
+                    RowOp::LayerNorm,
+                    DType::F16,
+                    a,
+                    None,
+                    None,
+                    bb,
+                    1,
+                    4,
+                    f64::NAN,
+                )
+            }),
         ),
         (
             "unary_ex f32 misaligned",
@@ -1208,6 +1274,22 @@ pub fn check_uninitialized(b: &dyn ComputeBackend) -> Result<(), String> {
         (
             "unary_ex",
             Box::new(|| b.unary_ex(UnaryOp::Exp, DType::F16, 0x1_0000_0000, 0x2_0000_0000, 1)),
+        ),
+        (
+            "rows_ex",
+            Box::new(|| {
+                b.rows_ex(
+                    RowOp::Softmax,
+                    DType::F16,
+                    0x1_0000_0000,
+                    None,
+                    None,
+                    0x2_0000_0000,
+                    1,
+                    1,
+                    0.0,
+                )
+            }),
         ),
         (
             "binary_ex",

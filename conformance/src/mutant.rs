@@ -821,6 +821,23 @@ impl ComputeBackend for Mutant {
         self.said_with(|| self.op(move |b| b.rms_norm(x, gamma, y, rows, cols, eps)))
     }
 
+    fn rows_ex(
+        &self,
+        op: backend_api::RowOp,
+        dtype: DType,
+        x: u64,
+        gamma: Option<u64>,
+        beta: Option<u64>,
+        y: u64,
+        rows: usize,
+        cols: usize,
+        eps: f64,
+    ) -> BackendResult<()> {
+        self.said_with(|| {
+            self.op(move |b| b.rows_ex(op, dtype, x, gamma, beta, y, rows, cols, eps))
+        })
+    }
+
     fn conv2d_forward_ex(&self, args: &Conv2dArgs) -> BackendResult<()> {
         let mut args = *args;
         if self.fault == Fault::ConvExDropsBias {

@@ -68,7 +68,7 @@ macro_rules! __for_each_check {
             conv2d_ex Conv2dEx property "`conv2d_forward_ex`: depthwise and grouped, dilation, asymmetric padding, bias, empty inputs.",
             gemm_q GemmQ property "`gemm_q`: Q8_0 and Q4_0 weights at any byte offset, B f32 or f16, alpha/beta, NaN in C with beta 0.",
             unary_param UnaryParam property "`unary_param`: LeakyRelu, Elu, Selu, Celu, HardSigmoid, Clip with random parameters, in place and not, special values.",
-            half_storage HalfStorage property "`unary_ex`, `binary_ex`, `reduce_ex` on f16 and bf16 storage: every op, mid-word starts and ends, values at the top of the range, sums of 10^5 ones.",
+            half_storage HalfStorage property "`unary_ex`, `binary_ex`, `reduce_ex`, `rows_ex` on f16 and bf16 storage: every op, mid-word starts and ends, values at the top of the range, sums of 10^5 ones, softmax and norms over rows of 1 to 300 columns.",
         }
     };
 }

@@ -1,5 +1,5 @@
-//! f16 and bf16 storage: `unary_ex`, `binary_ex` and `reduce_ex` against the oracle, which
-//! computes in f64 and rounds once to the storage type.
+//! f16 and bf16 storage: `unary_ex`, `binary_ex`, `reduce_ex` and `rows_ex` against the
+//! oracle, which computes in f64 and rounds once to the storage type.
 //!
 //! Besides the ops' usual inputs (rounded to the type), two kinds of data aim at the bugs
 //! peers keep shipping: values at the top of the type's range (65504 in f16), whose sums
@@ -7,7 +7,7 @@
 //! accumulator stops growing at 2048. Operands start at odd elements (mid-word) and end
 //! mid-word, and the bytes around every output must keep their values.
 
-use backend_api::{BinaryOp, ComputeBackend, DType, ReduceOp, UnaryOp};
+use backend_api::{BinaryOp, ComputeBackend, DType, ReduceOp, RowOp, UnaryOp};
 use backend_cpu::reference;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,7 @@ use super::elementwise::{
 };
 use crate::data::{NON_FINITE_AND_ZEROS, Rng};
 use crate::harness::{Dev, Region, op_failed};
-use crate::tolerance::{Closeness, Tol, compare, reduce_tolerance};
+use crate::tolerance::{Closeness, Tol, compare, reduce_tolerance, row_tolerance};
 use crate::{Check, Profile};
 
 /// The call of a case.
@@ -30,6 +30,9 @@ pub enum HalfCall {
     Binary(BinaryOp, Alias),
     /// `reduce_ex`.
     Reduce(ReduceOp),
+    /// `rows_ex` (`n` split into rows of `shape[0]` columns), in place or not; the
+    /// norms with gamma (and beta).
+    Rows(RowOp, bool),
 }
 
 /// The data of a case.
@@ -102,6 +105,8 @@ impl Suite for HalfSuite {
             2 => (proptest::sample::select(BinaryOp::ALL), alias)
                 .prop_map(|(op, a)| HalfCall::Binary(op, a)),
             2 => proptest::sample::select(ReduceOp::ALL).prop_map(HalfCall::Reduce),
+            2 => (proptest::sample::select(RowOp::ALL), any::<bool>())
+                .prop_map(|(op, in_place)| HalfCall::Rows(op, in_place)),
         ];
         let data = prop_oneof![
             6 => Just(HalfData::Usual),
@@ -135,6 +140,24 @@ impl Suite for HalfSuite {
                             _ => (vec![40_000, 3], 0),
                         };
                     }
+                    if let HalfCall::Rows(..) = call {
+                        // Columns: 1 to past a workgroup's 256 threads; n a multiple.
+                        let cols = [1, 7, 33, 256, 300][(seed % 5) as usize];
+                        shape = vec![cols];
+                        axis = 0;
+                        let n = (n / cols).clamp(1, 6) * cols;
+                        return HalfCase {
+                            dtype,
+                            call,
+                            n,
+                            shape,
+                            axis,
+                            offsets,
+                            data,
+                            specials,
+                            seed,
+                        };
+                    }
                     HalfCase {
                         dtype,
                         call,
@@ -156,6 +179,7 @@ impl Suite for HalfSuite {
             HalfCall::Unary(op, _) => format!("unary {op}"),
             HalfCall::Binary(op, _) => format!("binary {op}"),
             HalfCall::Reduce(op) => format!("reduce {op}"),
+            HalfCall::Rows(op, _) => format!("rows {op}"),
         };
         format!("{} {call}", c.dtype)
     }
@@ -182,6 +206,12 @@ impl Suite for HalfSuite {
             let mut v: Vec<f32> = (0..values)
                 .map(|_| match (c.data, c.call) {
                     (HalfData::Ones, _) => 1.0,
+                    (HalfData::Largest, HalfCall::Rows(..)) => {
+                        // f16's top of range in both types: a norm's squares of bf16's
+                        // (3e38) overflow the f32 arithmetic the contract asks for.
+                        let m = 65504.0 * rng.uniform(0.5, 1.0);
+                        if rng.below(4) == 0 { -m } else { m }
+                    }
                     (HalfData::Largest, _) => {
                         let m = largest(d) * rng.uniform(0.5, 1.0);
                         if rng.below(4) == 0 { -m } else { m }
@@ -193,6 +223,7 @@ impl Suite for HalfSuite {
                     }
                     (HalfData::Usual, HalfCall::Reduce(ReduceOp::Prod)) => rng.uniform(0.95, 1.05),
                     (HalfData::Usual, HalfCall::Reduce(_)) => rng.uniform(-10.0, 10.0),
+                    (HalfData::Usual, HalfCall::Rows(..)) => rng.uniform(-8.0, 8.0),
                 })
                 .map(|v| round16(d, v))
                 .collect();
@@ -281,8 +312,63 @@ impl Suite for HalfSuite {
                     Box::new(move |i| reduce_tolerance(op, len, abs_sum[i]).stored(d)),
                 )
             }
+            HalfCall::Rows(op, in_place) => {
+                let cols = c.shape[0];
+                let norm = matches!(op, RowOp::LayerNorm | RowOp::RmsNorm);
+                let params = |rng: &mut Rng| -> Vec<f32> {
+                    (0..cols)
+                        .map(|_| round16(d, rng.uniform(0.5, 2.0)))
+                        .collect()
+                };
+                let gamma = if norm { params(&mut rng) } else { Vec::new() };
+                let beta = if op == RowOp::LayerNorm {
+                    params(&mut rng)
+                } else {
+                    Vec::new()
+                };
+                let g_dev = (!gamma.is_empty())
+                    .then(|| put(&mut dev, &mut rng, &gamma, c.offsets[2]))
+                    .transpose()?;
+                let bt_dev = (!beta.is_empty())
+                    .then(|| put(&mut dev, &mut rng, &beta, c.offsets[2] + 1))
+                    .transpose()?;
+                let out_dev = if in_place {
+                    x_dev.clone()
+                } else {
+                    let s = sentinels(&mut rng, c.n);
+                    put(&mut dev, &mut rng, &s, c.offsets[1])?
+                };
+                let eps = 1e-5;
+                b.rows_ex(
+                    op,
+                    d,
+                    x_dev.ptr,
+                    g_dev.as_ref().map(|r| r.ptr),
+                    bt_dev.as_ref().map(|r| r.ptr),
+                    out_dev.ptr,
+                    c.n / cols,
+                    cols,
+                    eps,
+                )
+                .map_err(|e| op_failed(&format!("rows_ex {op} {d}"), e))?;
+                let mut want = vec![0.0; c.n];
+                reference::rows64(op, &x, &gamma, &beta, &mut want, cols, eps);
+                for (r, w) in [(&g_dev, "gamma"), (&bt_dev, "beta")] {
+                    if let Some(r) = r {
+                        dev.unchanged(r, w).await?;
+                    }
+                }
+                let x2 = x.clone();
+                let tol = move |i: usize| {
+                    let row = &x2[i / cols * cols..][..cols];
+                    let g = gamma.get(i % cols).copied().unwrap_or(1.0);
+                    let bt = beta.get(i % cols).copied().unwrap_or(0.0);
+                    row_tolerance(op, row, x2[i], g, bt, eps).stored(d)
+                };
+                (out_dev, want, Box::new(tol))
+            }
         };
-        if let HalfCall::Unary(_, false) = c.call {
+        if let HalfCall::Unary(_, false) | HalfCall::Rows(_, false) = c.call {
             dev.unchanged(&x_dev, "input").await?;
         }
         let got = reference::decode(d, &dev.output(&out_dev, &what).await?);
