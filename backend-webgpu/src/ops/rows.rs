@@ -119,6 +119,7 @@ mod tests {
             gamma: None,
             beta: None,
             y: o(256),
+            dtype: backend_api::DType::F32,
         };
         assert_eq!(flags(&p), 0);
         p.gamma = Some(o(512));
