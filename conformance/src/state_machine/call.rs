@@ -63,9 +63,11 @@ pub enum Op {
         axis: usize,
     },
     /// `softmax`, `log_softmax`, `layer_norm` or `rms_norm` (no gamma or beta, eps
-    /// 1e-5): the elementwise rules over `rows * cols` values.
+    /// 1e-5): the elementwise rules over `rows * cols` values; `rows_ex` when `dtype` is
+    /// not f32.
     Rows {
         op: RowOp,
+        dtype: DType,
         x: u64,
         y: u64,
         rows: usize,
@@ -186,7 +188,12 @@ impl Op {
                 dtype: DType::F32, ..
             } => "reduce",
             Op::Reduce { .. } => "reduce_ex",
-            Op::Rows { op, .. } => op.name(),
+            Op::Rows {
+                op,
+                dtype: DType::F32,
+                ..
+            } => op.name(),
+            Op::Rows { .. } => "rows_ex",
             Op::Gemm {
                 row_major: true, ..
             } => "gemm_row_major",
@@ -616,7 +623,10 @@ impl Machine<'_> {
                     90..150 => self.twin_or_place(src, x),
                     _ => self.place(src),
                 };
-                let n = self.count(src, room_x.min(room_y), 4);
+                // An eighth of them on f16/bf16 storage, now and then mid-word.
+                let (dtype, shift) = pick_dtype(src);
+                let (x, y) = (x.wrapping_add(shift), y.wrapping_add(shift));
+                let n = self.count(src, room_x.min(room_y), dtype.size_bytes() as u64);
                 // Mostly a divisor of n as the row length, so the call is valid.
                 let cols = match src.u8() {
                     0..230 => {
@@ -627,6 +637,7 @@ impl Machine<'_> {
                 };
                 Op::Rows {
                     op,
+                    dtype,
                     x,
                     y,
                     rows: n / cols,

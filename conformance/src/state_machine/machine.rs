@@ -538,10 +538,51 @@ impl<'b> Machine<'b> {
             }
             &Op::Rows {
                 op: f,
+                dtype,
                 x,
                 y,
                 rows,
                 cols,
+            } if dtype != DType::F32 => {
+                const EPS: f64 = 1e-5;
+                let n = rows.saturating_mul(cols);
+                let size = dtype.size_bytes() as u64;
+                let plan = if rows.checked_mul(cols).is_none() {
+                    (None, Expect::Invalid("rows x cols overflows".into()))
+                } else {
+                    self.want_elementwise_typed(&[("x", x)], y, n, size)
+                };
+                let got = guarded(|| b.rows_ex(f, dtype, x, None, None, y, rows, cols, EPS))?;
+                if self.judge(op, &got, &plan.1)?
+                    && let Some(locs) = plan.0
+                {
+                    let xs = self.read_typed(locs[0], n, dtype);
+                    // The oracle's f64 row rounded once (exact mode); a row with an unknown
+                    // value, unknown.
+                    let want = xs
+                        .chunks(cols)
+                        .flat_map(|row| {
+                            let known: Option<Vec<f32>> = row.iter().copied().collect();
+                            match known {
+                                Some(v) => {
+                                    let mut out = vec![0.0f64; cols];
+                                    reference::rows64(f, &v, &[], &[], &mut out, cols, EPS);
+                                    out.into_iter().map(Some).collect::<Vec<_>>()
+                                }
+                                None => vec![None; cols],
+                            }
+                        })
+                        .collect();
+                    self.store_typed(locs[1], dtype, want);
+                }
+            }
+            &Op::Rows {
+                op: f,
+                x,
+                y,
+                rows,
+                cols,
+                ..
             } => {
                 const EPS: f64 = 1e-5;
                 let n = rows.saturating_mul(cols);
