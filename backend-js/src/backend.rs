@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use backend_api::{
     AttentionArgs, AttentionMask, BackendTranspose, BinaryOp, ComputeBackend, ComputeBackendExt,
-    Conv2dArgs, DType, HeadTensor, QuantFormat, ReduceOp, UnaryOp, UnaryParamOp,
+    Conv2dArgs, DType, HeadTensor, QuantFormat, ReduceOp, RowOp, UnaryOp, UnaryParamOp,
 };
 use backend_wasm::{Engine, WasmBackend};
 use js_sys::{Object, Reflect};
@@ -838,34 +838,61 @@ impl Backend {
             .js()
     }
 
-    /// Softmax over each of `rows` rows of `cols` floats.
-    pub fn softmax(&self, x: f64, y: f64, rows: f64, cols: f64) -> JsResult<()> {
+    /// Softmax over each of `rows` rows of `cols` values of `dtype` (`"f32"` default).
+    pub fn softmax(
+        &self,
+        x: f64,
+        y: f64,
+        rows: f64,
+        cols: f64,
+        dtype: Option<String>,
+    ) -> JsResult<()> {
         let op = "softmax";
+        let d = dtype_arg(op, dtype)?;
         self.inner
-            .softmax(
+            .rows_ex(
+                RowOp::Softmax,
+                d,
                 ptr(op, "x", x)?,
+                None,
+                None,
                 ptr(op, "y", y)?,
                 size(op, "rows", rows)?,
                 size(op, "cols", cols)?,
+                0.0,
             )
             .js()
     }
 
-    /// Log-softmax over each row.
+    /// Log-softmax over each row (values of `dtype`, `"f32"` default).
     #[wasm_bindgen(js_name = logSoftmax)]
-    pub fn log_softmax(&self, x: f64, y: f64, rows: f64, cols: f64) -> JsResult<()> {
+    pub fn log_softmax(
+        &self,
+        x: f64,
+        y: f64,
+        rows: f64,
+        cols: f64,
+        dtype: Option<String>,
+    ) -> JsResult<()> {
         let op = "logSoftmax";
+        let d = dtype_arg(op, dtype)?;
         self.inner
-            .log_softmax(
+            .rows_ex(
+                RowOp::LogSoftmax,
+                d,
                 ptr(op, "x", x)?,
+                None,
+                None,
                 ptr(op, "y", y)?,
                 size(op, "rows", rows)?,
                 size(op, "cols", cols)?,
+                0.0,
             )
             .js()
     }
 
-    /// Layer norm of each row, with optional `gamma` and `beta` (`null` for none).
+    /// Layer norm of each row, with optional `gamma` and `beta` (`null` for none); all of
+    /// `dtype` (`"f32"` default).
     #[wasm_bindgen(js_name = layerNorm)]
     pub fn layer_norm(
         &self,
@@ -876,10 +903,14 @@ impl Backend {
         rows: f64,
         cols: f64,
         eps: f64,
+        dtype: Option<String>,
     ) -> JsResult<()> {
         let op = "layerNorm";
+        let d = dtype_arg(op, dtype)?;
         self.inner
-            .layer_norm(
+            .rows_ex(
+                RowOp::LayerNorm,
+                d,
                 ptr(op, "x", x)?,
                 args::opt_ptr(op, "gamma", &gamma)?,
                 args::opt_ptr(op, "beta", &beta)?,
@@ -891,7 +922,7 @@ impl Backend {
             .js()
     }
 
-    /// RMS norm of each row, with an optional `gamma`.
+    /// RMS norm of each row, with an optional `gamma`; all of `dtype` (`"f32"` default).
     #[wasm_bindgen(js_name = rmsNorm)]
     pub fn rms_norm(
         &self,
@@ -901,12 +932,17 @@ impl Backend {
         rows: f64,
         cols: f64,
         eps: f64,
+        dtype: Option<String>,
     ) -> JsResult<()> {
         let op = "rmsNorm";
+        let d = dtype_arg(op, dtype)?;
         self.inner
-            .rms_norm(
+            .rows_ex(
+                RowOp::RmsNorm,
+                d,
                 ptr(op, "x", x)?,
                 args::opt_ptr(op, "gamma", &gamma)?,
+                None,
                 ptr(op, "y", y)?,
                 size(op, "rows", rows)?,
                 size(op, "cols", cols)?,

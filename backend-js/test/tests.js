@@ -220,7 +220,23 @@ test("every elementwise, row and reduce op through the JS API", async () => {
   b.unary("abs", ph, ph, 6, "f16");
   b.cast(ph, "f16", py, "f32", 6);
   close(await b.readF32(py, 6), x.map(Math.abs), 0, "cast f16 + unary f16");
-  for (const p of [px, py, pb, pr, gamma, idx, ph]) b.free(p);
+  // Row ops on f16 storage, each result exact in f16: softmax of equal values is 1/4
+  // (0x3400); the RMS norm of 2s (gamma 3) is 3 / sqrt(1 + 1e-6 / 4), which rounds to 3
+  // (0x4200); log_softmax of equal values is -ln 4, 0xbfb1 in bf16.
+  const hx = b.alloc(8), hy = b.alloc(8), hg = b.alloc(8);
+  b.write(hx, new Uint16Array([0x4000, 0x4000, 0x4000, 0x4000])); // 2.0
+  b.write(hg, new Uint16Array([0x4200, 0x4200, 0x4200, 0x4200])); // 3.0
+  const halves = async (p) => { const h = new Uint16Array(4); await b.read(p, h); return Array.from(h); };
+  b.softmax(hx, hy, 1, 4, "f16");
+  eq(JSON.stringify(await halves(hy)), JSON.stringify([0x3400, 0x3400, 0x3400, 0x3400]), "softmax f16");
+  b.rmsNorm(hx, hg, hy, 1, 4, 1e-6, "f16");
+  eq(JSON.stringify(await halves(hy)), JSON.stringify([0x4200, 0x4200, 0x4200, 0x4200]), "rmsNorm f16");
+  b.logSoftmax(hx, hy, 1, 4, "bf16");
+  eq(JSON.stringify(await halves(hy)), JSON.stringify([0xbfb1, 0xbfb1, 0xbfb1, 0xbfb1]), "logSoftmax bf16 (of bf16 2s)");
+  b.layerNorm(hx, null, null, hy, 2, 2, 1e-5, "f16");
+  eq(JSON.stringify(await halves(hy)), JSON.stringify([0, 0, 0, 0]), "layerNorm f16 of constant rows");
+  await throwsKind(() => b.softmax(hx, hy, 1, 4, "f8"), InvalidArgumentError, "InvalidArgument", "f8", "softmax with an unknown dtype");
+  for (const p of [px, py, pb, pr, gamma, idx, ph, hx, hy, hg]) b.free(p);
 });
 
 test("gemm matches the CPU oracle (fixture)", async () => {

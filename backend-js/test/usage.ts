@@ -46,6 +46,8 @@ export async function usage(canvas: HTMLCanvasElement): Promise<number> {
   b.logSoftmax(x, y, 2, 2);
   b.layerNorm(x, null, undefined, y, 2, 2, 1e-5);
   b.rmsNorm(x, x, y, 2, 2, 1e-6);
+  b.softmax(x, y, 2, 2, "f16");
+  b.layerNorm(x, null, null, y, 2, 2, 1e-5, "bf16");
   b.gather(x, 2, 2, y, 1, y);
   b.cast(x, "f32", y, "f16", 4);
   const g: GemmArgs = { m: 2, n: 2, k: 1, a: x, b: x, c: y, transB: true, alpha: 1, beta: 0 };
