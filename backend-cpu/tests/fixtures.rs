@@ -27,8 +27,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use backend_api::{
-    BackendTranspose, BinaryOp, ComputeBackend, Conv2dArgs, DType, QuantFormat, ReduceOp, UnaryOp,
-    UnaryParamOp,
+    BackendTranspose, BinaryOp, ComputeBackend, Conv2dArgs, DType, QuantFormat, ReduceOp, RowOp,
+    UnaryOp, UnaryParamOp,
 };
 use backend_cpu::{CpuBackend, reference};
 use serde::Deserialize;
@@ -1592,7 +1592,7 @@ fn signed_zeros_match_numpy() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// f16/bf16 storage: unary_ex, binary_ex, reduce_ex (gen_fixtures.py, half_storage_cases)
+// f16/bf16 storage: unary_ex, binary_ex, reduce_ex, rows_ex (gen_fixtures.py, half_storage_cases)
 
 #[derive(Deserialize)]
 struct HalfFile {
@@ -1615,6 +1615,13 @@ struct HalfCase {
     shape: Vec<usize>,
     #[serde(default)]
     axis: usize,
+    /// Row ops: the norms' parameters and epsilon (u64 bits).
+    #[serde(default)]
+    gamma: Vec<u16>,
+    #[serde(default)]
+    beta: Vec<u16>,
+    #[serde(default)]
+    eps: u64,
     want: Vec<u64>,
 }
 
@@ -1650,6 +1657,23 @@ fn half_storage_matches_numpy() {
                 mem.upload();
                 let op = BinaryOp::from_name(&case.op).expect("a binary op");
                 be.binary_ex(op, dtype, mem.ptr(pa), mem.ptr(pb), mem.ptr(po), n)
+            }
+            "rows" => {
+                let pg = (!case.gamma.is_empty()).then(|| mem.put(&half_bytes(&case.gamma, 1), 2));
+                let pb = (!case.beta.is_empty()).then(|| mem.put(&half_bytes(&case.beta, 1), 2));
+                mem.upload();
+                let op = RowOp::from_name(&case.op).expect("a row op");
+                be.rows_ex(
+                    op,
+                    dtype,
+                    mem.ptr(pa),
+                    pg.map(|p| mem.ptr(p)),
+                    pb.map(|p| mem.ptr(p)),
+                    mem.ptr(po),
+                    case.shape[0],
+                    case.shape[1],
+                    f64::from_bits(case.eps),
+                )
             }
             _ => {
                 mem.upload();
