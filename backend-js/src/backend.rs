@@ -847,21 +847,9 @@ impl Backend {
         cols: f64,
         dtype: Option<String>,
     ) -> JsResult<()> {
-        let op = "softmax";
-        let d = dtype_arg(op, dtype)?;
-        self.inner
-            .rows_ex(
-                RowOp::Softmax,
-                d,
-                ptr(op, "x", x)?,
-                None,
-                None,
-                ptr(op, "y", y)?,
-                size(op, "rows", rows)?,
-                size(op, "cols", cols)?,
-                0.0,
-            )
-            .js()
+        let none = JsValue::NULL;
+        let shape = (rows, cols, 0.0);
+        self.row_op("softmax", RowOp::Softmax, x, &none, &none, y, shape, dtype)
     }
 
     /// Log-softmax over each row (values of `dtype`, `"f32"` default).
@@ -874,21 +862,18 @@ impl Backend {
         cols: f64,
         dtype: Option<String>,
     ) -> JsResult<()> {
-        let op = "logSoftmax";
-        let d = dtype_arg(op, dtype)?;
-        self.inner
-            .rows_ex(
-                RowOp::LogSoftmax,
-                d,
-                ptr(op, "x", x)?,
-                None,
-                None,
-                ptr(op, "y", y)?,
-                size(op, "rows", rows)?,
-                size(op, "cols", cols)?,
-                0.0,
-            )
-            .js()
+        let none = JsValue::NULL;
+        let shape = (rows, cols, 0.0);
+        self.row_op(
+            "logSoftmax",
+            RowOp::LogSoftmax,
+            x,
+            &none,
+            &none,
+            y,
+            shape,
+            dtype,
+        )
     }
 
     /// Layer norm of each row, with optional `gamma` and `beta` (`null` for none); all of
@@ -905,21 +890,17 @@ impl Backend {
         eps: f64,
         dtype: Option<String>,
     ) -> JsResult<()> {
-        let op = "layerNorm";
-        let d = dtype_arg(op, dtype)?;
-        self.inner
-            .rows_ex(
-                RowOp::LayerNorm,
-                d,
-                ptr(op, "x", x)?,
-                args::opt_ptr(op, "gamma", &gamma)?,
-                args::opt_ptr(op, "beta", &beta)?,
-                ptr(op, "y", y)?,
-                size(op, "rows", rows)?,
-                size(op, "cols", cols)?,
-                eps,
-            )
-            .js()
+        let shape = (rows, cols, eps);
+        self.row_op(
+            "layerNorm",
+            RowOp::LayerNorm,
+            x,
+            &gamma,
+            &beta,
+            y,
+            shape,
+            dtype,
+        )
     }
 
     /// RMS norm of each row, with an optional `gamma`; all of `dtype` (`"f32"` default).
@@ -934,21 +915,17 @@ impl Backend {
         eps: f64,
         dtype: Option<String>,
     ) -> JsResult<()> {
-        let op = "rmsNorm";
-        let d = dtype_arg(op, dtype)?;
-        self.inner
-            .rows_ex(
-                RowOp::RmsNorm,
-                d,
-                ptr(op, "x", x)?,
-                args::opt_ptr(op, "gamma", &gamma)?,
-                None,
-                ptr(op, "y", y)?,
-                size(op, "rows", rows)?,
-                size(op, "cols", cols)?,
-                eps,
-            )
-            .js()
+        let shape = (rows, cols, eps);
+        self.row_op(
+            "rmsNorm",
+            RowOp::RmsNorm,
+            x,
+            &gamma,
+            &JsValue::NULL,
+            y,
+            shape,
+            dtype,
+        )
     }
 
     /// `out[i] = table[indices[i]]` (rows of `cols` floats; `indices` u32).
@@ -993,6 +970,37 @@ impl Backend {
                 ptr(op, "dst", dst)?,
                 dd,
                 size(op, "n", n)?,
+            )
+            .js()
+    }
+}
+
+impl Backend {
+    /// The four row ops: `rows_ex` with the arguments checked under the JS method's `name`;
+    /// `shape` is `(rows, cols, eps)`.
+    fn row_op(
+        &self,
+        name: &str,
+        kind: RowOp,
+        x: f64,
+        gamma: &JsValue,
+        beta: &JsValue,
+        y: f64,
+        (rows, cols, eps): (f64, f64, f64),
+        dtype: Option<String>,
+    ) -> JsResult<()> {
+        let d = dtype_arg(name, dtype)?;
+        self.inner
+            .rows_ex(
+                kind,
+                d,
+                ptr(name, "x", x)?,
+                args::opt_ptr(name, "gamma", gamma)?,
+                args::opt_ptr(name, "beta", beta)?,
+                ptr(name, "y", y)?,
+                size(name, "rows", rows)?,
+                size(name, "cols", cols)?,
+                eps,
             )
             .js()
     }
