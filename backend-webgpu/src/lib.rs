@@ -263,8 +263,8 @@ impl WebGpuBackend {
                     return Ok(());
                 };
                 let synced = pollster::block_on(self.ctx.synchronize());
-                let removed = self.ctx.lock().space.remove(self.base);
-                drop(removed);
+                // Removing drops the block's handle on the buffer; `release` holds the last.
+                drop(self.ctx.lock().space.remove(self.base));
                 imported.release(&self.ctx.device);
                 synced
             }

@@ -35,7 +35,7 @@ use std::process::Command;
 
 use backend_api::{
     AttentionArgs, BackendError, BackendResult, BackendTranspose, BinaryOp, ComputeBackend,
-    HeadTensor, UnaryOp,
+    HeadTensor, Operand, UnaryOp, fmt_range,
 };
 pub use backend_fast_cpu::FastCpuBackend;
 pub use backend_webgpu::WebGpuBackend;
@@ -340,23 +340,12 @@ pub fn build_guest(crate_dir: &Path, target_dir: Option<&Path>) -> std::io::Resu
     )
 }
 
-/// One operand of a host call: guest bytes `[ptr, ptr + bytes)`.
+/// One operand of a host call: guest bytes `[ptr, ptr + bytes)` (`bytes` may be 0 here,
+/// unlike in the backend's checked operands), and whether the call writes them.
 #[derive(Debug, Clone, Copy)]
 struct Span {
-    name: &'static str,
-    ptr: u64,
-    bytes: u64,
+    range: Operand,
     output: bool,
-}
-
-impl Span {
-    fn end(&self) -> u64 {
-        self.ptr + self.bytes
-    }
-
-    fn overlaps(&self, other: &Span) -> bool {
-        self.ptr < other.end() && other.ptr < self.end() && self.bytes > 0 && other.bytes > 0
-    }
 }
 
 fn invalid(msg: String) -> BackendError {
@@ -376,9 +365,11 @@ fn f32_bytes(op: &str, name: &str, dims: &[u32]) -> BackendResult<u64> {
 
 fn input(op: &str, name: &'static str, ptr: i32, dims: &[u32]) -> BackendResult<Span> {
     Ok(Span {
-        name,
-        ptr: u64::from(ptr as u32),
-        bytes: f32_bytes(op, name, dims)?,
+        range: Operand {
+            name,
+            ptr: u64::from(ptr as u32),
+            bytes: f32_bytes(op, name, dims)?,
+        },
         output: false,
     })
 }
@@ -392,13 +383,12 @@ fn output(op: &str, name: &'static str, ptr: i32, dims: &[u32]) -> BackendResult
 
 /// Checks every span against the guest's memory of `len` bytes as it is now.
 fn check_spans(op: &str, spans: &[Span], len: usize) -> BackendResult<()> {
-    for s in spans {
+    for s in spans.iter().map(|s| &s.range) {
         if s.end() > len as u64 {
             return Err(invalid(format!(
-                "{op}: {} [{:#x}, {:#x}) ({} bytes) lies outside the guest's memory of {len} bytes",
+                "{op}: {} {} ({} bytes) lies outside the guest's memory of {len} bytes",
                 s.name,
-                s.ptr,
-                s.end(),
+                fmt_range(s.ptr, s.bytes),
                 s.bytes
             )));
         }
@@ -409,17 +399,17 @@ fn check_spans(op: &str, spans: &[Span], len: usize) -> BackendResult<()> {
             )));
         }
     }
-    for o in spans.iter().filter(|s| s.output) {
-        for i in spans.iter().filter(|s| !s.output) {
-            if o.overlaps(i) && (o.ptr, o.bytes) != (i.ptr, i.bytes) {
+    let ranges = |output: bool| spans.iter().filter(move |s| s.output == output);
+    for o in ranges(true).map(|s| &s.range) {
+        for i in ranges(false).map(|s| &s.range) {
+            let touch = o.bytes > 0 && i.bytes > 0 && o.overlaps(i);
+            if touch && !o.same_range(i) {
                 return Err(invalid(format!(
-                    "{op}: {} [{:#x}, {:#x}) partly overlaps {} [{:#x}, {:#x})",
+                    "{op}: {} {} partly overlaps {} {}",
                     o.name,
-                    o.ptr,
-                    o.end(),
+                    fmt_range(o.ptr, o.bytes),
                     i.name,
-                    i.ptr,
-                    i.end()
+                    fmt_range(i.ptr, i.bytes)
                 )));
             }
         }
@@ -444,24 +434,18 @@ fn host_call(
                     check_spans(op, &spans, bytes.len())?;
                     Ok(spans)
                 })
-                .and_then(|spans| match &state.device {
-                    Device::InPlace(lender) => {
-                        let staged_before = lender.backend().memory_info()?.staged_bytes;
-                        let mut run = Some(run);
-                        let mut result = Ok(());
-                        lender.lend(bytes, &mut |base| {
-                            let ptrs: Vec<u64> = spans.iter().map(|s| base + s.ptr).collect();
-                            if let Some(run) = run.take() {
-                                result = run(lender.backend(), &ptrs);
-                            }
-                        })?;
-                        let staged_after = lender.backend().memory_info()?.staged_bytes;
-                        state.copies.staged += staged_after.saturating_sub(staged_before);
-                        result
-                    }
-                    Device::Staged(backend) => {
-                        staged(backend.as_ref(), &spans, bytes, &mut state.copies, run)
-                    }
+                .and_then(|spans| {
+                    // What the backend stages on the way, on either path.
+                    let staged_before = state.device.backend().memory_info()?.staged_bytes;
+                    let result = match &state.device {
+                        Device::InPlace(lender) => in_place(lender.as_ref(), &spans, bytes, run),
+                        Device::Staged(backend) => {
+                            staged(backend.as_ref(), &spans, bytes, &mut state.copies, run)
+                        }
+                    };
+                    let staged_after = state.device.backend().memory_info()?.staged_bytes;
+                    state.copies.staged += staged_after.saturating_sub(staged_before);
+                    result
                 })
                 .map(|()| state.copies.calls += 1)
         }
@@ -476,6 +460,24 @@ fn host_call(
     }
 }
 
+/// The guest's memory lent to the backend for the call: guest address `p` is `base + p`.
+fn in_place(
+    lender: &dyn LendMemory,
+    spans: &[Span],
+    guest: &mut [u8],
+    run: impl FnOnce(&dyn ComputeBackend, &[u64]) -> BackendResult<()>,
+) -> BackendResult<()> {
+    let mut run = Some(run);
+    let mut result = Ok(());
+    lender.lend(guest, &mut |base| {
+        let ptrs: Vec<u64> = spans.iter().map(|s| base + s.range.ptr).collect();
+        if let Some(run) = run.take() {
+            result = run(lender.backend(), &ptrs);
+        }
+    })?;
+    result
+}
+
 /// The copying fallback: one device allocation per distinct operand range (an output
 /// that is exactly an input shares its allocation), inputs copied in, outputs copied back
 /// into the guest only when the op succeeded, every allocation freed.
@@ -486,48 +488,41 @@ fn staged(
     copies: &mut Copies,
     run: impl FnOnce(&dyn ComputeBackend, &[u64]) -> BackendResult<()>,
 ) -> BackendResult<()> {
-    let staged_before = backend.memory_info()?.staged_bytes;
-    let mut allocs: Vec<(u64, u64, u64)> = Vec::new(); // (guest ptr, bytes, device ptr)
+    let mut allocs: Vec<(Operand, u64)> = Vec::new(); // (guest range, device ptr)
     let result = (|| {
         let mut ptrs = Vec::with_capacity(spans.len());
         for s in spans {
-            let known = allocs
-                .iter()
-                .find(|(p, b, _)| (*p, *b) == (s.ptr, s.bytes))
-                .map(|a| a.2);
+            let r = &s.range;
+            let known = allocs.iter().find(|(g, _)| g.same_range(r)).map(|a| a.1);
             let dev = match known {
                 Some(d) => d,
                 None => {
-                    let d = backend.alloc(s.bytes as usize)?;
-                    allocs.push((s.ptr, s.bytes, d));
+                    let d = backend.alloc(r.bytes as usize)?;
+                    allocs.push((*r, d));
                     d
                 }
             };
-            let is_input = !s.output
-                || spans
-                    .iter()
-                    .any(|i| !i.output && (i.ptr, i.bytes) == (s.ptr, s.bytes));
-            if is_input && known.is_none() && s.bytes > 0 {
-                backend.copy_htod(dev, &guest[s.ptr as usize..s.end() as usize])?;
-                copies.to_device += s.bytes;
+            let is_input = !s.output || spans.iter().any(|i| !i.output && i.range.same_range(r));
+            if is_input && known.is_none() && r.bytes > 0 {
+                backend.copy_htod(dev, &guest[r.ptr as usize..r.end() as usize])?;
+                copies.to_device += r.bytes;
             }
             ptrs.push(dev);
         }
         run(backend, &ptrs)?;
         for (s, &dev) in spans.iter().zip(&ptrs) {
-            if s.output && s.bytes > 0 {
-                backend.copy_dtoh(&mut guest[s.ptr as usize..s.end() as usize], dev)?;
-                copies.to_guest += s.bytes;
+            let r = &s.range;
+            if s.output && r.bytes > 0 {
+                backend.copy_dtoh(&mut guest[r.ptr as usize..r.end() as usize], dev)?;
+                copies.to_guest += r.bytes;
             }
         }
         Ok(())
     })();
-    for (_, _, d) in allocs {
+    for (_, d) in allocs {
         // A free can only fail for a device error, which the result already reports.
         let _ = backend.free(d);
     }
-    let staged_after = backend.memory_info()?.staged_bytes;
-    copies.staged += staged_after.saturating_sub(staged_before);
     result
 }
 
