@@ -2,6 +2,8 @@
 //! grouped heads, strided operands (so `[b, s, h, d]` tensors and KV caches are read in
 //! place), an additive mask, a causal frontier, a sliding window and a soft cap.
 
+use crate::DType;
+
 /// One attention operand: a device address and the element strides between batches,
 /// heads and rows. The last dimension (the head's elements) is contiguous.
 ///
@@ -151,6 +153,9 @@ pub struct AttentionArgs {
     /// Sliding window (Mistral): query `i` sees at most the `window` keys ending at its
     /// causal frontier. At least 1; needs `causal`.
     pub window: Option<usize>,
+    /// Storage of Q, K, V and O: f32, or f16/bf16 (each element widened exactly, the
+    /// arithmetic in f32 or better, O rounded once at the store); the mask stays f32.
+    pub dtype: DType,
 }
 
 impl AttentionArgs {
@@ -186,7 +191,14 @@ impl AttentionArgs {
             mask: None,
             softcap: None,
             window: None,
+            dtype: DType::F32,
         }
+    }
+
+    /// With Q, K, V and O stored as `dtype`.
+    pub fn dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
     }
 
     /// With `causal` set.

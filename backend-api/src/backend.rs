@@ -144,7 +144,9 @@ pub trait ComputeBackend: Send + Sync {
     /// causal frontier, a sliding window and a soft cap, fused (no `seq_q x seq_kv`
     /// matrix in device memory): see [`AttentionArgs`] for the semantics and layouts.
     /// [`attention`](Self::attention) is the case of contiguous `[b, h, s, d]` operands
-    /// with `kv_heads == heads` and no mask.
+    /// with `kv_heads == heads` and no mask. With `args.dtype` f16 or bf16, Q, K, V and
+    /// O are stored as that type (the mask stays f32): arithmetic in f32 or better, O
+    /// rounded once at the store.
     ///
     /// Errors: `InvalidArgument` when `heads % kv_heads != 0`, the mask does not
     /// broadcast (its batch must be 1 or `batch`, its heads 1 or `heads`), `softcap` is
@@ -380,7 +382,9 @@ pub trait ComputeBackend: Send + Sync {
 
     /// [`conv2d_forward`](Self::conv2d_forward) with dilation, channel groups (depthwise
     /// when `groups == C == K`), padding `[top, left, bottom, right]` and an optional
-    /// bias of `K` values: see [`Conv2dArgs`](crate::Conv2dArgs) for the shapes.
+    /// bias of `K` values: see [`Conv2dArgs`](crate::Conv2dArgs) for the shapes. With
+    /// `args.dtype` f16 or bf16 every operand is stored as that type, accumulated in f32
+    /// or better and rounded once at the store.
     /// `conv2d_forward` is the case of one group, dilation 1, symmetric padding and no
     /// bias, and keeps its exact behaviour.
     ///
@@ -422,6 +426,75 @@ pub trait ComputeBackend: Send + Sync {
         let _ = (a, a_shape, b, b_shape, out, out_shape);
         Err(BackendError::Unsupported(format!(
             "binary_broadcast {op}: not implemented by {}",
+            self.name()
+        )))
+    }
+
+    /// [`binary_broadcast`](Self::binary_broadcast) over operands stored as `dtype` (f32,
+    /// f16 or bf16): each element computed in f32 or better and rounded once at the
+    /// store; operands aligned to `dtype`'s size.
+    ///
+    /// The default body returns `Unsupported`.
+    #[allow(clippy::too_many_arguments)]
+    fn binary_broadcast_ex(
+        &self,
+        op: BinaryOp,
+        dtype: DType,
+        a: u64,
+        a_shape: &[usize],
+        b: u64,
+        b_shape: &[usize],
+        out: u64,
+        out_shape: &[usize],
+    ) -> BackendResult<()> {
+        let _ = (a, a_shape, b, b_shape, out, out_shape);
+        Err(BackendError::Unsupported(format!(
+            "binary_broadcast_ex {op} {dtype}: not implemented by {}",
+            self.name()
+        )))
+    }
+
+    /// [`unary_param`](Self::unary_param) on `n` elements stored as `dtype`, computed in
+    /// f32 or better and rounded once at the store.
+    ///
+    /// The default body returns `Unsupported`.
+    #[allow(clippy::too_many_arguments)]
+    fn unary_param_ex(
+        &self,
+        op: UnaryParamOp,
+        dtype: DType,
+        a: f32,
+        b: f32,
+        input_ptr: u64,
+        output_ptr: u64,
+        n: usize,
+    ) -> BackendResult<()> {
+        let _ = (a, b, input_ptr, output_ptr, n);
+        Err(BackendError::Unsupported(format!(
+            "unary_param_ex {op} {dtype}: not implemented by {}",
+            self.name()
+        )))
+    }
+
+    /// [`gather`](Self::gather) of a table stored as `dtype` into an output of `dtype`:
+    /// rows copied exactly (no rounding; a NaN stays a NaN, its payload need not), zeros
+    /// for an out-of-range index.
+    ///
+    /// The default body returns `Unsupported`.
+    #[allow(clippy::too_many_arguments)]
+    fn gather_ex(
+        &self,
+        dtype: DType,
+        table: u64,
+        rows: usize,
+        cols: usize,
+        indices: u64,
+        n: usize,
+        out: u64,
+    ) -> BackendResult<()> {
+        let _ = (table, rows, cols, indices, n, out);
+        Err(BackendError::Unsupported(format!(
+            "gather_ex {dtype}: not implemented by {}",
             self.name()
         )))
     }

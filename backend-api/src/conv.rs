@@ -2,7 +2,7 @@
 
 /// A 2-D convolution with dilation, groups, asymmetric padding and a bias: input NCHW
 /// `[N, C, H, W]`, filter `[K, C / groups, R, S]`, output `[N, K, OH, OW]`, all
-/// contiguous f32, with `OH = (H + top + bottom - dh * (R - 1) - 1) / sh + 1` (likewise
+/// contiguous (f32 unless `dtype` says otherwise), with `OH = (H + top + bottom - dh * (R - 1) - 1) / sh + 1` (likewise
 /// OW). Output channel `k` of group `g = k / (K / groups)` sees input channels
 /// `g * C / groups ..` of its group; `groups == C == K` is depthwise. `bias` (optional)
 /// is `K` values added to each output channel.
@@ -42,8 +42,11 @@ pub struct Conv2dArgs {
     pub dilation: [usize; 2],
     /// Channel groups, dividing both C and K.
     pub groups: usize,
-    /// `K` f32 added to each output channel.
+    /// `K` values added to each output channel.
     pub bias: Option<u64>,
+    /// Storage of the input, filter, bias and output: f32, or f16/bf16 (widened exactly,
+    /// accumulated in f32 or better, the output rounded once).
+    pub dtype: crate::DType,
 }
 
 impl Conv2dArgs {
@@ -68,6 +71,7 @@ impl Conv2dArgs {
             dilation: [1, 1],
             groups: 1,
             bias: None,
+            dtype: crate::DType::F32,
         }
     }
 
@@ -95,9 +99,15 @@ impl Conv2dArgs {
         self
     }
 
-    /// A bias of `K` f32.
+    /// A bias of `K` values (of the args' dtype).
     pub const fn bias(mut self, bias: u64) -> Self {
         self.bias = Some(bias);
+        self
+    }
+
+    /// With every operand stored as `dtype`.
+    pub const fn dtype(mut self, dtype: crate::DType) -> Self {
+        self.dtype = dtype;
         self
     }
 }

@@ -245,6 +245,43 @@ pub trait Executor: Send + Sync {
         )))
     }
 
+    /// [`ComputeBackend::attention_ex`] with f16/bf16 Q, K, V and O; the default runs
+    /// [`run_attention`](Self::run_attention) on f32 temporaries
+    /// ([`through_f32`](crate::through_f32)).
+    fn run_attention_ex(&self, plan: &AttentionPlan) -> BackendResult<()> {
+        crate::through_f32::attention(self, plan)
+    }
+
+    /// [`ComputeBackend::conv2d_forward_ex`] on f16/bf16 operands; the default runs
+    /// [`run_conv2d_forward`](Self::run_conv2d_forward) on f32 temporaries.
+    fn run_conv2d_ex(&self, plan: &Conv2dPlan) -> BackendResult<()> {
+        crate::through_f32::conv2d(self, plan)
+    }
+
+    /// [`ComputeBackend::binary_broadcast_ex`] on f16/bf16 operands; the default runs
+    /// [`run_binary_broadcast`](Self::run_binary_broadcast) on f32 temporaries.
+    fn run_binary_broadcast_ex(&self, op: BinaryOp, plan: &BroadcastPlan) -> BackendResult<()> {
+        crate::through_f32::binary_broadcast(self, op, plan)
+    }
+
+    /// [`ComputeBackend::gather_ex`] of an f16/bf16 table; the default runs
+    /// [`run_gather`](Self::run_gather) on an f32 copy of the table.
+    fn run_gather_ex(&self, plan: &GatherPlan) -> BackendResult<()> {
+        crate::through_f32::gather(self, plan)
+    }
+
+    /// [`ComputeBackend::unary_param_ex`] on f16/bf16 elements; the default runs
+    /// [`run_unary_param`](Self::run_unary_param) on an f32 temporary.
+    fn run_unary_param_ex(
+        &self,
+        op: UnaryParamOp,
+        a: f32,
+        b: f32,
+        plan: &UnaryPlan,
+    ) -> BackendResult<()> {
+        crate::through_f32::unary_param(self, op, a, b, plan)
+    }
+
     /// [`ComputeBackend::copy_dtoh_async`]; the default runs the blocking copy.
     fn run_copy_dtoh_async<'a>(
         &'a self,
@@ -543,8 +580,9 @@ impl<E: Executor> ComputeBackend for E {
 
     fn attention_ex(&self, args: &AttentionArgs) -> BackendResult<()> {
         self.ready()?;
-        dispatch(self, validate::attention_ex(args), |p| {
-            self.run_attention(p)
+        dispatch(self, validate::attention_ex(args), |p| match p.dtype {
+            DType::F32 => self.run_attention(p),
+            _ => self.run_attention_ex(p),
         })
     }
 
@@ -697,8 +735,9 @@ impl<E: Executor> ComputeBackend for E {
 
     fn conv2d_forward_ex(&self, args: &crate::Conv2dArgs) -> BackendResult<()> {
         self.ready()?;
-        dispatch(self, validate::conv2d_ex(args), |p| {
-            self.run_conv2d_forward(p)
+        dispatch(self, validate::conv2d_ex(args), |p| match p.dtype {
+            DType::F32 => self.run_conv2d_forward(p),
+            _ => self.run_conv2d_ex(p),
         })
     }
 
@@ -717,6 +756,25 @@ impl<E: Executor> ComputeBackend for E {
         dispatch(self, plan, |p| self.run_binary_broadcast(op, p))
     }
 
+    fn binary_broadcast_ex(
+        &self,
+        op: BinaryOp,
+        dtype: DType,
+        a: u64,
+        a_shape: &[usize],
+        b: u64,
+        b_shape: &[usize],
+        out: u64,
+        out_shape: &[usize],
+    ) -> BackendResult<()> {
+        self.ready()?;
+        let plan = validate::binary_broadcast_ex(dtype, a, a_shape, b, b_shape, out, out_shape);
+        dispatch(self, plan, |p| match p.dtype {
+            DType::F32 => self.run_binary_broadcast(op, p),
+            _ => self.run_binary_broadcast_ex(op, p),
+        })
+    }
+
     fn unary_param(
         &self,
         op: UnaryParamOp,
@@ -729,6 +787,24 @@ impl<E: Executor> ComputeBackend for E {
         self.ready()?;
         let plan = validate::unary_param(op, a, b, input_ptr, output_ptr, n);
         dispatch(self, plan, |p| self.run_unary_param(op, a, b, p))
+    }
+
+    fn unary_param_ex(
+        &self,
+        op: UnaryParamOp,
+        dtype: DType,
+        a: f32,
+        b: f32,
+        input_ptr: u64,
+        output_ptr: u64,
+        n: usize,
+    ) -> BackendResult<()> {
+        self.ready()?;
+        let plan = validate::unary_param_ex(op, dtype, a, b, input_ptr, output_ptr, n);
+        dispatch(self, plan, |p| match p.dtype {
+            DType::F32 => self.run_unary_param(op, a, b, p),
+            _ => self.run_unary_param_ex(op, a, b, p),
+        })
     }
 
     fn unary_ex(
@@ -793,6 +869,24 @@ impl<E: Executor> ComputeBackend for E {
         self.ready()?;
         let plan = validate::gather(table, rows, cols, indices, n, out);
         dispatch(self, plan, |p| self.run_gather(p))
+    }
+
+    fn gather_ex(
+        &self,
+        dtype: DType,
+        table: u64,
+        rows: usize,
+        cols: usize,
+        indices: u64,
+        n: usize,
+        out: u64,
+    ) -> BackendResult<()> {
+        self.ready()?;
+        let plan = validate::gather_ex(dtype, table, rows, cols, indices, n, out);
+        dispatch(self, plan, |p| match p.dtype {
+            DType::F32 => self.run_gather(p),
+            _ => self.run_gather_ex(p),
+        })
     }
 
     fn cast(

@@ -11,6 +11,7 @@ pub mod executor;
 mod host_view;
 pub mod memory;
 pub mod row_major;
+pub mod through_f32;
 mod types;
 pub mod validate;
 

@@ -58,7 +58,18 @@ fn operand(
 
 /// Like [`operand`] for f32 data that is known to be non-empty.
 fn required(op: &str, name: &'static str, ptr: u64, elems: u64) -> BackendResult<Operand> {
-    Ok(operand(op, name, ptr, elems, DType::F32)?.expect("caller checked elems > 0"))
+    required_typed(op, name, ptr, elems, DType::F32)
+}
+
+/// Like [`operand`] for data of `dtype` that is known to be non-empty.
+fn required_typed(
+    op: &str,
+    name: &'static str,
+    ptr: u64,
+    elems: u64,
+    dtype: DType,
+) -> BackendResult<Operand> {
+    Ok(operand(op, name, ptr, elems, dtype)?.expect("caller checked elems > 0"))
 }
 
 /// An operand as overlap errors name it: its role, then its name where that says more
@@ -528,6 +539,8 @@ pub struct Conv2dPlan {
     pub bias: Option<Operand>,
     /// The output.
     pub output: Operand,
+    /// Storage of the input, filter, bias and output.
+    pub dtype: DType,
 }
 
 impl Conv2dPlan {
@@ -659,6 +672,7 @@ pub fn conv2d(
         filter,
         bias: None,
         output,
+        dtype: DType::F32,
     })
 }
 
@@ -737,12 +751,13 @@ pub fn conv2d_ex(args: &crate::Conv2dArgs) -> BackendResult<Option<Conv2dPlan>> 
     if out_elems == 0 {
         return Ok(None);
     }
-    let output = required(OP, "output", args.output, out_elems)?;
-    let input = operand(OP, "input", args.input, in_elems, DType::F32)?;
-    let filter = operand(OP, "filter", args.filter, f_elems, DType::F32)?;
+    let dt = args.dtype;
+    let output = required_typed(OP, "output", args.output, out_elems, dt)?;
+    let input = operand(OP, "input", args.input, in_elems, dt)?;
+    let filter = operand(OP, "filter", args.filter, f_elems, dt)?;
     let bias = args
         .bias
-        .map(|b| required(OP, "bias", b, k as u64))
+        .map(|b| required_typed(OP, "bias", b, k as u64, dt))
         .transpose()?;
     finish(Conv2dPlan {
         op: OP,
@@ -768,6 +783,7 @@ pub fn conv2d_ex(args: &crate::Conv2dArgs) -> BackendResult<Option<Conv2dPlan>> 
         filter,
         bias,
         output,
+        dtype: dt,
     })
 }
 
@@ -825,6 +841,8 @@ pub struct AttentionPlan {
     /// Element strides of the mask between batch entries and heads (0 where it is
     /// broadcast); its rows are `seq_kv` apart.
     pub mask_strides: [usize; 2],
+    /// Storage of Q, K, V and O (the mask is f32).
+    pub dtype: DType,
 }
 
 impl AttentionPlan {
@@ -1007,10 +1025,10 @@ fn attention_plan(op: &'static str, a: &AttentionArgs) -> BackendResult<Option<A
     let q_elems = head_extent(op, "Q", q_counts, a.q.strides(), d)?;
     let k_elems = head_extent(op, "K", kv_counts, a.k.strides(), d)?;
     let v_elems = head_extent(op, "V", kv_counts, a.v.strides(), dv)?;
-    let q = operand(op, "Q", a.q.ptr, q_elems, DType::F32)?;
-    let k = operand(op, "K", a.k.ptr, k_elems, DType::F32)?;
-    let v = operand(op, "V", a.v.ptr, v_elems, DType::F32)?;
-    let o = required(op, "O", a.o.ptr, o_elems)?;
+    let q = operand(op, "Q", a.q.ptr, q_elems, a.dtype)?;
+    let k = operand(op, "K", a.k.ptr, k_elems, a.dtype)?;
+    let v = operand(op, "V", a.v.ptr, v_elems, a.dtype)?;
+    let o = required_typed(op, "O", a.o.ptr, o_elems, a.dtype)?;
     let (mask, mask_strides) = match &a.mask {
         Some(m) => {
             let rows = mul(op, "the size of the mask", a.seq_q as u64, a.seq_kv as u64)?;
@@ -1048,6 +1066,7 @@ fn attention_plan(op: &'static str, a: &AttentionArgs) -> BackendResult<Option<A
         v_strides: a.v.strides(),
         o_strides: a.o.strides(),
         mask_strides,
+        dtype: a.dtype,
     })
 }
 
@@ -1337,12 +1356,50 @@ pub fn unary_param(
     output_ptr: u64,
     n: usize,
 ) -> BackendResult<Option<UnaryPlan>> {
-    const OP: &str = "unary_param";
+    unary_param_typed(
+        "unary_param",
+        op,
+        DType::F32,
+        a,
+        b,
+        input_ptr,
+        output_ptr,
+        n,
+    )
+}
+
+/// [`unary_param`] over `n` elements stored as `dtype` (the plan's op is
+/// `"unary_param_ex"`).
+pub fn unary_param_ex(
+    op: UnaryParamOp,
+    dtype: DType,
+    a: f32,
+    b: f32,
+    input_ptr: u64,
+    output_ptr: u64,
+    n: usize,
+) -> BackendResult<Option<UnaryPlan>> {
+    unary_param_typed("unary_param_ex", op, dtype, a, b, input_ptr, output_ptr, n)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn unary_param_typed(
+    opn: &'static str,
+    op: UnaryParamOp,
+    dtype: DType,
+    a: f32,
+    b: f32,
+    input_ptr: u64,
+    output_ptr: u64,
+    n: usize,
+) -> BackendResult<Option<UnaryPlan>> {
     let finite = |name: &str, v: f32| {
         if v.is_finite() {
             Ok(())
         } else {
-            Err(invalid!("{OP} {op}: parameter {name} = {v} must be finite"))
+            Err(invalid!(
+                "{opn} {op}: parameter {name} = {v} must be finite"
+            ))
         }
     };
     match op {
@@ -1354,13 +1411,13 @@ pub fn unary_param(
         UnaryParamOp::Celu => {
             finite("a", a)?;
             if a == 0.0 {
-                return Err(invalid!("{OP} {op}: parameter a must be non-zero"));
+                return Err(invalid!("{opn} {op}: parameter a must be non-zero"));
             }
         }
         UnaryParamOp::Clip => {
             if a.is_nan() || b.is_nan() || a > b {
                 return Err(invalid!(
-                    "{OP} {op}: bounds a = {a}, b = {b} must not be NaN and need a <= b"
+                    "{opn} {op}: bounds a = {a}, b = {b} must not be NaN and need a <= b"
                 ));
             }
         }
@@ -1368,14 +1425,14 @@ pub fn unary_param(
     if n == 0 {
         return Ok(None);
     }
-    let input = required(OP, "input", input_ptr, n as u64)?;
-    let output = required(OP, "output", output_ptr, n as u64)?;
+    let input = required_typed(opn, "input", input_ptr, n as u64, dtype)?;
+    let output = required_typed(opn, "output", output_ptr, n as u64, dtype)?;
     finish(UnaryPlan {
-        op: OP,
+        op: opn,
         n,
         input,
         output,
-        dtype: DType::F32,
+        dtype,
     })
 }
 
@@ -1470,6 +1527,8 @@ pub struct BroadcastPlan {
     /// The output: exactly the range of an input that is not broadcast, or disjoint from
     /// both.
     pub output: Operand,
+    /// Storage of a, b and the output.
+    pub dtype: DType,
 }
 
 impl BroadcastPlan {
@@ -1494,7 +1553,7 @@ impl BroadcastPlan {
             a: self.a,
             b: self.b,
             output: self.output,
-            dtype: DType::F32,
+            dtype: self.dtype,
         })
     }
 }
@@ -1515,7 +1574,39 @@ pub fn binary_broadcast(
     out_ptr: u64,
     out_shape: &[usize],
 ) -> BackendResult<Option<BroadcastPlan>> {
-    const OP: &str = "binary_broadcast";
+    broadcast_typed(
+        "binary_broadcast",
+        DType::F32,
+        [a_ptr, b_ptr, out_ptr],
+        [a_shape, b_shape, out_shape],
+    )
+}
+
+/// [`binary_broadcast`] over operands stored as `dtype` (the plan's op is
+/// `"binary_broadcast_ex"`).
+pub fn binary_broadcast_ex(
+    dtype: DType,
+    a_ptr: u64,
+    a_shape: &[usize],
+    b_ptr: u64,
+    b_shape: &[usize],
+    out_ptr: u64,
+    out_shape: &[usize],
+) -> BackendResult<Option<BroadcastPlan>> {
+    broadcast_typed(
+        "binary_broadcast_ex",
+        dtype,
+        [a_ptr, b_ptr, out_ptr],
+        [a_shape, b_shape, out_shape],
+    )
+}
+
+fn broadcast_typed(
+    opn: &'static str,
+    dtype: DType,
+    [a_ptr, b_ptr, out_ptr]: [u64; 3],
+    [a_shape, b_shape, out_shape]: [&[usize]; 3],
+) -> BackendResult<Option<BroadcastPlan>> {
     for (name, s) in [
         ("a_shape", a_shape),
         ("b_shape", b_shape),
@@ -1523,7 +1614,7 @@ pub fn binary_broadcast(
     ] {
         if s.len() > MAX_BROADCAST_RANK {
             return Err(invalid!(
-                "{OP}: {name} {} has {} dimensions, at most {MAX_BROADCAST_RANK}",
+                "{opn}: {name} {} has {} dimensions, at most {MAX_BROADCAST_RANK}",
                 fmt_shape(s),
                 s.len()
             ));
@@ -1545,7 +1636,7 @@ pub fn binary_broadcast(
             (x, 1) => x,
             (x, y) => {
                 return Err(invalid!(
-                    "{OP}: a_shape {} and b_shape {} do not broadcast: dimension {} is {x} \
+                    "{opn}: a_shape {} and b_shape {} do not broadcast: dimension {} is {x} \
                      against {y} (each pair must be equal or one of them 1)",
                     fmt_shape(a_shape),
                     fmt_shape(b_shape),
@@ -1556,27 +1647,29 @@ pub fn binary_broadcast(
     }
     if out_shape != &want[..rank] {
         return Err(invalid!(
-            "{OP}: out_shape {} is not the broadcast shape {} of a_shape {} and b_shape {}",
+            "{opn}: out_shape {} is not the broadcast shape {} of a_shape {} and b_shape {}",
             fmt_shape(out_shape),
             fmt_shape(&want[..rank]),
             fmt_shape(a_shape),
             fmt_shape(b_shape)
         ));
     }
-    let n = product(OP, "the output's element count", out_shape)?;
+    let n = product(opn, "the output's element count", out_shape)?;
     // The merged dimensions below multiply in usize: on 32-bit targets the count must fit.
     let n = usize::try_from(n).map_err(|_| {
         invalid!(
-            "{OP}: size overflow: out_shape {} has {n} elements, more than this target's usize",
+            "{opn}: size overflow: out_shape {} has {n} elements, more than this target's usize",
             fmt_shape(out_shape)
         )
     })?;
     if n == 0 {
         return Ok(None);
     }
-    let a = required(OP, "a", a_ptr, product(OP, "a's element count", a_shape)?)?;
-    let b = required(OP, "b", b_ptr, product(OP, "b's element count", b_shape)?)?;
-    let output = required(OP, "output", out_ptr, n as u64)?;
+    let a_elems = product(opn, "a's element count", a_shape)?;
+    let b_elems = product(opn, "b's element count", b_shape)?;
+    let a = required_typed(opn, "a", a_ptr, a_elems, dtype)?;
+    let b = required_typed(opn, "b", b_ptr, b_elems, dtype)?;
+    let output = required_typed(opn, "output", out_ptr, n as u64, dtype)?;
     // Merge: drop size-1 output dimensions, join neighbours whose inputs both broadcast
     // (or both do not) alike.
     let mut shape = [1usize; MAX_BROADCAST_RANK];
@@ -1608,7 +1701,7 @@ pub fn binary_broadcast(
         s
     };
     finish(BroadcastPlan {
-        op: OP,
+        op: opn,
         n,
         rank,
         shape,
@@ -1617,6 +1710,7 @@ pub fn binary_broadcast(
         a,
         b,
         output,
+        dtype,
     })
 }
 
@@ -1636,8 +1730,10 @@ pub struct GatherPlan {
     pub table: Option<Operand>,
     /// `n` u32 row indices.
     pub indices: Operand,
-    /// The `n x cols` f32 output, disjoint from the table and the indices.
+    /// The `n x cols` output, disjoint from the table and the indices.
     pub output: Operand,
+    /// Storage of the table and the output (the indices are u32).
+    pub dtype: DType,
 }
 
 /// Validates a gather of `n` rows of a `rows x cols` f32 table by `n` u32 indices.
@@ -1649,24 +1745,70 @@ pub fn gather(
     n: usize,
     out_ptr: u64,
 ) -> BackendResult<Option<GatherPlan>> {
-    const OP: &str = "gather";
-    let table_elems = mul(OP, "the table's rows x cols", rows as u64, cols as u64)?;
-    let out_elems = mul(OP, "n x cols", n as u64, cols as u64)?;
+    gather_typed(
+        "gather",
+        DType::F32,
+        table_ptr,
+        rows,
+        cols,
+        indices_ptr,
+        n,
+        out_ptr,
+    )
+}
+
+/// [`gather`] of a table stored as `dtype` into an output of `dtype` (the plan's op is
+/// `"gather_ex"`).
+pub fn gather_ex(
+    dtype: DType,
+    table_ptr: u64,
+    rows: usize,
+    cols: usize,
+    indices_ptr: u64,
+    n: usize,
+    out_ptr: u64,
+) -> BackendResult<Option<GatherPlan>> {
+    gather_typed(
+        "gather_ex",
+        dtype,
+        table_ptr,
+        rows,
+        cols,
+        indices_ptr,
+        n,
+        out_ptr,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gather_typed(
+    opn: &'static str,
+    dtype: DType,
+    table_ptr: u64,
+    rows: usize,
+    cols: usize,
+    indices_ptr: u64,
+    n: usize,
+    out_ptr: u64,
+) -> BackendResult<Option<GatherPlan>> {
+    let table_elems = mul(opn, "the table's rows x cols", rows as u64, cols as u64)?;
+    let out_elems = mul(opn, "n x cols", n as u64, cols as u64)?;
     if out_elems == 0 {
         return Ok(None);
     }
-    let table = operand(OP, "table", table_ptr, table_elems, DType::F32)?;
+    let table = operand(opn, "table", table_ptr, table_elems, dtype)?;
     // u32 indices: the size and alignment of f32.
-    let indices = required(OP, "indices", indices_ptr, n as u64)?;
-    let output = required(OP, "output", out_ptr, out_elems)?;
+    let indices = required(opn, "indices", indices_ptr, n as u64)?;
+    let output = required_typed(opn, "output", out_ptr, out_elems, dtype)?;
     finish(GatherPlan {
-        op: OP,
+        op: opn,
         rows,
         cols,
         n,
         table,
         indices,
         output,
+        dtype,
     })
 }
 

@@ -131,6 +131,17 @@ fn gemm_batches(p: &GemmPlan, a: &[f32], b: &[f32], c: &mut [f32]) {
     }
 }
 
+/// The oracle's description of a plan's geometry.
+fn conv_geometry(p: &Conv2dPlan) -> reference::Conv {
+    reference::Conv {
+        out_hw: [p.oh, p.ow],
+        stride: [p.stride_h, p.stride_w],
+        top_left: [p.pad_h, p.pad_w],
+        dilation: [p.dil_h, p.dil_w],
+        groups: p.groups,
+    }
+}
+
 impl State {
     fn bytes(&self, op: &str, operand: &Operand) -> BackendResult<&[u8]> {
         let r = self.space.resolve(op, operand)?;
@@ -206,13 +217,7 @@ impl Executor for CpuBackend {
             [p.k, p.group_channels(), p.r, p.s],
             &bias,
             &mut out,
-            reference::Conv {
-                out_hw: [p.oh, p.ow],
-                stride: [p.stride_h, p.stride_w],
-                top_left: [p.pad_h, p.pad_w],
-                dilation: [p.dil_h, p.dil_w],
-                groups: p.groups,
-            },
+            conv_geometry(p),
         );
         s.write(p.op, &p.output, &out)
     }
@@ -371,6 +376,97 @@ impl Executor for CpuBackend {
         let mut out = vec![0.0f32; p.n * p.cols];
         reference::gather(&table, p.rows, p.cols, &indices, &mut out);
         s.write(p.op, &p.output, &out)
+    }
+
+    fn run_attention_ex(&self, p: &AttentionPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        let q = s.read(p.op, p.q.as_ref(), p.dtype)?;
+        let k = s.read(p.op, p.k.as_ref(), p.dtype)?;
+        let v = s.read(p.op, p.v.as_ref(), p.dtype)?;
+        let mask = s.read(p.op, p.mask.as_ref(), DType::F32)?;
+        // O may be strided: only its rows' bytes change.
+        let mut o = s.bytes(p.op, &p.o)?.to_vec();
+        let dv = p.v_head_dim;
+        let size = p.dtype.size_bytes();
+        let rows = reference::attention64(p, &q, &k, &v, &mask);
+        for (row, values) in rows.chunks(dv.max(1)).enumerate() {
+            let (bh, i) = (row / p.seq_q, row % p.seq_q);
+            let at = AttentionPlan::at(p.o_strides, bh / p.heads, bh % p.heads, i);
+            o[at * size..][..dv * size].copy_from_slice(&reference::encode64(p.dtype, values));
+        }
+        s.write_bytes(p.op, &p.o, &o)
+    }
+
+    fn run_conv2d_ex(&self, p: &Conv2dPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        let input = s.read(p.op, p.input.as_ref(), p.dtype)?;
+        let filter = s.read(p.op, p.filter.as_ref(), p.dtype)?;
+        let bias = s.read(p.op, p.bias.as_ref(), p.dtype)?;
+        s.check(p.op, &p.output)?;
+        let mut out = vec![0.0f64; p.n * p.k * p.oh * p.ow];
+        reference::conv2d_ex64(
+            &input,
+            [p.n, p.c, p.h, p.w],
+            &filter,
+            [p.k, p.group_channels(), p.r, p.s],
+            &bias,
+            &mut out,
+            conv_geometry(p),
+        );
+        s.write_bytes(p.op, &p.output, &reference::encode64(p.dtype, &out))
+    }
+
+    fn run_binary_broadcast_ex(&self, op: BinaryOp, p: &BroadcastPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        let a = s.read(p.op, Some(&p.a), p.dtype)?;
+        let b = s.read(p.op, Some(&p.b), p.dtype)?;
+        s.check(p.op, &p.output)?;
+        let y: Vec<f64> = (0..p.n)
+            .map(|i| {
+                let (ia, ib) = p.sources(i);
+                reference::binary64(op, f64::from(a[ia]), f64::from(b[ib]))
+            })
+            .collect();
+        s.write_bytes(p.op, &p.output, &reference::encode64(p.dtype, &y))
+    }
+
+    /// Rows copied as bytes: exact, NaN payloads included.
+    fn run_gather_ex(&self, p: &GatherPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        let table = match &p.table {
+            Some(t) => s.bytes(p.op, t)?.to_vec(),
+            None => Vec::new(),
+        };
+        let indices = s.bytes(p.op, &p.indices)?.to_vec();
+        s.check(p.op, &p.output)?;
+        let row = p.cols * p.dtype.size_bytes();
+        let mut out = vec![0u8; p.n * row];
+        for (dst, i) in out.chunks_exact_mut(row).zip(indices.chunks_exact(4)) {
+            let i = u32::from_le_bytes(i.try_into().expect("4 bytes"));
+            if let Ok(i) = usize::try_from(i)
+                && i < p.rows
+            {
+                dst.copy_from_slice(&table[i * row..][..row]);
+            }
+        }
+        s.write_bytes(p.op, &p.output, &out)
+    }
+
+    fn run_unary_param_ex(
+        &self,
+        op: UnaryParamOp,
+        a: f32,
+        b: f32,
+        p: &UnaryPlan,
+    ) -> BackendResult<()> {
+        let mut s = self.state()?;
+        let x = s.read(p.op, Some(&p.input), p.dtype)?;
+        s.check(p.op, &p.output)?;
+        let y: Vec<f64> = x
+            .iter()
+            .map(|&v| reference::unary_param64(op, a, b, f64::from(v)))
+            .collect();
+        s.write_bytes(p.op, &p.output, &reference::encode64(p.dtype, &y))
     }
 
     fn run_synchronize(&self) -> BackendResult<()> {

@@ -201,6 +201,31 @@ pub fn conv2d_ex(
     output: &mut [f32],
     geo: Conv,
 ) {
+    let mut out = vec![0.0f64; output.len()];
+    conv2d_ex64(
+        input,
+        input_shape,
+        filter,
+        filter_shape,
+        bias,
+        &mut out,
+        geo,
+    );
+    for (o, v) in output.iter_mut().zip(out) {
+        *o = v as f32;
+    }
+}
+
+/// [`conv2d_ex`] with its f64 sums not rounded (for outputs stored in another type).
+pub fn conv2d_ex64(
+    input: &[f32],
+    input_shape: [usize; 4],
+    filter: &[f32],
+    filter_shape: [usize; 4],
+    bias: &[f32],
+    output: &mut [f64],
+    geo: Conv,
+) {
     let [n, c, h, w] = input_shape;
     let [k, cg, r, s] = filter_shape;
     let [oh, ow] = geo.out_hw;
@@ -238,7 +263,7 @@ pub fn conv2d_ex(
                                 }
                             }
                         }
-                        out[y * ow + x] = acc as f32;
+                        out[y * ow + x] = acc;
                     }
                 }
             }
@@ -270,12 +295,25 @@ fn nan_min(a: f64, b: f64) -> f64 {
 /// `-inf`, and a row that sees none is zero. Each slice starts at its operand; `o` holds
 /// O's whole extent, of which only the output rows are written.
 pub fn attention(p: &AttentionPlan, q: &[f32], k: &[f32], v: &[f32], mask: &[f32], o: &mut [f32]) {
+    let dv = p.v_head_dim;
+    for (row, values) in attention64(p, q, k, v, mask).chunks(dv.max(1)).enumerate() {
+        let (bh, i) = (row / p.seq_q, row % p.seq_q);
+        let at = AttentionPlan::at(p.o_strides, bh / p.heads, bh % p.heads, i);
+        for (o, &v) in o[at..][..dv].iter_mut().zip(values) {
+            *o = v as f32;
+        }
+    }
+}
+
+/// [`attention`]'s output rows, `batch * heads * seq_q` of `v_head_dim` values in that
+/// order, not rounded (for outputs stored in another type).
+pub fn attention64(p: &AttentionPlan, q: &[f32], k: &[f32], v: &[f32], mask: &[f32]) -> Vec<f64> {
     let (d, dv) = (p.head_dim, p.v_head_dim);
     let rows = p.batch * p.heads * p.seq_q;
     if rows == 0 || dv == 0 {
-        return;
+        return Vec::new();
     }
-    let mut out = vec![0.0f32; rows * dv];
+    let mut out = vec![0.0f64; rows * dv];
     let work = rows * p.seq_kv * (d + dv);
     for_chunks(&mut out, dv, work, |first_row, out_rows| {
         let mut scores = vec![0.0f64; p.seq_kv];
@@ -325,15 +363,11 @@ pub fn attention(p: &AttentionPlan, q: &[f32], k: &[f32], v: &[f32], mask: &[f32
                     let vj = AttentionPlan::at(p.v_strides, b, kvh, j);
                     acc + scores[j] * f64::from(v[vj + t])
                 });
-                *out = (acc / denom) as f32;
+                *out = acc / denom;
             }
         }
     });
-    for (row, values) in out.chunks(dv).enumerate() {
-        let (bh, i) = (row / p.seq_q, row % p.seq_q);
-        let at = AttentionPlan::at(p.o_strides, bh / p.heads, bh % p.heads, i);
-        o[at..][..dv].copy_from_slice(values);
-    }
+    out
 }
 
 /// Reduces `input`, viewed as `[outer, len, inner]`, over `len` into `outer * inner`
@@ -552,7 +586,12 @@ fn softplus(x: f64) -> f64 {
 
 /// One parameterised unary op, computed in f64 and rounded to f32.
 pub fn unary_param(op: UnaryParamOp, a: f32, b: f32, x: f32) -> f32 {
-    let (a, b, x) = (f64::from(a), f64::from(b), f64::from(x));
+    unary_param64(op, a, b, f64::from(x)) as f32
+}
+
+/// One parameterised unary op in f64, not rounded (for outputs stored in another type).
+pub fn unary_param64(op: UnaryParamOp, a: f32, b: f32, x: f64) -> f64 {
+    let (a, b) = (f64::from(a), f64::from(b));
     // exp(x) - 1 for x <= 0 (the negative branch of the ELU family).
     let elu = |x: f64, a: f64| if x > 0.0 { x } else { a * x.exp_m1() };
     let r = match op {
@@ -569,7 +608,7 @@ pub fn unary_param(op: UnaryParamOp, a: f32, b: f32, x: f32) -> f32 {
         UnaryParamOp::HardSigmoid => nan_max(0.0, nan_min(1.0, a * x + b)),
         UnaryParamOp::Clip => nan_min(nan_max(x, a), b),
     };
-    r as f32
+    r
 }
 
 /// One binary op, computed in f64 and rounded to f32.
@@ -604,6 +643,21 @@ pub fn binary_broadcast(
     b_shape: &[usize],
     out_shape: &[usize],
 ) -> Vec<f32> {
+    binary_broadcast64(op, a, a_shape, b, b_shape, out_shape)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect()
+}
+
+/// [`binary_broadcast`] not rounded (for outputs stored in another type).
+pub fn binary_broadcast64(
+    op: BinaryOp,
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    out_shape: &[usize],
+) -> Vec<f64> {
     let rank = out_shape.len();
     let padded = |s: &[usize]| {
         let mut p = vec![1; rank - s.len()];
@@ -626,7 +680,7 @@ pub fn binary_broadcast(
                     acc * p[d] + if p[d] == 1 { 0 } else { coord[d] }
                 })
             };
-            binary(op, a[at(&pa)], b[at(&pb)])
+            binary64(op, f64::from(a[at(&pa)]), f64::from(b[at(&pb)]))
         })
         .collect()
 }

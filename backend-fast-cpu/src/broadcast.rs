@@ -79,7 +79,7 @@ fn rows(
 
 /// `body((index, row))` for each row of `len` elements of `out`: on this thread when the
 /// call is small, else over rayon's pool in tasks of about [`CHUNK`] elements.
-fn for_rows(out: &mut [f32], len: usize, body: impl Fn((usize, &mut [f32])) + Send + Sync) {
+fn for_rows<T: Send>(out: &mut [T], len: usize, body: impl Fn((usize, &mut [T])) + Send + Sync) {
     if out.len() < 2 * CHUNK {
         out.chunks_mut(len).enumerate().for_each(body);
     } else {
@@ -121,4 +121,17 @@ pub(crate) fn gather(p: &GatherPlan, table: &[f32], indices: &[u8], out: &mut [f
         }
     };
     for_rows(out, cols, body);
+}
+
+/// [`gather`] of rows of `p.dtype` as bytes (exact: no element is converted).
+pub(crate) fn gather_bytes(p: &GatherPlan, table: &[u8], indices: &[u8], out: &mut [u8]) {
+    let row = p.cols * p.dtype.size_bytes();
+    let body = |(i, o): (usize, &mut [u8])| {
+        let t = u32::from_le_bytes(indices[4 * i..][..4].try_into().expect("4 bytes"));
+        match usize::try_from(t) {
+            Ok(t) if t < p.rows => o.copy_from_slice(&table[t * row..][..row]),
+            _ => o.fill(0),
+        }
+    };
+    for_rows(out, row, body);
 }

@@ -640,6 +640,17 @@ impl Executor for FastCpuBackend {
         )
     }
 
+    /// f16/bf16 rows copied as bytes: exact, no widening of the table.
+    fn run_gather_ex(&self, p: &GatherPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        s.with(
+            p.op,
+            &p.output,
+            &[p.table.as_ref(), Some(&p.indices)],
+            |y, ins| broadcast::gather_bytes(p, ins.bytes(0), ins.bytes(1), y),
+        )
+    }
+
     fn run_synchronize(&self) -> BackendResult<()> {
         self.state().map(drop)
     }

@@ -509,6 +509,32 @@ impl Executor for WasmBackend {
         engine!(self, b => b.run_gemm_q(p))
     }
 
+    fn run_attention_ex(&self, p: &AttentionPlan) -> BackendResult<()> {
+        engine!(self, b => b.run_attention_ex(p))
+    }
+
+    fn run_conv2d_ex(&self, p: &Conv2dPlan) -> BackendResult<()> {
+        engine!(self, b => b.run_conv2d_ex(p))
+    }
+
+    fn run_binary_broadcast_ex(&self, op: BinaryOp, p: &BroadcastPlan) -> BackendResult<()> {
+        engine!(self, b => b.run_binary_broadcast_ex(op, p))
+    }
+
+    fn run_gather_ex(&self, p: &GatherPlan) -> BackendResult<()> {
+        engine!(self, b => b.run_gather_ex(p))
+    }
+
+    fn run_unary_param_ex(
+        &self,
+        op: UnaryParamOp,
+        a: f32,
+        b: f32,
+        p: &UnaryPlan,
+    ) -> BackendResult<()> {
+        engine!(self, e => e.run_unary_param_ex(op, a, b, p))
+    }
+
     /// Natively waits for the device; on `wasm32` returns `Unsupported` (use
     /// [`synchronize_async`](ComputeBackend::synchronize_async)).
     fn run_synchronize(&self) -> BackendResult<()> {

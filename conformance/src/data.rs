@@ -111,3 +111,17 @@ mod tests {
         assert!((1..=5).contains(&nans), "{nans}");
     }
 }
+
+/// `v` stored as `dtype` and read back: each value rounded to the type (to nearest even,
+/// overflow to infinity), so an oracle fed `v` sees what a backend reads.
+pub fn stored(dtype: backend_api::DType, v: &[f32]) -> Vec<f32> {
+    match dtype {
+        backend_api::DType::F32 => v.to_vec(),
+        _ => backend_cpu::reference::decode(dtype, &backend_cpu::reference::encode(dtype, v)),
+    }
+}
+
+/// The f32 storage type, as serde's default for a case's `dtype`.
+pub fn f32_dtype() -> backend_api::DType {
+    backend_api::DType::F32
+}

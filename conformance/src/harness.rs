@@ -68,6 +68,24 @@ impl<'a> Dev<'a> {
         self.place(&before, &to_bytes(data), &after)
     }
 
+    /// Uploads `data` stored as `dtype` (rounded to it) at an interior pointer `lead`
+    /// elements into its allocation, with `tail` sentinel elements after it.
+    pub(crate) fn put_typed(
+        &mut self,
+        rng: &mut Rng,
+        dtype: backend_api::DType,
+        data: &[f32],
+        lead: usize,
+        tail: usize,
+    ) -> Result<Region, String> {
+        use backend_cpu::reference::encode;
+        let (before, after) = (
+            encode(dtype, &rng.sentinels(lead)),
+            encode(dtype, &rng.sentinels(tail)),
+        );
+        self.place(&before, &encode(dtype, data), &after)
+    }
+
     /// Allocates `before + data + after` bytes, uploads them, and returns the region of
     /// `data`.
     fn place(&mut self, before: &[u8], data: &[u8], after: &[u8]) -> Result<Region, String> {

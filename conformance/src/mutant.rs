@@ -624,6 +624,54 @@ impl ComputeBackend for Mutant {
         self.said_with(|| self.op(move |m| m.unary_ex(op, dtype, input_ptr, output_ptr, n)))
     }
 
+    fn unary_param_ex(
+        &self,
+        op: UnaryParamOp,
+        dtype: DType,
+        a: f32,
+        b: f32,
+        input_ptr: u64,
+        output_ptr: u64,
+        n: usize,
+    ) -> BackendResult<()> {
+        self.said_with(|| {
+            self.op(move |m| m.unary_param_ex(op, dtype, a, b, input_ptr, output_ptr, n))
+        })
+    }
+
+    fn binary_broadcast_ex(
+        &self,
+        op: BinaryOp,
+        dtype: DType,
+        a: u64,
+        a_shape: &[usize],
+        b: u64,
+        b_shape: &[usize],
+        out: u64,
+        out_shape: &[usize],
+    ) -> BackendResult<()> {
+        let (a_shape, b_shape, out_shape) =
+            (a_shape.to_vec(), b_shape.to_vec(), out_shape.to_vec());
+        self.said_with(|| {
+            self.op(move |m| {
+                m.binary_broadcast_ex(op, dtype, a, &a_shape, b, &b_shape, out, &out_shape)
+            })
+        })
+    }
+
+    fn gather_ex(
+        &self,
+        dtype: DType,
+        table: u64,
+        rows: usize,
+        cols: usize,
+        indices: u64,
+        n: usize,
+        out: u64,
+    ) -> BackendResult<()> {
+        self.said_with(|| self.op(move |m| m.gather_ex(dtype, table, rows, cols, indices, n, out)))
+    }
+
     fn binary_ex(
         &self,
         op: BinaryOp,

@@ -7,13 +7,13 @@
 //! `-inf` rows, a soft cap, a sliding window and a V head size of its own.
 
 use backend_api::validate::{self, AttentionPlan};
-use backend_api::{AttentionArgs, AttentionMask, ComputeBackend, HeadTensor};
+use backend_api::{AttentionArgs, AttentionMask, ComputeBackend, DType, HeadTensor};
 use backend_cpu::reference;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{Suite, dim};
-use crate::data::{Rng, from_bytes, to_bytes};
+use crate::data::{Rng, f32_dtype, stored, to_bytes};
 use crate::harness::{Dev, op_failed};
 use crate::tolerance::{Closeness, EPS, FTZ, Tol, compare, unchanged};
 use crate::{Check, Profile};
@@ -56,6 +56,9 @@ pub struct AttentionCase {
     pub softcap: Option<f64>,
     #[serde(default)]
     pub window: Option<usize>,
+    /// Storage of Q, K, V and O (f16/bf16 through `AttentionArgs::dtype`).
+    #[serde(default = "f32_dtype")]
+    pub dtype: DType,
 }
 
 impl AttentionCase {
@@ -134,6 +137,7 @@ fn plain(p: &Profile) -> impl Strategy<Value = AttentionCase> + use<> {
                 mask: None,
                 softcap: None,
                 window: None,
+                dtype: DType::F32,
             }
         },
     )
@@ -154,10 +158,11 @@ impl Suite for AttentionSuite {
             prop::option::weighted(0.5, any::<[bool; 2]>()),
             prop::option::weighted(0.2, 0.5..8.0f64),
             prop::option::weighted(0.2, 1..=12usize),
+            prop_oneof![4 => Just(DType::F32), 1 => Just(DType::F16), 1 => Just(DType::BF16)],
         );
         (plain(p), ex)
             .prop_map(
-                |(mut c, ((kv_heads, group), v_dim, bshd, spare, mask, softcap, window))| {
+                |(mut c, ((kv_heads, group), v_dim, bshd, spare, mask, softcap, window, dtype))| {
                     c.heads = kv_heads * group;
                     c.kv_heads = Some(kv_heads);
                     c.v_head_dim = v_dim.map(|v| {
@@ -173,6 +178,7 @@ impl Suite for AttentionSuite {
                     c.softcap = softcap;
                     c.window = window;
                     c.causal |= window.is_some();
+                    c.dtype = dtype;
                     c
                 },
             )
@@ -195,6 +201,11 @@ impl Suite for AttentionSuite {
 
     fn kind(c: &AttentionCase) -> String {
         let mut k = vec![];
+        match c.dtype {
+            DType::F16 => k.push("f16"),
+            DType::BF16 => k.push("bf16"),
+            DType::F32 => {}
+        }
         if c.kv_heads.is_some_and(|kv| kv < c.heads) {
             k.push("gqa");
         }
@@ -228,6 +239,9 @@ impl Suite for AttentionSuite {
                 rng.sprinkle(x, &[f32::NAN], 0.002);
             }
         }
+        // What a backend reads from f16/bf16 storage, so that the oracle sees it too.
+        let dt = c.dtype;
+        let (q, k, v) = (stored(dt, &q), stored(dt, &k), stored(dt, &v));
         let mask = match c.mask_dims() {
             Some([mb, mh]) => {
                 let mut m = rng.fill(mb * mh * c.seq_q * c.seq_kv, -2.0, 2.0);
@@ -242,12 +256,12 @@ impl Suite for AttentionSuite {
             }
             None => Vec::new(),
         };
-        let o0 = rng.sentinels(c.batch * heads * o_rows * dv);
+        let o0 = stored(dt, &rng.sentinels(c.batch * heads * o_rows * dv));
         let mut dev = Dev::new(b);
-        let q_dev = dev.put_f32(&mut rng, &q, c.offsets[0], 2)?;
-        let k_dev = dev.put_f32(&mut rng, &k, c.offsets[1], 2)?;
-        let v_dev = dev.put_f32(&mut rng, &v, c.offsets[2], 2)?;
-        let o_dev = dev.put_f32(&mut rng, &o0, c.offsets[3], 2)?;
+        let q_dev = dev.put_typed(&mut rng, dt, &q, c.offsets[0], 2)?;
+        let k_dev = dev.put_typed(&mut rng, dt, &k, c.offsets[1], 2)?;
+        let v_dev = dev.put_typed(&mut rng, dt, &v, c.offsets[2], 2)?;
+        let o_dev = dev.put_typed(&mut rng, dt, &o0, c.offsets[3], 2)?;
         let m_dev = dev.put_f32(&mut rng, &mask, 0, 2)?;
         let scale = c.scale();
         let plan = if check == Check::AttentionEx {
@@ -265,7 +279,8 @@ impl Suite for AttentionSuite {
             )
             .scale(scale)
             .causal(c.causal)
-            .v_head_dim(dv);
+            .v_head_dim(dv)
+            .dtype(dt);
             args.mask = c.mask_dims().map(|[batch, heads]| AttentionMask {
                 ptr: m_dev.ptr,
                 batch,
@@ -285,12 +300,14 @@ impl Suite for AttentionSuite {
         };
         let plan = plan.map_err(|e| format!("the oracle's validation refused the case: {e}"))?;
 
+        // The oracle on f32 copies (its plan's strides are in elements, whatever the
+        // storage), the output rounded to the storage type.
         let run = |v: &[f32]| {
             let mut o = o0.clone();
             if let Some(p) = &plan {
                 reference::attention(p, &q, &k, v, &mask, &mut o);
             }
-            o
+            stored(dt, &o)
         };
         let want = run(&v);
         // sum_j p_j |v_j| per output element: the oracle on |V|.
@@ -323,7 +340,7 @@ impl Suite for AttentionSuite {
             e += 2.0 * EPS * (max_score + abs_max(&mask));
         }
         let rel = 2.0 * e + 4.0 * (c.seq_kv as f64 + 4.0) * EPS;
-        let got = from_bytes(&dev.output(&o_dev, "O").await?);
+        let got = reference::decode(dt, &dev.output(&o_dev, "O").await?);
         // The elements of O's rows; the rest (spare rows) must keep their bytes.
         let mut written = vec![false; o0.len()];
         if let Some(p) = &plan {
@@ -346,9 +363,12 @@ impl Suite for AttentionSuite {
             &to_bytes(&pick(&o0, false)),
         )?;
         let bound = pick(&weighted_abs_v, true);
-        let close = compare("O", &pick(&got, true), &pick(&want, true), |i| Tol {
-            atol: rel * f64::from(bound[i]) + FTZ,
-            rtol: 4.0 * EPS,
+        let close = compare("O", &pick(&got, true), &pick(&want, true), |i| {
+            Tol {
+                atol: rel * f64::from(bound[i]) + FTZ,
+                rtol: 4.0 * EPS,
+            }
+            .stored(dt)
         })
         .map_err(|m| m.to_string())?;
         for (r, what) in [
