@@ -12,7 +12,7 @@ use backend_cpu::reference;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Suite, dim};
+use super::{Suite, dim, storage};
 use crate::data::{Rng, f32_dtype, stored, to_bytes};
 use crate::harness::{Dev, op_failed};
 use crate::tolerance::{Closeness, EPS, FTZ, Tol, compare, unchanged};
@@ -158,7 +158,7 @@ impl Suite for AttentionSuite {
             prop::option::weighted(0.5, any::<[bool; 2]>()),
             prop::option::weighted(0.2, 0.5..8.0f64),
             prop::option::weighted(0.2, 1..=12usize),
-            prop_oneof![4 => Just(DType::F32), 1 => Just(DType::F16), 1 => Just(DType::BF16)],
+            storage(),
         );
         (plain(p), ex)
             .prop_map(

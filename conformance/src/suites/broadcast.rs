@@ -1,13 +1,13 @@
 //! `binary_broadcast` and `gather` against the oracle.
 
-use backend_api::{BinaryOp, ComputeBackend};
+use backend_api::{BinaryOp, ComputeBackend, DType};
 use backend_cpu::reference;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::Suite;
 use super::elementwise::binary_tolerance;
-use crate::data::{NON_FINITE_AND_ZEROS, Rng, from_bytes};
+use super::{Suite, storage};
+use crate::data::{NON_FINITE_AND_ZEROS, Rng, f32_dtype, stored};
 use crate::harness::{Dev, op_failed};
 use crate::tolerance::{Closeness, Tol, compare};
 use crate::{Check, Profile};
@@ -34,6 +34,9 @@ pub struct BroadcastCase {
     pub specials: bool,
     /// Seed of the data.
     pub seed: u64,
+    /// Storage of a, b and the output (f16/bf16 through `binary_broadcast_ex`).
+    #[serde(default = "f32_dtype")]
+    pub dtype: DType,
 }
 
 impl BroadcastCase {
@@ -95,10 +98,10 @@ impl Suite for BroadcastSuite {
             0..3u8,
             prop::array::uniform3(0..4usize),
             prop::bool::weighted(0.2),
-            any::<u64>(),
+            (any::<u64>(), storage()),
         )
             .prop_map(
-                move |(op, mut base, drop, ones, alias, offsets, specials, seed)| {
+                move |(op, mut base, drop, ones, alias, offsets, specials, (seed, dtype))| {
                     // Keep the output within the profile's size: shrink the largest
                     // dimensions first.
                     while base.iter().product::<usize>() > max {
@@ -114,6 +117,7 @@ impl Suite for BroadcastSuite {
                         offsets,
                         specials,
                         seed,
+                        dtype,
                     }
                 },
             )
@@ -121,7 +125,10 @@ impl Suite for BroadcastSuite {
     }
 
     fn kind(c: &BroadcastCase) -> String {
-        c.op.name().to_string()
+        match c.dtype {
+            DType::F32 => c.op.name().to_string(),
+            d => format!("{d} {}", c.op.name()),
+        }
     }
 
     fn tags(c: &BroadcastCase) -> Vec<&'static str> {
@@ -152,6 +159,8 @@ impl Suite for BroadcastSuite {
                 rng.inject(v, &NON_FINITE_AND_ZEROS, 0.05);
             }
         }
+        let dt = c.dtype;
+        let (a, bv) = (stored(dt, &a), stored(dt, &bv));
         // In place only on an input that is not broadcast.
         let alias = match c.alias {
             0 if na == n => 0,
@@ -159,25 +168,21 @@ impl Suite for BroadcastSuite {
             _ => 2,
         };
         let mut dev = Dev::new(b);
-        let a_dev = dev.put_f32(&mut rng, &a, c.offsets[0], 2)?;
-        let b_dev = dev.put_f32(&mut rng, &bv, c.offsets[1], 2)?;
+        let a_dev = dev.put_typed(&mut rng, dt, &a, c.offsets[0], 2)?;
+        let b_dev = dev.put_typed(&mut rng, dt, &bv, c.offsets[1], 2)?;
         let out_dev = match alias {
             0 => a_dev.clone(),
             1 => b_dev.clone(),
             _ => {
                 let s = rng.sentinels(n);
-                dev.put_f32(&mut rng, &s, c.offsets[2], 2)?
+                dev.put_typed(&mut rng, dt, &s, c.offsets[2], 2)?
             }
         };
-        b.binary_broadcast(
-            c.op,
-            a_dev.ptr,
-            &a_shape,
-            b_dev.ptr,
-            &b_shape,
-            out_dev.ptr,
-            &out_shape,
-        )
+        let (ap, bp, op) = (a_dev.ptr, b_dev.ptr, out_dev.ptr);
+        match dt {
+            DType::F32 => b.binary_broadcast(c.op, ap, &a_shape, bp, &b_shape, op, &out_shape),
+            _ => b.binary_broadcast_ex(c.op, dt, ap, &a_shape, bp, &b_shape, op, &out_shape),
+        }
         .map_err(|e| {
             op_failed(
                 &format!(
@@ -187,13 +192,15 @@ impl Suite for BroadcastSuite {
                 e,
             )
         })?;
-        let want = reference::binary_broadcast(c.op, &a, &a_shape, &bv, &b_shape, &out_shape);
-        let got = from_bytes(&dev.output(&out_dev, "output").await?);
+        // Rounded once from f64 to the storage type.
+        let want = reference::binary_broadcast64(c.op, &a, &a_shape, &bv, &b_shape, &out_shape);
+        let want = reference::decode(dt, &reference::encode64(dt, &want));
+        let got = reference::decode(dt, &dev.output(&out_dev, "output").await?);
         let close = compare(
             &format!("{} {a_shape:?} {b_shape:?} -> {out_shape:?} output", c.op),
             &got,
             &want,
-            |_| binary_tolerance(c.op),
+            |_| binary_tolerance(c.op).stored(dt),
         )
         .map_err(|m| m.to_string())?;
         for (r, what, w) in [(&a_dev, "a", 0), (&b_dev, "b", 1)] {
@@ -222,6 +229,9 @@ pub struct GatherCase {
     pub specials: bool,
     /// Seed of the data.
     pub seed: u64,
+    /// Storage of the table and the output (f16/bf16 through `gather_ex`).
+    #[serde(default = "f32_dtype")]
+    pub dtype: DType,
 }
 
 pub(crate) struct GatherSuite;
@@ -237,10 +247,10 @@ impl Suite for GatherSuite {
             prop_oneof![2 => Just(0u8), 2 => 1..=3u8, 1 => Just(8u8)],
             prop::array::uniform3(0..4usize),
             prop::bool::weighted(0.2),
-            any::<u64>(),
+            (any::<u64>(), storage()),
         )
             .prop_map(
-                |(rows, cols, n, out_of_range, offsets, specials, seed)| GatherCase {
+                |(rows, cols, n, out_of_range, offsets, specials, (seed, dtype))| GatherCase {
                     rows,
                     cols,
                     n,
@@ -248,9 +258,17 @@ impl Suite for GatherSuite {
                     offsets,
                     specials,
                     seed,
+                    dtype,
                 },
             )
             .boxed()
+    }
+
+    fn kind(c: &GatherCase) -> String {
+        match c.dtype {
+            DType::F32 => String::new(),
+            d => d.to_string(),
+        }
     }
 
     fn tags(c: &GatherCase) -> Vec<&'static str> {
@@ -270,6 +288,8 @@ impl Suite for GatherSuite {
         if c.specials {
             rng.inject(&mut table, &NON_FINITE_AND_ZEROS, 0.05);
         }
+        let dt = c.dtype;
+        let table = stored(dt, &table);
         let indices: Vec<u32> = (0..c.n)
             .map(|_| {
                 if rng.below(8) < usize::from(c.out_of_range) || c.rows == 0 {
@@ -286,16 +306,20 @@ impl Suite for GatherSuite {
             .collect();
         let index_bytes: Vec<u8> = indices.iter().flat_map(|i| i.to_le_bytes()).collect();
         let mut dev = Dev::new(b);
-        let t_dev = dev.put_f32(&mut rng, &table, c.offsets[0], 2)?;
+        let t_dev = dev.put_typed(&mut rng, dt, &table, c.offsets[0], 2)?;
         let i_dev = dev.put(&mut rng, &index_bytes, 4 * c.offsets[1], 8)?;
         let i_ptr = i_dev.ptr;
         let s = rng.sentinels(c.n * c.cols);
-        let out_dev = dev.put_f32(&mut rng, &s, c.offsets[2], 2)?;
-        b.gather(t_dev.ptr, c.rows, c.cols, i_ptr, c.n, out_dev.ptr)
-            .map_err(|e| op_failed("gather", e))?;
+        let out_dev = dev.put_typed(&mut rng, dt, &s, c.offsets[2], 2)?;
+        let (t, o) = (t_dev.ptr, out_dev.ptr);
+        match dt {
+            DType::F32 => b.gather(t, c.rows, c.cols, i_ptr, c.n, o),
+            _ => b.gather_ex(dt, t, c.rows, c.cols, i_ptr, c.n, o),
+        }
+        .map_err(|e| op_failed(&format!("gather {dt}"), e))?;
         let mut want = vec![0.0f32; c.n * c.cols];
         reference::gather(&table, c.rows, c.cols, &indices, &mut want);
-        let got = from_bytes(&dev.output(&out_dev, "output").await?);
+        let got = reference::decode(dt, &dev.output(&out_dev, "output").await?);
         let close = compare("gather output", &got, &want, |_| Tol::EXACT).map_err(|m| {
             let row = m.index / c.cols.max(1);
             format!("{m} (output row {row}, index {})", indices[row])

@@ -1,12 +1,12 @@
 //! conv2d_forward against the oracle.
 
-use backend_api::ComputeBackend;
+use backend_api::{ComputeBackend, DType};
 use backend_cpu::reference;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::Suite;
-use crate::data::{NON_FINITE_AND_ZEROS, Rng, from_bytes};
+use super::{Suite, storage};
+use crate::data::{NON_FINITE_AND_ZEROS, Rng, f32_dtype, from_bytes, stored};
 use crate::harness::{Dev, op_failed};
 use crate::tolerance::{Closeness, Tol, compare};
 use crate::{Check, Profile};
@@ -188,6 +188,9 @@ pub struct ConvExCase {
     pub specials: bool,
     /// Seed of the data.
     pub seed: u64,
+    /// Storage of every operand (f16/bf16 through `Conv2dArgs::dtype`).
+    #[serde(default = "f32_dtype")]
+    pub dtype: DType,
 }
 
 impl ConvExCase {
@@ -233,13 +236,14 @@ impl Suite for ConvExSuite {
             prop::array::uniform4(0..4usize),
             prop::bool::weighted(0.1),
             any::<u64>(),
+            storage(),
         );
         (groups, geometry, rest)
             .prop_map(
                 |(
                     (n, groups, cg, kg),
                     (h, w, r, s, stride, padding, dilation),
-                    (bias, offsets, specials, seed),
+                    (bias, offsets, specials, seed, dtype),
                 )| {
                     // Keep the dilated filter inside the padded input.
                     let span = |f: usize, d: usize| (f - 1) * d + 1;
@@ -261,6 +265,7 @@ impl Suite for ConvExSuite {
                         offsets,
                         specials,
                         seed,
+                        dtype,
                     }
                 },
             )
@@ -268,10 +273,14 @@ impl Suite for ConvExSuite {
     }
 
     fn kind(c: &ConvExCase) -> String {
-        match (c.cg, c.kg, c.groups) {
-            (1, 1, g) if g > 1 => "depthwise".into(),
-            (_, _, 1) => "one group".into(),
-            _ => "grouped".into(),
+        let kind = match (c.cg, c.kg, c.groups) {
+            (1, 1, g) if g > 1 => "depthwise",
+            (_, _, 1) => "one group",
+            _ => "grouped",
+        };
+        match c.dtype {
+            DType::F32 => kind.into(),
+            d => format!("{d} {kind}"),
         }
     }
 
@@ -293,16 +302,19 @@ impl Suite for ConvExSuite {
         }
         let filter = rng.fill(k * c.cg * c.r * c.s, -1.0, 1.0);
         let bias = rng.fill(if c.bias { k } else { 0 }, -2.0, 2.0);
+        // What a backend reads from f16/bf16 storage, so that the oracle sees it too.
+        let dt = c.dtype;
+        let (input, filter, bias) = (stored(dt, &input), stored(dt, &filter), stored(dt, &bias));
         let out_len = c.n * k * oh * ow;
         let out0 = rng.sentinels(out_len);
         let mut dev = Dev::new(b);
-        let i_dev = dev.put_f32(&mut rng, &input, c.offsets[0], 2)?;
-        let f_dev = dev.put_f32(&mut rng, &filter, c.offsets[1], 2)?;
+        let i_dev = dev.put_typed(&mut rng, dt, &input, c.offsets[0], 2)?;
+        let f_dev = dev.put_typed(&mut rng, dt, &filter, c.offsets[1], 2)?;
         let b_dev = match c.bias {
-            true => Some(dev.put_f32(&mut rng, &bias, c.offsets[2], 2)?),
+            true => Some(dev.put_typed(&mut rng, dt, &bias, c.offsets[2], 2)?),
             false => None,
         };
-        let o_dev = dev.put_f32(&mut rng, &out0, c.offsets[3], 2)?;
+        let o_dev = dev.put_typed(&mut rng, dt, &out0, c.offsets[3], 2)?;
         let mut args = backend_api::Conv2dArgs::new(
             i_dev.ptr,
             [c.n, ch, c.h, c.w],
@@ -314,7 +326,8 @@ impl Suite for ConvExSuite {
         .stride(c.stride)
         .padding(c.padding)
         .dilation(c.dilation)
-        .groups(c.groups);
+        .groups(c.groups)
+        .dtype(dt);
         if let Some(r) = &b_dev {
             args = args.bias(r.ptr);
         }
@@ -339,14 +352,14 @@ impl Suite for ConvExSuite {
             );
             out
         };
-        let want = run(&input, &filter, &bias);
+        let want = stored(dt, &run(&input, &filter, &bias));
         let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
         let abs_sum = run(&abs(&input), &abs(&filter), &abs(&bias));
-        let got = from_bytes(&dev.output(&o_dev, "output").await?);
+        let got = reference::decode(dt, &dev.output(&o_dev, "output").await?);
         // The bias is one more term of the sum.
         let len = c.cg * c.r * c.s + 1;
         let close = compare("output", &got, &want, |i| {
-            Tol::dot(len, f64::from(abs_sum[i]))
+            Tol::dot(len, f64::from(abs_sum[i])).stored(dt)
         })
         .map_err(|m| m.to_string())?;
         dev.unchanged(&i_dev, "input").await?;

@@ -406,7 +406,7 @@ pub struct UnaryParamCase {
 }
 
 /// Parameters for `op`: the frameworks' defaults half the time, else random valid ones.
-fn param_values(op: UnaryParamOp, rng: &mut Rng) -> (f32, f32) {
+pub(crate) fn param_values(op: UnaryParamOp, rng: &mut Rng) -> (f32, f32) {
     let defaults = rng.below(2) == 0;
     match op {
         UnaryParamOp::LeakyRelu if defaults => (0.01, 0.0),

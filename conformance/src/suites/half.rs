@@ -1,4 +1,5 @@
-//! f16 and bf16 storage: `unary_ex`, `binary_ex`, `reduce_ex` and `rows_ex` against the
+//! f16 and bf16 storage: `unary_ex`, `binary_ex`, `reduce_ex`, `rows_ex` and
+//! `unary_param_ex` against the
 //! oracle, which computes in f64 and rounds once to the storage type.
 //!
 //! Besides the ops' usual inputs (rounded to the type), two kinds of data aim at the bugs
@@ -7,14 +8,15 @@
 //! accumulator stops growing at 2048. Operands start at odd elements (mid-word) and end
 //! mid-word, and the bytes around every output must keep their values.
 
-use backend_api::{BinaryOp, ComputeBackend, DType, ReduceOp, RowOp, UnaryOp};
+use backend_api::{BinaryOp, ComputeBackend, DType, ReduceOp, RowOp, UnaryOp, UnaryParamOp};
 use backend_cpu::reference;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::Suite;
 use super::elementwise::{
-    Alias, binary_inputs, binary_tolerance, count, unary_input, unary_tolerance,
+    Alias, binary_inputs, binary_tolerance, count, param_values, unary_input,
+    unary_param_tolerance, unary_tolerance,
 };
 use crate::data::{NON_FINITE_AND_ZEROS, Rng};
 use crate::harness::{Dev, Region, op_failed};
@@ -33,6 +35,8 @@ pub enum HalfCall {
     /// `rows_ex` (`n` split into rows of `shape[0]` columns), in place or not; the
     /// norms with gamma (and beta).
     Rows(RowOp, bool),
+    /// `unary_param_ex`, in place or not; the parameters drawn from the seed.
+    UnaryParam(UnaryParamOp, bool),
 }
 
 /// The data of a case.
@@ -107,6 +111,8 @@ impl Suite for HalfSuite {
             2 => proptest::sample::select(ReduceOp::ALL).prop_map(HalfCall::Reduce),
             2 => (proptest::sample::select(RowOp::ALL), any::<bool>())
                 .prop_map(|(op, in_place)| HalfCall::Rows(op, in_place)),
+            1 => (proptest::sample::select(UnaryParamOp::ALL), any::<bool>())
+                .prop_map(|(op, in_place)| HalfCall::UnaryParam(op, in_place)),
         ];
         let data = prop_oneof![
             6 => Just(HalfData::Usual),
@@ -168,6 +174,7 @@ impl Suite for HalfSuite {
             HalfCall::Binary(op, _) => format!("binary {op}"),
             HalfCall::Reduce(op) => format!("reduce {op}"),
             HalfCall::Rows(op, _) => format!("rows {op}"),
+            HalfCall::UnaryParam(op, _) => format!("unary_param {op}"),
         };
         format!("{} {call}", c.dtype)
     }
@@ -212,6 +219,7 @@ impl Suite for HalfSuite {
                     (HalfData::Usual, HalfCall::Reduce(ReduceOp::Prod)) => rng.uniform(0.95, 1.05),
                     (HalfData::Usual, HalfCall::Reduce(_)) => rng.uniform(-10.0, 10.0),
                     (HalfData::Usual, HalfCall::Rows(..)) => rng.uniform(-8.0, 8.0),
+                    (HalfData::Usual, HalfCall::UnaryParam(..)) => rng.uniform(-12.0, 12.0),
                 })
                 .map(|v| round16(d, v))
                 .collect();
@@ -246,6 +254,24 @@ impl Suite for HalfSuite {
                     .collect();
                 let t = unary_tolerance(op).stored(d);
                 (out_dev, want, Box::new(move |_| t))
+            }
+            HalfCall::UnaryParam(op, in_place) => {
+                let (pa, pb) = param_values(op, &mut Rng::new(c.seed ^ 0x9e37_79b9));
+                let out_dev = if in_place {
+                    x_dev.clone()
+                } else {
+                    let s = sentinels(&mut rng, c.n);
+                    put(&mut dev, &mut rng, &s, c.offsets[1])?
+                };
+                b.unary_param_ex(op, d, pa, pb, x_dev.ptr, out_dev.ptr, c.n)
+                    .map_err(|e| op_failed(&format!("unary_param_ex {op} {d}"), e))?;
+                let want = x
+                    .iter()
+                    .map(|&v| reference::unary_param64(op, pa, pb, f64::from(v)))
+                    .collect();
+                let x2 = x.clone();
+                let tol = move |i: usize| unary_param_tolerance(op, pa, pb, x2[i]).stored(d);
+                (out_dev, want, Box::new(tol))
             }
             HalfCall::Binary(op, alias) => {
                 let y = if matches!(alias, Alias::AllSame | Alias::AIsB) {
@@ -356,7 +382,10 @@ impl Suite for HalfSuite {
                 (out_dev, want, Box::new(tol))
             }
         };
-        if let HalfCall::Unary(_, false) | HalfCall::Rows(_, false) = c.call {
+        if let HalfCall::Unary(_, false)
+        | HalfCall::Rows(_, false)
+        | HalfCall::UnaryParam(_, false) = c.call
+        {
             dev.unchanged(&x_dev, "input").await?;
         }
         let got = reference::decode(d, &dev.output(&out_dev, &what).await?);

@@ -53,3 +53,10 @@ pub(crate) trait Suite {
 pub(crate) fn dim(max: usize) -> impl Strategy<Value = usize> {
     prop_oneof![2 => 0..=4usize, 3 => 1..=max.max(1)]
 }
+
+/// The storage type of an op that takes one: f32 most of the time, f16 and bf16 a sixth
+/// each.
+pub(crate) fn storage() -> impl Strategy<Value = backend_api::DType> {
+    use backend_api::DType;
+    prop_oneof![4 => Just(DType::F32), 1 => Just(DType::F16), 1 => Just(DType::BF16)]
+}
