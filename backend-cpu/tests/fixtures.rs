@@ -27,8 +27,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use backend_api::{
-    BackendTranspose, BinaryOp, ComputeBackend, Conv2dArgs, DType, QuantFormat, ReduceOp, RowOp,
-    UnaryOp, UnaryParamOp,
+    AttentionArgs, AttentionMask, BackendTranspose, BinaryOp, ComputeBackend, Conv2dArgs, DType,
+    HeadTensor, QuantFormat, ReduceOp, RowOp, UnaryOp, UnaryParamOp,
 };
 use backend_cpu::{CpuBackend, reference};
 use serde::Deserialize;
@@ -1592,7 +1592,8 @@ fn signed_zeros_match_numpy() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// f16/bf16 storage: unary_ex, binary_ex, reduce_ex, rows_ex (gen_fixtures.py, half_storage_cases)
+// f16/bf16 storage: unary_ex, binary_ex, reduce_ex, rows_ex and the model ops' _ex forms
+// (gen_fixtures.py, half_storage_cases)
 
 #[derive(Deserialize)]
 struct HalfFile {
@@ -1622,6 +1623,36 @@ struct HalfCase {
     beta: Vec<u16>,
     #[serde(default)]
     eps: u64,
+    /// Model ops: broadcast shapes, gather indices, unary_param's parameters (f32 bits),
+    /// attention's V, mask (f32 bits) and `[b, h, kvh, sq, skv, d]`, conv's geometry.
+    #[serde(default)]
+    a_shape: Vec<usize>,
+    #[serde(default)]
+    b_shape: Vec<usize>,
+    #[serde(default)]
+    indices: Vec<u32>,
+    #[serde(default)]
+    params: [u32; 2],
+    #[serde(default)]
+    v: Vec<u16>,
+    #[serde(default)]
+    mask: Vec<u32>,
+    #[serde(default)]
+    dims: Vec<usize>,
+    #[serde(default)]
+    causal: bool,
+    #[serde(default)]
+    bias: Vec<u16>,
+    #[serde(default)]
+    filter_shape: Vec<usize>,
+    #[serde(default)]
+    stride: [usize; 2],
+    #[serde(default)]
+    padding: [usize; 4],
+    #[serde(default)]
+    dilation: [usize; 2],
+    #[serde(default)]
+    groups: usize,
     want: Vec<u64>,
 }
 
@@ -1657,6 +1688,103 @@ fn half_storage_matches_numpy() {
                 mem.upload();
                 let op = BinaryOp::from_name(&case.op).expect("a binary op");
                 be.binary_ex(op, dtype, mem.ptr(pa), mem.ptr(pb), mem.ptr(po), n)
+            }
+            "broadcast" => {
+                let pb = mem.put(&half_bytes(&case.b, 1), 2);
+                mem.upload();
+                let op = BinaryOp::from_name(&case.op).expect("a binary op");
+                let (a, b, o) = (mem.ptr(pa), mem.ptr(pb), mem.ptr(po));
+                be.binary_broadcast_ex(
+                    op,
+                    dtype,
+                    a,
+                    &case.a_shape,
+                    b,
+                    &case.b_shape,
+                    o,
+                    &case.shape,
+                )
+            }
+            "gather" => {
+                let idx: Vec<u8> = case.indices.iter().flat_map(|i| i.to_le_bytes()).collect();
+                let pi = mem.put(&idx, 4);
+                mem.upload();
+                let [rows, cols] = [case.shape[0], case.shape[1]];
+                be.gather_ex(
+                    dtype,
+                    mem.ptr(pa),
+                    rows,
+                    cols,
+                    mem.ptr(pi),
+                    n / cols,
+                    mem.ptr(po),
+                )
+            }
+            "unary_param" => {
+                mem.upload();
+                let op = UnaryParamOp::from_name(&case.op).expect("a unary_param op");
+                let [a, b] = case.params.map(f32::from_bits);
+                be.unary_param_ex(op, dtype, a, b, mem.ptr(pa), mem.ptr(po), n)
+            }
+            "attention" => {
+                let pk = mem.put(&half_bytes(&case.b, 1), 2);
+                let pv = mem.put(&half_bytes(&case.v, 1), 2);
+                let mask: Vec<u8> = case.mask.iter().flat_map(|m| m.to_le_bytes()).collect();
+                let pm = mem.put(&mask, 4);
+                mem.upload();
+                let [b, h, kvh, sq, skv, d] = case.dims[..] else {
+                    panic!("dims has 6 entries")
+                };
+                let t = |p: Placed, heads: usize, rows: usize| {
+                    HeadTensor::bhsd(mem.ptr(p), heads, rows, d)
+                };
+                let args = AttentionArgs::new(
+                    b,
+                    h,
+                    kvh,
+                    sq,
+                    skv,
+                    d,
+                    t(pa, h, sq),
+                    t(pk, kvh, skv),
+                    t(pv, kvh, skv),
+                    t(po, h, sq),
+                )
+                .causal(case.causal)
+                .mask(AttentionMask {
+                    ptr: mem.ptr(pm),
+                    batch: 1,
+                    heads: 1,
+                })
+                .dtype(dtype);
+                be.attention_ex(&args)
+            }
+            "conv" => {
+                let pf = mem.put(&half_bytes(&case.b, 1), 2);
+                let pb = mem.put(&half_bytes(&case.bias, 1), 2);
+                mem.upload();
+                let shape4 = |v: &[usize]| -> [usize; 4] { v.try_into().expect("4 dimensions") };
+                let [xs, ws] = [shape4(&case.shape), shape4(&case.filter_shape)];
+                let (k, g) = (ws[0], case.groups);
+                let [top, left, bottom, right] = case.padding;
+                let [dh, dw] = case.dilation;
+                let oh = (xs[2] + top + bottom - dh * (ws[2] - 1) - 1) / case.stride[0] + 1;
+                let ow = (xs[3] + left + right - dw * (ws[3] - 1) - 1) / case.stride[1] + 1;
+                let args = Conv2dArgs::new(
+                    mem.ptr(pa),
+                    xs,
+                    mem.ptr(pf),
+                    ws,
+                    mem.ptr(po),
+                    [xs[0], k, oh, ow],
+                )
+                .stride(case.stride)
+                .padding(case.padding)
+                .dilation(case.dilation)
+                .groups(g)
+                .bias(mem.ptr(pb))
+                .dtype(dtype);
+                be.conv2d_forward_ex(&args)
             }
             "rows" => {
                 let pg = (!case.gamma.is_empty()).then(|| mem.put(&half_bytes(&case.gamma, 1), 2));
