@@ -619,6 +619,63 @@ pub(crate) async fn run(backend: &dyn ComputeBackend) -> CheckReport {
             Want::Invalid(&["binary_ex", "overlap"]),
             Box::new(|| b.binary_ex(BinaryOp::Add, DType::F16, a, bb, a + 6, 8)),
         ),
+        // The model ops on f16/bf16 storage: alignment to 2 bytes, ranges in 2-byte
+        // elements (c holds 128 of them), the f32 mask of an f16 attention.
+        (
+            "binary_broadcast_ex f16 odd address",
+            Want::Invalid(&["binary_broadcast_ex", "a", "2-byte aligned", "f16"]),
+            Box::new(|| {
+                b.binary_broadcast_ex(BinaryOp::Add, DType::F16, a + 1, &[4], bb, &[4], c, &[4])
+            }),
+        ),
+        (
+            "binary_broadcast_ex bf16 output past the end",
+            Want::Invalid(&["binary_broadcast_ex", "output", "0x"]),
+            Box::new(|| {
+                b.binary_broadcast_ex(
+                    BinaryOp::Mul,
+                    DType::BF16,
+                    a,
+                    &[3, 43],
+                    bb,
+                    &[43],
+                    c,
+                    &[3, 43],
+                )
+            }),
+        ),
+        (
+            "gather_ex f16 misaligned table",
+            Want::Invalid(&["gather_ex", "table", "2-byte aligned"]),
+            Box::new(|| b.gather_ex(DType::F16, a + 3, 4, 4, bb, 1, c)),
+        ),
+        (
+            "gather_ex bf16 output past the end",
+            Want::Invalid(&["gather_ex", "output", "0x"]),
+            Box::new(|| b.gather_ex(DType::BF16, a, 4, 65, bb, 2, c)),
+        ),
+        (
+            "unary_param_ex f16 NaN parameter",
+            Want::Invalid(&["unary_param_ex", "leaky_relu", "parameter a"]),
+            Box::new(|| {
+                b.unary_param_ex(UnaryParamOp::LeakyRelu, DType::F16, f32::NAN, 0.0, a, c, 8)
+            }),
+        ),
+        (
+            "attention_ex f16 Q misaligned",
+            Want::InvalidOrUnsupported(&["attention_ex", "Q", "2-byte aligned"]),
+            Box::new(|| b.attention_ex(&ex(a + 1, bb, c).dtype(DType::F16))),
+        ),
+        (
+            "attention_ex bf16 O past the end",
+            Want::InvalidOrUnsupported(&["attention_ex", "O", "0x"]),
+            Box::new(|| b.attention_ex(&ex(a, bb, c + 2 * 100).dtype(DType::BF16))),
+        ),
+        (
+            "conv2d_forward_ex f16 bias past the end",
+            Want::InvalidOrUnsupported(&["conv2d_forward_ex", "bias", "0x"]),
+            Box::new(|| b.conv2d_forward_ex(&dw(a, bb, c).bias(c + 2 * 126).dtype(DType::F16))),
+        ),
         (
             "binary_ex size overflow",
             Want::Invalid(&["binary_ex"]),
@@ -1387,6 +1444,57 @@ pub fn check_uninitialized(b: &dyn ComputeBackend) -> Result<(), String> {
         (
             "gather",
             Box::new(|| b.gather(0x1_0000_0000, 2, 2, 0x2_0000_0000, 1, 0x3_0000_0000)),
+        ),
+        (
+            "binary_broadcast_ex",
+            Box::new(|| {
+                b.binary_broadcast_ex(
+                    BinaryOp::Add,
+                    DType::F16,
+                    0x1_0000_0000,
+                    &[2, 2],
+                    0x2_0000_0000,
+                    &[2],
+                    0x3_0000_0000,
+                    &[2, 2],
+                )
+            }),
+        ),
+        (
+            "gather_ex",
+            Box::new(|| {
+                b.gather_ex(
+                    DType::BF16,
+                    0x1_0000_0000,
+                    2,
+                    2,
+                    0x2_0000_0000,
+                    1,
+                    0x3_0000_0000,
+                )
+            }),
+        ),
+        (
+            "unary_param_ex",
+            Box::new(|| {
+                b.unary_param_ex(
+                    UnaryParamOp::Elu,
+                    DType::F16,
+                    1.0,
+                    0.0,
+                    0x1_0000_0000,
+                    0x2_0000_0000,
+                    1,
+                )
+            }),
+        ),
+        (
+            "conv2d_forward_ex f16",
+            Box::new(|| {
+                b.conv2d_forward_ex(
+                    &dw(0x1_0000_0000, 0x2_0000_0000, 0x3_0000_0000).dtype(DType::F16),
+                )
+            }),
         ),
         (
             "conv2d_forward_ex",
