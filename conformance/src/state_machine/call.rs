@@ -35,7 +35,7 @@ pub enum Op {
         bytes: usize,
     },
     /// `unary`, or `unary_param` with its op and parameters when `param` is given, or
-    /// `unary_ex` when `dtype` is not f32.
+    /// `unary_ex` / `unary_param_ex` when `dtype` is not f32.
     Unary {
         op: UnaryOp,
         param: Option<(UnaryParamOp, f32, f32)>,
@@ -121,6 +121,8 @@ pub enum Op {
     /// sometimes with a wrong output shape or too many dimensions.
     Broadcast {
         op: BinaryOp,
+        /// `binary_broadcast_ex` when not f32.
+        dtype: DType,
         a: u64,
         a_shape: Vec<usize>,
         b: u64,
@@ -130,6 +132,8 @@ pub enum Op {
     },
     /// `gather` of small tables by indices drawn in and out of range.
     Gather {
+        /// `gather_ex` when not f32.
+        dtype: DType,
         table: u64,
         rows: usize,
         cols: usize,
@@ -179,7 +183,10 @@ impl Op {
                 ..
             } => "unary",
             Op::Unary { param: None, .. } => "unary_ex",
-            Op::Unary { .. } => "unary_param",
+            Op::Unary {
+                dtype: DType::F32, ..
+            } => "unary_param",
+            Op::Unary { .. } => "unary_param_ex",
             Op::Binary {
                 dtype: DType::F32, ..
             } => "binary",
@@ -201,8 +208,14 @@ impl Op {
             Op::AttentionEx { .. } => "attention_ex",
             Op::Conv2dEx { .. } => "conv2d_forward_ex",
             Op::GemmQ { .. } => "gemm_q",
-            Op::Broadcast { .. } => "binary_broadcast",
-            Op::Gather { .. } => "gather",
+            Op::Broadcast {
+                dtype: DType::F32, ..
+            } => "binary_broadcast",
+            Op::Broadcast { .. } => "binary_broadcast_ex",
+            Op::Gather {
+                dtype: DType::F32, ..
+            } => "gather",
+            Op::Gather { .. } => "gather_ex",
             Op::Synchronize => "synchronize",
             Op::MemoryInfo => "memory_info",
             Op::CheckAll => "check_all",
@@ -657,7 +670,7 @@ impl Machine<'_> {
                 // a quarter of the rest parameterised, now and then with a bad parameter.
                 let (dtype, shift) = pick_dtype(src);
                 let (input, output) = (input.wrapping_add(shift), output.wrapping_add(shift));
-                let param = (dtype == DType::F32 && src.below(4) == 0).then(|| {
+                let param = (src.below(4) == 0).then(|| {
                     let f = src.pick(UnaryParamOp::ALL);
                     let mut v = || match src.below(16) {
                         0 => f32::NAN,
@@ -884,6 +897,8 @@ impl Machine<'_> {
         if src.below(2) == 0 {
             args = args.bias(self.place(src).0);
         }
+        // f16/bf16 storage a quarter of the time (all operands 4-byte aligned here).
+        args = args.dtype(pick_dtype(src).0);
         match src.below(40) {
             0 => args.groups = 0,
             1 => args.dilation = [0, 1],
@@ -937,6 +952,7 @@ impl Machine<'_> {
             2 if !a_shape.is_empty() => a_shape[0] += 2,
             _ => {}
         }
+        let (dtype, shift) = pick_dtype(src);
         let (a, room_a) = self.place(src);
         let (b, _) = if src.below(6) == 0 {
             (a, room_a)
@@ -949,8 +965,10 @@ impl Machine<'_> {
             60..80 => self.twin_or_place(src, a),
             _ => self.place(src),
         };
+        let [a, b, output] = [a, b, output].map(|p| p.wrapping_add(shift));
         Op::Broadcast {
             op,
+            dtype,
             a,
             a_shape,
             b,
@@ -970,6 +988,7 @@ impl Machine<'_> {
             rows = 1 << 40;
             cols = 1 << 40;
         }
+        let (dtype, shift) = pick_dtype(src);
         let (table, _) = self.place(src);
         let (indices, _) = self.place(src);
         let (output, _) = match src.below(16) {
@@ -978,7 +997,9 @@ impl Machine<'_> {
             2 => self.twin_or_place(src, table),
             _ => self.place(src),
         };
+        let (table, output) = (table.wrapping_add(shift), output.wrapping_add(shift));
         Op::Gather {
+            dtype,
             table,
             rows,
             cols,
@@ -1052,6 +1073,7 @@ impl Machine<'_> {
         if src.below(6) == 0 {
             args = args.window(1 + src.below(4) as usize);
         }
+        args = args.dtype(pick_dtype(src).0);
         // Misuse, one call in ten.
         match src.below(40) {
             0 => args.kv_heads = heads + 1,

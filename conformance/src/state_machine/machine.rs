@@ -384,22 +384,34 @@ impl<'b> Machine<'b> {
             }
             &Op::Unary {
                 op: f,
-                param: _,
+                param,
                 dtype,
                 input,
                 output,
                 n,
             } if dtype != DType::F32 => {
                 let size = dtype.size_bytes() as u64;
-                let plan = self.want_elementwise_typed(&[("input", input)], output, n, size);
-                let got = guarded(|| b.unary_ex(f, dtype, input, output, n))?;
+                let mut plan = self.want_elementwise_typed(&[("input", input)], output, n, size);
+                // Bad parameters are refused before the operands are looked at.
+                if let Some((g, pa, pb)) = param
+                    && let Some(why) = bad_param(g, pa, pb)
+                {
+                    plan = (None, Expect::Invalid(why));
+                }
+                let got = guarded(|| match param {
+                    Some((g, pa, pb)) => b.unary_param_ex(g, dtype, pa, pb, input, output, n),
+                    None => b.unary_ex(f, dtype, input, output, n),
+                })?;
                 if self.judge(op, &got, &plan.1)?
                     && let Some(locs) = plan.0
                 {
                     let x = self.read_typed(locs[0], n, dtype);
-                    let want = x
-                        .iter()
-                        .map(|x| x.map(|x| reference::unary64(f, f64::from(x))));
+                    let want = x.iter().map(|x| {
+                        x.map(|x| match param {
+                            Some((g, pa, pb)) => reference::unary_param64(g, pa, pb, f64::from(x)),
+                            None => reference::unary64(f, f64::from(x)),
+                        })
+                    });
                     self.store_typed(locs[1], dtype, want.collect());
                 }
             }
@@ -666,13 +678,12 @@ impl<'b> Machine<'b> {
                 {
                     // The values are the conformance suite's business; the bytes around
                     // the output must not change.
-                    for e in 0..bytes / 4 {
-                        self.live[oi].mem.write_value(ooff + 4 * e, Value::Unknown);
-                    }
+                    self.live[oi].mem.forget(ooff, bytes);
                 }
             }
             Op::Broadcast {
                 op: f,
+                dtype,
                 a,
                 a_shape,
                 b: bp,
@@ -680,12 +691,34 @@ impl<'b> Machine<'b> {
                 output,
                 out_shape,
             } => {
-                let (f, a, bp, output) = (*f, *a, *bp, *output);
+                let (f, dtype, a, bp, output) = (*f, *dtype, *a, *bp, *output);
                 let (plan, want) =
-                    self.want_broadcast((a, a_shape), (bp, b_shape), (output, out_shape));
-                let got =
-                    guarded(|| b.binary_broadcast(f, a, a_shape, bp, b_shape, output, out_shape))?;
-                if self.judge(op, &got, &want)?
+                    self.want_broadcast(dtype, (a, a_shape), (bp, b_shape), (output, out_shape));
+                let got = guarded(|| match dtype {
+                    DType::F32 => b.binary_broadcast(f, a, a_shape, bp, b_shape, output, out_shape),
+                    _ => {
+                        b.binary_broadcast_ex(f, dtype, a, a_shape, bp, b_shape, output, out_shape)
+                    }
+                })?;
+                if dtype != DType::F32
+                    && self.judge(op, &got, &want)?
+                    && let Some((p, locs)) = plan
+                {
+                    let size = dtype.size_bytes() as u64;
+                    let xa = self.read_typed(locs[0], (p.a.bytes / size) as usize, dtype);
+                    let xb = self.read_typed(locs[1], (p.b.bytes / size) as usize, dtype);
+                    let want = (0..p.n).map(|e| {
+                        let (ia, ib) = p.sources(e);
+                        match (xa[ia], xb[ib]) {
+                            (Some(x), Some(y)) => {
+                                Some(reference::binary64(f, f64::from(x), f64::from(y)))
+                            }
+                            _ => None,
+                        }
+                    });
+                    self.store_typed(locs[2], dtype, want.collect());
+                } else if dtype == DType::F32
+                    && self.judge(op, &got, &want)?
                     && let Some((p, locs)) = plan
                 {
                     let xa = self.read_f32s(locs[0], (p.a.bytes / 4) as usize);
@@ -711,6 +744,7 @@ impl<'b> Machine<'b> {
                 }
             }
             &Op::Gather {
+                dtype,
                 table,
                 rows,
                 cols,
@@ -718,9 +752,32 @@ impl<'b> Machine<'b> {
                 n,
                 output,
             } => {
-                let (plan, want) = self.want_gather(table, (rows, cols), indices, n, output);
-                let got = guarded(|| b.gather(table, rows, cols, indices, n, output))?;
-                if self.judge(op, &got, &want)?
+                let (plan, want) = self.want_gather(dtype, table, (rows, cols), indices, n, output);
+                let got = guarded(|| match dtype {
+                    DType::F32 => b.gather(table, rows, cols, indices, n, output),
+                    _ => b.gather_ex(dtype, table, rows, cols, indices, n, output),
+                })?;
+                if dtype != DType::F32
+                    && self.judge(op, &got, &want)?
+                    && let Some((p, locs)) = plan
+                {
+                    // Rows copied exactly; out-of-range rows are zeros.
+                    let idx = self.read_f32s(locs[1].expect("indices"), n);
+                    let t = locs[0].map(|l| self.read_typed(l, rows * cols, dtype));
+                    let want = idx.iter().flat_map(|i| {
+                        let row = i.map(|i| i.to_bits() as usize);
+                        (0..p.cols).map(move |c| (row, c))
+                    });
+                    let want = want
+                        .map(|(row, c)| match (row, &t) {
+                            (Some(i), _) if i >= rows => Some(0.0),
+                            (Some(i), Some(t)) => t[i * cols + c].map(f64::from),
+                            _ => None,
+                        })
+                        .collect();
+                    self.store_typed(locs[2].expect("output"), dtype, want);
+                } else if dtype == DType::F32
+                    && self.judge(op, &got, &want)?
                     && let Some((p, locs)) = plan
                 {
                     let idx = self.read_f32s(locs[1].expect("indices"), n);
@@ -749,14 +806,13 @@ impl<'b> Machine<'b> {
                 {
                     // O's rows change (their values are the conformance suite's business);
                     // everything between them must not.
+                    let size = p.dtype.size_bytes();
                     for row in 0..p.batch * p.heads * p.seq_q {
                         let (bh, i) = (row / p.seq_q, row % p.seq_q);
                         let at = AttentionPlan::at(p.o_strides, bh / p.heads, bh % p.heads, i);
-                        for e in 0..p.v_head_dim {
-                            self.live[oi]
-                                .mem
-                                .write_value(ooff + 4 * (at + e), Value::Unknown);
-                        }
+                        self.live[oi]
+                            .mem
+                            .forget(ooff + size * at, size * p.v_head_dim);
                     }
                 }
             }

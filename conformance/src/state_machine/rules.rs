@@ -483,11 +483,16 @@ impl Machine<'_> {
     /// Returns the plan and the locations of a, b and the output.
     pub(super) fn want_broadcast(
         &self,
+        dtype: DType,
         a: (u64, &[usize]),
         b: (u64, &[usize]),
         out: (u64, &[usize]),
     ) -> (Option<(BroadcastPlan, Vec<Loc>)>, Expect) {
-        let plan = match validate::binary_broadcast(a.0, a.1, b.0, b.1, out.0, out.1) {
+        let plan = match dtype {
+            DType::F32 => validate::binary_broadcast(a.0, a.1, b.0, b.1, out.0, out.1),
+            _ => validate::binary_broadcast_ex(dtype, a.0, a.1, b.0, b.1, out.0, out.1),
+        };
+        let plan = match plan {
             Err(e) => return (None, Expect::Invalid(e.to_string())),
             Ok(None) => return (None, Expect::Ok),
             Ok(Some(p)) => p,
@@ -495,7 +500,14 @@ impl Machine<'_> {
         let ops = [plan.a, plan.b, plan.output];
         let all: Vec<(&str, u64, u128, u64)> = ops
             .iter()
-            .map(|o| (o.name, o.ptr, u128::from(o.bytes), 4))
+            .map(|o| {
+                (
+                    o.name,
+                    o.ptr,
+                    u128::from(o.bytes),
+                    dtype.size_bytes() as u64,
+                )
+            })
             .collect();
         let locs = match self.locate_all(&all) {
             Ok(l) => l,
@@ -524,13 +536,18 @@ impl Machine<'_> {
     /// (if it has rows), the indices and the output.
     pub(super) fn want_gather(
         &self,
+        dtype: DType,
         table: u64,
         (rows, cols): (usize, usize),
         indices: u64,
         n: usize,
         output: u64,
     ) -> (Option<(GatherPlan, GatherLocs)>, Expect) {
-        let plan = match validate::gather(table, rows, cols, indices, n, output) {
+        let plan = match dtype {
+            DType::F32 => validate::gather(table, rows, cols, indices, n, output),
+            _ => validate::gather_ex(dtype, table, rows, cols, indices, n, output),
+        };
+        let plan = match plan {
             Err(e) => return (None, Expect::Invalid(e.to_string())),
             Ok(None) => return (None, Expect::Ok),
             Ok(Some(p)) => p,

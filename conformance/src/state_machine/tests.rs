@@ -174,3 +174,15 @@ fn gemm_q_runs_valid_and_invalid() {
         "gemm_q: {valid} valid, {invalid} invalid: {a}"
     );
 }
+
+#[test]
+fn half_storage_model_ops_run_valid_and_invalid() {
+    let a = run_seed(&cpu(), 7, &exact(6000)).unwrap_or_else(|f| panic!("{f}"));
+    for op in ["binary_broadcast_ex", "gather_ex", "unary_param_ex"] {
+        let (valid, invalid) = a.per_op.get(op).copied().unwrap_or_default();
+        assert!(
+            valid > 0 && invalid > 0,
+            "{op}: {valid} valid, {invalid} invalid: {a}"
+        );
+    }
+}
