@@ -667,6 +667,12 @@ impl Backend {
             dilation: args::fixed_field(op, &a, "dilation", Some([1, 1]))?,
             groups: args::size_field_or(op, &a, "groups", 1)?,
             bias: args::opt_ptr_field(op, &a, "bias")?,
+            dtype: parse!(
+                op,
+                "dtype",
+                DType,
+                args::str_field_or(op, &a, "dtype", "f32")?
+            )?,
         };
         self.inner.conv2d_forward_ex(&args).js()
     }
@@ -724,6 +730,12 @@ impl Backend {
             mask,
             softcap: args::opt_f64_field(op, &a, "softcap")?,
             window: args::opt_size_field(op, &a, "window")?,
+            dtype: parse!(
+                op,
+                "dtype",
+                DType,
+                args::str_field_or(op, &a, "dtype", "f32")?
+            )?,
         };
         self.inner.attention_ex(&args).js()
     }
@@ -744,14 +756,27 @@ impl Backend {
             .js()
     }
 
-    /// `y[i] = op(x[i]; a, b)`: the parameterised unary ops (`"leaky_relu"`, `"clamp"`, ...).
+    /// `y[i] = op(x[i]; a, b)`: the parameterised unary ops (`"leaky_relu"`, `"clamp"`, ...)
+    /// on `n` elements of `dtype` (`"f32"` default).
     #[wasm_bindgen(js_name = unaryParam)]
-    pub fn unary_param(&self, op: String, a: f32, b: f32, x: f64, y: f64, n: f64) -> JsResult<()> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn unary_param(
+        &self,
+        op: String,
+        a: f32,
+        b: f32,
+        x: f64,
+        y: f64,
+        n: f64,
+        dtype: Option<String>,
+    ) -> JsResult<()> {
         let name = "unaryParam";
         let u = parse!(name, "unary op", UnaryParamOp, op)?;
+        let d = dtype_arg(name, dtype)?;
         self.inner
-            .unary_param(
+            .unary_param_ex(
                 u,
+                d,
                 a,
                 b,
                 ptr(name, "x", x)?,
@@ -797,12 +822,15 @@ impl Backend {
         #[wasm_bindgen(js_name = bShape, unchecked_param_type = "number[]")] b_shape: JsValue,
         out: f64,
         #[wasm_bindgen(js_name = outShape, unchecked_param_type = "number[]")] out_shape: JsValue,
+        dtype: Option<String>,
     ) -> JsResult<()> {
         let name = "binaryBroadcast";
         let o = parse!(name, "binary op", BinaryOp, op)?;
+        let d = dtype_arg(name, dtype)?;
         self.inner
-            .binary_broadcast(
+            .binary_broadcast_ex(
                 o,
+                d,
                 ptr(name, "a", a)?,
                 &args::shape(name, "aShape", &a_shape)?,
                 ptr(name, "b", b)?,
@@ -928,7 +956,9 @@ impl Backend {
         )
     }
 
-    /// `out[i] = table[indices[i]]` (rows of `cols` floats; `indices` u32).
+    /// `out[i] = table[indices[i]]` (rows of `cols` values of `dtype`, `"f32"` default;
+    /// `indices` u32).
+    #[allow(clippy::too_many_arguments)]
     pub fn gather(
         &self,
         table: f64,
@@ -937,10 +967,13 @@ impl Backend {
         indices: f64,
         n: f64,
         out: f64,
+        dtype: Option<String>,
     ) -> JsResult<()> {
         let op = "gather";
+        let d = dtype_arg(op, dtype)?;
         self.inner
-            .gather(
+            .gather_ex(
+                d,
                 ptr(op, "table", table)?,
                 size(op, "rows", rows)?,
                 size(op, "cols", cols)?,

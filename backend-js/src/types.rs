@@ -114,6 +114,8 @@ export interface Conv2dArgs {
   /** Default 1. */
   groups?: number;
   bias?: number | null;
+  /** Storage of input, filter, bias and output; default "f32". */
+  dtype?: DType;
 }
 
 /** An attention operand: an address of a contiguous [b, h, s, d] tensor, or strides (elements). */
@@ -134,5 +136,7 @@ export interface AttentionArgs {
   mask?: number | { ptr: number; batch?: number; heads?: number } | null;
   softcap?: number | null;
   window?: number | null;
+  /** Storage of Q, K, V and O (the mask stays f32); default "f32". */
+  dtype?: DType;
 }
 "#;

@@ -239,6 +239,40 @@ test("every elementwise, row and reduce op through the JS API", async () => {
   for (const p of [px, py, pb, pr, gamma, idx, ph, hx, hy, hg]) b.free(p);
 });
 
+test("the model ops take f16 and bf16 storage (results exact in the type)", async () => {
+  const put = (bits) => { const p = b.alloc(2 * bits.length); b.write(p, new Uint16Array(bits)); return p; };
+  const bitsOf = async (p, n) => { const h = new Uint16Array(n); await b.read(p, h); return JSON.stringify(Array.from(h)); };
+  const same = async (p, want, what) => eq(await bitsOf(p, want.length), JSON.stringify(want), what);
+  const made = [];
+  const keep = (p) => { made.push(p); return p; };
+  // binaryBroadcast f16: [[1, 2], [3, 4]] + [0.5, 1] = [[1.5, 3], [3.5, 5]].
+  const ba = keep(put([0x3c00, 0x4000, 0x4200, 0x4400])), bb = keep(put([0x3800, 0x3c00])), bo = keep(b.alloc(8));
+  b.binaryBroadcast("add", ba, [2, 2], bb, [2], bo, [2, 2], "f16");
+  await same(bo, [0x3e00, 0x4200, 0x4300, 0x4500], "binaryBroadcast f16");
+  // gather bf16: rows [1, 2], [3, 4], [5, 6] by indices [2, 7 (out of range), 0].
+  const table = keep(put([0x3f80, 0x4000, 0x4040, 0x4080, 0x40a0, 0x40c0]));
+  const gi = keep(b.alloc(12)), go = keep(b.alloc(12));
+  b.write(gi, new Uint32Array([2, 7, 0]));
+  b.gather(table, 3, 2, gi, 3, go, "bf16");
+  await same(go, [0x40a0, 0x40c0, 0, 0, 0x3f80, 0x4000], "gather bf16");
+  // unaryParam f16: clip(-1, 1) of [2, -3, 0.5, -0.25].
+  const ux = keep(put([0x4000, 0xc200, 0x3800, 0xb400])), uy = keep(b.alloc(8));
+  b.unaryParam("clip", -1, 1, ux, uy, 4, "f16");
+  await same(uy, [0x3c00, 0xbc00, 0x3800, 0xb400], "unaryParam clip f16");
+  // attention f16: one query over two equal keys weighs both values 1/2: O = [2, 3].
+  const q = keep(put([0x3c00, 0])), k = keep(put([0x3c00, 0x3c00, 0x3c00, 0x3c00]));
+  const v = keep(put([0x3c00, 0x4000, 0x4200, 0x4400])), o = keep(b.alloc(4));
+  b.attention({ batch: 1, heads: 1, seqQ: 1, seqKv: 2, headDim: 2, q, k, v, o, dtype: "f16" });
+  await same(o, [0x4000, 0x4200], "attention f16");
+  // conv2d f16, depthwise 1x1 with a bias: [1, 2] * 2 + 1 and [3, 4] * 0.5 - 1.
+  const cx = keep(put([0x3c00, 0x4000, 0x4200, 0x4400])), cw = keep(put([0x4000, 0x3800]));
+  const cb = keep(put([0x3c00, 0xbc00])), cy = keep(b.alloc(8));
+  b.conv2d({ input: cx, inputShape: [1, 2, 1, 2], filter: cw, filterShape: [2, 1, 1, 1], output: cy, outputShape: [1, 2, 1, 2], groups: 2, bias: cb, dtype: "f16" });
+  await same(cy, [0x4200, 0x4500, 0x3800, 0x3c00], "conv2d f16");
+  await throwsKind(() => b.gather(table + 1, 3, 2, gi, 3, go, "bf16"), InvalidArgumentError, "InvalidArgument", "2-byte aligned", "gather bf16 at an odd address");
+  for (const p of made) b.free(p);
+});
+
 test("gemm matches the CPU oracle (fixture)", async () => {
   const g = fixture.gemm;
   const a = b.uploadF32(input(g.seedA, g.m * g.k));
