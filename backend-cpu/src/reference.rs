@@ -594,7 +594,7 @@ pub fn unary_param64(op: UnaryParamOp, a: f32, b: f32, x: f64) -> f64 {
     let (a, b) = (f64::from(a), f64::from(b));
     // exp(x) - 1 for x <= 0 (the negative branch of the ELU family).
     let elu = |x: f64, a: f64| if x > 0.0 { x } else { a * x.exp_m1() };
-    let r = match op {
+    match op {
         UnaryParamOp::LeakyRelu => {
             if x > 0.0 {
                 x
@@ -607,8 +607,7 @@ pub fn unary_param64(op: UnaryParamOp, a: f32, b: f32, x: f64) -> f64 {
         UnaryParamOp::Celu => nan_max(0.0, x) + nan_min(0.0, a * (x / a).exp_m1()),
         UnaryParamOp::HardSigmoid => nan_max(0.0, nan_min(1.0, a * x + b)),
         UnaryParamOp::Clip => nan_min(nan_max(x, a), b),
-    };
-    r
+    }
 }
 
 /// One binary op, computed in f64 and rounded to f32.

@@ -91,6 +91,20 @@ pub fn from_bytes(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// `v` stored as `dtype` and read back: each value rounded to the type (to nearest even,
+/// overflow to infinity), so an oracle fed `v` sees what a backend reads.
+pub fn stored(dtype: backend_api::DType, v: &[f32]) -> Vec<f32> {
+    match dtype {
+        backend_api::DType::F32 => v.to_vec(),
+        _ => backend_cpu::reference::decode(dtype, &backend_cpu::reference::encode(dtype, v)),
+    }
+}
+
+/// The f32 storage type, as serde's default for a case's `dtype`.
+pub fn f32_dtype() -> backend_api::DType {
+    backend_api::DType::F32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,18 +124,4 @@ mod tests {
         let nans = v.iter().filter(|x| x.is_nan()).count();
         assert!((1..=5).contains(&nans), "{nans}");
     }
-}
-
-/// `v` stored as `dtype` and read back: each value rounded to the type (to nearest even,
-/// overflow to infinity), so an oracle fed `v` sees what a backend reads.
-pub fn stored(dtype: backend_api::DType, v: &[f32]) -> Vec<f32> {
-    match dtype {
-        backend_api::DType::F32 => v.to_vec(),
-        _ => backend_cpu::reference::decode(dtype, &backend_cpu::reference::encode(dtype, v)),
-    }
-}
-
-/// The f32 storage type, as serde's default for a case's `dtype`.
-pub fn f32_dtype() -> backend_api::DType {
-    backend_api::DType::F32
 }
