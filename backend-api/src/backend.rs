@@ -640,6 +640,27 @@ pub trait ComputeBackend: Send + Sync {
         )))
     }
 
+    /// The general gemm: [`batched_gemm`](Self::batched_gemm) with A, B and C each in its
+    /// own storage type (`args.a_dtype`, `b_dtype`, `c_dtype`: f32, f16 or bf16), strides
+    /// in elements of each operand's type. Accumulation in f32 or better; C read (when
+    /// `beta != 0`) and written in `c_dtype`, rounded once at the store. Only C's `m`
+    /// rows of each column change: the rows below them (`ldc > m`) and the gaps between
+    /// batches keep their bytes. [`GemmArgs::new`](crate::GemmArgs::new) gives an f32
+    /// gemm; `with_dtypes`, `with_c_dtype` and `with_batch` set the rest.
+    ///
+    /// Errors as for `batched_gemm`, with alignment to each operand's type.
+    ///
+    /// The default body returns `Unsupported`.
+    fn batched_gemm_ex(&self, args: &crate::GemmArgs) -> BackendResult<()> {
+        Err(BackendError::Unsupported(format!(
+            "batched_gemm_ex with {} x {} -> {}: not implemented by {}",
+            args.a_dtype,
+            args.b_dtype,
+            args.c_dtype,
+            self.name()
+        )))
+    }
+
     /// [`copy_dtoh`](Self::copy_dtoh) without blocking: the path a browser must use,
     /// where blocking the main thread would hang the page. The default runs the blocking
     /// copy.

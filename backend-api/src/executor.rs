@@ -245,6 +245,13 @@ pub trait Executor: Send + Sync {
         )))
     }
 
+    /// [`ComputeBackend::batched_gemm_ex`] with an f16/bf16 C (A and B of any type go to
+    /// `run_gemm` as for `gemm_ex`); the default runs [`run_gemm`](Self::run_gemm) into an
+    /// f32 copy of C ([`through_f32`](crate::through_f32)).
+    fn run_gemm_ex(&self, plan: &GemmPlan) -> BackendResult<()> {
+        crate::through_f32::gemm(self, plan)
+    }
+
     /// [`ComputeBackend::attention_ex`] with f16/bf16 Q, K, V and O; the default runs
     /// [`run_attention`](Self::run_attention) on f32 temporaries
     /// ([`through_f32`](crate::through_f32)).
@@ -754,6 +761,16 @@ impl<E: Executor> ComputeBackend for E {
         self.ready()?;
         let plan = validate::binary_broadcast(a, a_shape, b, b_shape, out, out_shape);
         dispatch(self, plan, |p| self.run_binary_broadcast(op, p))
+    }
+
+    fn batched_gemm_ex(&self, args: &crate::GemmArgs) -> BackendResult<()> {
+        self.ready()?;
+        dispatch(self, validate::gemm("batched_gemm_ex", args), |p| {
+            match p.c_dtype {
+                DType::F32 => self.run_gemm(p),
+                _ => self.run_gemm_ex(p),
+            }
+        })
     }
 
     fn binary_broadcast_ex(

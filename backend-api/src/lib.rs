@@ -29,3 +29,4 @@ pub use types::{
     BackendTranspose, BinaryOp, DType, MemoryInfo, QuantFormat, ReduceOp, RowOp, UnaryOp,
     UnaryParamOp,
 };
+pub use validate::{Batch, GemmArgs};

@@ -13,7 +13,9 @@
 //! row by row, never over the bytes between its rows.
 
 use crate::executor::Executor;
-use crate::validate::{AttentionPlan, BroadcastPlan, CastPlan, Conv2dPlan, GatherPlan, UnaryPlan};
+use crate::validate::{
+    AttentionPlan, BroadcastPlan, CastPlan, Conv2dPlan, GatherPlan, GemmPlan, UnaryPlan,
+};
 use crate::{BackendResult, BinaryOp, DType, Operand, UnaryParamOp};
 
 /// The f32 temporaries of one call, freed on drop.
@@ -190,4 +192,39 @@ pub fn unary_param<E: Executor + ?Sized>(
     f.output = f.input;
     e.run_unary_param(op, a, b, &f)?;
     t.narrow(&f.output, &p.output)
+}
+
+/// `batched_gemm_ex` with an f16/bf16 C: C widened (only when `beta != 0`: else the f32
+/// gemm never reads it) into an f32 temporary of C's span with C's own `ldc` and stride,
+/// the f32-output gemm (A and B in their own types, as `gemm_ex` reads them), then C's
+/// elements rounded back: in one cast when they fill their span (`ldc == m`, batches
+/// adjacent), else column by column, so the rows below `m` and the gaps between batches
+/// keep their bytes.
+pub fn gemm<E: Executor + ?Sized>(e: &E, p: &GemmPlan) -> BackendResult<()> {
+    let mut t = Temps::new(e, p.op, p.c_dtype);
+    let mut f = *p;
+    f.c_dtype = DType::F32;
+    f.c = if p.reads_c() {
+        t.widen(&p.c)?
+    } else {
+        t.scratch(&p.c)?
+    };
+    e.run_gemm(&f)?;
+    let count = p.batch.count;
+    if p.ldc == p.m && (count == 1 || p.batch.stride_c == p.m * p.n) {
+        return t.narrow(&f.c, &p.c);
+    }
+    let size = p.c_dtype.size_bytes() as u64;
+    for i in 0..count {
+        for j in 0..p.n {
+            let at = (i * p.batch.stride_c + j * p.ldc) as u64;
+            let part = |o: &Operand, s: u64| Operand {
+                name: o.name,
+                ptr: o.ptr + at * s,
+                bytes: p.m as u64 * s,
+            };
+            t.narrow(&part(&f.c, 4), &part(&p.c, size))?;
+        }
+    }
+    Ok(())
 }

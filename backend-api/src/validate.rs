@@ -136,8 +136,10 @@ pub struct GemmArgs {
     pub ldb: usize,
     /// Scale of the old C.
     pub beta: f64,
-    /// Address of C (always f32).
+    /// Address of C.
     pub c_ptr: u64,
+    /// Element type of C (f32 but for `batched_gemm_ex`).
+    pub c_dtype: DType,
     /// Leading dimension of C.
     pub ldc: usize,
     /// Element strides between batches of A, B and C, and the batch count.
@@ -176,9 +178,15 @@ impl GemmArgs {
             ldb,
             beta,
             c_ptr,
+            c_dtype: DType::F32,
             ldc,
             batch: Batch::ONE,
         }
+    }
+
+    /// The same with C of the given element type (batched_gemm_ex).
+    pub fn with_c_dtype(self, c_dtype: DType) -> Self {
+        Self { c_dtype, ..self }
     }
 
     /// The same with A and B of the given element types (gemm_ex).
@@ -262,6 +270,8 @@ pub struct GemmPlan {
     pub a_dtype: DType,
     /// Element type of B.
     pub b_dtype: DType,
+    /// Element type of C.
+    pub c_dtype: DType,
     /// Batch strides and count (count >= 1).
     pub batch: Batch,
     /// Every batch's A, as one range; `None` when A and B are not read (`alpha == 0` or `k == 0`).
@@ -321,7 +331,13 @@ pub fn gemm(op: &'static str, g: &GemmArgs) -> BackendResult<Option<GemmPlan>> {
             g.batch.stride_c
         ));
     }
-    let c = required(op, "C", g.c_ptr, span(g.batch.stride_c, extent_c)?)?;
+    let c = required_typed(
+        op,
+        "C",
+        g.c_ptr,
+        span(g.batch.stride_c, extent_c)?,
+        g.c_dtype,
+    )?;
     let (mut a, mut b) = (None, None);
     if g.alpha != 0.0 && g.k != 0 {
         let extent_a = matrix_extent(rows_a, cols_a, g.lda).ok_or_else(overflow)?;
@@ -355,6 +371,7 @@ pub fn gemm(op: &'static str, g: &GemmArgs) -> BackendResult<Option<GemmPlan>> {
         beta: g.beta,
         a_dtype: g.a_dtype,
         b_dtype: g.b_dtype,
+        c_dtype: g.c_dtype,
         batch: g.batch,
         a,
         b,
@@ -2236,6 +2253,7 @@ mod tests {
             },
             beta: 0.0,
             c_ptr: 0x100000,
+            c_dtype: DType::F32,
             ldc: m.max(1),
             batch: Batch::ONE,
         }

@@ -112,7 +112,7 @@ impl CpuBackend {
     }
 }
 
-fn gemm_batches(p: &GemmPlan, a: &[f32], b: &[f32], c: &mut [f32]) {
+fn gemm_batches<T: reference::Out>(p: &GemmPlan, a: &[f32], b: &[f32], c: &mut [T]) {
     for i in 0..p.batch.count {
         let a = if p.reads_ab() {
             &a[i * p.batch.stride_a..]
@@ -376,6 +376,29 @@ impl Executor for CpuBackend {
         let mut out = vec![0.0f32; p.n * p.cols];
         reference::gather(&table, p.rows, p.cols, &indices, &mut out);
         s.write(p.op, &p.output, &out)
+    }
+
+    /// C in f16/bf16: the product in f64 from C's stored values, each of C's elements
+    /// rounded once; the bytes between C's columns and batches are left as they are.
+    fn run_gemm_ex(&self, p: &GemmPlan) -> BackendResult<()> {
+        let mut s = self.state()?;
+        let a = s.read(p.op, p.a.as_ref(), p.a_dtype)?;
+        let b = s.read(p.op, p.b.as_ref(), p.b_dtype)?;
+        let mut bytes = s.bytes(p.op, &p.c)?.to_vec();
+        let mut c: Vec<f64> = reference::decode(p.c_dtype, &bytes)
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        gemm_batches(p, &a, &b, &mut c);
+        let size = p.c_dtype.size_bytes();
+        for i in 0..p.batch.count {
+            for j in 0..p.n {
+                let at = i * p.batch.stride_c + j * p.ldc;
+                let col = reference::encode64(p.c_dtype, &c[at..at + p.m]);
+                bytes[at * size..][..p.m * size].copy_from_slice(&col);
+            }
+        }
+        s.write_bytes(p.op, &p.c, &bytes)
     }
 
     fn run_attention_ex(&self, p: &AttentionPlan) -> BackendResult<()> {

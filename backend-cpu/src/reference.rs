@@ -14,9 +14,38 @@ use backend_api::{BinaryOp, DType, QuantFormat, ReduceOp, UnaryOp, UnaryParamOp}
 
 use crate::parallel::for_chunks;
 
+/// An element of an oracle output: f32 (each result rounded once to it) or f64 (not
+/// rounded, for outputs stored in another type and rounded by [`encode64`]).
+pub trait Out: Copy + Send {
+    /// The value, exactly.
+    fn to_f64(self) -> f64;
+    /// `v` rounded to the type.
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Out for f32 {
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Out for f64 {
+    fn to_f64(self) -> f64 {
+        self
+    }
+
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+
 /// `C = alpha * op(A) * op(B) + beta * C`, column-major, BLAS semantics: C is not read
 /// when `beta == 0`, A and B are not read when `alpha == 0` or `k == 0`.
-pub fn gemm(
+pub fn gemm<T: Out>(
     trans_a: bool,
     trans_b: bool,
     m: usize,
@@ -28,7 +57,7 @@ pub fn gemm(
     b: &[f32],
     ldb: usize,
     beta: f64,
-    c: &mut [f32],
+    c: &mut [T],
     ldc: usize,
 ) {
     if m == 0 || n == 0 {
@@ -54,7 +83,7 @@ pub fn gemm(
         for (jj, col) in cols.chunks_mut(ldc).enumerate() {
             let j = first_col + jj;
             for (i, out) in col[..m].iter_mut().enumerate() {
-                let old = f64::from(*out);
+                let old = out.to_f64();
                 // Exactly BLAS: without a product C becomes beta * C (keeping -0), and
                 // with beta == 0 C is never read.
                 let value = match (reads_ab, beta == 0.0) {
@@ -72,7 +101,7 @@ pub fn gemm(
                         }
                     }
                 };
-                *out = value as f32;
+                *out = T::from_f64(value);
             }
         }
     });

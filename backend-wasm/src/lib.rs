@@ -509,6 +509,10 @@ impl Executor for WasmBackend {
         engine!(self, b => b.run_gemm_q(p))
     }
 
+    fn run_gemm_ex(&self, p: &GemmPlan) -> BackendResult<()> {
+        engine!(self, b => b.run_gemm_ex(p))
+    }
+
     fn run_attention_ex(&self, p: &AttentionPlan) -> BackendResult<()> {
         engine!(self, b => b.run_attention_ex(p))
     }

@@ -624,6 +624,11 @@ impl ComputeBackend for Mutant {
         self.said_with(|| self.op(move |m| m.unary_ex(op, dtype, input_ptr, output_ptr, n)))
     }
 
+    fn batched_gemm_ex(&self, args: &backend_api::GemmArgs) -> BackendResult<()> {
+        let args = *args;
+        self.said_with(|| self.op(move |m| m.batched_gemm_ex(&args)))
+    }
+
     fn unary_param_ex(
         &self,
         op: UnaryParamOp,

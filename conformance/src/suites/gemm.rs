@@ -1,6 +1,6 @@
 //! gemm, batched_gemm and gemm_ex against the oracle.
 
-use backend_api::{BackendTranspose, ComputeBackend, ComputeBackendExt, DType};
+use backend_api::{BackendTranspose, ComputeBackend, ComputeBackendExt, DType, GemmArgs};
 use backend_cpu::reference;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,9 @@ pub struct GemmCase {
     pub a_dtype: DType,
     /// Element type of B (gemm_ex).
     pub b_dtype: DType,
+    /// Element type of C (f16/bf16 through `batched_gemm_ex`).
+    #[serde(default = "crate::data::f32_dtype")]
+    pub c_dtype: DType,
     /// Interior-pointer offsets of A, B and C, in elements.
     pub offsets: [usize; 3],
     /// NaN, infinities and zeros sprinkled into A and B.
@@ -162,13 +165,20 @@ impl Suite for GemmSuite {
         let gap = || prop_oneof![1 => Just(None), 3 => (0..4usize).prop_map(Some)];
         let batch = if batched {
             (0..=5usize, gap(), gap(), 0..4usize).boxed()
+        } else if ex {
+            // gemm_ex, or batched_gemm_ex of a few batches.
+            prop_oneof![
+                Just((1usize, Some(0usize), Some(0usize), 0usize)),
+                (0..=3usize, gap(), gap(), 0..4usize),
+            ]
+            .boxed()
         } else {
             Just((1usize, Some(0usize), Some(0usize), 0usize)).boxed()
         };
         let dtypes = if ex {
-            (dtype(), dtype()).boxed()
+            (dtype(), dtype(), super::storage()).boxed()
         } else {
-            Just((DType::F32, DType::F32)).boxed()
+            Just((DType::F32, DType::F32, DType::F32)).boxed()
         };
         let rest = (
             prop::array::uniform3(0..5usize),
@@ -190,7 +200,7 @@ impl Suite for GemmSuite {
                     (trans_a, trans_b, m, n, k, pad_a, pad_b, pad_c),
                     (alpha, beta),
                     (batch, gap_a, gap_b, gap_c),
-                    (a_dtype, b_dtype),
+                    (a_dtype, b_dtype, c_dtype),
                     (offsets, specials, nan_c, seed),
                     (square, aligned, row_major),
                 )| {
@@ -213,6 +223,7 @@ impl Suite for GemmSuite {
                         gap_c: up(gap_c),
                         a_dtype,
                         b_dtype,
+                        c_dtype,
                         offsets: offsets.map(up),
                         specials,
                         // NaN in C only where beta == 0 says it must not propagate.
@@ -226,7 +237,13 @@ impl Suite for GemmSuite {
     }
 
     fn kind(c: &GemmCase) -> String {
-        format!("{}{} {}x{}", c.trans_a, c.trans_b, c.a_dtype, c.b_dtype)
+        match c.c_dtype {
+            DType::F32 => format!("{}{} {}x{}", c.trans_a, c.trans_b, c.a_dtype, c.b_dtype),
+            d => format!(
+                "{}{} {}x{}->{d}",
+                c.trans_a, c.trans_b, c.a_dtype, c.b_dtype
+            ),
+        }
     }
 
     fn tags(c: &GemmCase) -> Vec<&'static str> {
@@ -286,6 +303,7 @@ impl Suite for GemmSuite {
                 }
             })
             .collect();
+        let c0 = representable(c.c_dtype, &c0);
 
         let mut dev = Dev::new(b);
         let a_dev = dev.put(
@@ -300,7 +318,7 @@ impl Suite for GemmSuite {
             c.offsets[1] * c.b_dtype.size_bytes(),
             8,
         )?;
-        let c_dev = dev.put_f32(&mut rng, &c0, c.offsets[2], 3)?;
+        let c_dev = dev.put_typed(&mut rng, c.c_dtype, &c0, c.offsets[2], 3)?;
         let (ta, tb, m, n, k) = (c.trans_a, c.trans_b, c.m, c.n, c.k);
         let result = match check {
             // C^T = op(B)^T op(A)^T, stated row-major: the helper must swap back.
@@ -314,9 +332,18 @@ impl Suite for GemmSuite {
                 ta, tb, m, n, k, c.alpha, a_dev.ptr, lda, stride_a, b_dev.ptr, ldb, stride_b,
                 c.beta, c_dev.ptr, ldc, stride_c, c.batch,
             ),
-            _ => b.gemm_ex(
+            _ if c.batch == 1 && c.c_dtype == DType::F32 => b.gemm_ex(
                 ta, tb, m, n, k, c.alpha, a_dev.ptr, c.a_dtype, lda, b_dev.ptr, c.b_dtype, ldb,
                 c.beta, c_dev.ptr, ldc,
+            ),
+            _ => b.batched_gemm_ex(
+                &GemmArgs::new(
+                    ta, tb, m, n, k, c.alpha, a_dev.ptr, lda, b_dev.ptr, ldb, c.beta, c_dev.ptr,
+                    ldc,
+                )
+                .with_dtypes(c.a_dtype, c.b_dtype)
+                .with_c_dtype(c.c_dtype)
+                .with_batch(stride_a, stride_b, stride_c, c.batch),
             ),
         };
         result.map_err(|e| op_failed(check.name(), e))?;
@@ -368,15 +395,17 @@ impl Suite for GemmSuite {
                 ldc,
             );
         }
-        let got = crate::data::from_bytes(&dev.output(&c_dev, "C").await?);
+        let got = reference::decode(c.c_dtype, &dev.output(&c_dev, "C").await?);
         // Padding rows and gaps between batches must keep their bits.
         let computed = |i: usize| {
             let within = i % stride_c.max(1);
             within < ext_c && within % ldc < m
         };
+        // C in f16/bf16: the f32 oracle's value rounded to it (gaps are exact already).
+        let want = representable(c.c_dtype, &want);
         let close = compare("C", &got, &want, |i| {
             if computed(i) {
-                Tol::dot(k, f64::from(abs_sum[i]))
+                Tol::dot(k, f64::from(abs_sum[i])).stored(c.c_dtype)
             } else {
                 Tol::EXACT
             }
