@@ -107,8 +107,9 @@ pub fn matrix_extent(rows: usize, cols: usize, ld: usize) -> Option<u64> {
         .checked_add(rows as u64)
 }
 
-/// The arguments of `gemm`, `gemm_ex` and `batched_gemm` (a plain gemm is one batch).
-#[derive(Debug, Clone, Copy)]
+/// The arguments of `gemm`, `gemm_ex`, `batched_gemm` and `batched_gemm_ex` (a plain
+/// gemm is one batch).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GemmArgs {
     /// How A is read.
     pub trans_a: BackendTranspose,

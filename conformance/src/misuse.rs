@@ -3,8 +3,8 @@
 
 use backend_api::{
     AttentionArgs, AttentionMask, BackendError, BackendTranspose, BinaryOp, Buffer, ComputeBackend,
-    ComputeBackendExt, Conv2dArgs, DType, HeadTensor, MapMode, QuantFormat, ReduceOp, Retired,
-    RowOp, UnaryOp, UnaryParamOp,
+    ComputeBackendExt, Conv2dArgs, DType, GemmArgs, HeadTensor, MapMode, QuantFormat, ReduceOp,
+    Retired, RowOp, UnaryOp, UnaryParamOp,
 };
 
 use crate::Check;
@@ -618,6 +618,40 @@ pub(crate) async fn run(backend: &dyn ComputeBackend) -> CheckReport {
             "binary_ex f16 output overlaps a partially",
             Want::Invalid(&["binary_ex", "overlap"]),
             Box::new(|| b.binary_ex(BinaryOp::Add, DType::F16, a, bb, a + 6, 8)),
+        ),
+        // batched_gemm_ex: C of f16 at an odd address; three bf16 batches of 8x8 C past
+        // the end of c (3 * 64 elements of 2 bytes > 256 bytes).
+        (
+            "batched_gemm_ex f16 C misaligned",
+            Want::Invalid(&["batched_gemm_ex", "C", "2-byte aligned", "f16"]),
+            Box::new(|| {
+                b.batched_gemm_ex(
+                    &GemmArgs::new(N, N, 4, 4, 4, 1.0, a, 4, bb, 4, 0.0, c + 1, 4)
+                        .with_c_dtype(DType::F16),
+                )
+            }),
+        ),
+        (
+            "batched_gemm_ex bf16 C past the end",
+            Want::Invalid(&["batched_gemm_ex", "C", "0x"]),
+            Box::new(|| {
+                b.batched_gemm_ex(
+                    &GemmArgs::new(N, N, 8, 8, 8, 1.0, a, 8, bb, 8, 0.0, c, 8)
+                        .with_c_dtype(DType::BF16)
+                        .with_batch(64, 64, 64, 3),
+                )
+            }),
+        ),
+        (
+            "batched_gemm_ex f16 C batches overlap",
+            Want::Invalid(&["batched_gemm_ex", "stride_c"]),
+            Box::new(|| {
+                b.batched_gemm_ex(
+                    &GemmArgs::new(N, N, 4, 4, 4, 1.0, a, 4, bb, 4, 0.0, c, 4)
+                        .with_c_dtype(DType::F16)
+                        .with_batch(16, 16, 8, 2),
+                )
+            }),
         ),
         // The model ops on f16/bf16 storage: alignment to 2 bytes, ranges in 2-byte
         // elements (c holds 128 of them), the f32 mask of an f16 attention.
@@ -1444,6 +1478,29 @@ pub fn check_uninitialized(b: &dyn ComputeBackend) -> Result<(), String> {
         (
             "gather",
             Box::new(|| b.gather(0x1_0000_0000, 2, 2, 0x2_0000_0000, 1, 0x3_0000_0000)),
+        ),
+        (
+            "batched_gemm_ex",
+            Box::new(|| {
+                b.batched_gemm_ex(
+                    &GemmArgs::new(
+                        N,
+                        N,
+                        1,
+                        1,
+                        1,
+                        1.0,
+                        0x1_0000_0000,
+                        1,
+                        0x2_0000_0000,
+                        1,
+                        0.0,
+                        0x3_0000_0000,
+                        1,
+                    )
+                    .with_c_dtype(DType::F16),
+                )
+            }),
         ),
         (
             "binary_broadcast_ex",

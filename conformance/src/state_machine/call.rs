@@ -2,8 +2,8 @@
 //! state ([`Machine::generate`]).
 
 use backend_api::{
-    AttentionArgs, AttentionMask, BackendTranspose, BinaryOp, Conv2dArgs, DType, HeadTensor,
-    QuantFormat, ReduceOp, Retired, RowOp, UnaryOp, UnaryParamOp,
+    AttentionArgs, AttentionMask, BackendTranspose, BinaryOp, Conv2dArgs, DType, GemmArgs,
+    HeadTensor, QuantFormat, ReduceOp, Retired, RowOp, UnaryOp, UnaryParamOp,
 };
 
 use super::machine::Machine;
@@ -112,6 +112,10 @@ pub enum Op {
         c: u64,
         ldc: usize,
     },
+    /// `batched_gemm_ex`: A, B and C of any storage type, a few batches.
+    GemmEx {
+        args: GemmArgs,
+    },
     /// `conv2d_forward_ex`: small shapes, groups (depthwise often), dilation, asymmetric
     /// padding, sometimes a bias, sometimes bad scalars or an output shape off by one.
     Conv2dEx {
@@ -207,6 +211,7 @@ impl Op {
             Op::Gemm { .. } => "gemm",
             Op::AttentionEx { .. } => "attention_ex",
             Op::Conv2dEx { .. } => "conv2d_forward_ex",
+            Op::GemmEx { .. } => "batched_gemm_ex",
             Op::GemmQ { .. } => "gemm_q",
             Op::Broadcast {
                 dtype: DType::F32, ..
@@ -242,6 +247,7 @@ impl Op {
                 p.extend(x.mask.map(|m| m.ptr));
                 p
             }
+            Op::GemmEx { args: x } => vec![x.a_ptr, x.b_ptr, x.c_ptr],
             Op::Conv2dEx { args: x } => {
                 let mut p = vec![x.input, x.filter, x.output];
                 p.extend(x.bias);
@@ -722,7 +728,8 @@ impl Machine<'_> {
                     ),
                 }
             }
-            203..207 => self.gen_attention_ex(src),
+            203..206 => self.gen_attention_ex(src),
+            206..207 => self.gen_gemm_ex(src),
             207..209 => self.gen_conv2d_ex(src),
             209..210 => self.gen_gemm_q(src),
             194..203 => {
@@ -818,6 +825,64 @@ impl Machine<'_> {
             240..248 => Op::MemoryInfo,
             _ => Op::CheckAll,
         }
+    }
+
+    /// A `batched_gemm_ex` call over placed operands: A, B and C each f32/f16/bf16, up
+    /// to 3 batches, now and then a short `ldc` or batches of C that overlap.
+    fn gen_gemm_ex(&self, src: &mut Source<'_>) -> Op {
+        let (m, n, k) = (
+            src.below(5) as usize,
+            src.below(4) as usize,
+            src.below(5) as usize,
+        );
+        let (ta, tb) = (
+            src.pick(&[BackendTranspose::NoTrans, BackendTranspose::Trans]),
+            src.pick(&[BackendTranspose::NoTrans, BackendTranspose::Trans]),
+        );
+        let rows = |t: BackendTranspose, r: usize, c: usize| if t.is_transposed() { c } else { r };
+        let lda = rows(ta, m, k).max(1) + src.below(2) as usize;
+        let ldb = rows(tb, k, n).max(1) + src.below(2) as usize;
+        let mut ldc = m.max(1) + src.below(2) as usize;
+        if src.below(20) == 0 {
+            ldc = m.saturating_sub(1);
+        }
+        let count = src.below(4) as usize;
+        let span = |ld: usize, cols: usize| ld * cols;
+        let mut stride_c = span(ldc, n) + src.below(2) as usize;
+        if src.below(20) == 0 {
+            stride_c = stride_c.saturating_sub(1);
+        }
+        let (a, _) = self.place(src);
+        let (b, _) = self.place(src);
+        let (c, _) = match src.below(16) {
+            0 => self.twin_or_place(src, b),
+            _ => self.place(src),
+        };
+        let dt = |src: &mut Source<'_>| src.pick(&[DType::F32, DType::F16, DType::BF16]);
+        let args = GemmArgs::new(
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            src.pick(&[1.0, 1.0, 0.0, -0.5]),
+            a,
+            lda,
+            b,
+            ldb,
+            src.pick(&[0.0, 0.0, 1.0, 0.5]),
+            c,
+            ldc,
+        )
+        .with_dtypes(dt(src), dt(src))
+        .with_c_dtype(dt(src))
+        .with_batch(
+            span(lda, if ta.is_transposed() { m } else { k }),
+            src.pick(&[0, span(ldb, n)]),
+            stride_c,
+            count,
+        );
+        Op::GemmEx { args }
     }
 
     /// A `gemm_q` call over placed operands.

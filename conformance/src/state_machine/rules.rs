@@ -1,9 +1,9 @@
 //! The model's rules: whether a call is valid, and the effects the oracle predicts for
 //! the valid ones.
 
-use backend_api::validate::{self, AttentionPlan, BroadcastPlan, GatherPlan, GemmQPlan};
+use backend_api::validate::{self, AttentionPlan, BroadcastPlan, GatherPlan, GemmPlan, GemmQPlan};
 use backend_api::{
-    AttentionArgs, BackendTranspose, Conv2dArgs, DType, Operand, ReduceOp, UnaryParamOp,
+    AttentionArgs, BackendTranspose, Conv2dArgs, DType, GemmArgs, Operand, ReduceOp, UnaryParamOp,
 };
 use backend_cpu::reference;
 
@@ -461,6 +461,21 @@ impl Machine<'_> {
     /// `conv2d_forward_ex`: shapes, scalars and the overlaps as given follow the shared
     /// validation; the model adds where the operands are and that the output is
     /// physically disjoint from every input. Returns the output's location and size.
+    /// `batched_gemm_ex`: the shared validation, then where A, B and C are and that C is
+    /// physically disjoint from A and B. Returns the plan and C's location.
+    pub(super) fn want_gemm_ex(&self, args: &GemmArgs) -> (Option<(GemmPlan, Loc)>, Expect) {
+        let plan = match validate::gemm("batched_gemm_ex", args) {
+            Err(e) => return (None, Expect::Invalid(e.to_string())),
+            Ok(None) => return (None, Expect::Ok),
+            Ok(Some(p)) => p,
+        };
+        let inputs: Vec<_> = [plan.a, plan.b].into_iter().flatten().collect();
+        match self.locate_disjoint(&inputs, &plan.c, "C") {
+            Ok((_, c_loc)) => (Some((plan, c_loc)), Expect::Ok),
+            Err(e) => (None, e),
+        }
+    }
+
     pub(super) fn want_conv2d_ex(&self, args: &Conv2dArgs) -> (Option<(Loc, usize)>, Expect) {
         let plan = match validate::conv2d_ex(args) {
             Err(e) => return (None, Expect::Invalid(e.to_string())),

@@ -186,3 +186,13 @@ fn half_storage_model_ops_run_valid_and_invalid() {
         );
     }
 }
+
+#[test]
+fn batched_gemm_ex_runs_valid_and_invalid() {
+    let a = run_seed(&cpu(), 7, &exact(6000)).unwrap_or_else(|f| panic!("{f}"));
+    let (valid, invalid) = a.per_op.get("batched_gemm_ex").copied().unwrap_or_default();
+    assert!(
+        valid > 0 && invalid > 0,
+        "batched_gemm_ex: {valid} valid, {invalid} invalid: {a}"
+    );
+}
