@@ -559,7 +559,9 @@ impl Backend {
             .js()
     }
 
-    /// gemm with f16/bf16/f32 inputs (`aDtype`, `bDtype`), f32 accumulation and output.
+    /// gemm with A, B and C each f32/f16/bf16 (`aDtype`, `bDtype`, `cDtype`, default
+    /// `"f32"`), f32 accumulation, C rounded once; batched when `batch` is given (with
+    /// `strideA`, `strideB`, `strideC` in elements of each operand's type).
     #[wasm_bindgen(js_name = gemmEx)]
     pub fn gemm_ex(
         &self,
@@ -567,24 +569,29 @@ impl Backend {
     ) -> JsResult<()> {
         let op = "gemmEx";
         let g = GemmFields::read(op, &a)?;
-        let ad = parse!(
-            op,
-            "dtype",
-            DType,
-            args::str_field_or(op, &a, "aDtype", "f32")?
-        )?;
-        let bd = parse!(
-            op,
-            "dtype",
-            DType,
-            args::str_field_or(op, &a, "bDtype", "f32")?
-        )?;
-        self.inner
-            .gemm_ex(
-                g.ta, g.tb, g.m, g.n, g.k, g.alpha, g.a, ad, g.lda, g.b, bd, g.ldb, g.beta, g.c,
-                g.ldc,
+        let dtype = |field: &str| -> JsResult<DType> {
+            parse!(
+                op,
+                "dtype",
+                DType,
+                args::str_field_or(op, &a, field, "f32")?
             )
-            .js()
+        };
+        let (ad, bd, cd) = (dtype("aDtype")?, dtype("bDtype")?, dtype("cDtype")?);
+        let mut args = backend_api::GemmArgs::new(
+            g.ta, g.tb, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb, g.beta, g.c, g.ldc,
+        )
+        .with_dtypes(ad, bd)
+        .with_c_dtype(cd);
+        if let Some(count) = args::opt_size_field(op, &a, "batch")? {
+            args = args.with_batch(
+                args::size_field(op, &a, "strideA")?,
+                args::size_field(op, &a, "strideB")?,
+                args::size_field(op, &a, "strideC")?,
+                count,
+            );
+        }
+        self.inner.batched_gemm_ex(&args).js()
     }
 
     /// Quantized matmul: `C = alpha * dequant(A) * B + beta * C`, A `m x k` in GGML

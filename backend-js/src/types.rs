@@ -85,9 +85,12 @@ export interface BatchedGemmArgs extends GemmArgs {
   strideA: number; strideB: number; strideC: number;
 }
 
-/** gemm with f32/f16/bf16 inputs, f32 output. */
+/** gemm with A, B and C each f32/f16/bf16 (default f32); batched when `batch` is given. */
 export interface GemmExArgs extends GemmArgs {
-  aDtype?: DType; bDtype?: DType;
+  aDtype?: DType; bDtype?: DType; cDtype?: DType;
+  /** Batch count; then strides in elements of each operand's type (0 shares A or B). */
+  batch?: number;
+  strideA?: number; strideB?: number; strideC?: number;
 }
 
 /** C (m x n, f32) = alpha * dequant(A) * B + beta * C; A m x k in GGML blocks. */

@@ -269,6 +269,13 @@ test("the model ops take f16 and bf16 storage (results exact in the type)", asyn
   const cb = keep(put([0x3c00, 0xbc00])), cy = keep(b.alloc(8));
   b.conv2d({ input: cx, inputShape: [1, 2, 1, 2], filter: cw, filterShape: [2, 1, 1, 1], output: cy, outputShape: [1, 2, 1, 2], groups: 2, bias: cb, dtype: "f16" });
   await same(cy, [0x4200, 0x4500, 0x3800, 0x3c00], "conv2d f16");
+  // gemmEx with an f16 C, two batches sharing A = 2I: C_i = 2 B_i, B_0 = [[1, 2], [3, 4]]
+  // and B_1 = [[0.5, 1], [1.5, 2]] (column-major), bf16 B.
+  const ga = keep(put([0x4000, 0, 0, 0x4000]));
+  const gb = keep(put([0x3f80, 0x4040, 0x4000, 0x4080, 0x3f00, 0x3fc0, 0x3f80, 0x4000]));
+  const gc = keep(b.alloc(16));
+  b.gemmEx({ m: 2, n: 2, k: 2, a: ga, b: gb, c: gc, aDtype: "f16", bDtype: "bf16", cDtype: "f16", batch: 2, strideA: 0, strideB: 4, strideC: 4 });
+  await same(gc, [0x4000, 0x4600, 0x4400, 0x4800, 0x3c00, 0x4200, 0x4000, 0x4400], "gemmEx f16 x bf16 -> f16, batched");
   await throwsKind(() => b.gather(table + 1, 3, 2, gi, 3, go, "bf16"), InvalidArgumentError, "InvalidArgument", "2-byte aligned", "gather bf16 at an odd address");
   for (const p of made) b.free(p);
 });
