@@ -28,7 +28,7 @@ use std::path::PathBuf;
 
 use backend_api::{
     AttentionArgs, AttentionMask, BackendTranspose, BinaryOp, ComputeBackend, Conv2dArgs, DType,
-    HeadTensor, QuantFormat, ReduceOp, RowOp, UnaryOp, UnaryParamOp,
+    GemmArgs, HeadTensor, QuantFormat, ReduceOp, RowOp, UnaryOp, UnaryParamOp,
 };
 use backend_cpu::{CpuBackend, reference};
 use serde::Deserialize;
@@ -1653,6 +1653,9 @@ struct HalfCase {
     dilation: [usize; 2],
     #[serde(default)]
     groups: usize,
+    /// gemm's alpha and beta (f64 bits); its initial C is in `v`.
+    #[serde(default)]
+    scalars: [u64; 2],
     want: Vec<u64>,
 }
 
@@ -1676,8 +1679,28 @@ fn half_storage_matches_numpy() {
         let mut mem = Placement::new(&be, true);
         let pa = mem.put(&half_bytes(&case.a, case.repeat.unwrap_or(1)), 2);
         let n = case.want.len();
-        let po = mem.put(&vec![0xA5; 2 * n], 2);
+        // gemm's C starts as its fixture values (gaps included), not as filler.
+        let po = match case.call.as_str() {
+            "gemm" => mem.put(&half_bytes(&case.v, 1), 2),
+            _ => mem.put(&vec![0xA5; 2 * n], 2),
+        };
         let result = match case.call.as_str() {
+            "gemm" => {
+                let pb = mem.put(&half_bytes(&case.b, 1), 2);
+                mem.upload();
+                let [m, n, k, ldc, stride_c, count] = case.dims[..] else {
+                    panic!("dims has 6 entries")
+                };
+                let [alpha, beta] = case.scalars.map(f64::from_bits);
+                let no = BackendTranspose::NoTrans;
+                let (a, b, c) = (mem.ptr(pa), mem.ptr(pb), mem.ptr(po));
+                be.batched_gemm_ex(
+                    &GemmArgs::new(no, no, m, n, k, alpha, a, m, b, k, beta, c, ldc)
+                        .with_dtypes(dtype, dtype)
+                        .with_c_dtype(dtype)
+                        .with_batch(m * k, k * n, stride_c, count),
+                )
+            }
             "unary" => {
                 mem.upload();
                 let op = UnaryOp::from_name(&case.op).expect("a unary op");
