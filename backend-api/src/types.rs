@@ -266,6 +266,66 @@ impl QuantFormat {
             Self::Q4_0 => 18,
         }
     }
+
+    /// Quantizes `rows x k` f32 weights, row-major, into this format as GGML's reference
+    /// quantizer does (`quantize_row_q8_0_ref`, `quantize_row_q4_0_ref`; bit for bit what
+    /// the `gguf` package writes, which the fixtures check): per block of 32, Q8_0 takes
+    /// `d = max|x| / 127` and `q = round(x / d)` (half away from zero); Q4_0 takes the
+    /// value of largest magnitude `m`, `d = m / -8` and `q = min(15, trunc(x / d + 8.5))`;
+    /// `1 / d` in f32 (0 for an all-zero block) and `d` stored as f16. The result is
+    /// `gemm_q`'s A: row `i` at `i * (k / 32) * block_bytes`.
+    ///
+    /// Errors: `InvalidArgument` when `k` is not a multiple of 32 or `weights` does not
+    /// hold `rows * k` values.
+    ///
+    /// ```
+    /// use backend_api::QuantFormat;
+    /// let w: Vec<f32> = (0..64).map(|i| i as f32 - 32.0).collect();
+    /// let q = QuantFormat::Q4_0.quantize(&w, 1, 64).unwrap();
+    /// assert_eq!(q.len(), 2 * 18);
+    /// // The first block's largest magnitude is -32: d = 4 (f16 0x4400).
+    /// assert_eq!(&q[..2], &[0x00, 0x44]);
+    /// ```
+    pub fn quantize(self, weights: &[f32], rows: usize, k: usize) -> crate::BackendResult<Vec<u8>> {
+        if !k.is_multiple_of(Self::BLOCK) {
+            return Err(crate::BackendError::InvalidArgument(format!(
+                "quantize {self}: k = {k} is not a multiple of {}",
+                Self::BLOCK
+            )));
+        }
+        if rows.checked_mul(k) != Some(weights.len()) {
+            return Err(crate::BackendError::InvalidArgument(format!(
+                "quantize {self}: {} weights for rows x k = {rows} x {k}",
+                weights.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(weights.len() / Self::BLOCK * self.block_bytes());
+        for x in weights.chunks_exact(Self::BLOCK) {
+            let d = match self {
+                Self::Q8_0 => x.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0,
+                Self::Q4_0 => {
+                    // The first value of the largest magnitude, with its sign.
+                    let mut max = 0.0f32;
+                    for &v in x {
+                        if v.abs() > max.abs() {
+                            max = v;
+                        }
+                    }
+                    max / -8.0
+                }
+            };
+            let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+            out.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
+            match self {
+                Self::Q8_0 => out.extend(x.iter().map(|&v| (v * id).round() as i8 as u8)),
+                Self::Q4_0 => {
+                    let q = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
+                    out.extend((0..16).map(|j| q(x[j]) | (q(x[j + 16]) << 4)));
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// What a backend has allocated, from [`memory_info`](crate::ComputeBackend::memory_info).

@@ -1281,6 +1281,40 @@ fn run_binary_file(file: &str, report: &mut Report, seen: &mut Vec<BinaryOp>) {
 #[derive(Deserialize)]
 struct GemmQFile {
     cases: Vec<GemmQCase>,
+    /// f32 weights and the bytes gguf quantizes them to.
+    quantize: Vec<QuantizeCase>,
+}
+
+#[derive(Deserialize)]
+struct QuantizeCase {
+    name: String,
+    format: String,
+    rows: usize,
+    k: usize,
+    w: Vec<u32>,
+    want: Vec<u8>,
+}
+
+/// `QuantFormat::quantize` against `gguf.quants.quantize`, byte for byte (rounding
+/// boundaries, an all-zero block and a negative extreme included).
+#[test]
+#[cfg_attr(miri, ignore = "reads fixtures/*.json, which Miri's isolation forbids")]
+fn quantize_matches_gguf() {
+    let fixture: GemmQFile = load("gemm_q.json");
+    assert!(!fixture.quantize.is_empty());
+    for case in &fixture.quantize {
+        let format = QuantFormat::from_name(&case.format).expect("q8_0 or q4_0");
+        let w: Vec<f32> = case.w.iter().map(|&b| f32::from_bits(b)).collect();
+        let got = format.quantize(&w, case.rows, case.k).expect("valid shape");
+        assert_eq!(got.len(), case.want.len(), "{}: length", case.name);
+        if let Some(i) = (0..got.len()).find(|&i| got[i] != case.want[i]) {
+            let block = i / format.block_bytes();
+            panic!(
+                "{}: byte {i} (block {block}) is {:#04x}, gguf wrote {:#04x}",
+                case.name, got[i], case.want[i]
+            );
+        }
+    }
 }
 
 #[derive(Deserialize)]
