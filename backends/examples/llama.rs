@@ -15,9 +15,15 @@
 //! y    = x1 + (silu(h2 Wg) * (h2 Wu)) Wd      h2 = rms_norm(x1) * g_mlp (SwiGLU)
 //! ```
 //!
+//! The same block runs a second time with its seven projection matrices quantized to
+//! GGML's Q4_0 (`QuantFormat::quantize`, 4.5 bits a weight) and multiplied by `gemm_q`
+//! straight from the blocks, as a GGUF model is served.
+//!
 //! It runs on the backend the `backends` features and `BACKEND` select and on every other
 //! backend compiled in, checks that they agree, and checks every output row against the
-//! numpy reference `examples/reference/llama.py` (committed with its output, `llama.json`):
+//! numpy reference `examples/reference/llama.py` (committed with its outputs, `llama.json`
+//! and, with the weights quantized and dequantized by the `gguf` package,
+//! `llama_q4_0.json`):
 //!
 //! ```sh
 //! cargo run --release -p backends --example llama                      # CPU
@@ -34,7 +40,7 @@ use std::process::ExitCode;
 
 use backends::{
     AttentionArgs, BackendResult, BackendTranspose, BinaryOp, Buffer, ComputeBackend,
-    ComputeBackendExt, HeadTensor, UnaryOp,
+    ComputeBackendExt, DType, HeadTensor, QuantFormat, UnaryOp,
 };
 use common::{Row, values};
 
@@ -123,19 +129,45 @@ fn rope_tables() -> (Vec<f32>, Vec<f32>) {
     (cos, sin)
 }
 
+/// A projection matrix `[k, n]` (row-major, `x W`): f32, or its transpose `[n, k]`
+/// quantized row by row (each output feature's `k` weights in blocks of 32, as GGUF
+/// stores a linear layer), which `gemm_q` reads.
+enum Linear<'b> {
+    F32(Buffer<'b, f32>),
+    Quant(Buffer<'b, u8>, QuantFormat),
+}
+
+impl<'b> Linear<'b> {
+    fn new(
+        b: &'b dyn ComputeBackend,
+        w: &[f32],
+        (k, n): (usize, usize),
+        quant: Option<QuantFormat>,
+    ) -> BackendResult<Self> {
+        match quant {
+            None => Ok(Self::F32(Buffer::from_slice(b, w)?)),
+            Some(format) => {
+                let wt: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
+                let blocks = format.quantize(&wt, n, k)?;
+                Ok(Self::Quant(Buffer::from_slice(b, &blocks)?, format))
+            }
+        }
+    }
+}
+
 /// The model on one backend: weights, KV cache and scratch for the longest step.
 struct Model<'b> {
     b: &'b dyn ComputeBackend,
     embed: Buffer<'b, f32>,
     g_attn: Buffer<'b, f32>,
-    wq: Buffer<'b, f32>,
-    wk: Buffer<'b, f32>,
-    wv: Buffer<'b, f32>,
-    wo: Buffer<'b, f32>,
+    wq: Linear<'b>,
+    wk: Linear<'b>,
+    wv: Linear<'b>,
+    wo: Linear<'b>,
     g_mlp: Buffer<'b, f32>,
-    wg: Buffer<'b, f32>,
-    wu: Buffer<'b, f32>,
-    wd: Buffer<'b, f32>,
+    wg: Linear<'b>,
+    wu: Linear<'b>,
+    wd: Linear<'b>,
     rot: Buffer<'b, f32>,
     cos: Buffer<'b, f32>,
     sin: Buffer<'b, f32>,
@@ -155,23 +187,30 @@ struct Model<'b> {
 }
 
 impl<'b> Model<'b> {
-    /// The model with scratch for steps of up to `most` tokens.
-    fn new(b: &'b dyn ComputeBackend, w: &Weights, most: usize) -> BackendResult<Self> {
+    /// The model with scratch for steps of up to `most` tokens, its projections in f32
+    /// or quantized to `quant`.
+    fn new(
+        b: &'b dyn ComputeBackend,
+        w: &Weights,
+        most: usize,
+        quant: Option<QuantFormat>,
+    ) -> BackendResult<Self> {
         let put = |v: &[f32]| Buffer::from_slice(b, v);
+        let lin = |v: &[f32], k, n| Linear::new(b, v, (k, n), quant);
         let scratch = |n: usize| Buffer::<f32>::zeros(b, n);
         let (cos, sin) = rope_tables();
         Ok(Self {
             b,
             embed: put(&w.embed)?,
             g_attn: put(&w.g_attn)?,
-            wq: put(&w.wq)?,
-            wk: put(&w.wk)?,
-            wv: put(&w.wv)?,
-            wo: put(&w.wo)?,
+            wq: lin(&w.wq, D, Q_DIM)?,
+            wk: lin(&w.wk, D, KV_DIM)?,
+            wv: lin(&w.wv, D, KV_DIM)?,
+            wo: lin(&w.wo, Q_DIM, D)?,
             g_mlp: put(&w.g_mlp)?,
-            wg: put(&w.wg)?,
-            wu: put(&w.wu)?,
-            wd: put(&w.wd)?,
+            wg: lin(&w.wg, D, FF)?,
+            wu: lin(&w.wu, D, FF)?,
+            wd: lin(&w.wd, FF, D)?,
             rot: put(&rotate_half())?,
             cos: put(&cos)?,
             sin: put(&sin)?,
@@ -202,6 +241,36 @@ impl<'b> Model<'b> {
         use BackendTranspose::NoTrans;
         self.b
             .gemm_row_major(NoTrans, NoTrans, m, n, k, 1.0, a, k, w, n, beta, c, n)
+    }
+
+    /// Row-major `c[m x n] (+)= a[m x k] * W`: an f32 gemm, or `gemm_q` over the
+    /// quantized transpose (in column-major terms `c^T = W^T a^T`: A the `n x k` blocks,
+    /// B `a^T` with `ldb = k`, C `c^T` with `ldc = n`).
+    fn linear(
+        &self,
+        a: u64,
+        w: &Linear<'_>,
+        c: u64,
+        (m, k, n): (usize, usize, usize),
+        beta: f64,
+    ) -> BackendResult<()> {
+        match w {
+            Linear::F32(w) => self.matmul(a, w.ptr(), c, (m, k, n), beta),
+            Linear::Quant(blocks, format) => self.b.gemm_q(
+                *format,
+                n,
+                m,
+                k,
+                1.0,
+                blocks.ptr(),
+                a,
+                DType::F32,
+                k,
+                beta,
+                c,
+                n,
+            ),
+        }
     }
 
     /// RoPE of `x` (`[t, heads, HEAD_DIM]` at positions `pos0..pos0 + t`) into `out`:
@@ -243,11 +312,11 @@ impl<'b> Model<'b> {
         // Attention. V goes straight into its cache rows; K after RoPE.
         let h = self.h.ptr();
         b.rms_norm(x, Some(self.g_attn.ptr()), h, t, D, EPS)?;
-        self.matmul(h, self.wq.ptr(), self.q.ptr(), (t, D, Q_DIM), 0.0)?;
-        self.matmul(h, self.wk.ptr(), self.k.ptr(), (t, D, KV_DIM), 0.0)?;
-        self.matmul(
+        self.linear(h, &self.wq, self.q.ptr(), (t, D, Q_DIM), 0.0)?;
+        self.linear(h, &self.wk, self.k.ptr(), (t, D, KV_DIM), 0.0)?;
+        self.linear(
             h,
-            self.wv.ptr(),
+            &self.wv,
             self.v_cache.at(pos0 * KV_DIM),
             (t, D, KV_DIM),
             0.0,
@@ -277,23 +346,32 @@ impl<'b> Model<'b> {
         .causal(true);
         b.attention_ex(&args)?;
         // x1 = x + o Wo, accumulated into x (beta = 1).
-        self.matmul(o, self.wo.ptr(), x, (t, Q_DIM, D), 1.0)?;
+        self.linear(o, &self.wo, x, (t, Q_DIM, D), 1.0)?;
 
         // SwiGLU MLP, accumulated into x1.
         b.rms_norm(x, Some(self.g_mlp.ptr()), h, t, D, EPS)?;
         let (gate, up) = (self.gate.ptr(), self.up.ptr());
-        self.matmul(h, self.wg.ptr(), gate, (t, D, FF), 0.0)?;
-        self.matmul(h, self.wu.ptr(), up, (t, D, FF), 0.0)?;
+        self.linear(h, &self.wg, gate, (t, D, FF), 0.0)?;
+        self.linear(h, &self.wu, up, (t, D, FF), 0.0)?;
         b.unary(UnaryOp::Silu, gate, gate, t * FF)?;
         b.binary(BinaryOp::Mul, gate, up, gate, t * FF)?;
-        self.matmul(gate, self.wd.ptr(), x, (t, FF, D), 1.0)?;
+        self.linear(gate, &self.wd, x, (t, FF, D), 1.0)?;
         b.copy_dtoh_vec(x, t * D)
     }
 }
 
 /// Prefill then every decode step on `b`; the output rows of all 40 tokens, in order.
 pub(crate) fn forward(b: &dyn ComputeBackend) -> BackendResult<Vec<f32>> {
-    let model = Model::new(b, &Weights::new(), PREFILL)?;
+    forward_with(b, None)
+}
+
+/// [`forward`] with the projections in Q4_0, multiplied by `gemm_q`.
+pub(crate) fn forward_q4_0(b: &dyn ComputeBackend) -> BackendResult<Vec<f32>> {
+    forward_with(b, Some(QuantFormat::Q4_0))
+}
+
+fn forward_with(b: &dyn ComputeBackend, quant: Option<QuantFormat>) -> BackendResult<Vec<f32>> {
+    let model = Model::new(b, &Weights::new(), PREFILL, quant)?;
     let toks = tokens();
     let mut out = model.step(&toks[..PREFILL], 0)?;
     for (i, &tok) in toks[PREFILL..].iter().enumerate() {
@@ -309,7 +387,7 @@ pub(crate) fn forward(b: &dyn ComputeBackend) -> BackendResult<Vec<f32>> {
 )]
 pub(crate) fn forward_prefill_only(b: &dyn ComputeBackend) -> BackendResult<Vec<f32>> {
     let toks = tokens();
-    Model::new(b, &Weights::new(), toks.len())?.step(&toks, 0)
+    Model::new(b, &Weights::new(), toks.len(), None)?.step(&toks, 0)
 }
 
 /// Runs the model on every backend available and compares; `reps` timed runs each.
@@ -322,15 +400,29 @@ pub(crate) fn run(reps: usize) -> Result<Vec<Row>, String> {
     common::run_everywhere(&what, forward, reps)
 }
 
+/// [`run`] with the projections in Q4_0.
+pub(crate) fn run_q4_0(reps: usize) -> Result<Vec<Row>, String> {
+    let what = format!(
+        "llama decoder block, projections in Q4_0 through gemm_q: d_model {D}, {HEADS} query \
+         heads over {KV_HEADS} KV heads of {HEAD_DIM}, SwiGLU {FF}; prefill {PREFILL} tokens, \
+         then {DECODE} decode steps"
+    );
+    common::run_everywhere(&what, forward_q4_0, reps)
+}
+
 /// Milliseconds per decode step on `b` (the model built and prefilled first, pipelines
 /// warm), each step ending with the output row read back, as a serving loop reads its
 /// logits: the mean over the 32 steps, best of `reps` passes.
 #[cfg_attr(test, allow(dead_code, reason = "the tests call run(), not main"))]
-fn decode_step_ms(b: &dyn ComputeBackend, reps: usize) -> BackendResult<f64> {
+fn decode_step_ms(
+    b: &dyn ComputeBackend,
+    reps: usize,
+    quant: Option<QuantFormat>,
+) -> BackendResult<f64> {
     let toks = tokens();
     let mut best = f64::INFINITY;
     for _ in 0..reps.max(1) {
-        let model = Model::new(b, &Weights::new(), PREFILL)?;
+        let model = Model::new(b, &Weights::new(), PREFILL, quant)?;
         model.step(&toks[..PREFILL], 0)?;
         let start = std::time::Instant::now();
         for (i, &tok) in toks[PREFILL..].iter().enumerate() {
@@ -343,19 +435,24 @@ fn decode_step_ms(b: &dyn ComputeBackend, reps: usize) -> BackendResult<f64> {
 
 #[cfg_attr(test, allow(dead_code, reason = "the tests call run(), not main"))]
 fn main() -> ExitCode {
-    if let Err(e) = run(3) {
-        return common::exit_code(Err(e));
+    for run in [run, run_q4_0] {
+        if let Err(e) = run(3) {
+            return common::exit_code(Err(e));
+        }
     }
     for kind in backends::BackendKind::compiled() {
         let Ok(b) = backends::create(kind) else {
             continue;
         };
-        match decode_step_ms(b.as_ref(), 5) {
-            Ok(ms) => println!(
-                "{}: {ms:.3} ms per decode step (32 steps, output read each step)",
-                b.name()
-            ),
-            Err(e) => println!("{}: decode timing failed: {e}", b.name()),
+        for (quant, what) in [(None, "f32"), (Some(QuantFormat::Q4_0), "Q4_0")] {
+            match decode_step_ms(b.as_ref(), 5, quant) {
+                Ok(ms) => println!(
+                    "{}: {ms:.3} ms per decode step, {what} projections (32 steps, output \
+                     read each step)",
+                    b.name()
+                ),
+                Err(e) => println!("{}: decode timing failed: {e}", b.name()),
+            }
         }
     }
     ExitCode::SUCCESS

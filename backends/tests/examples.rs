@@ -295,6 +295,34 @@ fn llama_block_matches_numpy() {
     matches_reference(text, &weights, &got, llama::D);
 }
 
+/// The block with its projections in Q4_0 (`gemm_q` on blocks made by
+/// `QuantFormat::quantize`) against numpy on gguf's dequantized weights: the quantizer,
+/// the block layout `gemm_q` reads and the model's wiring of `gemm_q` all have to agree.
+#[test]
+fn llama_block_q4_0_matches_numpy() {
+    let text = include_str!("../examples/reference/llama_q4_0.json");
+    let w = llama::Weights::new();
+    let got = llama::forward_q4_0(cpu().as_ref()).unwrap();
+    let weights: [(&str, &[f32]); 3] = [("embed", &w.embed), ("wq", &w.wq), ("wd", &w.wd)];
+    matches_reference(text, &weights, &got, llama::D);
+    // And it is not the f32 block: quantization moved the outputs.
+    let f32_out = llama::forward(cpu().as_ref()).unwrap();
+    let moved = got.iter().zip(&f32_out).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(moved > 1e-3, "Q4_0 output equals the f32 one (max |diff| {moved})");
+}
+
+#[test]
+fn llama_q4_0_block_agrees_across_backends() {
+    let rows = llama::run_q4_0(1).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+    assert!(
+        rows.iter()
+            .skip(1)
+            .all(|r| r.worst_ratio.is_some_and(|x| x <= 1.0))
+    );
+    expect_gpu_compared(&names);
+}
+
 #[test]
 fn mobilenet_block_agrees_across_backends() {
     let rows = mobilenet::run(1).unwrap_or_else(|e| panic!("{e}"));

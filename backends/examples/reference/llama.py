@@ -8,7 +8,11 @@ Run from anywhere (it writes next to itself), with Python 3 and numpy:
     python3 backends/examples/reference/llama.py
 
 It writes `llama.json`: the first values of every weight (so the Rust side can check that
-it made the same weights), and the block's output for every token, in order. The weights
+it made the same weights), and the block's output for every token, in order; and
+`llama_q4_0.json`, the same block with its seven projection matrices quantized to GGML's
+Q4_0 and dequantized by the `gguf` package (llama.cpp's own Python implementation of the
+format: `pip install gguf`), each transposed first so that a block runs along the input
+dimension, as GGUF stores a linear layer. The weights
 come from the same splitmix64 generator as `common::values` in the examples, computed here
 with Python integers and float32 arithmetic, so they are bit-identical. Everything else is
 written from the model's definition, not from the Rust code: RoPE by rotate_half, attention
@@ -98,17 +102,43 @@ def step(w, toks, pos0, cache_k, cache_v):
     return x1 + act @ w["wd"].reshape(FF, D)
 
 
-def main():
-    w32 = weights()
-    w = {name: v.astype(np.float64) for name, v in w32.items()}
+PROJECTIONS = {"wq": (D, HEADS * HEAD_DIM), "wk": (D, KV_HEADS * HEAD_DIM),
+               "wv": (D, KV_HEADS * HEAD_DIM), "wo": (HEADS * HEAD_DIM, D),
+               "wg": (D, FF), "wu": (D, FF), "wd": (FF, D)}
+
+
+def q4_0_roundtrip(w, k, n):
+    """W [k, n] (x W) through Q4_0 as gguf stores it: W^T [n, k] quantized row by row,
+    dequantized, transposed back."""
+    from gguf import GGMLQuantizationType, quants
+
+    wt = np.ascontiguousarray(w.reshape(k, n).T)
+    q = quants.quantize(wt, GGMLQuantizationType.Q4_0)
+    return quants.dequantize(q, GGMLQuantizationType.Q4_0).reshape(n, k).T.reshape(-1)
+
+
+def run(w):
+    w = {name: v.astype(np.float64) for name, v in w.items()}
     toks = tokens()
     cache_k = np.zeros((CAP, KV_HEADS, HEAD_DIM))
     cache_v = np.zeros((CAP, KV_HEADS, HEAD_DIM))
     outs = [step(w, toks[:PREFILL], 0, cache_k, cache_v)]
     for i in range(DECODE):
         outs.append(step(w, [toks[PREFILL + i]], PREFILL + i, cache_k, cache_v))
-    out = np.concatenate(outs, axis=0)
+    return np.concatenate(outs, axis=0)
+
+
+def main():
+    w32 = weights()
+    toks = tokens()
+    out = run(w32)
     write_reference(HERE, "llama.json", w32, out, shape=[len(toks), D], tokens=toks)
+    wq4 = dict(w32)
+    for name, (k, n) in PROJECTIONS.items():
+        wq4[name] = q4_0_roundtrip(w32[name], k, n)
+    out_q4 = run(wq4)
+    print(f"Q4_0 against f32 weights: max |diff| {np.max(np.abs(out_q4 - out)):.3e}")
+    write_reference(HERE, "llama_q4_0.json", w32, out_q4, shape=[len(toks), D], tokens=toks)
 
 
 def torch_decode_step_ms(device="cuda", reps=5):
