@@ -599,8 +599,28 @@ impl Executor for WebGpuBackend {
         self.ctx()?.outside_lock(|c| c.reduce(op, p))
     }
 
+    /// Few columns (decode): the block kernels. Many (prefill,
+    /// `ops::gemm_q::PREFILL_COLUMNS` and up): the weights dequantized once into an f32
+    /// temporary, then the tiled f32 gemm, which reads each weight once per tile of
+    /// columns rather than dequantizing every block once per 8 columns.
     fn run_gemm_q(&self, p: &GemmQPlan) -> BackendResult<()> {
-        self.ctx()?.outside_lock(|c| c.gemm_q(p))
+        let ctx = self.ctx()?;
+        if !ops::gemm_q::prefill(p, ctx.limits.max_binding) {
+            return ctx.outside_lock(|c| c.gemm_q(p));
+        }
+        let bytes = p.m * p.k * 4;
+        let w = self.run_alloc(bytes)?;
+        let temp = backend_api::Operand {
+            name: "A (dequantized)",
+            ptr: w,
+            bytes: bytes as u64,
+        };
+        let result = ctx
+            .outside_lock(|c| c.gemm_q_dequantize(p, &temp))
+            .and_then(|()| self.run_gemm(&ops::gemm_q::prefill_gemm(p, temp)));
+        // A free fails only for a device error, which the result reports already.
+        let _ = self.run_free(w);
+        result
     }
 
     fn run_binary_broadcast(&self, op: BinaryOp, p: &BroadcastPlan) -> BackendResult<()> {

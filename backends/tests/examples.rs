@@ -307,8 +307,15 @@ fn llama_block_q4_0_matches_numpy() {
     matches_reference(text, &weights, &got, llama::D);
     // And it is not the f32 block: quantization moved the outputs.
     let f32_out = llama::forward(cpu().as_ref()).unwrap();
-    let moved = got.iter().zip(&f32_out).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-    assert!(moved > 1e-3, "Q4_0 output equals the f32 one (max |diff| {moved})");
+    let moved = got
+        .iter()
+        .zip(&f32_out)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        moved > 1e-3,
+        "Q4_0 output equals the f32 one (max |diff| {moved})"
+    );
 }
 
 #[test]

@@ -79,7 +79,7 @@ fn worker(b: &dyn ComputeBackend, id: usize, rounds: usize) -> Result<(), String
             &format!("thread {id} round {round} gemm"),
             &got,
             &want,
-            |i| Tol::dot(k, f64::from(bound[i])),
+            |i| Tol::dot(k, bound[i]),
         )
         .map_err(|m| m.to_string())?;
     }

@@ -206,3 +206,41 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     workgroupBarrier();
     store_c(r, lane, row, col0);
 }
+
+// ---- `dequant`: prefill (many columns) ----------------------------------------------
+// The weights dequantized into f32, row-major m x k from element c_off of binding 3 (a
+// temporary), for the tiled f32 gemm to multiply: each block's values read once for all
+// n columns instead of once per 8. A thread writes 4 consecutive values (quad t of its
+// block: Q8_0 bytes 4t..4t+3; Q4_0 the low nibbles of bytes 4t..4t+3 for t < 4, the high
+// nibbles of bytes 4(t-4).. for t >= 4), so neighbouring threads write neighbouring
+// 16 bytes. `d * q` is exact in f32, as in the oracle.
+@compute @workgroup_size(256)
+fn dequant(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let g = flat_index(wid, nwg, lid, 256u);
+    let quads = params.k / 4u;
+    if (g >= params.m * quads) {
+        return;
+    }
+    let row = g / quads;
+    let q4 = g % quads;
+    let blk = q4 / 8u;
+    let t = q4 % 8u;
+    let p = params.a_byte + (row * (params.k / 32u) + blk) * block_bytes();
+    let d = scale_at(p);
+    var v: vec4<f32>;
+    if (FORMAT == 0u) {
+        let w = word_at(p + 2u + 4u * t);
+        let qb = vec4<u32>(w & 0xffu, (w >> 8u) & 0xffu, (w >> 16u) & 0xffu, w >> 24u);
+        v = vec4<f32>(vec4<i32>(qb) - select(vec4<i32>(0), vec4<i32>(256), qb >= vec4<u32>(128u)));
+    } else {
+        let w = word_at(p + 2u + 4u * (t % 4u)) >> select(0u, 4u, t >= 4u);
+        v = vec4<f32>(f32(w & 15u), f32((w >> 8u) & 15u), f32((w >> 16u) & 15u), f32((w >> 24u) & 15u))
+            - vec4<f32>(8.0);
+    }
+    let o = params.c_off + row * params.k + 4u * q4;
+    c[o] = d * v.x;
+    c[o + 1u] = d * v.y;
+    c[o + 2u] = d * v.z;
+    c[o + 3u] = d * v.w;
+}

@@ -1,7 +1,9 @@
-//! gemm_q: `kernels/gemm_q.wgsl`, a workgroup per 8 rows of A and 8 columns of B.
+//! gemm_q: `kernels/gemm_q.wgsl`, a workgroup per 8 rows of A and 8 columns of B; for
+//! many columns (prefill), the weights dequantized into an f32 temporary and the tiled
+//! f32 gemm.
 
-use backend_api::validate::GemmQPlan;
-use backend_api::{BackendError, BackendResult, DType, QuantFormat};
+use backend_api::validate::{Batch, GemmPlan, GemmQPlan};
+use backend_api::{BackendError, BackendResult, DType, Operand, QuantFormat};
 use bytemuck::bytes_of;
 
 use super::u32_saturating;
@@ -22,6 +24,46 @@ fn entry(n: usize) -> &'static str {
     if n <= 4 { "decode" } else { "main" }
 }
 
+/// Columns from which the product dequantizes the weights once into f32 and runs the
+/// tiled gemm, instead of dequantizing each block once per 8 columns.
+pub(crate) const PREFILL_COLUMNS: usize = 16;
+
+/// True when `p` takes the prefill path: enough columns, a product to compute, and the
+/// f32 weights within one binding.
+pub(crate) fn prefill(p: &GemmQPlan, max_binding: u64) -> bool {
+    p.n >= PREFILL_COLUMNS
+        && p.reads_ab()
+        && (p.m as u64)
+            .checked_mul(p.k as u64)
+            .and_then(|e| e.checked_mul(4))
+            .is_some_and(|bytes| bytes <= max_binding && bytes / 4 <= u64::from(u32::MAX))
+}
+
+/// The f32 gemm of the prefill path: `C = alpha * W * B + beta * C` with W the
+/// dequantized weights at `w`, row-major `m x k` (column-major `k x m`, read transposed).
+pub(crate) fn prefill_gemm(p: &GemmQPlan, w: Operand) -> GemmPlan {
+    GemmPlan {
+        op: p.op,
+        trans_a: true,
+        trans_b: false,
+        m: p.m,
+        n: p.n,
+        k: p.k,
+        lda: p.k,
+        ldb: p.ldb,
+        ldc: p.ldc,
+        alpha: p.alpha,
+        beta: p.beta,
+        a_dtype: DType::F32,
+        b_dtype: p.b_dtype,
+        c_dtype: DType::F32,
+        batch: Batch::ONE,
+        a: Some(w),
+        b: p.b,
+        c: p.c,
+    }
+}
+
 /// The `FORMAT` override of a block format.
 fn format_code(f: QuantFormat) -> f64 {
     match f {
@@ -31,6 +73,32 @@ fn format_code(f: QuantFormat) -> f64 {
 }
 
 impl Ctx {
+    /// The prefill path's first step: A dequantized into `out` (`m * k` f32, row-major).
+    pub(crate) fn gemm_q_dequantize(&self, p: &GemmQPlan, out: &Operand) -> BackendResult<()> {
+        let limits = &self.limits;
+        let mut st = self.lock();
+        let o = st.bind(limits, p.op, out)?;
+        let a = st.bind_opt(limits, p.op, p.a.as_ref())?;
+        let prm = params::GemmQ {
+            m: u32_saturating(p.m),
+            n: u32_saturating(p.n),
+            k: u32_saturating(p.k),
+            a_byte: a.byte as u32,
+            b_off: 0,
+            c_off: o.elem(4),
+            ldb: 0,
+            ldc: 0,
+            alpha: 1.0,
+            beta: 0.0,
+            flags: 1,
+            _pad: 0,
+        };
+        let grid = limits.grid(((p.m * p.k / 4) as u64).div_ceil(256))?;
+        let key = PipelineKey::new(Kernel::GemmQ, "dequant").with("FORMAT", format_code(p.format));
+        let State { stream, .. } = &mut *st;
+        self.dispatch(stream, &key, bytes_of(&prm), &[(1, &a), (3, &o)], grid)
+    }
+
     pub(crate) fn gemm_q(&self, p: &GemmQPlan) -> BackendResult<()> {
         let _span = tracing::debug_span!("gemm_q", m = p.m, n = p.n, k = p.k).entered();
         let limits = &self.limits;
@@ -87,6 +155,39 @@ mod tests {
             [1, 4, 5, 512].map(entry),
             ["decode", "decode", "main", "main"]
         );
+    }
+
+    #[test]
+    fn many_columns_dequantize_first_when_the_weights_fit_a_binding() {
+        let o = |bytes| Operand {
+            name: "x",
+            ptr: 0,
+            bytes,
+        };
+        let plan = |n, alpha: f64| GemmQPlan {
+            op: "gemm_q",
+            format: QuantFormat::Q4_0,
+            m: 4096,
+            n,
+            k: 4096,
+            alpha,
+            beta: 0.0,
+            b_dtype: DType::F32,
+            ldb: 4096,
+            ldc: 4096,
+            a: (alpha != 0.0).then(|| o(4096 * 128 * 18)),
+            b: (alpha != 0.0).then(|| o(4096 * 4 * n as u64)),
+            c: o(4096 * 4 * n as u64),
+        };
+        let big = 1 << 30;
+        assert!(!prefill(&plan(PREFILL_COLUMNS - 1, 1.0), big));
+        assert!(prefill(&plan(PREFILL_COLUMNS, 1.0), big));
+        assert!(prefill(&plan(512, 1.0), big));
+        // No product to compute, or f32 weights (64 MiB) past the binding limit.
+        assert!(!prefill(&plan(512, 0.0), big));
+        assert!(!prefill(&plan(512, 1.0), (64 << 20) - 1));
+        let g = prefill_gemm(&plan(512, 1.0), o(4096 * 4096 * 4));
+        assert!(g.trans_a && !g.trans_b && g.lda == 4096);
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod conv2d;
 mod copy;
 mod elementwise;
 mod gemm;
-mod gemm_q;
+pub(crate) mod gemm_q;
 mod reduce;
 mod rows;
 
