@@ -840,7 +840,7 @@ mod tests {
     #[test]
     fn gemm_sums_from_positive_zero() {
         // 0 * -1 = -0; BLAS adds it to an accumulator that starts at +0.
-        let mut c = [1.0];
+        let mut c = [1.0f32];
         gemm(
             false,
             false,
