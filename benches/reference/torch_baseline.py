@@ -104,6 +104,15 @@ def cases():
         name = f"attention_decode_b{bt}_h{h}_kv{kv}_s{s}_cap{cap}_d{d}"
         # One query row: the causal frontier is the last key, so it sees them all.
         out[name] = lambda q=q, kc=kc, vc=vc, s=s: gqa(q, kc[:, :, :s], vc[:, :, :s], False)
+    # f16 storage: PyTorch's f16 SDPA (flash attention) on the same shapes.
+    bt, h, kv, s, d = 8, 32, 8, 2048, 128
+    q, k, v = rand(bt, h, s, d).half(), rand(bt, kv, s, d).half(), rand(bt, kv, s, d).half()
+    out[f"attention_gqa_f16_b{bt}_h{h}_kv{kv}_s{s}_d{d}_causal"] = lambda q=q, k=k, v=v: gqa(q, k, v, True)
+    bt, h, kv, s, cap, d = 1, 32, 8, 4096, 8192, 128
+    q = rand(bt, h, 1, d).half()
+    kc, vc = rand(bt, kv, cap, d).half(), rand(bt, kv, cap, d).half()
+    out[f"attention_decode_f16_b{bt}_h{h}_kv{kv}_s{s}_cap{cap}_d{d}"] = (
+        lambda q=q, kc=kc, vc=vc, s=s: gqa(q, kc[:, :, :s], vc[:, :, :s], False))
 
     for rows, cols in ((1 << 14, 1 << 14), (1 << 12, 1 << 12)):
         xr = rand(rows, cols)
@@ -163,6 +172,8 @@ def cases():
         out[f"gemm_q_{fmt}_4096x4096_n1"] = lambda src=src, dst=dst: dst.copy_(src)
         wq, xq = rand(4096, 4096).half(), rand(4096, 512).half()
         out[f"gemm_q_{fmt}_4096x4096_n512"] = lambda wq=wq, xq=xq: torch.mm(wq, xq)
+        x16 = rand(4096, 16).half()
+        out[f"gemm_q_{fmt}_4096x4096_n16"] = lambda wq=wq, x16=x16: torch.mm(wq, x16)
 
     ba, bb, bz = rand(1 << 14, 4096), rand(4096), torch.empty(1 << 14, 4096, device=dev)
     out["broadcast_add_bias_16384x4096"] = lambda: torch.add(ba, bb, out=bz)

@@ -230,18 +230,52 @@ fn attention_gqa_case(
     d: usize,
     causal: bool,
 ) -> Case {
+    attention_typed_case(
+        DType::F32,
+        batch,
+        heads,
+        kv_heads,
+        seq_q,
+        seq_kv,
+        capacity,
+        d,
+        causal,
+    )
+}
+
+/// [`attention_gqa_case`] with Q, K, V and O stored as `dtype` (named `attention_f16_...`
+/// for f16; the mask-free operands hold f16 values of about 1).
+#[allow(clippy::too_many_arguments)]
+fn attention_typed_case(
+    dtype: DType,
+    batch: usize,
+    heads: usize,
+    kv_heads: usize,
+    seq_q: usize,
+    seq_kv: usize,
+    capacity: usize,
+    d: usize,
+    causal: bool,
+) -> Case {
     let decode = seq_q == 1;
+    let size = dtype.size_bytes() as f64;
     let work = if decode {
-        Work::Bytes(4.0 * (batch * (2 * kv_heads * seq_kv + 2 * heads) * d) as f64)
+        Work::Bytes(size * (batch * (2 * kv_heads * seq_kv + 2 * heads) * d) as f64)
     } else {
         let full = 4.0 * (batch * heads) as f64 * (seq_q * seq_kv) as f64 * d as f64;
         Work::Flops(if causal { full / 2.0 } else { full })
     };
+    let t = match dtype {
+        DType::F32 => String::new(),
+        d => format!("{d}_"),
+    };
     let name = if decode {
-        format!("attention_decode_b{batch}_h{heads}_kv{kv_heads}_s{seq_kv}_cap{capacity}_d{d}")
+        format!(
+            "attention_decode_{t}b{batch}_h{heads}_kv{kv_heads}_s{seq_kv}_cap{capacity}_d{d}"
+        )
     } else {
         format!(
-            "attention_gqa_b{batch}_h{heads}_kv{kv_heads}_s{seq_q}_d{d}{}",
+            "attention_gqa_{t}b{batch}_h{heads}_kv{kv_heads}_s{seq_q}_d{d}{}",
             if causal { "_causal" } else { "" }
         )
     };
@@ -253,6 +287,18 @@ fn attention_gqa_case(
             let q_len = batch * heads * seq_q * d;
             let kv_len = batch * kv_heads * capacity * d;
             let v = buffers(b, &[q_len, kv_len, kv_len, q_len])?;
+            if dtype != DType::F32 {
+                // f16/bf16 values of 1 in the first half of each buffer (the random f32
+                // bits would read as NaNs and infinities).
+                let one = match dtype {
+                    DType::F16 => half::f16::ONE.to_bits(),
+                    _ => half::bf16::ONE.to_bits(),
+                };
+                for (&p, &len) in v.iter().zip(&[q_len, kv_len, kv_len, q_len]) {
+                    let bytes: Vec<u8> = (0..len).flat_map(|_| one.to_le_bytes()).collect();
+                    b.copy_htod(p, &bytes)?;
+                }
+            }
             let args = AttentionArgs::new(
                 batch,
                 heads,
@@ -265,7 +311,8 @@ fn attention_gqa_case(
                 HeadTensor::bhsd(v[2], kv_heads, capacity, d),
                 HeadTensor::bhsd(v[3], heads, seq_q, d),
             )
-            .causal(causal);
+            .causal(causal)
+            .dtype(dtype);
             Ok(Prepared {
                 buffers: v,
                 run: Box::new(move |b| b.attention_ex(&args)),
@@ -636,6 +683,12 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
     for &(bt, h, kv, s, cap, d) in decode {
         v.push(attention_gqa_case(bt, h, kv, 1, s, cap, d, true));
     }
+    // The same GQA prefill and the batch-1 decode on f16 storage (SDPA f16 in torch).
+    for &(bt, h, kv, s, d) in gqa {
+        v.push(attention_typed_case(DType::F16, bt, h, kv, s, s, s, d, true));
+    }
+    let &(bt, h, kv, s, cap, d) = &decode[0];
+    v.push(attention_typed_case(DType::F16, bt, h, kv, 1, s, cap, d, true));
 
     let (rows, cols) = if full { (1 << 14, 1 << 14) } else { (256, 256) };
     v.push(reduce_case(rows, cols, 1));
@@ -795,7 +848,7 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
     // the weights) and 512 (prefill).
     let (qm, qk) = if full { (4096, 4096) } else { (256, 256) };
     for format in [QuantFormat::Q4_0, QuantFormat::Q8_0] {
-        for n in [1, if full { 512 } else { 16 }] {
+        for n in [1, 16, if full { 512 } else { 32 }] {
             v.push(gemm_q_case(format, qm, n, qk));
         }
     }
