@@ -59,6 +59,11 @@ pub struct Tuning {
     /// (`conv2d_ex.wgsl::main`), for measuring it against the others.
     /// `BACKEND_DEPTHWISE_DIRECT=1`.
     pub depthwise_direct: bool,
+    /// `gemm_q` with few columns runs the kernel of 8 lanes per block walking a row's
+    /// blocks 4 at a time (`gemm_q.wgsl::decode`) instead of 32 lanes per row taking 16
+    /// blocks a step (`decode_row`), for measuring one against the other.
+    /// `BACKEND_GEMM_Q_DECODE8=1`.
+    pub gemm_q_decode8: bool,
 }
 
 impl Default for Tuning {
@@ -68,6 +73,7 @@ impl Default for Tuning {
             readback_spin: std::time::Duration::from_micros(500),
             depthwise_tiled: false,
             depthwise_direct: false,
+            gemm_q_decode8: false,
         }
     }
 }
@@ -103,7 +109,7 @@ impl WebGpuOptions {
 
     /// These options with every variable that is set applied over them:
     /// `BACKEND_ADAPTER`, `BACKEND_TENSOR_CORES`, `BACKEND_GEMM_NARROW_BELOW`,
-    /// `BACKEND_READBACK_SPIN_US`, `BACKEND_DEPTHWISE_TILED`, `BACKEND_DEPTHWISE_DIRECT` (the rules: [`backend_api::env`]); `InvalidArgument`
+    /// `BACKEND_READBACK_SPIN_US`, `BACKEND_DEPTHWISE_TILED`, `BACKEND_DEPTHWISE_DIRECT`, `BACKEND_GEMM_Q_DECODE8` (the rules: [`backend_api::env`]); `InvalidArgument`
     /// naming the variable when a number does not parse.
     pub fn with_env(mut self) -> BackendResult<Self> {
         use backend_api::env;
@@ -124,6 +130,9 @@ impl WebGpuOptions {
         }
         if env::var(DEPTHWISE_DIRECT_ENV).is_some() {
             self.tuning.depthwise_direct = env::flag(DEPTHWISE_DIRECT_ENV);
+        }
+        if env::var(GEMM_Q_DECODE8_ENV).is_some() {
+            self.tuning.gemm_q_decode8 = env::flag(GEMM_Q_DECODE8_ENV);
         }
         Ok(self)
     }
@@ -146,6 +155,8 @@ pub const NARROW_BELOW_ENV: &str = "BACKEND_GEMM_NARROW_BELOW";
 pub const READBACK_SPIN_ENV: &str = "BACKEND_READBACK_SPIN_US";
 /// `BACKEND_DEPTHWISE_TILED`: see [`Tuning::depthwise_tiled`].
 pub const DEPTHWISE_TILED_ENV: &str = "BACKEND_DEPTHWISE_TILED";
+/// `BACKEND_GEMM_Q_DECODE8`: see [`Tuning::gemm_q_decode8`].
+pub const GEMM_Q_DECODE8_ENV: &str = "BACKEND_GEMM_Q_DECODE8";
 /// `BACKEND_DEPTHWISE_DIRECT`: see [`Tuning::depthwise_direct`].
 pub const DEPTHWISE_DIRECT_ENV: &str = "BACKEND_DEPTHWISE_DIRECT";
 

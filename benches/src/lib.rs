@@ -270,9 +270,7 @@ fn attention_typed_case(
         d => format!("{d}_"),
     };
     let name = if decode {
-        format!(
-            "attention_decode_{t}b{batch}_h{heads}_kv{kv_heads}_s{seq_kv}_cap{capacity}_d{d}"
-        )
+        format!("attention_decode_{t}b{batch}_h{heads}_kv{kv_heads}_s{seq_kv}_cap{capacity}_d{d}")
     } else {
         format!(
             "attention_gqa_{t}b{batch}_h{heads}_kv{kv_heads}_s{seq_q}_d{d}{}",
@@ -685,10 +683,30 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
     }
     // The same GQA prefill and the batch-1 decode on f16 storage (SDPA f16 in torch).
     for &(bt, h, kv, s, d) in gqa {
-        v.push(attention_typed_case(DType::F16, bt, h, kv, s, s, s, d, true));
+        v.push(attention_typed_case(
+            DType::F16,
+            bt,
+            h,
+            kv,
+            s,
+            s,
+            s,
+            d,
+            true,
+        ));
     }
     let &(bt, h, kv, s, cap, d) = &decode[0];
-    v.push(attention_typed_case(DType::F16, bt, h, kv, 1, s, cap, d, true));
+    v.push(attention_typed_case(
+        DType::F16,
+        bt,
+        h,
+        kv,
+        1,
+        s,
+        cap,
+        d,
+        true,
+    ));
 
     let (rows, cols) = if full { (1 << 14, 1 << 14) } else { (256, 256) };
     v.push(reduce_case(rows, cols, 1));

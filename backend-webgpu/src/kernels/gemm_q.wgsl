@@ -244,3 +244,88 @@ fn dequant(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     c[o + 2u] = d * v.z;
     c[o + 3u] = d * v.w;
 }
+
+// ---- `decode_row`: few columns (n <= 4), a row per 32 lanes --------------------------
+// `decode` walks a row's blocks 4 at a time, 32 steps for k = 4096, each waiting on its
+// loads: latency-bound. Here the 32 lanes of a row take 8 blocks at once, 4 lanes a
+// block (Q4_0: lane u reads quant bytes 4u..4u+3, elements 4u..4u+3 from their low
+// nibbles and 4u+16..4u+19 from their high ones; Q8_0: bytes 8u..8u+7, elements
+// 8u..8u+7), and each step takes two blocks (b and b + 8) whose loads are issued
+// together: 8 steps for k = 4096. The B reads of a lane are two runs of 4 consecutive
+// values. The lanes' sums are combined in lane order, as in `main`.
+
+fn b4(i: u32) -> vec4<f32> {
+    return vec4<f32>(b_at(i), b_at(i + 1u), b_at(i + 2u), b_at(i + 3u));
+}
+
+fn s8x4(w: u32) -> vec4<f32> {
+    let qb = vec4<u32>(w & 0xffu, (w >> 8u) & 0xffu, (w >> 16u) & 0xffu, w >> 24u);
+    return vec4<f32>(vec4<i32>(qb) - select(vec4<i32>(0), vec4<i32>(256), qb >= vec4<u32>(128u)));
+}
+
+fn nib4(w: u32) -> vec4<f32> {
+    return vec4<f32>(f32(w & 15u), f32((w >> 8u) & 15u), f32((w >> 16u) & 15u), f32((w >> 24u) & 15u))
+        - vec4<f32>(8.0);
+}
+
+// Lane u's part of the block at byte p: its 8 integers (two vec4s) and their first
+// elements' indices within the block.
+struct Part {
+    q0: vec4<f32>,
+    q1: vec4<f32>,
+    i0: u32,
+    i1: u32,
+}
+
+fn part(p: u32, u: u32) -> Part {
+    if (FORMAT == 0u) {
+        let q = p + 2u + 8u * u;
+        return Part(s8x4(word_at(q)), s8x4(word_at(q + 4u)), 8u * u, 8u * u + 4u);
+    }
+    let w = word_at(p + 2u + 4u * u);
+    return Part(nib4(w), nib4(w >> 4u), 4u * u, 4u * u + 16u);
+}
+
+@compute @workgroup_size(256)
+fn decode_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = lid / LANES;
+    let lane = lid % LANES;
+    let slot = lane / 4u;
+    let u = lane % 4u;
+    let row = wid.x * ROWS + r;
+    let col0 = wid.y * COLS;
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    let blocks = params.k / 32u;
+    if ((params.flags & 1u) != 0u && row < params.m) {
+        let row_base = params.a_byte + row * blocks * block_bytes();
+        for (var blk = slot; blk < blocks; blk = blk + 16u) {
+            let p0 = row_base + blk * block_bytes();
+            let two = blk + 8u < blocks;
+            let p1 = select(p0, p0 + 8u * block_bytes(), two);
+            let d0 = scale_at(p0);
+            let d1 = scale_at(p1);
+            let x0 = part(p0, u);
+            let x1 = part(p1, u);
+            for (var j = 0u; j < COLS; j = j + 1u) {
+                if (col0 + j < params.n) {
+                    let bb0 = params.b_off + blk * 32u + (col0 + j) * params.ldb;
+                    let bb1 = bb0 + select(0u, 256u, two);
+                    let s0 = dot(x0.q0, b4(bb0 + x0.i0)) + dot(x0.q1, b4(bb0 + x0.i1));
+                    let s1 = dot(x1.q0, b4(bb1 + x1.i0)) + dot(x1.q1, b4(bb1 + x1.i1));
+                    // Without a second block, s1 (block b's values again) is not added:
+                    // 0 * s1 would be NaN for an infinite B.
+                    var v = d0 * s0;
+                    if (two) {
+                        v = v + d1 * s1;
+                    }
+                    acc[j] = acc[j] + v;
+                }
+            }
+        }
+    }
+    for (var j = 0u; j < COLS; j = j + 1u) {
+        partial[(r * LANES + lane) * COLS + j] = acc[j];
+    }
+    workgroupBarrier();
+    store_c(r, lane, row, col0);
+}

@@ -18,10 +18,15 @@ fn tile_columns(n: usize) -> u64 {
     (n.max(1).next_power_of_two() as u64).min(8)
 }
 
-/// The kernel: `decode` (8 lanes per block, coalesced reads of A and B) for up to 4
-/// columns, `main` (a lane per block, each block dequantized once for 8 columns) above.
-fn entry(n: usize) -> &'static str {
-    if n <= 4 { "decode" } else { "main" }
+/// The kernel: for up to 4 columns `decode_row` (32 lanes per row, 16 blocks a step),
+/// or `decode` (8 lanes per block, 4 blocks a step) with `decode8`; `main` (a lane per
+/// block, each block dequantized once for 8 columns) above.
+fn entry(n: usize, decode8: bool) -> &'static str {
+    match (n <= 4, decode8) {
+        (true, false) => "decode_row",
+        (true, true) => "decode",
+        (false, _) => "main",
+    }
 }
 
 /// Columns from which the product dequantizes the weights once into f32 and runs the
@@ -130,7 +135,7 @@ impl Ctx {
                 p.op
             )));
         }
-        let key = PipelineKey::new(Kernel::GemmQ, entry(p.n))
+        let key = PipelineKey::new(Kernel::GemmQ, entry(p.n, self.tuning.gemm_q_decode8))
             .with("FORMAT", format_code(p.format))
             .with("B_F16", f64::from(u8::from(p.b_dtype == DType::F16)))
             .with("COLS", cols as f64);
@@ -152,9 +157,10 @@ mod tests {
     #[test]
     fn few_columns_take_the_decode_kernel() {
         assert_eq!(
-            [1, 4, 5, 512].map(entry),
-            ["decode", "decode", "main", "main"]
+            [1, 4, 5, 512].map(|n| entry(n, false)),
+            ["decode_row", "decode_row", "main", "main"]
         );
+        assert_eq!(entry(1, true), "decode");
     }
 
     #[test]
