@@ -64,6 +64,10 @@ pub struct Tuning {
     /// blocks a step (`decode_row`), for measuring one against the other.
     /// `BACKEND_GEMM_Q_DECODE8=1`.
     pub gemm_q_decode8: bool,
+    /// Kernels convert f16 with the adapter's `pack2x16float`/`unpack2x16float` where a
+    /// probe at initialisation finds them exact (every f16 value widened, rounding
+    /// boundaries narrowed); else, or with `BACKEND_HW_F16=0`, the exact bit arithmetic.
+    pub hw_f16: bool,
 }
 
 impl Default for Tuning {
@@ -74,6 +78,7 @@ impl Default for Tuning {
             depthwise_tiled: false,
             depthwise_direct: false,
             gemm_q_decode8: false,
+            hw_f16: true,
         }
     }
 }
@@ -109,7 +114,7 @@ impl WebGpuOptions {
 
     /// These options with every variable that is set applied over them:
     /// `BACKEND_ADAPTER`, `BACKEND_TENSOR_CORES`, `BACKEND_GEMM_NARROW_BELOW`,
-    /// `BACKEND_READBACK_SPIN_US`, `BACKEND_DEPTHWISE_TILED`, `BACKEND_DEPTHWISE_DIRECT`, `BACKEND_GEMM_Q_DECODE8` (the rules: [`backend_api::env`]); `InvalidArgument`
+    /// `BACKEND_READBACK_SPIN_US`, `BACKEND_DEPTHWISE_TILED`, `BACKEND_DEPTHWISE_DIRECT`, `BACKEND_GEMM_Q_DECODE8`, `BACKEND_HW_F16` (the rules: [`backend_api::env`]); `InvalidArgument`
     /// naming the variable when a number does not parse.
     pub fn with_env(mut self) -> BackendResult<Self> {
         use backend_api::env;
@@ -134,6 +139,9 @@ impl WebGpuOptions {
         if env::var(GEMM_Q_DECODE8_ENV).is_some() {
             self.tuning.gemm_q_decode8 = env::flag(GEMM_Q_DECODE8_ENV);
         }
+        if env::var(HW_F16_ENV).is_some() {
+            self.tuning.hw_f16 = env::flag(HW_F16_ENV);
+        }
         Ok(self)
     }
 
@@ -155,6 +163,8 @@ pub const NARROW_BELOW_ENV: &str = "BACKEND_GEMM_NARROW_BELOW";
 pub const READBACK_SPIN_ENV: &str = "BACKEND_READBACK_SPIN_US";
 /// `BACKEND_DEPTHWISE_TILED`: see [`Tuning::depthwise_tiled`].
 pub const DEPTHWISE_TILED_ENV: &str = "BACKEND_DEPTHWISE_TILED";
+/// `BACKEND_HW_F16`: see [`Tuning::hw_f16`].
+pub const HW_F16_ENV: &str = "BACKEND_HW_F16";
 /// `BACKEND_GEMM_Q_DECODE8`: see [`Tuning::gemm_q_decode8`].
 pub const GEMM_Q_DECODE8_ENV: &str = "BACKEND_GEMM_Q_DECODE8";
 /// `BACKEND_DEPTHWISE_DIRECT`: see [`Tuning::depthwise_direct`].

@@ -34,6 +34,7 @@
 
 mod device;
 mod errors;
+mod hw_f16;
 #[cfg(all(feature = "host-import", not(target_arch = "wasm32")))]
 #[allow(unsafe_code)]
 mod import;
@@ -58,8 +59,8 @@ use backend_api::{
 #[cfg(not(target_arch = "wasm32"))]
 pub use device::list_adapters;
 pub use device::{
-    ADAPTER_ENV, AdapterSummary, DEPTHWISE_DIRECT_ENV, DEPTHWISE_TILED_ENV, NARROW_BELOW_ENV,
-    READBACK_SPIN_ENV, TENSOR_CORES_ENV, Tuning, WebGpuOptions,
+    ADAPTER_ENV, AdapterSummary, DEPTHWISE_DIRECT_ENV, DEPTHWISE_TILED_ENV, GEMM_Q_DECODE8_ENV,
+    HW_F16_ENV, NARROW_BELOW_ENV, READBACK_SPIN_ENV, TENSOR_CORES_ENV, Tuning, WebGpuOptions,
 };
 
 use errors::ErrorSink;
@@ -103,6 +104,8 @@ pub(crate) struct Ctx {
     mappable: bool,
     /// Bytes copied through intermediate host-visible buffers (`MemoryInfo::staged_bytes`).
     staged: std::sync::atomic::AtomicU64,
+    /// Kernels convert f16 with the adapter's instructions (`hw_f16.rs` found them exact).
+    hw_f16: std::sync::atomic::AtomicBool,
     /// The recording state. Lock order: this lock first, then `pipelines`.
     state: Mutex<State>,
     /// Compiled kernels, built on first use; locked only inside the state lock, briefly
@@ -216,10 +219,22 @@ impl WebGpuBackend {
             mappable,
             host_import,
             staged: std::sync::atomic::AtomicU64::new(0),
+            hw_f16: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(state),
             pipelines: Mutex::new(Pipelines::default()),
         }));
+        if self.options.tuning.hw_f16 {
+            hw_f16::probe(self).await;
+        }
         Ok(())
+    }
+
+    /// Whether kernels convert f16 with the adapter's own instructions, which the probe
+    /// at initialisation found exact (`BACKEND_HW_F16=0` keeps the bit arithmetic).
+    pub fn hardware_f16_conversions(&self) -> bool {
+        self.ctx
+            .as_deref()
+            .is_some_and(|c| c.hw_f16.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Whether [`with_host_memory`](Self::with_host_memory) can import host memory here:

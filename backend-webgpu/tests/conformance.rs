@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use backend_api::ComputeBackend;
+use backend_api::{ComputeBackend, ComputeBackendExt};
 use backend_webgpu::WebGpuBackend;
 use conformance::{Check, Config, Profile, run_check};
 
@@ -559,4 +559,85 @@ fn a_large_read_view_maps_unified_memory_in_place() {
         b.name()
     );
     b.free(p).unwrap();
+}
+
+/// The f16 conversions as the kernels do them, with the adapter's instructions where the
+/// probe at initialisation found them exact and with the bit arithmetic otherwise (and
+/// always with `Tuning::hw_f16` off): every f16 pattern widened and a spread of f32
+/// values narrowed must give the exact results (`half`'s) either way.
+#[test]
+fn f16_conversions_are_exact_with_and_without_the_hardware_ones() {
+    use backend_api::DType;
+    use backend_api::half::f16;
+    let Some(probed) = backend() else {
+        return;
+    };
+    let mut options = backend_webgpu::WebGpuOptions::from_env().expect("options");
+    options.tuning.hw_f16 = false;
+    let mut bits_only = WebGpuBackend::with_options(options);
+    bits_only.init().expect("the same adapter opens twice");
+    eprintln!(
+        "f16 conversions: {} on {}",
+        if probed.hardware_f16_conversions() {
+            "the adapter's (probed exact)"
+        } else {
+            "bit arithmetic (the adapter's were not exact, or the probe was off)"
+        },
+        probed.name()
+    );
+    assert!(!bits_only.hardware_f16_conversions());
+    let halves: Vec<u16> = (0..=u16::MAX).collect();
+    let wide: Vec<f32> = (0..1 << 16)
+        .map(|i: u32| f32::from_bits(i.wrapping_mul(0x9e37_79b9) ^ 0x3f00_0000))
+        .chain([
+            65519.996,
+            65520.0,
+            1.0 + 2f32.powi(-11),
+            2f32.powi(-25),
+            3.0 * 2f32.powi(-26),
+        ])
+        .collect();
+    for b in [probed, &bits_only] {
+        let up = b.upload(&halves).unwrap();
+        let up_out = b.alloc(4 * halves.len()).unwrap();
+        b.cast(up, DType::F16, up_out, DType::F32, halves.len())
+            .unwrap();
+        let got: Vec<f32> = b.copy_dtoh_vec(up_out, halves.len()).unwrap();
+        for (&h, g) in halves.iter().zip(&got) {
+            let want = f16::from_bits(h).to_f32();
+            assert!(
+                g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                "{}: f16 {h:#06x} widened to {g:e}, not {want:e}",
+                b.name()
+            );
+        }
+        let down = b.upload(&wide).unwrap();
+        let down_out = b.alloc(2 * wide.len()).unwrap();
+        b.cast(down, DType::F32, down_out, DType::F16, wide.len())
+            .unwrap();
+        let got: Vec<u16> = b.copy_dtoh_vec(down_out, wide.len()).unwrap();
+        for (&x, &g) in wide.iter().zip(&got) {
+            let want = f16::from_f32(x);
+            let g = f16::from_bits(g);
+            assert!(
+                g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                "{}: {x:e} narrowed to {g} ({:#06x}), not {want}",
+                b.name(),
+                g.to_bits()
+            );
+        }
+        for p in [up, up_out, down, down_out] {
+            b.free(p).unwrap();
+        }
+    }
+    // Where the suite ran on the adapter's conversions, the f16 check runs once more on
+    // the bit arithmetic, which adapters without exact conversions take.
+    if probed.hardware_f16_conversions() {
+        let report = run_check(&bits_only, Check::HalfStorage, &config(&bits_only));
+        assert!(
+            report.ok(),
+            "half_storage on the bit arithmetic: {:?}",
+            report.failures
+        );
+    }
 }

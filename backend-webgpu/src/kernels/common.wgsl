@@ -22,8 +22,17 @@ fn is_inf(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7fffffffu) == 0x7f800000u;
 }
 
+// The adapter's own f16 conversions (`unpack2x16float`, `pack2x16float`) in place of the
+// bit arithmetic below: set only where a probe at initialisation found them exact on
+// every f16 value and on the rounding boundaries (WGSL promises neither round-to-nearest-
+// even, infinity on overflow, nor subnormals), see `hw_f16.rs`.
+override HW_F16: bool = false;
+
 // f16 bits (low 16 bits of h) to f32 bits, exactly: subnormals become normal f32.
 fn f16_to_f32_bits(h: u32) -> u32 {
+    if (HW_F16) {
+        return bitcast<u32>(unpack2x16float(h & 0xffffu).x);
+    }
     // Normal values (the common case): rebias the exponent, no further branch.
     let ef = (h >> 10u) & 0x1fu;
     if (ef != 0u && ef != 31u) {
@@ -49,6 +58,9 @@ fn f16_to_f32_bits(h: u32) -> u32 {
 
 // f32 bits to f16 bits, rounding to nearest even; overflow gives infinity, NaN stays NaN.
 fn f32_to_f16_bits(x: u32) -> u32 {
+    if (HW_F16) {
+        return pack2x16float(vec2<f32>(bitcast<f32>(x), 0.0)) & 0xffffu;
+    }
     let sign = (x >> 16u) & 0x8000u;
     // The normal f16 range, 2^-14 <= |x| < 65520 (what rounds to 65504 at most): rebias
     // the exponent and round to nearest even on the low 13 bits; a carry into the

@@ -188,6 +188,10 @@ kernels! {
 }
 
 const COMMON: &str = include_str!("common.wgsl");
+
+/// The override of common.wgsl that switches to the adapter's f16 conversions; every
+/// kernel but the self-contained cooperative-matrix one has it.
+pub(crate) const HW_F16: &str = "HW_F16";
 const MATH: &str = include_str!("math.wgsl");
 const BINARY_OP: &str = include_str!("binary_op.wgsl");
 
@@ -336,7 +340,7 @@ impl Pipelines {
                 && key
                     .constants
                     .iter()
-                    .all(|(c, _)| kernel.constants().contains(c)),
+                    .all(|(c, _)| kernel.constants().contains(c) || *c == HW_F16),
             "{} names an entry point or constant that Kernel::entries/constants do not list",
             key.describe()
         );

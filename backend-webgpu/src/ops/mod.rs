@@ -128,6 +128,17 @@ impl Ctx {
         if groups.contains(&0) {
             return Ok(());
         }
+        // Every kernel built on common.wgsl takes the adapter's f16 conversions where the
+        // probe at initialisation found them exact.
+        let hw;
+        let key = if self.hw_f16.load(std::sync::atomic::Ordering::Relaxed)
+            && key.kernel != crate::kernels::Kernel::GemmCoop
+        {
+            hw = key.clone().with(crate::kernels::HW_F16, 1.0);
+            &hw
+        } else {
+            key
+        };
         let state = MISS.with(Cell::take);
         let pipeline = match (self.cached_pipeline(key), state) {
             (None, Miss::Armed) => {
