@@ -1086,6 +1086,14 @@ pub fn open(backend: &str, adapter: Option<&str>) -> BackendResult<Opened> {
                 });
             b.init()?;
             let software = b.adapter().is_some_and(|a| a.is_software());
+            println!(
+                "f16 conversions: {}",
+                if b.hardware_f16_conversions() {
+                    "the adapter's (probed exact)"
+                } else {
+                    "bit arithmetic"
+                }
+            );
             Ok(Opened {
                 backend: Box::new(b),
                 scale: if software { Scale::Small } else { Scale::Full },
