@@ -38,6 +38,12 @@ pub struct WebGpuOptions {
     /// Kernel-choice and latency knobs; the defaults are the ones measured best on an
     /// NVIDIA H200 (docs/PERFORMANCE.md).
     pub tuning: Tuning,
+    /// The directory where compiled pipelines are kept between processes (wgpu's
+    /// `PipelineCache`, on Vulkan; a file per adapter, driver and crate version), or
+    /// `None` for none. `Default` has none; [`from_env`](Self::from_env) uses
+    /// `$XDG_CACHE_HOME/backend-webgpu` (else `~/.cache/backend-webgpu`) unless
+    /// [`PIPELINE_CACHE_ENV`] names another directory or is `off`. Native only.
+    pub pipeline_cache: Option<std::path::PathBuf>,
 }
 
 /// Tuning knobs of [`WebGpuOptions`]. Results never depend on them, only speed.
@@ -93,6 +99,7 @@ impl Default for WebGpuOptions {
             cooperative_matrix: false,
             memory_limit: None,
             tuning: Tuning::default(),
+            pipeline_cache: None,
         }
     }
 }
@@ -114,7 +121,7 @@ impl WebGpuOptions {
 
     /// These options with every variable that is set applied over them:
     /// `BACKEND_ADAPTER`, `BACKEND_TENSOR_CORES`, `BACKEND_GEMM_NARROW_BELOW`,
-    /// `BACKEND_READBACK_SPIN_US`, `BACKEND_DEPTHWISE_TILED`, `BACKEND_DEPTHWISE_DIRECT`, `BACKEND_GEMM_Q_DECODE8`, `BACKEND_HW_F16` (the rules: [`backend_api::env`]); `InvalidArgument`
+    /// `BACKEND_READBACK_SPIN_US`, `BACKEND_DEPTHWISE_TILED`, `BACKEND_DEPTHWISE_DIRECT`, `BACKEND_GEMM_Q_DECODE8`, `BACKEND_HW_F16`, `BACKEND_PIPELINE_CACHE` (the rules: [`backend_api::env`]); `InvalidArgument`
     /// naming the variable when a number does not parse.
     pub fn with_env(mut self) -> BackendResult<Self> {
         use backend_api::env;
@@ -142,6 +149,14 @@ impl WebGpuOptions {
         if env::var(HW_F16_ENV).is_some() {
             self.tuning.hw_f16 = env::flag(HW_F16_ENV);
         }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            self.pipeline_cache = match env::var(PIPELINE_CACHE_ENV) {
+                Some(v) if ["off", "0", "false", "no"].contains(&v.to_lowercase().as_str()) => None,
+                Some(dir) => Some(dir.into()),
+                None => crate::pipeline_cache::default_dir(),
+            };
+        }
         Ok(self)
     }
 
@@ -163,6 +178,9 @@ pub const NARROW_BELOW_ENV: &str = "BACKEND_GEMM_NARROW_BELOW";
 pub const READBACK_SPIN_ENV: &str = "BACKEND_READBACK_SPIN_US";
 /// `BACKEND_DEPTHWISE_TILED`: see [`Tuning::depthwise_tiled`].
 pub const DEPTHWISE_TILED_ENV: &str = "BACKEND_DEPTHWISE_TILED";
+/// `BACKEND_PIPELINE_CACHE`: a directory for compiled pipelines, or `off`; see
+/// [`WebGpuOptions::pipeline_cache`].
+pub const PIPELINE_CACHE_ENV: &str = "BACKEND_PIPELINE_CACHE";
 /// `BACKEND_HW_F16`: see [`Tuning::hw_f16`].
 pub const HW_F16_ENV: &str = "BACKEND_HW_F16";
 /// `BACKEND_GEMM_Q_DECODE8`: see [`Tuning::gemm_q_decode8`].
@@ -370,6 +388,9 @@ pub(crate) fn wanted_features(adapter: &wgpu::Adapter, options: &WebGpuOptions) 
     );
     if options.unified_memory && unified {
         wanted |= wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
+    }
+    if options.pipeline_cache.is_some() && !cfg!(target_arch = "wasm32") {
+        wanted |= wgpu::Features::PIPELINE_CACHE;
     }
     if options.cooperative_matrix && has_f16_matrix_units(adapter) {
         wanted |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;

@@ -41,6 +41,8 @@ mod import;
 mod kernels;
 mod memory;
 mod ops;
+#[cfg(not(target_arch = "wasm32"))]
+mod pipeline_cache;
 mod stream;
 mod transfer;
 
@@ -60,7 +62,8 @@ use backend_api::{
 pub use device::list_adapters;
 pub use device::{
     ADAPTER_ENV, AdapterSummary, DEPTHWISE_DIRECT_ENV, DEPTHWISE_TILED_ENV, GEMM_Q_DECODE8_ENV,
-    HW_F16_ENV, NARROW_BELOW_ENV, READBACK_SPIN_ENV, TENSOR_CORES_ENV, Tuning, WebGpuOptions,
+    HW_F16_ENV, NARROW_BELOW_ENV, PIPELINE_CACHE_ENV, READBACK_SPIN_ENV, TENSOR_CORES_ENV, Tuning,
+    WebGpuOptions,
 };
 
 use errors::ErrorSink;
@@ -198,6 +201,10 @@ impl WebGpuBackend {
             })?
         };
         let errors = ErrorSink::install(&device);
+        #[cfg(not(target_arch = "wasm32"))]
+        let disk = self.options.pipeline_cache.as_deref().and_then(|dir| {
+            pipeline_cache::DiskCache::open(&device, &adapter.get_info(), dir).map(Arc::new)
+        });
         let limits = device.limits();
         let mappable = features.contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
         let coop = features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
@@ -221,12 +228,33 @@ impl WebGpuBackend {
             staged: std::sync::atomic::AtomicU64::new(0),
             hw_f16: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(state),
-            pipelines: Mutex::new(Pipelines::default()),
+            pipelines: Mutex::new(Pipelines {
+                #[cfg(not(target_arch = "wasm32"))]
+                disk,
+                ..Pipelines::default()
+            }),
         }));
         if self.options.tuning.hw_f16 {
             hw_f16::probe(self).await;
         }
         Ok(())
+    }
+
+    /// Writes the compiled pipelines to the pipeline cache's file now (it is also written
+    /// every few new pipelines and when the backend is dropped); the file, or `None`
+    /// without a cache (not Vulkan, `pipeline_cache: None`, `BACKEND_PIPELINE_CACHE=off`).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn save_pipeline_cache(&self) -> Option<std::path::PathBuf> {
+        let disk = self.ctx.as_deref()?.disk_cache()?;
+        disk.save();
+        Some(disk.path().to_path_buf())
+    }
+
+    /// Bytes of compiled pipelines the cache held at `init` (0: a cold start), or `None`
+    /// without a cache.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn pipeline_cache_loaded(&self) -> Option<usize> {
+        Some(self.ctx.as_deref()?.disk_cache()?.loaded)
     }
 
     /// Whether kernels convert f16 with the adapter's own instructions, which the probe
@@ -390,6 +418,16 @@ impl WebGpuBackend {
 }
 
 impl Ctx {
+    /// The on-disk pipeline cache, where there is one.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn disk_cache(&self) -> Option<Arc<pipeline_cache::DiskCache>> {
+        self.pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .disk
+            .clone()
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // State changes happen after all validation; a panic cannot leave it half-done.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -493,6 +531,16 @@ fn would_block(what: &str) -> BackendError {
         "{what} would block, and a browser's main thread cannot block (the page would hang): \
          use {what}_async"
     ))
+}
+
+/// The pipelines built since the last save reach the disk when the context goes.
+#[cfg(not(target_arch = "wasm32"))]
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        if let Some(d) = self.disk_cache() {
+            d.save();
+        }
+    }
 }
 
 impl Executor for WebGpuBackend {

@@ -641,3 +641,86 @@ fn f16_conversions_are_exact_with_and_without_the_hardware_ones() {
         );
     }
 }
+
+/// The pipeline cache on disk: a first backend starts cold and writes its compiled
+/// pipelines to a file named for the adapter and driver; a second backend on the same
+/// directory loads that file (where the adapter keeps a cache: Vulkan) and computes the
+/// same results; a damaged file is ignored (a cold start), never handed to the driver.
+#[test]
+fn the_pipeline_cache_survives_the_process_and_refuses_damaged_files() {
+    let Some(shared) = backend() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("backend-webgpu-pc-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let open = || {
+        let mut options = backend_webgpu::WebGpuOptions::from_env().expect("options");
+        options.pipeline_cache = Some(dir.clone());
+        options.tuning.hw_f16 = false;
+        let mut b = WebGpuBackend::with_options(options);
+        b.init().expect("the same adapter opens again");
+        b
+    };
+    let gemm = |b: &WebGpuBackend| -> Vec<f32> {
+        let n = 8;
+        let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 - 3.0).collect();
+        let x = b.upload(&a).unwrap();
+        let y = b.alloc(4 * n * n).unwrap();
+        use backend_api::BackendTranspose::NoTrans as N;
+        b.gemm(N, N, n, n, n, 1.0, x, n, x, n, 0.0, y, n).unwrap();
+        let out = b.copy_dtoh_vec(y, n * n).unwrap();
+        b.free(x).unwrap();
+        b.free(y).unwrap();
+        out
+    };
+    let want = gemm(shared);
+    let first = open();
+    let Some(loaded) = first.pipeline_cache_loaded() else {
+        eprintln!(
+            "SKIP pipeline cache: {} keeps none (wgpu has a pipeline cache on Vulkan only)",
+            first.name()
+        );
+        assert_eq!(first.save_pipeline_cache(), None);
+        return;
+    };
+    assert_eq!(loaded, 0, "an empty directory is a cold start");
+    assert_eq!(gemm(&first), want);
+    let file = first.save_pipeline_cache().expect("a cache has a file");
+    drop(first);
+    let bytes = std::fs::read(&file).expect("the file was written");
+    assert!(
+        bytes.starts_with(b"BKWGPC01"),
+        "{} is not ours",
+        file.display()
+    );
+    let second = open();
+    assert_eq!(
+        second.pipeline_cache_loaded(),
+        Some(bytes.len() - 16),
+        "the second backend loads the first one's pipelines"
+    );
+    assert_eq!(gemm(&second), want);
+    drop(second);
+    // Damage the data: the hash refuses it, the backend starts cold and still computes.
+    let mut damaged = std::fs::read(&file).unwrap();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x5a;
+    std::fs::write(&file, &damaged).unwrap();
+    let third = open();
+    assert_eq!(
+        third.pipeline_cache_loaded(),
+        Some(0),
+        "a damaged file is ignored"
+    );
+    assert_eq!(gemm(&third), want);
+    drop(third);
+    // A directory that cannot be written (here a plain file) costs the cache, not `init`.
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::write(&dir, b"not a directory").unwrap();
+    let fourth = open();
+    assert_eq!(fourth.pipeline_cache_loaded(), Some(0));
+    assert_eq!(gemm(&fourth), want);
+    assert!(fourth.save_pipeline_cache().is_some_and(|f| !f.exists()));
+    drop(fourth);
+    let _ = std::fs::remove_file(&dir);
+}

@@ -314,8 +314,11 @@ impl PipelineKey {
 /// Compiled modules and pipelines, created on first use.
 #[derive(Default)]
 pub(crate) struct Pipelines {
-    modules: HashMap<Kernel, wgpu::ShaderModule>,
-    pipelines: HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>,
+    pub(crate) modules: HashMap<Kernel, wgpu::ShaderModule>,
+    pub(crate) pipelines: HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>,
+    /// The driver's compiled pipelines, kept on disk between processes.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) disk: Option<Arc<crate::pipeline_cache::DiskCache>>,
 }
 
 impl Pipelines {
@@ -366,6 +369,9 @@ impl Pipelines {
                 // Every kernel writes workgroup memory before reading it.
                 zero_initialize_workgroup_memory: false,
             },
+            #[cfg(not(target_arch = "wasm32"))]
+            cache: self.disk.as_ref().map(|d| &d.cache),
+            #[cfg(target_arch = "wasm32")]
             cache: None,
         });
         if let Some(e) = scope.pop() {
@@ -379,6 +385,10 @@ impl Pipelines {
         }
         let pipeline = Arc::new(pipeline);
         self.pipelines.insert(key.clone(), pipeline.clone());
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(d) = &self.disk {
+            d.built();
+        }
         Ok(pipeline)
     }
 }
