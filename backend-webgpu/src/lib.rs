@@ -586,6 +586,14 @@ impl Executor for WebGpuBackend {
         self.ctx()?.outside_lock(|c| c.attention(p))
     }
 
+    fn run_attention_ex(&self, p: &AttentionPlan) -> BackendResult<()> {
+        if self.ctx()?.attention_on_half_storage(p) {
+            self.ctx()?.outside_lock(|c| c.attention(p))
+        } else {
+            backend_api::through_f32::attention(self, p)
+        }
+    }
+
     fn run_reduce(&self, op: ReduceOp, p: &ReducePlan) -> BackendResult<()> {
         self.ctx()?.outside_lock(|c| c.reduce(op, p))
     }

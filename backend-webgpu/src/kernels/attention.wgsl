@@ -61,6 +61,46 @@ const WINDOWED: u32 = 8u;
 @group(0) @binding(4) var<storage, read_write> o: array<f32>;
 @group(0) @binding(8) var<storage, read_write> mask: array<f32>;
 
+// f16/bf16 storage (DTYPE, common.wgsl's codes) on the row and split paths: Q, K and V
+// read as words of two elements, O written as whole words by `combine` (the host takes
+// this path only where O's rows start on even elements and hold an even number). The
+// arithmetic is the f32 path's; the output is rounded once, at the store. Each entry
+// uses one of the two views of an operand; the other is bound to a placeholder.
+override DTYPE: u32 = 0u;
+@group(0) @binding(10) var<storage, read_write> q16: array<u32>;
+@group(0) @binding(11) var<storage, read_write> k16: array<u32>;
+@group(0) @binding(12) var<storage, read_write> v16: array<u32>;
+@group(0) @binding(13) var<storage, read_write> o16: array<u32>;
+
+fn ld_q(i: u32) -> f32 {
+    if (DTYPE == DTYPE_F32) {
+        return q[i];
+    }
+    return bitcast<f32>(decode_bits(q16[i >> 1u], i, DTYPE));
+}
+
+fn ld_k(i: u32) -> f32 {
+    if (DTYPE == DTYPE_F32) {
+        return k[i];
+    }
+    return bitcast<f32>(decode_bits(k16[i >> 1u], i, DTYPE));
+}
+
+fn ld_v(i: u32) -> f32 {
+    if (DTYPE == DTYPE_F32) {
+        return v[i];
+    }
+    return bitcast<f32>(decode_bits(v16[i >> 1u], i, DTYPE));
+}
+
+// x rounded to DTYPE (f16 or bf16), as the low 16 bits.
+fn narrow(x: f32) -> u32 {
+    if (DTYPE == DTYPE_F16) {
+        return f32_to_f16_bits(bitcast<u32>(x));
+    }
+    return f32_to_bf16_bits(bitcast<u32>(x));
+}
+
 // The call's features (CAUSAL | MASKED | CAPPED | WINDOWED), also a pipeline constant so
 // that a plain call's pipeline carries no mask, cap or window code.
 override FEATURES: u32 = 15u;
@@ -150,7 +190,7 @@ fn attend(row: u32, j_lo: u32, j_hi: u32, lid: u32, to_scratch: bool, part: u32)
                 var dot = 0.0;
                 let kr = k_head + j * params.k_s.z;
                 for (var t = 0u; t < d; t = t + 1u) {
-                    dot = dot + q[q_base + t] * k[kr + t];
+                    dot = dot + ld_q(q_base + t) * ld_k(kr + t);
                 }
                 s = score(params.scale * dot, m_row, j);
                 kept = select(1u, 0u, has(MASKED) && bitcast<u32>(s) == 0xff800000u);
@@ -182,7 +222,7 @@ fn attend(row: u32, j_lo: u32, j_hi: u32, lid: u32, to_scratch: bool, part: u32)
                 for (var u = 0u; u < PER_THREAD; u = u + 1u) {
                     let t = d0 + lid + u * WG;
                     if (t < dv) {
-                        acc[u] = acc[u] + p * v[vr + t];
+                        acc[u] = acc[u] + p * ld_v(vr + t);
                     }
                 }
             }
@@ -271,6 +311,24 @@ fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         if (saw_keys(scratch[at_c + 1u])) {
             l = l + scratch[at_c + 1u] * exp(scratch[at_c] - m);
         }
+    }
+    if (DTYPE != DTYPE_F32) {
+        // Two elements a thread, one word of O each.
+        for (var t = 2u * lid; t < dv; t = t + 2u * WG) {
+            var a0 = 0.0;
+            var a1 = 0.0;
+            for (var c = 0u; c < params.splits; c = c + 1u) {
+                let at_c = base + c * (dv + 2u);
+                if (saw_keys(scratch[at_c + 1u])) {
+                    a0 = a0 + scratch[at_c + 2u + t] * exp(scratch[at_c] - m);
+                    a1 = a1 + scratch[at_c + 3u + t] * exp(scratch[at_c] - m);
+                }
+            }
+            let lo = narrow(select(0.0, a0 / l, any));
+            let hi = narrow(select(0.0, a1 / l, any));
+            o16[(o_base + t) >> 1u] = lo | (hi << 16u);
+        }
+        return;
     }
     for (var t = lid; t < dv; t = t + WG) {
         var acc = 0.0;

@@ -173,7 +173,7 @@ kernels! {
         file: "attention.wgsl",
         math: false,
         entries: ["main", "fast", "split", "combine"],
-        constants: ["D", "STAGES", "VEC_LOADS", "FEATURES"],
+        constants: ["D", "STAGES", "VEC_LOADS", "FEATURES", "DTYPE"],
         params: params::Attention,
     },
     /// gemm_ex on matrix units; built only where the adapter has cooperative matrices.

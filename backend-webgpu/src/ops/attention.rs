@@ -1,8 +1,8 @@
 //! scaled_dot_product_attention: `kernels/attention.wgsl` (blocked flash attention, or
 //! one row at a time).
 
-use backend_api::BackendResult;
 use backend_api::validate::AttentionPlan;
+use backend_api::{BackendResult, DType};
 use bytemuck::bytes_of;
 
 use super::u32_saturating;
@@ -117,12 +117,46 @@ impl AttentionChoice {
     }
 }
 
+/// The kernel's `DTYPE` code of a storage type.
+fn dtype_code(d: DType) -> f64 {
+    match d {
+        DType::F16 => 1.0,
+        DType::BF16 => 2.0,
+        _ => 0.0,
+    }
+}
+
 /// `[batch, head, row]` strides as the kernel's vec3.
 fn strides(s: [usize; 3]) -> [u32; 3] {
     s.map(u32_saturating)
 }
 
 impl Ctx {
+    /// Whether f16/bf16 attention runs on its own storage here (the split kernel, few
+    /// query rows: decoding, where reading the KV cache is the cost): O's rows start on
+    /// even elements and hold an even number, so `combine` writes whole words. Other calls
+    /// go through f32 copies ([`backend_api::through_f32`]).
+    pub(crate) fn attention_on_half_storage(&self, p: &AttentionPlan) -> bool {
+        let split = matches!(
+            choose(
+                p.head_dim,
+                p.v_head_dim,
+                (p.batch * p.heads) as u64,
+                p.seq_q,
+                p.seq_kv,
+                p.v.is_some(),
+                false,
+                &self.limits,
+            ),
+            AttentionChoice::Split { .. }
+        );
+        matches!(p.dtype, DType::F16 | DType::BF16)
+            && split
+            && p.v_head_dim.is_multiple_of(2)
+            && (p.o.ptr / 2).is_multiple_of(2)
+            && p.o_strides.iter().all(|s| s.is_multiple_of(2))
+    }
+
     pub(crate) fn attention(&self, p: &AttentionPlan) -> BackendResult<()> {
         let _span = tracing::debug_span!(
             "attention",
@@ -145,6 +179,8 @@ impl Ctx {
         let q = bind16(&p.q)?;
         let k = bind16(&p.k)?;
         let v = bind16(&p.v)?;
+        let half = p.dtype != DType::F32;
+        let size = p.dtype.size_bytes() as u64;
         let mask = match &p.mask {
             Some(m) => st.bind(limits, p.op, m)?,
             None => st.stream.unused(),
@@ -164,10 +200,10 @@ impl Ctx {
                 | flag(p.mask.is_some(), params::ATTENTION_MASKED)
                 | flag(p.softcap.is_some(), params::ATTENTION_CAPPED)
                 | flag(p.window.is_some(), params::ATTENTION_WINDOWED),
-            q_off: q.elem(4),
-            k_off: k.elem(4),
-            v_off: v.elem(4),
-            o_off: o.elem(4),
+            q_off: q.elem(size),
+            k_off: k.elem(size),
+            v_off: v.elem(size),
+            o_off: o.elem(size),
             m_off: mask.elem(4),
             window: u32_saturating(p.window.unwrap_or(0)),
             scale: p.scale as f32,
@@ -206,6 +242,20 @@ impl Ctx {
             limits,
         );
         let key = choice.key(prm.flags);
+        if half && !matches!(choice, AttentionChoice::Split { .. }) {
+            return Err(backend_api::BackendError::Unsupported(format!(
+                "{}: f16/bf16 attention reached a kernel other than split ({choice:?})",
+                p.op
+            )));
+        }
+        let unused = stream.unused();
+        // The f32 and the word views of Q, K and V (and O, which the split pass binds but
+        // never writes): the one not used by this call is bound to a placeholder.
+        let [q32, k32, v32, o32, q16, k16, v16] = if half {
+            [&unused, &unused, &unused, &unused, &q, &k, &v]
+        } else {
+            [&q, &k, &v, &o, &unused, &unused, &unused]
+        };
         match choice {
             AttentionChoice::Blocked {
                 vec_loads,
@@ -215,7 +265,6 @@ impl Ctx {
             } => {
                 // The kernel declares both the scalar and the vec4 views, so the set not
                 // used gets placeholders. O (written) last.
-                let unused = stream.unused();
                 let (s1, s2, s3, v1, v2, v3) = if vec_loads {
                     (&unused, &unused, &unused, &q, &k, &v)
                 } else {
@@ -241,12 +290,21 @@ impl Ctx {
             }
             AttentionChoice::Rows => {
                 let grid = limits.grid(rows as u64)?;
-                let unused = stream.unused();
                 self.dispatch(
                     stream,
                     &key,
                     bytes_of(&prm),
-                    &[(1, &q), (2, &k), (3, &v), (8, &mask), (9, &unused), (4, &o)],
+                    &[
+                        (1, &q),
+                        (2, &k),
+                        (3, &v),
+                        (8, &mask),
+                        (9, &unused),
+                        (10, &unused),
+                        (11, &unused),
+                        (12, &unused),
+                        (4, &o),
+                    ],
                     grid,
                 )
             }
@@ -261,27 +319,33 @@ impl Ctx {
                     stream.scratch(&self.device, rows * splits * (p.v_head_dim as u64 + 2) * 4);
                 // The split pass writes the scratch (bound last); O is bound but not
                 // written. The combine pass reads the scratch and writes O.
+                let dtype = dtype_code(p.dtype);
                 self.dispatch(
                     stream,
-                    &key,
+                    &key.with("DTYPE", dtype),
                     bytes_of(&prm),
                     &[
-                        (1, &q),
-                        (2, &k),
-                        (3, &v),
+                        (1, q32),
+                        (2, k32),
+                        (3, v32),
+                        (10, q16),
+                        (11, k16),
+                        (12, v16),
                         (8, &mask),
-                        (4, &o),
+                        (4, o32),
                         (9, &scratch),
                     ],
                     [splits as u32, rows as u32, 1],
                 )?;
-                let combine = PipelineKey::new(Kernel::Attention, "combine");
+                let combine = PipelineKey::new(Kernel::Attention, "combine").with("DTYPE", dtype);
                 let grid = limits.grid(rows)?;
+                // O's view this call writes, bound last, and the other one.
+                let (o_other, o_used) = if half { (4, 13) } else { (13, 4) };
                 self.dispatch(
                     stream,
                     &combine,
                     bytes_of(&prm),
-                    &[(9, &scratch), (4, &o)],
+                    &[(9, &scratch), (o_other, &unused), (o_used, &o)],
                     grid,
                 )
             }

@@ -159,10 +159,18 @@ impl Suite for AttentionSuite {
             prop::option::weighted(0.2, 0.5..8.0f64),
             prop::option::weighted(0.2, 1..=12usize),
             storage(),
+            // Often few query rows (decoding), which backends split over the keys.
+            prop::option::weighted(0.35, 1..=4usize),
         );
         (plain(p), ex)
             .prop_map(
-                |(mut c, ((kv_heads, group), v_dim, bshd, spare, mask, softcap, window, dtype))| {
+                |(
+                    mut c,
+                    ((kv_heads, group), v_dim, bshd, spare, mask, softcap, window, dtype, decode),
+                )| {
+                    if let Some(rows) = decode {
+                        c.seq_q = rows;
+                    }
                     c.heads = kv_heads * group;
                     c.kv_heads = Some(kv_heads);
                     c.v_head_dim = v_dim.map(|v| {
