@@ -702,6 +702,26 @@ impl Executor for WebGpuBackend {
         self.ctx()?.outside_lock(|c| c.gather(p))
     }
 
+    /// f16/bf16 tables whose rows are whole 32-bit words (an even row length, table and
+    /// output on 4-byte boundaries) are gathered in place as rows of words: no f32 copy of
+    /// the table (an embedding table is often the largest tensor of a model). Others go
+    /// through f32 copies.
+    fn run_gather_ex(&self, p: &GatherPlan) -> BackendResult<()> {
+        use backend_api::DType;
+        let words = (p.cols * p.dtype.size_bytes()).is_multiple_of(4)
+            && p.output.ptr.is_multiple_of(4)
+            && p.table.is_none_or(|t| t.ptr.is_multiple_of(4));
+        if !words {
+            return backend_api::through_f32::gather(self, p);
+        }
+        let as_words = GatherPlan {
+            cols: p.cols * p.dtype.size_bytes() / 4,
+            dtype: DType::F32,
+            ..*p
+        };
+        self.ctx()?.outside_lock(|c| c.gather(&as_words))
+    }
+
     fn run_synchronize(&self) -> BackendResult<()> {
         let ctx = self.ctx()?;
         #[cfg(not(target_arch = "wasm32"))]

@@ -1,7 +1,9 @@
 // out[i, :] = table[indices[i], :], zeros for an index >= rows. The table is bound in
 // pieces of whole rows, [row0, row1) per dispatch; each dispatch writes the output rows
 // whose index falls in its piece, and the first (`first == 1`) also the zero rows of the
-// out-of-range indices. One thread per output element.
+// out-of-range indices. One thread per output element. Elements are moved as 32-bit words,
+// never as f32 values (which a device may flush or canonicalise), so f32 rows and rows of
+// f16/bf16 pairs (the host passes those as words) are copied bit for bit.
 
 struct Params {
     n: u32,
@@ -19,9 +21,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read_write> table: array<f32>;
+@group(0) @binding(1) var<storage, read_write> table: array<u32>;
 @group(0) @binding(2) var<storage, read_write> indices: array<u32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<u32>;
 
 const WG: u32 = 256u;
 
@@ -38,6 +40,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (t >= params.row0 && t < params.row1) {
         out[params.out_off + e] = table[params.t_off + (t - params.row0) * params.cols + c];
     } else if (t >= params.rows && params.first == 1u) {
-        out[params.out_off + e] = 0.0;
+        out[params.out_off + e] = 0u;
     }
 }
