@@ -698,6 +698,16 @@ impl Executor for WebGpuBackend {
         self.ctx()?.outside_lock(|c| c.binary_broadcast(op, p))
     }
 
+    /// f16/bf16 broadcasting in place where the output starts on a 32-bit word (a word
+    /// of the output per thread); otherwise through f32 copies.
+    fn run_binary_broadcast_ex(&self, op: BinaryOp, p: &BroadcastPlan) -> BackendResult<()> {
+        if Ctx::broadcast_on_half_storage(p) {
+            self.ctx()?.outside_lock(|c| c.binary_broadcast_half(op, p))
+        } else {
+            backend_api::through_f32::binary_broadcast(self, op, p)
+        }
+    }
+
     fn run_gather(&self, p: &GatherPlan) -> BackendResult<()> {
         self.ctx()?.outside_lock(|c| c.gather(p))
     }

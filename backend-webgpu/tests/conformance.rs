@@ -724,3 +724,68 @@ fn the_pipeline_cache_survives_the_process_and_refuses_damaged_files() {
     drop(fourth);
     let _ = std::fs::remove_file(&dir);
 }
+
+/// f16/bf16 broadcasting in place (the output is one input's own range, the other input
+/// broadcast), on word-aligned and unaligned outputs of odd length: the in-place kernel
+/// and the path through f32 copies, bit for bit against the CPU oracle (add and mul of
+/// f16/bf16 values are exact in f32, so one rounding either way).
+#[test]
+fn half_storage_broadcasts_in_place_like_the_oracle() {
+    use backend_api::half::{bf16, f16};
+    use backend_api::{BinaryOp, DType};
+    let Some(gpu) = backend() else {
+        return;
+    };
+    let mut cpu = backend_cpu::CpuBackend::new();
+    cpu.init().unwrap();
+    let (rows, cols) = (3usize, 5usize);
+    for dtype in [DType::F16, DType::BF16] {
+        let bits = |x: f32| match dtype {
+            DType::F16 => f16::from_f32(x).to_bits(),
+            _ => bf16::from_f32(x).to_bits(),
+        };
+        // One spare element before (to shift the output off a word) and after.
+        let big: Vec<u16> = (0..rows * cols + 2)
+            .map(|i| bits(((i * 37 % 23) as f32 - 11.0) * 0.375))
+            .collect();
+        let small: Vec<u16> = (0..cols).map(|i| bits(i as f32 * 0.625 - 1.5)).collect();
+        for op in [BinaryOp::Add, BinaryOp::Mul] {
+            for shift in [0usize, 1] {
+                for big_is_a in [true, false] {
+                    let run = |b: &dyn ComputeBackend| -> Vec<u16> {
+                        let x = b.upload(&big).unwrap();
+                        let y = b.upload(&small).unwrap();
+                        let out = x + 2 * shift as u64;
+                        let (a, a_shape, bb, b_shape) = if big_is_a {
+                            (out, vec![rows, cols], y, vec![cols])
+                        } else {
+                            (y, vec![cols], out, vec![rows, cols])
+                        };
+                        b.binary_broadcast_ex(
+                            op,
+                            dtype,
+                            a,
+                            &a_shape,
+                            bb,
+                            &b_shape,
+                            out,
+                            &[rows, cols],
+                        )
+                        .unwrap();
+                        let got = b.copy_dtoh_vec(x, big.len()).unwrap();
+                        b.free(x).unwrap();
+                        b.free(y).unwrap();
+                        got
+                    };
+                    let (want, got) = (run(&cpu), run(gpu));
+                    assert_eq!(
+                        got,
+                        want,
+                        "{dtype} {op:?} in place on {}, output shifted {shift}",
+                        if big_is_a { "a" } else { "b" }
+                    );
+                }
+            }
+        }
+    }
+}

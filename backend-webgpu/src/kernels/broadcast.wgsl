@@ -136,3 +136,66 @@ fn out_is_b4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         out4[o] = r;
     }
 }
+
+// ---- f16/bf16 storage -----------------------------------------------------------------
+// `half`: each thread writes one 32-bit word of the output (elements 2t and 2t + 1 of
+// the piece; the host takes this path only where the output starts on a word and pieces
+// hold an even number of elements), computing in f32 and rounding once at the store,
+// as the f32 kernel on widened copies would. A piece's last word, when it holds one
+// element, keeps its other half. IN_PLACE: 0, or 1 when a is the output's own range, 2
+// when b is (read through the output's binding; the other view gets a placeholder).
+
+override DTYPE: u32 = 1u;
+override IN_PLACE: u32 = 0u;
+@group(0) @binding(4) var<storage, read_write> a16: array<u32>;
+@group(0) @binding(5) var<storage, read_write> b16: array<u32>;
+@group(0) @binding(6) var<storage, read_write> out16: array<u32>;
+
+fn half_at(word: u32, i: u32) -> f32 {
+    return bitcast<f32>(decode_bits(word, i, DTYPE));
+}
+
+fn to_half(x: f32) -> u32 {
+    if (DTYPE == DTYPE_F16) {
+        return f32_to_f16_bits(bitcast<u32>(x));
+    }
+    return f32_to_bf16_bits(bitcast<u32>(x));
+}
+
+// Output element `i` of the piece, `own` the word of the output holding it.
+fn half_element(i: u32, own: u32) -> u32 {
+    let s = sources(params.start + i);
+    var x: f32;
+    var y: f32;
+    if (IN_PLACE == 1u) {
+        x = half_at(own, i);
+    } else {
+        x = half_at(a16[s.x >> 1u], s.x);
+    }
+    if (IN_PLACE == 2u) {
+        y = half_at(own, i);
+    } else {
+        y = half_at(b16[s.y >> 1u], s.y);
+    }
+    return to_half(apply(x, y));
+}
+
+@compute @workgroup_size(WG)
+fn half(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = 2u * flat_index(wid, nwg, lid, WG);
+    if (i >= params.n) {
+        return;
+    }
+    let o = (params.out_off + i) >> 1u;
+    var own = 0u;
+    if (IN_PLACE != 0u || i + 1u >= params.n) {
+        own = out16[o];
+    }
+    let lo = half_element(i, own);
+    var hi = own >> 16u;
+    if (i + 1u < params.n) {
+        hi = half_element(i + 1u, own);
+    }
+    out16[o] = lo | (hi << 16u);
+}

@@ -92,8 +92,8 @@ kernels! {
         name: "broadcast",
         file: "broadcast.wgsl",
         math: true,
-        entries: ["main", "out_is_a", "out_is_b", "main4", "out_is_a4", "out_is_b4"],
-        constants: ["OP"],
+        entries: ["main", "out_is_a", "out_is_b", "main4", "out_is_a4", "out_is_b4", "half"],
+        constants: ["OP", "DTYPE", "IN_PLACE"],
         params: params::Broadcast,
     },
     Gather {

@@ -1,7 +1,7 @@
 //! `binary_broadcast` (`kernels/broadcast.wgsl`) and `gather` (`kernels/gather.wgsl`).
 
 use backend_api::validate::{BroadcastPlan, GatherPlan, MAX_BROADCAST_RANK};
-use backend_api::{BackendError, BackendResult, BinaryOp};
+use backend_api::{BackendError, BackendResult, BinaryOp, DType};
 use bytemuck::bytes_of;
 
 use super::elementwise::elementwise_piece;
@@ -39,6 +39,98 @@ fn table_rows_per_piece(piece_elems: usize, cols: usize) -> usize {
 }
 
 impl Ctx {
+    /// Whether [`binary_broadcast_half`](Self::binary_broadcast_half) takes `p`: the
+    /// output starts on a 32-bit word (or nothing is broadcast).
+    pub(crate) fn broadcast_on_half_storage(p: &BroadcastPlan) -> bool {
+        p.as_binary().is_some() || p.output.ptr.is_multiple_of(4)
+    }
+
+    /// `binary_broadcast_ex` on f16/bf16 storage without f32 copies (`broadcast::half`, a
+    /// word of the output per thread), for the calls
+    /// [`broadcast_on_half_storage`](Self::broadcast_on_half_storage) accepts.
+    pub(crate) fn binary_broadcast_half(
+        &self,
+        op: BinaryOp,
+        p: &BroadcastPlan,
+    ) -> BackendResult<()> {
+        if let Some(plain) = p.as_binary() {
+            return self.binary_ex(op, &plain);
+        }
+        debug_assert!(Self::broadcast_on_half_storage(p));
+        let _span =
+            tracing::debug_span!("binary_broadcast_half", op = op.name(), n = p.n).entered();
+        if p.n > u32::MAX as usize {
+            return Err(BackendError::Unsupported(format!(
+                "{}: {} output elements, more than the kernel's u32 indices",
+                p.op, p.n
+            )));
+        }
+        let size = p.dtype.size_bytes();
+        let code = f64::from(op_code(BinaryOp::ALL, op));
+        let dtype = if p.dtype == DType::F16 { 1.0 } else { 2.0 };
+        let (out_is_a, out_is_b) = (p.output.same_range(&p.a), p.output.same_range(&p.b));
+        let in_place = if out_is_a {
+            1.0
+        } else if out_is_b {
+            2.0
+        } else {
+            0.0
+        };
+        let full = |o: &backend_api::Operand| o.bytes == p.output.bytes;
+        let limits = &self.limits;
+        let mut st = self.lock();
+        for o in [&p.a, &p.b, &p.output] {
+            st.check_range(p.op, o)?;
+        }
+        let whole_a = (!full(&p.a))
+            .then(|| st.bind(limits, p.op, &p.a))
+            .transpose()?;
+        let whole_b = (!full(&p.b))
+            .then(|| st.bind(limits, p.op, &p.b))
+            .transpose()?;
+        // Even, so that every piece but the last ends on a word.
+        let piece = elementwise_piece(limits, 4) & !1;
+        let key = PipelineKey::new(Kernel::Broadcast, "half")
+            .with("OP", code)
+            .with("DTYPE", dtype)
+            .with("IN_PLACE", in_place);
+        for start in (0..p.n).step_by(piece) {
+            let n = piece.min(p.n - start);
+            let a = match &whole_a {
+                Some(w) => w.clone(),
+                None => st.bind(limits, p.op, &sub(&p.a, start, n, size))?,
+            };
+            let b = match &whole_b {
+                Some(w) => w.clone(),
+                None => st.bind(limits, p.op, &sub(&p.b, start, n, size))?,
+            };
+            let out = st.bind(limits, p.op, &sub(&p.output, start, n, size))?;
+            let prm = params::Broadcast {
+                n: n as u32,
+                rank: p.rank as u32,
+                start: start as u32,
+                a_off: a.elem(size as u64),
+                b_off: b.elem(size as u64),
+                out_off: out.elem(size as u64),
+                a_sub: if whole_a.is_some() { 0 } else { start as u32 },
+                b_sub: if whole_b.is_some() { 0 } else { start as u32 },
+                shape: words(&p.shape),
+                a_strides: words(&p.a_strides),
+                b_strides: words(&p.b_strides),
+            };
+            let State { stream, .. } = &mut *st;
+            let unused = stream.unused();
+            let bindings: [(u32, &Bound); 3] = [
+                (4, if out_is_a { &unused } else { &a }),
+                (5, if out_is_b { &unused } else { &b }),
+                (6, &out),
+            ];
+            let grid = limits.grid(groups_of_256(n.div_ceil(2) as u64))?;
+            self.dispatch(stream, &key, bytes_of(&prm), &bindings, grid)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn binary_broadcast(&self, op: BinaryOp, p: &BroadcastPlan) -> BackendResult<()> {
         if let Some(plain) = p.as_binary() {
             return self.binary(op, &plain);

@@ -161,10 +161,13 @@ impl Suite for BroadcastSuite {
         }
         let dt = c.dtype;
         let (a, bv) = (stored(dt, &a), stored(dt, &bv));
-        // In place only on an input that is not broadcast.
+        // In place only on an input that is not broadcast: the one asked for, else the
+        // other one where it is not (so that in-place calls with broadcasting are common).
         let alias = match c.alias {
             0 if na == n => 0,
             1 if nb == n => 1,
+            0 | 1 if na == n => 0,
+            0 | 1 if nb == n => 1,
             _ => 2,
         };
         let mut dev = Dev::new(b);
