@@ -183,6 +183,10 @@ def cases():
     idx = (torch.arange(512, device=dev) * 7919) % 128256
     gz = torch.empty(512, 4096, device=dev)
     out["gather_128256x4096_n512"] = lambda: torch.index_select(table, 0, idx, out=gz)
+    ha, hb, hz = ba.half(), bb.half(), bz.half()
+    out["broadcast_f16_add_bias_16384x4096"] = lambda: torch.add(ha, hb, out=hz)
+    htable, hgz = table.half(), gz.half()
+    out["gather_f16_128256x4096_n512"] = lambda: torch.index_select(htable, 0, idx, out=hgz)
 
     tx, ty = rand(256), torch.empty(256, device=dev)
     out["dispatch_tiny_unary"] = lambda: torch.neg(tx, out=ty)

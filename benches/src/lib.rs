@@ -849,6 +849,15 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
         &[1, c],
         &[c, c],
     ));
+    // The bias add on f16 storage (a model's activations in half precision).
+    v.push(broadcast_case_ex(
+        DType::F16,
+        "add_bias",
+        BinaryOp::Add,
+        &[r, c],
+        &[c],
+        &[r, c],
+    ));
     // MobileNetV2's depthwise 3x3 layers at batch 32 (with their bias), and one grouped,
     // dilated conv.
     if full {
@@ -876,7 +885,8 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
     } else {
         (1000, 64, 16)
     };
-    v.push(gather_case(rows, cols, n));
+    v.push(gather_case(DType::F32, rows, cols, n));
+    v.push(gather_case(DType::F16, rows, cols, n));
     v
 }
 
@@ -915,6 +925,20 @@ fn broadcast_case(
     b_shape: &[usize],
     out_shape: &[usize],
 ) -> Case {
+    broadcast_case_ex(DType::F32, tag, op, a_shape, b_shape, out_shape)
+}
+
+/// [`broadcast_case`] on `dtype` storage (`binary_broadcast_ex`); f16/bf16 names carry
+/// the type (`broadcast_f16_add_bias_...`).
+fn broadcast_case_ex(
+    dtype: DType,
+    tag: &str,
+    op: BinaryOp,
+    a_shape: &[usize],
+    b_shape: &[usize],
+    out_shape: &[usize],
+) -> Case {
+    let size = dtype.size_bytes();
     let count = |s: &[usize]| s.iter().product::<usize>();
     let (na, nb, n) = (count(a_shape), count(b_shape), count(out_shape));
     let dims = |s: &[usize]| {
@@ -923,21 +947,27 @@ fn broadcast_case(
             .collect::<Vec<_>>()
             .join("x")
     };
-    let name = format!("broadcast_{tag}_{}", dims(out_shape));
+    let ty = match dtype {
+        DType::F32 => String::new(),
+        d => format!("{d}_"),
+    };
+    let name = format!("broadcast_{ty}{tag}_{}", dims(out_shape));
     let (a_shape, b_shape, out_shape) = (a_shape.to_vec(), b_shape.to_vec(), out_shape.to_vec());
+    let words = move |e: usize| (e * size).div_ceil(4);
     Case::new(
         "broadcast",
         name,
-        Work::Bytes(4.0 * (na + nb + n) as f64),
+        Work::Bytes((size * (na + nb + n)) as f64),
         Box::new(move |b| {
-            let v = buffers(b, &[na, nb, n])?;
+            let v = buffers(b, &[words(na), words(nb), words(n)])?;
             let (x, y, z) = (v[0], v[1], v[2]);
             let (a_shape, b_shape, out_shape) =
                 (a_shape.clone(), b_shape.clone(), out_shape.clone());
             Ok(Prepared {
                 buffers: v,
-                run: Box::new(move |b| {
-                    b.binary_broadcast(op, x, &a_shape, y, &b_shape, z, &out_shape)
+                run: Box::new(move |b| match dtype {
+                    DType::F32 => b.binary_broadcast(op, x, &a_shape, y, &b_shape, z, &out_shape),
+                    _ => b.binary_broadcast_ex(op, dtype, x, &a_shape, y, &b_shape, z, &out_shape),
                 }),
             })
         }),
@@ -985,15 +1015,22 @@ fn gemm_q_case(format: QuantFormat, m: usize, n: usize, k: usize) -> Case {
     )
 }
 
-/// `gather` of `n` rows of a `rows x cols` table by indices spread over the table.
-fn gather_case(rows: usize, cols: usize, n: usize) -> Case {
-    let name = format!("gather_{rows}x{cols}_n{n}");
+/// `gather` of `n` rows of a `rows x cols` table of `dtype` by indices spread over the
+/// table (`gather_ex` for f16/bf16, named `gather_f16_...`).
+fn gather_case(dtype: DType, rows: usize, cols: usize, n: usize) -> Case {
+    let ty = match dtype {
+        DType::F32 => String::new(),
+        d => format!("{d}_"),
+    };
+    let name = format!("gather_{ty}{rows}x{cols}_n{n}");
+    let size = dtype.size_bytes();
+    let words = move |e: usize| (e * size).div_ceil(4);
     Case::new(
         "gather",
         name,
-        Work::Bytes(4.0 * (2 * n * cols + n) as f64),
+        Work::Bytes((2 * size * n * cols + 4 * n) as f64),
         Box::new(move |b| {
-            let v = buffers(b, &[rows * cols, n, n * cols])?;
+            let v = buffers(b, &[words(rows * cols), n, words(n * cols)])?;
             let indices: Vec<u8> = (0..n)
                 .flat_map(|i| ((i * 7919 % rows) as u32).to_le_bytes())
                 .collect();
@@ -1001,7 +1038,10 @@ fn gather_case(rows: usize, cols: usize, n: usize) -> Case {
             let (t, idx, out) = (v[0], v[1], v[2]);
             Ok(Prepared {
                 buffers: v,
-                run: Box::new(move |b| b.gather(t, rows, cols, idx, n, out)),
+                run: Box::new(move |b| match dtype {
+                    DType::F32 => b.gather(t, rows, cols, idx, n, out),
+                    _ => b.gather_ex(dtype, t, rows, cols, idx, n, out),
+                }),
             })
         }),
     )
