@@ -789,3 +789,44 @@ fn half_storage_broadcasts_in_place_like_the_oracle() {
         }
     }
 }
+
+/// Freed large buffers are kept for reuse (an allocation of the same size holds no more
+/// device memory), and dropped when an allocation would otherwise pass the memory limit.
+#[test]
+fn freed_large_buffers_are_reused_and_yield_to_the_limit() {
+    if backend().is_none() {
+        return;
+    }
+    let mut options = backend_webgpu::WebGpuOptions::from_env().expect("options");
+    options.memory_limit = Some(64 << 20);
+    options.tuning.hw_f16 = false;
+    options.pipeline_cache = None;
+    let mut b = WebGpuBackend::with_options(options);
+    b.init().expect("the same adapter opens again");
+    let reserved = |b: &WebGpuBackend| b.memory_info().unwrap().reserved_bytes;
+    let base = reserved(&b);
+    let p = b.alloc(6 << 20).unwrap();
+    let held = reserved(&b);
+    assert!(held >= base + (6 << 20));
+    b.free(p).unwrap();
+    assert_eq!(
+        reserved(&b),
+        held,
+        "the freed buffer is kept (an eighth of the limit)"
+    );
+    let q = b.alloc(6 << 20).unwrap();
+    assert_eq!(
+        reserved(&b),
+        held,
+        "an allocation of the same size reuses it"
+    );
+    // Data written into the reused buffer is the new owner's.
+    let data: Vec<f32> = (0..16).map(|i| i as f32).collect();
+    let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    b.copy_htod(q, &bytes).unwrap();
+    assert_eq!(b.copy_dtoh_vec::<f32>(q, 16).unwrap(), data);
+    b.free(q).unwrap();
+    // 60 MiB fit the limit only once the spare buffer goes.
+    let big = b.alloc(60 << 20).expect("spare buffers yield to the limit");
+    b.free(big).unwrap();
+}

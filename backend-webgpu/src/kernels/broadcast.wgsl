@@ -162,9 +162,9 @@ fn to_half(x: f32) -> u32 {
     return f32_to_bf16_bits(bitcast<u32>(x));
 }
 
-// Output element `i` of the piece, `own` the word of the output holding it.
-fn half_element(i: u32, own: u32) -> u32 {
-    let s = sources(params.start + i);
+// Output element `i` of the piece reading sources `s`, `own` the word of the output
+// holding it.
+fn half_element(i: u32, s: vec2<u32>, own: u32) -> u32 {
     var x: f32;
     var y: f32;
     if (IN_PLACE == 1u) {
@@ -192,10 +192,18 @@ fn half(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (IN_PLACE != 0u || i + 1u >= params.n) {
         own = out16[o];
     }
-    let lo = half_element(i, own);
+    let s0 = sources(params.start + i);
+    let lo = half_element(i, s0, own);
     var hi = own >> 16u;
     if (i + 1u < params.n) {
-        hi = half_element(i + 1u, own);
+        // The next element is one step along the last dimension unless a row starts.
+        let g = params.start + i + 1u;
+        let k = params.rank - 1u;
+        var s1 = s0 + last_strides();
+        if (g % params.shape[k / 4u][k % 4u] == 0u) {
+            s1 = sources(g);
+        }
+        hi = half_element(i + 1u, s1, own);
     }
     out16[o] = lo | (hi << 16u);
 }
