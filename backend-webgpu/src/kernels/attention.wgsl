@@ -93,6 +93,14 @@ fn ld_v(i: u32) -> f32 {
     return bitcast<f32>(decode_bits(v16[i >> 1u], i, DTYPE));
 }
 
+// Both elements of a word of DTYPE (f16 or bf16), low one first.
+fn pair(w: u32) -> vec2<f32> {
+    if (DTYPE == DTYPE_F16 && HW_F16) {
+        return unpack2x16float(w);
+    }
+    return vec2<f32>(bitcast<f32>(decode_bits(w, 0u, DTYPE)), bitcast<f32>(decode_bits(w, 1u, DTYPE)));
+}
+
 // x rounded to DTYPE (f16 or bf16), as the low 16 bits.
 fn narrow(x: f32) -> u32 {
     if (DTYPE == DTYPE_F16) {
@@ -189,8 +197,19 @@ fn attend(row: u32, j_lo: u32, j_hi: u32, lid: u32, to_scratch: bool, part: u32)
             if (j < j_hi) {
                 var dot = 0.0;
                 let kr = k_head + j * params.k_s.z;
-                for (var t = 0u; t < d; t = t + 1u) {
-                    dot = dot + ld_q(q_base + t) * ld_k(kr + t);
+                if (DTYPE != DTYPE_F32 && ((d | q_base | kr) & 1u) == 0u) {
+                    // Whole words of Q and K: two elements a load, summed in the same
+                    // order as one at a time.
+                    for (var t = 0u; t < d; t = t + 2u) {
+                        let qp = pair(q16[(q_base + t) >> 1u]);
+                        let kp = pair(k16[(kr + t) >> 1u]);
+                        dot = dot + qp.x * kp.x;
+                        dot = dot + qp.y * kp.y;
+                    }
+                } else {
+                    for (var t = 0u; t < d; t = t + 1u) {
+                        dot = dot + ld_q(q_base + t) * ld_k(kr + t);
+                    }
                 }
                 s = score(params.scale * dot, m_row, j);
                 kept = select(1u, 0u, has(MASKED) && bitcast<u32>(s) == 0xff800000u);
