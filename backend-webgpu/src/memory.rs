@@ -220,19 +220,17 @@ impl Pool {
         let size = round_up(bytes.max(1), BLOCK_ALIGN)
             .ok_or_else(|| backend_api::oom!("alloc: {} bytes", bytes))?;
         if size > self.small_max {
-            if let Some(i) = self.spare.iter().position(|b| b.size() == size) {
-                let buffer = self.spare.remove(i);
-                self.spare_bytes -= size;
-                return Ok(Block {
-                    buffer,
-                    offset: 0,
-                    size,
-                    chunk: None,
-                    imported: false,
-                });
-            }
-            let buffer = Arc::new(self.create_buffer(device, size, "allocation")?);
-            self.reserved += size;
+            let buffer = match self.spare.iter().position(|b| b.size() == size) {
+                Some(i) => {
+                    self.spare_bytes -= size;
+                    self.spare.remove(i)
+                }
+                None => {
+                    let buffer = Arc::new(self.create_buffer(device, size, "allocation")?);
+                    self.reserved += size;
+                    buffer
+                }
+            };
             return Ok(Block {
                 buffer,
                 offset: 0,

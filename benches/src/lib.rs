@@ -836,6 +836,7 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
     // Broadcasting at model shapes: a bias over every row, and a column times a row.
     let (r, c) = if full { (1 << 14, 4096) } else { (64, 256) };
     v.push(broadcast_case(
+        DType::F32,
         "add_bias",
         BinaryOp::Add,
         &[r, c],
@@ -843,6 +844,7 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
         &[r, c],
     ));
     v.push(broadcast_case(
+        DType::F32,
         "mul_outer",
         BinaryOp::Mul,
         &[c, 1],
@@ -850,7 +852,7 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
         &[c, c],
     ));
     // The bias add on f16 storage (a model's activations in half precision).
-    v.push(broadcast_case_ex(
+    v.push(broadcast_case(
         DType::F16,
         "add_bias",
         BinaryOp::Add,
@@ -916,21 +918,11 @@ fn depthwise_case(tag: &str, input: [usize; 4], stride: usize) -> Case {
     )
 }
 
-/// `binary_broadcast` over the given shapes: memory-bound, each input read once (the
-/// broadcast one from cache) and the output written once.
+/// `binary_broadcast` over the given shapes on `dtype` storage (`binary_broadcast_ex`
+/// for f16/bf16, whose names carry the type: `broadcast_f16_add_bias_...`):
+/// memory-bound, each input read once (the broadcast one from cache) and the output
+/// written once.
 fn broadcast_case(
-    tag: &str,
-    op: BinaryOp,
-    a_shape: &[usize],
-    b_shape: &[usize],
-    out_shape: &[usize],
-) -> Case {
-    broadcast_case_ex(DType::F32, tag, op, a_shape, b_shape, out_shape)
-}
-
-/// [`broadcast_case`] on `dtype` storage (`binary_broadcast_ex`); f16/bf16 names carry
-/// the type (`broadcast_f16_add_bias_...`).
-fn broadcast_case_ex(
     dtype: DType,
     tag: &str,
     op: BinaryOp,

@@ -38,6 +38,24 @@ fn table_rows_per_piece(piece_elems: usize, cols: usize) -> usize {
     piece_elems / cols
 }
 
+/// Checks a broadcast's ranges and binds each input that is broadcast whole (`None` for
+/// one that is not: it is read at the output's own index, bound piece by piece with it).
+fn bind_broadcast(
+    st: &mut State,
+    limits: &crate::stream::Limits,
+    p: &BroadcastPlan,
+) -> BackendResult<(Option<Bound>, Option<Bound>)> {
+    for o in [&p.a, &p.b, &p.output] {
+        st.check_range(p.op, o)?;
+    }
+    let whole = |o: &backend_api::Operand| {
+        (o.bytes != p.output.bytes)
+            .then(|| st.bind(limits, p.op, o))
+            .transpose()
+    };
+    Ok((whole(&p.a)?, whole(&p.b)?))
+}
+
 impl Ctx {
     /// Whether [`binary_broadcast_half`](Self::binary_broadcast_half) takes `p`: the
     /// output starts on a 32-bit word (or nothing is broadcast).
@@ -76,18 +94,9 @@ impl Ctx {
         } else {
             0.0
         };
-        let full = |o: &backend_api::Operand| o.bytes == p.output.bytes;
         let limits = &self.limits;
         let mut st = self.lock();
-        for o in [&p.a, &p.b, &p.output] {
-            st.check_range(p.op, o)?;
-        }
-        let whole_a = (!full(&p.a))
-            .then(|| st.bind(limits, p.op, &p.a))
-            .transpose()?;
-        let whole_b = (!full(&p.b))
-            .then(|| st.bind(limits, p.op, &p.b))
-            .transpose()?;
+        let (whole_a, whole_b) = bind_broadcast(&mut st, limits, p)?;
         // Even, so that every piece but the last ends on a word.
         let piece = elementwise_piece(limits, 4) & !1;
         let key = PipelineKey::new(Kernel::Broadcast, "half")
@@ -144,20 +153,9 @@ impl Ctx {
         }
         let code = f64::from(op_code(BinaryOp::ALL, op));
         let (out_is_a, out_is_b) = (p.output.same_range(&p.a), p.output.same_range(&p.b));
-        // A full input (not broadcast) is read at the output's own index: bound piece by
-        // piece with it. A broadcast one is bound whole.
-        let full = |o: &backend_api::Operand| o.bytes == p.output.bytes;
         let limits = &self.limits;
         let mut st = self.lock();
-        for o in [&p.a, &p.b, &p.output] {
-            st.check_range(p.op, o)?;
-        }
-        let whole_a = (!full(&p.a))
-            .then(|| st.bind(limits, p.op, &p.a))
-            .transpose()?;
-        let whole_b = (!full(&p.b))
-            .then(|| st.bind(limits, p.op, &p.b))
-            .transpose()?;
+        let (whole_a, whole_b) = bind_broadcast(&mut st, limits, p)?;
         let piece = elementwise_piece(limits, 4);
         let rows_of_4 = p.shape[p.rank - 1].is_multiple_of(4);
         for start in (0..p.n).step_by(piece) {
