@@ -140,11 +140,20 @@ impl DiskCache {
             if let Some(dir) = self.path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let tmp = self
-                .path
-                .with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, encode(&data))?;
-            std::fs::rename(&tmp, &self.path)
+            // A name of this save's own: backends of one process may save at once.
+            static SAVES: AtomicUsize = AtomicUsize::new(0);
+            let tmp = self.path.with_extension(format!(
+                "tmp{}-{}",
+                std::process::id(),
+                SAVES.fetch_add(1, Ordering::Relaxed)
+            ));
+            let written = std::fs::write(&tmp, encode(&data))
+                .and_then(|()| std::fs::rename(&tmp, &self.path));
+            if written.is_err() {
+                // Nothing half-written stays behind.
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written
         };
         if let Err(e) = write() {
             tracing::warn!(path = %self.path.display(), error = %e, "pipeline cache not saved");
