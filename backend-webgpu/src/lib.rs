@@ -608,6 +608,15 @@ impl Executor for WebGpuBackend {
     /// words). A kernel of its own would save the casts' traffic; not written yet.
     fn run_rows_ex(&self, p: &RowPlan) -> BackendResult<()> {
         use backend_api::{ComputeBackend as _, DType, RowOp};
+        // Every operand checked under this op's name first: the steps below are calls of
+        // their own (`cast`, `softmax`, ...), whose errors would name them instead.
+        {
+            let st = self.ctx()?.lock();
+            let operands = [Some(&p.x), Some(&p.y), p.gamma.as_ref(), p.beta.as_ref()];
+            for o in operands.into_iter().flatten() {
+                st.check_range(p.op, o)?;
+            }
+        }
         let n = p.rows * p.cols;
         let mut temps: Vec<u64> = Vec::new();
         let result = (|| {

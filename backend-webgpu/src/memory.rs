@@ -4,14 +4,6 @@
 //! `min_storage_buffer_offset_alignment`, at most 256), and a word that straddles the
 //! end of an allocation never belongs to another one.
 //!
-//! Freed buffers of their own are kept for reuse, as PyTorch's caching allocator keeps
-//! them: a later allocation of the same size takes one instead of creating a buffer (which
-//! costs the driver an allocation and wgpu a zero fill: milliseconds for the temporaries
-//! of `gemm_q`'s prefill path or of f16 ops through f32 copies). At most
-//! [`SPARE_MAX`] bytes (and an eighth of the memory limit) are kept, the oldest dropped
-//! first, and all of them before an allocation is refused for the limit or by the device.
-//! They count in `reserved_bytes`, since the device holds them.
-//!
 //! Freed ranges are reused at once. That is safe because the device runs one in-order
 //! stream: any later work that touches the reused range was recorded after the work
 //! that read the freed one, and wgpu orders the two with a barrier. Host writes go
@@ -26,9 +18,6 @@ use crate::errors::ErrorScope;
 
 /// Granularity of every block.
 pub(crate) const BLOCK_ALIGN: u64 = 256;
-
-/// Bytes of freed buffers kept for reuse at most.
-pub(crate) const SPARE_MAX: u64 = 512 << 20;
 
 /// A block of device memory: the handle stored in the address space.
 #[derive(Debug, Clone)]
@@ -89,9 +78,6 @@ pub(crate) struct Pool {
     usage: wgpu::BufferUsages,
     reserved: u64,
     limit: u64,
-    /// Freed buffers of their own, oldest first, kept for reuse.
-    spare: Vec<Arc<wgpu::Buffer>>,
-    spare_bytes: u64,
 }
 
 fn round_up(v: u64, to: u64) -> Option<u64> {
@@ -115,8 +101,6 @@ impl Pool {
             usage,
             reserved: 0,
             limit: limit.unwrap_or(u64::MAX),
-            spare: Vec::new(),
-            spare_bytes: 0,
         }
     }
 
@@ -125,40 +109,7 @@ impl Pool {
         self.reserved
     }
 
-    /// Drops the oldest spare buffer; false when there is none.
-    fn drop_spare(&mut self) -> bool {
-        if self.spare.is_empty() {
-            return false;
-        }
-        let b = self.spare.remove(0);
-        self.spare_bytes -= b.size();
-        self.reserved -= b.size();
-        true
-    }
-
-    /// Drops every spare buffer.
-    pub(crate) fn drop_spares(&mut self) {
-        while self.drop_spare() {}
-    }
-
-    /// [`try_create_buffer`](Self::try_create_buffer), dropping the spare buffers and
-    /// trying once more where it is refused for the limit or by the device.
     fn create_buffer(
-        &mut self,
-        device: &wgpu::Device,
-        size: u64,
-        label: &str,
-    ) -> BackendResult<wgpu::Buffer> {
-        match self.try_create_buffer(device, size, label) {
-            Err(BackendError::OutOfMemory(_)) if !self.spare.is_empty() => {
-                self.drop_spares();
-                self.try_create_buffer(device, size, label)
-            }
-            r => r,
-        }
-    }
-
-    fn try_create_buffer(
         &self,
         device: &wgpu::Device,
         size: u64,
@@ -220,17 +171,8 @@ impl Pool {
         let size = round_up(bytes.max(1), BLOCK_ALIGN)
             .ok_or_else(|| backend_api::oom!("alloc: {} bytes", bytes))?;
         if size > self.small_max {
-            let buffer = match self.spare.iter().position(|b| b.size() == size) {
-                Some(i) => {
-                    self.spare_bytes -= size;
-                    self.spare.remove(i)
-                }
-                None => {
-                    let buffer = Arc::new(self.create_buffer(device, size, "allocation")?);
-                    self.reserved += size;
-                    buffer
-                }
-            };
+            let buffer = Arc::new(self.create_buffer(device, size, "allocation")?);
+            self.reserved += size;
             return Ok(Block {
                 buffer,
                 offset: 0,
@@ -288,16 +230,7 @@ impl Pool {
             return;
         }
         let Some(i) = block.chunk else {
-            let keep = SPARE_MAX.min(self.limit / 8);
-            if block.size <= keep {
-                self.spare_bytes += block.size;
-                self.spare.push(block.buffer);
-                while self.spare_bytes > keep {
-                    self.drop_spare();
-                }
-            } else {
-                self.reserved -= block.size;
-            }
+            self.reserved -= block.size;
             return;
         };
         let chunk = self.chunks[i].as_mut().expect("block of a live chunk");

@@ -73,7 +73,7 @@ impl State {
     }
 
     /// Resolves a whole operand (checking its range) without binding it.
-    fn check_range(&self, op: &str, operand: &Operand) -> BackendResult<()> {
+    pub(crate) fn check_range(&self, op: &str, operand: &Operand) -> BackendResult<()> {
         self.space.resolve(op, operand).map(drop)
     }
 
