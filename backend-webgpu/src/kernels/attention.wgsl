@@ -101,14 +101,6 @@ fn pair(w: u32) -> vec2<f32> {
     return vec2<f32>(bitcast<f32>(decode_bits(w, 0u, DTYPE)), bitcast<f32>(decode_bits(w, 1u, DTYPE)));
 }
 
-// x rounded to DTYPE (f16 or bf16), as the low 16 bits.
-fn narrow(x: f32) -> u32 {
-    if (DTYPE == DTYPE_F16) {
-        return f32_to_f16_bits(bitcast<u32>(x));
-    }
-    return f32_to_bf16_bits(bitcast<u32>(x));
-}
-
 // The call's features (CAUSAL | MASKED | CAPPED | WINDOWED), also a pipeline constant so
 // that a plain call's pipeline carries no mask, cap or window code.
 override FEATURES: u32 = 15u;
@@ -343,8 +335,8 @@ fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
                     a1 = a1 + scratch[at_c + 3u + t] * exp(scratch[at_c] - m);
                 }
             }
-            let lo = narrow(select(0.0, a0 / l, any));
-            let hi = narrow(select(0.0, a1 / l, any));
+            let lo = encode_bits(select(0.0, a0 / l, any), DTYPE);
+            let hi = encode_bits(select(0.0, a1 / l, any), DTYPE);
             o16[(o_base + t) >> 1u] = lo | (hi << 16u);
         }
         return;

@@ -155,13 +155,6 @@ fn half_at(word: u32, i: u32) -> f32 {
     return bitcast<f32>(decode_bits(word, i, DTYPE));
 }
 
-fn to_half(x: f32) -> u32 {
-    if (DTYPE == DTYPE_F16) {
-        return f32_to_f16_bits(bitcast<u32>(x));
-    }
-    return f32_to_bf16_bits(bitcast<u32>(x));
-}
-
 // Output element `i` of the piece reading sources `s`, `own` the word of the output
 // holding it.
 fn half_element(i: u32, s: vec2<u32>, own: u32) -> u32 {
@@ -177,7 +170,7 @@ fn half_element(i: u32, s: vec2<u32>, own: u32) -> u32 {
     } else {
         y = half_at(b16[s.y >> 1u], s.y);
     }
-    return to_half(apply(x, y));
+    return encode_bits(apply(x, y), DTYPE);
 }
 
 @compute @workgroup_size(WG)

@@ -126,6 +126,15 @@ fn decode_bits(word: u32, i: u32, dtype: u32) -> u32 {
     return h << 16u;
 }
 
+// f32 `x` rounded to 16-bit `dtype` (f16 or bf16), as the low 16 bits: `decode_bits`'s
+// inverse for the store.
+fn encode_bits(x: f32, dtype: u32) -> u32 {
+    if (dtype == DTYPE_F16) {
+        return f32_to_f16_bits(bitcast<u32>(x));
+    }
+    return f32_to_bf16_bits(bitcast<u32>(x));
+}
+
 // The index of a thread in a 1-D problem laid out over a 2-D grid of workgroups (the
 // grid is 2-D when more than 65535 workgroups are needed).
 fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, wg_size: u32) -> u32 {

@@ -5,7 +5,7 @@ use backend_api::validate::AttentionPlan;
 use backend_api::{BackendResult, DType};
 use bytemuck::bytes_of;
 
-use super::u32_saturating;
+use super::{dtype_code, u32_saturating};
 use crate::kernels::{Kernel, PipelineKey, params};
 use crate::stream::Limits;
 use crate::{Ctx, State};
@@ -114,15 +114,6 @@ impl AttentionChoice {
             AttentionChoice::Rows => PipelineKey::new(Kernel::Attention, "main"),
             AttentionChoice::Split { .. } => PipelineKey::new(Kernel::Attention, "split"),
         }
-    }
-}
-
-/// The kernel's `DTYPE` code of a storage type.
-fn dtype_code(d: DType) -> f64 {
-    match d {
-        DType::F16 => 1.0,
-        DType::BF16 => 2.0,
-        _ => 0.0,
     }
 }
 

@@ -1,11 +1,11 @@
 //! `binary_broadcast` (`kernels/broadcast.wgsl`) and `gather` (`kernels/gather.wgsl`).
 
 use backend_api::validate::{BroadcastPlan, GatherPlan, MAX_BROADCAST_RANK};
-use backend_api::{BackendError, BackendResult, BinaryOp, DType};
+use backend_api::{BackendError, BackendResult, BinaryOp};
 use bytemuck::bytes_of;
 
 use super::elementwise::elementwise_piece;
-use super::{groups_of_256, sub};
+use super::{dtype_code, groups_of_256, sub};
 use crate::kernels::{Kernel, PipelineKey, op_code, params};
 use crate::stream::Bound;
 use crate::{Ctx, State};
@@ -85,7 +85,6 @@ impl Ctx {
         }
         let size = p.dtype.size_bytes();
         let code = f64::from(op_code(BinaryOp::ALL, op));
-        let dtype = if p.dtype == DType::F16 { 1.0 } else { 2.0 };
         let (out_is_a, out_is_b) = (p.output.same_range(&p.a), p.output.same_range(&p.b));
         let in_place = if out_is_a {
             1.0
@@ -101,7 +100,7 @@ impl Ctx {
         let piece = elementwise_piece(limits, 4) & !1;
         let key = PipelineKey::new(Kernel::Broadcast, "half")
             .with("OP", code)
-            .with("DTYPE", dtype)
+            .with("DTYPE", dtype_code(p.dtype))
             .with("IN_PLACE", in_place);
         for start in (0..p.n).step_by(piece) {
             let n = piece.min(p.n - start);
