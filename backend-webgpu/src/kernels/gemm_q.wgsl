@@ -207,6 +207,16 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     store_c(r, lane, row, col0);
 }
 
+// Quad t (0..7) of the block at byte p: its elements 4t..4t+3 as integers (Q8_0 bytes
+// 4t..4t+3; Q4_0 the low nibbles of bytes 4t..4t+3 for t < 4, the high nibbles of bytes
+// 4(t-4).. for t >= 4, which hold elements 16 + 4(t-4)..).
+fn quad(p: u32, t: u32) -> vec4<f32> {
+    if (FORMAT == 0u) {
+        return s8x4(word_at(p + 2u + 4u * t));
+    }
+    return nib4(word_at(p + 2u + 4u * (t % 4u)) >> select(0u, 4u, t >= 4u));
+}
+
 // ---- `dequant`: prefill (many columns) ----------------------------------------------
 // The weights dequantized into f32, row-major m x k from element c_off of binding 3 (a
 // temporary), for the tiled f32 gemm to multiply: each block's values read once for all
@@ -228,16 +238,7 @@ fn dequant(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let t = q4 % 8u;
     let p = params.a_byte + (row * (params.k / 32u) + blk) * block_bytes();
     let d = scale_at(p);
-    var v: vec4<f32>;
-    if (FORMAT == 0u) {
-        let w = word_at(p + 2u + 4u * t);
-        let qb = vec4<u32>(w & 0xffu, (w >> 8u) & 0xffu, (w >> 16u) & 0xffu, w >> 24u);
-        v = vec4<f32>(vec4<i32>(qb) - select(vec4<i32>(0), vec4<i32>(256), qb >= vec4<u32>(128u)));
-    } else {
-        let w = word_at(p + 2u + 4u * (t % 4u)) >> select(0u, 4u, t >= 4u);
-        v = vec4<f32>(f32(w & 15u), f32((w >> 8u) & 15u), f32((w >> 16u) & 15u), f32((w >> 24u) & 15u))
-            - vec4<f32>(8.0);
-    }
+    let v = quad(p, t);
     let o = params.c_off + row * params.k + 4u * q4;
     c[o] = d * v.x;
     c[o + 1u] = d * v.y;
@@ -317,6 +318,59 @@ fn decode_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
                     var v = d0 * s0;
                     if (two) {
                         v = v + d1 * s1;
+                    }
+                    acc[j] = acc[j] + v;
+                }
+            }
+        }
+    }
+    for (var j = 0u; j < COLS; j = j + 1u) {
+        partial[(r * LANES + lane) * COLS + j] = acc[j];
+    }
+    workgroupBarrier();
+    store_c(r, lane, row, col0);
+}
+
+// ---- `decode_vec`: few columns (n <= 4), B in f32 on 16-byte boundaries -------------
+// `decode_row` reads B as scalars, lane u of a block taking elements 4u.. and 4u + 16..:
+// a warp's B load touches 8 blocks' lines, 8 L1 wavefronts for 32 floats, and that
+// throughput bound the decode at ~0.2-0.3 of the bandwidth a copy reaches. Here lane l
+// of a row takes quad t = l % 8 of block l / 8 in each group of 4 blocks, so a warp reads
+// 128 consecutive floats of B as 32 16-byte loads (`bv`, the same binding as `b` seen as
+// vec4s: the Rust side takes this entry only where B's offset and ldb are multiples of
+// 4 floats), and 72 (Q4_0) or 136 (Q8_0) consecutive bytes of A. Each step takes two
+// groups (blocks g and g + 4 of a row's 8), whose loads are issued together.
+
+@group(0) @binding(2) var<storage, read_write> bv: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn decode_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = lid / LANES;
+    let lane = lid % LANES;
+    let sub = lane / 8u;
+    let t = lane % 8u;
+    let row = wid.x * ROWS + r;
+    let col0 = wid.y * COLS;
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    let blocks = params.k / 32u;
+    if ((params.flags & 1u) != 0u && row < params.m) {
+        let row_base = params.a_byte + row * blocks * block_bytes();
+        for (var blk = sub; blk < blocks; blk = blk + 8u) {
+            let two = blk + 4u < blocks;
+            let p0 = row_base + blk * block_bytes();
+            let p1 = select(p0, p0 + 4u * block_bytes(), two);
+            let d0 = scale_at(p0);
+            let d1 = scale_at(p1);
+            let q0 = quad(p0, t);
+            let q1 = quad(p1, t);
+            for (var j = 0u; j < COLS; j = j + 1u) {
+                if (col0 + j < params.n) {
+                    let i0 = (params.b_off + (col0 + j) * params.ldb) / 4u + blk * 8u + t;
+                    var v = d0 * dot(q0, bv[i0]);
+                    // Without a second group, q1 (block blk's values again) is not added:
+                    // 0 * q1 would be NaN for an infinite B.
+                    if (two) {
+                        v = v + d1 * dot(q1, bv[i0 + 32u]);
                     }
                     acc[j] = acc[j] + v;
                 }

@@ -156,7 +156,7 @@ kernels! {
         name: "gemm_q",
         file: "gemm_q.wgsl",
         math: false,
-        entries: ["main", "decode", "decode_row", "dequant"],
+        entries: ["main", "decode", "decode_row", "decode_vec", "dequant"],
         constants: ["FORMAT", "B_F16", "COLS"],
         params: params::GemmQ,
     },

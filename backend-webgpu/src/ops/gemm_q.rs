@@ -18,15 +18,24 @@ fn tile_columns(n: usize) -> u64 {
     (n.max(1).next_power_of_two() as u64).min(8)
 }
 
-/// The kernel: for up to 4 columns `decode_row` (32 lanes per row, 16 blocks a step),
-/// or `decode` (8 lanes per block, 4 blocks a step) with `decode8`; `main` (a lane per
-/// block, each block dequantized once for 8 columns) above.
-fn entry(n: usize, decode8: bool) -> &'static str {
-    match (n <= 4, decode8) {
-        (true, false) => "decode_row",
-        (true, true) => "decode",
-        (false, _) => "main",
+/// The kernel: for up to 4 columns `decode_vec` where B is f32 with its columns on
+/// 16-byte boundaries (`b_vec4`: 32 lanes per row reading B as vec4s, 8 blocks a step),
+/// else `decode_row` (32 lanes per row, 16 blocks a step), or `decode` (8 lanes per
+/// block, 4 blocks a step) with `decode8`; `main` (a lane per block, each block
+/// dequantized once for 8 columns) above.
+fn entry(n: usize, b_vec4: bool, decode8: bool) -> &'static str {
+    match (n <= 4, decode8, b_vec4) {
+        (true, true, _) => "decode",
+        (true, false, true) => "decode_vec",
+        (true, false, false) => "decode_row",
+        (false, _, _) => "main",
     }
+}
+
+/// True when B can be read as vec4s: f32, starting on 16 bytes of its binding, and each
+/// column on 16 bytes (one column, or `ldb` a multiple of 4).
+fn b_vec4(p: &GemmQPlan, b_byte: u64) -> bool {
+    p.b_dtype == DType::F32 && b_byte.is_multiple_of(16) && (p.n <= 1 || p.ldb.is_multiple_of(4))
 }
 
 /// Columns from which the product dequantizes the weights once into f32 and runs the
@@ -110,7 +119,11 @@ impl Ctx {
         let mut st = self.lock();
         let c = st.bind(limits, p.op, &p.c)?;
         let a = st.bind_opt(limits, p.op, p.a.as_ref())?;
-        let b = st.bind_opt(limits, p.op, p.b.as_ref())?;
+        // Rounded to 16 bytes for `decode_vec`'s vec4 view (inside the block).
+        let b = match &p.b {
+            Some(o) => st.bind16(limits, p.op, o)?,
+            None => st.stream.unused(),
+        };
         let b_elem = p.b_dtype.size_bytes() as u64;
         let prm = params::GemmQ {
             m: u32_saturating(p.m),
@@ -135,7 +148,7 @@ impl Ctx {
                 p.op
             )));
         }
-        let key = PipelineKey::new(Kernel::GemmQ, entry(p.n, self.tuning.gemm_q_decode8))
+        let key = PipelineKey::new(Kernel::GemmQ, entry(p.n, b_vec4(p, b.byte), self.tuning.gemm_q_decode8))
             .with("FORMAT", format_code(p.format))
             .with("B_F16", f64::from(u8::from(p.b_dtype == DType::F16)))
             .with("COLS", cols as f64);
@@ -157,10 +170,43 @@ mod tests {
     #[test]
     fn few_columns_take_the_decode_kernel() {
         assert_eq!(
-            [1, 4, 5, 512].map(|n| entry(n, false)),
-            ["decode_row", "decode_row", "main", "main"]
+            [1, 4, 5, 512].map(|n| entry(n, true, false)),
+            ["decode_vec", "decode_vec", "main", "main"]
         );
-        assert_eq!(entry(1, true), "decode");
+        assert_eq!(
+            [1, 4, 5].map(|n| entry(n, false, false)),
+            ["decode_row", "decode_row", "main"]
+        );
+        assert_eq!(entry(1, true, true), "decode");
+    }
+
+    #[test]
+    fn b_is_read_as_vec4s_only_where_every_column_starts_on_16_bytes() {
+        let plan = |n, ldb, b_dtype| GemmQPlan {
+            op: "gemm_q",
+            format: QuantFormat::Q8_0,
+            m: 64,
+            n,
+            k: 64,
+            alpha: 1.0,
+            beta: 0.0,
+            b_dtype,
+            ldb,
+            ldc: 64,
+            a: None,
+            b: None,
+            c: Operand {
+                name: "C",
+                ptr: 0,
+                bytes: 64 * 4 * n as u64,
+            },
+        };
+        assert!(b_vec4(&plan(1, 64, DType::F32), 0));
+        assert!(b_vec4(&plan(1, 65, DType::F32), 16));
+        assert!(b_vec4(&plan(4, 68, DType::F32), 32));
+        assert!(!b_vec4(&plan(1, 64, DType::F32), 8));
+        assert!(!b_vec4(&plan(2, 66, DType::F32), 0));
+        assert!(!b_vec4(&plan(1, 64, DType::F16), 0));
     }
 
     #[test]
