@@ -365,6 +365,17 @@ fn packed16x8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         }
     }
     let same = ALIAS == ALIAS_ALL_SAME || ALIAS == ALIAS_A_IS_B;
+    // A whole quad of distinct operands: a word (two elements) per conversion.
+    if (whole && !same) {
+        var out: vec4<u32>;
+        for (var i = 0u; i < 4u; i = i + 1u) {
+            let x = decode_pair(av[i], DTYPE);
+            let y = decode_pair(bv[i], DTYPE);
+            out[i] = encode_pair(vec2<f32>(apply(x.x, y.x), apply(x.y, y.y)), DTYPE);
+        }
+        outq[q] = out;
+        return;
+    }
     var out = old;
     for (var e = 0u; e < 8u; e = e + 1u) {
         let g = e0 + e;

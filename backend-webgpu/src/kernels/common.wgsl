@@ -126,6 +126,24 @@ fn decode_bits(word: u32, i: u32, dtype: u32) -> u32 {
     return h << 16u;
 }
 
+// Both 16-bit elements of a word of `dtype` (f16 or bf16), low half first: one
+// `unpack2x16float` where the adapter's conversions are exact.
+fn decode_pair(word: u32, dtype: u32) -> vec2<f32> {
+    if (dtype == DTYPE_F16 && HW_F16) {
+        return unpack2x16float(word);
+    }
+    return vec2<f32>(bitcast<f32>(decode_bits(word, 0u, dtype)), bitcast<f32>(decode_bits(word, 1u, dtype)));
+}
+
+// Two f32 values rounded to `dtype` (f16 or bf16) as one word, `v.x` in the low half:
+// `decode_pair`'s inverse, one `pack2x16float` where the adapter's conversions are exact.
+fn encode_pair(v: vec2<f32>, dtype: u32) -> u32 {
+    if (dtype == DTYPE_F16 && HW_F16) {
+        return pack2x16float(v);
+    }
+    return (encode_bits(v.x, dtype) & 0xffffu) | (encode_bits(v.y, dtype) << 16u);
+}
+
 // f32 `x` rounded to 16-bit `dtype` (f16 or bf16), as the low 16 bits: `decode_bits`'s
 // inverse for the store.
 fn encode_bits(x: f32, dtype: u32) -> u32 {

@@ -125,7 +125,7 @@ kernels! {
         file: "reduce.wgsl",
         math: true,
         entries: ["rows", "rows4", "cols", "cols4", "rows8h"],
-        constants: ["OP", "COLS", "COLS4", "DTYPE"],
+        constants: ["OP", "COLS", "COLS4", "DTYPE", "ROWS8H"],
         params: params::Reduce,
     },
     Rows {

@@ -174,15 +174,23 @@ fn combine4(acc: f32, v: vec4<f32>) -> f32 {
 }
 
 fn tree(lid: u32, acc: f32) -> f32 {
+    return tree_of(lid, 0u, WG, acc);
+}
+
+// The tree over `width` threads (a power of two dividing WG), lanes 0.. of the group
+// starting at thread `first`: every thread of the workgroup calls it (barriers), each
+// gets its group's result.
+fn tree_of(lid: u32, first: u32, width: u32, acc: f32) -> f32 {
     partial[lid] = acc;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
+    let lane = lid - first;
+    for (var s = width / 2u; s > 0u; s = s / 2u) {
+        if (lane < s) {
             partial[lid] = combine(partial[lid], partial[lid + s]);
         }
         workgroupBarrier();
     }
-    return partial[0];
+    return partial[first];
 }
 
 @compute @workgroup_size(WG)
@@ -320,32 +328,44 @@ fn cols4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 }
 
 // `rows8h`: `rows` for 16-bit inputs (DTYPE) whose rows are whole groups of 8 elements
-// starting on 16-byte boundaries: 16-byte loads of 8 elements each.
+// starting on 16-byte boundaries: 16-byte loads of 8 elements each. A workgroup takes
+// ROWS8H rows, WG / ROWS8H threads each (1 for long rows; 8 where a row is under 4 loads
+// per thread of a whole workgroup, so that each thread has several loads in flight and
+// a row's tree is 5 levels, not 8).
 @group(0) @binding(6) var<storage, read_write> xh8: array<vec4<u32>>;
 
+override ROWS8H: u32 = 1u;
+
 fn combine_word(acc: f32, w: u32, m: f32) -> f32 {
-    let lo = pre(bitcast<f32>(decode_bits(w, 0u, DTYPE)), m);
-    let hi = pre(bitcast<f32>(decode_bits(w, 1u, DTYPE)), m);
-    return combine(combine(acc, lo), hi);
+    let v = decode_pair(w, DTYPE);
+    return combine(combine(acc, pre(v.x, m)), pre(v.y, m));
 }
 
 @compute @workgroup_size(WG)
 fn rows8h(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
-    if (row >= params.outer) {
+    let width = WG / ROWS8H;
+    let lane = lid % width;
+    let row = (wid.x + wid.y * nwg.x) * ROWS8H + lid / width;
+    // Uniform per workgroup with one row per workgroup; otherwise every thread goes on to
+    // the barriers and a row past the end only skips its loads and its store.
+    if (ROWS8H == 1u && row >= params.outer) {
         return;
     }
+    let live = row < params.outer;
     var acc = identity();
-    let octets = params.len / 8u;
-    let base = (params.x_off + row * params.len) / 8u;
-    let m = max_of(params.y_off + row);
-    for (var q = lid; q < octets; q = q + WG) {
-        let v = xh8[base + q];
-        acc = combine_word(combine_word(combine_word(combine_word(acc, v.x, m), v.y, m), v.z, m), v.w, m);
+    var m = 0.0;
+    if (live) {
+        let octets = params.len / 8u;
+        let base = (params.x_off + row * params.len) / 8u;
+        m = max_of(params.y_off + row);
+        for (var q = lane; q < octets; q = q + width) {
+            let v = xh8[base + q];
+            acc = combine_word(combine_word(combine_word(combine_word(acc, v.x, m), v.y, m), v.z, m), v.w, m);
+        }
     }
-    let total = tree(lid, acc);
-    if (lid == 0u) {
+    let total = tree_of(lid, lid - lane, width, acc);
+    if (live && lane == 0u) {
         y[params.y_off + row] = finish(total, m);
     }
 }

@@ -148,10 +148,13 @@ impl Ctx {
                 p.op
             )));
         }
-        let key = PipelineKey::new(Kernel::GemmQ, entry(p.n, b_vec4(p, b.byte), self.tuning.gemm_q_decode8))
-            .with("FORMAT", format_code(p.format))
-            .with("B_F16", f64::from(u8::from(p.b_dtype == DType::F16)))
-            .with("COLS", cols as f64);
+        let key = PipelineKey::new(
+            Kernel::GemmQ,
+            entry(p.n, b_vec4(p, b.byte), self.tuning.gemm_q_decode8),
+        )
+        .with("FORMAT", format_code(p.format))
+        .with("B_F16", f64::from(u8::from(p.b_dtype == DType::F16)))
+        .with("COLS", cols as f64);
         let State { stream, .. } = &mut *st;
         self.dispatch(
             stream,

@@ -22,6 +22,13 @@ enum ReduceChoice {
     Cols { cols: u64, groups: u64 },
 }
 
+/// Rows of `len` 16-bit elements per `rows8h` workgroup (`ROWS8H`): 8 (32 threads a row)
+/// where a whole workgroup would give each thread fewer than 4 loads of 8 elements, so
+/// that each thread has several loads in flight and a row's tree is shorter; else 1.
+fn rows8h_per_workgroup(len: usize) -> u64 {
+    if len / 8 < 4 * 256 { 8 } else { 1 }
+}
+
 /// Picks the kernel for `outer` x `len` x `inner` (reducing `len`). `x_byte`, `y_byte`:
 /// where input and output start in their bindings.
 fn choose(outer: usize, len: usize, inner: usize, x_byte: u64, y_byte: u64) -> ReduceChoice {
@@ -150,10 +157,11 @@ impl Ctx {
             && matches!(choice, ReduceChoice::Rows { .. })
             && x.byte.is_multiple_of(16)
             && p.len.is_multiple_of(8);
+        let per_group = rows8h_per_workgroup(p.len);
         if rows8h {
             choice = ReduceChoice::Rows {
                 vec4: false,
-                groups: p.outer as u64,
+                groups: (p.outer as u64).div_ceil(per_group),
             };
         }
         let grid = limits.grid(choice.groups())?;
@@ -179,7 +187,9 @@ impl Ctx {
         };
         for &pass in passes {
             let mut key = if rows8h {
-                PipelineKey::new(Kernel::Reduce, "rows8h").with("OP", f64::from(pass))
+                PipelineKey::new(Kernel::Reduce, "rows8h")
+                    .with("OP", f64::from(pass))
+                    .with("ROWS8H", per_group as f64)
             } else {
                 choice.key(f64::from(pass))
             };
@@ -282,6 +292,14 @@ mod tests {
                 groups: 257
             }
         );
+    }
+
+    #[test]
+    fn short_half_rows_share_a_workgroup() {
+        assert_eq!(rows8h_per_workgroup(4096), 8);
+        assert_eq!(rows8h_per_workgroup(8184), 8);
+        assert_eq!(rows8h_per_workgroup(8192), 1);
+        assert_eq!(rows8h_per_workgroup(1 << 20), 1);
     }
 
     #[test]
