@@ -70,6 +70,10 @@ pub struct Tuning {
     /// blocks a step (`decode_row`), for measuring one against the other.
     /// `BACKEND_GEMM_Q_DECODE8=1`.
     pub gemm_q_decode8: bool,
+    /// `gemm_q` with few columns runs `decode_row` (B read as scalars) even where B could
+    /// be read as vec4s (`decode_vec`), for measuring one against the other.
+    /// `BACKEND_GEMM_Q_DECODE_ROW=1`.
+    pub gemm_q_decode_row: bool,
     /// Kernels convert f16 with the adapter's `pack2x16float`/`unpack2x16float` where a
     /// probe at initialisation finds them exact (every f16 value widened, rounding
     /// boundaries narrowed); else, or with `BACKEND_HW_F16=0`, the exact bit arithmetic.
@@ -84,6 +88,7 @@ impl Default for Tuning {
             depthwise_tiled: false,
             depthwise_direct: false,
             gemm_q_decode8: false,
+            gemm_q_decode_row: false,
             hw_f16: true,
         }
     }
@@ -121,7 +126,7 @@ impl WebGpuOptions {
 
     /// These options with every variable that is set applied over them:
     /// `BACKEND_ADAPTER`, `BACKEND_TENSOR_CORES`, `BACKEND_GEMM_NARROW_BELOW`,
-    /// `BACKEND_READBACK_SPIN_US`, `BACKEND_DEPTHWISE_TILED`, `BACKEND_DEPTHWISE_DIRECT`, `BACKEND_GEMM_Q_DECODE8`, `BACKEND_HW_F16`, `BACKEND_PIPELINE_CACHE` (the rules: [`backend_api::env`]); `InvalidArgument`
+    /// `BACKEND_READBACK_SPIN_US`, `BACKEND_DEPTHWISE_TILED`, `BACKEND_DEPTHWISE_DIRECT`, `BACKEND_GEMM_Q_DECODE8`, `BACKEND_GEMM_Q_DECODE_ROW`, `BACKEND_HW_F16`, `BACKEND_PIPELINE_CACHE` (the rules: [`backend_api::env`]); `InvalidArgument`
     /// naming the variable when a number does not parse.
     pub fn with_env(mut self) -> BackendResult<Self> {
         use backend_api::env;
@@ -145,6 +150,9 @@ impl WebGpuOptions {
         }
         if env::var(GEMM_Q_DECODE8_ENV).is_some() {
             self.tuning.gemm_q_decode8 = env::flag(GEMM_Q_DECODE8_ENV);
+        }
+        if env::var(GEMM_Q_DECODE_ROW_ENV).is_some() {
+            self.tuning.gemm_q_decode_row = env::flag(GEMM_Q_DECODE_ROW_ENV);
         }
         if env::var(HW_F16_ENV).is_some() {
             self.tuning.hw_f16 = env::flag(HW_F16_ENV);
@@ -185,6 +193,8 @@ pub const PIPELINE_CACHE_ENV: &str = "BACKEND_PIPELINE_CACHE";
 pub const HW_F16_ENV: &str = "BACKEND_HW_F16";
 /// `BACKEND_GEMM_Q_DECODE8`: see [`Tuning::gemm_q_decode8`].
 pub const GEMM_Q_DECODE8_ENV: &str = "BACKEND_GEMM_Q_DECODE8";
+/// `BACKEND_GEMM_Q_DECODE_ROW`: see [`Tuning::gemm_q_decode_row`].
+pub const GEMM_Q_DECODE_ROW_ENV: &str = "BACKEND_GEMM_Q_DECODE_ROW";
 /// `BACKEND_DEPTHWISE_DIRECT`: see [`Tuning::depthwise_direct`].
 pub const DEPTHWISE_DIRECT_ENV: &str = "BACKEND_DEPTHWISE_DIRECT";
 

@@ -150,7 +150,11 @@ impl Ctx {
         }
         let key = PipelineKey::new(
             Kernel::GemmQ,
-            entry(p.n, b_vec4(p, b.byte), self.tuning.gemm_q_decode8),
+            entry(
+                p.n,
+                b_vec4(p, b.byte) && !self.tuning.gemm_q_decode_row,
+                self.tuning.gemm_q_decode8,
+            ),
         )
         .with("FORMAT", format_code(p.format))
         .with("B_F16", f64::from(u8::from(p.b_dtype == DType::F16)))
