@@ -407,3 +407,94 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     store_column(j1 + 2u, i0, c_base, x_c6_h0); store_column(j1 + 2u, i1, c_base, x_c6_h1);
     store_column(j1 + 3u, i0, c_base, x_c7_h0); store_column(j1 + 3u, i1, c_base, x_c7_h1);
 }
+
+// ---- `skinny`: f32, A not transposed, at most 16 columns (decode) --------------------
+// The tiled kernel's 128-row tiles leave a 4096 x 16 product 32 workgroups, each walking
+// all of k: a few SMs stream the weights. Here a workgroup takes 16 rows of C (4 quads)
+// and splits k over 64 slices: thread (quad q, slice s) accumulates rows 4q..4q+3 of
+// its columns over k = s, s + 64, ... (two steps' loads issued together), reading A's
+// column of 16 rows as one 16-byte load (a warp's loads cover 8 columns' 64-byte runs)
+// and B's values (the same for the 4 quads of a slice). The 64 slices' sums are then
+// added in a fixed order in workgroup memory, two columns a round: 8 slices at a time,
+// then the 8 partial sums. NS (1, 2, 4, 8 or 16) bounds the columns.
+
+override NS: u32 = 16u;
+
+const SK_QUADS: u32 = 4u;
+const SK_SLICES: u32 = 64u; // 256 / SK_QUADS
+
+var<workgroup> sk_red: array<vec4<f32>, 512>; // two columns x 256 threads
+var<workgroup> sk_red2: array<vec4<f32>, 64>; // two columns x 32 sums of 8 slices
+
+fn sk_b(b_base: u32, kk: u32, j: u32) -> f32 {
+    if (TRANS_B) {
+        return bitcast<f32>(b[b_base + j + kk * params.ldb]);
+    }
+    return bitcast<f32>(b[b_base + kk + j * params.ldb]);
+}
+
+@compute @workgroup_size(256)
+fn skinny(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let batch = params.batch_base + wid.z;
+    let a_base = params.a_off + batch * params.stride_a;
+    let b_base = params.b_off + batch * params.stride_b;
+    let c_base = params.c_off + batch * params.stride_c;
+    let quad = lid % SK_QUADS;
+    let slice = lid / SK_QUADS;
+    let i = wid.x * (4u * SK_QUADS) + 4u * quad;
+    var acc: array<vec4<f32>, 16>;
+    for (var j = 0u; j < NS; j = j + 1u) {
+        acc[j] = vec4<f32>(0.0);
+    }
+    if (i < params.m) {
+        let a_row = (a_base + i) / 4u;
+        let lda4 = params.lda / 4u;
+        var kk = slice;
+        for (; kk + SK_SLICES < params.k; kk = kk + 2u * SK_SLICES) {
+            let a0 = a4[a_row + kk * lda4];
+            let a1 = a4[a_row + (kk + SK_SLICES) * lda4];
+            for (var j = 0u; j < NS; j = j + 1u) {
+                if (j < params.n) {
+                    acc[j] = fma(a0, vec4<f32>(sk_b(b_base, kk, j)), acc[j]);
+                    acc[j] = fma(a1, vec4<f32>(sk_b(b_base, kk + SK_SLICES, j)), acc[j]);
+                }
+            }
+        }
+        if (kk < params.k) {
+            let a0 = a4[a_row + kk * lda4];
+            for (var j = 0u; j < NS; j = j + 1u) {
+                if (j < params.n) {
+                    acc[j] = fma(a0, vec4<f32>(sk_b(b_base, kk, j)), acc[j]);
+                }
+            }
+        }
+    }
+    for (var j0 = 0u; j0 < NS; j0 = j0 + 2u) {
+        sk_red[lid] = acc[j0];
+        sk_red[256u + lid] = acc[min(j0 + 1u, NS - 1u)];
+        workgroupBarrier();
+        if (lid < 64u) {
+            // Column j0 + lid / 32, quad q, slices 8g..8g+7 (thread (q, s) wrote s * 4 + q).
+            let col = lid / 32u;
+            let q = lid % SK_QUADS;
+            let g = (lid % 32u) / SK_QUADS;
+            var s = vec4<f32>(0.0);
+            for (var t = 0u; t < 8u; t = t + 1u) {
+                s = s + sk_red[col * 256u + (8u * g + t) * SK_QUADS + q];
+            }
+            sk_red2[lid] = s;
+        }
+        workgroupBarrier();
+        if (lid < 2u * SK_QUADS) {
+            let col = lid / SK_QUADS;
+            let q = lid % SK_QUADS;
+            var s = vec4<f32>(0.0);
+            for (var g = 0u; g < 8u; g = g + 1u) {
+                s = s + sk_red2[col * 32u + g * SK_QUADS + q];
+            }
+            if (col == 0u || j0 + 1u < NS) {
+                store_column(j0 + col, wid.x * (4u * SK_QUADS) + 4u * q, c_base, s);
+            }
+        }
+    }
+}

@@ -140,8 +140,8 @@ kernels! {
         name: "gemm",
         file: "gemm.wgsl",
         math: false,
-        entries: ["main", "tiled"],
-        constants: ["A_TYPE", "B_TYPE", "B_IN_A", "TRANS_A", "TRANS_B", "C_VEC4", "NB"],
+        entries: ["main", "tiled", "skinny"],
+        constants: ["A_TYPE", "B_TYPE", "B_IN_A", "TRANS_A", "TRANS_B", "C_VEC4", "NB", "NS"],
         params: params::Gemm,
     },
     Conv2d {

@@ -90,9 +90,16 @@ enum GemmChoice {
     /// The register-tiled kernel on 128 x `nb` tiles, C written as vec4s when `c_vec4`
     /// (`gemm::tiled`).
     Tiled { nb: usize, c_vec4: bool },
+    /// At most 16 f32 columns with A not transposed (decode): 16 rows of C a workgroup, k
+    /// split over its 64 slices, A read as 16-byte columns (`gemm::skinny`); `ns` bounds
+    /// the columns (1, 2, 4, 8 or 16).
+    Skinny { ns: usize, c_vec4: bool },
     /// The general kernel on 64 x 64 tiles (`gemm::main`).
     General,
 }
+
+/// Columns up to which an f32 product with A not transposed takes the skinny kernel.
+const SKINNY_COLUMNS: usize = 16;
 
 /// Picks the kernel. `coop_available`: the device may use the cooperative-matrix kernel
 /// ([`WebGpuOptions::cooperative_matrix`](crate::WebGpuOptions::cooperative_matrix) and
@@ -137,7 +144,23 @@ fn choose(s: &GemmShape, coop_available: bool, narrow_below: usize) -> GemmChoic
         && eight(b_off);
     let coop_tiled =
         coop && s.m.is_multiple_of(128) && s.n.is_multiple_of(128) && s.k.is_multiple_of(32);
-    if coop_tiled {
+    // Skinny: A's columns (rows of C) read as vec4s; B and C as the tiled kernel allows.
+    let skinny = s.reads_ab
+        && !s.b_in_a
+        && s.n <= SKINNY_COLUMNS
+        && s.a_dtype == DType::F32
+        && s.b_dtype == DType::F32
+        && !s.trans_a
+        && four(s.m)
+        && four(s.lda)
+        && four(s.stride_a)
+        && s.a_byte.is_multiple_of(16);
+    if skinny {
+        GemmChoice::Skinny {
+            ns: s.n.next_power_of_two(),
+            c_vec4: four(s.ldc) && four(s.stride_c) && s.c_byte.is_multiple_of(16),
+        }
+    } else if coop_tiled {
         GemmChoice::CoopTiled
     } else if coop {
         GemmChoice::Coop
@@ -158,6 +181,7 @@ impl GemmChoice {
             GemmChoice::CoopTiled => (128, 128),
             GemmChoice::Tiled { nb, .. } => (128, nb),
             GemmChoice::Coop | GemmChoice::General => (64, 64),
+            GemmChoice::Skinny { .. } => (16, SKINNY_COLUMNS),
         }
     }
 
@@ -177,6 +201,10 @@ impl GemmChoice {
                 .with("C_VEC4", flag(c_vec4))
                 .with("A_TYPE", dtype_code(s.a_dtype))
                 .with("B_TYPE", dtype_code(s.b_dtype)),
+            GemmChoice::Skinny { ns, c_vec4 } => PipelineKey::new(Kernel::Gemm, "skinny")
+                .with("NS", ns as f64)
+                .with("TRANS_B", flag(s.trans_b))
+                .with("C_VEC4", flag(c_vec4)),
             GemmChoice::General => PipelineKey::new(Kernel::Gemm, "main")
                 .with("A_TYPE", dtype_code(s.a_dtype))
                 .with("B_TYPE", dtype_code(s.b_dtype))
@@ -267,6 +295,11 @@ impl Ctx {
                     (b_other, unused),
                     (6, c16),
                 ]
+            }
+            GemmChoice::Skinny { .. } => {
+                let a16 = st.bind16(limits, op, p.a.as_ref().expect("reads_ab"))?;
+                let c16 = st.bind16(limits, op, &p.c)?;
+                vec![(4, a16), (2, b), (6, c16)]
             }
             GemmChoice::Coop | GemmChoice::General => vec![(1, a), (2, b), (3, c.clone())],
         };
@@ -407,6 +440,60 @@ mod tests {
             choose(&mixed, false, NARROW),
             GemmChoice::Tiled { .. }
         ));
+    }
+
+    #[test]
+    fn few_f32_columns_with_a_not_transposed_take_the_skinny_kernel() {
+        let skinny = |ns, c_vec4| GemmChoice::Skinny { ns, c_vec4 };
+        assert_eq!(
+            choose(&shape(4096, 16, 4096), true, NARROW),
+            skinny(16, true)
+        );
+        assert_eq!(choose(&shape(4096, 1, 4096), true, NARROW), skinny(1, true));
+        assert_eq!(choose(&shape(64, 3, 10), true, NARROW), skinny(4, true));
+        // B transposed or unaligned, C unaligned: still skinny (B is read as scalars).
+        let loose = GemmShape {
+            trans_b: true,
+            ldb: 5,
+            b_byte: 4,
+            ldc: 66,
+            ..shape(64, 5, 10)
+        };
+        assert_eq!(choose(&loose, true, NARROW), skinny(8, false));
+        // More columns, A transposed, A's rows or start off vec4s, 16-bit operands: not.
+        let base = shape(256, 16, 256);
+        for s in [
+            shape(256, 17, 256),
+            GemmShape {
+                trans_a: true,
+                ..base
+            },
+            GemmShape {
+                m: 254,
+                lda: 256,
+                ..base
+            },
+            GemmShape { lda: 258, ..base },
+            GemmShape { a_byte: 8, ..base },
+            GemmShape {
+                stride_a: 2,
+                ..base
+            },
+            f16(base),
+            GemmShape {
+                b_dtype: DType::F16,
+                ..base
+            },
+            GemmShape {
+                reads_ab: false,
+                ..base
+            },
+        ] {
+            assert!(
+                !matches!(choose(&s, false, NARROW), GemmChoice::Skinny { .. }),
+                "{s:?}"
+            );
+        }
     }
 
     #[test]
@@ -579,6 +666,10 @@ mod tests {
             GemmChoice::Tiled {
                 nb: 128,
                 c_vec4: false,
+            },
+            GemmChoice::Skinny {
+                ns: 16,
+                c_vec4: true,
             },
             GemmChoice::General,
         ] {
