@@ -460,7 +460,11 @@ impl Ctx {
     }
 
     async fn synchronize(&self) -> BackendResult<()> {
-        let index = self.lock().stream.flush(&self.queue);
+        let index = {
+            let mut st = self.lock();
+            st.pool.release_cached();
+            st.stream.flush(&self.queue)
+        };
         #[cfg(not(target_arch = "wasm32"))]
         self.wait_idle(index)?;
         #[cfg(target_arch = "wasm32")]

@@ -7,7 +7,9 @@
 //! Freed ranges are reused at once. That is safe because the device runs one in-order
 //! stream: any later work that touches the reused range was recorded after the work
 //! that read the freed one, and wgpu orders the two with a barrier. Host writes go
-//! through the same stream (see `stream.rs`), never around it.
+//! through the same stream (see `stream.rs`), never around it. The buffers of freed
+//! large allocations are kept, on the same grounds, for allocations of about their size
+//! until the next synchronize (`Pool::release_cached`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -78,7 +80,16 @@ pub(crate) struct Pool {
     usage: wgpu::BufferUsages,
     reserved: u64,
     limit: u64,
+    /// Buffers of freed large allocations, kept for an allocation of about their size
+    /// until the next synchronize ([`release_cached`](Self::release_cached)), when
+    /// memory is refused, or past `CACHE_MAX` of them: an op's temporary (the f32
+    /// weights of a `gemm_q` prefill, the f32 copies of an f16 op) then costs a buffer
+    /// creation once per synchronize, not once per call. Counted in `reserved`.
+    cached: Vec<(u64, Arc<wgpu::Buffer>)>,
 }
+
+/// Freed large buffers kept at most.
+const CACHE_MAX: usize = 4;
 
 fn round_up(v: u64, to: u64) -> Option<u64> {
     v.checked_add(to - 1).map(|x| x / to * to)
@@ -101,6 +112,7 @@ impl Pool {
             usage,
             reserved: 0,
             limit: limit.unwrap_or(u64::MAX),
+            cached: Vec::new(),
         }
     }
 
@@ -171,10 +183,28 @@ impl Pool {
         let size = round_up(bytes.max(1), BLOCK_ALIGN)
             .ok_or_else(|| backend_api::oom!("alloc: {} bytes", bytes))?;
         if size > self.small_max {
-            let buffer = Arc::new(self.create_buffer(device, size, "allocation")?);
+            // A cached buffer of `size` to a quarter more, the smallest such.
+            let fit = self
+                .cached
+                .iter()
+                .enumerate()
+                .filter(|(_, (s, _))| *s >= size && *s - size <= size / 4)
+                .min_by_key(|(_, (s, _))| *s)
+                .map(|(i, _)| i);
+            if let Some(i) = fit {
+                let (size, buffer) = self.cached.swap_remove(i);
+                return Ok(Block {
+                    buffer,
+                    offset: 0,
+                    size,
+                    chunk: None,
+                    imported: false,
+                });
+            }
+            let buffer = self.create_or_release(device, size, "allocation")?;
             self.reserved += size;
             return Ok(Block {
-                buffer,
+                buffer: Arc::new(buffer),
                 offset: 0,
                 size,
                 chunk: None,
@@ -195,7 +225,7 @@ impl Pool {
                 });
             }
         }
-        let buffer = Arc::new(self.create_buffer(device, self.chunk_size, "pool chunk")?);
+        let buffer = Arc::new(self.create_or_release(device, self.chunk_size, "pool chunk")?);
         self.reserved += self.chunk_size;
         let mut free = BTreeMap::new();
         free.insert(size, self.chunk_size - size);
@@ -230,7 +260,11 @@ impl Pool {
             return;
         }
         let Some(i) = block.chunk else {
-            self.reserved -= block.size;
+            if self.cached.len() < CACHE_MAX {
+                self.cached.push((block.size, block.buffer));
+            } else {
+                self.reserved -= block.size;
+            }
             return;
         };
         let chunk = self.chunks[i].as_mut().expect("block of a live chunk");
@@ -246,6 +280,34 @@ impl Pool {
                 self.chunks[i] = None;
                 self.reserved -= self.chunk_size;
             }
+        }
+    }
+}
+
+impl Pool {
+    /// [`create_buffer`](Self::create_buffer); refused with freed buffers cached, gives
+    /// them back and asks once more.
+    fn create_or_release(
+        &mut self,
+        device: &wgpu::Device,
+        size: u64,
+        label: &str,
+    ) -> BackendResult<wgpu::Buffer> {
+        match self.create_buffer(device, size, label) {
+            Err(_) if !self.cached.is_empty() => {
+                self.release_cached();
+                self.create_buffer(device, size, label)
+            }
+            result => result,
+        }
+    }
+
+    /// Drops the cached buffers of freed allocations (at each synchronize, and before
+    /// asking again for memory the device refused). Recorded work that still uses one
+    /// keeps it alive until it has run (wgpu holds its own reference).
+    pub(crate) fn release_cached(&mut self) {
+        for (size, _) in self.cached.drain(..) {
+            self.reserved -= size;
         }
     }
 }

@@ -104,6 +104,55 @@ fn memory_limit_refuses_and_the_backend_stays_usable() {
     b.free(p).unwrap();
 }
 
+/// A freed large allocation's buffer serves the next allocation of about its size until
+/// the next synchronize, which gives it back; memory the limit would refuse takes the
+/// cached buffers back first; and a reused buffer starts a new allocation (a stale
+/// pointer stays stale).
+#[test]
+fn freed_large_buffers_are_reused_until_synchronize() {
+    if backend().is_none() {
+        return;
+    }
+    let mut b = WebGpuBackend::with_options(backend_webgpu::WebGpuOptions {
+        memory_limit: Some(64 << 20),
+        ..backend_webgpu::WebGpuOptions::from_env().expect("the environment")
+    });
+    b.init().unwrap();
+    let reserved = |b: &WebGpuBackend| b.memory_info().unwrap().reserved_bytes;
+    let base = reserved(&b);
+    let p = b.alloc(24 << 20).unwrap();
+    b.copy_htod(p, &[7u8; 64]).unwrap();
+    b.free(p).unwrap();
+    assert_eq!(reserved(&b), base + (24 << 20), "the freed buffer is kept");
+    // A little smaller: the same buffer, no more memory.
+    let q = b.alloc((24 << 20) - 4096).unwrap();
+    assert_eq!(reserved(&b), base + (24 << 20));
+    assert_ne!(p, q);
+    let mut back = [0u8; 4];
+    assert!(
+        b.copy_dtoh(&mut back, p).is_err(),
+        "the old pointer is stale"
+    );
+    b.copy_htod(q, &[1, 2, 3, 4]).unwrap();
+    b.copy_dtoh(&mut back, q).unwrap();
+    assert_eq!(back, [1, 2, 3, 4]);
+    b.free(q).unwrap();
+    // Half the size: not this buffer (a quarter more at most), a new one.
+    let r = b.alloc(12 << 20).unwrap();
+    assert_eq!(reserved(&b), base + (36 << 20));
+    b.free(r).unwrap();
+    b.synchronize().unwrap();
+    assert_eq!(reserved(&b), base, "synchronize gives the buffers back");
+    // 24 MiB cached and 48 MiB asked of a 64 MiB limit: the cache goes first.
+    let p = b.alloc(24 << 20).unwrap();
+    b.free(p).unwrap();
+    let big = b
+        .alloc(48 << 20)
+        .expect("the cached buffer is given back for it");
+    assert_eq!(reserved(&b), base + (48 << 20));
+    b.free(big).unwrap();
+}
+
 /// Reads of up to 256 bytes go through one fixed staging buffer whose mapping is
 /// scheduled with the submission; reads just above it through the pool. Both, at every
 /// offset within a word, alone, several in one call, and from four threads at once (only
