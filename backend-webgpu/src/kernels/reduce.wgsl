@@ -346,10 +346,11 @@ fn rows8h(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
           @builtin(local_invocation_index) lid: u32) {
     let width = WG / ROWS8H;
     let lane = lid % width;
-    let row = (wid.x + wid.y * nwg.x) * ROWS8H + lid / width;
-    // Uniform per workgroup with one row per workgroup; otherwise every thread goes on to
-    // the barriers and a row past the end only skips its loads and its store.
-    if (ROWS8H == 1u && row >= params.outer) {
+    let first = (wid.x + wid.y * nwg.x) * ROWS8H;
+    let row = first + lid / width;
+    // A workgroup past the last row leaves (a uniform test: no thread of it reaches a
+    // barrier); in the last one, a row past the end only skips its loads and its store.
+    if (first >= params.outer) {
         return;
     }
     let live = row < params.outer;
