@@ -331,17 +331,29 @@ fn decode_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     store_c(r, lane, row, col0);
 }
 
-// ---- `decode_vec`: few columns (n <= 4), B in f32 on 16-byte boundaries -------------
+// ---- `decode_vec`: few columns (n <= 4), B's quads on vector boundaries -------------
 // `decode_row` reads B as scalars, lane u of a block taking elements 4u.. and 4u + 16..:
 // a warp's B load touches 8 blocks' lines, 8 L1 wavefronts for 32 floats, and that
 // throughput bound the decode at ~0.2-0.3 of the bandwidth a copy reaches. Here lane l
 // of a row takes quad t = l % 8 of block l / 8 in each group of 4 blocks, so a warp reads
-// 128 consecutive floats of B as 32 16-byte loads (`bv`, the same binding as `b` seen as
-// vec4s: the Rust side takes this entry only where B's offset and ldb are multiples of
-// 4 floats), and 72 (Q4_0) or 136 (Q8_0) consecutive bytes of A. Each step takes two
+// 128 consecutive values of B as 32 16-byte loads (`bq`, the same binding as `b` seen as
+// 16-byte words, of which f16 B uses half: the Rust side takes this entry only where B's
+// offset and ldb are multiples of 4 elements), and 72 (Q4_0) or 136 (Q8_0) consecutive
+// bytes of A. Each step takes two
 // groups (blocks g and g + 4 of a row's 8), whose loads are issued together.
 
-@group(0) @binding(2) var<storage, read_write> bv: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> bq: array<vec4<u32>>;
+
+// Elements 4i..4i+3 of B's binding: a vec4 of f32, or (B_F16) two words of halves, half
+// of a 16-byte load.
+fn b_quad(i: u32) -> vec4<f32> {
+    if (B_F16) {
+        let w = bq[i >> 1u];
+        let h = select(w.xy, w.zw, (i & 1u) == 1u);
+        return vec4<f32>(decode_pair(h.x, DTYPE_F16), decode_pair(h.y, DTYPE_F16));
+    }
+    return bitcast<vec4<f32>>(bq[i]);
+}
 
 @compute @workgroup_size(256)
 fn decode_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -366,11 +378,11 @@ fn decode_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             for (var j = 0u; j < COLS; j = j + 1u) {
                 if (col0 + j < params.n) {
                     let i0 = (params.b_off + (col0 + j) * params.ldb) / 4u + blk * 8u + t;
-                    var v = d0 * dot(q0, bv[i0]);
+                    var v = d0 * dot(q0, b_quad(i0));
                     // Without a second group, q1 (block blk's values again) is not added:
                     // 0 * q1 would be NaN for an infinite B.
                     if (two) {
-                        v = v + d1 * dot(q1, bv[i0 + 32u]);
+                        v = v + d1 * dot(q1, b_quad(i0 + 32u));
                     }
                     acc[j] = acc[j] + v;
                 }

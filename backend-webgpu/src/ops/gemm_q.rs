@@ -18,8 +18,8 @@ fn tile_columns(n: usize) -> u64 {
     (n.max(1).next_power_of_two() as u64).min(8)
 }
 
-/// The kernel: for up to 4 columns `decode_vec` where B is f32 with its columns on
-/// 16-byte boundaries (`b_vec4`: 32 lanes per row reading B as vec4s, 8 blocks a step),
+/// The kernel: for up to 4 columns `decode_vec` where B's columns start on 4 elements
+/// (`b_vec4`: 32 lanes per row reading B 4 elements a load, 8 blocks a step),
 /// else `decode_row` (32 lanes per row, 16 blocks a step), or `decode` (8 lanes per
 /// block, 4 blocks a step) with `decode8`; `main` (a lane per block, each block
 /// dequantized once for 8 columns) above.
@@ -32,10 +32,12 @@ fn entry(n: usize, b_vec4: bool, decode8: bool) -> &'static str {
     }
 }
 
-/// True when B can be read as vec4s: f32, starting on 16 bytes of its binding, and each
-/// column on 16 bytes (one column, or `ldb` a multiple of 4).
+/// True when B can be read 4 elements a load (a vec4 of f32, two words of f16): starting
+/// on 4 elements of its binding, and each column too (one column, or `ldb` a multiple of
+/// 4).
 fn b_vec4(p: &GemmQPlan, b_byte: u64) -> bool {
-    p.b_dtype == DType::F32 && b_byte.is_multiple_of(16) && (p.n <= 1 || p.ldb.is_multiple_of(4))
+    b_byte.is_multiple_of(4 * p.b_dtype.size_bytes() as u64)
+        && (p.n <= 1 || p.ldb.is_multiple_of(4))
 }
 
 /// Columns from which the product dequantizes the weights once into f32 and runs the
@@ -188,7 +190,7 @@ mod tests {
     }
 
     #[test]
-    fn b_is_read_as_vec4s_only_where_every_column_starts_on_16_bytes() {
+    fn b_is_read_4_elements_a_load_only_where_every_column_starts_on_4() {
         let plan = |n, ldb, b_dtype| GemmQPlan {
             op: "gemm_q",
             format: QuantFormat::Q8_0,
@@ -213,7 +215,10 @@ mod tests {
         assert!(b_vec4(&plan(4, 68, DType::F32), 32));
         assert!(!b_vec4(&plan(1, 64, DType::F32), 8));
         assert!(!b_vec4(&plan(2, 66, DType::F32), 0));
-        assert!(!b_vec4(&plan(1, 64, DType::F16), 0));
+        assert!(b_vec4(&plan(1, 64, DType::F16), 8));
+        assert!(b_vec4(&plan(3, 68, DType::F16), 0));
+        assert!(!b_vec4(&plan(1, 64, DType::F16), 4));
+        assert!(!b_vec4(&plan(2, 66, DType::F16), 0));
     }
 
     #[test]
