@@ -150,6 +150,16 @@ fn store_c(r: u32, lane: u32, row: u32, col0: u32) {
     }
 }
 
+// The decode kernels' end: each lane's sums (up to 4 columns) to workgroup memory, then
+// `store_c`.
+fn finish_decode(r: u32, lane: u32, row: u32, col0: u32, acc: array<f32, 4>) {
+    for (var j = 0u; j < COLS; j = j + 1u) {
+        partial[(r * LANES + lane) * COLS + j] = acc[j];
+    }
+    workgroupBarrier();
+    store_c(r, lane, row, col0);
+}
+
 // ---- `decode`: few columns (n <= 4) -----------------------------------------------
 // The same tile of 8 rows x 32 lanes, but 8 lanes share a block, 4 quants each, so that
 // neighbouring lanes read neighbouring bytes of A and neighbouring rows of B (coalesced
@@ -200,11 +210,7 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
             }
         }
     }
-    for (var j = 0u; j < COLS; j = j + 1u) {
-        partial[(r * LANES + lane) * COLS + j] = acc[j];
-    }
-    workgroupBarrier();
-    store_c(r, lane, row, col0);
+    finish_decode(r, lane, row, col0, acc);
 }
 
 // Quad t (0..7) of the block at byte p: its elements 4t..4t+3 as integers (Q8_0 bytes
@@ -324,11 +330,7 @@ fn decode_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             }
         }
     }
-    for (var j = 0u; j < COLS; j = j + 1u) {
-        partial[(r * LANES + lane) * COLS + j] = acc[j];
-    }
-    workgroupBarrier();
-    store_c(r, lane, row, col0);
+    finish_decode(r, lane, row, col0, acc);
 }
 
 // ---- `decode_vec`: few columns (n <= 4), B's quads on vector boundaries -------------
@@ -389,9 +391,5 @@ fn decode_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             }
         }
     }
-    for (var j = 0u; j < COLS; j = j + 1u) {
-        partial[(r * LANES + lane) * COLS + j] = acc[j];
-    }
-    workgroupBarrier();
-    store_c(r, lane, row, col0);
+    finish_decode(r, lane, row, col0, acc);
 }
