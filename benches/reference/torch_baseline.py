@@ -58,7 +58,8 @@ def cases():
     # cuBLAS HGEMM (f16 in, f16 out, f32 accumulate): the reference for gemm_ex with f16.
     out["gemm_ex_f16_4096"] = lambda: torch.mm(ha, hb)
     w, tokens = rand(4096, 4096), rand(4096, 16)
-    out["gemm_skinny_4096x16x4096"] = lambda: torch.mm(w, tokens)
+    # Bound now: `w` is a loop variable further down (the conv shapes).
+    out["gemm_skinny_4096x16x4096"] = lambda w=w, tokens=tokens: torch.mm(w, tokens)
     ba, bb = rand(64, 512, 512), rand(64, 512, 512)
     out["batched_gemm_64x512"] = lambda: torch.bmm(ba, bb)
 

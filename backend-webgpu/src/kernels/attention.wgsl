@@ -156,36 +156,8 @@ const PASS_DIMS: u32 = 512u; // WG * PER_THREAD
 
 var<workgroup> scores: array<f32, WG>;
 var<workgroup> keep: array<u32, WG>; // the key is visible and not masked out
-var<workgroup> weights: array<f32, WG>; // exp(score - the running maximum) of a kept key
 
 @group(0) @binding(9) var<storage, read_write> scratch: array<f32>;
-
-// Each key's 32 lane sums, a row of 33 (the padding staggers the banks of the column
-// reads).
-var<workgroup> lanes: array<f32, 2112>; // WG * 33
-
-// Lane `lane`'s part of the dot product of Q's row at q_base with K's row at kr over d
-// elements: elements 2 * lane + 64 i and the one after, the pair's products added in
-// order. f16/bf16 rows on whole words read a word a pair; elsewhere element by element,
-// in the same order, so every storage and alignment sums the same way.
-fn lane_dot(q_base: u32, kr: u32, d: u32, lane: u32) -> f32 {
-    var part = 0.0;
-    let words = DTYPE != DTYPE_F32 && ((d | q_base | kr) & 1u) == 0u;
-    for (var t = 2u * lane; t < d; t = t + 64u) {
-        if (words) {
-            let qp = pair(q16[(q_base + t) >> 1u]);
-            let kp = pair(k16[(kr + t) >> 1u]);
-            part = part + qp.x * kp.x;
-            part = part + qp.y * kp.y;
-        } else {
-            part = part + ld_q(q_base + t) * ld_k(kr + t);
-            if (t + 1u < d) {
-                part = part + ld_q(q_base + t + 1u) * ld_k(kr + t + 1u);
-            }
-        }
-    }
-    return part;
-}
 
 // One query row's walk over keys [j_lo, j_hi) (the caller keeps it inside the row's
 // visible range). With `to_scratch`, writes chunk `part`'s maximum, sum and
@@ -211,27 +183,25 @@ fn attend(row: u32, j_lo: u32, j_hi: u32, lid: u32, to_scratch: bool, part: u32)
         var l = 0.0;
         var any = false;
         for (var j0 = j_lo; j0 < j_hi; j0 = j0 + WG) {
-            // The dot products of keys j0.. j0 + WG - 1: each 32 threads take 32 keys one
-            // after another, lane l summing the key's elements 2l, 2l + 1, 2l + 64, ... (a
-            // warp reads 256 contiguous bytes of a key row at once, where a thread per key
-            // read 32 rows a load), and the lanes' sums are added in lane order below.
-            let lane = lid % 32u;
-            for (var kk = 0u; kk < 32u; kk = kk + 1u) {
-                let jl = (lid / 32u) * 32u + kk;
-                var part = 0.0;
-                if (j0 + jl < j_hi) {
-                    part = lane_dot(q_base, k_head + (j0 + jl) * params.k_s.z, d, lane);
-                }
-                lanes[jl * 33u + lane] = part;
-            }
-            workgroupBarrier();
             let j = j0 + lid;
             var s = -inf_f32();
             var kept = 0u;
             if (j < j_hi) {
                 var dot = 0.0;
-                for (var l = 0u; l < 32u; l = l + 1u) {
-                    dot = dot + lanes[lid * 33u + l];
+                let kr = k_head + j * params.k_s.z;
+                if (DTYPE != DTYPE_F32 && ((d | q_base | kr) & 1u) == 0u) {
+                    // Whole words of Q and K: two elements a load, summed in the same
+                    // order as one at a time.
+                    for (var t = 0u; t < d; t = t + 2u) {
+                        let qp = pair(q16[(q_base + t) >> 1u]);
+                        let kp = pair(k16[(kr + t) >> 1u]);
+                        dot = dot + qp.x * kp.x;
+                        dot = dot + qp.y * kp.y;
+                    }
+                } else {
+                    for (var t = 0u; t < d; t = t + 1u) {
+                        dot = dot + ld_q(q_base + t) * ld_k(kr + t);
+                    }
                 }
                 s = score(params.scale * dot, m_row, j);
                 kept = select(1u, 0u, has(MASKED) && bitcast<u32>(s) == 0xff800000u);
@@ -247,23 +217,17 @@ fn attend(row: u32, j_lo: u32, j_hi: u32, lid: u32, to_scratch: bool, part: u32)
                     any = true;
                 }
             }
-            // Each thread its own key's weight, once (every thread used to take the exp of
-            // all 64): the same expression on the same values, so the same bits.
-            if (lid < block && keep[lid] != 0u) {
-                weights[lid] = exp(scores[lid] - mb);
-            }
             // exp(-inf - finite) is 0; written out because WGSL's exp promises nothing there.
             let corr = select(exp(m - mb), 0.0, is_inf(m) && m < 0.0);
             l = l * corr;
             for (var u = 0u; u < PER_THREAD; u = u + 1u) {
                 acc[u] = acc[u] * corr;
             }
-            workgroupBarrier();
             for (var jj = 0u; jj < block; jj = jj + 1u) {
                 if (keep[jj] == 0u) {
                     continue;
                 }
-                let p = weights[jj];
+                let p = exp(scores[jj] - mb);
                 l = l + p;
                 let vr = v_head + (j0 + jj) * params.v_s.z;
                 for (var u = 0u; u < PER_THREAD; u = u + 1u) {
