@@ -881,6 +881,13 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
             v.push(gemm_q_case(format, qm, n, qk));
         }
     }
+    // The decode's scaling with the rows (no PyTorch counterpart): a fixed cost per call
+    // shows as a flat time, a kernel limited by the weights' bytes as a linear one.
+    if full {
+        for rows in [64, 1024, 16_384] {
+            v.push(gemm_q_case(QuantFormat::Q4_0, rows, 1, qk));
+        }
+    }
     // An embedding lookup: Llama 3's vocabulary and width, 512 tokens.
     let (rows, cols, n) = if full {
         (128_256, 4096, 512)

@@ -128,12 +128,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 // column, in lane order, and store C = alpha * sum + beta * C. As BLAS: without a product
 // C becomes beta * C (keeping -0), and with beta == 0 C is never read.
 fn store_c(r: u32, lane: u32, row: u32, col0: u32) {
+    store_c_rows(r, lane, row, col0, LANES);
+}
+
+// `store_c` with row r's partial results `stride` lanes apart (its first 32 summed).
+fn store_c_rows(r: u32, lane: u32, row: u32, col0: u32, stride: u32) {
     let j = lane;
     let col = col0 + j;
     if (lane < COLS && row < params.m && col < params.n) {
         var sum = 0.0;
         for (var l = 0u; l < LANES; l = l + 1u) {
-            sum = sum + partial[(r * LANES + l) * COLS + j];
+            sum = sum + partial[(r * stride + l) * COLS + j];
         }
         let ci = params.c_off + row + col * params.ldc;
         let product = (params.flags & 1u) != 0u;
@@ -334,15 +339,12 @@ fn decode_row(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
 }
 
 // ---- `decode_vec`: few columns (n <= 4), B's quads on vector boundaries -------------
-// `decode_row` reads B as scalars, lane u of a block taking elements 4u.. and 4u + 16..:
-// a warp's B load touches 8 blocks' lines, 8 L1 wavefronts for 32 floats, and that
-// throughput bound the decode at ~0.2-0.3 of the bandwidth a copy reaches. Here lane l
-// of a row takes quad t = l % 8 of block l / 8 in each group of 4 blocks, so a warp reads
-// 128 consecutive values of B as 32 16-byte loads (`bq`, the same binding as `b` seen as
-// 16-byte words, of which f16 B uses half: the Rust side takes this entry only where B's
-// offset and ldb are multiples of 4 elements), and 72 (Q4_0) or 136 (Q8_0) consecutive
-// bytes of A. Each step takes two
-// groups (blocks g and g + 4 of a row's 8), whose loads are issued together.
+// Lane l of a row takes quad t = l % 8 of block l / 8 of each group of blocks, so a warp
+// reads 128 consecutive values of B as 32 16-byte loads (`bq`, the same binding as `b`
+// seen as 16-byte words, of which f16 B uses half: the Rust side takes this entry only
+// where B's offset and ldb are multiples of 4 elements) and 72 (Q4_0) or 136 (Q8_0)
+// consecutive bytes of A, where `decode_row`'s scalar B loads touched 8 blocks' lines.
+// Each step takes two groups, whose loads are issued together.
 
 @group(0) @binding(2) var<storage, read_write> bq: array<vec4<u32>>;
 
@@ -357,22 +359,29 @@ fn b_quad(i: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(bq[i]);
 }
 
+// ROW_WARPS warps share a row (8 / ROW_WARPS rows a workgroup): a row's blocks are
+// walked in k / (32 * 8 * ROW_WARPS) steps, since a decode call is as long as one warp's
+// chain of dependent steps (a 64-row call took as long as a 1024-row one on an H100).
+override ROW_WARPS: u32 = 4u;
+
 @compute @workgroup_size(256)
 fn decode_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let r = lid / LANES;
-    let lane = lid % LANES;
+    let per_row = LANES * ROW_WARPS;
+    let r = lid / per_row;
+    let lane = lid % per_row;
     let sub = lane / 8u;
     let t = lane % 8u;
-    let row = wid.x * ROWS + r;
+    let slots = per_row / 8u; // blocks a step's first group takes
+    let row = wid.x * (ROWS / ROW_WARPS) + r;
     let col0 = wid.y * COLS;
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     let blocks = params.k / 32u;
     if ((params.flags & 1u) != 0u && row < params.m) {
         let row_base = params.a_byte + row * blocks * block_bytes();
-        for (var blk = sub; blk < blocks; blk = blk + 8u) {
-            let two = blk + 4u < blocks;
+        for (var blk = sub; blk < blocks; blk = blk + 2u * slots) {
+            let two = blk + slots < blocks;
             let p0 = row_base + blk * block_bytes();
-            let p1 = select(p0, p0 + 4u * block_bytes(), two);
+            let p1 = select(p0, p0 + slots * block_bytes(), two);
             let d0 = scale_at(p0);
             let d1 = scale_at(p1);
             let q0 = quad(p0, t);
@@ -384,12 +393,28 @@ fn decode_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
                     // Without a second group, q1 (block blk's values again) is not added:
                     // 0 * q1 would be NaN for an infinite B.
                     if (two) {
-                        v = v + d1 * dot(q1, b_quad(i0 + 32u));
+                        v = v + d1 * dot(q1, b_quad(i0 + 8u * slots));
                     }
                     acc[j] = acc[j] + v;
                 }
             }
         }
     }
-    finish_decode(r, lane, row, col0, acc);
+    for (var j = 0u; j < COLS; j = j + 1u) {
+        partial[lid * COLS + j] = acc[j];
+    }
+    workgroupBarrier();
+    // The first warp of a row adds the row's other warps' sums to its own, lane by lane
+    // in warp order (each reads and writes only its own lane's entries).
+    if (lane < LANES) {
+        for (var j = 0u; j < COLS; j = j + 1u) {
+            var s = partial[lid * COLS + j];
+            for (var w = 1u; w < ROW_WARPS; w = w + 1u) {
+                s = s + partial[(lid + w * LANES) * COLS + j];
+            }
+            partial[lid * COLS + j] = s;
+        }
+    }
+    workgroupBarrier();
+    store_c_rows(r, lane, row, col0, per_row);
 }

@@ -157,7 +157,7 @@ kernels! {
         file: "gemm_q.wgsl",
         math: false,
         entries: ["main", "decode", "decode_row", "decode_vec", "dequant"],
-        constants: ["FORMAT", "B_F16", "COLS"],
+        constants: ["FORMAT", "B_F16", "COLS", "ROW_WARPS"],
         params: params::GemmQ,
     },
     Conv2dEx {

@@ -12,6 +12,9 @@ use crate::{Ctx, State};
 
 /// Rows of one workgroup's tile (`ROWS` in gemm_q.wgsl).
 const ROWS: u64 = 8;
+/// Warps sharing a row in `decode_vec` (`ROW_WARPS`): a workgroup of 256 threads takes
+/// `ROWS / ROW_WARPS` rows.
+const ROW_WARPS: u64 = 4;
 
 /// Columns of one workgroup's tile (`COLS`): the smallest of 1, 2, 4, 8 that holds `n`.
 fn tile_columns(n: usize) -> u64 {
@@ -142,7 +145,18 @@ impl Ctx {
             _pad: 0,
         };
         let cols = tile_columns(p.n);
-        let (gx, gy) = ((p.m as u64).div_ceil(ROWS), (p.n as u64).div_ceil(cols));
+        let entry = entry(
+            p.n,
+            b_vec4(p, b.byte) && !self.tuning.gemm_q_decode_row,
+            self.tuning.gemm_q_decode8,
+        );
+        // `decode_vec` gives a row ROW_WARPS warps, so a workgroup fewer rows.
+        let rows = if entry == "decode_vec" {
+            ROWS / ROW_WARPS
+        } else {
+            ROWS
+        };
+        let (gx, gy) = ((p.m as u64).div_ceil(rows), (p.n as u64).div_ceil(cols));
         let max = u64::from(limits.max_groups);
         if gx > max || gy > max {
             return Err(BackendError::Unsupported(format!(
@@ -150,17 +164,13 @@ impl Ctx {
                 p.op
             )));
         }
-        let key = PipelineKey::new(
-            Kernel::GemmQ,
-            entry(
-                p.n,
-                b_vec4(p, b.byte) && !self.tuning.gemm_q_decode_row,
-                self.tuning.gemm_q_decode8,
-            ),
-        )
-        .with("FORMAT", format_code(p.format))
-        .with("B_F16", f64::from(u8::from(p.b_dtype == DType::F16)))
-        .with("COLS", cols as f64);
+        let mut key = PipelineKey::new(Kernel::GemmQ, entry)
+            .with("FORMAT", format_code(p.format))
+            .with("B_F16", f64::from(u8::from(p.b_dtype == DType::F16)))
+            .with("COLS", cols as f64);
+        if entry == "decode_vec" {
+            key = key.with("ROW_WARPS", ROW_WARPS as f64);
+        }
         let State { stream, .. } = &mut *st;
         self.dispatch(
             stream,
