@@ -419,6 +419,9 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
 // then the 8 partial sums. NS (1, 2, 4, 8 or 16) bounds the columns.
 
 override NS: u32 = 16u;
+// B read as vec4s down its columns (the host's choice: B not transposed, its start, ldb
+// and k multiples of 4); else as scalars through `b`. The other binding is a placeholder.
+override SK_B_VEC: bool = false;
 
 const SK_QUADS: u32 = 4u;
 const SK_SLICES: u32 = 64u; // 256 / SK_QUADS
@@ -446,7 +449,28 @@ fn skinny(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     for (var j = 0u; j < NS; j = j + 1u) {
         acc[j] = vec4<f32>(0.0);
     }
-    if (i < params.m) {
+    if (i < params.m && SK_B_VEC) {
+        // B's columns on 16 bytes (B not transposed, ldb and k multiples of 4): thread
+        // (q, s) takes k = 4s..4s+3 of each 256, one 16-byte load of B per column for 4
+        // of A.
+        let a_row = (a_base + i) / 4u;
+        let lda4 = params.lda / 4u;
+        for (var k0 = 4u * slice; k0 < params.k; k0 = k0 + 4u * SK_SLICES) {
+            let a0 = a4[a_row + k0 * lda4];
+            let a1 = a4[a_row + (k0 + 1u) * lda4];
+            let a2 = a4[a_row + (k0 + 2u) * lda4];
+            let a3 = a4[a_row + (k0 + 3u) * lda4];
+            for (var j = 0u; j < NS; j = j + 1u) {
+                if (j < params.n) {
+                    let bv = b4[(b_base + k0 + j * params.ldb) / 4u];
+                    acc[j] = fma(a0, vec4<f32>(bv.x), acc[j]);
+                    acc[j] = fma(a1, vec4<f32>(bv.y), acc[j]);
+                    acc[j] = fma(a2, vec4<f32>(bv.z), acc[j]);
+                    acc[j] = fma(a3, vec4<f32>(bv.w), acc[j]);
+                }
+            }
+        }
+    } else if (i < params.m) {
         let a_row = (a_base + i) / 4u;
         let lda4 = params.lda / 4u;
         var kk = slice;

@@ -141,7 +141,9 @@ kernels! {
         file: "gemm.wgsl",
         math: false,
         entries: ["main", "tiled", "skinny"],
-        constants: ["A_TYPE", "B_TYPE", "B_IN_A", "TRANS_A", "TRANS_B", "C_VEC4", "NB", "NS"],
+        constants: [
+            "A_TYPE", "B_TYPE", "B_IN_A", "TRANS_A", "TRANS_B", "C_VEC4", "NB", "NS", "SK_B_VEC",
+        ],
         params: params::Gemm,
     },
     Conv2d {

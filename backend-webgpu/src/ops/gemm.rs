@@ -93,7 +93,11 @@ enum GemmChoice {
     /// At most 16 f32 columns with A not transposed (decode): 16 rows of C a workgroup, k
     /// split over its 64 slices, A read as 16-byte columns (`gemm::skinny`); `ns` bounds
     /// the columns (1, 2, 4, 8 or 16).
-    Skinny { ns: usize, c_vec4: bool },
+    Skinny {
+        ns: usize,
+        c_vec4: bool,
+        b_vec4: bool,
+    },
     /// The general kernel on 64 x 64 tiles (`gemm::main`).
     General,
 }
@@ -159,6 +163,11 @@ fn choose(s: &GemmShape, coop_available: bool, narrow_below: usize) -> GemmChoic
         GemmChoice::Skinny {
             ns: s.n.next_power_of_two(),
             c_vec4: four(s.ldc) && four(s.stride_c) && s.c_byte.is_multiple_of(16),
+            b_vec4: !s.trans_b
+                && four(s.k)
+                && four(s.ldb)
+                && four(s.stride_b)
+                && s.b_byte.is_multiple_of(16),
         }
     } else if coop_tiled {
         GemmChoice::CoopTiled
@@ -201,10 +210,11 @@ impl GemmChoice {
                 .with("C_VEC4", flag(c_vec4))
                 .with("A_TYPE", dtype_code(s.a_dtype))
                 .with("B_TYPE", dtype_code(s.b_dtype)),
-            GemmChoice::Skinny { ns, c_vec4 } => PipelineKey::new(Kernel::Gemm, "skinny")
+            GemmChoice::Skinny { ns, c_vec4, b_vec4 } => PipelineKey::new(Kernel::Gemm, "skinny")
                 .with("NS", ns as f64)
                 .with("TRANS_B", flag(s.trans_b))
-                .with("C_VEC4", flag(c_vec4)),
+                .with("C_VEC4", flag(c_vec4))
+                .with("SK_B_VEC", flag(b_vec4)),
             GemmChoice::General => PipelineKey::new(Kernel::Gemm, "main")
                 .with("A_TYPE", dtype_code(s.a_dtype))
                 .with("B_TYPE", dtype_code(s.b_dtype))
@@ -296,10 +306,21 @@ impl Ctx {
                     (6, c16),
                 ]
             }
-            GemmChoice::Skinny { .. } => {
+            GemmChoice::Skinny { b_vec4, .. } => {
                 let a16 = st.bind16(limits, op, p.a.as_ref().expect("reads_ab"))?;
                 let c16 = st.bind16(limits, op, &p.c)?;
-                vec![(4, a16), (2, b), (6, c16)]
+                // B at 5 as vec4s or at 2 as scalars; the other binding a placeholder.
+                let unused = st.stream.unused();
+                let (b_at, b_other, b) = if b_vec4 {
+                    (
+                        5,
+                        2,
+                        st.bind16(limits, op, p.b.as_ref().expect("reads_ab"))?,
+                    )
+                } else {
+                    (2, 5, b)
+                };
+                vec![(4, a16), (b_at, b), (b_other, unused), (6, c16)]
             }
             GemmChoice::Coop | GemmChoice::General => vec![(1, a), (2, b), (3, c.clone())],
         };
@@ -444,13 +465,19 @@ mod tests {
 
     #[test]
     fn few_f32_columns_with_a_not_transposed_take_the_skinny_kernel() {
-        let skinny = |ns, c_vec4| GemmChoice::Skinny { ns, c_vec4 };
-        assert_eq!(
-            choose(&shape(4096, 16, 4096), true, NARROW),
-            skinny(16, true)
-        );
-        assert_eq!(choose(&shape(4096, 1, 4096), true, NARROW), skinny(1, true));
-        assert_eq!(choose(&shape(64, 3, 10), true, NARROW), skinny(4, true));
+        let skinny = |ns, c_vec4, b_vec4| GemmChoice::Skinny { ns, c_vec4, b_vec4 };
+        let s = shape(4096, 16, 4096);
+        assert_eq!(choose(&s, true, NARROW), skinny(16, true, true));
+        let s = shape(4096, 1, 4096);
+        assert_eq!(choose(&s, true, NARROW), skinny(1, true, true));
+        // k not a multiple of 4, or B's start off 16 bytes: B as scalars.
+        let s = shape(64, 3, 10);
+        assert_eq!(choose(&s, true, NARROW), skinny(4, true, false));
+        let s = GemmShape {
+            b_byte: 8,
+            ..shape(64, 3, 16)
+        };
+        assert_eq!(choose(&s, true, NARROW), skinny(4, true, false));
         // B transposed or unaligned, C unaligned: still skinny (B is read as scalars).
         let loose = GemmShape {
             trans_b: true,
@@ -459,7 +486,7 @@ mod tests {
             ldc: 66,
             ..shape(64, 5, 10)
         };
-        assert_eq!(choose(&loose, true, NARROW), skinny(8, false));
+        assert_eq!(choose(&loose, true, NARROW), skinny(8, false, false));
         // More columns, A transposed, A's rows or start off vec4s, 16-bit operands: not.
         let base = shape(256, 16, 256);
         for s in [
@@ -670,6 +697,7 @@ mod tests {
             GemmChoice::Skinny {
                 ns: 16,
                 c_vec4: true,
+                b_vec4: true,
             },
             GemmChoice::General,
         ] {
