@@ -84,8 +84,9 @@ pub(crate) struct Pool {
     /// until the next synchronize ([`release_cached`](Self::release_cached)), when
     /// memory is refused, or past `CACHE_MAX` of them: an op's temporary (the f32
     /// weights of a `gemm_q` prefill, the f32 copies of an f16 op) then costs a buffer
-    /// creation once per synchronize, not once per call. Counted in `reserved`.
-    cached: Vec<(u64, Arc<wgpu::Buffer>)>,
+    /// creation once per synchronize, not once per call. Counted in `reserved` (each
+    /// buffer's size is its block's).
+    cached: Vec<Arc<wgpu::Buffer>>,
 }
 
 /// Freed large buffers kept at most.
@@ -188,15 +189,15 @@ impl Pool {
                 .cached
                 .iter()
                 .enumerate()
-                .filter(|(_, (s, _))| *s >= size && *s - size <= size / 4)
-                .min_by_key(|(_, (s, _))| *s)
+                .filter(|(_, b)| b.size() >= size && b.size() - size <= size / 4)
+                .min_by_key(|(_, b)| b.size())
                 .map(|(i, _)| i);
             if let Some(i) = fit {
-                let (size, buffer) = self.cached.swap_remove(i);
+                let buffer = self.cached.swap_remove(i);
                 return Ok(Block {
+                    size: buffer.size(),
                     buffer,
                     offset: 0,
-                    size,
                     chunk: None,
                     imported: false,
                 });
@@ -261,7 +262,8 @@ impl Pool {
         }
         let Some(i) = block.chunk else {
             if self.cached.len() < CACHE_MAX {
-                self.cached.push((block.size, block.buffer));
+                debug_assert_eq!(block.buffer.size(), block.size);
+                self.cached.push(block.buffer);
             } else {
                 self.reserved -= block.size;
             }
@@ -282,9 +284,7 @@ impl Pool {
             }
         }
     }
-}
 
-impl Pool {
     /// [`create_buffer`](Self::create_buffer); refused with freed buffers cached, gives
     /// them back and asks once more.
     fn create_or_release(
@@ -306,8 +306,8 @@ impl Pool {
     /// asking again for memory the device refused). Recorded work that still uses one
     /// keeps it alive until it has run (wgpu holds its own reference).
     pub(crate) fn release_cached(&mut self) {
-        for (size, _) in self.cached.drain(..) {
-            self.reserved -= size;
+        for buffer in self.cached.drain(..) {
+            self.reserved -= buffer.size();
         }
     }
 }

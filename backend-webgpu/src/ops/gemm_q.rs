@@ -22,7 +22,7 @@ fn tile_columns(n: usize) -> u64 {
 }
 
 /// The kernel: for up to 4 columns `decode_vec` where B's columns start on 4 elements
-/// (`b_vec4`: 32 lanes per row reading B 4 elements a load, 8 blocks a step),
+/// (`b_vec4`: `ROW_WARPS` warps per row reading B 4 elements a load, 32 blocks a step),
 /// else `decode_row` (32 lanes per row, 16 blocks a step), or `decode` (8 lanes per
 /// block, 4 blocks a step) with `decode8`; `main` (a lane per block, each block
 /// dequantized once for 8 columns) above.
