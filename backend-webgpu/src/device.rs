@@ -65,15 +65,10 @@ pub struct Tuning {
     /// (`conv2d_ex.wgsl::main`), for measuring it against the others.
     /// `BACKEND_DEPTHWISE_DIRECT=1`.
     pub depthwise_direct: bool,
-    /// `gemm_q` with few columns runs the kernel of 8 lanes per block walking a row's
-    /// blocks 4 at a time (`gemm_q.wgsl::decode`) instead of 32 lanes per row taking 16
-    /// blocks a step (`decode_row`), for measuring one against the other.
-    /// `BACKEND_GEMM_Q_DECODE8=1`.
-    pub gemm_q_decode8: bool,
-    /// `gemm_q` with few columns runs `decode_row` (B read as scalars) even where B could
-    /// be read as vec4s (`decode_vec`), for measuring one against the other.
-    /// `BACKEND_GEMM_Q_DECODE_ROW=1`.
-    pub gemm_q_decode_row: bool,
+    /// `gemm_q` with few columns (n <= 4) runs this kernel instead of the one chosen by
+    /// B's alignment, for measuring one against another (`vec` and `rows` only where B's
+    /// columns start on 4 elements, else `row`). `BACKEND_GEMM_Q_DECODE=decode|row|vec|rows|staged`.
+    pub gemm_q_decode: Option<GemmQDecode>,
     /// Kernels convert f16 with the adapter's `pack2x16float`/`unpack2x16float` where a
     /// probe at initialisation finds them exact (every f16 value widened, rounding
     /// boundaries narrowed); else, or with `BACKEND_HW_F16=0`, the exact bit arithmetic.
@@ -87,8 +82,7 @@ impl Default for Tuning {
             readback_spin: std::time::Duration::from_micros(500),
             depthwise_tiled: false,
             depthwise_direct: false,
-            gemm_q_decode8: false,
-            gemm_q_decode_row: false,
+            gemm_q_decode: None,
             hw_f16: true,
         }
     }
@@ -126,7 +120,7 @@ impl WebGpuOptions {
 
     /// These options with every variable that is set applied over them:
     /// `BACKEND_ADAPTER`, `BACKEND_TENSOR_CORES`, `BACKEND_GEMM_NARROW_BELOW`,
-    /// `BACKEND_READBACK_SPIN_US`, `BACKEND_DEPTHWISE_TILED`, `BACKEND_DEPTHWISE_DIRECT`, `BACKEND_GEMM_Q_DECODE8`, `BACKEND_GEMM_Q_DECODE_ROW`, `BACKEND_HW_F16`, `BACKEND_PIPELINE_CACHE` (the rules: [`backend_api::env`]); `InvalidArgument`
+    /// `BACKEND_READBACK_SPIN_US`, `BACKEND_DEPTHWISE_TILED`, `BACKEND_DEPTHWISE_DIRECT`, `BACKEND_GEMM_Q_DECODE`, `BACKEND_HW_F16`, `BACKEND_PIPELINE_CACHE` (the rules: [`backend_api::env`]); `InvalidArgument`
     /// naming the variable when a number does not parse.
     pub fn with_env(mut self) -> BackendResult<Self> {
         use backend_api::env;
@@ -148,11 +142,12 @@ impl WebGpuOptions {
         if env::var(DEPTHWISE_DIRECT_ENV).is_some() {
             self.tuning.depthwise_direct = env::flag(DEPTHWISE_DIRECT_ENV);
         }
-        if env::var(GEMM_Q_DECODE8_ENV).is_some() {
-            self.tuning.gemm_q_decode8 = env::flag(GEMM_Q_DECODE8_ENV);
-        }
-        if env::var(GEMM_Q_DECODE_ROW_ENV).is_some() {
-            self.tuning.gemm_q_decode_row = env::flag(GEMM_Q_DECODE_ROW_ENV);
+        if let Some(v) = env::var(GEMM_Q_DECODE_ENV) {
+            self.tuning.gemm_q_decode = Some(GemmQDecode::parse(&v).ok_or_else(|| {
+                BackendError::InvalidArgument(format!(
+                    "{GEMM_Q_DECODE_ENV}: {v:?} is none of decode, row, vec, rows, staged"
+                ))
+            })?);
         }
         if env::var(HW_F16_ENV).is_some() {
             self.tuning.hw_f16 = env::flag(HW_F16_ENV);
@@ -191,10 +186,38 @@ pub const DEPTHWISE_TILED_ENV: &str = "BACKEND_DEPTHWISE_TILED";
 pub const PIPELINE_CACHE_ENV: &str = "BACKEND_PIPELINE_CACHE";
 /// `BACKEND_HW_F16`: see [`Tuning::hw_f16`].
 pub const HW_F16_ENV: &str = "BACKEND_HW_F16";
-/// `BACKEND_GEMM_Q_DECODE8`: see [`Tuning::gemm_q_decode8`].
-pub const GEMM_Q_DECODE8_ENV: &str = "BACKEND_GEMM_Q_DECODE8";
-/// `BACKEND_GEMM_Q_DECODE_ROW`: see [`Tuning::gemm_q_decode_row`].
-pub const GEMM_Q_DECODE_ROW_ENV: &str = "BACKEND_GEMM_Q_DECODE_ROW";
+/// `BACKEND_GEMM_Q_DECODE`: see [`Tuning::gemm_q_decode`].
+pub const GEMM_Q_DECODE_ENV: &str = "BACKEND_GEMM_Q_DECODE";
+
+/// The `gemm_q` kernels for few columns (`kernels/gemm_q.wgsl`), named as in
+/// `BACKEND_GEMM_Q_DECODE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmQDecode {
+    /// `decode`: 8 lanes a block, a row's blocks 4 at a time.
+    Decode,
+    /// `decode_row`: 32 lanes a row, B read as scalars.
+    Row,
+    /// `decode_vec`: 4 warps a row, B read 4 elements a load.
+    Vec,
+    /// `decode_rows`: several rows a thread, B read 4 elements a load.
+    Rows,
+    /// `decode_staged`: `decode_rows` with the weights staged in workgroup memory.
+    Staged,
+}
+
+impl GemmQDecode {
+    /// The kernel named `name` (`decode`, `row`, `vec`, `rows`, `staged`; any case).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim().to_lowercase().as_str() {
+            "decode" => Some(Self::Decode),
+            "row" => Some(Self::Row),
+            "vec" => Some(Self::Vec),
+            "rows" => Some(Self::Rows),
+            "staged" => Some(Self::Staged),
+            _ => None,
+        }
+    }
+}
 /// `BACKEND_DEPTHWISE_DIRECT`: see [`Tuning::depthwise_direct`].
 pub const DEPTHWISE_DIRECT_ENV: &str = "BACKEND_DEPTHWISE_DIRECT";
 

@@ -61,8 +61,8 @@ use backend_api::{
 #[cfg(not(target_arch = "wasm32"))]
 pub use device::list_adapters;
 pub use device::{
-    ADAPTER_ENV, AdapterSummary, DEPTHWISE_DIRECT_ENV, DEPTHWISE_TILED_ENV, GEMM_Q_DECODE_ROW_ENV,
-    GEMM_Q_DECODE8_ENV, HW_F16_ENV, NARROW_BELOW_ENV, PIPELINE_CACHE_ENV, READBACK_SPIN_ENV,
+    ADAPTER_ENV, AdapterSummary, DEPTHWISE_DIRECT_ENV, DEPTHWISE_TILED_ENV, GEMM_Q_DECODE_ENV,
+    GemmQDecode, HW_F16_ENV, NARROW_BELOW_ENV, PIPELINE_CACHE_ENV, READBACK_SPIN_ENV,
     TENSOR_CORES_ENV, Tuning, WebGpuOptions,
 };
 

@@ -175,6 +175,11 @@ def cases():
         out[f"gemm_q_{fmt}_4096x4096_n512"] = lambda wq=wq, xq=xq: torch.mm(wq, xq)
         x16 = rand(4096, 16).half()
         out[f"gemm_q_{fmt}_4096x4096_n16"] = lambda wq=wq, x16=x16: torch.mm(wq, x16)
+    # The decode's scaling with the rows: a copy of the same bytes at each size.
+    for rows in (64, 1024, 16384):
+        nbytes = rows * 4096 // 32 * 18
+        src, dst = torch.empty(nbytes, dtype=torch.uint8, device=dev), torch.empty(nbytes, dtype=torch.uint8, device=dev)
+        out[f"gemm_q_q4_0_{rows}x4096_n1"] = lambda src=src, dst=dst: dst.copy_(src)
 
     ba, bb, bz = rand(1 << 14, 4096), rand(4096), torch.empty(1 << 14, 4096, device=dev)
     out["broadcast_add_bias_16384x4096"] = lambda: torch.add(ba, bb, out=bz)

@@ -140,19 +140,25 @@ fn store_c_rows(r: u32, lane: u32, row: u32, col0: u32, stride: u32) {
         for (var l = 0u; l < LANES; l = l + 1u) {
             sum = sum + partial[(r * stride + l) * COLS + j];
         }
-        let ci = params.c_off + row + col * params.ldc;
-        let product = (params.flags & 1u) != 0u;
-        let read_c = (params.flags & 2u) != 0u;
-        var v = 0.0;
-        if (product && read_c) {
-            v = params.alpha * sum + params.beta * c[ci];
-        } else if (product) {
-            v = params.alpha * sum;
-        } else if (read_c) {
-            v = params.beta * c[ci];
-        }
-        c[ci] = v;
+        store_one(row, col, sum);
     }
+}
+
+// C[row, col] = alpha * sum + beta * C[row, col], the product and C each read only where
+// the flags say so.
+fn store_one(row: u32, col: u32, sum: f32) {
+    let ci = params.c_off + row + col * params.ldc;
+    let product = (params.flags & 1u) != 0u;
+    let read_c = (params.flags & 2u) != 0u;
+    var v = 0.0;
+    if (product && read_c) {
+        v = params.alpha * sum + params.beta * c[ci];
+    } else if (product) {
+        v = params.alpha * sum;
+    } else if (read_c) {
+        v = params.beta * c[ci];
+    }
+    c[ci] = v;
 }
 
 // The decode kernels' end: each lane's sums (up to 4 columns) to workgroup memory, then
@@ -417,4 +423,217 @@ fn decode_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     }
     workgroupBarrier();
     store_c_rows(r, lane, row, col0, per_row);
+}
+
+// ---- `decode_rows`: few columns (n <= 4), RPT rows a thread ---------------------------
+// `decode_vec` streams A at a third of the device's bandwidth: per 4 weights a lane loads
+// a scale, converts it, funnels a word (a branch that splits the warp, since neighbouring
+// blocks alternate between word-aligned and not), converts 4 integers and loads 4 values
+// of B. Here a lane takes 8 weights of a block (4 lanes a block, 8 blocks a warp step:
+// Q8_0 bytes 8u..8u+7; Q4_0 word u, elements 4u.. from its low nibbles and 4u + 16.. from
+// its high ones) in each of RPT rows, so each B value loaded serves RPT rows and each
+// scale 8 weights; the words are funnelled without a branch and the integers become
+// floats by the 2^23 trick (`bytes4`), not by conversion instructions. WARPS_K warps
+// share a set of RPT rows (a workgroup holds 8 / WARPS_K sets); the 32 * WARPS_K sums of
+// each output are added in a fixed order (groups of WARPS_K * 4, then the 8 groups).
+
+override RPT: u32 = 4u;
+override WARPS_K: u32 = 4u;
+
+// The 4 bytes of w as f32 (each under 2^8), less `bias`: a byte OR-ed into the mantissa
+// of 2^23 is 2^23 + byte exactly, and the subtraction is exact.
+fn bytes4(w: u32, bias: f32) -> vec4<f32> {
+    let m = (vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u) & vec4<u32>(0xffu)) | vec4<u32>(0x4b000000u);
+    return bitcast<vec4<f32>>(m) - vec4<f32>(8388608.0 + bias);
+}
+
+// Lane u's 8 integers of the block at byte p (even): Q8_0 bytes 8u..8u+7, Q4_0 the low
+// then the high nibbles of word u. The words are read whole and funnelled where the
+// bytes do not start on a word.
+fn weights8(p: u32, u: u32) -> array<vec4<f32>, 2> {
+    let i = (p + 2u + select(4u * u, 8u * u, FORMAT == 0u)) >> 2u;
+    var l2 = 0u;
+    if (FORMAT == 0u) {
+        l2 = a[i + 2u];
+    }
+    return weights_of(a[i], a[i + 1u], l2, p, u);
+}
+
+// `weights8` from the words l0, l1, l2 that hold the lane's bytes (l2 for Q8_0 only).
+fn weights_of(l0: u32, l1: u32, l2: u32, p: u32, u: u32) -> array<vec4<f32>, 2> {
+    // The quants start 2 bytes after the scale: off a word boundary where p is on one.
+    let odd = (p & 2u) == 0u;
+    let w0 = select(l0, (l0 >> 16u) | (l1 << 16u), odd);
+    if (FORMAT == 0u) {
+        let w1 = select(l1, (l1 >> 16u) | (l2 << 16u), odd);
+        return array<vec4<f32>, 2>(bytes4(w0 ^ 0x80808080u, 128.0), bytes4(w1 ^ 0x80808080u, 128.0));
+    }
+    return array<vec4<f32>, 2>(bytes4(w0 & 0x0f0f0f0fu, 8.0), bytes4((w0 >> 4u) & 0x0f0f0f0fu, 8.0));
+}
+
+// The f16 in word w at even byte address p (its half p & 2), as f32.
+fn scale_of(w: u32, p: u32) -> f32 {
+    return bitcast<f32>(f16_to_f32_bits(select(w & 0xffffu, w >> 16u, (p & 2u) != 0u)));
+}
+
+@compute @workgroup_size(256)
+fn decode_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let per_set = LANES * WARPS_K;
+    let sets = 8u / WARPS_K;
+    let rset = lid / per_set;
+    let s = lid % per_set;
+    let lane = s % LANES;
+    let u = lane % 4u;
+    let row0 = (wid.x * sets + rset) * RPT;
+    let col0 = wid.y * COLS;
+    // B's quads under the lane's 8 weights.
+    let qa = select(u, 2u * u, FORMAT == 0u);
+    let qb = select(u + 4u, 2u * u + 1u, FORMAT == 0u);
+    var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    let blocks = params.k / 32u;
+    if ((params.flags & 1u) != 0u && row0 < params.m) {
+        let row_bytes = blocks * block_bytes();
+        // Each step takes two blocks, blk and blk + 8 * WARPS_K, whose loads are issued
+        // together (a call is as long as a thread's chain of steps where rows are few).
+        let stride = 8u * WARPS_K;
+        for (var blk = (s / LANES) * 8u + lane / 4u; blk < blocks; blk = blk + 2u * stride) {
+            let two = blk + stride < blocks;
+            let blk1 = select(blk, blk + stride, two);
+            var b0: array<vec4<f32>, 4>;
+            var b1: array<vec4<f32>, 4>;
+            var b2: array<vec4<f32>, 4>;
+            var b3: array<vec4<f32>, 4>;
+            for (var j = 0u; j < COLS; j = j + 1u) {
+                // Columns past n (and rows past m below) are read clamped and not stored.
+                let ib = (params.b_off + min(col0 + j, params.n - 1u) * params.ldb) / 4u;
+                b0[j] = b_quad(ib + blk * 8u + qa);
+                b1[j] = b_quad(ib + blk * 8u + qb);
+                b2[j] = b_quad(ib + blk1 * 8u + qa);
+                b3[j] = b_quad(ib + blk1 * 8u + qb);
+            }
+            for (var i = 0u; i < RPT; i = i + 1u) {
+                let base = params.a_byte + min(row0 + i, params.m - 1u) * row_bytes;
+                let p0 = base + blk * block_bytes();
+                let p1 = base + blk1 * block_bytes();
+                let d0 = scale_at(p0);
+                let d1 = scale_at(p1);
+                let x0 = weights8(p0, u);
+                let x1 = weights8(p1, u);
+                for (var j = 0u; j < COLS; j = j + 1u) {
+                    let v0 = d0 * (dot(x0[0], b0[j]) + dot(x0[1], b1[j]));
+                    // Without a second block, x1 (blk's values again) is not added.
+                    let v1 = select(0.0, d1 * (dot(x1[0], b2[j]) + dot(x1[1], b3[j])), two);
+                    acc[i * COLS + j] = acc[i * COLS + j] + (v0 + v1);
+                }
+            }
+        }
+    }
+    reduce_rows(wid, lid, acc, sets, per_set);
+}
+
+// Workgroup memory of `decode_rows` and `decode_staged`: the staged weights, then the
+// threads' sums (as bits).
+var<workgroup> tile: array<u32, 2560>;
+
+// The end of `decode_rows` and `decode_staged`: each thread's RPT x COLS sums (thread
+// lid of set lid / per_set, slice lid % per_set) added over the set's slices in a fixed
+// order (8 groups of per_set / 8, then the groups) and stored.
+fn reduce_rows(wid: vec3<u32>, lid: u32, acc: array<f32, 8>, sets: u32, per_set: u32) {
+    let outs = RPT * COLS;
+    workgroupBarrier();
+    for (var o = 0u; o < outs; o = o + 1u) {
+        tile[o * 256u + lid] = bitcast<u32>(acc[o]);
+    }
+    workgroupBarrier();
+    let per = per_set / 8u;
+    let n1 = sets * outs * 8u;
+    let g = lid % 8u;
+    let o1 = (lid / 8u) % outs;
+    let set1 = lid / (8u * outs);
+    var v = 0.0;
+    if (lid < n1) {
+        for (var i = 0u; i < per; i = i + 1u) {
+            v = v + bitcast<f32>(tile[o1 * 256u + set1 * per_set + g * per + i]);
+        }
+    }
+    workgroupBarrier();
+    if (lid < n1) {
+        tile[lid] = bitcast<u32>(v);
+    }
+    workgroupBarrier();
+    if (lid < sets * outs) {
+        var sum = 0.0;
+        for (var h = 0u; h < 8u; h = h + 1u) {
+            sum = sum + bitcast<f32>(tile[lid * 8u + h]);
+        }
+        let o = lid % outs;
+        let row = (wid.x * sets + lid / outs) * RPT + o / COLS;
+        let col = wid.y * COLS + o % COLS;
+        if (row < params.m && col < params.n) {
+            store_one(row, col, sum);
+        }
+    }
+}
+
+// ---- `decode_staged`: few columns (n <= 4), the weights staged in workgroup memory --
+// A workgroup takes RPT rows. For each chunk of CB blocks, its threads first copy the
+// rows' bytes into `tile` as whole words (consecutive threads reading consecutive words:
+// the loads of a copy), then thread (block bl = lid / 4, lane u = lid % 4) dots its 8
+// weights of block bl in each row (as in `decode_rows`) with B's values, which it loads
+// once for the RPT rows. The 256 threads' sums are added as in `decode_rows`.
+
+override CB: u32 = 64u;
+
+@compute @workgroup_size(256)
+fn decode_staged(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row0 = wid.x * RPT;
+    let col0 = wid.y * COLS;
+    let u = lid % 4u;
+    let qa = select(u, 2u * u, FORMAT == 0u);
+    let qb = select(u + 4u, 2u * u + 1u, FORMAT == 0u);
+    var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    let blocks = params.k / 32u;
+    let bb = block_bytes();
+    let row_bytes = blocks * bb;
+    // Words a row's chunk takes in `tile`: its bytes, from a word boundary, and a word
+    // more for the funnel of its last quants.
+    let wpr = CB * bb / 4u + 2u;
+    if ((params.flags & 1u) != 0u) {
+        for (var c0 = 0u; c0 < blocks; c0 = c0 + CB) {
+            let cb = min(CB, blocks - c0);
+            for (var w = lid; w < RPT * wpr; w = w + 256u) {
+                let start = params.a_byte + min(row0 + w / wpr, params.m - 1u) * row_bytes + c0 * bb;
+                tile[w] = a[start / 4u + w % wpr];
+            }
+            workgroupBarrier();
+            for (var bl = lid / 4u; bl < cb; bl = bl + 64u) {
+                let blk = c0 + bl;
+                var b0: array<vec4<f32>, 4>;
+                var b1: array<vec4<f32>, 4>;
+                for (var j = 0u; j < COLS; j = j + 1u) {
+                    // Columns past n (and rows past m above) are read clamped, not stored.
+                    let ib = (params.b_off + min(col0 + j, params.n - 1u) * params.ldb) / 4u;
+                    b0[j] = b_quad(ib + blk * 8u + qa);
+                    b1[j] = b_quad(ib + blk * 8u + qb);
+                }
+                for (var i = 0u; i < RPT; i = i + 1u) {
+                    let start = params.a_byte + min(row0 + i, params.m - 1u) * row_bytes + c0 * bb;
+                    // The block's byte within `tile`.
+                    let p = i * wpr * 4u + start % 4u + bl * bb;
+                    let d = scale_of(tile[p >> 2u], p);
+                    let t = (p + 2u + select(4u * u, 8u * u, FORMAT == 0u)) >> 2u;
+                    var l2 = 0u;
+                    if (FORMAT == 0u) {
+                        l2 = tile[t + 2u];
+                    }
+                    let x = weights_of(tile[t], tile[t + 1u], l2, p, u);
+                    for (var j = 0u; j < COLS; j = j + 1u) {
+                        acc[i * COLS + j] = acc[i * COLS + j] + d * (dot(x[0], b0[j]) + dot(x[1], b1[j]));
+                    }
+                }
+            }
+            workgroupBarrier();
+        }
+    }
+    reduce_rows(wid, lid, acc, 1u, 256u);
 }

@@ -8,30 +8,59 @@ use bytemuck::bytes_of;
 
 use super::u32_saturating;
 use crate::kernels::{Kernel, PipelineKey, params};
-use crate::{Ctx, State};
+use crate::{Ctx, GemmQDecode, State};
 
 /// Rows of one workgroup's tile (`ROWS` in gemm_q.wgsl).
 const ROWS: u64 = 8;
 /// Warps sharing a row in `decode_vec` (`ROW_WARPS`): a workgroup of 256 threads takes
 /// `ROWS / ROW_WARPS` rows.
 const ROW_WARPS: u64 = 4;
+/// Warps sharing a set of rows in `decode_rows` (`WARPS_K`): a workgroup holds
+/// `8 / WARPS_K` sets.
+const WARPS_K: u64 = 4;
 
 /// Columns of one workgroup's tile (`COLS`): the smallest of 1, 2, 4, 8 that holds `n`.
 fn tile_columns(n: usize) -> u64 {
     (n.max(1).next_power_of_two() as u64).min(8)
 }
 
-/// The kernel: for up to 4 columns `decode_vec` where B's columns start on 4 elements
-/// (`b_vec4`: `ROW_WARPS` warps per row reading B 4 elements a load, 32 blocks a step),
-/// else `decode_row` (32 lanes per row, 16 blocks a step), or `decode` (8 lanes per
-/// block, 4 blocks a step) with `decode8`; `main` (a lane per block, each block
-/// dequantized once for 8 columns) above.
-fn entry(n: usize, b_vec4: bool, decode8: bool) -> &'static str {
-    match (n <= 4, decode8, b_vec4) {
-        (true, true, _) => "decode",
-        (true, false, true) => "decode_vec",
-        (true, false, false) => "decode_row",
-        (false, _, _) => "main",
+/// Rows a thread of `decode_rows` takes (`RPT`) for `cols` columns: its sums (rows
+/// times columns) are at most 8.
+fn rows_per_thread(cols: u64) -> u64 {
+    (8 / cols).min(4)
+}
+
+/// Words of `tile` in gemm_q.wgsl.
+const TILE_WORDS: u64 = 2560;
+
+/// Blocks of a row `decode_staged` stages at a time (`CB`): the most, up to 128, whose
+/// `rpt` rows fit `tile` (each row's chunk from a word boundary, and 2 words more).
+fn staged_chunk(format: QuantFormat, rpt: u64) -> u64 {
+    let bb = match format {
+        QuantFormat::Q8_0 => 34,
+        QuantFormat::Q4_0 => 18,
+    };
+    let mut cb = 128;
+    while rpt * (cb * bb / 4 + 2) > TILE_WORDS {
+        cb /= 2;
+    }
+    cb
+}
+
+/// The kernel: `main` (a lane per block, each block dequantized once for 8 columns) above
+/// 4 columns; for up to 4, `decode_rows` where B's columns start on 4 elements (`b_vec4`),
+/// else `decode_row` (32 lanes per row, B read as scalars), unless `forced` names another
+/// (`vec` and `rows` only where B allows them).
+fn entry(n: usize, b_vec4: bool, forced: Option<GemmQDecode>) -> &'static str {
+    if n > 4 {
+        return "main";
+    }
+    match (forced, b_vec4) {
+        (Some(GemmQDecode::Decode), _) => "decode",
+        (Some(GemmQDecode::Row), _) | (_, false) => "decode_row",
+        (Some(GemmQDecode::Vec), true) => "decode_vec",
+        (Some(GemmQDecode::Rows) | None, true) => "decode_rows",
+        (Some(GemmQDecode::Staged), true) => "decode_staged",
     }
 }
 
@@ -145,16 +174,14 @@ impl Ctx {
             _pad: 0,
         };
         let cols = tile_columns(p.n);
-        let entry = entry(
-            p.n,
-            b_vec4(p, b.byte) && !self.tuning.gemm_q_decode_row,
-            self.tuning.gemm_q_decode8,
-        );
-        // `decode_vec` gives a row ROW_WARPS warps, so a workgroup fewer rows.
-        let rows = if entry == "decode_vec" {
-            ROWS / ROW_WARPS
-        } else {
-            ROWS
+        let entry = entry(p.n, b_vec4(p, b.byte), self.tuning.gemm_q_decode);
+        // `decode_vec` gives a row ROW_WARPS warps, `decode_rows` a set of rows WARPS_K:
+        // a workgroup takes fewer rows.
+        let rows = match entry {
+            "decode_vec" => ROWS / ROW_WARPS,
+            "decode_rows" => rows_per_thread(cols) * (8 / WARPS_K),
+            "decode_staged" => rows_per_thread(cols),
+            _ => ROWS,
         };
         let (gx, gy) = ((p.m as u64).div_ceil(rows), (p.n as u64).div_ceil(cols));
         let max = u64::from(limits.max_groups);
@@ -168,8 +195,20 @@ impl Ctx {
             .with("FORMAT", format_code(p.format))
             .with("B_F16", f64::from(u8::from(p.b_dtype == DType::F16)))
             .with("COLS", cols as f64);
-        if entry == "decode_vec" {
-            key = key.with("ROW_WARPS", ROW_WARPS as f64);
+        match entry {
+            "decode_vec" => key = key.with("ROW_WARPS", ROW_WARPS as f64),
+            "decode_rows" => {
+                key = key
+                    .with("RPT", rows_per_thread(cols) as f64)
+                    .with("WARPS_K", WARPS_K as f64)
+            }
+            "decode_staged" => {
+                let rpt = rows_per_thread(cols);
+                key = key
+                    .with("RPT", rpt as f64)
+                    .with("CB", staged_chunk(p.format, rpt) as f64)
+            }
+            _ => {}
         }
         let State { stream, .. } = &mut *st;
         self.dispatch(
@@ -189,14 +228,60 @@ mod tests {
     #[test]
     fn few_columns_take_the_decode_kernel() {
         assert_eq!(
-            [1, 4, 5, 512].map(|n| entry(n, true, false)),
-            ["decode_vec", "decode_vec", "main", "main"]
+            [1, 4, 5, 512].map(|n| entry(n, true, None)),
+            ["decode_rows", "decode_rows", "main", "main"]
         );
         assert_eq!(
-            [1, 4, 5].map(|n| entry(n, false, false)),
+            [1, 4, 5].map(|n| entry(n, false, None)),
             ["decode_row", "decode_row", "main"]
         );
-        assert_eq!(entry(1, true, true), "decode");
+        let forced = |k| [true, false].map(|v| entry(1, v, Some(k)));
+        assert_eq!(forced(GemmQDecode::Decode), ["decode", "decode"]);
+        assert_eq!(forced(GemmQDecode::Row), ["decode_row", "decode_row"]);
+        assert_eq!(forced(GemmQDecode::Vec), ["decode_vec", "decode_row"]);
+        assert_eq!(forced(GemmQDecode::Rows), ["decode_rows", "decode_row"]);
+        assert_eq!(entry(8, true, Some(GemmQDecode::Vec)), "main");
+    }
+
+    #[test]
+    fn staged_chunks_fit_the_tile() {
+        for format in [QuantFormat::Q4_0, QuantFormat::Q8_0] {
+            for rpt in [1, 2, 4, 8] {
+                let cb = staged_chunk(format, rpt);
+                let bb = if format == QuantFormat::Q8_0 { 34 } else { 18 };
+                assert!(
+                    rpt * (cb * bb / 4 + 2) <= TILE_WORDS,
+                    "{format:?} x {rpt}: {cb}"
+                );
+                assert!(cb == 128 || rpt * (2 * cb * bb / 4 + 2) > TILE_WORDS);
+            }
+        }
+        assert_eq!(staged_chunk(QuantFormat::Q4_0, 4), 128);
+        assert_eq!(staged_chunk(QuantFormat::Q8_0, 4), 64);
+    }
+
+    #[test]
+    fn decode_kernels_are_named_as_in_the_variable() {
+        let names = ["decode", "row", "vec", "rows", "staged"].map(GemmQDecode::parse);
+        let want = [
+            GemmQDecode::Decode,
+            GemmQDecode::Row,
+            GemmQDecode::Vec,
+            GemmQDecode::Rows,
+            GemmQDecode::Staged,
+        ];
+        assert_eq!(names, want.map(Some));
+        assert_eq!(GemmQDecode::parse(" Rows "), Some(GemmQDecode::Rows));
+        assert_eq!(GemmQDecode::parse("vec4"), None);
+    }
+
+    #[test]
+    fn a_decode_rows_thread_holds_at_most_8_sums() {
+        for cols in [1, 2, 4] {
+            let r = rows_per_thread(cols);
+            assert!(r * cols <= 8 && r >= 1, "{cols} columns: {r} rows");
+        }
+        assert_eq!([1, 2, 4].map(rows_per_thread), [4, 4, 2]);
     }
 
     #[test]

@@ -106,7 +106,15 @@ impl Target {
             #[cfg(feature = "webgpu")]
             (Some(a), BackendKind::WebGpu) => {
                 let label = a.label();
-                let mut b = WebGpuBackend::with_options(WebGpuOptions::adapter(&label));
+                // The tuning variables (a kernel forced for comparison) apply, so that a
+                // kernel the defaults do not pick can be checked too.
+                let tuning = WebGpuOptions::from_env()
+                    .map_err(|e| OpenError::Failed(e.to_string()))?
+                    .tuning;
+                let mut b = WebGpuBackend::with_options(WebGpuOptions {
+                    tuning,
+                    ..WebGpuOptions::adapter(&label)
+                });
                 b.init()
                     .map_err(|e| OpenError::Failed(format!("could not open {label}: {e}")))?;
                 let opened = b.adapter().map(AdapterSummary::label).unwrap_or_default();
