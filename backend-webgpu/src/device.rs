@@ -66,8 +66,8 @@ pub struct Tuning {
     /// `BACKEND_DEPTHWISE_DIRECT=1`.
     pub depthwise_direct: bool,
     /// `gemm_q` with few columns (n <= 4) runs this kernel instead of the one chosen by
-    /// B's alignment, for measuring one against another (`vec` and `rows` only where B's
-    /// columns start on 4 elements, else `row`). `BACKEND_GEMM_Q_DECODE=decode|row|vec|rows|staged`.
+    /// B's alignment and the rows, for measuring one against another (`vec` and `rows` only where B's
+    /// columns start on 4 elements, else `row`). `BACKEND_GEMM_Q_DECODE=decode|row|vec|rows`.
     pub gemm_q_decode: Option<GemmQDecode>,
     /// Kernels convert f16 with the adapter's `pack2x16float`/`unpack2x16float` where a
     /// probe at initialisation finds them exact (every f16 value widened, rounding
@@ -145,7 +145,7 @@ impl WebGpuOptions {
         if let Some(v) = env::var(GEMM_Q_DECODE_ENV) {
             self.tuning.gemm_q_decode = Some(GemmQDecode::parse(&v).ok_or_else(|| {
                 BackendError::InvalidArgument(format!(
-                    "{GEMM_Q_DECODE_ENV}: {v:?} is none of decode, row, vec, rows, staged"
+                    "{GEMM_Q_DECODE_ENV}: {v:?} is none of decode, row, vec, rows"
                 ))
             })?);
         }
@@ -201,19 +201,16 @@ pub enum GemmQDecode {
     Vec,
     /// `decode_rows`: several rows a thread, B read 4 elements a load.
     Rows,
-    /// `decode_staged`: `decode_rows` with the weights staged in workgroup memory.
-    Staged,
 }
 
 impl GemmQDecode {
-    /// The kernel named `name` (`decode`, `row`, `vec`, `rows`, `staged`; any case).
+    /// The kernel named `name` (`decode`, `row`, `vec`, `rows`; any case).
     pub fn parse(name: &str) -> Option<Self> {
         match name.trim().to_lowercase().as_str() {
             "decode" => Some(Self::Decode),
             "row" => Some(Self::Row),
             "vec" => Some(Self::Vec),
             "rows" => Some(Self::Rows),
-            "staged" => Some(Self::Staged),
             _ => None,
         }
     }

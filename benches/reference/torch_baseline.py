@@ -176,7 +176,7 @@ def cases():
         x16 = rand(4096, 16).half()
         out[f"gemm_q_{fmt}_4096x4096_n16"] = lambda wq=wq, x16=x16: torch.mm(wq, x16)
     # The decode's scaling with the rows: a copy of the same bytes at each size.
-    for rows in (64, 1024, 16384):
+    for rows in (64, 1024, 2048, 16384):
         nbytes = rows * 4096 // 32 * 18
         src, dst = torch.empty(nbytes, dtype=torch.uint8, device=dev), torch.empty(nbytes, dtype=torch.uint8, device=dev)
         out[f"gemm_q_q4_0_{rows}x4096_n1"] = lambda src=src, dst=dst: dst.copy_(src)

@@ -884,7 +884,7 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
     // The decode's scaling with the rows (no PyTorch counterpart): a fixed cost per call
     // shows as a flat time, a kernel limited by the weights' bytes as a linear one.
     if full {
-        for rows in [64, 1024, 16_384] {
+        for rows in [64, 1024, 2048, 16_384] {
             v.push(gemm_q_case(QuantFormat::Q4_0, rows, 1, qk));
         }
     }

@@ -451,29 +451,18 @@ fn bytes4(w: u32, bias: f32) -> vec4<f32> {
 // then the high nibbles of word u. The words are read whole and funnelled where the
 // bytes do not start on a word.
 fn weights8(p: u32, u: u32) -> array<vec4<f32>, 2> {
-    let i = (p + 2u + select(4u * u, 8u * u, FORMAT == 0u)) >> 2u;
-    var l2 = 0u;
-    if (FORMAT == 0u) {
-        l2 = a[i + 2u];
-    }
-    return weights_of(a[i], a[i + 1u], l2, p, u);
-}
-
-// `weights8` from the words l0, l1, l2 that hold the lane's bytes (l2 for Q8_0 only).
-fn weights_of(l0: u32, l1: u32, l2: u32, p: u32, u: u32) -> array<vec4<f32>, 2> {
-    // The quants start 2 bytes after the scale: off a word boundary where p is on one.
-    let odd = (p & 2u) == 0u;
+    let q = p + 2u + select(4u * u, 8u * u, FORMAT == 0u);
+    let i = q >> 2u;
+    let odd = (q & 2u) != 0u;
+    let l0 = a[i];
+    let l1 = a[i + 1u];
     let w0 = select(l0, (l0 >> 16u) | (l1 << 16u), odd);
     if (FORMAT == 0u) {
+        let l2 = a[i + 2u];
         let w1 = select(l1, (l1 >> 16u) | (l2 << 16u), odd);
         return array<vec4<f32>, 2>(bytes4(w0 ^ 0x80808080u, 128.0), bytes4(w1 ^ 0x80808080u, 128.0));
     }
     return array<vec4<f32>, 2>(bytes4(w0 & 0x0f0f0f0fu, 8.0), bytes4((w0 >> 4u) & 0x0f0f0f0fu, 8.0));
-}
-
-// The f16 in word w at even byte address p (its half p & 2), as f32.
-fn scale_of(w: u32, p: u32) -> f32 {
-    return bitcast<f32>(f16_to_f32_bits(select(w & 0xffffu, w >> 16u, (p & 2u) != 0u)));
 }
 
 @compute @workgroup_size(256)
@@ -531,18 +520,13 @@ fn decode_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     reduce_rows(wid, lid, acc, sets, per_set);
 }
 
-// Workgroup memory of `decode_rows` and `decode_staged`: the staged weights, then the
-// threads' sums (as bits).
-var<workgroup> tile: array<u32, 2560>;
-
-// The end of `decode_rows` and `decode_staged`: each thread's RPT x COLS sums (thread
-// lid of set lid / per_set, slice lid % per_set) added over the set's slices in a fixed
-// order (8 groups of per_set / 8, then the groups) and stored.
+// The end of `decode_rows`: each thread's RPT x COLS sums (thread lid of set
+// lid / per_set, slice lid % per_set) added over the set's slices in a fixed order (8
+// groups of per_set / 8, then the groups) and stored.
 fn reduce_rows(wid: vec3<u32>, lid: u32, acc: array<f32, 8>, sets: u32, per_set: u32) {
     let outs = RPT * COLS;
-    workgroupBarrier();
     for (var o = 0u; o < outs; o = o + 1u) {
-        tile[o * 256u + lid] = bitcast<u32>(acc[o]);
+        partial[o * 256u + lid] = acc[o];
     }
     workgroupBarrier();
     let per = per_set / 8u;
@@ -553,18 +537,18 @@ fn reduce_rows(wid: vec3<u32>, lid: u32, acc: array<f32, 8>, sets: u32, per_set:
     var v = 0.0;
     if (lid < n1) {
         for (var i = 0u; i < per; i = i + 1u) {
-            v = v + bitcast<f32>(tile[o1 * 256u + set1 * per_set + g * per + i]);
+            v = v + partial[o1 * 256u + set1 * per_set + g * per + i];
         }
     }
     workgroupBarrier();
     if (lid < n1) {
-        tile[lid] = bitcast<u32>(v);
+        partial[lid] = v;
     }
     workgroupBarrier();
     if (lid < sets * outs) {
         var sum = 0.0;
         for (var h = 0u; h < 8u; h = h + 1u) {
-            sum = sum + bitcast<f32>(tile[lid * 8u + h]);
+            sum = sum + partial[lid * 8u + h];
         }
         let o = lid % outs;
         let row = (wid.x * sets + lid / outs) * RPT + o / COLS;
@@ -573,67 +557,4 @@ fn reduce_rows(wid: vec3<u32>, lid: u32, acc: array<f32, 8>, sets: u32, per_set:
             store_one(row, col, sum);
         }
     }
-}
-
-// ---- `decode_staged`: few columns (n <= 4), the weights staged in workgroup memory --
-// A workgroup takes RPT rows. For each chunk of CB blocks, its threads first copy the
-// rows' bytes into `tile` as whole words (consecutive threads reading consecutive words:
-// the loads of a copy), then thread (block bl = lid / 4, lane u = lid % 4) dots its 8
-// weights of block bl in each row (as in `decode_rows`) with B's values, which it loads
-// once for the RPT rows. The 256 threads' sums are added as in `decode_rows`.
-
-override CB: u32 = 64u;
-
-@compute @workgroup_size(256)
-fn decode_staged(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row0 = wid.x * RPT;
-    let col0 = wid.y * COLS;
-    let u = lid % 4u;
-    let qa = select(u, 2u * u, FORMAT == 0u);
-    let qb = select(u + 4u, 2u * u + 1u, FORMAT == 0u);
-    var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-    let blocks = params.k / 32u;
-    let bb = block_bytes();
-    let row_bytes = blocks * bb;
-    // Words a row's chunk takes in `tile`: its bytes, from a word boundary, and a word
-    // more for the funnel of its last quants.
-    let wpr = CB * bb / 4u + 2u;
-    if ((params.flags & 1u) != 0u) {
-        for (var c0 = 0u; c0 < blocks; c0 = c0 + CB) {
-            let cb = min(CB, blocks - c0);
-            for (var w = lid; w < RPT * wpr; w = w + 256u) {
-                let start = params.a_byte + min(row0 + w / wpr, params.m - 1u) * row_bytes + c0 * bb;
-                tile[w] = a[start / 4u + w % wpr];
-            }
-            workgroupBarrier();
-            for (var bl = lid / 4u; bl < cb; bl = bl + 64u) {
-                let blk = c0 + bl;
-                var b0: array<vec4<f32>, 4>;
-                var b1: array<vec4<f32>, 4>;
-                for (var j = 0u; j < COLS; j = j + 1u) {
-                    // Columns past n (and rows past m above) are read clamped, not stored.
-                    let ib = (params.b_off + min(col0 + j, params.n - 1u) * params.ldb) / 4u;
-                    b0[j] = b_quad(ib + blk * 8u + qa);
-                    b1[j] = b_quad(ib + blk * 8u + qb);
-                }
-                for (var i = 0u; i < RPT; i = i + 1u) {
-                    let start = params.a_byte + min(row0 + i, params.m - 1u) * row_bytes + c0 * bb;
-                    // The block's byte within `tile`.
-                    let p = i * wpr * 4u + start % 4u + bl * bb;
-                    let d = scale_of(tile[p >> 2u], p);
-                    let t = (p + 2u + select(4u * u, 8u * u, FORMAT == 0u)) >> 2u;
-                    var l2 = 0u;
-                    if (FORMAT == 0u) {
-                        l2 = tile[t + 2u];
-                    }
-                    let x = weights_of(tile[t], tile[t + 1u], l2, p, u);
-                    for (var j = 0u; j < COLS; j = j + 1u) {
-                        acc[i * COLS + j] = acc[i * COLS + j] + d * (dot(x[0], b0[j]) + dot(x[1], b1[j]));
-                    }
-                }
-            }
-            workgroupBarrier();
-        }
-    }
-    reduce_rows(wid, lid, acc, 1u, 256u);
 }

@@ -158,8 +158,8 @@ kernels! {
         name: "gemm_q",
         file: "gemm_q.wgsl",
         math: false,
-        entries: ["main", "decode", "decode_row", "decode_vec", "decode_rows", "decode_staged", "dequant"],
-        constants: ["FORMAT", "B_F16", "COLS", "ROW_WARPS", "RPT", "WARPS_K", "CB"],
+        entries: ["main", "decode", "decode_row", "decode_vec", "decode_rows", "dequant"],
+        constants: ["FORMAT", "B_F16", "COLS", "ROW_WARPS", "RPT", "WARPS_K"],
         params: params::GemmQ,
     },
     Conv2dEx {

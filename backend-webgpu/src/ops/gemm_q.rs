@@ -30,28 +30,18 @@ fn rows_per_thread(cols: u64) -> u64 {
     (8 / cols).min(4)
 }
 
-/// Words of `tile` in gemm_q.wgsl.
-const TILE_WORDS: u64 = 2560;
-
-/// Blocks of a row `decode_staged` stages at a time (`CB`): the most, up to 128, whose
-/// `rpt` rows fit `tile` (each row's chunk from a word boundary, and 2 words more).
-fn staged_chunk(format: QuantFormat, rpt: u64) -> u64 {
-    let bb = match format {
-        QuantFormat::Q8_0 => 34,
-        QuantFormat::Q4_0 => 18,
-    };
-    let mut cb = 128;
-    while rpt * (cb * bb / 4 + 2) > TILE_WORDS {
-        cb /= 2;
-    }
-    cb
-}
+/// Rows from which `decode_rows` runs rather than `decode_vec`. On an H100 (k = 4096)
+/// `decode_rows` took 18.6 us at 4096 rows where `decode_vec` took 25.0, but 15.0 at 64
+/// and 1024 rows where `decode_vec` took 12.3: with few rows, its 4 rows a thread leave
+/// too few workgroups to cover the SMs' latency (docs/PERFORMANCE.md, session 10).
+const DECODE_ROWS_FROM: usize = 2048;
 
 /// The kernel: `main` (a lane per block, each block dequantized once for 8 columns) above
-/// 4 columns; for up to 4, `decode_rows` where B's columns start on 4 elements (`b_vec4`),
-/// else `decode_row` (32 lanes per row, B read as scalars), unless `forced` names another
+/// 4 columns; for up to 4, where B's columns start on 4 elements (`b_vec4`), `decode_rows`
+/// (RPT rows a thread) from `DECODE_ROWS_FROM` rows and `decode_vec` (4 warps a row)
+/// below; else `decode_row` (32 lanes per row, B read as scalars). `forced` names another
 /// (`vec` and `rows` only where B allows them).
-fn entry(n: usize, b_vec4: bool, forced: Option<GemmQDecode>) -> &'static str {
+fn entry(m: usize, n: usize, b_vec4: bool, forced: Option<GemmQDecode>) -> &'static str {
     if n > 4 {
         return "main";
     }
@@ -59,8 +49,9 @@ fn entry(n: usize, b_vec4: bool, forced: Option<GemmQDecode>) -> &'static str {
         (Some(GemmQDecode::Decode), _) => "decode",
         (Some(GemmQDecode::Row), _) | (_, false) => "decode_row",
         (Some(GemmQDecode::Vec), true) => "decode_vec",
-        (Some(GemmQDecode::Rows) | None, true) => "decode_rows",
-        (Some(GemmQDecode::Staged), true) => "decode_staged",
+        (Some(GemmQDecode::Rows), true) => "decode_rows",
+        (None, true) if m >= DECODE_ROWS_FROM => "decode_rows",
+        (None, true) => "decode_vec",
     }
 }
 
@@ -174,13 +165,12 @@ impl Ctx {
             _pad: 0,
         };
         let cols = tile_columns(p.n);
-        let entry = entry(p.n, b_vec4(p, b.byte), self.tuning.gemm_q_decode);
+        let entry = entry(p.m, p.n, b_vec4(p, b.byte), self.tuning.gemm_q_decode);
         // `decode_vec` gives a row ROW_WARPS warps, `decode_rows` a set of rows WARPS_K:
         // a workgroup takes fewer rows.
         let rows = match entry {
             "decode_vec" => ROWS / ROW_WARPS,
             "decode_rows" => rows_per_thread(cols) * (8 / WARPS_K),
-            "decode_staged" => rows_per_thread(cols),
             _ => ROWS,
         };
         let (gx, gy) = ((p.m as u64).div_ceil(rows), (p.n as u64).div_ceil(cols));
@@ -202,12 +192,6 @@ impl Ctx {
                     .with("RPT", rows_per_thread(cols) as f64)
                     .with("WARPS_K", WARPS_K as f64)
             }
-            "decode_staged" => {
-                let rpt = rows_per_thread(cols);
-                key = key
-                    .with("RPT", rpt as f64)
-                    .with("CB", staged_chunk(p.format, rpt) as f64)
-            }
             _ => {}
         }
         let State { stream, .. } = &mut *st;
@@ -227,48 +211,32 @@ mod tests {
 
     #[test]
     fn few_columns_take_the_decode_kernel() {
+        let big = DECODE_ROWS_FROM;
         assert_eq!(
-            [1, 4, 5, 512].map(|n| entry(n, true, None)),
+            [1, 4, 5, 512].map(|n| entry(big, n, true, None)),
             ["decode_rows", "decode_rows", "main", "main"]
         );
+        assert_eq!(entry(big - 1, 1, true, None), "decode_vec");
         assert_eq!(
-            [1, 4, 5].map(|n| entry(n, false, None)),
+            [1, 4, 5].map(|n| entry(big, n, false, None)),
             ["decode_row", "decode_row", "main"]
         );
-        let forced = |k| [true, false].map(|v| entry(1, v, Some(k)));
+        let forced = |k| [true, false].map(|v| entry(64, 1, v, Some(k)));
         assert_eq!(forced(GemmQDecode::Decode), ["decode", "decode"]);
         assert_eq!(forced(GemmQDecode::Row), ["decode_row", "decode_row"]);
         assert_eq!(forced(GemmQDecode::Vec), ["decode_vec", "decode_row"]);
         assert_eq!(forced(GemmQDecode::Rows), ["decode_rows", "decode_row"]);
-        assert_eq!(entry(8, true, Some(GemmQDecode::Vec)), "main");
-    }
-
-    #[test]
-    fn staged_chunks_fit_the_tile() {
-        for format in [QuantFormat::Q4_0, QuantFormat::Q8_0] {
-            for rpt in [1, 2, 4, 8] {
-                let cb = staged_chunk(format, rpt);
-                let bb = if format == QuantFormat::Q8_0 { 34 } else { 18 };
-                assert!(
-                    rpt * (cb * bb / 4 + 2) <= TILE_WORDS,
-                    "{format:?} x {rpt}: {cb}"
-                );
-                assert!(cb == 128 || rpt * (2 * cb * bb / 4 + 2) > TILE_WORDS);
-            }
-        }
-        assert_eq!(staged_chunk(QuantFormat::Q4_0, 4), 128);
-        assert_eq!(staged_chunk(QuantFormat::Q8_0, 4), 64);
+        assert_eq!(entry(64, 8, true, Some(GemmQDecode::Vec)), "main");
     }
 
     #[test]
     fn decode_kernels_are_named_as_in_the_variable() {
-        let names = ["decode", "row", "vec", "rows", "staged"].map(GemmQDecode::parse);
+        let names = ["decode", "row", "vec", "rows"].map(GemmQDecode::parse);
         let want = [
             GemmQDecode::Decode,
             GemmQDecode::Row,
             GemmQDecode::Vec,
             GemmQDecode::Rows,
-            GemmQDecode::Staged,
         ];
         assert_eq!(names, want.map(Some));
         assert_eq!(GemmQDecode::parse(" Rows "), Some(GemmQDecode::Rows));
