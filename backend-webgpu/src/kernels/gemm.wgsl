@@ -455,7 +455,31 @@ fn skinny(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         // of A.
         let a_row = (a_base + i) / 4u;
         let lda4 = params.lda / 4u;
-        for (var k0 = 4u * slice; k0 < params.k; k0 = k0 + 4u * SK_SLICES) {
+        // Two steps a round (k0 and k0 + 256), their 8 loads of A issued together.
+        let step = 4u * SK_SLICES;
+        var k0 = 4u * slice;
+        for (; k0 + step < params.k; k0 = k0 + 2u * step) {
+            var av: array<vec4<f32>, 8>;
+            for (var t = 0u; t < 4u; t = t + 1u) {
+                av[t] = a4[a_row + (k0 + t) * lda4];
+                av[4u + t] = a4[a_row + (k0 + step + t) * lda4];
+            }
+            for (var j = 0u; j < NS; j = j + 1u) {
+                if (j < params.n) {
+                    let bv = b4[(b_base + k0 + j * params.ldb) / 4u];
+                    let bw = b4[(b_base + k0 + step + j * params.ldb) / 4u];
+                    acc[j] = fma(av[0], vec4<f32>(bv.x), acc[j]);
+                    acc[j] = fma(av[1], vec4<f32>(bv.y), acc[j]);
+                    acc[j] = fma(av[2], vec4<f32>(bv.z), acc[j]);
+                    acc[j] = fma(av[3], vec4<f32>(bv.w), acc[j]);
+                    acc[j] = fma(av[4], vec4<f32>(bw.x), acc[j]);
+                    acc[j] = fma(av[5], vec4<f32>(bw.y), acc[j]);
+                    acc[j] = fma(av[6], vec4<f32>(bw.z), acc[j]);
+                    acc[j] = fma(av[7], vec4<f32>(bw.w), acc[j]);
+                }
+            }
+        }
+        if (k0 < params.k) {
             let a0 = a4[a_row + k0 * lda4];
             let a1 = a4[a_row + (k0 + 1u) * lda4];
             let a2 = a4[a_row + (k0 + 2u) * lda4];
