@@ -66,8 +66,9 @@ pub struct Tuning {
     /// `BACKEND_DEPTHWISE_DIRECT=1`.
     pub depthwise_direct: bool,
     /// `gemm_q` with few columns (n <= 4) runs this kernel instead of the one chosen by
-    /// B's alignment and the rows, for measuring one against another (`vec` and `rows` only where B's
-    /// columns start on 4 elements, else `row`). `BACKEND_GEMM_Q_DECODE=decode|row|vec|rows`.
+    /// B's alignment and the rows, for measuring one against another (`vec` and `rows`
+    /// only where B's columns start on 4 elements, else `row`).
+    /// `BACKEND_GEMM_Q_DECODE=decode|row|vec|rows`.
     pub gemm_q_decode: Option<GemmQDecode>,
     /// Kernels convert f16 with the adapter's `pack2x16float`/`unpack2x16float` where a
     /// probe at initialisation finds them exact (every f16 value widened, rounding
@@ -189,6 +190,9 @@ pub const HW_F16_ENV: &str = "BACKEND_HW_F16";
 /// `BACKEND_GEMM_Q_DECODE`: see [`Tuning::gemm_q_decode`].
 pub const GEMM_Q_DECODE_ENV: &str = "BACKEND_GEMM_Q_DECODE";
 
+/// `BACKEND_DEPTHWISE_DIRECT`: see [`Tuning::depthwise_direct`].
+pub const DEPTHWISE_DIRECT_ENV: &str = "BACKEND_DEPTHWISE_DIRECT";
+
 /// The `gemm_q` kernels for few columns (`kernels/gemm_q.wgsl`), named as in
 /// `BACKEND_GEMM_Q_DECODE`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,8 +219,6 @@ impl GemmQDecode {
         }
     }
 }
-/// `BACKEND_DEPTHWISE_DIRECT`: see [`Tuning::depthwise_direct`].
-pub const DEPTHWISE_DIRECT_ENV: &str = "BACKEND_DEPTHWISE_DIRECT";
 
 /// What an adapter is and can do, for listings and reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

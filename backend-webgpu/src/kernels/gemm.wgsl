@@ -436,6 +436,16 @@ fn sk_b(b_base: u32, kk: u32, j: u32) -> f32 {
     return bitcast<f32>(b[b_base + kk + j * params.ldb]);
 }
 
+// acc plus 4 columns of A (a0..a3, 4 rows each) times B's 4 values down a column (bv),
+// in k order.
+fn sk_step(acc: vec4<f32>, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
+           bv: vec4<f32>) -> vec4<f32> {
+    var s = fma(a0, vec4<f32>(bv.x), acc);
+    s = fma(a1, vec4<f32>(bv.y), s);
+    s = fma(a2, vec4<f32>(bv.z), s);
+    return fma(a3, vec4<f32>(bv.w), s);
+}
+
 @compute @workgroup_size(256)
 fn skinny(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let batch = params.batch_base + wid.z;
@@ -468,14 +478,7 @@ fn skinny(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
                 if (j < params.n) {
                     let bv = b4[(b_base + k0 + j * params.ldb) / 4u];
                     let bw = b4[(b_base + k0 + step + j * params.ldb) / 4u];
-                    acc[j] = fma(av[0], vec4<f32>(bv.x), acc[j]);
-                    acc[j] = fma(av[1], vec4<f32>(bv.y), acc[j]);
-                    acc[j] = fma(av[2], vec4<f32>(bv.z), acc[j]);
-                    acc[j] = fma(av[3], vec4<f32>(bv.w), acc[j]);
-                    acc[j] = fma(av[4], vec4<f32>(bw.x), acc[j]);
-                    acc[j] = fma(av[5], vec4<f32>(bw.y), acc[j]);
-                    acc[j] = fma(av[6], vec4<f32>(bw.z), acc[j]);
-                    acc[j] = fma(av[7], vec4<f32>(bw.w), acc[j]);
+                    acc[j] = sk_step(sk_step(acc[j], av[0], av[1], av[2], av[3], bv), av[4], av[5], av[6], av[7], bw);
                 }
             }
         }
@@ -487,10 +490,7 @@ fn skinny(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
             for (var j = 0u; j < NS; j = j + 1u) {
                 if (j < params.n) {
                     let bv = b4[(b_base + k0 + j * params.ldb) / 4u];
-                    acc[j] = fma(a0, vec4<f32>(bv.x), acc[j]);
-                    acc[j] = fma(a1, vec4<f32>(bv.y), acc[j]);
-                    acc[j] = fma(a2, vec4<f32>(bv.z), acc[j]);
-                    acc[j] = fma(a3, vec4<f32>(bv.w), acc[j]);
+                    acc[j] = sk_step(acc[j], a0, a1, a2, a3, bv);
                 }
             }
         }

@@ -166,12 +166,20 @@ impl Ctx {
         };
         let cols = tile_columns(p.n);
         let entry = entry(p.m, p.n, b_vec4(p, b.byte), self.tuning.gemm_q_decode);
+        let key = PipelineKey::new(Kernel::GemmQ, entry)
+            .with("FORMAT", format_code(p.format))
+            .with("B_F16", f64::from(u8::from(p.b_dtype == DType::F16)))
+            .with("COLS", cols as f64);
         // `decode_vec` gives a row ROW_WARPS warps, `decode_rows` a set of rows WARPS_K:
-        // a workgroup takes fewer rows.
-        let rows = match entry {
-            "decode_vec" => ROWS / ROW_WARPS,
-            "decode_rows" => rows_per_thread(cols) * (8 / WARPS_K),
-            _ => ROWS,
+        // a workgroup takes fewer rows, and the kernel is built for them.
+        let (rows, key) = match entry {
+            "decode_vec" => (ROWS / ROW_WARPS, key.with("ROW_WARPS", ROW_WARPS as f64)),
+            "decode_rows" => {
+                let rpt = rows_per_thread(cols);
+                let key = key.with("RPT", rpt as f64).with("WARPS_K", WARPS_K as f64);
+                (rpt * (8 / WARPS_K), key)
+            }
+            _ => (ROWS, key),
         };
         let (gx, gy) = ((p.m as u64).div_ceil(rows), (p.n as u64).div_ceil(cols));
         let max = u64::from(limits.max_groups);
@@ -180,19 +188,6 @@ impl Ctx {
                 "{}: {gx} x {gy} workgroups exceed this adapter's {max} per dimension",
                 p.op
             )));
-        }
-        let mut key = PipelineKey::new(Kernel::GemmQ, entry)
-            .with("FORMAT", format_code(p.format))
-            .with("B_F16", f64::from(u8::from(p.b_dtype == DType::F16)))
-            .with("COLS", cols as f64);
-        match entry {
-            "decode_vec" => key = key.with("ROW_WARPS", ROW_WARPS as f64),
-            "decode_rows" => {
-                key = key
-                    .with("RPT", rows_per_thread(cols) as f64)
-                    .with("WARPS_K", WARPS_K as f64)
-            }
-            _ => {}
         }
         let State { stream, .. } = &mut *st;
         self.dispatch(
