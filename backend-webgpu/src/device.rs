@@ -89,6 +89,40 @@ impl Default for Tuning {
     }
 }
 
+impl Tuning {
+    /// This tuning with every tuning variable that is set applied over it:
+    /// `BACKEND_GEMM_NARROW_BELOW`, `BACKEND_READBACK_SPIN_US`, `BACKEND_DEPTHWISE_TILED`,
+    /// `BACKEND_DEPTHWISE_DIRECT`, `BACKEND_GEMM_Q_DECODE`, `BACKEND_HW_F16` (the rules:
+    /// [`backend_api::env`]); `InvalidArgument` naming the variable when a value does not
+    /// parse. [`WebGpuOptions::with_env`] applies these and the adapter's variables.
+    pub fn with_env(mut self) -> BackendResult<Self> {
+        use backend_api::env;
+        if let Some(n) = env::parse(NARROW_BELOW_ENV)? {
+            self.gemm_narrow_below = n;
+        }
+        if let Some(us) = env::parse(READBACK_SPIN_ENV)? {
+            self.readback_spin = std::time::Duration::from_micros(us);
+        }
+        if env::var(DEPTHWISE_TILED_ENV).is_some() {
+            self.depthwise_tiled = env::flag(DEPTHWISE_TILED_ENV);
+        }
+        if env::var(DEPTHWISE_DIRECT_ENV).is_some() {
+            self.depthwise_direct = env::flag(DEPTHWISE_DIRECT_ENV);
+        }
+        if let Some(v) = env::var(GEMM_Q_DECODE_ENV) {
+            self.gemm_q_decode = Some(GemmQDecode::parse(&v).ok_or_else(|| {
+                BackendError::InvalidArgument(format!(
+                    "{GEMM_Q_DECODE_ENV}: {v:?} is none of decode, row, vec, rows"
+                ))
+            })?);
+        }
+        if env::var(HW_F16_ENV).is_some() {
+            self.hw_f16 = env::flag(HW_F16_ENV);
+        }
+        Ok(self)
+    }
+}
+
 impl Default for WebGpuOptions {
     fn default() -> Self {
         Self {
@@ -121,8 +155,10 @@ impl WebGpuOptions {
 
     /// These options with every variable that is set applied over them:
     /// `BACKEND_ADAPTER`, `BACKEND_TENSOR_CORES`, `BACKEND_GEMM_NARROW_BELOW`,
-    /// `BACKEND_READBACK_SPIN_US`, `BACKEND_DEPTHWISE_TILED`, `BACKEND_DEPTHWISE_DIRECT`, `BACKEND_GEMM_Q_DECODE`, `BACKEND_HW_F16`, `BACKEND_PIPELINE_CACHE` (the rules: [`backend_api::env`]); `InvalidArgument`
-    /// naming the variable when a number does not parse.
+    /// `BACKEND_READBACK_SPIN_US`, `BACKEND_DEPTHWISE_TILED`, `BACKEND_DEPTHWISE_DIRECT`,
+    /// `BACKEND_GEMM_Q_DECODE`, `BACKEND_HW_F16` (through [`Tuning::with_env`]),
+    /// `BACKEND_PIPELINE_CACHE` (the rules: [`backend_api::env`]); `InvalidArgument`
+    /// naming the variable when a value does not parse.
     pub fn with_env(mut self) -> BackendResult<Self> {
         use backend_api::env;
         if let Some(a) = env::var(ADAPTER_ENV) {
@@ -131,28 +167,7 @@ impl WebGpuOptions {
         if env::var(TENSOR_CORES_ENV).is_some() {
             self.cooperative_matrix = env::flag(TENSOR_CORES_ENV);
         }
-        if let Some(n) = env::parse(NARROW_BELOW_ENV)? {
-            self.tuning.gemm_narrow_below = n;
-        }
-        if let Some(us) = env::parse(READBACK_SPIN_ENV)? {
-            self.tuning.readback_spin = std::time::Duration::from_micros(us);
-        }
-        if env::var(DEPTHWISE_TILED_ENV).is_some() {
-            self.tuning.depthwise_tiled = env::flag(DEPTHWISE_TILED_ENV);
-        }
-        if env::var(DEPTHWISE_DIRECT_ENV).is_some() {
-            self.tuning.depthwise_direct = env::flag(DEPTHWISE_DIRECT_ENV);
-        }
-        if let Some(v) = env::var(GEMM_Q_DECODE_ENV) {
-            self.tuning.gemm_q_decode = Some(GemmQDecode::parse(&v).ok_or_else(|| {
-                BackendError::InvalidArgument(format!(
-                    "{GEMM_Q_DECODE_ENV}: {v:?} is none of decode, row, vec, rows"
-                ))
-            })?);
-        }
-        if env::var(HW_F16_ENV).is_some() {
-            self.tuning.hw_f16 = env::flag(HW_F16_ENV);
-        }
+        self.tuning = self.tuning.with_env()?;
         #[cfg(not(target_arch = "wasm32"))]
         {
             self.pipeline_cache = match env::var(PIPELINE_CACHE_ENV) {

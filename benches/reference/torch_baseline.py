@@ -167,19 +167,21 @@ def cases():
     # gemm_q: decode is compared with a device copy of the weights' bytes (the bandwidth a
     # memory-bound kernel can reach); prefill with an f16 matmul on the dequantized
     # weights (cuBLAS on tensor cores).
+    def copy_of(nbytes):
+        src = torch.empty(nbytes, dtype=torch.uint8, device=dev)
+        dst = torch.empty(nbytes, dtype=torch.uint8, device=dev)
+        return lambda: dst.copy_(src)
+
     for fmt, block in (("q4_0", 18), ("q8_0", 34)):
-        nbytes = 4096 * 4096 // 32 * block
-        src, dst = torch.empty(nbytes, dtype=torch.uint8, device=dev), torch.empty(nbytes, dtype=torch.uint8, device=dev)
-        out[f"gemm_q_{fmt}_4096x4096_n1"] = lambda src=src, dst=dst: dst.copy_(src)
-        wq, xq = rand(4096, 4096).half(), rand(4096, 512).half()
-        out[f"gemm_q_{fmt}_4096x4096_n512"] = lambda wq=wq, xq=xq: torch.mm(wq, xq)
-        x16 = rand(4096, 16).half()
-        out[f"gemm_q_{fmt}_4096x4096_n16"] = lambda wq=wq, x16=x16: torch.mm(wq, x16)
+        out[f"gemm_q_{fmt}_4096x4096_n1"] = copy_of(4096 * 4096 // 32 * block)
+        wq = rand(4096, 4096).half()
+        # Several columns: the f16 matmul on the dequantized weights.
+        for n in (16, 512) if fmt == "q8_0" else (4, 8, 16, 32, 64, 512):
+            xn = rand(4096, n).half()
+            out[f"gemm_q_{fmt}_4096x4096_n{n}"] = lambda wq=wq, xn=xn: torch.mm(wq, xn)
     # The decode's scaling with the rows: a copy of the same bytes at each size.
     for rows in (64, 1024, 2048, 16384):
-        nbytes = rows * 4096 // 32 * 18
-        src, dst = torch.empty(nbytes, dtype=torch.uint8, device=dev), torch.empty(nbytes, dtype=torch.uint8, device=dev)
-        out[f"gemm_q_q4_0_{rows}x4096_n1"] = lambda src=src, dst=dst: dst.copy_(src)
+        out[f"gemm_q_q4_0_{rows}x4096_n1"] = copy_of(rows * 4096 // 32 * 18)
 
     ba, bb, bz = rand(1 << 14, 4096), rand(4096), torch.empty(1 << 14, 4096, device=dev)
     out["broadcast_add_bias_16384x4096"] = lambda: torch.add(ba, bb, out=bz)

@@ -887,6 +887,12 @@ pub fn catalogue(scale: Scale) -> Vec<Case> {
         for rows in [64, 1024, 2048, 16_384] {
             v.push(gemm_q_case(QuantFormat::Q4_0, rows, 1, qk));
         }
+        // And with the columns (a batch of decodes, a short prompt): where the decode
+        // kernels, reading each weight block once per tile of columns, give way to the
+        // prefill path (the weights dequantized once, then the f32 gemm).
+        for n in [4, 8, 32, 64] {
+            v.push(gemm_q_case(QuantFormat::Q4_0, qm, n, qk));
+        }
     }
     // An embedding lookup: Llama 3's vocabulary and width, 512 tokens.
     let (rows, cols, n) = if full {
@@ -1046,14 +1052,40 @@ fn gather_case(dtype: DType, rows: usize, cols: usize, n: usize) -> Case {
     )
 }
 
+/// What a measurement's clock covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// The runs and the `synchronize` that ends them: what a caller waits for.
+    Completion,
+    /// The host's part only: recording and submitting the runs. The `synchronize` comes
+    /// after the clock stops. Where this is close to `Completion`, the host, not the
+    /// device, sets the pace.
+    Host,
+}
+
 /// Times `runs` back-to-back runs ending in one `synchronize`.
 pub fn time_runs(b: &dyn ComputeBackend, p: &Prepared, runs: u32) -> BackendResult<Duration> {
+    time_runs_by(b, p, runs, Clock::Completion)
+}
+
+/// Times `runs` back-to-back runs and one `synchronize`; `clock` says whether the wait
+/// is inside the time.
+pub fn time_runs_by(
+    b: &dyn ComputeBackend,
+    p: &Prepared,
+    runs: u32,
+    clock: Clock,
+) -> BackendResult<Duration> {
     let start = Instant::now();
     for _ in 0..runs {
         p.run(b)?;
     }
+    let host = start.elapsed();
     b.synchronize()?;
-    Ok(start.elapsed())
+    Ok(match clock {
+        Clock::Completion => start.elapsed(),
+        Clock::Host => host,
+    })
 }
 
 /// Seconds per run: warm up, then grow the batch until it takes `target`, and keep the
@@ -1064,10 +1096,21 @@ pub fn measure(
     target: Duration,
     repeats: u32,
 ) -> BackendResult<f64> {
+    measure_by(b, p, target, repeats, Clock::Completion)
+}
+
+/// `measure` with the clock chosen (`Clock::Host`: the host's part of each run).
+pub fn measure_by(
+    b: &dyn ComputeBackend,
+    p: &Prepared,
+    target: Duration,
+    repeats: u32,
+    clock: Clock,
+) -> BackendResult<f64> {
     time_runs(b, p, 2)?;
     let mut runs = 1u32;
     loop {
-        let t = time_runs(b, p, runs)?;
+        let t = time_runs_by(b, p, runs, clock)?;
         if t >= target / 4 || runs >= 1 << 16 {
             break;
         }
@@ -1075,7 +1118,7 @@ pub fn measure(
     }
     let mut best = f64::INFINITY;
     for _ in 0..repeats {
-        let t = time_runs(b, p, runs)?.as_secs_f64() / f64::from(runs);
+        let t = time_runs_by(b, p, runs, clock)?.as_secs_f64() / f64::from(runs);
         best = best.min(t);
     }
     Ok(best)

@@ -352,3 +352,20 @@ fn the_help_names_every_check() {
         );
     }
 }
+
+#[test]
+#[cfg(feature = "webgpu")]
+fn a_bad_tuning_variable_is_a_usage_error_naming_it() {
+    let o = runner()
+        .env("BACKEND_GEMM_Q_DECODE", "fastest")
+        .args(["--backend", "cpu", "--op", "copy", "--cases", "1"])
+        .output()
+        .expect("the runner starts");
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("BACKEND_GEMM_Q_DECODE") && stderr.contains("\"fastest\""),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("passed"), "nothing runs: {stdout}");
+}

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use benches::{Scale, Work, catalogue, measure, open, throughput};
+use benches::{Clock, Scale, Work, catalogue, measure_by, open, throughput};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +38,11 @@ struct Args {
     /// A JSON file of PyTorch times per case (from torch_baseline.py) to compare with.
     #[arg(long)]
     compare: Option<String>,
+    /// Time only the host's part of each run (recording and submitting; the wait for the
+    /// device comes after the clock stops): where it is close to the full time, the host
+    /// sets the pace.
+    #[arg(long)]
+    host_time: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -95,7 +100,12 @@ fn main() {
             Work::Latency => "",
         };
         let result = case.prepare(b).and_then(|p| {
-            let t = measure(b, &p, Duration::from_millis(args.target_ms), 3);
+            let clock = if args.host_time {
+                Clock::Host
+            } else {
+                Clock::Completion
+            };
+            let t = measure_by(b, &p, Duration::from_millis(args.target_ms), 3, clock);
             p.free(b);
             t
         });

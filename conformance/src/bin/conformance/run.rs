@@ -476,6 +476,13 @@ pub(crate) fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A bad tuning variable is a usage error before anything runs, not a failure of
+    // each WebGPU target (nor ignored where none is found).
+    #[cfg(feature = "webgpu")]
+    if let Err(e) = backends::backend_webgpu::Tuning::default().with_env() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     if args.list {
         print!("{}", output::listing(&targets::adapters()));
         return ExitCode::SUCCESS;

@@ -2,7 +2,7 @@
 //! adapter.
 
 #[cfg(feature = "webgpu")]
-use backends::backend_webgpu::{self, AdapterSummary, WebGpuBackend, WebGpuOptions};
+use backends::backend_webgpu::{self, AdapterSummary, Tuning, WebGpuBackend, WebGpuOptions};
 use backends::{BackendKind, ComputeBackend};
 use serde::Serialize;
 
@@ -108,9 +108,9 @@ impl Target {
                 let label = a.label();
                 // The tuning variables (a kernel forced for comparison) apply, so that a
                 // kernel the defaults do not pick can be checked too.
-                let tuning = WebGpuOptions::from_env()
-                    .map_err(|e| OpenError::Failed(e.to_string()))?
-                    .tuning;
+                let tuning = Tuning::default()
+                    .with_env()
+                    .map_err(|e| OpenError::Failed(e.to_string()))?;
                 let mut b = WebGpuBackend::with_options(WebGpuOptions {
                     tuning,
                     ..WebGpuOptions::adapter(&label)
