@@ -19,6 +19,10 @@ use crate::memory::Block;
 const SUBMIT_EVERY: u32 = 64;
 /// Bytes of kernel parameters per submission (256 per dispatch).
 const PARAMS_ARENA: u64 = 64 * 1024;
+/// Parameter buffers used in turn, one a submission. One write a submission to a single
+/// buffer made the tiny dispatch 9-10 us against 7 us with a write a dispatch; two took it
+/// to 5.2 us (H100, docs/PERFORMANCE.md, session 11).
+const PARAMS_BUFFERS: usize = 2;
 /// Bytes of host uploads staged per submission.
 const UPLOAD_ARENA: u64 = 8 << 20;
 /// Largest kernel parameter block, as padded in the arena.
@@ -192,6 +196,15 @@ pub(crate) struct Stream {
     pass: Option<wgpu::ComputePass<'static>>,
     recorded: u32,
     params: Arena,
+    /// The parameter blocks of this submission, as they will lie in `params`: written
+    /// with one `write_buffer` at the flush (wgpu stages each write in a buffer of its
+    /// own and records a copy for it, a cost per dispatch that one write a submission
+    /// avoids).
+    params_host: Vec<u8>,
+    /// The other parameter buffers, taken in turn at each flush: a submission's one write
+    /// to its buffer waits (on the device) for the work that last read it, so with a
+    /// single buffer each submission would wait for the one before to finish.
+    params_ring: std::collections::VecDeque<Arc<wgpu::Buffer>>,
     uploads: Arena,
     staging: Vec<Arc<wgpu::Buffer>>,
     /// The small-read staging buffer, `None` while a read holds it.
@@ -217,6 +230,17 @@ impl Stream {
             encoder: None,
             pass: None,
             recorded: 0,
+            params_host: Vec::with_capacity(PARAMS_ARENA as usize),
+            params_ring: (1..PARAMS_BUFFERS)
+                .map(|_| {
+                    Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("kernel parameters"),
+                        size: PARAMS_ARENA,
+                        usage: U::UNIFORM | U::COPY_DST,
+                        mapped_at_creation: false,
+                    }))
+                })
+                .collect(),
             params: Arena::new(
                 device,
                 "kernel parameters",
@@ -292,11 +316,20 @@ impl Stream {
             .into_iter()
             .collect();
         let _span = tracing::debug_span!("submit", commands = self.recorded).entered();
+        if !self.params_host.is_empty() {
+            // Lands before the submission's commands, as every write_buffer does.
+            queue.write_buffer(&self.params.buffer, 0, &self.params_host);
+            self.params_host.clear();
+        }
         self.belt.finish();
         let index = queue.submit(commands);
         self.belt.recall();
         self.recorded = 0;
         self.params.used = 0;
+        if let Some(next) = self.params_ring.pop_front() {
+            let old = std::mem::replace(&mut self.params.buffer, next);
+            self.params_ring.push_back(old);
+        }
         self.uploads.used = 0;
         index
     }
@@ -367,7 +400,11 @@ impl Stream {
             .params
             .reserve(params.len() as u64)
             .expect("SUBMIT_EVERY parameter blocks fit the arena");
-        queue.write_buffer(&self.params.buffer, offset, params);
+        let end = offset as usize + params.len();
+        // Gaps between blocks (the uniform alignment) and the tail are zero; the length
+        // stays a multiple of 4, as a buffer write's must.
+        self.params_host.resize(end.next_multiple_of(4), 0);
+        self.params_host[offset as usize..end].copy_from_slice(params);
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {

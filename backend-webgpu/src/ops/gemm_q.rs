@@ -36,14 +36,17 @@ fn rows_per_thread(cols: u64) -> u64 {
 /// too few workgroups to cover the SMs' latency (docs/PERFORMANCE.md, session 10).
 const DECODE_ROWS_FROM: usize = 2048;
 
-/// The kernel: `main` (a lane per block, each block dequantized once for 8 columns) above
-/// 4 columns; for up to 4, where B's columns start on 4 elements (`b_vec4`), `decode_rows`
-/// (RPT rows a thread) from `DECODE_ROWS_FROM` rows and `decode_vec` (4 warps a row)
-/// below; else `decode_row` (32 lanes per row, B read as scalars). `forced` names another
-/// (`vec` and `rows` only where B allows them).
+/// The kernel. Above 4 columns: where B's columns start on 4 elements (`b_vec4`),
+/// `decode_rows` over tiles of 4 columns (on an H100 at 8 columns 115 us against `main`'s
+/// 555), else `main` (a lane per block, each block dequantized once for 8 columns). Up
+/// to 4, where `b_vec4`, `decode_rows` (RPT rows a thread) from `DECODE_ROWS_FROM` rows
+/// and `decode_vec` (4 warps a row) below; else `decode_row` (32 lanes per row, B read
+/// as scalars). `forced` names another (`vec` and `rows` only where B allows them).
 fn entry(m: usize, n: usize, b_vec4: bool, forced: Option<GemmQDecode>) -> &'static str {
     if n > 4 {
-        return "main";
+        // Up to PREFILL_COLUMNS (from there the prefill path runs instead): tiles of 4
+        // columns, each reading the weights once.
+        return if b_vec4 { "decode_rows" } else { "main" };
     }
     match (forced, b_vec4) {
         (Some(GemmQDecode::Decode), _) => "decode",
@@ -64,8 +67,11 @@ fn b_vec4(p: &GemmQPlan, b_byte: u64) -> bool {
 }
 
 /// Columns from which the product dequantizes the weights once into f32 and runs the
-/// tiled gemm, instead of dequantizing each block once per 8 columns.
-pub(crate) const PREFILL_COLUMNS: usize = 16;
+/// tiled gemm, instead of dequantizing each block once per tile of columns. On an H100
+/// (4096 x 4096 Q4_0) the prefill path took 874-881 us from 16 to 64 columns and 1.04 ms
+/// at 512, `decode_rows` in tiles of 4 columns 216 us at 16, 414 at 32, 814 at 64 and
+/// 6.3 ms at 512 (docs/PERFORMANCE.md, session 11).
+pub(crate) const PREFILL_COLUMNS: usize = 65;
 
 /// True when `p` takes the prefill path: enough columns, a product to compute, and the
 /// f32 weights within one binding.
@@ -164,8 +170,12 @@ impl Ctx {
             flags: u32::from(p.reads_ab()) | (u32::from(p.beta != 0.0) << 1),
             _pad: 0,
         };
-        let cols = tile_columns(p.n);
         let entry = entry(p.m, p.n, b_vec4(p, b.byte), self.tuning.gemm_q_decode);
+        let cols = if entry == "main" {
+            tile_columns(p.n)
+        } else {
+            tile_columns(p.n).min(4)
+        };
         let key = PipelineKey::new(Kernel::GemmQ, entry)
             .with("FORMAT", format_code(p.format))
             .with("B_F16", f64::from(u8::from(p.b_dtype == DType::F16)))
@@ -207,9 +217,10 @@ mod tests {
     #[test]
     fn few_columns_take_the_decode_kernel() {
         let big = DECODE_ROWS_FROM;
+        // Past 4 columns too, in tiles of 4 (up to PREFILL_COLUMNS, checked by the caller).
         assert_eq!(
-            [1, 4, 5, 512].map(|n| entry(big, n, true, None)),
-            ["decode_rows", "decode_rows", "main", "main"]
+            [1, 4, 5, 64].map(|n| entry(big, n, true, None)),
+            ["decode_rows"; 4]
         );
         assert_eq!(entry(big - 1, 1, true, None), "decode_vec");
         assert_eq!(
@@ -221,7 +232,7 @@ mod tests {
         assert_eq!(forced(GemmQDecode::Row), ["decode_row", "decode_row"]);
         assert_eq!(forced(GemmQDecode::Vec), ["decode_vec", "decode_row"]);
         assert_eq!(forced(GemmQDecode::Rows), ["decode_rows", "decode_row"]);
-        assert_eq!(entry(64, 8, true, Some(GemmQDecode::Vec)), "main");
+        assert_eq!(entry(64, 8, true, Some(GemmQDecode::Vec)), "decode_rows");
     }
 
     #[test]

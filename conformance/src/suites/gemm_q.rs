@@ -69,7 +69,9 @@ impl Suite for GemmQSuite {
     fn strategy(_: Check, p: &Profile) -> BoxedStrategy<GemmQCase> {
         let dims = (
             prop_oneof![2 => 0..=9usize, 1 => 1..=p.gemm_max],
-            prop_oneof![3 => 0..=9usize, 1 => 10..=40usize],
+            // Columns: the decode kernels (up to 4), their tiles of 4 (to 64) and the
+            // prefill path (from 65) on both sides of each switch.
+            prop_oneof![3 => 0..=9usize, 1 => 10..=40usize, 1 => 60..=70usize],
             // Past 4 blocks the decode kernels take two blocks per step.
             prop_oneof![1 => 0..=4usize, 1 => 5..=40usize],
         );
