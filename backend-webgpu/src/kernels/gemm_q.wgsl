@@ -425,7 +425,9 @@ fn decode_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     store_c_rows(r, lane, row, col0, per_row);
 }
 
-// ---- `decode_rows`: few columns (n <= 4), RPT rows a thread ---------------------------
+// ---- `decode_rows`: few columns, RPT rows a thread -------------------------------------
+// A tile of COLS <= 4 columns a workgroup column (grid y walks the tiles: up to 64 columns
+// the Rust side runs this over tiles of 4, each reading the weights once).
 // `decode_vec` streams A at a third of the device's bandwidth: per 4 weights a lane loads
 // a scale, converts it, funnels a word (a branch that splits the warp, since neighbouring
 // blocks alternate between word-aligned and not), converts 4 integers and loads 4 values
