@@ -226,28 +226,22 @@ impl Stream {
             usage: U::STORAGE,
             mapped_at_creation: false,
         });
-        Self {
-            encoder: None,
-            pass: None,
-            recorded: 0,
-            params_host: Vec::with_capacity(PARAMS_ARENA as usize),
-            params_ring: (1..PARAMS_BUFFERS)
-                .map(|_| {
-                    Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("kernel parameters"),
-                        size: PARAMS_ARENA,
-                        usage: U::UNIFORM | U::COPY_DST,
-                        mapped_at_creation: false,
-                    }))
-                })
-                .collect(),
-            params: Arena::new(
+        let params_arena = || {
+            Arena::new(
                 device,
                 "kernel parameters",
                 PARAMS_ARENA,
                 U::UNIFORM | U::COPY_DST,
                 uniform_align,
-            ),
+            )
+        };
+        Self {
+            encoder: None,
+            pass: None,
+            recorded: 0,
+            params_host: Vec::with_capacity(PARAMS_ARENA as usize),
+            params_ring: (1..PARAMS_BUFFERS).map(|_| params_arena().buffer).collect(),
+            params: params_arena(),
             uploads: Arena::new(
                 device,
                 "upload staging",

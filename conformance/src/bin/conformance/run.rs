@@ -135,6 +135,10 @@ pub(crate) struct Plan {
     pub(crate) profile: Option<String>,
     pub(crate) replay: Option<String>,
     pub(crate) case_seed: Option<u64>,
+    /// The WebGPU tuning variables (a kernel forced for comparison), read once here so
+    /// that a bad value is a usage error before anything runs.
+    #[cfg(feature = "webgpu")]
+    pub(crate) tuning: backends::backend_webgpu::Tuning,
 }
 
 fn plan(args: &Args) -> Result<Plan, String> {
@@ -224,6 +228,10 @@ fn plan(args: &Args) -> Result<Plan, String> {
             );
         }
     }
+    #[cfg(feature = "webgpu")]
+    let tuning = backends::backend_webgpu::Tuning::default()
+        .with_env()
+        .map_err(|e| e.to_string())?;
     Ok(Plan {
         kinds: (!kinds.is_empty()).then_some(kinds),
         selectors,
@@ -233,6 +241,8 @@ fn plan(args: &Args) -> Result<Plan, String> {
         profile: args.profile.clone(),
         replay: args.replay.clone(),
         case_seed: args.case_seed,
+        #[cfg(feature = "webgpu")]
+        tuning,
     })
 }
 
@@ -343,7 +353,7 @@ fn run_target(target: &Target, plan: &Plan) -> Outcome {
         return outcome;
     }
     let start = Instant::now();
-    let backend = match catch_unwind(|| target.open()) {
+    let backend = match catch_unwind(|| target.open(plan)) {
         Ok(Ok(b)) => b,
         Ok(Err(OpenError::Failed(e))) => {
             outcome.status = Status::Error;
@@ -476,13 +486,6 @@ pub(crate) fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // A bad tuning variable is a usage error before anything runs, not a failure of
-    // each WebGPU target (nor ignored where none is found).
-    #[cfg(feature = "webgpu")]
-    if let Err(e) = backends::backend_webgpu::Tuning::default().with_env() {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
-    }
     if args.list {
         print!("{}", output::listing(&targets::adapters()));
         return ExitCode::SUCCESS;

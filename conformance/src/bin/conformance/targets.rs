@@ -2,8 +2,10 @@
 //! adapter.
 
 #[cfg(feature = "webgpu")]
-use backends::backend_webgpu::{self, AdapterSummary, Tuning, WebGpuBackend, WebGpuOptions};
+use backends::backend_webgpu::{self, AdapterSummary, WebGpuBackend, WebGpuOptions};
 use backends::{BackendKind, ComputeBackend};
+
+use crate::run::Plan;
 use serde::Serialize;
 
 /// How to get a GPU adapter on a machine without one.
@@ -100,19 +102,19 @@ impl Target {
         self.adapter.as_ref().is_some_and(AdapterInfo::is_software)
     }
 
-    /// Opens the backend. For WebGPU, checks that the adapter opened is the one meant.
-    pub(crate) fn open(&self) -> Result<Box<dyn ComputeBackend>, OpenError> {
+    /// Opens the backend (WebGPU with the plan's tuning). For WebGPU, checks that the
+    /// adapter opened is the one meant.
+    /// (The CPU-only runner takes nothing from the plan here.)
+    #[cfg_attr(not(feature = "webgpu"), allow(unused_variables))]
+    pub(crate) fn open(&self, plan: &Plan) -> Result<Box<dyn ComputeBackend>, OpenError> {
         match (&self.adapter, self.kind) {
             #[cfg(feature = "webgpu")]
             (Some(a), BackendKind::WebGpu) => {
                 let label = a.label();
                 // The tuning variables (a kernel forced for comparison) apply, so that a
                 // kernel the defaults do not pick can be checked too.
-                let tuning = Tuning::default()
-                    .with_env()
-                    .map_err(|e| OpenError::Failed(e.to_string()))?;
                 let mut b = WebGpuBackend::with_options(WebGpuOptions {
-                    tuning,
+                    tuning: plan.tuning,
                     ..WebGpuOptions::adapter(&label)
                 });
                 b.init()
